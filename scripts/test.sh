@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's one "run all tests" command:
+#   scripts/test.sh [extra cargo test args...]     e.g. scripts/test.sh -- --nocapture
+# Makes sure PostgreSQL, Redis and NATS (JetStream) answer on 127.0.0.1 and that the tools
+# (buf, grpcurl) are installed, then runs every test of the workspace against those services.
+# The TEST_*_URL variables below are only defaults: set them to point the tests elsewhere.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/ensure-services.sh
+bash scripts/ensure-tools.sh
+
+export PATH="$ROOT/tools/bin:$ROOT/tools/node_modules/.bin:$PATH"
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export TEST_NATS_URL="${TEST_NATS_URL:-nats://127.0.0.1:4222}"
+
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,55 @@
+//! PostgreSQL failures and their meaning for the application.
+
+use crate::ports::StoreError;
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("unexpected data in the database: {0}")]
+    Data(String),
+}
+
+impl PgError {
+    /// The constraint a unique violation hit, if this is one.
+    pub fn unique_violation(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e
+                .as_db_error()
+                .filter(|db| db.code().code() == UNIQUE_VIOLATION)
+                .map(|db| db.constraint().unwrap_or_default()),
+            _ => None,
+        }
+    }
+}
+
+impl From<PgError> for StoreError {
+    fn from(e: PgError) -> Self {
+        match &e {
+            PgError::Pool(_) => StoreError::Unavailable(e.to_string()),
+            // No server answer at all (refused, reset, closed): the database is unavailable.
+            PgError::Db(db) if db.as_db_error().is_none() => StoreError::Unavailable(e.to_string()),
+            PgError::Db(db) => match db.as_db_error().map(|d| d.code().code()) {
+                // Admin shutdown, cannot connect now, too many connections, serialization/deadlock.
+                Some(c)
+                    if c.starts_with("57P")
+                        || c.starts_with("08")
+                        || c == "53300"
+                        || c == "40001"
+                        || c == "40P01" =>
+                {
+                    StoreError::Unavailable(e.to_string())
+                }
+                _ => StoreError::Internal(e.to_string()),
+            },
+            PgError::Config(_) | PgError::Data(_) => StoreError::Internal(e.to_string()),
+        }
+    }
+}

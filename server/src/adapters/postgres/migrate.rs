@@ -1,0 +1,73 @@
+//! Applies the SQL files of `migrations/postgres/` in order, each once, each in its own
+//! transaction. A session advisory lock serializes servers that start at the same time: the
+//! second waits, then finds nothing left to do.
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use super::PgError;
+
+/// Arbitrary but fixed key of the advisory lock guarding migrations.
+const MIGRATION_LOCK_KEY: i64 = 0x7465_6d70_5354_4500;
+
+/// The migrations, in order. Their numbers are stored in `schema_migrations`.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "timescaledb",
+        include_str!("../../../../migrations/postgres/0002_timescaledb.sql"),
+    ),
+];
+
+/// Brings the database schema up to date. Returns the numbers of the migrations it applied.
+pub async fn run(client: &mut Client) -> Result<Vec<i32>, PgError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let result = apply_pending(client).await;
+    // Unlock even on failure; if the connection itself broke, the lock died with it.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    result
+}
+
+async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, PgError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut done = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tx.commit().await?;
+        info!(version, name, "applied migration");
+        done.push(*version);
+    }
+    Ok(done)
+}

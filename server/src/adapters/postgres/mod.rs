@@ -1,0 +1,14 @@
+//! PostgreSQL (TimescaleDB when the extension is available): the source of truth.
+//!
+//! - `migrate`: embedded SQL migrations under an advisory lock, so servers may start together.
+//! - `store`: [`PgStore`], implementing the write and time-travel ports with tokio-postgres
+//!   through a deadpool pool; every statement is prepared once per connection.
+//! - `error`: SQLSTATE and connection failures mapped to [`crate::ports::StoreError`].
+
+mod error;
+pub mod migrate;
+mod rows;
+mod store;
+
+pub use error::PgError;
+pub use store::{PgStore, PgStoreConfig};

@@ -1,0 +1,673 @@
+//! [`PgStore`]: the write side and the time-travel reads on PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{PgError, migrate, rows};
+use crate::domain::{ApplyMode, EventType, State};
+use crate::ports::{
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, Snapshot, StoreError, TypeKey,
+};
+
+/// How to reach and use the database.
+#[derive(Debug, Clone)]
+pub struct PgStoreConfig {
+    pub url: String,
+    pub pool_size: usize,
+    /// A snapshot is written at every version that is a multiple of this.
+    pub snapshot_interval: i64,
+    /// How long a caller waits for a connection before the store reports itself unavailable.
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    snapshot_interval: i64,
+}
+
+/// How often an append is retried when a concurrent append on another instance claimed one of
+/// its idempotency keys first; the retry then finds the key and answers accordingly.
+const APPEND_ATTEMPTS: usize = 3;
+
+fn now_micros() -> DateTime<Utc> {
+    // PostgreSQL keeps microseconds; truncating here keeps what we return equal to what we store.
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+impl PgStore {
+    /// Builds the pool. Connections are opened lazily, so this succeeds while the database is down.
+    pub fn new(config: &PgStoreConfig) -> Result<Self, PgError> {
+        let mut pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|e| PgError::Config(format!("DATABASE_URL: {e}")))?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("temporal-state-server");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| PgError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            snapshot_interval: config.snapshot_interval.max(1),
+        })
+    }
+
+    /// Applies pending migrations; safe to call from several servers at once.
+    pub async fn migrate(&self) -> Result<Vec<i32>, PgError> {
+        let mut client = self.pool.get().await?;
+        migrate::run(&mut client).await
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        Ok(self.pool.get().await?)
+    }
+
+    fn is_snapshot_version(&self, version: i64) -> bool {
+        version % self.snapshot_interval == 0
+    }
+
+    async fn try_append(
+        &self,
+        request: &AppendRequest,
+        decide: &Decide<'_>,
+    ) -> Result<Attempt, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT entity_type_id, version, state, updated_at FROM instances \
+                 WHERE id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let row = tx
+            .query_opt(&lock, &[&request.instance_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {}", request.instance_id)))?;
+        let head = Head {
+            entity_type_id: row.get(0),
+            version: row.get(1),
+            state: rows::object(row.get(2), "state")?,
+        };
+        let updated_at: DateTime<Utc> = row.get(3);
+
+        if !request.client_event_ids.is_empty() {
+            let recorded = recorded_events(&tx, &request.client_event_ids).await?;
+            if !recorded.is_empty() {
+                return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
+                    events: recorded,
+                }));
+            }
+        }
+        if let Some(expected) = request.expected_version
+            && expected != head.version
+        {
+            return Err(StoreError::Conflict {
+                expected,
+                current: head.version,
+            });
+        }
+
+        let pending = decide(&head)?;
+        if pending.is_empty() {
+            return Err(StoreError::Internal("an append decided no events".into()));
+        }
+        // recorded_at never decreases within an instance, even if the clock steps back.
+        let recorded_at = now_micros().max(updated_at);
+        let n = pending.len();
+        let mut versions = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut modes = Vec::with_capacity(n);
+        let mut occurred = Vec::with_capacity(n);
+        let mut snap_versions = Vec::new();
+        let mut snap_states = Vec::new();
+        let mut events = Vec::with_capacity(n);
+        for (i, p) in pending.iter().enumerate() {
+            let version = head.version + 1 + i as i64;
+            versions.push(version);
+            ids.push(p.event_id.clone());
+            types.push(p.event_type.clone());
+            payloads.push(Value::Object(p.payload.clone()));
+            metadata.push(Value::Object(p.metadata.clone()));
+            modes.push(p.mode.as_str());
+            occurred.push(p.occurred_at.unwrap_or(recorded_at));
+            if self.is_snapshot_version(version) {
+                snap_versions.push(version);
+                snap_states.push(Value::Object(p.state_after.clone()));
+            }
+            events.push(EventRecord {
+                event_id: p.event_id.clone(),
+                instance_id: request.instance_id,
+                entity_type_id: head.entity_type_id,
+                event_type: p.event_type.clone(),
+                version,
+                payload: p.payload.clone(),
+                metadata: p.metadata.clone(),
+                mode: p.mode,
+                recorded_at,
+                occurred_at: p.occurred_at.unwrap_or(recorded_at),
+            });
+        }
+        let key_versions: Vec<i64> = pending
+            .iter()
+            .zip(&versions)
+            .filter(|(p, _)| request.client_event_ids.contains(&p.event_id))
+            .map(|(_, v)| *v)
+            .collect();
+        let key_ids: Vec<&str> = pending
+            .iter()
+            .filter(|p| request.client_event_ids.contains(&p.event_id))
+            .map(|p| p.event_id.as_str())
+            .collect();
+        let last = head.version + n as i64;
+        let state = pending
+            .last()
+            .map(|p| p.state_after.clone())
+            .unwrap_or_default();
+        let state_json = Value::Object(state.clone());
+
+        let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
+        let params: [&(dyn ToSql + Sync); 17] = [
+            &request.instance_id,
+            &head.entity_type_id,
+            &recorded_at,
+            &versions,
+            &ids,
+            &types,
+            &payloads,
+            &metadata,
+            &modes,
+            &occurred,
+            &key_ids,
+            &key_versions,
+            &snap_versions,
+            &snap_states,
+            &last,
+            &state_json,
+            &head.version,
+        ];
+        let updated = match tx.execute(&write, &params).await.map_err(PgError::from) {
+            Ok(updated) => updated,
+            Err(e) if e.unique_violation() == Some("event_ids_pkey") => {
+                return Ok(Attempt::KeyTaken);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if updated != 1 {
+            return Err(StoreError::Internal(format!(
+                "instance {} changed under its lock",
+                request.instance_id
+            )));
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
+    }
+}
+
+/// The end of one append attempt.
+enum Attempt {
+    Done(AppendOutcome),
+    /// A concurrent append on another instance stored one of our idempotency keys first; the
+    /// transaction was rolled back and the next attempt will find the key recorded.
+    KeyTaken,
+}
+
+/// One statement writes the events, their idempotency keys and snapshots, and moves the
+/// instance's head with a compare-and-set on its version.
+const APPEND_SQL: &str = "
+WITH ev AS (
+    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
+                        metadata, mode, recorded_at, occurred_at)
+    SELECT $1, u.v, u.eid, $2, u.et, u.p, u.m, u.md, $3, u.oa
+    FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[],
+                $10::timestamptz[]) AS u(v, eid, et, p, m, md, oa)
+), k AS (
+    INSERT INTO event_ids (event_id, instance_id, version)
+    SELECT u.eid, $1, u.v FROM UNNEST($11::text[], $12::bigint[]) AS u(eid, v)
+), s AS (
+    INSERT INTO snapshots (instance_id, version, state)
+    SELECT $1, u.v, u.st FROM UNNEST($13::bigint[], $14::jsonb[]) AS u(v, st)
+)
+UPDATE instances SET version = $15, state = $16, updated_at = $3
+WHERE id = $1 AND version = $17";
+
+async fn recorded_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    event_ids: &[String],
+) -> Result<Vec<EventRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM event_ids k JOIN events e \
+         ON e.instance_id = k.instance_id AND e.version = k.version \
+         WHERE k.event_id = ANY($1) ORDER BY e.instance_id, e.version",
+        rows::EVENT_COLUMNS
+    );
+    let stmt = tx.prepare_cached(&sql).await.map_err(PgError::from)?;
+    let found = tx
+        .query(&stmt, &[&event_ids])
+        .await
+        .map_err(PgError::from)?;
+    Ok(found
+        .iter()
+        .map(rows::event)
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    #[instrument(skip(self, schema, description))]
+    async fn create_entity_type(
+        &self,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        schema: &State,
+    ) -> Result<EntityTypeRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO entity_types (id, name, description, schema, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
+             RETURNING {}",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let schema_json = Value::Object(schema.clone());
+        let row = client
+            .query_opt(
+                &stmt,
+                &[&id, &name, &description, &schema_json, &now_micros()],
+            )
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::AlreadyExists(format!("entity type {name:?}")))?;
+        Ok(rows::entity_type(&row)?)
+    }
+
+    async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
+        let client = self.client().await?;
+        let (row, what) = match key {
+            TypeKey::Id(id) => {
+                let sql = format!(
+                    "SELECT {} FROM entity_types WHERE id = $1",
+                    rows::ENTITY_TYPE_COLUMNS
+                );
+                let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+                let row = client
+                    .query_opt(&stmt, &[id])
+                    .await
+                    .map_err(PgError::from)?;
+                (row, format!("entity type {id}"))
+            }
+            TypeKey::Name(name) => {
+                let sql = format!(
+                    "SELECT {} FROM entity_types WHERE name = $1",
+                    rows::ENTITY_TYPE_COLUMNS
+                );
+                let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+                let row = client
+                    .query_opt(&stmt, &[name])
+                    .await
+                    .map_err(PgError::from)?;
+                (row, format!("entity type {name:?}"))
+            }
+        };
+        let row = row.ok_or(StoreError::NotFound(what))?;
+        Ok(rows::entity_type(&row)?)
+    }
+
+    async fn list_entity_types(
+        &self,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EntityTypeRecord>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM entity_types WHERE $1::text IS NULL OR name > $1 \
+             ORDER BY name LIMIT $2",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(&stmt, &[&after_name, &(limit as i64)])
+            .await
+            .map_err(PgError::from)?;
+        Ok(found
+            .iter()
+            .map(rows::entity_type)
+            .collect::<Result<_, _>>()?)
+    }
+
+    #[instrument(skip(self, new), fields(instance_id = %new.id))]
+    async fn create_instance(
+        &self,
+        new: NewInstance,
+    ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH i AS (
+                    INSERT INTO instances (id, entity_type_id, external_id, state, version,
+                                           created_at, updated_at)
+                    VALUES ($1, $2, $3, $4, 1, $5, $5)
+                    ON CONFLICT (entity_type_id, external_id) DO NOTHING
+                    RETURNING id
+                ), e AS (
+                    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
+                                        payload, metadata, mode, recorded_at, occurred_at)
+                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5 FROM i
+                ), s AS (
+                    INSERT INTO snapshots (instance_id, version, state)
+                    SELECT id, 1, $4 FROM i WHERE $10
+                )
+                SELECT t.name, (SELECT count(*) FROM i) FROM entity_types t WHERE t.id = $2",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let now = now_micros();
+        let state = Value::Object(new.initial_state.clone());
+        let metadata = Value::Object(new.metadata.clone());
+        let snapshot = self.is_snapshot_version(1);
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &new.id,
+                    &new.entity_type_id,
+                    &new.external_id,
+                    &state,
+                    &now,
+                    &new.event_id,
+                    &EventType::INSTANCE_CREATED,
+                    &metadata,
+                    &ApplyMode::Replace.as_str(),
+                    &snapshot,
+                ],
+            )
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
+        let type_name: String = row.get(0);
+        let inserted: i64 = row.get(1);
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "instance with external_id {:?} of entity type {type_name:?}",
+                new.external_id
+            )));
+        }
+        let instance = InstanceRecord {
+            id: new.id,
+            entity_type_id: new.entity_type_id,
+            entity_type_name: type_name,
+            external_id: new.external_id,
+            state: new.initial_state.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = EventRecord {
+            event_id: new.event_id,
+            instance_id: new.id,
+            entity_type_id: new.entity_type_id,
+            event_type: EventType::INSTANCE_CREATED.to_string(),
+            version: 1,
+            payload: new.initial_state,
+            metadata: new.metadata,
+            mode: ApplyMode::Replace,
+            recorded_at: now,
+            occurred_at: now,
+        };
+        Ok((instance, event))
+    }
+
+    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.id = $1",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+        Ok(rows::instance(&row)?)
+    }
+
+    async fn find_instance(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<InstanceRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.entity_type_id = $1 AND i.external_id = $2",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&entity_type_id, &external_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("instance with external_id {external_id:?}"))
+            })?;
+        Ok(rows::instance(&row)?)
+    }
+
+    async fn list_instances(
+        &self,
+        entity_type_id: Uuid,
+        after_external_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
+             ORDER BY i.external_id LIMIT $3",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(
+                &stmt,
+                &[&entity_type_id, &after_external_id, &(limit as i64)],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(found.iter().map(rows::instance).collect::<Result<_, _>>()?)
+    }
+
+    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT entity_type_id FROM instances WHERE id = $1")
+            .await
+            .map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&instance_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))?;
+        Ok(row.get(0))
+    }
+
+    #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
+    async fn append(
+        &self,
+        request: AppendRequest,
+        decide: Decide<'_>,
+    ) -> Result<AppendOutcome, StoreError> {
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.try_append(&request, &decide).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::KeyTaken => {
+                    tracing::debug!(attempt, "idempotency key claimed concurrently, retrying");
+                }
+            }
+        }
+        Err(StoreError::Internal(format!(
+            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
+        )))
+    }
+}
+
+#[async_trait]
+impl HistoryReader for PgStore {
+    async fn events(
+        &self,
+        instance_id: Uuid,
+        filter: &HistoryFilter,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let client = self.client().await?;
+        let (op, order) = if filter.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let sql = format!(
+            "SELECT {} FROM events e WHERE e.instance_id = $1 \
+             AND ($2::bigint IS NULL OR e.version >= $2) \
+             AND ($3::bigint IS NULL OR e.version <= $3) \
+             AND ($4::timestamptz IS NULL OR e.recorded_at >= $4) \
+             AND ($5::timestamptz IS NULL OR e.recorded_at <= $5) \
+             AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6)) \
+             AND ($7::bigint IS NULL OR e.version {op} $7) \
+             ORDER BY e.version {order} LIMIT $8",
+            rows::EVENT_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(
+                &stmt,
+                &[
+                    &instance_id,
+                    &filter.from_version,
+                    &filter.to_version,
+                    &filter.start_time,
+                    &filter.end_time,
+                    &filter.event_types,
+                    &filter.after_version,
+                    &(limit as i64),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
+    }
+
+    async fn snapshot_and_tail(
+        &self,
+        instance_id: Uuid,
+        version: i64,
+    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "{SNAPSHOT_AND_TAIL_SQL_HEAD} {} {SNAPSHOT_AND_TAIL_SQL_TAIL}",
+            rows::EVENT_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(&stmt, &[&instance_id, &version])
+            .await
+            .map_err(PgError::from)?;
+        let mut snapshot = None;
+        let mut tail = Vec::with_capacity(found.len());
+        for row in &found {
+            if snapshot.is_none() {
+                let snap_version: Option<i64> = row.try_get(0).map_err(PgError::from)?;
+                if let Some(v) = snap_version {
+                    let state: Value = row.try_get(1).map_err(PgError::from)?;
+                    snapshot = Some(Snapshot {
+                        version: v,
+                        state: rows::object(state, "snapshot")?,
+                    });
+                }
+            }
+            let event_version: Option<i64> = row.try_get(6).map_err(PgError::from)?;
+            if event_version.is_some() {
+                tail.push(rows::event_at(row, 2)?);
+            }
+        }
+        Ok((snapshot, tail))
+    }
+
+    async fn version_at(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT version FROM events WHERE instance_id = $1 AND recorded_at <= $2 \
+                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&instance_id, &at])
+            .await
+            .map_err(PgError::from)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// The latest snapshot at or before $2 and the events after it up to $2, in one round trip.
+/// The outer LEFT JOINs keep the snapshot row even when the tail is empty.
+pub const SNAPSHOT_AND_TAIL_SQL_HEAD: &str = "
+WITH s AS (
+    SELECT version, state FROM snapshots
+    WHERE instance_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1
+)
+SELECT s.version, s.state,";
+pub const SNAPSHOT_AND_TAIL_SQL_TAIL: &str = "
+FROM (SELECT 1) AS one
+LEFT JOIN s ON true
+LEFT JOIN events e ON e.instance_id = $1 AND e.version >= COALESCE(s.version, 1)
+                  AND e.version <= $2
+ORDER BY e.version";

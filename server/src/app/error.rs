@@ -1,0 +1,51 @@
+//! Errors of the use cases. Each variant names the gRPC code it becomes; the mapping itself is
+//! in `grpc::status`, the one place that turns errors into statuses.
+
+use crate::domain::DomainError;
+use crate::ports::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad input or a broken rule: INVALID_ARGUMENT, with one field violation per problem.
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+    /// NOT_FOUND.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// ALREADY_EXISTS.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// ABORTED: the caller's expected version is not the current one.
+    #[error("expected version {expected} but instance is at version {current}")]
+    Conflict { expected: i64, current: i64 },
+    /// RESOURCE_EXHAUSTED: over a size or count limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// UNAVAILABLE: a backend is down; retrying is safe.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// INTERNAL: a bug. The message is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid(DomainError::invalid(field, reason))
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::AlreadyExists(what) => {
+                Self::AlreadyExists(format!("{what} already exists"))
+            }
+            StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
+            StoreError::Rejected(d) => Self::Invalid(d),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Internal(m) => Self::Internal(m),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Use cases: commands (the write side), queries (time travel) and, later, analytics. They
+//! orchestrate the ports and the pure domain; they hold no SQL and no protobuf.
+
+mod cache;
+mod commands;
+mod error;
+pub mod paging;
+mod queries;
+
+use std::sync::Arc;
+
+pub use commands::EventInput;
+pub use error::AppError;
+pub use paging::Page;
+pub use queries::{StateAt, TimelineEntry};
+
+use crate::domain::State;
+use crate::ports::{EventStore, HistoryReader, TypeKey};
+use cache::Caches;
+use uuid::Uuid;
+
+/// Limits applied to every command.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest payload, metadata, schema or state, as serialized JSON bytes.
+    pub max_payload_bytes: usize,
+    /// Most events in one ApplyEvents batch.
+    pub max_batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+/// The application: every use case, over whichever adapters implement the ports.
+#[derive(Clone)]
+pub struct App {
+    store: Arc<dyn EventStore>,
+    history: Arc<dyn HistoryReader>,
+    limits: Limits,
+    caches: Arc<Caches>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        history: Arc<dyn HistoryReader>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            history,
+            limits,
+            caches: Arc::new(Caches::default()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    fn check_size(&self, field: &str, value: &State) -> Result<(), AppError> {
+        let size = serde_json::to_vec(value)
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .len();
+        if size > self.limits.max_payload_bytes {
+            return Err(AppError::TooLarge(format!(
+                "{field} is {size} bytes, over the limit of {} bytes",
+                self.limits.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a UUID request field.
+pub(crate) fn parse_id(field: &str, raw: &str) -> Result<Uuid, AppError> {
+    if raw.is_empty() {
+        return Err(AppError::invalid(field, "is required"));
+    }
+    Uuid::parse_str(raw).map_err(|_| AppError::invalid(field, format!("{raw:?} is not a UUID")))
+}
+
+/// An entity type named by id or by name.
+pub(crate) fn parse_type_key(raw: &str) -> Result<TypeKey, AppError> {
+    if raw.is_empty() {
+        return Err(AppError::invalid(
+            "entity_type",
+            "is required (an id or a name)",
+        ));
+    }
+    if let Ok(id) = Uuid::parse_str(raw) {
+        return Ok(TypeKey::Id(id));
+    }
+    crate::domain::EntityTypeName::parse(raw)
+        .map(|n| TypeKey::Name(n.as_str().to_string()))
+        .map_err(|_| {
+            AppError::invalid(
+                "entity_type",
+                format!("{raw:?} is neither a UUID nor a valid entity type name"),
+            )
+        })
+}

@@ -1,0 +1,87 @@
+//! Page sizes and opaque page tokens shared by every listing.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::AppError;
+
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A validated page request: how many items and where to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub size: usize,
+    /// The cursor decoded from the token: the sort key of the last item already returned.
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// `page_size` 0 means the default; negative or over [`MAX_PAGE_SIZE`] is INVALID_ARGUMENT.
+    pub fn parse(page_size: i32, page_token: &str) -> Result<Self, AppError> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 || n as usize > MAX_PAGE_SIZE => {
+                return Err(AppError::invalid(
+                    "page_size",
+                    format!(
+                        "{n} is out of range: expected 1 to {MAX_PAGE_SIZE} (0 for the default {DEFAULT_PAGE_SIZE})"
+                    ),
+                ));
+            }
+            n => n as usize,
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let bytes = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| {
+                AppError::invalid(
+                    "page_token",
+                    "is malformed: pass the next_page_token of a previous page",
+                )
+            })?;
+            let cursor = String::from_utf8(bytes).map_err(|_| {
+                AppError::invalid(
+                    "page_token",
+                    "is malformed: pass the next_page_token of a previous page",
+                )
+            })?;
+            Some(cursor)
+        };
+        Ok(Self { size, after })
+    }
+
+    /// The token of the next page: empty when `fetched` (asked as `size + 1`) showed no more items.
+    pub fn next_token(&self, fetched: usize, last_key: Option<&str>) -> String {
+        match last_key {
+            Some(key) if fetched > self.size => URL_SAFE_NO_PAD.encode(key.as_bytes()),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert_eq!(Page::parse(0, "").unwrap().size, DEFAULT_PAGE_SIZE);
+        assert_eq!(Page::parse(1000, "").unwrap().size, 1000);
+        assert!(Page::parse(1001, "").is_err());
+        assert!(Page::parse(-1, "").is_err());
+        assert!(Page::parse(10_000_000, "").is_err());
+    }
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_rejected() {
+        let page = Page::parse(2, "").unwrap();
+        let token = page.next_token(3, Some("player-002"));
+        assert_eq!(
+            Page::parse(2, &token).unwrap().after.as_deref(),
+            Some("player-002")
+        );
+        assert_eq!(page.next_token(2, Some("x")), "");
+        assert!(Page::parse(2, "!!not base64!!").is_err());
+    }
+}

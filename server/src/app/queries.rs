@@ -1,0 +1,274 @@
+//! Time travel: history pages, past states from a snapshot plus a bounded tail, diffs and
+//! field timelines. The folding and diffing themselves are pure domain functions.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{App, AppError, Page, parse_id};
+use crate::domain::diff::{Comparison, compare};
+use crate::domain::field_path::{lookup, parse_field_path};
+use crate::domain::timeline::FieldTracker;
+use crate::domain::{State, apply_event};
+use crate::ports::{EventRecord, HistoryFilter};
+
+/// Events read per round trip while folding a long range.
+const FOLD_BATCH: usize = 1000;
+
+/// A past state and the version it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateAt {
+    pub state: State,
+    pub version: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One change of a field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub version: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub event_type: String,
+    /// None where the field was removed.
+    pub value: Option<Value>,
+}
+
+fn check_range(
+    from: Option<i64>,
+    to: Option<i64>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+) -> Result<(), AppError> {
+    for (field, v) in [("from_version", from), ("to_version", to)] {
+        if let Some(v) = v
+            && v < 1
+        {
+            return Err(AppError::invalid(
+                field,
+                format!("{v} is not a version: versions start at 1"),
+            ));
+        }
+    }
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(AppError::invalid(
+            "from_version",
+            format!("{f} is after to_version {t}"),
+        ));
+    }
+    if let (Some(s), Some(e)) = (start, end)
+        && s > e
+    {
+        return Err(AppError::invalid(
+            "start_time",
+            format!("{s} is after end_time {e}"),
+        ));
+    }
+    Ok(())
+}
+
+impl App {
+    /// A page of an instance's events.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn get_history(
+        &self,
+        instance_id: &str,
+        mut filter: HistoryFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<EventRecord>, String), AppError> {
+        let id = parse_id("instance_id", instance_id)?;
+        check_range(
+            filter.from_version,
+            filter.to_version,
+            filter.start_time,
+            filter.end_time,
+        )?;
+        let page = Page::parse(page_size, page_token)?;
+        filter.after_version = match &page.after {
+            None => None,
+            Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
+                AppError::invalid(
+                    "page_token",
+                    "is malformed: pass the next_page_token of a previous page",
+                )
+            })?),
+        };
+        let mut events = self.history.events(id, &filter, page.size + 1).await?;
+        if events.is_empty() && filter.after_version.is_none() {
+            // Tell an unknown instance from an empty filter result.
+            self.store.get_instance(id).await?;
+        }
+        let fetched = events.len();
+        events.truncate(page.size);
+        let last = events.last().map(|e| e.version.to_string());
+        let token = page.next_token(fetched, last.as_deref());
+        Ok((events, token))
+    }
+
+    /// The state right after `version`: one snapshot read plus at most the snapshot interval's
+    /// number of events, in one round trip.
+    #[instrument(skip(self))]
+    pub async fn state_at_version(&self, id: Uuid, version: i64) -> Result<StateAt, AppError> {
+        if version < 1 {
+            return Err(AppError::invalid(
+                "version",
+                format!("{version} is not a version: versions start at 1"),
+            ));
+        }
+        let (snapshot, tail) = self.history.snapshot_and_tail(id, version).await?;
+        let Some(last) = tail.last().filter(|e| e.version == version) else {
+            let instance = self.store.get_instance(id).await?;
+            return Err(AppError::invalid(
+                "version",
+                format!(
+                    "version {version} is past the latest version {} of instance {id}",
+                    instance.version
+                ),
+            ));
+        };
+        let recorded_at = last.recorded_at;
+        let (mut state, from) = match snapshot {
+            Some(s) => (s.state, s.version),
+            None => (State::new(), 0),
+        };
+        for event in tail.iter().filter(|e| e.version > from) {
+            state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                AppError::Internal(format!(
+                    "stored event {} does not apply: {e}",
+                    event.version
+                ))
+            })?;
+        }
+        Ok(StateAt {
+            state,
+            version,
+            recorded_at,
+        })
+    }
+
+    pub async fn get_state_at_version(
+        &self,
+        instance_id: &str,
+        version: i64,
+    ) -> Result<StateAt, AppError> {
+        self.state_at_version(parse_id("instance_id", instance_id)?, version)
+            .await
+    }
+
+    /// The state as the engine knew it at `at`: after the last event recorded at or before it.
+    pub async fn get_state_at_time(
+        &self,
+        instance_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<StateAt, AppError> {
+        let id = parse_id("instance_id", instance_id)?;
+        match self.history.version_at(id, at).await? {
+            Some(version) => self.state_at_version(id, version).await,
+            None => {
+                let instance = self.store.get_instance(id).await?;
+                Err(AppError::NotFound(format!(
+                    "state of instance {id} at {}: it was created at {}, after that moment",
+                    at.to_rfc3339(),
+                    instance.created_at.to_rfc3339()
+                )))
+            }
+        }
+    }
+
+    /// Both states, the patch from the first to the second and the flat list of changes.
+    pub async fn compare_versions(
+        &self,
+        instance_id: &str,
+        version1: i64,
+        version2: i64,
+    ) -> Result<(StateAt, StateAt, Comparison), AppError> {
+        let id = parse_id("instance_id", instance_id)?;
+        let first = self
+            .state_at_version(id, version1)
+            .await
+            .map_err(|e| rename(e, "version1"))?;
+        let second = self
+            .state_at_version(id, version2)
+            .await
+            .map_err(|e| rename(e, "version2"))?;
+        let comparison = compare(&first.state, &second.state);
+        Ok((first, second, comparison))
+    }
+
+    /// Each version at which the field's value changed, within the optional ranges.
+    pub async fn get_field_timeline(
+        &self,
+        instance_id: &str,
+        field: &str,
+        filter: HistoryFilter,
+    ) -> Result<Vec<TimelineEntry>, AppError> {
+        let id = parse_id("instance_id", instance_id)?;
+        let pointer = parse_field_path(field)?;
+        check_range(
+            filter.from_version,
+            filter.to_version,
+            filter.start_time,
+            filter.end_time,
+        )?;
+        let start = filter.from_version.unwrap_or(1);
+        let (mut state, initial) = if start > 1 {
+            let before = self.state_at_version(id, start - 1).await?;
+            let value = lookup(&before.state, &pointer).cloned();
+            (before.state, value)
+        } else {
+            // Tell an unknown instance from an empty timeline.
+            self.store.get_instance(id).await?;
+            (State::new(), None)
+        };
+        let mut tracker = FieldTracker::new(pointer, initial);
+        let mut points = Vec::new();
+        let mut read = HistoryFilter {
+            from_version: Some(start),
+            to_version: filter.to_version,
+            ..HistoryFilter::default()
+        };
+        loop {
+            let events = self.history.events(id, &read, FOLD_BATCH).await?;
+            for event in &events {
+                state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                    AppError::Internal(format!(
+                        "stored event {} does not apply: {e}",
+                        event.version
+                    ))
+                })?;
+                if let Some(value) = tracker.observe(&state) {
+                    let in_time = filter.start_time.is_none_or(|s| event.recorded_at >= s)
+                        && filter.end_time.is_none_or(|e| event.recorded_at <= e);
+                    if in_time {
+                        points.push(TimelineEntry {
+                            version: event.version,
+                            recorded_at: event.recorded_at,
+                            event_type: event.event_type.clone(),
+                            value,
+                        });
+                    }
+                }
+            }
+            match events.last() {
+                Some(last) if events.len() == FOLD_BATCH => read.after_version = Some(last.version),
+                _ => break,
+            }
+        }
+        Ok(points)
+    }
+}
+
+/// Names the request field a version error is about when two versions are involved.
+fn rename(error: AppError, field: &str) -> AppError {
+    match error {
+        AppError::Invalid(crate::domain::DomainError::InvalidField { field: f, reason })
+            if f == "version" =>
+        {
+            AppError::invalid(field, reason)
+        }
+        other => other,
+    }
+}

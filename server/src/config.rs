@@ -1,0 +1,111 @@
+//! The one typed configuration: every field is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "temporal-state-server",
+    version,
+    about = "Immutable, versioned history of any entity, with time travel over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/temporal_state.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where the gRPC server listens.
+    #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// A snapshot is stored at every version that is a multiple of this; a past state then costs
+    /// one snapshot plus fewer than this many events.
+    #[arg(long, env = "SNAPSHOT_INTERVAL", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub snapshot_interval: i64,
+
+    /// Most database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// Largest payload, metadata, schema or initial state, in bytes of JSON.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Most events in one ApplyEvents batch.
+    #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+
+    /// Seconds to wait for a database connection before answering UNAVAILABLE.
+    #[arg(long, env = "DB_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_connect_timeout_secs: u64,
+
+    /// Directory of the embedded store, used when no DATABASE_URL is given.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+impl Config {
+    pub fn db_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_connect_timeout_secs.max(1))
+    }
+
+    /// Largest gRPC message accepted: a full batch of maximal payloads, plus room for framing.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_payload_bytes
+            .saturating_mul(2)
+            .saturating_add(4 * 1024 * 1024)
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn masked_database_url(&self) -> Option<String> {
+        self.database_url.as_deref().map(mask_password)
+    }
+}
+
+fn mask_password(url: &str) -> String {
+    // postgres://user:secret@host/db -> postgres://user:***@host/db
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_password("host=h user=u"), "host=h user=u");
+    }
+}

@@ -1,0 +1,75 @@
+//! Why the domain rejects an input. Each variant says which gRPC status it becomes (the mapping
+//! itself lives in `grpc::status`).
+
+/// One violated rule, located by a JSON pointer into the offending document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer (`/stats/level`) or request field (`name`) the rule is about; empty for the root.
+    pub path: String,
+    /// Human-readable description of what is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
+        write!(f, "{path}: {}", self.message)
+    }
+}
+
+/// A rejection by the domain: the input breaks a rule, nothing was or will be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DomainError {
+    /// A request field is malformed (INVALID_ARGUMENT).
+    #[error("invalid {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    /// The entity type's schema is not a valid JSON Schema (INVALID_ARGUMENT, one violation per problem).
+    #[error("schema is not a valid JSON Schema: {}", join(.0))]
+    InvalidSchema(Vec<Violation>),
+    /// The resulting state breaks the type's schema (INVALID_ARGUMENT, one violation per path).
+    #[error("state does not satisfy the schema of entity type {entity_type}: {}", join(.violations))]
+    SchemaViolation {
+        entity_type: String,
+        violations: Vec<Violation>,
+    },
+    /// The payload cannot be applied in the requested mode (INVALID_ARGUMENT).
+    #[error("payload cannot be applied: {0}")]
+    InvalidPatch(String),
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The individual violations, for rich error details.
+    pub fn violations(&self) -> Vec<Violation> {
+        match self {
+            Self::InvalidField { field, reason } => vec![Violation {
+                path: field.clone(),
+                message: reason.clone(),
+            }],
+            Self::InvalidSchema(v) => v.clone(),
+            Self::SchemaViolation { violations, .. } => violations.clone(),
+            Self::InvalidPatch(reason) => vec![Violation {
+                path: "payload".into(),
+                message: reason.clone(),
+            }],
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The pure core of the engine: entity types and their schemas, applying an event to a state,
+//! diffs between states and field timelines.
+//!
+//! Nothing here does I/O or is async, and nothing imports tonic, tokio-postgres, fred or async-nats:
+//! every function is a plain computation over `serde_json::Value`s, tested with unit and property tests.
+
+pub mod apply;
+pub mod diff;
+pub mod entity_type;
+pub mod error;
+pub mod field_path;
+pub mod timeline;
+pub mod validate;
+
+pub use apply::{ApplyMode, apply_event};
+pub use entity_type::{EntityTypeName, EventType, ExternalId};
+pub use error::{DomainError, Violation};
+
+/// A state or payload: always a JSON object at the top level.
+pub type State = serde_json::Map<String, serde_json::Value>;

@@ -1,0 +1,235 @@
+//! Protobuf <-> domain conversions: `google.protobuf.Struct` <-> JSON objects, timestamps,
+//! apply modes and records.
+//!
+//! Protobuf carries every number as a double. An integral double within ±2^53 becomes a JSON
+//! integer, so `150` stays `150` whichever way it came in, and schemas asking for integers work.
+
+use chrono::{DateTime, Utc};
+use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
+use serde_json::{Map, Number, Value};
+use temporal_state_proto::v1 as pb;
+
+use crate::app::AppError;
+use crate::domain::{ApplyMode, State};
+use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
+
+/// Largest integer a double represents exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+pub fn struct_to_state(field: &str, s: Option<Struct>) -> Result<State, AppError> {
+    let mut map = Map::new();
+    if let Some(s) = s {
+        for (k, v) in s.fields {
+            map.insert(k, value_to_json(field, v)?);
+        }
+    }
+    Ok(map)
+}
+
+fn value_to_json(field: &str, v: PbValue) -> Result<Value, AppError> {
+    Ok(match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => number(field, n)?,
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_state(field, Some(s))?),
+        Some(Kind::ListValue(l)) => Value::Array(
+            l.values
+                .into_iter()
+                .map(|v| value_to_json(field, v))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn number(field: &str, n: f64) -> Result<Value, AppError> {
+    if !n.is_finite() {
+        return Err(AppError::invalid(
+            field,
+            format!("{n} is not a JSON number"),
+        ));
+    }
+    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+        return Ok(Value::Number(Number::from(n as i64)));
+    }
+    Number::from_f64(n)
+        .map(Value::Number)
+        .ok_or_else(|| AppError::invalid(field, format!("{n} is not a JSON number")))
+}
+
+pub fn state_to_struct(state: &State) -> Struct {
+    Struct {
+        fields: state
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+pub fn json_to_value(v: &Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(state_to_struct(o)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A request timestamp; out-of-range values are INVALID_ARGUMENT naming the field.
+pub fn from_timestamp(
+    field: &str,
+    t: Option<Timestamp>,
+) -> Result<Option<DateTime<Utc>>, AppError> {
+    let Some(t) = t else { return Ok(None) };
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(AppError::invalid(
+            field,
+            format!("nanos {} is out of range 0..999999999", t.nanos),
+        ));
+    }
+    // RFC 3339 range, as google.protobuf.Timestamp documents: 0001-01-01 to 9999-12-31.
+    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+        return Err(AppError::invalid(
+            field,
+            format!("seconds {} is outside years 1 to 9999", t.seconds),
+        ));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .map(Some)
+        .ok_or_else(|| AppError::invalid(field, "is not a valid timestamp"))
+}
+
+pub fn apply_mode(raw: i32) -> Result<ApplyMode, AppError> {
+    match pb::ApplyMode::try_from(raw) {
+        Ok(pb::ApplyMode::Unspecified | pb::ApplyMode::MergePatch) => Ok(ApplyMode::MergePatch),
+        Ok(pb::ApplyMode::Replace) => Ok(ApplyMode::Replace),
+        Ok(pb::ApplyMode::JsonPatch) => Ok(ApplyMode::JsonPatch),
+        Err(_) => Err(AppError::invalid(
+            "mode",
+            format!("{raw} is not an ApplyMode"),
+        )),
+    }
+}
+
+pub fn mode_to_pb(mode: ApplyMode) -> pb::ApplyMode {
+    match mode {
+        ApplyMode::MergePatch => pb::ApplyMode::MergePatch,
+        ApplyMode::Replace => pb::ApplyMode::Replace,
+        ApplyMode::JsonPatch => pb::ApplyMode::JsonPatch,
+    }
+}
+
+pub fn entity_type(r: EntityTypeRecord) -> pb::EntityType {
+    pb::EntityType {
+        id: r.id.to_string(),
+        name: r.name,
+        description: r.description,
+        schema: Some(state_to_struct(&r.schema)),
+        created_at: Some(timestamp(r.created_at)),
+    }
+}
+
+pub fn instance(r: InstanceRecord) -> pb::Instance {
+    pb::Instance {
+        id: r.id.to_string(),
+        entity_type_id: r.entity_type_id.to_string(),
+        entity_type_name: r.entity_type_name,
+        external_id: r.external_id,
+        state: Some(state_to_struct(&r.state)),
+        version: r.version,
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+    }
+}
+
+pub fn event(r: EventRecord) -> pb::Event {
+    pb::Event {
+        id: r.event_id,
+        instance_id: r.instance_id.to_string(),
+        entity_type_id: r.entity_type_id.to_string(),
+        event_type: r.event_type,
+        version: r.version,
+        payload: Some(state_to_struct(&r.payload)),
+        metadata: Some(state_to_struct(&r.metadata)),
+        mode: mode_to_pb(r.mode) as i32,
+        recorded_at: Some(timestamp(r.recorded_at)),
+        occurred_at: Some(timestamp(r.occurred_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integral_doubles_become_integers_and_round_trip() {
+        let state = json!({"score": 150, "ratio": 0.5, "nested": {"list": [1, "a", null, true]}});
+        let state = state.as_object().unwrap().clone();
+        let back = struct_to_state("payload", Some(state_to_struct(&state))).unwrap();
+        assert_eq!(back, state);
+        assert!(back["score"].is_i64());
+    }
+
+    #[test]
+    fn non_finite_numbers_are_rejected() {
+        let s = Struct {
+            fields: [(
+                "x".to_string(),
+                PbValue {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        assert!(struct_to_state("payload", Some(s)).is_err());
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_rejected() {
+        assert!(
+            from_timestamp(
+                "t",
+                Some(Timestamp {
+                    seconds: 0,
+                    nanos: -1
+                })
+            )
+            .is_err()
+        );
+        assert!(
+            from_timestamp(
+                "t",
+                Some(Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0
+                })
+            )
+            .is_err()
+        );
+        assert!(
+            from_timestamp(
+                "t",
+                Some(Timestamp {
+                    seconds: 1,
+                    nanos: 5
+                })
+            )
+            .unwrap()
+            .is_some()
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
+//! application, map errors to statuses. No business logic lives here.
+
+pub mod convert;
+mod services;
+pub mod status;
+
+pub use services::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};

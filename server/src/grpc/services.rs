@@ -1,0 +1,443 @@
+//! The five service implementations over [`App`].
+
+use std::pin::Pin;
+
+use futures::Stream;
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::analytics_service_server::AnalyticsService;
+use temporal_state_proto::v1::entity_type_service_server::EntityTypeService;
+use temporal_state_proto::v1::event_service_server::EventService;
+use temporal_state_proto::v1::instance_service_server::InstanceService;
+use temporal_state_proto::v1::query_service_server::QueryService;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{
+    self, from_timestamp, json_to_value, state_to_struct, struct_to_state, timestamp,
+};
+use super::status::to_status;
+use crate::app::{App, AppError, EventInput};
+use crate::domain::diff::ChangeKind;
+use crate::ports::HistoryFilter;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: Result<T, AppError>) -> Reply<T> {
+    result.map(Response::new).map_err(to_status)
+}
+
+pub struct EntityTypeApi(pub App);
+pub struct InstanceApi(pub App);
+pub struct EventApi(pub App);
+pub struct QueryApi(pub App);
+pub struct AnalyticsApi(pub App);
+
+#[tonic::async_trait]
+impl EntityTypeService for EntityTypeApi {
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_entity_type(
+        &self,
+        request: Request<pb::CreateEntityTypeRequest>,
+    ) -> Reply<pb::CreateEntityTypeResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let schema = struct_to_state("schema", r.schema)?;
+                let created = self
+                    .0
+                    .create_entity_type(&r.name, &r.description, schema)
+                    .await?;
+                Ok(pb::CreateEntityTypeResponse {
+                    entity_type: Some(convert::entity_type(created)),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn list_entity_types(
+        &self,
+        request: Request<pb::ListEntityTypesRequest>,
+    ) -> Reply<pb::ListEntityTypesResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .list_entity_types(r.page_size, &r.page_token)
+                .await
+                .map(|(types, next)| pb::ListEntityTypesResponse {
+                    entity_types: types.into_iter().map(convert::entity_type).collect(),
+                    next_page_token: next,
+                }),
+        )
+    }
+
+    async fn get_entity_type(
+        &self,
+        request: Request<pb::GetEntityTypeRequest>,
+    ) -> Reply<pb::GetEntityTypeResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_entity_type(&r.entity_type)
+                .await
+                .map(|t| pb::GetEntityTypeResponse {
+                    entity_type: Some(convert::entity_type(t)),
+                }),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl InstanceService for InstanceApi {
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn create_instance(
+        &self,
+        request: Request<pb::CreateInstanceRequest>,
+    ) -> Reply<pb::CreateInstanceResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let state = struct_to_state("initial_state", r.initial_state)?;
+                let metadata = struct_to_state("metadata", r.metadata)?;
+                let (instance, event) = self
+                    .0
+                    .create_instance(&r.entity_type, &r.external_id, state, metadata)
+                    .await?;
+                Ok(pb::CreateInstanceResponse {
+                    instance: Some(convert::instance(instance)),
+                    event: Some(convert::event(event)),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> Reply<pb::ListInstancesResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .list_instances(&r.entity_type, r.page_size, &r.page_token)
+                .await
+                .map(|(found, next)| pb::ListInstancesResponse {
+                    instances: found.into_iter().map(convert::instance).collect(),
+                    next_page_token: next,
+                }),
+        )
+    }
+
+    async fn get_instance(
+        &self,
+        request: Request<pb::GetInstanceRequest>,
+    ) -> Reply<pb::GetInstanceResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_instance(&r.instance_id)
+                .await
+                .map(|i| pb::GetInstanceResponse {
+                    instance: Some(convert::instance(i)),
+                }),
+        )
+    }
+
+    async fn get_current_state(
+        &self,
+        request: Request<pb::GetCurrentStateRequest>,
+    ) -> Reply<pb::GetCurrentStateResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_current_state(&r.entity_type, &r.external_id)
+                .await
+                .map(|i| pb::GetCurrentStateResponse {
+                    instance: Some(convert::instance(i)),
+                }),
+        )
+    }
+}
+
+fn event_input(
+    event_type: String,
+    payload: Option<prost_types::Struct>,
+    metadata: Option<prost_types::Struct>,
+    event_id: String,
+    occurred_at: Option<prost_types::Timestamp>,
+    mode: i32,
+) -> Result<EventInput, AppError> {
+    Ok(EventInput {
+        event_type,
+        payload: struct_to_state("payload", payload)?,
+        metadata: struct_to_state("metadata", metadata)?,
+        event_id: (!event_id.is_empty()).then_some(event_id),
+        occurred_at: from_timestamp("occurred_at", occurred_at)?,
+        mode: convert::apply_mode(mode)?,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn apply_event(
+        &self,
+        request: Request<pb::ApplyEventRequest>,
+    ) -> Reply<pb::ApplyEventResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let input = event_input(
+                    r.event_type,
+                    r.payload,
+                    r.metadata,
+                    r.event_id,
+                    r.occurred_at,
+                    r.mode,
+                )?;
+                let (mut events, state) = self
+                    .0
+                    .apply_events(&r.instance_id, r.expected_version, vec![input])
+                    .await?;
+                Ok(pb::ApplyEventResponse {
+                    event: events.pop().map(convert::event),
+                    state: Some(state_to_struct(&state)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn apply_events(
+        &self,
+        request: Request<pb::ApplyEventsRequest>,
+    ) -> Reply<pb::ApplyEventsResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let inputs = r
+                    .events
+                    .into_iter()
+                    .map(|e| {
+                        event_input(
+                            e.event_type,
+                            e.payload,
+                            e.metadata,
+                            e.event_id,
+                            e.occurred_at,
+                            e.mode,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (events, state) = self
+                    .0
+                    .apply_events(&r.instance_id, r.expected_version, inputs)
+                    .await?;
+                Ok(pb::ApplyEventsResponse {
+                    events: events.into_iter().map(convert::event).collect(),
+                    state: Some(state_to_struct(&state)),
+                })
+            }
+            .await,
+        )
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        _request: Request<pb::SubscribeRequest>,
+    ) -> Reply<Self::SubscribeStream> {
+        Err(Status::unimplemented(
+            "Subscribe arrives with the NATS JetStream publication",
+        ))
+    }
+}
+
+fn history_filter(
+    from_version: Option<i64>,
+    to_version: Option<i64>,
+    start: Option<prost_types::Timestamp>,
+    end: Option<prost_types::Timestamp>,
+) -> Result<HistoryFilter, AppError> {
+    Ok(HistoryFilter {
+        from_version,
+        to_version,
+        start_time: from_timestamp("start_time", start)?,
+        end_time: from_timestamp("end_time", end)?,
+        ..HistoryFilter::default()
+    })
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Reply<pb::GetHistoryResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let mut filter =
+                    history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+                filter.event_types = r.event_types;
+                filter.descending = r.descending;
+                let (events, next) = self
+                    .0
+                    .get_history(&r.instance_id, filter, r.page_size, &r.page_token)
+                    .await?;
+                Ok(pb::GetHistoryResponse {
+                    events: events.into_iter().map(convert::event).collect(),
+                    next_page_token: next,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn get_state_at_version(
+        &self,
+        request: Request<pb::GetStateAtVersionRequest>,
+    ) -> Reply<pb::GetStateAtVersionResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_state_at_version(&r.instance_id, r.version)
+                .await
+                .map(|s| pb::GetStateAtVersionResponse {
+                    state: Some(state_to_struct(&s.state)),
+                    version: s.version,
+                    recorded_at: Some(timestamp(s.recorded_at)),
+                }),
+        )
+    }
+
+    async fn get_state_at_time(
+        &self,
+        request: Request<pb::GetStateAtTimeRequest>,
+    ) -> Reply<pb::GetStateAtTimeResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let at = from_timestamp("timestamp", r.timestamp)?
+                    .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
+                let s = self.0.get_state_at_time(&r.instance_id, at).await?;
+                Ok(pb::GetStateAtTimeResponse {
+                    state: Some(state_to_struct(&s.state)),
+                    version: s.version,
+                    recorded_at: Some(timestamp(s.recorded_at)),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn compare_versions(
+        &self,
+        request: Request<pb::CompareVersionsRequest>,
+    ) -> Reply<pb::CompareVersionsResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .compare_versions(&r.instance_id, r.version1, r.version2)
+                .await
+                .map(|(first, second, cmp)| pb::CompareVersionsResponse {
+                    state1: Some(state_to_struct(&first.state)),
+                    state2: Some(state_to_struct(&second.state)),
+                    patch: cmp
+                        .patch
+                        .iter()
+                        .filter_map(|op| op.as_object().map(state_to_struct))
+                        .collect(),
+                    changes: cmp
+                        .changes
+                        .into_iter()
+                        .map(|c| pb::FieldChange {
+                            path: c.path,
+                            kind: match c.kind {
+                                ChangeKind::Added => pb::ChangeKind::Added,
+                                ChangeKind::Removed => pb::ChangeKind::Removed,
+                                ChangeKind::Changed => pb::ChangeKind::Changed,
+                            } as i32,
+                            old_value: c.old_value.as_ref().map(json_to_value),
+                            new_value: c.new_value.as_ref().map(json_to_value),
+                        })
+                        .collect(),
+                }),
+        )
+    }
+
+    async fn get_field_timeline(
+        &self,
+        request: Request<pb::GetFieldTimelineRequest>,
+    ) -> Reply<pb::GetFieldTimelineResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let filter =
+                    history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+                let points = self
+                    .0
+                    .get_field_timeline(&r.instance_id, &r.field, filter)
+                    .await?;
+                Ok(pb::GetFieldTimelineResponse {
+                    points: points
+                        .into_iter()
+                        .map(|p| pb::TimelinePoint {
+                            version: p.version,
+                            recorded_at: Some(timestamp(p.recorded_at)),
+                            event_type: p.event_type,
+                            value: p.value.as_ref().map(json_to_value),
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
+    }
+}
+
+fn analytics_pending() -> Status {
+    Status::unimplemented("analytics are not implemented yet")
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsApi {
+    async fn get_event_counts(
+        &self,
+        _request: Request<pb::GetEventCountsRequest>,
+    ) -> Reply<pb::GetEventCountsResponse> {
+        Err(analytics_pending())
+    }
+
+    async fn get_event_time_series(
+        &self,
+        _request: Request<pb::GetEventTimeSeriesRequest>,
+    ) -> Reply<pb::GetEventTimeSeriesResponse> {
+        Err(analytics_pending())
+    }
+
+    async fn get_field_aggregation(
+        &self,
+        _request: Request<pb::GetFieldAggregationRequest>,
+    ) -> Reply<pb::GetFieldAggregationResponse> {
+        Err(analytics_pending())
+    }
+
+    async fn get_most_active(
+        &self,
+        _request: Request<pb::GetMostActiveRequest>,
+    ) -> Reply<pb::GetMostActiveResponse> {
+        Err(analytics_pending())
+    }
+
+    async fn get_summary(
+        &self,
+        _request: Request<pb::GetSummaryRequest>,
+    ) -> Reply<pb::GetSummaryResponse> {
+        Err(analytics_pending())
+    }
+}

@@ -1,0 +1,32 @@
+//! The one mapping from application errors to gRPC statuses. Violations travel as
+//! `google.rpc.BadRequest` field violations as well as in the message; internal causes are
+//! logged and replaced by a generic message.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::app::AppError;
+
+pub fn to_status(error: AppError) -> Status {
+    match error {
+        AppError::Invalid(domain) => {
+            let mut details = ErrorDetails::new();
+            for v in domain.violations() {
+                details.add_bad_request_violation(v.path, v.message);
+            }
+            Status::with_error_details(Code::InvalidArgument, domain.to_string(), details)
+        }
+        AppError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        AppError::AlreadyExists(msg) => Status::already_exists(msg),
+        e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
+        AppError::TooLarge(msg) => Status::resource_exhausted(msg),
+        AppError::Unavailable(cause) => {
+            tracing::warn!(%cause, "backend unavailable");
+            Status::unavailable("a backend is unavailable; retry later")
+        }
+        AppError::Internal(cause) => {
+            tracing::error!(%cause, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}

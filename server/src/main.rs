@@ -1,0 +1,68 @@
+//! The server binary: parse the config, log it, then serve or migrate.
+
+use anyhow::Context;
+use clap::Parser;
+use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
+use temporal_state_server::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = cli.config;
+    tracing::info!(
+        database_url = ?config.masked_database_url(),
+        grpc_addr = %config.grpc_addr,
+        snapshot_interval = config.snapshot_interval,
+        pool_size = config.pool_size,
+        max_payload_bytes = config.max_payload_bytes,
+        max_batch_events = config.max_batch_events,
+        data_dir = %config.data_dir.display(),
+        "effective configuration"
+    );
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            let url = config
+                .database_url
+                .clone()
+                .context("migrate needs DATABASE_URL")?;
+            let store = PgStore::new(&PgStoreConfig {
+                url,
+                pool_size: 1,
+                snapshot_interval: config.snapshot_interval,
+                connect_timeout: config.db_connect_timeout(),
+            })?;
+            let applied = store.migrate().await?;
+            tracing::info!(?applied, "migrations done");
+        }
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("binding {}", config.grpc_addr))?;
+            temporal_state_server::run(config, listener, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,231 @@
+//! The capabilities the application needs from the outside world, one trait per capability.
+//!
+//! - [`EventStore`]: the write side: entity types, instances and atomic, serialized appends.
+//! - [`HistoryReader`]: the read side for time travel: events, snapshots and past states.
+//!
+//! Adapters under `adapters/` implement them for a technology; the same contract tests run
+//! against every implementation. Records here are plain data: no SQL, no protobuf.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{ApplyMode, DomainError, State};
+
+/// How an entity type is named in a request: by id or by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeKey {
+    Id(Uuid),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityTypeRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub schema: State,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub id: Uuid,
+    pub entity_type_id: Uuid,
+    pub entity_type_name: String,
+    pub external_id: String,
+    pub state: State,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub instance_id: Uuid,
+    pub entity_type_id: Uuid,
+    pub event_type: String,
+    pub version: i64,
+    pub payload: State,
+    pub metadata: State,
+    pub mode: ApplyMode,
+    pub recorded_at: DateTime<Utc>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A new instance; the store records it together with its version 1.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: Uuid,
+    pub entity_type_id: Uuid,
+    pub external_id: String,
+    pub initial_state: State,
+    pub metadata: State,
+    /// Id of the `InstanceCreated` event.
+    pub event_id: String,
+}
+
+/// The instance as seen under its lock, handed to the decision.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub entity_type_id: Uuid,
+    pub version: i64,
+    pub state: State,
+}
+
+/// An event decided by the application, with the state it results in.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: State,
+    pub metadata: State,
+    pub mode: ApplyMode,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub state_after: State,
+}
+
+/// What an append asks of the store.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub instance_id: Uuid,
+    pub expected_version: Option<i64>,
+    /// The client-supplied idempotency keys of the batch (server-generated ids are not looked up).
+    pub client_event_ids: Vec<String>,
+}
+
+/// Turns the locked head into the events to store, or rejects the command. Runs while the
+/// instance is locked, so it sees the latest state and nobody else appends meanwhile.
+/// It may run more than once if the store retries the transaction.
+pub type Decide<'a> =
+    Box<dyn Fn(&Head) -> Result<Vec<PendingEvent>, DomainError> + Send + Sync + 'a>;
+
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    /// The events were stored; `state` is the state after the last one.
+    Appended {
+        events: Vec<EventRecord>,
+        state: State,
+    },
+    /// Some client-supplied ids were already recorded: nothing was stored. Holds the recorded
+    /// events, in version order, so the application can tell a retry from a clash.
+    AlreadyRecorded { events: Vec<EventRecord> },
+}
+
+/// Why a store operation failed. Adapters map their own errors into these.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("expected version {expected} but the instance is at version {current}")]
+    Conflict { expected: i64, current: i64 },
+    #[error("the domain rejected the command: {0}")]
+    Rejected(#[from] DomainError),
+    /// The backend cannot be reached right now; retrying later is safe.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected backend answer; the cause is logged, never sent to clients.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+/// Write side: entity types, instances and serialized, atomic appends.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Cheap liveness probe for health reporting.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_entity_type(
+        &self,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        schema: &State,
+    ) -> Result<EntityTypeRecord, StoreError>;
+    async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError>;
+    /// Types ordered by name, strictly after `after_name`.
+    async fn list_entity_types(
+        &self,
+        after_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EntityTypeRecord>, StoreError>;
+
+    /// Stores the instance and its `InstanceCreated` event (version 1) atomically.
+    async fn create_instance(
+        &self,
+        new: NewInstance,
+    ) -> Result<(InstanceRecord, EventRecord), StoreError>;
+    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError>;
+    async fn find_instance(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<InstanceRecord, StoreError>;
+    /// Instances of a type ordered by external id, strictly after `after_external_id`.
+    async fn list_instances(
+        &self,
+        entity_type_id: Uuid,
+        after_external_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError>;
+    /// The entity type of an instance (never changes, so callers may cache it).
+    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError>;
+
+    /// Locks the instance, checks idempotency keys and the expected version, asks `decide` for
+    /// the events, and stores them with a snapshot at every multiple of the snapshot interval —
+    /// all in one transaction.
+    async fn append(
+        &self,
+        request: AppendRequest,
+        decide: Decide<'_>,
+    ) -> Result<AppendOutcome, StoreError>;
+}
+
+/// Which events of one instance a history read returns.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub from_version: Option<i64>,
+    pub to_version: Option<i64>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub event_types: Vec<String>,
+    pub descending: bool,
+    /// Continue strictly after this version (in the direction of the read).
+    pub after_version: Option<i64>,
+}
+
+/// A stored snapshot: the state right after `version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: i64,
+    pub state: State,
+}
+
+/// Read side of time travel.
+#[async_trait]
+pub trait HistoryReader: Send + Sync + 'static {
+    /// Events matching the filter, at most `limit`.
+    async fn events(
+        &self,
+        instance_id: Uuid,
+        filter: &HistoryFilter,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// The latest snapshot at or before `version` (None when there is none), and the events
+    /// after it up to `version` inclusive, read consistently.
+    async fn snapshot_and_tail(
+        &self,
+        instance_id: Uuid,
+        version: i64,
+    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError>;
+    /// The version of the last event recorded at or before `at`; None when the instance did not
+    /// exist yet.
+    async fn version_at(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+}

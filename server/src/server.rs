@@ -1,0 +1,159 @@
+//! Wiring: builds the adapters and the application from a [`Config`] and serves every gRPC
+//! service, plus health and reflection, on a listener the caller provides.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use temporal_state_proto::v1::analytics_service_server::AnalyticsServiceServer;
+use temporal_state_proto::v1::entity_type_service_server::EntityTypeServiceServer;
+use temporal_state_proto::v1::event_service_server::EventServiceServer;
+use temporal_state_proto::v1::instance_service_server::InstanceServiceServer;
+use temporal_state_proto::v1::query_service_server::QueryServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::adapters::postgres::{PgError, PgStore, PgStoreConfig};
+use crate::app::{App, Limits};
+use crate::config::Config;
+use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
+use crate::ports::EventStore;
+
+/// How often the health of the backends is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] PgError),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The backends the application runs on.
+pub struct Backends {
+    pub app: App,
+}
+
+/// Connects the backends named by the config and applies migrations.
+pub async fn build(config: &Config) -> Result<Backends, ServeError> {
+    let Some(url) = &config.database_url else {
+        return Err(ServeError::Config(
+            "DATABASE_URL is required (e.g. postgres://postgres@127.0.0.1:5432/postgres)".into(),
+        ));
+    };
+    let store = PgStore::new(&PgStoreConfig {
+        url: url.clone(),
+        pool_size: config.pool_size as usize,
+        snapshot_interval: config.snapshot_interval,
+        connect_timeout: config.db_connect_timeout(),
+    })?;
+    let applied = store.migrate().await?;
+    info!(?applied, "database schema up to date");
+    let store = Arc::new(store);
+    let app = App::new(
+        store.clone(),
+        store,
+        Limits {
+            max_payload_bytes: config.max_payload_bytes,
+            max_batch_events: config.max_batch_events,
+        },
+    );
+    Ok(Backends { app })
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in [
+        <EntityTypeServiceServer<EntityTypeApi> as NamedService>::NAME,
+        <InstanceServiceServer<InstanceApi> as NamedService>::NAME,
+        <EventServiceServer<EventApi> as NamedService>::NAME,
+        <QueryServiceServer<QueryApi> as NamedService>::NAME,
+        <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Reports every service NOT_SERVING while the store does not answer.
+async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>) {
+    let mut last = None;
+    loop {
+        let status = match store.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    warn!(error = %e, "store unreachable, reporting NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            set_all(&reporter, status).await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Serves every service on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: &Config,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let app = backends.app;
+    let max = config.max_message_bytes();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::NotServing).await;
+    let health_task = tokio::spawn(watch_health(reporter, app.store().clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving gRPC");
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            EntityTypeServiceServer::new(EntityTypeApi(app.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            InstanceServiceServer::new(InstanceApi(app.clone())).max_decoding_message_size(max),
+        )
+        .add_service(EventServiceServer::new(EventApi(app.clone())).max_decoding_message_size(max))
+        .add_service(QueryServiceServer::new(QueryApi(app.clone())).max_decoding_message_size(max))
+        .add_service(
+            AnalyticsServiceServer::new(AnalyticsApi(app.clone())).max_decoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health_task.abort();
+    Ok(result?)
+}
+
+/// Builds the backends and serves until `shutdown`: what `main` and the tests call.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let backends = build(&config).await?;
+    serve(&config, backends, listener, shutdown).await
+}
