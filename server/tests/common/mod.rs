@@ -1,0 +1,298 @@
+//! Test harness: each test gets its own PostgreSQL database and a real server on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
+use temporal_state_proto::v1::event_service_client::EventServiceClient;
+use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
+use temporal_state_proto::v1::query_service_client::QueryServiceClient;
+use temporal_state_server::config::Cli;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use serde_json::json;
+
+/// The server that hosts the per-test databases.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("tse_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL (TEST_DATABASE_URL)");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let mut cfg: tokio_postgres::Config = admin.parse().unwrap();
+        cfg.dbname(&name);
+        let url = with_dbname(&admin, &name);
+        Self { name, url }
+    }
+
+    /// A direct connection, for checking what is stored.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Number of rows of a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        let c = self.client().await;
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+fn with_dbname(url: &str, name: &str) -> String {
+    // postgres://user@host:port/db?opts -> same with another db
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A real server on a loopback port of its own.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on `database_url`, with extra command-line flags.
+    pub async fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        let mut args = vec![
+            "temporal-state-server".to_string(),
+            "--database-url".into(),
+            database_url.into(),
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let cli = Cli::try_parse_from(args).expect("valid test flags");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            temporal_state_server::run(cli.config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server failed");
+        });
+        let server = Self {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(ch) = Channel::from_shared(self.endpoint())
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut c = EntityTypeServiceClient::new(ch);
+                if c.list_entity_types(pb::ListEntityTypesRequest::default())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server on {} did not become ready", self.addr);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn clients(&self) -> Clients {
+        let ch = self.channel().await;
+        Clients {
+            types: EntityTypeServiceClient::new(ch.clone()),
+            instances: InstanceServiceClient::new(ch.clone()),
+            events: EventServiceClient::new(ch.clone()),
+            queries: QueryServiceClient::new(ch),
+        }
+    }
+
+    /// Graceful shutdown; waits until the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub types: EntityTypeServiceClient<Channel>,
+    pub instances: InstanceServiceClient<Channel>,
+    pub events: EventServiceClient<Channel>,
+    pub queries: QueryServiceClient<Channel>,
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn st(v: serde_json::Value) -> prost_types::Struct {
+    temporal_state_server::grpc::convert::state_to_struct(v.as_object().expect("an object"))
+}
+
+/// A protobuf Struct as JSON.
+pub fn js(s: &Option<prost_types::Struct>) -> serde_json::Value {
+    serde_json::Value::Object(
+        temporal_state_server::grpc::convert::struct_to_state("x", s.clone()).unwrap(),
+    )
+}
+
+pub fn player_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "username": {"type": "string", "minLength": 3},
+            "email": {"type": "string", "format": "email"},
+            "score": {"type": "integer", "minimum": 0},
+            "level": {"type": "integer", "minimum": 1},
+            "achievements": {"type": "array", "items": {"type": "string"}}
+        },
+        "required": ["username"]
+    })
+}
+
+impl Clients {
+    pub async fn create_type(&mut self, name: &str, schema: serde_json::Value) -> pb::EntityType {
+        self.types
+            .create_entity_type(pb::CreateEntityTypeRequest {
+                name: name.into(),
+                description: String::new(),
+                schema: Some(st(schema)),
+            })
+            .await
+            .expect("create entity type")
+            .into_inner()
+            .entity_type
+            .unwrap()
+    }
+
+    pub async fn create_instance(
+        &mut self,
+        entity_type: &str,
+        external_id: &str,
+        state: serde_json::Value,
+    ) -> pb::Instance {
+        self.instances
+            .create_instance(pb::CreateInstanceRequest {
+                entity_type: entity_type.into(),
+                external_id: external_id.into(),
+                initial_state: Some(st(state)),
+                metadata: None,
+            })
+            .await
+            .expect("create instance")
+            .into_inner()
+            .instance
+            .unwrap()
+    }
+
+    pub async fn apply(
+        &mut self,
+        instance_id: &str,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<pb::ApplyEventResponse, tonic::Status> {
+        self.events
+            .apply_event(pb::ApplyEventRequest {
+                instance_id: instance_id.into(),
+                event_type: event_type.into(),
+                payload: Some(st(payload)),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
