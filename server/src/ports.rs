@@ -229,3 +229,86 @@ pub trait HistoryReader: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
 }
+
+/// Events of one event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTypeCount {
+    pub event_type: String,
+    pub count: i64,
+}
+
+/// An instance ranked by its number of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveInstance {
+    pub instance_id: Uuid,
+    pub external_id: String,
+    pub event_count: i64,
+    pub last_event_at: DateTime<Utc>,
+}
+
+/// Totals of one entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeSummary {
+    pub instance_count: i64,
+    pub event_count: i64,
+    pub first_event_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub events_since: i64,
+    pub event_types: Vec<String>,
+}
+
+/// A half-open range of `occurred_at`: `[start, end)`; either side may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Aggregates over all instances of an entity type. Event analytics follow `occurred_at`.
+#[async_trait]
+pub trait AnalyticsReader: Send + Sync + 'static {
+    /// Events per event type in the range, most frequent first (ties by name).
+    async fn event_counts(
+        &self,
+        entity_type_id: Uuid,
+        range: TimeRange,
+    ) -> Result<Vec<EventTypeCount>, StoreError>;
+    /// Non-empty buckets `[start + k * interval, start + (k + 1) * interval)` within
+    /// `[start, end)`, as (bucket start, count) in time order.
+    async fn time_series(
+        &self,
+        entity_type_id: Uuid,
+        interval_micros: i64,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError>;
+    /// Statistics of the value at `pointer` over the current states of the type's instances.
+    async fn field_stats(
+        &self,
+        entity_type_id: Uuid,
+        pointer: &str,
+        top: usize,
+    ) -> Result<crate::domain::analytics::FieldStats, StoreError>;
+    /// The value at `pointer` in each instance's state as it was at `as_of` (recorded time),
+    /// for instances that existed then; None where the state lacks the field.
+    async fn field_values_as_of(
+        &self,
+        entity_type_id: Uuid,
+        pointer: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<Option<serde_json::Value>>, StoreError>;
+    /// Instances ranked by number of events in the range (ties by instance id).
+    async fn most_active(
+        &self,
+        entity_type_id: Uuid,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<ActiveInstance>, StoreError>;
+    /// Totals; `events_since` counts events that occurred at or after `since`.
+    async fn summary(
+        &self,
+        entity_type_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<TypeSummary, StoreError>;
+}

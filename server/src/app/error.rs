@@ -21,6 +21,9 @@ pub enum AppError {
     /// RESOURCE_EXHAUSTED: over a size or count limit.
     #[error("{0}")]
     TooLarge(String),
+    /// UNIMPLEMENTED: this deployment's backend does not offer the capability.
+    #[error("{0}")]
+    Unsupported(String),
     /// UNAVAILABLE: a backend is down; retrying is safe.
     #[error("service unavailable: {0}")]
     Unavailable(String),

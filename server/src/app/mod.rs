@@ -1,6 +1,7 @@
-//! Use cases: commands (the write side), queries (time travel) and, later, analytics. They
+//! Use cases: commands (the write side), queries (time travel) and analytics. They
 //! orchestrate the ports and the pure domain; they hold no SQL and no protobuf.
 
+mod analytics;
 mod cache;
 mod commands;
 mod error;
@@ -15,7 +16,7 @@ pub use paging::Page;
 pub use queries::{StateAt, TimelineEntry};
 
 use crate::domain::State;
-use crate::ports::{EventStore, HistoryReader, TypeKey};
+use crate::ports::{AnalyticsReader, EventStore, HistoryReader, TypeKey};
 use cache::Caches;
 use uuid::Uuid;
 
@@ -42,6 +43,8 @@ impl Default for Limits {
 pub struct App {
     store: Arc<dyn EventStore>,
     history: Arc<dyn HistoryReader>,
+    /// None on backends without analytics: those RPCs answer UNIMPLEMENTED.
+    analytics: Option<Arc<dyn AnalyticsReader>>,
     limits: Limits,
     caches: Arc<Caches>,
 }
@@ -55,9 +58,16 @@ impl App {
         Self {
             store,
             history,
+            analytics: None,
             limits,
             caches: Arc::new(Caches::default()),
         }
+    }
+
+    /// Enables the analytics use cases over `analytics`.
+    pub fn with_analytics(mut self, analytics: Arc<dyn AnalyticsReader>) -> Self {
+        self.analytics = Some(analytics);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

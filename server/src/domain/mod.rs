@@ -4,6 +4,7 @@
 //! Nothing here does I/O or is async, and nothing imports tonic, tokio-postgres, fred or async-nats:
 //! every function is a plain computation over `serde_json::Value`s, tested with unit and property tests.
 
+pub mod analytics;
 pub mod apply;
 pub mod diff;
 pub mod entity_type;

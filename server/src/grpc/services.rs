@@ -400,44 +400,160 @@ impl QueryService for QueryApi {
     }
 }
 
-fn analytics_pending() -> Status {
-    Status::unimplemented("analytics are not implemented yet")
+fn interval(d: Option<prost_types::Duration>) -> Result<Option<chrono::Duration>, AppError> {
+    let Some(d) = d else { return Ok(None) };
+    if d.nanos.abs() >= 1_000_000_000
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(AppError::invalid(
+            "interval",
+            "is not a valid google.protobuf.Duration",
+        ));
+    }
+    chrono::Duration::try_seconds(d.seconds)
+        .map(|s| Some(s + chrono::Duration::nanoseconds(i64::from(d.nanos))))
+        .ok_or_else(|| AppError::invalid("interval", "is too long"))
 }
 
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
     async fn get_event_counts(
         &self,
-        _request: Request<pb::GetEventCountsRequest>,
+        request: Request<pb::GetEventCountsRequest>,
     ) -> Reply<pb::GetEventCountsResponse> {
-        Err(analytics_pending())
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = from_timestamp("start_time", r.start_time)?;
+                let end = from_timestamp("end_time", r.end_time)?;
+                let counts = self.0.event_counts(&r.entity_type, start, end).await?;
+                Ok(pb::GetEventCountsResponse {
+                    counts: counts
+                        .into_iter()
+                        .map(|c| pb::EventTypeCount {
+                            event_type: c.event_type,
+                            count: c.count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_event_time_series(
         &self,
-        _request: Request<pb::GetEventTimeSeriesRequest>,
+        request: Request<pb::GetEventTimeSeriesRequest>,
     ) -> Reply<pb::GetEventTimeSeriesResponse> {
-        Err(analytics_pending())
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = from_timestamp("start_time", r.start_time)?;
+                let end = from_timestamp("end_time", r.end_time)?;
+                let buckets = self
+                    .0
+                    .event_time_series(
+                        &r.entity_type,
+                        interval(r.interval)?,
+                        start,
+                        end,
+                        r.event_type.as_deref(),
+                    )
+                    .await?;
+                Ok(pb::GetEventTimeSeriesResponse {
+                    buckets: buckets
+                        .into_iter()
+                        .map(|(at, count)| pb::TimeBucket {
+                            bucket_start: Some(timestamp(at)),
+                            count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_field_aggregation(
         &self,
-        _request: Request<pb::GetFieldAggregationRequest>,
+        request: Request<pb::GetFieldAggregationRequest>,
     ) -> Reply<pb::GetFieldAggregationResponse> {
-        Err(analytics_pending())
+        let r = request.into_inner();
+        reply(
+            async {
+                let as_of = from_timestamp("as_of", r.as_of)?;
+                let stats = self
+                    .0
+                    .field_aggregation(&r.entity_type, &r.field, as_of)
+                    .await?;
+                Ok(pb::GetFieldAggregationResponse {
+                    count: stats.count,
+                    missing: stats.missing,
+                    min: stats.min,
+                    max: stats.max,
+                    sum: stats.sum,
+                    mean: stats.mean,
+                    top_values: stats
+                        .top_values
+                        .iter()
+                        .map(|(value, count)| pb::ValueFrequency {
+                            value: Some(json_to_value(value)),
+                            count: *count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_most_active(
         &self,
-        _request: Request<pb::GetMostActiveRequest>,
+        request: Request<pb::GetMostActiveRequest>,
     ) -> Reply<pb::GetMostActiveResponse> {
-        Err(analytics_pending())
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = from_timestamp("start_time", r.start_time)?;
+                let end = from_timestamp("end_time", r.end_time)?;
+                let entries = self
+                    .0
+                    .most_active(&r.entity_type, r.limit, start, end)
+                    .await?;
+                Ok(pb::GetMostActiveResponse {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| pb::ActiveInstance {
+                            instance_id: e.instance_id.to_string(),
+                            external_id: e.external_id,
+                            event_count: e.event_count,
+                            last_event_at: Some(timestamp(e.last_event_at)),
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_summary(
         &self,
-        _request: Request<pb::GetSummaryRequest>,
+        request: Request<pb::GetSummaryRequest>,
     ) -> Reply<pb::GetSummaryResponse> {
-        Err(analytics_pending())
+        let r = request.into_inner();
+        reply(
+            self.0
+                .summary(&r.entity_type)
+                .await
+                .map(|s| pb::GetSummaryResponse {
+                    instance_count: s.instance_count,
+                    event_count: s.event_count,
+                    first_event_at: s.first_event_at.map(timestamp),
+                    last_event_at: s.last_event_at.map(timestamp),
+                    events_last_24h: s.events_since,
+                    event_types: s.event_types,
+                }),
+        )
     }
 }

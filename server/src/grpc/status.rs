@@ -20,6 +20,7 @@ pub fn to_status(error: AppError) -> Status {
         AppError::AlreadyExists(msg) => Status::already_exists(msg),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
         AppError::TooLarge(msg) => Status::resource_exhausted(msg),
+        AppError::Unsupported(msg) => Status::unimplemented(msg),
         AppError::Unavailable(cause) => {
             tracing::warn!(%cause, "backend unavailable");
             Status::unavailable("a backend is unavailable; retry later")

@@ -3,8 +3,10 @@
 //! - `migrate`: embedded SQL migrations under an advisory lock, so servers may start together.
 //! - `store`: [`PgStore`], implementing the write and time-travel ports with tokio-postgres
 //!   through a deadpool pool; every statement is prepared once per connection.
+//! - `analytics`: the analytics port, aggregates pushed into SQL.
 //! - `error`: SQLSTATE and connection failures mapped to [`crate::ports::StoreError`].
 
+mod analytics;
 mod error;
 pub mod migrate;
 mod rows;

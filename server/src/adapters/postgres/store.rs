@@ -1,6 +1,8 @@
 //! [`PgStore`]: the write side and the time-travel reads on PostgreSQL.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +36,8 @@ pub struct PgStoreConfig {
 pub struct PgStore {
     pool: Pool,
     snapshot_interval: i64,
+    /// Whether the TimescaleDB extension is installed, learnt when migrating.
+    timescaledb: Arc<AtomicBool>,
 }
 
 /// How often an append is retried when a concurrent append on another instance claimed one of
@@ -73,13 +77,28 @@ impl PgStore {
         Ok(Self {
             pool,
             snapshot_interval: config.snapshot_interval.max(1),
+            timescaledb: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Applies pending migrations; safe to call from several servers at once.
     pub async fn migrate(&self) -> Result<Vec<i32>, PgError> {
         let mut client = self.pool.get().await?;
-        migrate::run(&mut client).await
+        let applied = migrate::run(&mut client).await?;
+        let installed: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+                &[],
+            )
+            .await?
+            .get(0);
+        self.timescaledb.store(installed, Ordering::Relaxed);
+        Ok(applied)
+    }
+
+    /// Whether TimescaleDB is installed (known once [`Self::migrate`] ran).
+    pub fn has_timescaledb(&self) -> bool {
+        self.timescaledb.load(Ordering::Relaxed)
     }
 
     pub fn pool(&self) -> &Pool {

@@ -1,0 +1,288 @@
+//! Analytics on PostgreSQL: every aggregate is one SQL statement over an index that makes it
+//! proportional to the rows it reads. Buckets come from `time_bucket` where TimescaleDB is
+//! installed and `date_bin` otherwise.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{PgError, PgStore, rows};
+use crate::domain::analytics::{FieldStats, pointer_segments};
+use crate::domain::{ApplyMode, State, apply_event};
+use crate::ports::{
+    ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
+};
+
+const EVENT_COUNTS_SQL: &str = "
+SELECT event_type, count(*) FROM events
+WHERE entity_type_id = $1
+  AND ($2::timestamptz IS NULL OR occurred_at >= $2)
+  AND ($3::timestamptz IS NULL OR occurred_at < $3)
+GROUP BY event_type
+ORDER BY count(*) DESC, event_type COLLATE \"C\"";
+
+/// `{bucket}` is `date_bin` or, with TimescaleDB, `time_bucket` (same arguments, same result).
+const TIME_SERIES_SQL: &str = "
+SELECT {bucket}($2::bigint * interval '1 microsecond', occurred_at, $3) AS bucket, count(*)
+FROM events
+WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4
+  AND ($5::text IS NULL OR event_type = $5)
+GROUP BY bucket ORDER BY bucket";
+
+const FIELD_STATS_SQL: &str = "
+WITH v AS (SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1)
+SELECT count(v), count(*) - count(v),
+       min((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
+       max((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
+       sum((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
+       avg((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number')
+FROM v";
+
+const TOP_VALUES_SQL: &str = "
+SELECT v, count(*) FROM (
+    SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1
+) AS f
+WHERE jsonb_typeof(v) IN ('string', 'boolean')
+GROUP BY v ORDER BY count(*) DESC, v::text COLLATE \"C\" LIMIT $3";
+
+/// For each instance that existed at $2: the version it was at, its latest snapshot at or
+/// before that version, and the events from that snapshot on. The snapshot's state rides only on
+/// the row of the snapshot's own event, so it is sent once.
+const STATES_AS_OF_SQL: &str = "
+WITH h AS (
+    SELECT i.id, at.version
+    FROM instances i
+    CROSS JOIN LATERAL (
+        SELECT e.version FROM events e
+        WHERE e.instance_id = i.id AND e.recorded_at <= $2
+        ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1
+    ) AS at
+    WHERE i.entity_type_id = $1 AND i.created_at <= $2
+), s AS (
+    SELECT h.id, h.version AS target, sn.version AS snap_version, sn.state AS snap_state
+    FROM h LEFT JOIN LATERAL (
+        SELECT version, state FROM snapshots
+        WHERE instance_id = h.id AND version <= h.version ORDER BY version DESC LIMIT 1
+    ) AS sn ON true
+)
+SELECT s.id, e.version,
+       CASE WHEN e.version = s.snap_version THEN s.snap_state END,
+       e.payload, e.mode
+FROM s JOIN events e ON e.instance_id = s.id
+    AND e.version >= COALESCE(s.snap_version, 1) AND e.version <= s.target
+ORDER BY s.id, e.version";
+
+const MOST_ACTIVE_SQL: &str = "
+SELECT a.instance_id, i.external_id, a.n, a.last
+FROM (
+    SELECT instance_id, count(*) AS n, max(occurred_at) AS last FROM events
+    WHERE entity_type_id = $1
+      AND ($2::timestamptz IS NULL OR occurred_at >= $2)
+      AND ($3::timestamptz IS NULL OR occurred_at < $3)
+    GROUP BY instance_id
+    ORDER BY n DESC, instance_id LIMIT $4
+) AS a JOIN instances i ON i.id = a.instance_id
+ORDER BY a.n DESC, a.instance_id";
+
+const SUMMARY_SQL: &str = "
+SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1),
+       count(*), min(occurred_at), max(occurred_at),
+       count(*) FILTER (WHERE occurred_at >= $2),
+       COALESCE(array_agg(DISTINCT event_type ORDER BY event_type), '{}'::text[])
+FROM events WHERE entity_type_id = $1";
+
+fn f64_opt(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+#[async_trait]
+impl AnalyticsReader for PgStore {
+    async fn event_counts(
+        &self,
+        entity_type_id: Uuid,
+        range: TimeRange,
+    ) -> Result<Vec<EventTypeCount>, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached(EVENT_COUNTS_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let rows = client
+            .query(&stmt, &[&entity_type_id, &range.start, &range.end])
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventTypeCount {
+                event_type: r.get(0),
+                count: r.get(1),
+            })
+            .collect())
+    }
+
+    async fn time_series(
+        &self,
+        entity_type_id: Uuid,
+        interval_micros: i64,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let bucket = if self.has_timescaledb() {
+            "time_bucket"
+        } else {
+            "date_bin"
+        };
+        let sql = TIME_SERIES_SQL.replace("{bucket}", bucket);
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&entity_type_id, &interval_micros, &start, &end, &event_type],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn field_stats(
+        &self,
+        entity_type_id: Uuid,
+        pointer: &str,
+        top: usize,
+    ) -> Result<FieldStats, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let path = pointer_segments(pointer);
+        let stats = client
+            .prepare_cached(FIELD_STATS_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let tops = client
+            .prepare_cached(TOP_VALUES_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let top = top as i64;
+        // Both statements go out together on the one connection (pipelined).
+        let stats_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&entity_type_id, &path];
+        let top_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&entity_type_id, &path, &top];
+        let (row, top_rows) = futures::try_join!(
+            client.query_one(&stats, &stats_params),
+            client.query(&tops, &top_params),
+        )
+        .map_err(PgError::from)?;
+        let mean: Option<f64> = row.get(5);
+        Ok(FieldStats {
+            count: row.get(0),
+            missing: row.get(1),
+            min: f64_opt(row.get(2)),
+            max: f64_opt(row.get(3)),
+            sum: f64_opt(row.get(4)),
+            mean: f64_opt(mean),
+            top_values: top_rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
+    }
+
+    async fn field_values_as_of(
+        &self,
+        entity_type_id: Uuid,
+        pointer: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<Option<Value>>, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached(STATES_AS_OF_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let rows = client
+            .query(&stmt, &[&entity_type_id, &as_of])
+            .await
+            .map_err(PgError::from)?;
+        let mut values = Vec::new();
+        let mut current: Option<(Uuid, State)> = None;
+        for row in &rows {
+            let id: Uuid = row.get(0);
+            if current.as_ref().is_none_or(|(c, _)| *c != id) {
+                if let Some((_, state)) = current.take() {
+                    values.push(crate::domain::field_path::lookup(&state, pointer).cloned());
+                }
+                current = Some((id, State::new()));
+            }
+            let Some((_, state)) = current.as_mut() else {
+                continue;
+            };
+            let snapshot: Option<Value> = row.get(2);
+            if let Some(snapshot) = snapshot {
+                *state = rows::object(snapshot, "snapshot")?;
+                continue;
+            }
+            let payload = rows::object(row.get(3), "payload")?;
+            let mode: String = row.get(4);
+            let mode = ApplyMode::parse(&mode)
+                .ok_or_else(|| PgError::Data(format!("unknown apply mode {mode:?}")))?;
+            *state = apply_event(state, &payload, mode).map_err(|e| {
+                StoreError::Internal(format!("stored event of instance {id} does not apply: {e}"))
+            })?;
+        }
+        if let Some((_, state)) = current {
+            values.push(crate::domain::field_path::lookup(&state, pointer).cloned());
+        }
+        Ok(values)
+    }
+
+    async fn most_active(
+        &self,
+        entity_type_id: Uuid,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<ActiveInstance>, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached(MOST_ACTIVE_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&entity_type_id, &range.start, &range.end, &(limit as i64)],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .map(|r| ActiveInstance {
+                instance_id: r.get(0),
+                external_id: r.get(1),
+                event_count: r.get(2),
+                last_event_at: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn summary(
+        &self,
+        entity_type_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<TypeSummary, StoreError> {
+        let client = self.pool().get().await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached(SUMMARY_SQL)
+            .await
+            .map_err(PgError::from)?;
+        let r = client
+            .query_one(&stmt, &[&entity_type_id, &since])
+            .await
+            .map_err(PgError::from)?;
+        Ok(TypeSummary {
+            instance_count: r.get(0),
+            event_count: r.get(1),
+            first_event_at: r.get(2),
+            last_event_at: r.get(3),
+            events_since: r.get(4),
+            event_types: r.get(5),
+        })
+    }
+}

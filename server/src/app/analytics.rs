@@ -1,0 +1,179 @@
+//! Analytics use cases: validate the request, resolve the type, delegate the aggregate to the
+//! store, and fill in what the store leaves out (empty buckets, `as_of` statistics).
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{App, AppError, parse_type_key};
+use crate::domain::analytics::{FieldStats, bucket_count, fill_buckets};
+use crate::domain::field_path::parse_field_path;
+use crate::ports::{ActiveInstance, AnalyticsReader, EventTypeCount, TimeRange, TypeSummary};
+
+/// How many frequent values a field aggregation returns.
+pub const TOP_VALUES: usize = 10;
+/// Most instances GetMostActive returns.
+pub const MAX_LIMIT: i32 = 1000;
+
+fn range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<TimeRange, AppError> {
+    if let (Some(s), Some(e)) = (start, end)
+        && s >= e
+    {
+        return Err(AppError::invalid(
+            "start_time",
+            format!(
+                "{} is not before end_time {}",
+                s.to_rfc3339(),
+                e.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(TimeRange { start, end })
+}
+
+impl App {
+    fn analytics(&self) -> Result<&dyn AnalyticsReader, AppError> {
+        self.analytics.as_deref().ok_or_else(|| {
+            AppError::Unsupported("analytics need the PostgreSQL backend (DATABASE_URL)".into())
+        })
+    }
+
+    async fn type_id(&self, entity_type: &str) -> Result<uuid::Uuid, AppError> {
+        Ok(self
+            .resolve_type(&parse_type_key(entity_type)?)
+            .await?
+            .record
+            .id)
+    }
+
+    pub async fn event_counts(
+        &self,
+        entity_type: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Vec<EventTypeCount>, AppError> {
+        let range = range(start, end)?;
+        let analytics = self.analytics()?;
+        let id = self.type_id(entity_type).await?;
+        Ok(analytics.event_counts(id, range).await?)
+    }
+
+    pub async fn event_time_series(
+        &self,
+        entity_type: &str,
+        interval: Option<Duration>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+        event_type: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, i64)>, AppError> {
+        let interval = interval.ok_or_else(|| AppError::invalid("interval", "is required"))?;
+        let micros = interval
+            .num_microseconds()
+            .ok_or_else(|| AppError::invalid("interval", "is too long"))?;
+        let start = start.ok_or_else(|| AppError::invalid("start_time", "is required"))?;
+        let end = end.ok_or_else(|| AppError::invalid("end_time", "is required"))?;
+        let buckets = bucket_count(micros, start, end)?;
+        let analytics = self.analytics()?;
+        let id = self.type_id(entity_type).await?;
+        let found = analytics
+            .time_series(id, micros, start, end, event_type)
+            .await?;
+        Ok(fill_buckets(micros, start, buckets, &found))
+    }
+
+    pub async fn field_aggregation(
+        &self,
+        entity_type: &str,
+        field: &str,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<FieldStats, AppError> {
+        let pointer = parse_field_path(field)?;
+        let analytics = self.analytics()?;
+        let entry = self.resolve_type(&parse_type_key(entity_type)?).await?;
+        let stats = match as_of {
+            None => {
+                analytics
+                    .field_stats(entry.record.id, &pointer, TOP_VALUES)
+                    .await?
+            }
+            Some(at) => {
+                let values = analytics
+                    .field_values_as_of(entry.record.id, &pointer, at)
+                    .await?;
+                FieldStats::from_values(values.iter().map(Option::as_ref), TOP_VALUES)
+            }
+        };
+        if stats.count == 0 && !declares(&entry.record.schema, &pointer) {
+            return Err(AppError::NotFound(format!(
+                "field {field:?}: the schema of {} does not declare it and no state has it",
+                entry.record.name
+            )));
+        }
+        Ok(stats)
+    }
+
+    pub async fn most_active(
+        &self,
+        entity_type: &str,
+        limit: i32,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ActiveInstance>, AppError> {
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(AppError::invalid(
+                "limit",
+                format!("{limit} is out of range: expected 1 to {MAX_LIMIT}"),
+            ));
+        }
+        let range = range(start, end)?;
+        let analytics = self.analytics()?;
+        let id = self.type_id(entity_type).await?;
+        Ok(analytics.most_active(id, range, limit as usize).await?)
+    }
+
+    pub async fn summary(&self, entity_type: &str) -> Result<TypeSummary, AppError> {
+        let analytics = self.analytics()?;
+        let id = self.type_id(entity_type).await?;
+        Ok(analytics
+            .summary(id, Utc::now() - Duration::hours(24))
+            .await?)
+    }
+}
+
+/// Whether a JSON Schema declares the field at `pointer` through nested `properties` (or, for
+/// array indices, `items`).
+fn declares(schema: &crate::domain::State, pointer: &str) -> bool {
+    let mut node = serde_json::Value::Object(schema.clone());
+    for segment in crate::domain::analytics::pointer_segments(pointer) {
+        let next = node
+            .get("properties")
+            .and_then(|p| p.get(&segment))
+            .or_else(|| {
+                segment
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|_| node.get("items"))
+            })
+            .cloned();
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn declared_fields_follow_properties_and_items() {
+        let schema =
+            json!({"properties": {"stats": {"properties": {"level": {}}}, "tags": {"items": {}}}});
+        let schema = schema.as_object().unwrap();
+        assert!(declares(schema, "/stats/level"));
+        assert!(declares(schema, "/tags/0"));
+        assert!(!declares(schema, "/stats/xp"));
+        assert!(!declares(schema, "/nope"));
+    }
+}
