@@ -58,6 +58,15 @@ pub struct Config {
     #[arg(long, env = "DB_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub db_connect_timeout_secs: u64,
 
+    /// TimescaleDB only: compress event chunks older than this many days (0 = never).
+    #[arg(long, env = "TIMESCALE_COMPRESS_AFTER_DAYS", default_value_t = 30)]
+    pub timescale_compress_after_days: u64,
+
+    /// TimescaleDB only: drop events older than this many days (0 = keep forever, the default;
+    /// past states before the horizon can then no longer be rebuilt).
+    #[arg(long, env = "TIMESCALE_RETENTION_DAYS", default_value_t = 0)]
+    pub timescale_retention_days: u64,
+
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -73,6 +82,14 @@ impl Config {
         self.max_payload_bytes
             .saturating_mul(2)
             .saturating_add(4 * 1024 * 1024)
+    }
+
+    pub fn timescale(&self) -> crate::adapters::postgres::TimescaleSettings {
+        let days = |d: u64| (d > 0).then(|| Duration::from_secs(d * 86_400));
+        crate::adapters::postgres::TimescaleSettings {
+            compress_after: days(self.timescale_compress_after_days),
+            retain_for: days(self.timescale_retention_days),
+        }
     }
 
     /// The database URL with any password replaced, for logs.

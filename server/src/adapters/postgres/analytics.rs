@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{PgError, PgStore, rows};
+use super::{PgError, PgStore, rows, timescale};
 use crate::domain::analytics::{FieldStats, pointer_segments};
 use crate::domain::{ApplyMode, State, apply_event};
 use crate::ports::{
@@ -130,12 +130,17 @@ impl AnalyticsReader for PgStore {
         event_type: Option<&str>,
     ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
-        let bucket = if self.has_timescaledb() {
-            "time_bucket"
+        let sql = if !self.has_timescaledb() {
+            TIME_SERIES_SQL.replace("{bucket}", "date_bin")
+        } else if timescale::use_aggregate(
+            interval_micros,
+            start.timestamp_micros(),
+            end.timestamp_micros(),
+        ) {
+            timescale::TIME_SERIES_FROM_AGGREGATE_SQL.to_string()
         } else {
-            "date_bin"
+            TIME_SERIES_SQL.replace("{bucket}", "time_bucket")
         };
-        let sql = TIME_SERIES_SQL.replace("{bucket}", bucket);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
         let rows = client
             .query(

@@ -4,6 +4,7 @@
 //! - `store`: [`PgStore`], implementing the write and time-travel ports with tokio-postgres
 //!   through a deadpool pool; every statement is prepared once per connection.
 //! - `analytics`: the analytics port, aggregates pushed into SQL.
+//! - `timescale`: the continuous aggregate, compression and retention, where installed.
 //! - `error`: SQLSTATE and connection failures mapped to [`crate::ports::StoreError`].
 
 mod analytics;
@@ -11,6 +12,8 @@ mod error;
 pub mod migrate;
 mod rows;
 mod store;
+pub mod timescale;
 
 pub use error::PgError;
 pub use store::{PgStore, PgStoreConfig};
+pub use timescale::TimescaleSettings;

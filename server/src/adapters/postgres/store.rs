@@ -38,6 +38,7 @@ pub struct PgStore {
     snapshot_interval: i64,
     /// Whether the TimescaleDB extension is installed, learnt when migrating.
     timescaledb: Arc<AtomicBool>,
+    timescale: super::TimescaleSettings,
 }
 
 /// How often an append is retried when a concurrent append on another instance claimed one of
@@ -78,7 +79,14 @@ impl PgStore {
             pool,
             snapshot_interval: config.snapshot_interval.max(1),
             timescaledb: Arc::new(AtomicBool::new(false)),
+            timescale: super::TimescaleSettings::default(),
         })
+    }
+
+    /// Compression and retention to configure where TimescaleDB is installed.
+    pub fn with_timescale(mut self, settings: super::TimescaleSettings) -> Self {
+        self.timescale = settings;
+        self
     }
 
     /// Applies pending migrations; safe to call from several servers at once.
@@ -93,6 +101,9 @@ impl PgStore {
             .await?
             .get(0);
         self.timescaledb.store(installed, Ordering::Relaxed);
+        if installed {
+            super::timescale::configure(&client, &self.timescale).await?;
+        }
         Ok(applied)
     }
 
