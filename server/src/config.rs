@@ -58,6 +58,44 @@ pub struct Config {
     #[arg(long, env = "DB_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub db_connect_timeout_secs: u64,
 
+    /// Redis URL for the current-state cache, e.g. redis://127.0.0.1:6379. Optional.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// How long a cached state lives in Redis, in seconds.
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 3600)]
+    pub cache_ttl_secs: u64,
+
+    /// Longest wait for Redis before a read falls back to the database, in milliseconds.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_timeout_ms: u64,
+
+    /// NATS URL for publishing every committed event to JetStream, e.g. nats://127.0.0.1:4222.
+    /// Optional; needs DATABASE_URL (publication goes through the PostgreSQL outbox).
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream the events go to (created if missing).
+    #[arg(long, env = "NATS_STREAM", default_value = "TEMPORAL_STATE_EVENTS")]
+    pub nats_stream: String,
+
+    /// Replicas of the stream when it is created.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
+
+    /// Retention of the stream when it is created: limits, interest or workqueue.
+    #[arg(long, env = "NATS_STREAM_RETENTION", default_value = "limits", value_parser = ["limits", "interest", "workqueue"])]
+    pub nats_stream_retention: String,
+
+    /// JetStream's de-duplication window by Nats-Msg-Id, in seconds: re-sends after an outage
+    /// shorter than this are dropped by the stream.
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub nats_duplicate_window_secs: u64,
+
+    /// Events a Subscribe stream may fall behind before it is ended with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SUBSCRIBER_BUFFER", default_value_t = 1024)]
+    pub subscriber_buffer: usize,
+
     /// TimescaleDB only: compress event chunks older than this many days (0 = never).
     #[arg(long, env = "TIMESCALE_COMPRESS_AFTER_DAYS", default_value_t = 30)]
     pub timescale_compress_after_days: u64,
@@ -89,6 +127,17 @@ impl Config {
         crate::adapters::postgres::TimescaleSettings {
             compress_after: days(self.timescale_compress_after_days),
             retain_for: days(self.timescale_retention_days),
+        }
+    }
+
+    pub fn nats(&self) -> crate::adapters::nats::NatsConfig {
+        crate::adapters::nats::NatsConfig {
+            url: self.nats_url.clone().unwrap_or_default(),
+            stream: self.nats_stream.clone(),
+            replicas: self.nats_stream_replicas,
+            retention: self.nats_stream_retention.clone(),
+            duplicate_window: Duration::from_secs(self.nats_duplicate_window_secs.max(1)),
+            subscriber_buffer: self.subscriber_buffer,
         }
     }
 

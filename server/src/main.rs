@@ -26,20 +26,29 @@ async fn main() -> anyhow::Result<()> {
         "effective configuration"
     );
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            let url = config
-                .database_url
-                .clone()
-                .context("migrate needs DATABASE_URL")?;
-            let store = PgStore::new(&PgStoreConfig {
-                url,
-                pool_size: 1,
-                snapshot_interval: config.snapshot_interval,
-                connect_timeout: config.db_connect_timeout(),
-            })?;
-            let applied = store.migrate().await?;
-            tracing::info!(?applied, "migrations done");
-        }
+        Command::Migrate => match config.database_url.clone() {
+            Some(url) => {
+                let store = PgStore::new(&PgStoreConfig {
+                    url,
+                    pool_size: 1,
+                    snapshot_interval: config.snapshot_interval,
+                    connect_timeout: config.db_connect_timeout(),
+                })?;
+                let applied = store.migrate().await?;
+                tracing::info!(?applied, "migrations done");
+            }
+            None => {
+                let store = temporal_state_server::adapters::embedded::EmbeddedStore::open(
+                    &config.data_dir,
+                    config.snapshot_interval,
+                )?;
+                tracing::info!(
+                    path = %store.path().display(),
+                    applied = ?store.applied_migrations(),
+                    "no DATABASE_URL: embedded store migrations done"
+                );
+            }
+        },
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.grpc_addr)
                 .await

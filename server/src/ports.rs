@@ -312,3 +312,88 @@ pub trait AnalyticsReader: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<TypeSummary, StoreError>;
 }
+
+/// Why the cache could not answer. The application never fails a request for it: it falls back
+/// to the store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cache: {0}")]
+pub struct CacheError(pub String);
+
+/// Current state of instances, kept close to the readers.
+#[async_trait]
+pub trait StateCache: Send + Sync + 'static {
+    async fn get(&self, instance_id: Uuid) -> Result<Option<InstanceRecord>, CacheError>;
+    /// One round trip: the same record, keyed by entity type and external id.
+    async fn get_by_external_id(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<Option<InstanceRecord>, CacheError>;
+    /// Stores the record under both keys unless a version at least as new is already there, so
+    /// racing writers never replace a newer state with an older one.
+    async fn put(&self, instance: &InstanceRecord) -> Result<(), CacheError>;
+}
+
+/// A committed event on its way to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    pub entity_type_name: String,
+    pub event: EventRecord,
+}
+
+/// Which live events a subscriber wants; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFilter {
+    pub entity_type_name: Option<String>,
+    pub instance_id: Option<Uuid>,
+    pub event_types: Vec<String>,
+}
+
+impl LiveFilter {
+    pub fn matches(&self, live: &LiveEvent) -> bool {
+        self.entity_type_name
+            .as_ref()
+            .is_none_or(|t| *t == live.entity_type_name)
+            && self.instance_id.is_none_or(|i| i == live.event.instance_id)
+            && (self.event_types.is_empty() || self.event_types.contains(&live.event.event_type))
+    }
+}
+
+/// Why a live stream ended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The subscriber fell too far behind and was cut off.
+    #[error("subscriber fell behind by more than {0} events")]
+    Lagged(u64),
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type LiveStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<LiveEvent, BusError>> + Send>>;
+
+/// Carries committed events to subscribers, on this server and (with NATS) on every replica.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Told after every commit. With a transactional outbox the events are already on their way
+    /// and this only wakes the relay; an in-process bus delivers them here.
+    async fn committed(&self, events: &[LiveEvent]);
+    /// Live events matching the filter, from now on. A subscriber that falls behind by more than
+    /// the bus's buffer gets [`BusError::Lagged`] and its stream ends; writers never wait for it.
+    async fn subscribe(&self, filter: LiveFilter) -> Result<LiveStream, BusError>;
+}
+
+/// Committed events waiting for publication (the transactional outbox): written in the same
+/// transaction as the events, removed once the broker acknowledged them.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Whether this server holds the relay lease (one relay at a time keeps publication in
+    /// commit order and avoids duplicate work); re-checks or takes it.
+    async fn hold_lease(&self) -> Result<bool, StoreError>;
+    /// The oldest pending events, in commit order per instance, with their outbox ids.
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, LiveEvent)>, StoreError>;
+    /// Forgets published entries.
+    async fn done(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// How many entries wait.
+    async fn backlog(&self) -> Result<i64, StoreError>;
+}

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use temporal_state_proto::v1::analytics_service_server::AnalyticsServiceServer;
 use temporal_state_proto::v1::entity_type_service_server::EntityTypeServiceServer;
 use temporal_state_proto::v1::event_service_server::EventServiceServer;
@@ -17,7 +18,10 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::adapters::postgres::{PgError, PgStore, PgStoreConfig};
+use crate::adapters::memory::MemoryCache;
+use crate::adapters::nats;
+use crate::adapters::postgres::{PgError, PgOutbox, PgStore, PgStoreConfig};
+use crate::adapters::redis::{RedisCache, RedisCacheConfig};
 use crate::app::{App, Limits};
 use crate::config::Config;
 use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
@@ -38,36 +42,106 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// The backends the application runs on.
+/// The backends the application runs on, and the background work they need.
 pub struct Backends {
     pub app: App,
+    /// Outbox relay and cache repair; aborted when serving stops.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Connects the backends named by the config and applies migrations.
+/// How often cache entries whose write failed are re-written.
+const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connects the backends named by the config and applies migrations: PostgreSQL when a
+/// DATABASE_URL is given, otherwise the embedded SQLite store under DATA_DIR. Redis (REDIS_URL)
+/// caches current states and NATS (NATS_URL) carries events, each optional.
 pub async fn build(config: &Config) -> Result<Backends, ServeError> {
-    let Some(url) = &config.database_url else {
-        return Err(ServeError::Config(
-            "DATABASE_URL is required (e.g. postgres://postgres@127.0.0.1:5432/postgres)".into(),
-        ));
+    let limits = Limits {
+        max_payload_bytes: config.max_payload_bytes,
+        max_batch_events: config.max_batch_events,
+        subscriber_buffer: config.subscriber_buffer,
     };
-    let store = PgStore::new(&PgStoreConfig {
-        url: url.clone(),
-        pool_size: config.pool_size as usize,
-        snapshot_interval: config.snapshot_interval,
-        connect_timeout: config.db_connect_timeout(),
-    })?;
-    let applied = store.migrate().await?;
-    info!(?applied, "database schema up to date");
-    let store = Arc::new(store);
-    let app = App::new(
-        store.clone(),
-        store,
-        Limits {
-            max_payload_bytes: config.max_payload_bytes,
-            max_batch_events: config.max_batch_events,
-        },
-    );
-    Ok(Backends { app })
+    let mut tasks = Vec::new();
+    let mut app = match &config.database_url {
+        Some(url) => {
+            let store = PgStore::new(&PgStoreConfig {
+                url: url.clone(),
+                pool_size: config.pool_size as usize,
+                snapshot_interval: config.snapshot_interval,
+                connect_timeout: config.db_connect_timeout(),
+            })?
+            .with_timescale(config.timescale())
+            .with_outbox(config.nats_url.is_some());
+            let applied = store.migrate().await?;
+            info!(?applied, "database schema up to date");
+            let mut app = App::new(Arc::new(store.clone()), Arc::new(store.clone()), limits)
+                .with_analytics(Arc::new(store.clone()));
+            if let Some(nats_url) = &config.nats_url {
+                let client = nats::connect(nats_url)
+                    .await
+                    .map_err(|e| ServeError::Config(format!("NATS_URL: {e}")))?;
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let outbox: Arc<dyn crate::ports::Outbox> = Arc::new(PgOutbox::new(store));
+                tasks.push(tokio::spawn(nats::relay::run(
+                    client.clone(),
+                    config.nats(),
+                    outbox,
+                    wake.clone(),
+                )));
+                app = app.with_bus(Arc::new(nats::NatsBus::new(
+                    client,
+                    wake,
+                    config.subscriber_buffer,
+                )));
+                info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
+            }
+            app
+        }
+        None => {
+            use crate::adapters::embedded::EmbeddedStore;
+            if config.nats_url.is_some() {
+                warn!(
+                    "NATS_URL is ignored without DATABASE_URL: the embedded store publishes in-process"
+                );
+            }
+            let dir = config.data_dir.clone();
+            let interval = config.snapshot_interval;
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, interval))
+                .await
+                .map_err(|e| ServeError::Config(format!("opening the embedded store: {e}")))?
+                .map_err(|e| ServeError::Config(format!("embedded store: {e}")))?;
+            info!(
+                path = %store.path().display(),
+                applied = ?store.applied_migrations(),
+                "no DATABASE_URL: using the embedded store"
+            );
+            let store = Arc::new(store);
+            let app = App::new(store.clone(), store, limits);
+            if config.redis_url.is_none() {
+                app.with_cache(Arc::new(MemoryCache::default()))
+            } else {
+                app
+            }
+        }
+    };
+    if let Some(redis_url) = &config.redis_url {
+        let cache = RedisCache::connect(&RedisCacheConfig {
+            url: redis_url.clone(),
+            ttl: Duration::from_secs(config.cache_ttl_secs),
+            command_timeout: Duration::from_millis(config.redis_timeout_ms),
+        })
+        .await
+        .map_err(|e| ServeError::Config(format!("REDIS_URL: {e}")))?;
+        app = app.with_cache(Arc::new(cache));
+        let repairing = app.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CACHE_REPAIR_INTERVAL).await;
+                repairing.repair_cache().await;
+            }
+        }));
+    }
+    Ok(Backends { app, tasks })
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
@@ -111,7 +185,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let app = backends.app;
+    let Backends { app, tasks } = backends;
     let max = config.max_message_bytes();
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
@@ -145,9 +219,20 @@ pub async fn serve(
         .add_service(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone())).max_decoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Small request/response messages: do not let Nagle hold them back.
+            TcpListenerStream::new(listener).inspect(|conn| {
+                if let Ok(stream) = conn {
+                    let _ = stream.set_nodelay(true);
+                }
+            }),
+            shutdown,
+        )
         .await;
     health_task.abort();
+    for task in tasks {
+        task.abort();
+    }
     Ok(result?)
 }
 

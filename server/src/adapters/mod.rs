@@ -1,4 +1,14 @@
 //! Implementations of the ports, one folder per technology. Each has its own error type,
-//! mapped into [`crate::ports::StoreError`] at its boundary.
+//! mapped into the port's error at its boundary.
+//!
+//! - `postgres/`: the source of truth (event store, history, analytics, outbox).
+//! - `embedded/`: the same on SQLite, for a bare machine.
+//! - `redis/`: the current-state cache.
+//! - `nats/`: publication through the outbox relay and live subscriptions.
+//! - `memory/`: in-process cache and bus, standing in for Redis and NATS.
 
+pub mod embedded;
+pub mod memory;
+pub mod nats;
 pub mod postgres;
+pub mod redis;

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::queries::ceil_micros;
 use super::{App, AppError, parse_type_key};
 use crate::domain::analytics::{FieldStats, bucket_count, fill_buckets};
 use crate::domain::field_path::parse_field_path;
@@ -26,7 +27,11 @@ fn range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Tim
             ),
         ));
     }
-    Ok(TimeRange { start, end })
+    // The store keeps microseconds: `>= start` and `< end` both round up.
+    Ok(TimeRange {
+        start: start.map(ceil_micros),
+        end: end.map(ceil_micros),
+    })
 }
 
 impl App {
@@ -68,8 +73,9 @@ impl App {
         let micros = interval
             .num_microseconds()
             .ok_or_else(|| AppError::invalid("interval", "is too long"))?;
-        let start = start.ok_or_else(|| AppError::invalid("start_time", "is required"))?;
-        let end = end.ok_or_else(|| AppError::invalid("end_time", "is required"))?;
+        let start =
+            ceil_micros(start.ok_or_else(|| AppError::invalid("start_time", "is required"))?);
+        let end = ceil_micros(end.ok_or_else(|| AppError::invalid("end_time", "is required"))?);
         let buckets = bucket_count(micros, start, end)?;
         let analytics = self.analytics()?;
         let id = self.type_id(entity_type).await?;

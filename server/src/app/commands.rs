@@ -137,25 +137,6 @@ impl App {
         Ok((instance, event))
     }
 
-    pub async fn get_instance(&self, instance_id: &str) -> Result<InstanceRecord, AppError> {
-        let id = parse_id("instance_id", instance_id)?;
-        Ok(self.store.get_instance(id).await?)
-    }
-
-    pub async fn get_current_state(
-        &self,
-        entity_type: &str,
-        external_id: &str,
-    ) -> Result<InstanceRecord, AppError> {
-        let key = parse_type_key(entity_type)?;
-        let external_id = ExternalId::parse(external_id)?;
-        let entry = self.resolve_type(&key).await?;
-        Ok(self
-            .store
-            .find_instance(entry.record.id, external_id.as_str())
-            .await?)
-    }
-
     pub async fn list_instances(
         &self,
         entity_type: &str,
@@ -272,7 +253,11 @@ impl App {
             )
             .await?;
         match outcome {
-            AppendOutcome::Appended { events, state } => Ok((events, state)),
+            AppendOutcome::Appended { events, state } => {
+                self.after_commit(&entry, instance_id, &events, &state)
+                    .await;
+                Ok((events, state))
+            }
             AppendOutcome::AlreadyRecorded { events } => {
                 self.replay_retry(instance_id, &inputs, events).await
             }

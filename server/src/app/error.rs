@@ -9,8 +9,8 @@ pub enum AppError {
     /// Bad input or a broken rule: INVALID_ARGUMENT, with one field violation per problem.
     #[error(transparent)]
     Invalid(#[from] DomainError),
-    /// NOT_FOUND.
-    #[error("{0} not found")]
+    /// NOT_FOUND, with a whole sentence saying what is missing.
+    #[error("{0}")]
     NotFound(String),
     /// ALREADY_EXISTS.
     #[error("{0}")]
@@ -41,7 +41,7 @@ impl AppError {
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::AlreadyExists(what) => {
                 Self::AlreadyExists(format!("{what} already exists"))
             }

@@ -5,6 +5,7 @@ mod analytics;
 mod cache;
 mod commands;
 mod error;
+mod live;
 pub mod paging;
 mod queries;
 
@@ -16,9 +17,12 @@ pub use paging::Page;
 pub use queries::{StateAt, TimelineEntry};
 
 use crate::domain::State;
-use crate::ports::{AnalyticsReader, EventStore, HistoryReader, TypeKey};
+use crate::ports::{AnalyticsReader, EventBus, EventStore, HistoryReader, StateCache, TypeKey};
 use cache::Caches;
 use uuid::Uuid;
+
+/// Events a subscriber of the default in-process bus may fall behind.
+pub const DEFAULT_BUS_BUFFER: usize = 4096;
 
 /// Limits applied to every command.
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Most events in one ApplyEvents batch.
     pub max_batch_events: usize,
+    /// Events a Subscribe stream may hold for a slow reader before it is cut off.
+    pub subscriber_buffer: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +40,7 @@ impl Default for Limits {
         Self {
             max_payload_bytes: 1024 * 1024,
             max_batch_events: 1000,
+            subscriber_buffer: 1024,
         }
     }
 }
@@ -45,6 +52,10 @@ pub struct App {
     history: Arc<dyn HistoryReader>,
     /// None on backends without analytics: those RPCs answer UNIMPLEMENTED.
     analytics: Option<Arc<dyn AnalyticsReader>>,
+    /// Current states close to the readers; None reads the store every time.
+    cache: Option<Arc<dyn StateCache>>,
+    /// Where committed events go for subscribers.
+    bus: Arc<dyn EventBus>,
     limits: Limits,
     caches: Arc<Caches>,
 }
@@ -59,9 +70,23 @@ impl App {
             store,
             history,
             analytics: None,
+            cache: None,
+            bus: Arc::new(crate::adapters::memory::LocalBus::new(DEFAULT_BUS_BUFFER)),
             limits,
             caches: Arc::new(Caches::default()),
         }
+    }
+
+    /// Serves current states through `cache`, falling back to the store on a miss or an error.
+    pub fn with_cache(mut self, cache: Arc<dyn StateCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Sends committed events to subscribers through `bus` (an in-process bus by default).
+    pub fn with_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = bus;
+        self
     }
 
     /// Enables the analytics use cases over `analytics`.

@@ -89,15 +89,19 @@ impl App {
         let page = Page::parse(page_size, page_token)?;
         filter.after_version = match &page.after {
             None => None,
-            Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-                AppError::invalid(
-                    "page_token",
-                    "is malformed: pass the next_page_token of a previous page",
-                )
-            })?),
+            Some(cursor) => Some(cursor.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(
+                || {
+                    AppError::invalid(
+                        "page_token",
+                        "is malformed: pass the next_page_token of a previous page",
+                    )
+                },
+            )?),
         };
+        // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds up.
+        filter.start_time = filter.start_time.map(ceil_micros);
         let mut events = self.history.events(id, &filter, page.size + 1).await?;
-        if events.is_empty() && filter.after_version.is_none() {
+        if events.is_empty() {
             // Tell an unknown instance from an empty filter result.
             self.store.get_instance(id).await?;
         }
@@ -170,7 +174,7 @@ impl App {
             None => {
                 let instance = self.store.get_instance(id).await?;
                 Err(AppError::NotFound(format!(
-                    "state of instance {id} at {}: it was created at {}, after that moment",
+                    "instance {id} did not exist at {}: it was created at {}",
                     at.to_rfc3339(),
                     instance.created_at.to_rfc3339()
                 )))
@@ -214,13 +218,17 @@ impl App {
             filter.end_time,
         )?;
         let start = filter.from_version.unwrap_or(1);
+        // Tells an unknown instance from an empty timeline, and a range past the end from a bad
+        // version.
+        let latest = self.store.get_instance(id).await?.version;
+        if start > latest {
+            return Ok(Vec::new());
+        }
         let (mut state, initial) = if start > 1 {
             let before = self.state_at_version(id, start - 1).await?;
             let value = lookup(&before.state, &pointer).cloned();
             (before.state, value)
         } else {
-            // Tell an unknown instance from an empty timeline.
-            self.store.get_instance(id).await?;
             (State::new(), None)
         };
         let mut tracker = FieldTracker::new(pointer, initial);
@@ -258,6 +266,17 @@ impl App {
             }
         }
         Ok(points)
+    }
+}
+
+/// Rounds a moment up to the next whole microsecond, the store's precision, so that an
+/// inclusive lower bound (or an exclusive upper one) never takes in a moment before it.
+pub(crate) fn ceil_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t);
+    if floor < t {
+        floor + chrono::Duration::microseconds(1)
+    } else {
+        floor
     }
 }
 

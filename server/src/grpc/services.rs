@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::analytics_service_server::AnalyticsService;
 use temporal_state_proto::v1::entity_type_service_server::EntityTypeService;
@@ -247,13 +247,29 @@ impl EventService for EventApi {
 
     type SubscribeStream = EventStream;
 
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
     async fn subscribe(
         &self,
-        _request: Request<pb::SubscribeRequest>,
+        request: Request<pb::SubscribeRequest>,
     ) -> Reply<Self::SubscribeStream> {
-        Err(Status::unimplemented(
-            "Subscribe arrives with the NATS JetStream publication",
-        ))
+        let r = request.into_inner();
+        let events = self
+            .0
+            .subscribe(
+                &r.entity_type,
+                &r.instance_id,
+                r.event_types,
+                r.from_version,
+            )
+            .await
+            .map_err(to_status)?;
+        let stream = events.map(|item| {
+            item.map(|e| pb::SubscribeResponse {
+                event: Some(convert::event(e)),
+            })
+            .map_err(to_status)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

@@ -16,7 +16,7 @@ pub fn to_status(error: AppError) -> Status {
             }
             Status::with_error_details(Code::InvalidArgument, domain.to_string(), details)
         }
-        AppError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        AppError::NotFound(msg) => Status::not_found(msg),
         AppError::AlreadyExists(msg) => Status::already_exists(msg),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
         AppError::TooLarge(msg) => Status::resource_exhausted(msg),

@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub mod procs;
+
 pub use serde_json::json;
 
 /// The server that hosts the per-test databases.

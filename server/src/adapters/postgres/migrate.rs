@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "timescaledb",
         include_str!("../../../../migrations/postgres/0002_timescaledb.sql"),
     ),
+    (
+        3,
+        "outbox",
+        include_str!("../../../../migrations/postgres/0003_outbox.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

@@ -5,15 +5,18 @@
 //!   through a deadpool pool; every statement is prepared once per connection.
 //! - `analytics`: the analytics port, aggregates pushed into SQL.
 //! - `timescale`: the continuous aggregate, compression and retention, where installed.
+//! - `outbox`: the transactional outbox read by the NATS relay.
 //! - `error`: SQLSTATE and connection failures mapped to [`crate::ports::StoreError`].
 
 mod analytics;
 mod error;
 pub mod migrate;
+pub mod outbox;
 mod rows;
 mod store;
 pub mod timescale;
 
 pub use error::PgError;
+pub use outbox::PgOutbox;
 pub use store::{PgStore, PgStoreConfig};
 pub use timescale::TimescaleSettings;

@@ -39,6 +39,8 @@ pub struct PgStore {
     /// Whether the TimescaleDB extension is installed, learnt when migrating.
     timescaledb: Arc<AtomicBool>,
     timescale: super::TimescaleSettings,
+    /// Whether appends also write the transactional outbox (publication enabled).
+    outbox: bool,
 }
 
 /// How often an append is retried when a concurrent append on another instance claimed one of
@@ -80,7 +82,14 @@ impl PgStore {
             snapshot_interval: config.snapshot_interval.max(1),
             timescaledb: Arc::new(AtomicBool::new(false)),
             timescale: super::TimescaleSettings::default(),
+            outbox: false,
         })
+    }
+
+    /// Makes every append and creation also write the transactional outbox.
+    pub fn with_outbox(mut self, enabled: bool) -> Self {
+        self.outbox = enabled;
+        self
     }
 
     /// Compression and retention to configure where TimescaleDB is installed.
@@ -229,7 +238,7 @@ impl PgStore {
         let state_json = Value::Object(state.clone());
 
         let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let params: [&(dyn ToSql + Sync); 18] = [
             &request.instance_id,
             &head.entity_type_id,
             &recorded_at,
@@ -247,6 +256,7 @@ impl PgStore {
             &last,
             &state_json,
             &head.version,
+            &self.outbox,
         ];
         let updated = match tx.execute(&write, &params).await.map_err(PgError::from) {
             Ok(updated) => updated,
@@ -289,6 +299,9 @@ WITH ev AS (
 ), s AS (
     INSERT INTO snapshots (instance_id, version, state)
     SELECT $1, u.v, u.st FROM UNNEST($13::bigint[], $14::jsonb[]) AS u(v, st)
+), o AS (
+    INSERT INTO outbox (instance_id, version)
+    SELECT $1, u.v FROM UNNEST($4::bigint[]) AS u(v) WHERE $18
 )
 UPDATE instances SET version = $15, state = $16, updated_at = $3
 WHERE id = $1 AND version = $17";
@@ -428,6 +441,8 @@ impl EventStore for PgStore {
                 ), s AS (
                     INSERT INTO snapshots (instance_id, version, state)
                     SELECT id, 1, $4 FROM i WHERE $10
+                ), o AS (
+                    INSERT INTO outbox (instance_id, version) SELECT id, 1 FROM i WHERE $11
                 )
                 SELECT t.name, (SELECT count(*) FROM i) FROM entity_types t WHERE t.id = $2",
             )
@@ -451,6 +466,7 @@ impl EventStore for PgStore {
                     &metadata,
                     &ApplyMode::Replace.as_str(),
                     &snapshot,
+                    &self.outbox,
                 ],
             )
             .await

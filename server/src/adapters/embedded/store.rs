@@ -1,0 +1,927 @@
+//! [`EmbeddedStore`]: the write side and the time-travel reads on an on-disk SQLite database.
+//!
+//! # Connections and threads
+//!
+//! rusqlite is blocking, so every statement runs on tokio's blocking pool
+//! (`spawn_blocking`). There is one writer connection behind a `tokio::sync::Mutex`: the write
+//! lock is taken asynchronously (writers queue as futures, in FIFO order, instead of parking
+//! blocking threads that reads also need), and the owned guard then moves into the blocking
+//! task. Every write is one `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock at
+//! its start, so appends on an instance run one after another on its latest version even when
+//! another process opens the same file. Reads use a few `query_only` connections of their own;
+//! in WAL mode they read committed data without waiting for the writer.
+//!
+//! An append asks the application's decision while the instance is locked. That closure borrows
+//! from the caller and cannot move to a blocking thread, so the transaction and the decision
+//! talk over two oneshot channels: the blocking task opens the transaction, checks the
+//! instance, idempotency keys and expected version, sends the head over, and waits for the
+//! events to write; the async side runs the decision and sends them back (dropping the sender
+//! rolls the transaction back).
+//!
+//! # Durability
+//!
+//! `journal_mode=WAL` with `synchronous=FULL`: the WAL is fsynced at every commit, so an
+//! acknowledged write survives a power loss or an OS crash, as it does on PostgreSQL (whose
+//! idempotency and history promises assume it). `synchronous=NORMAL` would only fsync at
+//! checkpoints: still safe against a crash of the server process, but the last commits before a
+//! power loss could vanish, and with them recorded idempotency keys, so a retry would be applied
+//! twice. The cost is one fsync per append (not per event: a batch is one transaction).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{EmbeddedError, migrate, rows};
+use crate::domain::{ApplyMode, EventType, State};
+use crate::ports::{
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, PendingEvent, Snapshot, StoreError,
+    TypeKey,
+};
+
+/// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
+pub const DB_FILE: &str = "temporal-state.db";
+
+/// How long a statement waits for a lock held by another connection before failing with
+/// SQLITE_BUSY (reported as UNAVAILABLE).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read-only connections; reads beyond this many wait for one to be free.
+const READERS: usize = 4;
+
+/// Prepared statements kept per connection (history reads prepare one per filter shape).
+const STATEMENT_CACHE: usize = 128;
+
+/// How often an append is retried when inserting one of its idempotency keys hits a key that is
+/// already taken; the retry then finds the key and answers accordingly (as PgStore does).
+const APPEND_ATTEMPTS: usize = 3;
+
+/// The write side and the time-travel reads on SQLite. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    snapshot_interval: i64,
+    applied: Vec<i32>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// Idle read connections; a semaphore permit guarantees one is free for its holder.
+struct Readers {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A read connection lent to one blocking task; it returns to the pool when dropped, even when
+/// the task panics.
+struct Lease {
+    conn: Option<Connection>,
+    readers: Arc<Readers>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.readers.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(conn);
+        }
+    }
+}
+
+/// The end of one append attempt.
+enum Attempt {
+    Done(AppendOutcome),
+    /// Inserting an idempotency key hit one already taken; the transaction was rolled back and
+    /// the next attempt will find the key recorded.
+    KeyTaken,
+}
+
+fn worker(e: tokio::task::JoinError) -> StoreError {
+    EmbeddedError::Worker(e.to_string()).into()
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    EmbeddedError::from(e).into()
+}
+
+/// Opens a connection configured for this store. Every failure names the file.
+fn connect(path: &Path, reader: bool) -> Result<Connection, EmbeddedError> {
+    let open_error = |error| EmbeddedError::Open {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if !reader {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The first statement reads the file header: a file that is not a database fails here.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+        .map_err(open_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(EmbeddedError::Unusable {
+            path: path.to_path_buf(),
+            reason: format!("cannot use write-ahead logging (journal mode stays {mode:?})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_error)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(open_error)?;
+    if reader {
+        conn.pragma_update(None, "query_only", true)
+            .map_err(open_error)?;
+    }
+    Ok(conn)
+}
+
+impl EmbeddedStore {
+    /// Opens (creating it and `dir` when missing) the database in `dir` and applies pending
+    /// migrations. Blocking: call it before serving or from `spawn_blocking`.
+    ///
+    /// Fails, naming the path, when `dir` is not a usable directory or the file is not a
+    /// database of this server; it never recreates or overwrites an existing file.
+    pub fn open(dir: &Path, snapshot_interval: i64) -> Result<Self, EmbeddedError> {
+        let dir_error = |reason: String| EmbeddedError::DataDir {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(dir_error("exists and is not a directory".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| dir_error(format!("cannot be created: {e}")))?;
+            }
+            Err(e) => return Err(dir_error(format!("cannot be used: {e}"))),
+        }
+        let path = dir.join(DB_FILE);
+        if let Ok(m) = std::fs::metadata(&path)
+            && !m.is_file()
+        {
+            return Err(EmbeddedError::Unusable {
+                path,
+                reason: "exists and is not a regular file".into(),
+            });
+        }
+        let mut writer = connect(&path, false)?;
+        if writer
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(|error| EmbeddedError::Open {
+                path: path.clone(),
+                error,
+            })?
+        {
+            return Err(EmbeddedError::Unusable {
+                path,
+                reason: "can only be opened read-only; the server needs to write to it".into(),
+            });
+        }
+        let applied = migrate::run(&mut writer, &path)?;
+        let idle = (0..READERS)
+            .map(|_| connect(&path, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            idle: std::sync::Mutex::new(idle),
+            permits: Arc::new(Semaphore::new(READERS)),
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                snapshot_interval: snapshot_interval.max(1),
+                applied,
+                writer: Arc::new(Mutex::new(writer)),
+                readers,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The migrations [`EmbeddedStore::open`] applied (empty when the schema was up to date).
+    pub fn applied_migrations(&self) -> &[i32] {
+        &self.inner.applied
+    }
+
+    /// Runs `f` on the writer connection, on the blocking pool, once the write lock is ours.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut conn))
+            .await
+            .map_err(worker)?
+    }
+
+    /// Runs `f` on a read connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.inner.readers.clone();
+        let permit = readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Internal(format!("embedded readers: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                // Only if a connection was lost; replace it.
+                None => connect(&readers.path, true)?,
+            };
+            let mut lease = Lease {
+                conn: Some(conn),
+                readers: readers.clone(),
+                _permit: permit,
+            };
+            match lease.conn.as_mut() {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Internal("embedded reader missing".into())),
+            }
+        })
+        .await
+        .map_err(worker)?
+    }
+
+    async fn try_append(
+        &self,
+        request: &AppendRequest,
+        decide: &Decide<'_>,
+    ) -> Result<Attempt, StoreError> {
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        let (head_tx, head_rx) = oneshot::channel::<Head>();
+        let (plan_tx, plan_rx) = oneshot::channel::<Vec<PendingEvent>>();
+        let owned = request.clone();
+        let interval = self.inner.snapshot_interval;
+        let job = tokio::task::spawn_blocking(move || {
+            append_transaction(&mut conn, &owned, interval, head_tx, plan_rx)
+        });
+        // Err: the transaction ended before it needed a decision (not found, conflict, retry).
+        if let Ok(head) = head_rx.await {
+            match decide(&head) {
+                Ok(pending) if !pending.is_empty() => {
+                    let _ = plan_tx.send(pending);
+                }
+                decided => {
+                    // Dropping the sender rolls the transaction back; wait until it has.
+                    drop(plan_tx);
+                    let _ = job.await;
+                    return Err(match decided {
+                        Err(e) => StoreError::Rejected(e),
+                        Ok(_) => StoreError::Internal("an append decided no events".into()),
+                    });
+                }
+            }
+        }
+        job.await.map_err(worker)?
+    }
+}
+
+/// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
+/// then the expected version, hand the head to the decision, write its events, commit.
+fn append_transaction(
+    conn: &mut Connection,
+    request: &AppendRequest,
+    snapshot_interval: i64,
+    head_tx: oneshot::Sender<Head>,
+    plan_rx: oneshot::Receiver<Vec<PendingEvent>>,
+) -> Result<Attempt, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let instance = rows::id(request.instance_id);
+    let found: Option<(String, i64, String, i64)> = tx
+        .prepare_cached(
+            "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1",
+        )
+        .map_err(sql)?
+        .query_row([&instance], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(sql)?;
+    let Some((type_text, current, state_text, updated_at)) = found else {
+        return Err(StoreError::NotFound(format!(
+            "instance {}",
+            request.instance_id
+        )));
+    };
+    let head = Head {
+        entity_type_id: rows::uuid(&type_text, "entity type id")?,
+        version: current,
+        state: rows::object(&state_text, "state")?,
+    };
+
+    if !request.client_event_ids.is_empty() {
+        let recorded = recorded_events(&tx, &request.client_event_ids)?;
+        if !recorded.is_empty() {
+            return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
+                events: recorded,
+            }));
+        }
+    }
+    if let Some(expected) = request.expected_version
+        && expected != current
+    {
+        return Err(StoreError::Conflict { expected, current });
+    }
+
+    let entity_type_id = head.entity_type_id;
+    if head_tx.send(head).is_err() {
+        return Err(StoreError::Internal(
+            "append abandoned before its decision".into(),
+        ));
+    }
+    // Err: the decision rejected the command or its caller went away; dropping `tx` rolls back.
+    let pending = plan_rx
+        .blocking_recv()
+        .map_err(|_| StoreError::Internal("append abandoned during its decision".into()))?;
+
+    // recorded_at never decreases within an instance, even if the clock steps back.
+    let recorded_micros = Utc::now().timestamp_micros().max(updated_at);
+    let recorded_at = rows::time(recorded_micros, "recorded_at")?;
+    let mut events = Vec::with_capacity(pending.len());
+    {
+        let mut insert_event = tx
+            .prepare_cached(
+                "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
+                 payload, metadata, mode, recorded_at, occurred_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(sql)?;
+        let mut insert_key = tx
+            .prepare_cached(
+                "INSERT INTO event_ids (event_id, instance_id, version) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql)?;
+        let mut insert_snapshot = tx
+            .prepare_cached(
+                "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql)?;
+        let type_text = rows::id(entity_type_id);
+        for (i, p) in pending.iter().enumerate() {
+            let version = current + 1 + i as i64;
+            let occurred_at = p.occurred_at.unwrap_or(recorded_at);
+            insert_event
+                .execute(params![
+                    instance,
+                    version,
+                    p.event_id,
+                    type_text,
+                    p.event_type,
+                    rows::json(&p.payload)?,
+                    rows::json(&p.metadata)?,
+                    p.mode.as_str(),
+                    recorded_micros,
+                    rows::micros(occurred_at),
+                ])
+                .map_err(sql)?;
+            if request.client_event_ids.contains(&p.event_id) {
+                match insert_key.execute(params![p.event_id, instance, version]) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = EmbeddedError::from(e);
+                        if e.unique_violation() == Some("event_ids.event_id") {
+                            return Ok(Attempt::KeyTaken);
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            if version % snapshot_interval == 0 {
+                insert_snapshot
+                    .execute(params![instance, version, rows::json(&p.state_after)?])
+                    .map_err(sql)?;
+            }
+            events.push(EventRecord {
+                event_id: p.event_id.clone(),
+                instance_id: request.instance_id,
+                entity_type_id,
+                event_type: p.event_type.clone(),
+                version,
+                payload: p.payload.clone(),
+                metadata: p.metadata.clone(),
+                mode: p.mode,
+                recorded_at,
+                occurred_at,
+            });
+        }
+    }
+    let last = current + pending.len() as i64;
+    let state = pending
+        .last()
+        .map(|p| p.state_after.clone())
+        .unwrap_or_default();
+    let updated = tx
+        .prepare_cached(
+            "UPDATE instances SET version = ?1, state = ?2, updated_at = ?3 \
+             WHERE id = ?4 AND version = ?5",
+        )
+        .map_err(sql)?
+        .execute(params![
+            last,
+            rows::json(&state)?,
+            recorded_micros,
+            instance,
+            current
+        ])
+        .map_err(sql)?;
+    if updated != 1 {
+        return Err(StoreError::Internal(format!(
+            "instance {} changed under its lock",
+            request.instance_id
+        )));
+    }
+    tx.commit().map_err(sql)?;
+    Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
+}
+
+/// The events recorded under any of `event_ids`, on any instance, in (instance, version) order.
+fn recorded_events(
+    conn: &Connection,
+    event_ids: &[String],
+) -> Result<Vec<EventRecord>, StoreError> {
+    let ids = serde_json::to_string(event_ids)
+        .map_err(|e| StoreError::Internal(format!("encoding event ids: {e}")))?;
+    let sql_text = format!(
+        "SELECT {} FROM event_ids k JOIN events e \
+         ON e.instance_id = k.instance_id AND e.version = k.version \
+         WHERE k.event_id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY e.instance_id, e.version",
+        rows::EVENT_COLUMNS
+    );
+    let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+    let found = stmt.query([ids]).map_err(sql)?;
+    Ok(rows::collect(found, rows::event)?)
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[instrument(skip(self, schema, description))]
+    async fn create_entity_type(
+        &self,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        schema: &State,
+    ) -> Result<EntityTypeRecord, StoreError> {
+        let record = EntityTypeRecord {
+            id,
+            name: name.to_string(),
+            description: description.to_string(),
+            schema: schema.clone(),
+            created_at: rows::time(now_micros(), "created_at")?,
+        };
+        let schema_text = rows::json(schema)?;
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO entity_types (id, name, description, schema, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    rows::id(record.id),
+                    record.name,
+                    record.description,
+                    schema_text,
+                    rows::micros(record.created_at),
+                ]);
+            match inserted.map_err(EmbeddedError::from) {
+                Ok(_) => Ok(record),
+                Err(e) if e.unique_violation() == Some("entity_types.name") => Err(
+                    StoreError::AlreadyExists(format!("entity type {:?}", record.name)),
+                ),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
+        let (column, value, what) = match key {
+            TypeKey::Id(id) => ("id", rows::id(*id), format!("entity type {id}")),
+            TypeKey::Name(name) => ("name", name.clone(), format!("entity type {name:?}")),
+        };
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM entity_types WHERE {column} = ?1",
+                rows::ENTITY_TYPE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = rows::collect(stmt.query([value]).map_err(sql)?, rows::entity_type)?;
+            found.into_iter().next().ok_or(StoreError::NotFound(what))
+        })
+        .await
+    }
+
+    async fn list_entity_types(
+        &self,
+        after_name: Option<&str>,
+        limit_n: usize,
+    ) -> Result<Vec<EntityTypeRecord>, StoreError> {
+        let after = after_name.map(str::to_string);
+        self.read(move |conn| {
+            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
+            let sql_text = format!(
+                "SELECT {} FROM entity_types WHERE {} ORDER BY name LIMIT ?2",
+                rows::ENTITY_TYPE_COLUMNS,
+                if after.is_some() {
+                    "name > ?1"
+                } else {
+                    "?1 IS NULL"
+                }
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt.query(params![after, limit(limit_n)]).map_err(sql)?;
+            Ok(rows::collect(found, rows::entity_type)?)
+        })
+        .await
+    }
+
+    #[instrument(skip(self, new), fields(instance_id = %new.id))]
+    async fn create_instance(
+        &self,
+        new: NewInstance,
+    ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+        let interval = self.inner.snapshot_interval;
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let type_id = rows::id(new.entity_type_id);
+            let type_name: String = tx
+                .prepare_cached("SELECT name FROM entity_types WHERE id = ?1")
+                .map_err(sql)?
+                .query_row([&type_id], |r| r.get(0))
+                .optional()
+                .map_err(sql)?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("entity type {}", new.entity_type_id))
+                })?;
+            let now = now_micros();
+            let at = rows::time(now, "created_at")?;
+            let id = rows::id(new.id);
+            let state = rows::json(&new.initial_state)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO instances (id, entity_type_id, external_id, state, version, \
+                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+                )
+                .map_err(sql)?
+                .execute(params![id, type_id, new.external_id, state, now])
+                .map_err(EmbeddedError::from);
+            match inserted {
+                Ok(_) => {}
+                Err(e)
+                    if e.unique_violation()
+                        == Some("instances.entity_type_id, instances.external_id") =>
+                {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "instance with external_id {:?} of entity type {type_name:?}",
+                        new.external_id
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tx.prepare_cached(
+                "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
+                 payload, metadata, mode, recorded_at, occurred_at) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            )
+            .map_err(sql)?
+            .execute(params![
+                id,
+                new.event_id,
+                type_id,
+                EventType::INSTANCE_CREATED,
+                state,
+                rows::json(&new.metadata)?,
+                ApplyMode::Replace.as_str(),
+                now,
+            ])
+            .map_err(sql)?;
+            if 1 % interval == 0 {
+                tx.prepare_cached(
+                    "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, 1, ?2)",
+                )
+                .map_err(sql)?
+                .execute(params![id, state])
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            let instance = InstanceRecord {
+                id: new.id,
+                entity_type_id: new.entity_type_id,
+                entity_type_name: type_name,
+                external_id: new.external_id,
+                state: new.initial_state.clone(),
+                version: 1,
+                created_at: at,
+                updated_at: at,
+            };
+            let event = EventRecord {
+                event_id: new.event_id,
+                instance_id: new.id,
+                entity_type_id: new.entity_type_id,
+                event_type: EventType::INSTANCE_CREATED.to_string(),
+                version: 1,
+                payload: new.initial_state,
+                metadata: new.metadata,
+                mode: ApplyMode::Replace,
+                recorded_at: at,
+                occurred_at: at,
+            };
+            Ok((instance, event))
+        })
+        .await
+    }
+
+    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.id = ?1",
+                rows::INSTANCE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = rows::collect(stmt.query([rows::id(id)]).map_err(sql)?, rows::instance)?;
+            found
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))
+        })
+        .await
+    }
+
+    async fn find_instance(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<InstanceRecord, StoreError> {
+        let external_id = external_id.to_string();
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.entity_type_id = ?1 AND i.external_id = ?2",
+                rows::INSTANCE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(params![rows::id(entity_type_id), external_id])
+                .map_err(sql)?;
+            rows::collect(found, rows::instance)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("instance with external_id {external_id:?}"))
+                })
+        })
+        .await
+    }
+
+    async fn list_instances(
+        &self,
+        entity_type_id: Uuid,
+        after_external_id: Option<&str>,
+        limit_n: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let after = after_external_id.map(str::to_string);
+        self.read(move |conn| {
+            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.entity_type_id = ?1 AND {} ORDER BY i.external_id LIMIT ?3",
+                rows::INSTANCE_COLUMNS,
+                if after.is_some() {
+                    "i.external_id > ?2"
+                } else {
+                    "?2 IS NULL"
+                }
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(params![rows::id(entity_type_id), after, limit(limit_n)])
+                .map_err(sql)?;
+            Ok(rows::collect(found, rows::instance)?)
+        })
+        .await
+    }
+
+    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+        let text: String = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT entity_type_id FROM instances WHERE id = ?1")
+                    .map_err(sql)?
+                    .query_row([rows::id(instance_id)], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))
+            })
+            .await?;
+        Ok(rows::uuid(&text, "entity type id")?)
+    }
+
+    #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
+    async fn append(
+        &self,
+        request: AppendRequest,
+        decide: Decide<'_>,
+    ) -> Result<AppendOutcome, StoreError> {
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.try_append(&request, &decide).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::KeyTaken => {
+                    tracing::debug!(attempt, "idempotency key already taken, retrying");
+                }
+            }
+        }
+        Err(StoreError::Internal(format!(
+            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
+        )))
+    }
+}
+
+#[async_trait]
+impl HistoryReader for EmbeddedStore {
+    async fn events(
+        &self,
+        instance_id: Uuid,
+        filter: &HistoryFilter,
+        limit_n: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        // Only the conditions in use go into the SQL, so SQLite turns the version bounds into a
+        // range scan of the primary key; each shape is prepared once per connection.
+        let mut sql_text = format!(
+            "SELECT {} FROM events e WHERE e.instance_id = ?",
+            rows::EVENT_COLUMNS
+        );
+        let mut values = vec![SqlValue::Text(rows::id(instance_id))];
+        let mut bound = |sql_text: &mut String, condition: &str, value: SqlValue| {
+            sql_text.push_str(" AND ");
+            sql_text.push_str(condition);
+            values.push(value);
+        };
+        if let Some(v) = filter.from_version {
+            bound(&mut sql_text, "e.version >= ?", SqlValue::Integer(v));
+        }
+        if let Some(v) = filter.to_version {
+            bound(&mut sql_text, "e.version <= ?", SqlValue::Integer(v));
+        }
+        if let Some(t) = filter.start_time {
+            bound(
+                &mut sql_text,
+                "e.recorded_at >= ?",
+                SqlValue::Integer(rows::micros(t)),
+            );
+        }
+        if let Some(t) = filter.end_time {
+            bound(
+                &mut sql_text,
+                "e.recorded_at <= ?",
+                SqlValue::Integer(rows::micros(t)),
+            );
+        }
+        if !filter.event_types.is_empty() {
+            let types = serde_json::to_string(&filter.event_types)
+                .map_err(|e| StoreError::Internal(format!("encoding event types: {e}")))?;
+            bound(
+                &mut sql_text,
+                "e.event_type IN (SELECT value FROM json_each(?))",
+                SqlValue::Text(types),
+            );
+        }
+        let (op, order) = if filter.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(v) = filter.after_version {
+            bound(
+                &mut sql_text,
+                &format!("e.version {op} ?"),
+                SqlValue::Integer(v),
+            );
+        }
+        sql_text.push_str(&format!(" ORDER BY e.version {order} LIMIT ?"));
+        values.push(SqlValue::Integer(limit(limit_n)));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(rusqlite::params_from_iter(values))
+                .map_err(sql)?;
+            Ok(rows::collect(found, rows::event)?)
+        })
+        .await
+    }
+
+    async fn snapshot_and_tail(
+        &self,
+        instance_id: Uuid,
+        version: i64,
+    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
+        self.read(move |conn| {
+            // One read transaction: both reads see the same committed state.
+            let tx = conn.transaction().map_err(sql)?;
+            let id = rows::id(instance_id);
+            let snapshot = tx
+                .prepare_cached(
+                    "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
+                     AND version <= ?2 ORDER BY version DESC LIMIT 1",
+                )
+                .map_err(sql)?
+                .query_row(params![id, version], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+                .map_err(sql)?
+                .map(|(v, state)| {
+                    Ok::<_, EmbeddedError>(Snapshot {
+                        version: v,
+                        state: rows::object(&state, "snapshot")?,
+                    })
+                })
+                .transpose()?;
+            // The tail starts AT the snapshot's version, as PgStore's does.
+            let from = snapshot.as_ref().map_or(1, |s| s.version);
+            let tail = {
+                let sql_text = format!(
+                    "SELECT {} FROM events e WHERE e.instance_id = ?1 \
+                     AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
+                    rows::EVENT_COLUMNS
+                );
+                let mut stmt = tx.prepare_cached(&sql_text).map_err(sql)?;
+                let found = stmt.query(params![id, from, version]).map_err(sql)?;
+                rows::collect(found, rows::event)?
+            };
+            tx.commit().map_err(sql)?;
+            Ok((snapshot, tail))
+        })
+        .await
+    }
+
+    async fn version_at(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT version FROM events WHERE instance_id = ?1 AND recorded_at <= ?2 \
+                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
+            )
+            .map_err(sql)?
+            .query_row(params![rows::id(instance_id), rows::micros(at)], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+}

@@ -1,0 +1,179 @@
+//! NATS JetStream: publication of every committed event through the transactional outbox, and
+//! live subscriptions that see the events of every server replica.
+//!
+//! - [`relay`]: takes the relay lease, publishes outbox entries in order with the event id as
+//!   `Nats-Msg-Id`, waits for the acknowledgements, then forgets them. A NATS outage or a crash
+//!   only delays publication; JetStream's duplicate window absorbs re-sends.
+//! - [`NatsBus`]: the event bus: a commit wakes the relay; a subscriber gets a core NATS
+//!   subscription on the stream's subjects.
+//!
+//! Subject: `<prefix>.<entity_type_name>.<instance_id>` (prefix `temporal_state.events`).
+//! Body: the event as JSON ([`WireEvent`]). Headers: `Nats-Msg-Id` (event id), `Tse-Version`,
+//! `Tse-Event-Type`.
+
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use crate::domain::{ApplyMode, State};
+use crate::ports::{BusError, EventBus, EventRecord, LiveEvent, LiveFilter, LiveStream};
+
+pub const SUBJECT_PREFIX: &str = "temporal_state.events";
+
+/// The stream and how it keeps messages.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    pub stream: String,
+    pub replicas: usize,
+    /// `limits`, `interest` or `workqueue`.
+    pub retention: String,
+    /// How long JetStream remembers message ids to drop re-sends.
+    pub duplicate_window: Duration,
+    /// Events a subscriber may fall behind before it is cut off.
+    pub subscriber_buffer: usize,
+}
+
+/// An event as published: self-contained JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireEvent {
+    pub id: String,
+    pub instance_id: Uuid,
+    pub entity_type_id: Uuid,
+    pub entity_type: String,
+    pub event_type: String,
+    pub version: i64,
+    pub payload: State,
+    pub metadata: State,
+    pub mode: String,
+    pub recorded_at: DateTime<Utc>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl WireEvent {
+    pub fn from_live(live: &LiveEvent) -> Self {
+        let e = &live.event;
+        Self {
+            id: e.event_id.clone(),
+            instance_id: e.instance_id,
+            entity_type_id: e.entity_type_id,
+            entity_type: live.entity_type_name.clone(),
+            event_type: e.event_type.clone(),
+            version: e.version,
+            payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
+            mode: e.mode.as_str().to_string(),
+            recorded_at: e.recorded_at,
+            occurred_at: e.occurred_at,
+        }
+    }
+
+    pub fn into_live(self) -> Option<LiveEvent> {
+        Some(LiveEvent {
+            entity_type_name: self.entity_type,
+            event: EventRecord {
+                event_id: self.id,
+                instance_id: self.instance_id,
+                entity_type_id: self.entity_type_id,
+                event_type: self.event_type,
+                version: self.version,
+                payload: self.payload,
+                metadata: self.metadata,
+                mode: ApplyMode::parse(&self.mode)?,
+                recorded_at: self.recorded_at,
+                occurred_at: self.occurred_at,
+            },
+        })
+    }
+}
+
+/// The subject an event is published on.
+pub fn subject(entity_type_name: &str, instance_id: Uuid) -> String {
+    format!("{SUBJECT_PREFIX}.{entity_type_name}.{instance_id}")
+}
+
+pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name("temporal-state-server")
+        // A NATS that is down at start-up only delays publication: keep trying in the background.
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+}
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    wake_relay: Arc<Notify>,
+    buffer: usize,
+}
+
+impl NatsBus {
+    pub fn new(client: async_nats::Client, wake_relay: Arc<Notify>, buffer: usize) -> Self {
+        Self {
+            client,
+            wake_relay,
+            buffer: buffer.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsBus {
+    async fn committed(&self, _events: &[LiveEvent]) {
+        self.wake_relay.notify_one();
+    }
+
+    async fn subscribe(&self, filter: LiveFilter) -> Result<LiveStream, BusError> {
+        let subject = format!(
+            "{SUBJECT_PREFIX}.{}.{}",
+            filter.entity_type_name.as_deref().unwrap_or("*"),
+            filter
+                .instance_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "*".into())
+        );
+        let mut subscriber = self
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let buffer = self.buffer as u64;
+        tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let Some(live) = serde_json::from_slice::<WireEvent>(&message.payload)
+                    .ok()
+                    .and_then(WireEvent::into_live)
+                else {
+                    tracing::warn!(subject = %message.subject, "undecodable event message skipped");
+                    continue;
+                };
+                if !filter.matches(&live) {
+                    continue;
+                }
+                match tx.try_send(Ok(live)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Cut the laggard off; the NATS subscription ends with this task.
+                        let _ = tx
+                            .send_timeout(Err(BusError::Lagged(buffer)), Duration::from_secs(5))
+                            .await;
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}

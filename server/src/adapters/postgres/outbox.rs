@@ -1,0 +1,100 @@
+//! The outbox port on PostgreSQL. The relay lease is a session advisory lock held on a
+//! connection taken out of the pool, so it dies with the connection (or the process).
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{PgError, PgStore, rows};
+use crate::ports::{LiveEvent, Outbox, StoreError};
+
+/// Arbitrary but fixed key of the relay lease.
+const RELAY_LEASE_KEY: i64 = 0x7465_6d70_5354_4501;
+
+/// The outbox of one [`PgStore`].
+pub struct PgOutbox {
+    store: PgStore,
+    lease: Mutex<Option<deadpool_postgres::ClientWrapper>>,
+}
+
+impl PgOutbox {
+    pub fn new(store: PgStore) -> Self {
+        Self {
+            store,
+            lease: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for PgOutbox {
+    async fn hold_lease(&self) -> Result<bool, StoreError> {
+        let mut lease = self.lease.lock().await;
+        if let Some(conn) = lease.as_ref() {
+            if conn.simple_query("SELECT 1").await.is_ok() {
+                return Ok(true);
+            }
+            *lease = None;
+        }
+        let conn = self.store.pool().get().await.map_err(PgError::from)?;
+        let got: bool = conn
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LEASE_KEY])
+            .await
+            .map_err(PgError::from)?
+            .get(0);
+        if got {
+            // Out of the pool for good: the lock must never travel to another user.
+            *lease = Some(deadpool_postgres::Object::take(conn));
+        }
+        Ok(got)
+    }
+
+    async fn pending(&self, limit: usize) -> Result<Vec<(i64, LiveEvent)>, StoreError> {
+        let client = self.store.pool().get().await.map_err(PgError::from)?;
+        let sql = format!(
+            "SELECT o.id, t.name, {} FROM outbox o \
+             JOIN events e ON e.instance_id = o.instance_id AND e.version = o.version \
+             JOIN entity_types t ON t.id = e.entity_type_id \
+             ORDER BY o.id LIMIT $1",
+            rows::EVENT_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(&stmt, &[&(limit as i64)])
+            .await
+            .map_err(PgError::from)?;
+        found
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    LiveEvent {
+                        entity_type_name: r.get(1),
+                        event: rows::event_at(r, 2)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let client = self.store.pool().get().await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
+            .await
+            .map_err(PgError::from)?;
+        client
+            .execute(&stmt, &[&ids])
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<i64, StoreError> {
+        let client = self.store.pool().get().await.map_err(PgError::from)?;
+        Ok(client
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .map_err(PgError::from)?
+            .get(0))
+    }
+}

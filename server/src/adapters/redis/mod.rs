@@ -1,0 +1,156 @@
+//! Redis (through fred) as the current-state cache. Each instance is cached under two keys —
+//! by id and by (entity type, external id) — so either lookup is one round trip. Writes go
+//! through a Lua compare-and-set on the version, so racing servers never replace a newer state
+//! with an older one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::State;
+use crate::ports::{CacheError, InstanceRecord, StateCache};
+
+const PUT_IF_NEWER: &str = r"
+local stored = 0
+for _, key in ipairs(KEYS) do
+  local current = redis.call('HGET', key, 'v')
+  if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+    redis.call('HSET', key, 'v', ARGV[1], 'd', ARGV[2])
+    redis.call('PEXPIRE', key, ARGV[3])
+    stored = stored + 1
+  end
+end
+return stored";
+
+/// How the cache reaches Redis.
+#[derive(Debug, Clone)]
+pub struct RedisCacheConfig {
+    pub url: String,
+    pub ttl: Duration,
+    /// Longest a cache command may take before the caller falls back to the database.
+    pub command_timeout: Duration,
+}
+
+pub struct RedisCache {
+    client: Client,
+    ttl_ms: i64,
+    put: Script,
+}
+
+/// The cached form of an instance.
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    id: Uuid,
+    entity_type_id: Uuid,
+    entity_type_name: String,
+    external_id: String,
+    state: State,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn err(e: impl std::fmt::Display) -> CacheError {
+    CacheError(e.to_string())
+}
+
+pub fn id_key(id: Uuid) -> String {
+    format!("tse:instance:{id}")
+}
+
+pub fn external_key(entity_type_id: Uuid, external_id: &str) -> String {
+    format!("tse:external:{entity_type_id}:{external_id}")
+}
+
+impl RedisCache {
+    /// Starts connecting in the background: a Redis that is down at start-up only means misses
+    /// until it is back (fred reconnects on its own).
+    pub async fn connect(config: &RedisCacheConfig) -> Result<Self, CacheError> {
+        let mut redis_config = Config::from_url(&config.url).map_err(err)?;
+        // Commands fail at once while disconnected instead of queueing: the database answers.
+        redis_config.fail_fast = true;
+        let timeout = config.command_timeout;
+        let client = Builder::from_config(redis_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 250))
+            .build()
+            .map_err(err)?;
+        client.connect();
+        if tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect())
+            .await
+            .is_err()
+        {
+            tracing::warn!(url = %config.url, "redis not reachable yet; reading from the database until it is");
+        }
+        Ok(Self {
+            client,
+            ttl_ms: config.ttl.as_millis().min(i64::MAX as u128) as i64,
+            put: Script::from_lua(PUT_IF_NEWER),
+        })
+    }
+
+    async fn read(&self, key: String) -> Result<Option<InstanceRecord>, CacheError> {
+        let data: Option<String> = self.client.hget(key, "d").await.map_err(err)?;
+        let Some(data) = data else { return Ok(None) };
+        let c: Cached = serde_json::from_str(&data).map_err(err)?;
+        Ok(Some(InstanceRecord {
+            id: c.id,
+            entity_type_id: c.entity_type_id,
+            entity_type_name: c.entity_type_name,
+            external_id: c.external_id,
+            state: c.state,
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }))
+    }
+}
+
+#[async_trait]
+impl StateCache for RedisCache {
+    async fn get(&self, instance_id: Uuid) -> Result<Option<InstanceRecord>, CacheError> {
+        self.read(id_key(instance_id)).await
+    }
+
+    async fn get_by_external_id(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<Option<InstanceRecord>, CacheError> {
+        self.read(external_key(entity_type_id, external_id)).await
+    }
+
+    async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
+        let data = serde_json::to_string(&Cached {
+            id: i.id,
+            entity_type_id: i.entity_type_id,
+            entity_type_name: i.entity_type_name.clone(),
+            external_id: i.external_id.clone(),
+            state: i.state.clone(),
+            version: i.version,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        })
+        .map_err(err)?;
+        let keys = vec![id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
+        let args = vec![i.version.to_string(), data, self.ttl_ms.to_string()];
+        let _: i64 = self
+            .put
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}

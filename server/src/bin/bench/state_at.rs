@@ -1,0 +1,604 @@
+//! `state-at-version`: GetStateAtVersion on a short and a long history, against the raw
+//! snapshot-plus-tail SQL the server issues (rows fetched, not folded); then GetHistory read page
+//! by page against a raw keyset scan of the same rows.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use prost_types::value::Kind;
+use serde_json::{Value, json};
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
+use temporal_state_proto::v1::event_service_client::EventServiceClient;
+use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
+use temporal_state_proto::v1::query_service_client::QueryServiceClient;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::apply::{TYPE_NAME, schema};
+use crate::harness::{
+    BenchDb, Measured, RunningServer, Table, environment, fill_pool, fmt_rate, histogram, micros,
+    pool, ratio, to_struct,
+};
+use crate::sql;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Events of the short history (version 1 is InstanceCreated).
+    #[arg(long, default_value_t = 1000)]
+    pub small: i64,
+    /// Events of the long history.
+    #[arg(long, default_value_t = 100_000)]
+    pub large: i64,
+    /// Events per ApplyEvents call while loading.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Measured calls per (instance, version) and path.
+    #[arg(long, default_value_t = 300)]
+    pub samples: usize,
+    /// Unmeasured calls before each measurement.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// GetHistory page size (the server's maximum is 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: i32,
+    /// Full reads of the long history per path.
+    #[arg(long, default_value_t = 3)]
+    pub history_passes: usize,
+}
+
+pub async fn run(admin_url: &str, args: Args) -> Result<()> {
+    ensure!(
+        args.small >= 4 && args.large >= args.small,
+        "need 4 <= --small <= --large"
+    );
+    ensure!(
+        args.samples > 0 && args.batch > 0,
+        "--samples and --batch must be positive"
+    );
+    let db = BenchDb::create(admin_url).await?;
+    let result = run_in(admin_url, &args, &db).await;
+    let dropped = db.drop_db().await;
+    result?;
+    dropped
+}
+
+async fn run_in(admin_url: &str, args: &Args, db: &BenchDb) -> Result<()> {
+    // Default server configuration: snapshot interval, pool size and all.
+    let server = RunningServer::start(&db.url, &[]).await?;
+    let result = measure(admin_url, args, &server, db).await;
+    let stopped = server.stop().await;
+    result?;
+    stopped
+}
+
+/// The payload that produces version `v`: `score` is always `v`, so a state tells its version.
+fn payload(v: i64) -> Value {
+    let mut p = json!({"score": v, "level": v % 50 + 1});
+    if v % 10 == 0 {
+        p["stats"] = json!({"wins": v / 10});
+    }
+    p
+}
+
+struct Loaded {
+    id: String,
+    events: i64,
+    elapsed: Duration,
+}
+
+async fn load(
+    channel: &Channel,
+    type_id: &str,
+    name: &str,
+    events: i64,
+    batch: usize,
+) -> Result<Loaded> {
+    let mut instances = InstanceServiceClient::new(channel.clone());
+    let mut writer = EventServiceClient::new(channel.clone());
+    let start = Instant::now();
+    let id = instances
+        .create_instance(pb::CreateInstanceRequest {
+            entity_type: type_id.into(),
+            external_id: name.into(),
+            initial_state: Some(to_struct(json!({"name": name, "score": 1, "level": 1}))),
+            metadata: None,
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("no instance")?
+        .id;
+    let mut next = 2;
+    while next <= events {
+        let last = (next + batch as i64 - 1).min(events);
+        let inputs = (next..=last)
+            .map(|v| pb::EventInput {
+                event_type: "ScoreChanged".into(),
+                payload: Some(to_struct(payload(v))),
+                ..Default::default()
+            })
+            .collect();
+        writer
+            .apply_events(pb::ApplyEventsRequest {
+                instance_id: id.clone(),
+                expected_version: Some(next - 1),
+                events: inputs,
+            })
+            .await
+            .with_context(|| format!("ApplyEvents {next}..={last} on {name}"))?;
+        next = last + 1;
+    }
+    let elapsed = start.elapsed();
+    // The instance really has `events` events and the state of the last one.
+    let instance = instances
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: id.clone(),
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("no instance")?;
+    ensure!(
+        instance.version == events,
+        "{name}: GetInstance says version {}, expected {events}",
+        instance.version
+    );
+    ensure!(
+        score_of(instance.state.as_ref()) == Some(events),
+        "{name}: current state's score is not {events}"
+    );
+    Ok(Loaded {
+        id,
+        events,
+        elapsed,
+    })
+}
+
+fn score_of(state: Option<&prost_types::Struct>) -> Option<i64> {
+    match state?.fields.get("score")?.kind {
+        Some(Kind::NumberValue(n)) => Some(n as i64),
+        _ => None,
+    }
+}
+
+struct VersionRow {
+    events: i64,
+    label: &'static str,
+    version: i64,
+    tail_rows: usize,
+    server: Measured,
+    sql: Measured,
+}
+
+async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &BenchDb) -> Result<()> {
+    let env = environment(admin_url).await?;
+    let interval = server.config.snapshot_interval;
+    let channel = server.channel().await?;
+    let mut types = EntityTypeServiceClient::new(channel.clone());
+    let type_id = types
+        .create_entity_type(pb::CreateEntityTypeRequest {
+            name: TYPE_NAME.into(),
+            description: "benchmark player profile".into(),
+            schema: Some(to_struct(schema())),
+        })
+        .await?
+        .into_inner()
+        .entity_type
+        .context("no entity type")?
+        .id;
+    let small = load(&channel, &type_id, "small", args.small, args.batch).await?;
+    let large = load(&channel, &type_id, "large", args.large, args.batch).await?;
+
+    let raw = pool(&db.url, 1)?;
+    fill_pool(&raw, 1).await?;
+    {
+        // Fresh statistics, as autovacuum would eventually provide, so both paths see the same plans.
+        let client = raw.get().await?;
+        client
+            .batch_execute("ANALYZE events; ANALYZE snapshots")
+            .await?;
+    }
+
+    let mut reader = QueryServiceClient::new(channel.clone());
+    let mut rows = Vec::new();
+    for loaded in [&small, &large] {
+        let n = loaded.events;
+        for (label, version) in [("latest", n), ("middle", n / 2), ("middle-1", n / 2 - 1)] {
+            let server_m = server_state_at(&mut reader, &loaded.id, version, args).await?;
+            let (sql_m, tail_rows) = sql_state_at(&raw, &loaded.id, version, args).await?;
+            rows.push(VersionRow {
+                events: n,
+                label,
+                version,
+                tail_rows,
+                server: server_m,
+                sql: sql_m,
+            });
+        }
+    }
+
+    let history = history(&channel, &raw, &large, args).await?;
+
+    println!("== state-at-version: GetStateAtVersion (snapshot + tail, folded by the server) ==");
+    println!("{env}");
+    println!("{}", sql::drift_line());
+    println!(
+        "snapshot interval {interval} (server default); server pool {}; {} sequential calls per row after {} warm-up; raw SQL = the server's snapshot+tail query, rows fetched, not folded",
+        server.config.pool_size, args.samples, args.warmup
+    );
+    println!(
+        "loaded through ApplyEvents x{}: {} events in {:.1} s ({} events/s), {} events in {:.1} s ({} events/s); GetInstance versions {} and {} as expected",
+        args.batch,
+        small.events,
+        small.elapsed.as_secs_f64(),
+        fmt_rate(small.events as f64 / small.elapsed.as_secs_f64()),
+        large.events,
+        large.elapsed.as_secs_f64(),
+        fmt_rate(large.events as f64 / large.elapsed.as_secs_f64()),
+        small.events,
+        large.events,
+    );
+    let mut table = Table::new(&[
+        "events",
+        "version",
+        "at",
+        "rows",
+        "server p50 µs",
+        "server p99 µs",
+        "sql p50 µs",
+        "sql p99 µs",
+        "server/sql p50",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.events.to_string(),
+            r.version.to_string(),
+            r.label.to_string(),
+            r.tail_rows.to_string(),
+            r.server.p50().to_string(),
+            r.server.p99().to_string(),
+            r.sql.p50().to_string(),
+            r.sql.p99().to_string(),
+            ratio(r.server.p50() as f64, r.sql.p50() as f64),
+        ]);
+    }
+    table.print();
+    for label in ["latest", "middle", "middle-1"] {
+        let find = |n: i64| rows.iter().find(|r| r.events == n && r.label == label);
+        if let (Some(s), Some(l)) = (find(small.events), find(large.events)) {
+            println!(
+                "ratio server {}/{} p50 ({label}) = {}   (p99 {})",
+                short(large.events),
+                short(small.events),
+                ratio(l.server.p50() as f64, s.server.p50() as f64),
+                ratio(l.server.p99() as f64, s.server.p99() as f64),
+            );
+        }
+    }
+    let (lo, hi) = rows.iter().fold((f64::MAX, 0.0f64), |(lo, hi), r| {
+        let x = r.server.p50() as f64 / r.sql.p50() as f64;
+        (lo.min(x), hi.max(x))
+    });
+    println!("ratio server/raw-SQL p50 = {lo:.2} .. {hi:.2} over the rows above");
+
+    println!();
+    println!(
+        "== history: GetHistory over the {}-event instance, page_size {}, {} full passes per path after 1 warm-up pass ==",
+        large.events, args.page_size, args.history_passes
+    );
+    let mut table = Table::new(&[
+        "path",
+        "events",
+        "events/s",
+        "page p50 µs",
+        "page p99 µs",
+        "first 10 pages µs",
+        "last 10 pages µs",
+    ]);
+    for h in &history {
+        table.row(vec![
+            h.path.to_string(),
+            h.m.ops.to_string(),
+            fmt_rate(h.m.per_sec()),
+            h.pages.value_at_quantile(0.5).to_string(),
+            h.pages.value_at_quantile(0.99).to_string(),
+            format!("{:.0}", h.first10),
+            format!("{:.0}", h.last10),
+        ]);
+    }
+    table.print();
+    println!("(first/last 10 pages µs = mean latency of the history's first and last ten pages)");
+    if let (Some(s), Some(k)) = (history.first(), history.get(1)) {
+        println!(
+            "ratio server/raw-SQL history throughput = {}",
+            ratio(s.m.per_sec(), k.m.per_sec())
+        );
+    }
+    Ok(())
+}
+
+fn short(n: i64) -> String {
+    if n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+async fn server_state_at(
+    reader: &mut QueryServiceClient<Channel>,
+    id: &str,
+    version: i64,
+    args: &Args,
+) -> Result<Measured> {
+    let mut latency = histogram();
+    let start = Instant::now();
+    for i in 0..args.warmup + args.samples {
+        if i == args.warmup {
+            latency.reset();
+        }
+        let t = Instant::now();
+        let got = reader
+            .get_state_at_version(pb::GetStateAtVersionRequest {
+                instance_id: id.into(),
+                version,
+            })
+            .await?
+            .into_inner();
+        latency.record(micros(t.elapsed()))?;
+        if i == 0 {
+            ensure!(
+                got.version == version,
+                "asked version {version}, got {}",
+                got.version
+            );
+            let want = if version == 1 { 1 } else { version };
+            ensure!(
+                score_of(got.state.as_ref()) == Some(want),
+                "state at version {version} does not have score {want}"
+            );
+        }
+    }
+    Ok(Measured {
+        ops: latency.len(),
+        elapsed: start.elapsed(),
+        latency,
+    })
+}
+
+async fn sql_state_at(
+    pool: &Pool,
+    id: &str,
+    version: i64,
+    args: &Args,
+) -> Result<(Measured, usize)> {
+    let id: Uuid = id.parse()?;
+    let text = sql::snapshot_and_tail();
+    let mut latency = histogram();
+    let mut rows = 0;
+    let start = Instant::now();
+    for i in 0..args.warmup + args.samples {
+        if i == args.warmup {
+            latency.reset();
+        }
+        let t = Instant::now();
+        let client = pool.get().await?;
+        let stmt = client.prepare_cached(&text).await?;
+        let found = client.query(&stmt, &[&id, &version]).await?;
+        latency.record(micros(t.elapsed()))?;
+        rows = found.len();
+    }
+    Ok((
+        Measured {
+            ops: latency.len(),
+            elapsed: start.elapsed(),
+            latency,
+        },
+        rows,
+    ))
+}
+
+struct HistoryRun {
+    path: &'static str,
+    m: Measured,
+    pages: hdrhistogram::Histogram<u64>,
+    first10: f64,
+    last10: f64,
+}
+
+/// Mean page latency by page index, over all passes.
+struct PageTimes(Vec<(u64, u64)>);
+
+impl PageTimes {
+    fn add(&mut self, page: usize, us: u64) {
+        if self.0.len() <= page {
+            self.0.resize(page + 1, (0, 0));
+        }
+        self.0[page].0 += us;
+        self.0[page].1 += 1;
+    }
+    fn mean(&self, pages: impl Iterator<Item = usize>) -> f64 {
+        let (sum, n) = pages
+            .filter_map(|p| self.0.get(p))
+            .fold((0, 0), |(s, n), (ps, pn)| (s + ps, n + pn));
+        if n == 0 { 0.0 } else { sum as f64 / n as f64 }
+    }
+    fn first_last(&self) -> (f64, f64) {
+        let len = self.0.len();
+        (
+            self.mean(0..10.min(len)),
+            self.mean(len.saturating_sub(10)..len),
+        )
+    }
+}
+
+async fn history(
+    channel: &Channel,
+    pool: &Pool,
+    large: &Loaded,
+    args: &Args,
+) -> Result<Vec<HistoryRun>> {
+    let mut out = Vec::new();
+
+    // Through the server.
+    let mut reader = QueryServiceClient::new(channel.clone());
+    let mut pages = histogram();
+    let mut times = PageTimes(Vec::new());
+    let mut elapsed = Duration::ZERO;
+    let mut events = 0u64;
+    // Pass 0 warms up and is not counted.
+    for pass in 0..=args.history_passes {
+        let start = Instant::now();
+        let mut token = String::new();
+        let mut expect = 1i64;
+        let mut page = 0;
+        loop {
+            let t = Instant::now();
+            let got = reader
+                .get_history(pb::GetHistoryRequest {
+                    instance_id: large.id.clone(),
+                    page_size: args.page_size,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let us = micros(t.elapsed());
+            if pass > 0 {
+                pages.record(us)?;
+                times.add(page, us);
+            }
+            page += 1;
+            for e in &got.events {
+                ensure!(
+                    e.version == expect,
+                    "history gave version {}, expected {expect}",
+                    e.version
+                );
+                expect += 1;
+            }
+            if pass > 0 {
+                events += got.events.len() as u64;
+            }
+            if got.next_page_token.is_empty() {
+                break;
+            }
+            token = got.next_page_token;
+        }
+        ensure!(
+            expect - 1 == large.events,
+            "server history had {} events, expected {}",
+            expect - 1,
+            large.events
+        );
+        if pass > 0 {
+            elapsed += start.elapsed();
+        }
+    }
+    let (first10, last10) = times.first_last();
+    out.push(HistoryRun {
+        path: "server GetHistory",
+        m: Measured {
+            ops: events,
+            elapsed,
+            latency: pages.clone(),
+        },
+        pages,
+        first10,
+        last10,
+    });
+
+    // Raw keyset scan, then the server's own history SQL issued directly (for diagnosis). Both
+    // ask for one row more than a page, as the server does, to know whether another follows.
+    let id: Uuid = large.id.parse()?;
+    for (path, text, servers_query) in [
+        ("raw SQL keyset", sql::keyset_page(), false),
+        ("raw SQL, server's query", sql::server_history_page(), true),
+    ] {
+        let mut pages = histogram();
+        let mut times = PageTimes(Vec::new());
+        let mut elapsed = Duration::ZERO;
+        let mut events = 0u64;
+        let limit = args.page_size as i64;
+        // Pass 0 warms up and is not counted.
+        for pass in 0..=args.history_passes {
+            let start = Instant::now();
+            let mut after: Option<i64> = None;
+            let mut page = 0;
+            let mut expect = 1i64;
+            loop {
+                let t = Instant::now();
+                let client = pool.get().await?;
+                let stmt = client.prepare_cached(&text).await?;
+                let found = if servers_query {
+                    let none_i: Option<i64> = None;
+                    let none_t: Option<DateTime<Utc>> = None;
+                    let no_types: Vec<String> = Vec::new();
+                    client
+                        .query(
+                            &stmt,
+                            &[
+                                &id,
+                                &none_i,
+                                &none_i,
+                                &none_t,
+                                &none_t,
+                                &no_types,
+                                &after,
+                                &(limit + 1),
+                            ],
+                        )
+                        .await?
+                } else {
+                    client
+                        .query(&stmt, &[&id, &after.unwrap_or(0), &(limit + 1)])
+                        .await?
+                };
+                let us = micros(t.elapsed());
+                if pass > 0 {
+                    pages.record(us)?;
+                    times.add(page, us);
+                }
+                page += 1;
+                let take = found.len().min(limit as usize);
+                for row in &found[..take] {
+                    let v: i64 = row.get(4);
+                    ensure!(v == expect, "{path}: version {v}, expected {expect}");
+                    expect += 1;
+                }
+                if pass > 0 {
+                    events += take as u64;
+                }
+                if found.len() <= limit as usize {
+                    break;
+                }
+                after = Some(expect - 1);
+            }
+            ensure!(
+                expect - 1 == large.events,
+                "{path}: {} events, expected {}",
+                expect - 1,
+                large.events
+            );
+            if pass > 0 {
+                elapsed += start.elapsed();
+            }
+        }
+        let (first10, last10) = times.first_last();
+        out.push(HistoryRun {
+            path,
+            m: Measured {
+                ops: events,
+                elapsed,
+                latency: pages.clone(),
+            },
+            pages,
+            first10,
+            last10,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,588 @@
+//! The Redis cache, NATS JetStream publication through the outbox, and Subscribe — against
+//! real redis-server and nats-server processes of each test's own, so stopping one never
+//! disturbs another test.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::procs::{Nats, Redis, free_port};
+use common::*;
+use fred::prelude::*;
+use futures::StreamExt;
+use temporal_state_proto::v1 as pb;
+use temporal_state_server::adapters::nats::WireEvent;
+use tonic::Code;
+
+/// Every message of the events stream: (Nats-Msg-Id, event).
+async fn stream_messages(nats_url: &str) -> Vec<(String, WireEvent)> {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("TEMPORAL_STATE_EVENTS").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let Ok(msg) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let id = msg
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((id, serde_json::from_slice(&msg.payload).unwrap()));
+    }
+    out
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Checks that the stream holds each event of `expected` (instance -> last version) exactly once,
+/// in version order per instance.
+fn assert_published_once_in_order(
+    messages: &[(String, WireEvent)],
+    expected: &HashMap<String, i64>,
+) {
+    let ids: HashSet<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id appears twice");
+    let mut per: HashMap<String, Vec<i64>> = HashMap::new();
+    for (id, e) in messages {
+        assert_eq!(id, &e.id, "Nats-Msg-Id is the event id");
+        per.entry(e.instance_id.to_string())
+            .or_default()
+            .push(e.version);
+    }
+    for (instance, last) in expected {
+        let versions = per.remove(instance).unwrap_or_default();
+        assert_eq!(
+            versions,
+            (1..=*last).collect::<Vec<_>>(),
+            "instance {instance}"
+        );
+    }
+    assert!(
+        per.is_empty(),
+        "unexpected instances in the stream: {:?}",
+        per.keys()
+    );
+}
+
+async fn redis_version(redis: &Redis, instance_id: &str) -> Option<i64> {
+    let client = Builder::from_config(Config::from_url(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.ok()?;
+    let v: Option<i64> = client
+        .hget(
+            temporal_state_server::adapters::redis::id_key(instance_id.parse().unwrap()),
+            "v",
+        )
+        .await
+        .ok()?;
+    let _ = client.quit().await;
+    v
+}
+
+async fn version_of(c: &mut Clients, id: &str) -> i64 {
+    c.instances
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap()
+        .version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_racing_leave_the_cache_at_the_database_version() {
+    let redis = Redis::start();
+    let db = TestDb::create().await;
+    let a = TestServer::start(&db.url, &["--redis-url", &redis.url()]).await;
+    let b = TestServer::start(&db.url, &["--redis-url", &redis.url()]).await;
+    let mut ca = a.clients().await;
+    ca.create_type("counter", json!({"type": "object"})).await;
+    let inst = ca.create_instance("counter", "c", json!({"n": 0})).await;
+
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let server = if w % 2 == 0 { &a } else { &b };
+        let mut c = server.clients().await;
+        let id = inst.id.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..40 {
+                c.apply(&id, "Tick", json!({ format!("w{w}"): n }))
+                    .await
+                    .unwrap();
+                // Reads through either server fill the cache too, racing the writers.
+                c.instances
+                    .get_current_state(pb::GetCurrentStateRequest {
+                        entity_type: "counter".into(),
+                        external_id: "c".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let db_version: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT version FROM instances WHERE id = $1::text::uuid",
+            &[&inst.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db_version, 1 + 8 * 40);
+    assert_eq!(redis_version(&redis, &inst.id).await, Some(db_version));
+    let mut cb = b.clients().await;
+    assert_eq!(version_of(&mut ca, &inst.id).await, db_version);
+    assert_eq!(version_of(&mut cb, &inst.id).await, db_version);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_falls_back_to_postgres_and_the_cache_refills() {
+    let mut redis = Redis::start();
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &["--redis-url", &redis.url()]).await;
+    let mut c = server.clients().await;
+    c.create_type("counter", json!({"type": "object"})).await;
+    let inst = c.create_instance("counter", "c", json!({"n": 0})).await;
+
+    let mut acknowledged = 1;
+    let step = |c: &mut Clients| {
+        let mut c = c.clone();
+        let id = inst.id.clone();
+        async move {
+            let r = c
+                .apply(&id, "Tick", json!({"n": 1}))
+                .await
+                .expect("writes carry on");
+            let written = r.event.unwrap().version;
+            // Every read sees at least what was acknowledged, whichever path answers it.
+            let by_id = version_of(&mut c, &id).await;
+            let by_external = c
+                .instances
+                .get_current_state(pb::GetCurrentStateRequest {
+                    entity_type: "counter".into(),
+                    external_id: "c".into(),
+                })
+                .await
+                .expect("reads carry on")
+                .into_inner()
+                .instance
+                .unwrap()
+                .version;
+            (written, by_id, by_external)
+        }
+    };
+    for _ in 0..20 {
+        let (w, x, y) = step(&mut c).await;
+        assert!(w > acknowledged && x >= w && y >= w, "{w} {x} {y}");
+        acknowledged = w;
+    }
+    assert_eq!(redis_version(&redis, &inst.id).await, Some(acknowledged));
+
+    redis.stop();
+    for _ in 0..20 {
+        let (w, x, y) = step(&mut c).await;
+        assert!(
+            w > acknowledged && x >= w && y >= w,
+            "during the outage: {w} {x} {y}"
+        );
+        acknowledged = w;
+    }
+
+    redis.restart();
+    for _ in 0..20 {
+        let (w, x, y) = step(&mut c).await;
+        assert!(
+            w > acknowledged && x >= w && y >= w,
+            "after the outage: {w} {x} {y}"
+        );
+        acknowledged = w;
+    }
+    let final_version = acknowledged;
+    wait_until(
+        "the cache holds the latest version again",
+        Duration::from_secs(20),
+        || {
+            let redis = &redis;
+            let id = inst.id.clone();
+            async move { redis_version(redis, &id).await == Some(final_version) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_outage_delays_publication_but_loses_and_duplicates_nothing() {
+    let mut nats = Nats::start();
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &["--nats-url", &nats.url()]).await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            c.create_instance("device", &format!("d-{i}"), json!({"n": 0}))
+                .await
+                .id,
+        );
+    }
+    wait_until(
+        "the first events are published",
+        Duration::from_secs(20),
+        || {
+            let url = nats.url();
+            async move {
+                async_nats::connect(&url).await.is_ok()
+                    && tokio::time::timeout(Duration::from_secs(2), stream_messages(&url))
+                        .await
+                        .is_ok_and(|m| m.len() == 4)
+            }
+        },
+    )
+    .await;
+
+    // 1,000 events; NATS goes away after the first 300 and comes back after 700.
+    for n in 0..1000 {
+        if n == 300 {
+            nats.stop();
+        }
+        if n == 700 {
+            nats.restart();
+        }
+        let id = &ids[n % 4];
+        c.apply(id, "Reading", json!({"n": n}))
+            .await
+            .expect("writes never wait for NATS");
+    }
+    wait_until("the outbox is empty", Duration::from_secs(60), || {
+        let db = &db;
+        async move { db.count("outbox").await == 0 }
+    })
+    .await;
+    let messages = stream_messages(&nats.url()).await;
+    let expected: HashMap<String, i64> = ids.iter().map(|id| (id.clone(), 251)).collect();
+    assert_published_once_in_order(&messages, &expected);
+    let first = &messages[0].1;
+    assert_eq!(first.entity_type, "device");
+    assert_eq!(first.event_type, "InstanceCreated");
+}
+
+fn spawn_server(db_url: &str, nats_url: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_temporal-state-server"))
+        .env("DATABASE_URL", db_url)
+        .env("NATS_URL", nats_url)
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn connect_clients(port: u16) -> Clients {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(ch) = tonic::transport::Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut c = Clients {
+                types: temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient::new(ch.clone()),
+                instances: temporal_state_proto::v1::instance_service_client::InstanceServiceClient::new(ch.clone()),
+                events: temporal_state_proto::v1::event_service_client::EventServiceClient::new(ch.clone()),
+                queries: temporal_state_proto::v1::query_service_client::QueryServiceClient::new(ch),
+            };
+            if c.types
+                .list_entity_types(pb::ListEntityTypesRequest::default())
+                .await
+                .is_ok()
+            {
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_while_publishing_publishes_everything_after_a_restart() {
+    let nats = Nats::start();
+    let db = TestDb::create().await;
+    let port = free_port();
+    let mut child = spawn_server(&db.url, &nats.url(), port);
+    let mut c = connect_clients(port).await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            c.create_instance("device", &format!("d-{i}"), json!({}))
+                .await
+                .id,
+        );
+    }
+    // Writers keep going; the server is killed mid-stream.
+    let mut writers = Vec::new();
+    for id in ids.clone() {
+        let mut c = c.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..400 {
+                if c.apply(&id, "Reading", json!({"n": n})).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    wait_until("some events are committed", Duration::from_secs(30), || {
+        let db = &db;
+        async move { db.count("events").await > 200 }
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let committed_before_restart = db.count("events").await;
+
+    let mut child = spawn_server(&db.url, &nats.url(), port);
+    wait_until(
+        "the outbox is drained after the restart",
+        Duration::from_secs(60),
+        || {
+            let db = &db;
+            async move { db.count("outbox").await == 0 }
+        },
+    )
+    .await;
+    let client = db.client().await;
+    let mut expected = HashMap::new();
+    for row in client
+        .query("SELECT id::text, version FROM instances", &[])
+        .await
+        .unwrap()
+    {
+        expected.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
+    }
+    assert_eq!(expected.values().sum::<i64>(), committed_before_restart);
+    assert_published_once_in_order(&stream_messages(&nats.url()).await, &expected);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn subscribe(
+    c: &mut Clients,
+    instance_id: &str,
+    from_version: Option<i64>,
+) -> tonic::Streaming<pb::SubscribeResponse> {
+    c.events
+        .subscribe(pb::SubscribeRequest {
+            instance_id: instance_id.into(),
+            from_version,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The Subscribe contract, on the in-process bus (`extra` empty) or on NATS.
+async fn subscribe_contract(extra: &[&str]) {
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, extra).await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let inst = c.create_instance("device", "d", json!({"n": 0})).await;
+    let other = c.create_instance("device", "other", json!({})).await;
+    for n in 1..=30 {
+        c.apply(&inst.id, "Reading", json!({"n": n})).await.unwrap();
+    }
+
+    // Replay from version 10, while a writer goes on: versions 10..=131, no gap, no duplicate.
+    let mut stream = subscribe(&mut c, &inst.id, Some(10)).await;
+    let writer = {
+        let mut c = c.clone();
+        let id = inst.id.clone();
+        let other = other.id.clone();
+        tokio::spawn(async move {
+            for n in 31..=130 {
+                c.apply(&id, "Reading", json!({"n": n})).await.unwrap();
+                c.apply(&other, "Noise", json!({"n": n})).await.unwrap();
+            }
+        })
+    };
+    let mut versions = Vec::new();
+    while versions.last() != Some(&131) {
+        let msg = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("events keep arriving")
+            .expect("stream open")
+            .expect("no error");
+        let e = msg.event.unwrap();
+        assert_eq!(e.instance_id, inst.id, "only the subscribed instance");
+        versions.push(e.version);
+    }
+    writer.await.unwrap();
+    assert_eq!(versions, (10..=131).collect::<Vec<_>>());
+
+    // Filtered by event type, live only.
+    let mut typed = c
+        .events
+        .subscribe(pb::SubscribeRequest {
+            entity_type: "device".into(),
+            event_types: vec!["Alarm".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.apply(&other.id, "Noise", json!({})).await.unwrap();
+    c.apply(&inst.id, "Alarm", json!({"alarm": true}))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), typed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap();
+    assert_eq!((got.event_type.as_str(), got.version), ("Alarm", 132));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribe_replays_then_follows_live_in_process() {
+    subscribe_contract(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribe_replays_then_follows_live_through_nats() {
+    let nats = Nats::start();
+    subscribe_contract(&["--nats-url", &nats.url()]).await;
+}
+
+async fn stalled_subscriber(extra: &[&str]) {
+    let db = TestDb::create().await;
+    let mut flags = vec!["--subscriber-buffer", "16"];
+    flags.extend_from_slice(extra);
+    let server = TestServer::start(&db.url, &flags).await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let inst = c.create_instance("device", "d", json!({})).await;
+    let mut stalled = subscribe(&mut c, &inst.id, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The writer is never held back by the subscriber that does not read. 1,500 events of 8 KiB
+    // (12 MiB) overflow every HTTP/2 window between the server and the stalled client, so the
+    // server-side buffer of 16 events fills up.
+    let pad = "x".repeat(8192);
+    for n in 0..1500 {
+        c.apply(&inst.id, "Reading", json!({"n": n, "pad": pad}))
+            .await
+            .unwrap();
+    }
+    assert_eq!(version_of(&mut c, &inst.id).await, 1501);
+
+    let mut received = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(20), stalled.next()).await {
+            Ok(Some(Ok(_))) => received += 1,
+            Ok(Some(Err(status))) => break status,
+            Ok(None) => panic!("stream ended without an error after {received} events"),
+            Err(_) => panic!("no cut-off after {received} events"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("behind"), "{}", status.message());
+    assert!(
+        received < 1500,
+        "the laggard was cut off, not served everything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_is_cut_off_in_process() {
+    stalled_subscriber(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_subscriber_is_cut_off_on_nats() {
+    let nats = Nats::start();
+    stalled_subscriber(&["--nats-url", &nats.url()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_rejects_bad_input() {
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &[]).await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    for (req, code, needle) in [
+        (
+            pb::SubscribeRequest {
+                from_version: Some(3),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "from_version",
+        ),
+        (
+            pb::SubscribeRequest {
+                instance_id: "nope".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "instance_id",
+        ),
+        (
+            pb::SubscribeRequest {
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "instance",
+        ),
+        (
+            pb::SubscribeRequest {
+                entity_type: "no_such".into(),
+                ..Default::default()
+            },
+            Code::NotFound,
+            "no_such",
+        ),
+    ] {
+        let status = c.events.subscribe(req).await.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+}
