@@ -6,7 +6,9 @@
 //! - [`domain`]: pure and synchronous: entity types, applying events, schemas, diffs, timelines.
 //! - [`ports`]: the traits the application needs, one per capability.
 //! - [`app`]: use cases (commands, time-travel queries) over the ports.
-//! - [`adapters`]: ports implemented per technology (`postgres/`).
+//! - [`adapters`]: ports implemented per technology: `postgres/` (source of truth, analytics,
+//!   outbox), `embedded/` (SQLite, the default), `redis/` (cache), `nats/` (publication, live
+//!   events), `memory/` (in-process cache and bus).
 //! - [`grpc`]: one adapter per gRPC service: convert, delegate, map errors.
 //! - [`config`] and [`server`]: the typed configuration and the wiring; [`server::run`] takes
 //!   its listener and shutdown signal from the caller, so tests bind `127.0.0.1:0`.

@@ -235,7 +235,7 @@ async fn every_rpc_matches_a_naive_computation() {
             .into_inner()
             .buckets;
         assert_eq!(got.len(), 20);
-        let mut naive = vec![0i64; 20];
+        let mut naive = [0i64; 20];
         for e in &d.players {
             if e.occurred_at >= start
                 && e.occurred_at < end

@@ -29,6 +29,10 @@ pub struct EventInput {
     pub mode: ApplyMode,
 }
 
+fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 fn new_event_id() -> String {
     Uuid::now_v7().to_string()
 }
@@ -47,6 +51,9 @@ impl App {
                 "description",
                 "must be at most 4096 bytes",
             ));
+        }
+        if description.contains('\0') {
+            return Err(AppError::invalid("description", "contains a NUL character"));
         }
         self.check_size("schema", &schema)?;
         let compiled = CompiledSchema::compile(&schema)?;
@@ -244,7 +251,8 @@ impl App {
                             payload: input.payload.clone(),
                             metadata: input.metadata.clone(),
                             mode: input.mode,
-                            occurred_at: input.occurred_at,
+                            // Stored with microseconds: answer what history will show.
+                            occurred_at: input.occurred_at.map(truncate_micros),
                             state_after: state.clone(),
                         });
                     }

@@ -99,10 +99,17 @@ impl App {
         &self.store
     }
 
+    /// Checks a JSON document's size against the limit, and that it holds no NUL character
+    /// (PostgreSQL cannot store one; every backend refuses it alike).
     fn check_size(&self, field: &str, value: &State) -> Result<(), AppError> {
-        let size = serde_json::to_vec(value)
-            .map_err(|e| AppError::Internal(e.to_string()))?
-            .len();
+        let json = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.to_string()))?;
+        if value.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+            return Err(AppError::invalid(
+                field,
+                "contains a NUL character (\\u0000), which cannot be stored",
+            ));
+        }
+        let size = json.len();
         if size > self.limits.max_payload_bytes {
             return Err(AppError::TooLarge(format!(
                 "{field} is {size} bytes, over the limit of {} bytes",
@@ -110,6 +117,15 @@ impl App {
             )));
         }
         Ok(())
+    }
+}
+
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

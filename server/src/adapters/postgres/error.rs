@@ -4,6 +4,8 @@ use crate::ports::StoreError;
 
 /// SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE of a foreign key violation.
+const FOREIGN_KEY_VIOLATION: &str = "23503";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -18,6 +20,11 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// Whether a referenced row (an entity type, an instance) does not exist.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, Self::Db(e) if e.as_db_error().is_some_and(|db| db.code().code() == FOREIGN_KEY_VIOLATION))
+    }
+
     /// The constraint a unique violation hit, if this is one.
     pub fn unique_violation(&self) -> Option<&str> {
         match self {

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "outbox",
         include_str!("../../../../migrations/postgres/0003_outbox.sql"),
     ),
+    (
+        4,
+        "byte_order",
+        include_str!("../../../../migrations/postgres/0004_byte_order.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

@@ -452,7 +452,7 @@ impl EventStore for PgStore {
         let state = Value::Object(new.initial_state.clone());
         let metadata = Value::Object(new.metadata.clone());
         let snapshot = self.is_snapshot_version(1);
-        let row = client
+        let found = client
             .query_opt(
                 &stmt,
                 &[
@@ -470,8 +470,12 @@ impl EventStore for PgStore {
                 ],
             )
             .await
-            .map_err(PgError::from)?
-            .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
+            .map_err(PgError::from);
+        let row = match found {
+            Err(e) if e.is_foreign_key_violation() => None,
+            other => other?,
+        }
+        .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
         let type_name: String = row.get(0);
         let inserted: i64 = row.get(1);
         if inserted == 0 {
