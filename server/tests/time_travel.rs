@@ -893,6 +893,8 @@ async fn time_travel_matches_a_naive_fold_of_random_histories() {
     let envs: Arc<tokio::sync::Mutex<HashMap<i64, Env>>> = Arc::default();
     let handle = tokio::runtime::Handle::current();
     let shared = envs.clone();
+    // The runner's error carries the whole failing case; it is only ever printed.
+    #[allow(clippy::result_large_err)]
     let outcome = tokio::task::spawn_blocking(move || {
         let mut runner = TestRunner::new(PropConfig {
             cases,
@@ -908,9 +910,10 @@ async fn time_travel_matches_a_naive_fold_of_random_histories() {
         runner.run(&arb_case(), |case| {
             handle.block_on(async {
                 let mut envs = shared.lock().await;
-                if !envs.contains_key(&case.snapshot_interval) {
-                    let env = Env::start(case.snapshot_interval).await;
-                    envs.insert(case.snapshot_interval, env);
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    envs.entry(case.snapshot_interval)
+                {
+                    slot.insert(Env::start(case.snapshot_interval).await);
                 }
                 check_case(&envs[&case.snapshot_interval], case).await
             })
