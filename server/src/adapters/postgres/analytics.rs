@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{PgError, PgStore, rows, timescale};
@@ -14,11 +15,11 @@ use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
 };
 
+/// `{range}` holds only the bounds that are set, so each shape gets a plan that uses the
+/// (entity_type_id, occurred_at) index for its own range (no `$n IS NULL OR` in cached plans).
 const EVENT_COUNTS_SQL: &str = "
 SELECT event_type, count(*) FROM events
-WHERE entity_type_id = $1
-  AND ($2::timestamptz IS NULL OR occurred_at >= $2)
-  AND ($3::timestamptz IS NULL OR occurred_at < $3)
+WHERE entity_type_id = $1 {range}
 GROUP BY event_type
 ORDER BY count(*) DESC, event_type COLLATE \"C\"";
 
@@ -26,8 +27,7 @@ ORDER BY count(*) DESC, event_type COLLATE \"C\"";
 const TIME_SERIES_SQL: &str = "
 SELECT {bucket}($2::bigint * interval '1 microsecond', occurred_at, $3) AS bucket, count(*)
 FROM events
-WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4
-  AND ($5::text IS NULL OR event_type = $5)
+WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4 {event_type}
 GROUP BY bucket ORDER BY bucket";
 
 const FIELD_STATS_SQL: &str = "
@@ -77,11 +77,9 @@ const MOST_ACTIVE_SQL: &str = "
 SELECT a.instance_id, i.external_id, a.n, a.last
 FROM (
     SELECT instance_id, count(*) AS n, max(occurred_at) AS last FROM events
-    WHERE entity_type_id = $1
-      AND ($2::timestamptz IS NULL OR occurred_at >= $2)
-      AND ($3::timestamptz IS NULL OR occurred_at < $3)
+    WHERE entity_type_id = $1 {range}
     GROUP BY instance_id
-    ORDER BY n DESC, instance_id LIMIT $4
+    ORDER BY n DESC, instance_id LIMIT $2
 ) AS a JOIN instances i ON i.id = a.instance_id
 ORDER BY a.n DESC, a.instance_id";
 
@@ -91,6 +89,21 @@ SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1),
        count(*) FILTER (WHERE occurred_at >= $2),
        COALESCE(array_agg(DISTINCT event_type ORDER BY event_type), '{}'::text[])
 FROM events WHERE entity_type_id = $1";
+
+/// The range conditions of `range`, numbered from `$first`, and their parameters.
+fn range_sql(range: &TimeRange, first: usize) -> (String, Vec<DateTime<Utc>>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    if let Some(start) = range.start {
+        sql.push_str(&format!(" AND occurred_at >= ${}", first + params.len()));
+        params.push(start);
+    }
+    if let Some(end) = range.end {
+        sql.push_str(&format!(" AND occurred_at < ${}", first + params.len()));
+        params.push(end);
+    }
+    (sql, params)
+}
 
 fn f64_opt(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
@@ -104,14 +117,12 @@ impl AnalyticsReader for PgStore {
         range: TimeRange,
     ) -> Result<Vec<EventTypeCount>, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
-        let stmt = client
-            .prepare_cached(EVENT_COUNTS_SQL)
-            .await
-            .map_err(PgError::from)?;
-        let rows = client
-            .query(&stmt, &[&entity_type_id, &range.start, &range.end])
-            .await
-            .map_err(PgError::from)?;
+        let (cond, bounds) = range_sql(&range, 2);
+        let sql = EVENT_COUNTS_SQL.replace("{range}", &cond);
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&entity_type_id];
+        params.extend(bounds.iter().map(|b| b as &(dyn ToSql + Sync)));
+        let rows = client.query(&stmt, &params).await.map_err(PgError::from)?;
         Ok(rows
             .iter()
             .map(|r| EventTypeCount {
@@ -130,25 +141,33 @@ impl AnalyticsReader for PgStore {
         event_type: Option<&str>,
     ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
+        let filter = if event_type.is_some() {
+            " AND event_type = $5"
+        } else {
+            ""
+        };
         let sql = if !self.has_timescaledb() {
-            TIME_SERIES_SQL.replace("{bucket}", "date_bin")
+            TIME_SERIES_SQL
+                .replace("{bucket}", "date_bin")
+                .replace("{event_type}", filter)
         } else if timescale::use_aggregate(
             interval_micros,
             start.timestamp_micros(),
             end.timestamp_micros(),
         ) {
-            timescale::TIME_SERIES_FROM_AGGREGATE_SQL.to_string()
+            timescale::TIME_SERIES_FROM_AGGREGATE_SQL.replace("{event_type}", filter)
         } else {
-            TIME_SERIES_SQL.replace("{bucket}", "time_bucket")
+            TIME_SERIES_SQL
+                .replace("{bucket}", "time_bucket")
+                .replace("{event_type}", filter)
         };
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[&entity_type_id, &interval_micros, &start, &end, &event_type],
-            )
-            .await
-            .map_err(PgError::from)?;
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&entity_type_id, &interval_micros, &start, &end];
+        if let Some(t) = &event_type {
+            params.push(t);
+        }
+        let rows = client.query(&stmt, &params).await.map_err(PgError::from)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -245,17 +264,13 @@ impl AnalyticsReader for PgStore {
         limit: usize,
     ) -> Result<Vec<ActiveInstance>, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
-        let stmt = client
-            .prepare_cached(MOST_ACTIVE_SQL)
-            .await
-            .map_err(PgError::from)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[&entity_type_id, &range.start, &range.end, &(limit as i64)],
-            )
-            .await
-            .map_err(PgError::from)?;
+        let (cond, bounds) = range_sql(&range, 3);
+        let sql = MOST_ACTIVE_SQL.replace("{range}", &cond);
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&entity_type_id, &limit];
+        params.extend(bounds.iter().map(|b| b as &(dyn ToSql + Sync)));
+        let rows = client.query(&stmt, &params).await.map_err(PgError::from)?;
         Ok(rows
             .iter()
             .map(|r| ActiveInstance {

@@ -41,8 +41,7 @@ pub const HOUR_MICROS: i64 = 3_600_000_000;
 pub const TIME_SERIES_FROM_AGGREGATE_SQL: &str = "
 SELECT date_bin($2::bigint * interval '1 microsecond', bucket, $3) AS b, sum(n)::bigint
 FROM events_hourly
-WHERE entity_type_id = $1 AND bucket >= $3 AND bucket < $4
-  AND ($5::text IS NULL OR event_type = $5)
+WHERE entity_type_id = $1 AND bucket >= $3 AND bucket < $4 {event_type}
 GROUP BY b ORDER BY b";
 
 fn interval(d: Duration) -> String {

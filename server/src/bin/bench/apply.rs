@@ -25,15 +25,15 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::harness::{
-    BenchDb, Measured, RunningServer, Table, environment, fill_pool, fmt_rate, histogram, micros,
-    pool, ratio, to_struct,
+    BenchDb, Measured, RunningServer, Table, backends, environment, fill_pool, fmt_rate, histogram,
+    micros, pool, process_cpu, ratio, to_struct,
 };
 use crate::sql;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Measured events per configuration, split evenly over its clients.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 3000)]
     pub events: usize,
     /// Numbers of concurrent clients, each writing to its own instance.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
@@ -47,6 +47,10 @@ pub struct Args {
     /// Unmeasured events per configuration, run first on the same instances.
     #[arg(long, default_value_t = 200)]
     pub warmup: usize,
+    /// Server and direct alternate this many times per client count, each time with
+    /// events / rounds events.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 pub const TYPE_NAME: &str = "player_profile";
@@ -81,7 +85,10 @@ fn split(total: usize, clients: usize) -> Vec<usize> {
 }
 
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
-    ensure!(args.events > 0, "--events must be positive");
+    ensure!(
+        args.rounds > 0 && args.events >= args.rounds,
+        "need 0 < --rounds <= --events"
+    );
     ensure!(
         !args.clients_list.is_empty() && args.clients_list.iter().all(|&c| c > 0),
         "--clients-list needs positive numbers"
@@ -102,11 +109,36 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// A measured run and the CPU this whole process (bench clients plus in-process server) used.
+struct Timed {
+    m: Measured,
+    cpu: Duration,
+}
+
+impl Timed {
+    fn empty() -> Self {
+        Self {
+            m: Measured::empty(),
+            cpu: Duration::ZERO,
+        }
+    }
+
+    fn absorb(&mut self, other: Timed) -> Result<()> {
+        self.cpu += other.cpu;
+        self.m.absorb(other.m)
+    }
+
+    /// Process CPU microseconds per event.
+    fn cpu_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.m.ops.max(1) as f64
+    }
+}
+
 struct Row {
     clients: usize,
     instances: usize,
     path: &'static str,
-    m: Measured,
+    t: Timed,
 }
 
 async fn run_in(
@@ -159,48 +191,46 @@ async fn measure(
     let direct_type = create_type_direct(&direct_pool).await?;
 
     let mut rows = Vec::new();
-    let mut checks = Vec::new();
+    let mut checks = 0;
     for (config_no, &clients) in args.clients_list.iter().enumerate() {
         let prefix = format!("c{config_no}");
         let warm = split(args.warmup, clients);
-        let measured = split(args.events, clients);
+        let server_ids =
+            create_instances_via_server(&channels[0], &type_id, &prefix, clients).await?;
+        let direct_ids =
+            create_instances_direct(&direct_pool, direct_type, &prefix, clients).await?;
+        server_clients(&channels[..clients], &server_ids, &warm).await?;
+        direct_clients(&direct_pool, &direct_ids, &warm, interval).await?;
 
-        // Through the server.
-        let ids = create_instances_via_server(&channels[0], &type_id, &prefix, clients).await?;
-        let targets: Vec<String> = ids.clone();
-        server_clients(&channels[..clients], &targets, &warm).await?;
-        let m = server_clients(&channels[..clients], &targets, &measured).await?;
-        let expected: Vec<i64> = warm
-            .iter()
-            .zip(&measured)
-            .map(|(w, n)| 1 + (*w + *n) as i64)
-            .collect();
-        check_server_versions(&channels[0], &ids, &expected).await?;
-        checks.push(format!(
-            "server {clients} client(s): {} instance(s) at expected versions",
-            ids.len()
-        ));
+        // Server and direct take turns, so a slow spell of the shared disk or CPUs hits both.
+        let mut server_m = Timed::empty();
+        let mut direct_m = Timed::empty();
+        let mut applied = warm.clone();
+        for round in 0..args.rounds {
+            let share = args.events / args.rounds + usize::from(round < args.events % args.rounds);
+            let measured = split(share, clients);
+            server_m.absorb(server_clients(&channels[..clients], &server_ids, &measured).await?)?;
+            direct_m
+                .absorb(direct_clients(&direct_pool, &direct_ids, &measured, interval).await?)?;
+            for (a, n) in applied.iter_mut().zip(&measured) {
+                *a += n;
+            }
+        }
+        let expected: Vec<i64> = applied.iter().map(|n| 1 + *n as i64).collect();
+        check_server_versions(&channels[0], &server_ids, &expected).await?;
+        check_direct_versions(&direct_pool, &direct_ids, &expected).await?;
+        checks += 2 * clients;
         rows.push(Row {
             clients,
             instances: clients,
             path: "server",
-            m,
+            t: server_m,
         });
-
-        // Directly.
-        let ids = create_instances_direct(&direct_pool, direct_type, &prefix, clients).await?;
-        direct_clients(&direct_pool, &ids, &warm, interval).await?;
-        let m = direct_clients(&direct_pool, &ids, &measured, interval).await?;
-        check_direct_versions(&direct_pool, &ids, &expected).await?;
-        checks.push(format!(
-            "direct {clients} client(s): {} instance(s) at expected versions",
-            ids.len()
-        ));
         rows.push(Row {
             clients,
             instances: clients,
             path: "direct",
-            m,
+            t: direct_m,
         });
     }
 
@@ -220,7 +250,7 @@ async fn measure(
             bystander[0].clone(),
             stop.clone(),
         ));
-        let m = server_clients(&channels[..clients], &targets, &measured).await?;
+        let t = server_clients(&channels[..clients], &targets, &measured).await?;
         stop.store(true, Ordering::Relaxed);
         let probe = probe.await??;
         let expected = 1 + (args.warmup + args.events) as i64;
@@ -232,14 +262,12 @@ async fn measure(
             probe.value_at_quantile(0.5),
             probe.value_at_quantile(0.99)
         ));
-        checks.push(format!(
-            "server {clients} clients on one instance: version {expected}"
-        ));
+        checks += 2;
         rows.push(Row {
             clients,
             instances: 1,
             path: "server",
-            m,
+            t,
         });
     }
 
@@ -249,8 +277,13 @@ async fn measure(
     println!("{env}");
     println!("{}", sql::drift_line());
     println!(
-        "server pool {} = direct pool {}; snapshot interval {interval}; {} measured + {} warm-up events per row; one HTTP/2 connection per client",
-        server.config.pool_size, args.pool_size, args.events, args.warmup
+        "server on {}, pool {} = direct pool {}; snapshot interval {interval}; {} measured events per row in {} alternating rounds, after {} warm-up; one HTTP/2 connection per client",
+        backends(&server.config),
+        server.config.pool_size,
+        args.pool_size,
+        args.events,
+        args.rounds,
+        args.warmup
     );
     let mut table = Table::new(&[
         "path",
@@ -260,16 +293,18 @@ async fn measure(
         "events/s",
         "p50 µs",
         "p99 µs",
+        "cpu µs/ev",
     ]);
     for r in &rows {
         table.row(vec![
             r.path.to_string(),
             r.clients.to_string(),
             r.instances.to_string(),
-            r.m.ops.to_string(),
-            fmt_rate(r.m.per_sec()),
-            r.m.p50().to_string(),
-            r.m.p99().to_string(),
+            r.t.m.ops.to_string(),
+            fmt_rate(r.t.m.per_sec()),
+            r.t.m.p50().to_string(),
+            r.t.m.p99().to_string(),
+            format!("{:.0}", r.t.cpu_per_op()),
         ]);
     }
     table.print();
@@ -282,9 +317,9 @@ async fn measure(
             println!(
                 "ratio server/direct throughput ({clients} client{}) = {}   (p50 latency {}, p99 latency {})",
                 if clients == 1 { "" } else { "s" },
-                ratio(s.m.per_sec(), d.m.per_sec()),
-                ratio(s.m.p50() as f64, d.m.p50() as f64),
-                ratio(s.m.p99() as f64, d.m.p99() as f64),
+                ratio(s.t.m.per_sec(), d.t.m.per_sec()),
+                ratio(s.t.m.p50() as f64, d.t.m.p50() as f64),
+                ratio(s.t.m.p99() as f64, d.t.m.p99() as f64),
             );
         }
     }
@@ -297,14 +332,19 @@ async fn measure(
         if let (Some(h), Some(s)) = (hot, spread) {
             println!(
                 "ratio server one-instance/own-instances throughput ({c} clients) = {}",
-                ratio(h.m.per_sec(), s.m.per_sec())
+                ratio(h.t.m.per_sec(), s.t.m.per_sec())
             );
         }
     }
     if let Some(line) = bystander_line {
         println!("{line}");
     }
-    println!("checked: {}", checks.join("; "));
+    println!(
+        "(cpu µs/ev = CPU of this process, bench clients plus in-process server, per event; PostgreSQL's own CPU not included)"
+    );
+    println!(
+        "checked: all {checks} instances written (server via GetInstance, direct via SQL) are at version 1 + events applied"
+    );
     Ok(())
 }
 
@@ -349,7 +389,7 @@ async fn server_clients(
     channels: &[Channel],
     targets: &[String],
     per_client: &[usize],
-) -> Result<Measured> {
+) -> Result<Timed> {
     let barrier = Arc::new(Barrier::new(channels.len() + 1));
     let mut tasks = Vec::with_capacity(channels.len());
     for (c, channel) in channels.iter().enumerate() {
@@ -404,17 +444,21 @@ async fn bystander_probe(
 async fn join_clients(
     barrier: Arc<Barrier>,
     tasks: Vec<tokio::task::JoinHandle<Result<hdrhistogram::Histogram<u64>>>>,
-) -> Result<Measured> {
+) -> Result<Timed> {
     barrier.wait().await;
     let start = Instant::now();
+    let cpu = process_cpu();
     let mut latency = histogram();
     for task in tasks {
         latency.add(task.await??)?;
     }
-    Ok(Measured {
-        ops: latency.len(),
-        elapsed: start.elapsed(),
-        latency,
+    Ok(Timed {
+        m: Measured {
+            ops: latency.len(),
+            elapsed: start.elapsed(),
+            latency,
+        },
+        cpu: process_cpu().saturating_sub(cpu),
     })
 }
 
@@ -491,7 +535,7 @@ async fn direct_clients(
     targets: &[Uuid],
     per_client: &[usize],
     interval: i64,
-) -> Result<Measured> {
+) -> Result<Timed> {
     let barrier = Arc::new(Barrier::new(targets.len() + 1));
     let mut tasks = Vec::with_capacity(targets.len());
     for (c, &target) in targets.iter().enumerate() {

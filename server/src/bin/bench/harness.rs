@@ -219,6 +219,22 @@ pub struct Measured {
 }
 
 impl Measured {
+    pub fn empty() -> Self {
+        Self {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+        }
+    }
+
+    /// Adds another run of the same thing: operations, time and latencies.
+    pub fn absorb(&mut self, other: Measured) -> Result<()> {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latency.add(other.latency)?;
+        Ok(())
+    }
+
     pub fn per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
@@ -228,6 +244,25 @@ impl Measured {
     pub fn p99(&self) -> u64 {
         self.latency.value_at_quantile(0.99)
     }
+}
+
+/// User plus system CPU time this process has used so far (Linux; zero elsewhere).
+pub fn process_cpu() -> Duration {
+    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (USER_HZ = 100).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// An aligned text table: first column left-aligned, the others right-aligned.
@@ -293,6 +328,19 @@ pub fn ratio(a: f64, b: f64) -> String {
     } else {
         format!("{:.2}", a / b)
     }
+}
+
+/// Which backends the in-process server runs on (it reads REDIS_URL / NATS_URL from the
+/// environment like the real binary does).
+pub fn backends(config: &Config) -> String {
+    let mut parts = vec!["PostgreSQL"];
+    if config.redis_url.is_some() {
+        parts.push("Redis cache");
+    }
+    if config.nats_url.is_some() {
+        parts.push("NATS outbox");
+    }
+    parts.join(" + ")
 }
 
 /// One line describing the machine and database the figures come from.

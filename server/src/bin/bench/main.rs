@@ -10,10 +10,13 @@
 //! target/release/temporal-state-bench state-at-version
 //! ```
 
+mod analytics;
 mod apply;
+mod embedded;
 mod harness;
 mod sql;
 mod state_at;
+mod stream;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +45,12 @@ enum Command {
     Apply(apply::Args),
     /// GetStateAtVersion on short and long histories, and GetHistory over a long one.
     StateAtVersion(state_at::Args),
+    /// Every analytics RPC over 1,000,000 events next to hand-written SQL.
+    Analytics(analytics::Args),
+    /// Redis cache reads vs direct HGET, publication on vs off, commit-to-subscriber latency.
+    CacheAndStream(stream::Args),
+    /// The embedded store (no DATABASE_URL): ApplyEvent and GetStateAtVersion vs raw rusqlite.
+    Embedded(embedded::Args),
 }
 
 #[tokio::main]
@@ -50,5 +59,8 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Apply(args) => apply::run(&cli.admin_url, args).await,
         Command::StateAtVersion(args) => state_at::run(&cli.admin_url, args).await,
+        Command::Analytics(args) => analytics::run(&cli.admin_url, args).await,
+        Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,
+        Command::Embedded(args) => embedded::run(args).await,
     }
 }

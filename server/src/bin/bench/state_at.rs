@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use crate::apply::{TYPE_NAME, schema};
 use crate::harness::{
-    BenchDb, Measured, RunningServer, Table, environment, fill_pool, fmt_rate, histogram, micros,
-    pool, ratio, to_struct,
+    BenchDb, Measured, RunningServer, Table, backends, environment, fill_pool, fmt_rate, histogram,
+    micros, pool, ratio, to_struct,
 };
 use crate::sql;
 
@@ -36,10 +36,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
     /// Measured calls per (instance, version) and path.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     pub samples: usize,
     /// Unmeasured calls before each measurement.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     pub warmup: usize,
     /// GetHistory page size (the server's maximum is 1000).
     #[arg(long, default_value_t = 1000)]
@@ -226,8 +226,11 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &Benc
     println!("{env}");
     println!("{}", sql::drift_line());
     println!(
-        "snapshot interval {interval} (server default); server pool {}; {} sequential calls per row after {} warm-up; raw SQL = the server's snapshot+tail query, rows fetched, not folded",
-        server.config.pool_size, args.samples, args.warmup
+        "server on {}, snapshot interval {interval} (server default), pool {}; {} sequential calls per row after {} warm-up; sql = the server's snapshot+tail query issued directly, rows fetched, not folded",
+        backends(&server.config),
+        server.config.pool_size,
+        args.samples,
+        args.warmup
     );
     println!(
         "loaded through ApplyEvents x{}: {} events in {:.1} s ({} events/s), {} events in {:.1} s ({} events/s); GetInstance versions {} and {} as expected",
@@ -266,6 +269,9 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &Benc
         ]);
     }
     table.print();
+    println!(
+        "(rows = rows the snapshot+tail query returns; middle-1 sits just before a snapshot: the longest tail)"
+    );
     for label in ["latest", "middle", "middle-1"] {
         let find = |n: i64| rows.iter().find(|r| r.events == n && r.label == label);
         if let (Some(s), Some(l)) = (find(small.events), find(large.events)) {
