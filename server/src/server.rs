@@ -116,7 +116,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store);
-            let app = App::new(store.clone(), store, limits);
+            let app = App::new(store.clone(), store.clone(), limits).with_analytics(store);
             if config.redis_url.is_none() {
                 app.with_cache(Arc::new(MemoryCache::default()))
             } else {

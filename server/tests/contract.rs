@@ -2,26 +2,39 @@
 //! every implementation: PostgreSQL (a fresh database per test) and the embedded SQLite store
 //! (a fresh directory per test). A behaviour that differs between the backends fails here.
 //!
-//! Each contract is a generic async function taking a [`Backend`]; it only sees the two ports
-//! (`Arc<dyn EventStore>`, `Arc<dyn HistoryReader>`). The `contract!` macro at the bottom runs
-//! each one in `postgres::` and `embedded::`. `embedded_only::` checks what only the embedded
-//! store has: a directory, a file, reopening.
+//! Each contract is a generic async function taking a [`Backend`]; it only sees the three ports
+//! (`Arc<dyn EventStore>`, `Arc<dyn HistoryReader>`, `Arc<dyn AnalyticsReader>`). The
+//! `contract!` macro at the bottom runs each one in `postgres::` and `embedded::`.
+//! `embedded_only::` checks what only the embedded store has: a directory, a file, reopening.
+//!
+//! The same is done for the other ports: `StateCache` against Redis (a private redis-server per
+//! test) and the in-memory cache (`redis_cache::`, `memory_cache::`, plus `redis_only::` for
+//! expiry and outages), and `EventBus` against NATS (a private nats-server per test) and the
+//! in-process bus (`nats_bus::`, `local_bus::`).
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use common::{TestDb, json};
+use futures::StreamExt;
 use serde_json::Value;
 use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore};
+use temporal_state_server::adapters::memory::{LocalBus, MemoryCache};
+use temporal_state_server::adapters::nats::{NatsBus, WireEvent, subject as nats_subject};
 use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
+use temporal_state_server::adapters::redis::{RedisCache, RedisCacheConfig};
+use temporal_state_server::domain::analytics::FieldStats;
 use temporal_state_server::domain::{ApplyMode, DomainError, State, apply_event};
 use temporal_state_server::ports::{
-    AppendOutcome, AppendRequest, EntityTypeRecord, EventRecord, EventStore, Head, HistoryFilter,
-    HistoryReader, InstanceRecord, NewInstance, PendingEvent, Snapshot, StoreError, TypeKey,
+    ActiveInstance, AnalyticsReader, AppendOutcome, AppendRequest, BusError, EntityTypeRecord,
+    EventBus, EventRecord, EventStore, EventTypeCount, Head, HistoryFilter, HistoryReader,
+    InstanceRecord, LiveEvent, LiveFilter, LiveStream, NewInstance, PendingEvent, Snapshot,
+    StateCache, StoreError, TimeRange, TypeKey, TypeSummary,
 };
 use uuid::Uuid;
 
@@ -38,6 +51,7 @@ enum Backend {
 struct Fixture {
     store: Arc<dyn EventStore>,
     history: Arc<dyn HistoryReader>,
+    analytics: Arc<dyn AnalyticsReader>,
     _storage: Storage,
 }
 
@@ -62,7 +76,8 @@ impl Backend {
                 let store = Arc::new(store);
                 Fixture {
                     store: store.clone(),
-                    history: store,
+                    history: store.clone(),
+                    analytics: store,
                     _storage: Storage::Postgres(db),
                 }
             }
@@ -73,7 +88,8 @@ impl Backend {
                 let store = Arc::new(store);
                 Fixture {
                     store: store.clone(),
-                    history: store,
+                    history: store.clone(),
+                    analytics: store,
                     _storage: Storage::Embedded(dir),
                 }
             }
@@ -1332,6 +1348,802 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Analytics
+//
+// One dataset, built through the EventStore port: a `player` type whose instances hold every
+// kind of value (numbers, strings, booleans, nulls, objects, arrays, missing fields, keys that
+// need escaping), events of several types spread over days of occurred_at (with ties in every
+// ranking), folded from snapshots (interval 3); an `order` type whose events must never leak
+// into `player`'s figures; an `empty` type. Every answer is checked against a naive
+// computation over the stored history.
+
+struct Dataset {
+    f: Fixture,
+    player: EntityTypeRecord,
+    order: EntityTypeRecord,
+    empty: EntityTypeRecord,
+    /// 2024-03-04T00:00:00Z; phase-one events occur over the five days after it.
+    base: DateTime<Utc>,
+    /// A recorded time between the two loading phases.
+    between: DateTime<Utc>,
+    /// Every event of `player`, as stored.
+    events: Vec<EventRecord>,
+    /// Every event of `order`, as stored.
+    order_events: Vec<EventRecord>,
+    /// The current `player` instances.
+    instances: Vec<InstanceRecord>,
+    /// The instance created in phase two.
+    late: InstanceRecord,
+}
+
+const EVENT_TYPES: [&str; 6] = [
+    "ScoreIncreased",
+    "LevelUp",
+    "AchievementUnlocked",
+    "Zeta",
+    "alpha",
+    "B",
+];
+
+fn player_states() -> Vec<Value> {
+    vec![
+        json!({
+            "score": 10, "name": "alice", "active": true, "ratio": 0.25, "tags": ["a", "b", "c"],
+            "nested": {"level": 3, "a.b": "dot", "deep": {"x": [1, {"y": "z"}]}},
+            "q\"uote": 1, "br[0]": "x", "sl/ash": 2, "til~de": "t", "": "empty", "ключ": "знач",
+            "mixed": 5, "big": 9007199254740993_u64, "zero": -0.0, "ctl": "\u{1}"
+        }),
+        json!({
+            "score": 20.5, "name": "bob", "active": false, "ratio": -1.5, "tags": [],
+            "nested": {"level": null, "a.b": "dot"}, "q\"uote": "v", "sl/ash": 2, "": "empty",
+            "mixed": "5", "big": 1e100, "zero": 0, "ctl": "\t"
+        }),
+        json!({
+            "score": -3, "name": "alice", "active": true, "tags": ["b"], "nested": null,
+            "br[0]": "x", "til~de": "t", "mixed": true, "big": 1, "ctl": "A"
+        }),
+        json!({
+            "name": "Bob", "active": null, "mixed": null, "": false, "ctl": "~",
+            "nested": {"level": 7.75, "deep": {"x": [2, {"y": "w"}]}}
+        }),
+        json!({
+            "score": 0, "name": "a\"b", "tags": ["x", "y"], "mixed": [1, 2], "ключ": "знач",
+            "sl/ash": 4.5
+        }),
+        json!({"name": "é", "mixed": {"k": 1}, "score": 2.75, "active": false, "til~de": "u"}),
+    ]
+}
+
+async fn create_with_random_id(
+    store: &dyn EventStore,
+    entity_type_id: Uuid,
+    external_id: &str,
+    state: Value,
+) -> InstanceRecord {
+    // Random ids, so that id order (the tie-break) is neither creation nor external id order.
+    let new = NewInstance {
+        id: Uuid::new_v4(),
+        ..new_instance(entity_type_id, external_id, state)
+    };
+    store.create_instance(new).await.expect("create instance").0
+}
+
+async fn dataset(b: Backend) -> Dataset {
+    let f = b.open(3).await;
+    let s = f.store.as_ref();
+    let player = new_type(s, "player").await;
+    let order = new_type(s, "order").await;
+    let empty = new_type(s, "empty").await;
+    let base = Utc.with_ymd_and_hms(2024, 3, 4, 0, 0, 0).unwrap();
+
+    let mut ids = Vec::new();
+    for (k, state) in player_states().into_iter().enumerate() {
+        let inst = create_with_random_id(s, player.id, &format!("player-{}", 9 - k), state).await;
+        ids.push(inst.id);
+    }
+    // Phase one: instance k gets counts[k] events of every apply mode; occurred_at spread over
+    // five days (the first one exactly at `base`), event types in turn, so they tie.
+    let counts = [5_usize, 7, 7, 3, 7, 1];
+    let mut n: i64 = 0;
+    for (k, id) in ids.iter().enumerate() {
+        let mut evs = Vec::new();
+        for j in 0..counts[k] {
+            let e = if k == 4 && j == counts[k] - 1 {
+                Ev {
+                    mode: ApplyMode::Replace,
+                    ..ev(
+                        "",
+                        json!({"name": "a\"b", "score": 1.5, "mixed": [1, 2], "replaced": true}),
+                    )
+                }
+            } else {
+                match j % 3 {
+                    0 => ev(
+                        "",
+                        json!({"score": (k * 100 + j) as f64 / 4.0, "counter": j}),
+                    ),
+                    1 => Ev {
+                        mode: ApplyMode::JsonPatch,
+                        ..ev(
+                            "",
+                            json!({"patch": [{"op": "add", "path": "/counter", "value": j * 10}]}),
+                        )
+                    },
+                    _ => ev("", json!({"active": j % 2 == 0, "ratio": null})),
+                }
+            };
+            let minutes = (n * 7919) % (5 * 24 * 60);
+            evs.push(Ev {
+                event_type: EVENT_TYPES[(n % 6) as usize].into(),
+                occurred_at: Some(
+                    base + TimeDelta::minutes(minutes) + TimeDelta::microseconds(n * 1001),
+                ),
+                ..e
+            });
+            n += 1;
+        }
+        if k == 3 {
+            // Exactly on the end of the five days, and before the Unix epoch.
+            let mut edge = ev("", json!({"edge": 1}));
+            edge.event_type = "B".into();
+            edge.occurred_at = Some(base + TimeDelta::days(5));
+            evs.push(edge);
+            let mut old = ev("", json!({"edge": 2}));
+            old.event_type = "Zeta".into();
+            old.occurred_at = Some(Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap());
+            evs.push(old);
+        }
+        // Two appends, so that recorded times differ within an instance.
+        let second = evs.split_off(evs.len() / 2);
+        if !evs.is_empty() {
+            appended(s, *id, evs).await;
+        }
+        tick().await;
+        appended(s, *id, second).await;
+    }
+    tick().await;
+    let between = Utc::now();
+    tick().await;
+
+    // Phase two: changes that values as of `between` must not see, and a new instance.
+    appended(
+        s,
+        ids[0],
+        vec![ev("Renamed", json!({"name": "zed", "score": 5000}))],
+    )
+    .await;
+    appended(
+        s,
+        ids[1],
+        vec![ev("ScoreIncreased", json!({"active": null}))],
+    )
+    .await;
+    appended(
+        s,
+        ids[2],
+        vec![Ev {
+            mode: ApplyMode::JsonPatch,
+            ..ev(
+                "Renamed",
+                json!({"patch": [{"op": "remove", "path": "/name"}]}),
+            )
+        }],
+    )
+    .await;
+    let late = create_with_random_id(
+        s,
+        player.id,
+        "player-late",
+        json!({"name": "alice", "score": 7, "tags": ["z"]}),
+    )
+    .await;
+    appended(s, late.id, vec![ev("Renamed", json!({"name": "zed"}))]).await;
+    // Another type's events, over the same days and with the same event types.
+    let o = create_with_random_id(s, order.id, "order-1", json!({"total": 5})).await;
+    for day in 0..4 {
+        let mut e = ev(EVENT_TYPES[day % 2], json!({"total": 6 + day}));
+        e.occurred_at = Some(base + TimeDelta::days(day as i64) + TimeDelta::hours(5));
+        appended(s, o.id, vec![e]).await;
+    }
+
+    let instances = s.list_instances(player.id, None, 1000).await.unwrap();
+    assert_eq!(instances.len(), 7);
+    let mut events = Vec::new();
+    for i in &instances {
+        events.extend(all_events(f.history.as_ref(), i.id).await);
+    }
+    let order_events = all_events(f.history.as_ref(), o.id).await;
+    let late = s.get_instance(late.id).await.unwrap();
+    Dataset {
+        f,
+        player,
+        order,
+        empty,
+        base,
+        between,
+        events,
+        order_events,
+        instances,
+        late,
+    }
+}
+
+/// A time as the stores compare it: sub-microsecond digits truncated toward PostgreSQL's epoch
+/// (2000-01-01), as tokio-postgres sends it.
+fn stored_micros(t: DateTime<Utc>) -> i64 {
+    let epoch = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+    (t - epoch).num_microseconds().unwrap() + epoch.timestamp_micros()
+}
+
+fn in_range(t: DateTime<Utc>, range: TimeRange) -> bool {
+    let t = t.timestamp_micros();
+    range.start.is_none_or(|s| t >= stored_micros(s))
+        && range.end.is_none_or(|e| t < stored_micros(e))
+}
+
+impl Dataset {
+    /// Ranges with both, one or no side, edges exactly on events, sub-microsecond edges, empty
+    /// ranges and one before the Unix epoch.
+    fn ranges(&self) -> Vec<TimeRange> {
+        let day = TimeDelta::days(1);
+        let us = TimeDelta::microseconds(1);
+        let ns = TimeDelta::nanoseconds(1);
+        let base = self.base;
+        let r = |start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>| TimeRange { start, end };
+        let epoch = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        vec![
+            r(None, None),
+            r(Some(base + day), Some(base + day * 3)),
+            r(Some(base + day * 2), None),
+            r(None, Some(base + day * 2)),
+            r(Some(base), Some(base + day * 5)),
+            r(Some(base + day * 5), Some(base + day * 5 + us)),
+            r(Some(base + ns * 999), Some(base + us)),
+            r(Some(base + us), Some(base + day * 5 + ns * 999)),
+            r(Some(base + day), Some(base + day)),
+            r(Some(base + day * 3650), None),
+            r(Some(epoch - day), Some(epoch)),
+            r(Some(Utc::now() - TimeDelta::hours(1)), None),
+        ]
+    }
+}
+
+fn naive_counts(events: &[EventRecord], range: TimeRange) -> Vec<EventTypeCount> {
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for e in events.iter().filter(|e| in_range(e.occurred_at, range)) {
+        *counts.entry(&e.event_type).or_default() += 1;
+    }
+    let mut v: Vec<EventTypeCount> = counts
+        .into_iter()
+        .map(|(t, count)| EventTypeCount {
+            event_type: t.to_string(),
+            count,
+        })
+        .collect();
+    // Byte order for ties: "B" < "LevelUp" < "Zeta" < "alpha" (a locale would differ).
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.event_type.as_bytes().cmp(b.event_type.as_bytes()))
+    });
+    v
+}
+
+async fn analytics_event_counts_follow_occurred_at(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let whole = naive_counts(&d.events, TimeRange::default());
+    assert!(
+        whole.windows(2).any(|w| w[0].count == w[1].count),
+        "the dataset must have ties: {whole:?}"
+    );
+    for range in d.ranges() {
+        assert_eq!(
+            a.event_counts(d.player.id, range).await.unwrap(),
+            naive_counts(&d.events, range),
+            "player {range:?}"
+        );
+        assert_eq!(
+            a.event_counts(d.order.id, range).await.unwrap(),
+            naive_counts(&d.order_events, range),
+            "order {range:?}"
+        );
+    }
+    assert!(
+        a.event_counts(d.empty.id, TimeRange::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.event_counts(Uuid::now_v7(), TimeRange::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn naive_series(
+    events: &[EventRecord],
+    interval: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    event_type: Option<&str>,
+) -> Vec<(DateTime<Utc>, i64)> {
+    let (s, e) = (start.timestamp_micros(), end.timestamp_micros());
+    let mut buckets: BTreeMap<i64, i64> = BTreeMap::new();
+    for ev in events {
+        let t = ev.occurred_at.timestamp_micros();
+        if t >= s && t < e && event_type.is_none_or(|x| x == ev.event_type) {
+            *buckets.entry((t - s) / interval).or_default() += 1;
+        }
+    }
+    buckets
+        .into_iter()
+        .map(|(k, n)| (start + TimeDelta::microseconds(k * interval), n))
+        .collect()
+}
+
+type SeriesCase = (i64, DateTime<Utc>, DateTime<Utc>, Option<&'static str>);
+
+async fn analytics_time_series_buckets_from_start(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let (base, day, hour) = (d.base, TimeDelta::days(1), 3_600_000_000_i64);
+    let epoch = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+    // (interval in microseconds, start, end, event type)
+    let cases: Vec<SeriesCase> = vec![
+        (6 * hour, base, base + day * 5, None),
+        (6 * hour, base, base + day * 5, Some("LevelUp")),
+        (24 * hour, base - day, base + day * 6, None),
+        // Buckets not aligned to anything, an interval that does not divide the range.
+        (
+            7_919_000_013,
+            base + TimeDelta::minutes(37) + TimeDelta::microseconds(5),
+            base + day * 3,
+            None,
+        ),
+        // The end is exclusive and the start inclusive, to the microsecond.
+        (
+            hour,
+            base + TimeDelta::microseconds(1),
+            base + day * 5,
+            None,
+        ),
+        (
+            hour,
+            base,
+            base + day * 5 + TimeDelta::microseconds(1),
+            Some("B"),
+        ),
+        (1, base, base + day * 5, Some("B")),
+        (
+            100 * 365 * 24 * hour,
+            epoch - day * 365,
+            Utc::now() + day,
+            None,
+        ),
+        (24 * hour, epoch - day, epoch + day, None),
+        (6 * hour, base, base + day * 5, Some("Nope")),
+        (6 * hour, base + day * 3650, base + day * 3651, None),
+    ];
+    for (interval, start, end, event_type) in cases {
+        let got = a
+            .time_series(d.player.id, interval, start, end, event_type)
+            .await
+            .unwrap();
+        let naive = naive_series(&d.events, interval, start, end, event_type);
+        assert_eq!(got, naive, "{interval}us {start}..{end} {event_type:?}");
+        let got = a
+            .time_series(d.order.id, interval, start, end, event_type)
+            .await
+            .unwrap();
+        let naive = naive_series(&d.order_events, interval, start, end, event_type);
+        assert_eq!(
+            got, naive,
+            "order {interval}us {start}..{end} {event_type:?}"
+        );
+    }
+    // The dataset exercises what it should: several non-empty buckets, and gaps between them.
+    let series = naive_series(&d.events, 6 * hour, base, base + day * 5, None);
+    assert!(series.len() > 5 && series.len() < 20, "{series:?}");
+    assert!(
+        a.time_series(d.empty.id, hour, base, base + day, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The statistics of `values` (None = field absent), computed the obvious way.
+fn naive_stats(values: &[Option<Value>], top: usize) -> FieldStats {
+    let present: Vec<&Value> = values.iter().flatten().collect();
+    let numbers: Vec<f64> = present.iter().filter_map(|v| v.as_f64()).collect();
+    let sum = (!numbers.is_empty()).then(|| numbers.iter().sum::<f64>());
+    let mut frequency: BTreeMap<String, (Value, i64)> = BTreeMap::new();
+    for v in present.iter().filter(|v| v.is_string() || v.is_boolean()) {
+        frequency
+            .entry(v.to_string())
+            .or_insert(((*v).clone(), 0))
+            .1 += 1;
+    }
+    // BTreeMap iterates in byte order of the JSON text; a stable sort by count keeps it for ties.
+    let mut ranked: Vec<(Value, i64)> = frequency.into_values().collect();
+    ranked.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    ranked.truncate(top);
+    FieldStats {
+        count: present.len() as i64,
+        missing: (values.len() - present.len()) as i64,
+        min: numbers.iter().copied().reduce(f64::min),
+        max: numbers.iter().copied().reduce(f64::max),
+        sum,
+        mean: sum.map(|s| s / numbers.len() as f64),
+        top_values: ranked,
+    }
+}
+
+fn pointer_value(state: &State, pointer: &str) -> Option<Value> {
+    Value::Object(state.clone()).pointer(pointer).cloned()
+}
+
+async fn analytics_field_stats_over_current_states(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let states: Vec<&State> = d.instances.iter().map(|i| &i.state).collect();
+    let pointers = [
+        "/score",
+        "/name",
+        "/active",
+        "/ratio",
+        "/mixed",
+        "/counter",
+        "/big",
+        "/zero",
+        "/ctl",
+        "/nested",
+        "/nested/level",
+        "/nested/a.b",
+        "/nested/deep/x/1/y",
+        "/nested/deep/x/0",
+        "/tags",
+        "/tags/0",
+        "/tags/1",
+        "/tags/9",
+        "/q\"uote",
+        "/br[0]",
+        "/sl~1ash",
+        "/til~0de",
+        "/",
+        "/ключ",
+        "/score/x",
+        "/name/0",
+        "/missing",
+        "/missing/deeper",
+    ];
+    for pointer in pointers {
+        let values: Vec<Option<Value>> = states.iter().map(|s| pointer_value(s, pointer)).collect();
+        for top in [10, 2, 0] {
+            let got = a.field_stats(d.player.id, pointer, top).await.unwrap();
+            assert_eq!(got, naive_stats(&values, top), "{pointer} top {top}");
+        }
+    }
+    // Array indices are read as PostgreSQL's `#>` reads them: negative ones count from the end,
+    // leading zeros, a sign and leading whitespace are accepted (unlike the RFC 6901 lookup of
+    // the as_of path below, which finds nothing there).
+    let element = |f: fn(&[Value]) -> Option<&Value>| -> Vec<Option<Value>> {
+        states
+            .iter()
+            .map(|s| {
+                s.get("tags")
+                    .and_then(Value::as_array)
+                    .and_then(|t| f(t))
+                    .cloned()
+            })
+            .collect()
+    };
+    for (pointer, values) in [
+        ("/tags/-1", element(|t| t.last())),
+        (
+            "/tags/-2",
+            element(|t| t.len().checked_sub(2).and_then(|i| t.get(i))),
+        ),
+        ("/tags/01", element(|t| t.get(1))),
+        ("/tags/+0", element(|t| t.first())),
+        ("/tags/ 1", element(|t| t.get(1))),
+        ("/tags/1 ", element(|_| None)),
+        ("/tags/-0", element(|t| t.first())),
+    ] {
+        let got = a.field_stats(d.player.id, pointer, 10).await.unwrap();
+        assert_eq!(got, naive_stats(&values, 10), "{pointer}");
+    }
+    // Ties among the top values are in byte order of their JSON text; nulls are present.
+    let names = a.field_stats(d.player.id, "/name", 10).await.unwrap();
+    assert_eq!(names.top_values[0], (json!("zed"), 2));
+    assert_eq!(
+        names.top_values[1..]
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect::<Vec<_>>(),
+        [json!("Bob"), json!("a\"b"), json!("bob"), json!("é")]
+    );
+    // By the JSON text, escapes included: `"A"` < `"\t"` < `"\u0001"` < `"~"` (the raw strings
+    // would order the other way round).
+    let ctl = a.field_stats(d.player.id, "/ctl", 10).await.unwrap();
+    assert_eq!(
+        ctl.top_values,
+        [
+            (json!("A"), 1),
+            (json!("\t"), 1),
+            (json!("\u{1}"), 1),
+            (json!("~"), 1)
+        ]
+    );
+    let active = a.field_stats(d.player.id, "/active", 10).await.unwrap();
+    assert!(active.top_values.iter().all(|(v, _)| v.is_boolean()));
+    let level = a
+        .field_stats(d.player.id, "/nested/level", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (level.count, level.missing),
+        (3, 4),
+        "a JSON null is present"
+    );
+    // PostgreSQL's numeric zero has no sign.
+    let zero = a.field_stats(d.player.id, "/zero", 10).await.unwrap();
+    for x in [zero.min, zero.max, zero.sum, zero.mean] {
+        assert!(x == Some(0.0) && x.unwrap().is_sign_positive(), "{zero:?}");
+    }
+    // Other types, an empty type and an unknown one.
+    let totals: Vec<Option<Value>> = vec![Some(json!(9))];
+    assert_eq!(
+        a.field_stats(d.order.id, "/total", 10).await.unwrap(),
+        naive_stats(&totals, 10)
+    );
+    for id in [d.empty.id, Uuid::now_v7()] {
+        assert_eq!(
+            a.field_stats(id, "/score", 10).await.unwrap(),
+            FieldStats::default()
+        );
+    }
+}
+
+/// The field in each instance's state as of `at` (recorded time), folded naively from every
+/// event recorded by then, in instance id order.
+fn naive_as_of(d: &Dataset, pointer: &str, at: DateTime<Utc>) -> Vec<Option<Value>> {
+    let at = stored_micros(at);
+    let mut by_instance: BTreeMap<String, State> = BTreeMap::new();
+    for i in &d.instances {
+        let mut events: Vec<&EventRecord> = d
+            .events
+            .iter()
+            .filter(|e| e.instance_id == i.id && e.recorded_at.timestamp_micros() <= at)
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        events.sort_by_key(|e| e.version);
+        let state = events.iter().fold(State::new(), |s, e| {
+            apply_event(&s, &e.payload, e.mode).unwrap()
+        });
+        by_instance.insert(i.id.to_string(), state);
+    }
+    by_instance
+        .values()
+        .map(|s| pointer_value(s, pointer))
+        .collect()
+}
+
+async fn analytics_field_values_as_of_fold_from_snapshots(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let created = d.late.created_at;
+    let us = TimeDelta::microseconds(1);
+    let ns = TimeDelta::nanoseconds(1);
+    let moments = [
+        d.base,
+        d.between,
+        created - us,
+        created,
+        created + ns * 999,
+        created - ns,
+        Utc::now() + TimeDelta::hours(1),
+    ];
+    let pointers = [
+        "/score",
+        "/name",
+        "/counter",
+        "/active",
+        "/ratio",
+        "/nested/level",
+        "/tags/0",
+        "/tags/-1",
+        "/sl~1ash",
+        "/",
+        "/missing",
+    ];
+    for at in moments {
+        for pointer in pointers {
+            let got = a
+                .field_values_as_of(d.player.id, pointer, at)
+                .await
+                .unwrap();
+            assert_eq!(got, naive_as_of(&d, pointer, at), "{pointer} as of {at}");
+        }
+    }
+    // What the moments select: nothing before any instance, six between the phases, the late
+    // instance from its creation on, and the current states after everything.
+    let count = |at| async move {
+        a.field_values_as_of(d.player.id, "/name", at)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(d.base).await, 0);
+    assert_eq!(count(d.between).await, 6);
+    assert_eq!(count(created - us).await, 6);
+    assert_eq!(count(created).await, 7);
+    let mut current: Vec<&InstanceRecord> = d.instances.iter().collect();
+    current.sort_by_key(|i| i.id.to_string());
+    let now = Utc::now() + TimeDelta::hours(1);
+    assert_eq!(
+        a.field_values_as_of(d.player.id, "/score", now)
+            .await
+            .unwrap(),
+        current
+            .iter()
+            .map(|i| pointer_value(&i.state, "/score"))
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(
+        naive_as_of(&d, "/name", d.between),
+        naive_as_of(&d, "/name", now),
+        "phase two must change something"
+    );
+    assert!(
+        a.field_values_as_of(d.empty.id, "/score", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn naive_most_active(d: &Dataset, range: TimeRange, limit: usize) -> Vec<ActiveInstance> {
+    let mut per: HashMap<Uuid, (i64, DateTime<Utc>)> = HashMap::new();
+    for e in d.events.iter().filter(|e| in_range(e.occurred_at, range)) {
+        let entry = per.entry(e.instance_id).or_insert((0, e.occurred_at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(e.occurred_at);
+    }
+    let mut v: Vec<ActiveInstance> = per
+        .into_iter()
+        .map(|(id, (n, last))| ActiveInstance {
+            instance_id: id,
+            external_id: d
+                .instances
+                .iter()
+                .find(|i| i.id == id)
+                .unwrap()
+                .external_id
+                .clone(),
+            event_count: n,
+            last_event_at: last,
+        })
+        .collect();
+    // Ties by the id's lowercase text, byte by byte.
+    v.sort_by(|a, b| {
+        b.event_count
+            .cmp(&a.event_count)
+            .then_with(|| a.instance_id.to_string().cmp(&b.instance_id.to_string()))
+    });
+    v.truncate(limit);
+    v
+}
+
+async fn analytics_most_active_ranks_with_ties_by_id(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let whole = naive_most_active(&d, TimeRange::default(), 100);
+    assert!(
+        whole
+            .windows(2)
+            .any(|w| w[0].event_count == w[1].event_count),
+        "the dataset must have ties: {whole:?}"
+    );
+    for range in d.ranges() {
+        for limit in [1, 2, 3, 100] {
+            assert_eq!(
+                a.most_active(d.player.id, range, limit).await.unwrap(),
+                naive_most_active(&d, range, limit),
+                "{range:?} limit {limit}"
+            );
+        }
+    }
+    let orders = a
+        .most_active(d.order.id, TimeRange::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].event_count, d.order_events.len() as i64);
+    assert!(
+        a.most_active(d.empty.id, TimeRange::default(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn naive_summary(instances: i64, events: &[EventRecord], since: DateTime<Utc>) -> TypeSummary {
+    let mut types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+    types.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    types.dedup();
+    TypeSummary {
+        instance_count: instances,
+        event_count: events.len() as i64,
+        first_event_at: events.iter().map(|e| e.occurred_at).min(),
+        last_event_at: events.iter().map(|e| e.occurred_at).max(),
+        events_since: events
+            .iter()
+            .filter(|e| e.occurred_at.timestamp_micros() >= stored_micros(since))
+            .count() as i64,
+        event_types: types,
+    }
+}
+
+async fn analytics_summary_totals(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    let on_event = d.base + TimeDelta::days(5);
+    for since in [
+        d.base - TimeDelta::days(1000),
+        d.base + TimeDelta::days(2),
+        on_event,
+        on_event + TimeDelta::nanoseconds(999),
+        on_event + TimeDelta::microseconds(1),
+        Utc::now() - TimeDelta::hours(24),
+        Utc::now() + TimeDelta::days(1),
+    ] {
+        assert_eq!(
+            a.summary(d.player.id, since).await.unwrap(),
+            naive_summary(7, &d.events, since),
+            "player since {since}"
+        );
+        assert_eq!(
+            a.summary(d.order.id, since).await.unwrap(),
+            naive_summary(1, &d.order_events, since),
+            "order since {since}"
+        );
+    }
+    let types = a.summary(d.player.id, d.base).await.unwrap().event_types;
+    assert_eq!(
+        types,
+        [
+            "AchievementUnlocked",
+            "B",
+            "InstanceCreated",
+            "LevelUp",
+            "Renamed",
+            "ScoreIncreased",
+            "Zeta",
+            "alpha"
+        ]
+    );
+    for id in [d.empty.id, Uuid::now_v7()] {
+        assert_eq!(
+            a.summary(id, d.base).await.unwrap(),
+            TypeSummary {
+                instance_count: 0,
+                event_count: 0,
+                first_event_at: None,
+                last_event_at: None,
+                events_since: 0,
+                event_types: vec![],
+            }
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Every contract, against every backend.
 
 macro_rules! contract {
@@ -1378,6 +2190,644 @@ contract!(
     history_filters_and_paging,
     version_at_follows_recorded_at,
     concurrent_appends_lose_no_update,
+    analytics_event_counts_follow_occurred_at,
+    analytics_time_series_buckets_from_start,
+    analytics_field_stats_over_current_states,
+    analytics_field_values_as_of_fold_from_snapshots,
+    analytics_most_active_ranks_with_ties_by_id,
+    analytics_summary_totals,
+);
+
+// ---------------------------------------------------------------------------------------------
+// StateCache: Redis (a redis-server of the test's own) and the in-memory cache.
+
+#[derive(Debug, Clone, Copy)]
+enum CacheBackend {
+    Redis,
+    Memory,
+}
+
+/// How long a Redis command may take before the cache gives up (the server's default).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+struct CacheFixture {
+    cache: Arc<dyn StateCache>,
+    /// The redis-server, killed when the fixture is dropped.
+    redis: Option<common::procs::Redis>,
+}
+
+impl CacheBackend {
+    async fn open(self, ttl: Duration) -> CacheFixture {
+        match self {
+            CacheBackend::Redis => {
+                let redis = common::procs::Redis::start();
+                let cache = RedisCache::connect(&RedisCacheConfig {
+                    url: redis.url(),
+                    ttl,
+                    command_timeout: REDIS_TIMEOUT,
+                })
+                .await
+                .expect("connect to redis");
+                CacheFixture {
+                    cache: Arc::new(cache),
+                    redis: Some(redis),
+                }
+            }
+            CacheBackend::Memory => CacheFixture {
+                cache: Arc::new(MemoryCache::default()),
+                redis: None,
+            },
+        }
+    }
+}
+
+fn cached(id: Uuid, entity_type_id: Uuid, external_id: &str, version: i64) -> InstanceRecord {
+    let created = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(7);
+    InstanceRecord {
+        id,
+        entity_type_id,
+        entity_type_name: "player".into(),
+        external_id: external_id.into(),
+        state: obj(json!({
+            "version": version,
+            "nested": {"list": [1, "two", null, {"k": true}], "f": 1.5},
+            "text": "héllo ✓ \"q\""
+        })),
+        version,
+        created_at: created,
+        updated_at: created + TimeDelta::seconds(version),
+    }
+}
+
+/// The record under both keys: by id and by (entity type, external id).
+async fn cached_both(
+    cache: &dyn StateCache,
+    r: &InstanceRecord,
+) -> (Option<InstanceRecord>, Option<InstanceRecord>) {
+    (
+        cache.get(r.id).await.expect("get"),
+        cache
+            .get_by_external_id(r.entity_type_id, &r.external_id)
+            .await
+            .expect("get by external id"),
+    )
+}
+
+async fn cache_misses_then_hits_by_both_keys(b: CacheBackend) {
+    let f = b.open(Duration::from_secs(60)).await;
+    let c = f.cache.as_ref();
+    let (t, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = cached(Uuid::now_v7(), t, "p-1: with spaces/and:colons é", 3);
+    assert_eq!(cached_both(c, &r).await, (None, None));
+
+    c.put(&r).await.unwrap();
+    assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r.clone())));
+    // The same external id under another type, another external id, another id: misses.
+    assert_eq!(
+        c.get_by_external_id(other, &r.external_id).await.unwrap(),
+        None
+    );
+    assert_eq!(c.get_by_external_id(t, "p-1").await.unwrap(), None);
+    assert_eq!(c.get(Uuid::now_v7()).await.unwrap(), None);
+
+    // Another instance with that external id under the other type is another entry.
+    let s = cached(Uuid::now_v7(), other, &r.external_id, 1);
+    c.put(&s).await.unwrap();
+    assert_eq!(cached_both(c, &s).await, (Some(s.clone()), Some(s.clone())));
+    assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r)));
+}
+
+async fn cache_never_replaces_a_newer_version(b: CacheBackend) {
+    let f = b.open(Duration::from_secs(60)).await;
+    let c = f.cache.as_ref();
+    let (id, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let v5 = cached(id, t, "p-1", 5);
+    c.put(&v5).await.unwrap();
+    // Older: ignored.
+    c.put(&cached(id, t, "p-1", 3)).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v5).await,
+        (Some(v5.clone()), Some(v5.clone()))
+    );
+    // As new, but different: the first one stays.
+    let mut other_v5 = v5.clone();
+    other_v5.state = obj(json!({"other": true}));
+    c.put(&other_v5).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v5).await,
+        (Some(v5.clone()), Some(v5.clone()))
+    );
+    // Newer: replaces, under both keys.
+    let v6 = cached(id, t, "p-1", 6);
+    c.put(&v6).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v6).await,
+        (Some(v6.clone()), Some(v6.clone()))
+    );
+    c.put(&v5).await.unwrap();
+    assert_eq!(cached_both(c, &v6).await, (Some(v6.clone()), Some(v6)));
+}
+
+/// A deterministic shuffle (an LCG; the order only has to be scrambled, not random).
+fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in (1..items.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, ((x >> 33) % (i as u64 + 1)) as usize);
+    }
+    items
+}
+
+async fn cache_concurrent_shuffled_puts_keep_the_newest(b: CacheBackend) {
+    const INSTANCES: usize = 8;
+    const VERSIONS: i64 = 40;
+    const WRITERS: usize = 8;
+    let f = b.open(Duration::from_secs(60)).await;
+    let t = Uuid::now_v7();
+    for round in 0..3_u64 {
+        let ids: Vec<Uuid> = (0..INSTANCES).map(|_| Uuid::now_v7()).collect();
+        let mut puts = Vec::new();
+        for (k, id) in ids.iter().enumerate() {
+            for v in 1..=VERSIONS {
+                puts.push(cached(*id, t, &format!("r{round}-{k}"), v));
+            }
+        }
+        let puts = shuffled(puts, round + 1);
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let cache = f.cache.clone();
+            let mine: Vec<InstanceRecord> = puts.iter().skip(w).step_by(WRITERS).cloned().collect();
+            tasks.push(tokio::spawn(async move {
+                for r in mine {
+                    cache.put(&r).await.expect("put");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for (k, id) in ids.iter().enumerate() {
+            let newest = cached(*id, t, &format!("r{round}-{k}"), VERSIONS);
+            assert_eq!(
+                cached_both(f.cache.as_ref(), &newest).await,
+                (Some(newest.clone()), Some(newest)),
+                "round {round}, instance {k}"
+            );
+        }
+    }
+}
+
+mod redis_only {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_expire_after_the_ttl() {
+        let f = CacheBackend::Redis.open(Duration::from_millis(300)).await;
+        let c = f.cache.as_ref();
+        let r = cached(Uuid::now_v7(), Uuid::now_v7(), "p-1", 2);
+        c.put(&r).await.unwrap();
+        assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r.clone())));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(cached_both(c, &r).await, (None, None));
+        // Once expired, any version may be cached again.
+        let older = cached(r.id, r.entity_type_id, "p-1", 1);
+        c.put(&older).await.unwrap();
+        assert_eq!(cached_both(c, &older).await.0, Some(older));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_redis_errs_promptly_and_recovers() {
+        let mut f = CacheBackend::Redis.open(Duration::from_secs(60)).await;
+        let c = f.cache.clone();
+        let r = cached(Uuid::now_v7(), Uuid::now_v7(), "p-1", 1);
+        c.put(&r).await.unwrap();
+        f.redis.as_mut().unwrap().stop();
+        // Every call answers Err, within the command timeout (plus scheduling slack).
+        let limit = REDIS_TIMEOUT + Duration::from_secs(1);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert!(c.get(r.id).await.is_err());
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            assert!(c.get_by_external_id(r.entity_type_id, "p-1").await.is_err());
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            let newer = cached(r.id, r.entity_type_id, "p-1", 2);
+            assert!(c.put(&newer).await.is_err());
+            slowest = slowest.max(started.elapsed());
+        }
+        eprintln!("slowest call while redis was down: {slowest:?}");
+        assert!(slowest < limit, "a call took {slowest:?}");
+        // Started again (empty: nothing is persisted), the same cache works again by itself.
+        f.redis.as_mut().unwrap().restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.get(r.id).await {
+                Ok(found) => {
+                    assert_eq!(found, None);
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("redis did not come back: {e}"),
+            }
+        }
+        let v3 = cached(r.id, r.entity_type_id, "p-1", 3);
+        c.put(&v3).await.unwrap();
+        assert_eq!(
+            cached_both(c.as_ref(), &v3).await,
+            (Some(v3.clone()), Some(v3))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventBus: NATS (a nats-server of the test's own, fed the way the relay publishes) and the
+// in-process bus (fed through `committed`).
+
+#[derive(Debug, Clone, Copy)]
+enum BusBackend {
+    Nats,
+    Local,
+}
+
+struct BusFixture {
+    bus: Arc<dyn EventBus>,
+    feed: Feed,
+    _nats: Option<common::procs::Nats>,
+}
+
+enum Feed {
+    Local,
+    /// Publishes on the bus's own connection, so a subscription made before is in place.
+    Nats(async_nats::Client),
+}
+
+impl BusBackend {
+    async fn open(self, buffer: usize) -> BusFixture {
+        match self {
+            BusBackend::Nats => {
+                let nats = common::procs::Nats::start();
+                let client = async_nats::connect(nats.url())
+                    .await
+                    .expect("connect to nats");
+                let bus =
+                    NatsBus::new(client.clone(), Arc::new(tokio::sync::Notify::new()), buffer);
+                BusFixture {
+                    bus: Arc::new(bus),
+                    feed: Feed::Nats(client),
+                    _nats: Some(nats),
+                }
+            }
+            BusBackend::Local => BusFixture {
+                bus: Arc::new(LocalBus::new(buffer)),
+                feed: Feed::Local,
+                _nats: None,
+            },
+        }
+    }
+}
+
+impl BusFixture {
+    /// Commits `events`: hands them to the bus and, for NATS, publishes them as the relay does.
+    async fn publish(&self, events: &[LiveEvent]) {
+        self.bus.committed(events).await;
+        if let Feed::Nats(client) = &self.feed {
+            for live in events {
+                let body = serde_json::to_vec(&WireEvent::from_live(live)).unwrap();
+                client
+                    .publish(
+                        nats_subject(&live.entity_type_name, live.event.instance_id),
+                        body.into(),
+                    )
+                    .await
+                    .expect("publish");
+            }
+            client.flush().await.expect("flush");
+        }
+    }
+
+    async fn subscribe(&self, filter: LiveFilter) -> LiveStream {
+        let stream = self.bus.subscribe(filter).await.expect("subscribe");
+        if let Feed::Nats(client) = &self.feed {
+            // The subscription has reached the server before anything is published.
+            client.flush().await.expect("flush");
+        }
+        stream
+    }
+}
+
+fn live(type_name: &str, instance_id: Uuid, event_type: &str, version: i64) -> LiveEvent {
+    let at = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(version);
+    LiveEvent {
+        entity_type_name: type_name.into(),
+        event: EventRecord {
+            event_id: Uuid::now_v7().to_string(),
+            instance_id,
+            entity_type_id: Uuid::nil(),
+            event_type: event_type.into(),
+            version,
+            payload: obj(json!({"v": version, "nested": {"x": [1, null]}})),
+            metadata: obj(json!({"by": "contract"})),
+            mode: ApplyMode::MergePatch,
+            recorded_at: at,
+            occurred_at: at - TimeDelta::days(1),
+        },
+    }
+}
+
+/// The next `n` items of a stream, each within a few seconds.
+async fn next_events(stream: &mut LiveStream, n: usize, what: &str) -> Vec<LiveEvent> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(e))) => out.push(e),
+            other => panic!("{what}: after {} of {n} events: {other:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// Nothing more arrives for a while.
+async fn assert_quiet(stream: &mut LiveStream, what: &str) {
+    let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(extra.is_err(), "{what}: unexpected {extra:?}");
+}
+
+async fn bus_filters_select_events(b: BusBackend) {
+    let f = b.open(1024).await;
+    let (a1, a2, b1) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let before = vec![live("alpha_t", a1, "X", 1)];
+    // Not delivered to anyone: published before they subscribed.
+    f.publish(&before).await;
+
+    let filter = |t: Option<&str>, i: Option<Uuid>, types: &[&str]| LiveFilter {
+        entity_type_name: t.map(String::from),
+        instance_id: i,
+        event_types: types.iter().map(|s| s.to_string()).collect(),
+    };
+    let filters = vec![
+        filter(None, None, &[]),
+        filter(Some("alpha_t"), None, &[]),
+        filter(None, Some(a2), &[]),
+        filter(None, None, &["X", "Z"]),
+        filter(Some("alpha_t"), None, &["Y"]),
+        filter(Some("beta_t"), Some(b1), &["Z"]),
+        filter(Some("alpha_t"), Some(b1), &[]),
+        filter(None, None, &["Never"]),
+    ];
+    let mut streams = Vec::new();
+    for flt in &filters {
+        streams.push(f.subscribe(flt.clone()).await);
+    }
+    let mut published = Vec::new();
+    for batch in 0..3 {
+        let mut events = Vec::new();
+        for j in 0..20_i64 {
+            let n = batch * 20 + j;
+            let (t, i) = match n % 3 {
+                0 => ("alpha_t", a1),
+                1 => ("alpha_t", a2),
+                _ => ("beta_t", b1),
+            };
+            events.push(live(t, i, ["X", "Y", "Z"][(n % 5 % 3) as usize], n + 2));
+        }
+        f.publish(&events).await;
+        published.extend(events);
+    }
+    for (flt, stream) in filters.iter().zip(streams.iter_mut()) {
+        let expected: Vec<LiveEvent> = published
+            .iter()
+            .filter(|e| {
+                flt.entity_type_name
+                    .as_deref()
+                    .is_none_or(|t| t == e.entity_type_name)
+                    && flt.instance_id.is_none_or(|i| i == e.event.instance_id)
+                    && (flt.event_types.is_empty() || flt.event_types.contains(&e.event.event_type))
+            })
+            .cloned()
+            .collect();
+        let what = format!("{flt:?}");
+        let got = next_events(stream, expected.len(), &what).await;
+        assert_eq!(got, expected, "{what}");
+    }
+    // And nothing more, for anyone (checked together: one quiet period for all).
+    futures::future::join_all(
+        filters
+            .iter()
+            .zip(streams.iter_mut())
+            .map(|(flt, stream)| async move { assert_quiet(stream, &format!("{flt:?}")).await }),
+    )
+    .await;
+    // The filters chosen select something, and not everything.
+    assert!(published.iter().any(|e| e.event.instance_id == a2));
+}
+
+async fn bus_preserves_publication_order(b: BusBackend) {
+    const EVENTS: i64 = 2000;
+    let f = b.open(4096).await;
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let filters = [
+        LiveFilter::default(),
+        LiveFilter {
+            instance_id: Some(ids[1]),
+            ..Default::default()
+        },
+        LiveFilter {
+            entity_type_name: Some("beta_t".into()),
+            ..Default::default()
+        },
+    ];
+    let published: Vec<LiveEvent> = (0..EVENTS)
+        .map(|n| {
+            let k = (n * 7 % 4) as usize;
+            live(if k < 2 { "alpha_t" } else { "beta_t" }, ids[k], "E", n + 1)
+        })
+        .collect();
+    let mut readers = Vec::new();
+    for flt in filters {
+        let expected: Vec<LiveEvent> = published
+            .iter()
+            .filter(|e| {
+                flt.entity_type_name
+                    .as_deref()
+                    .is_none_or(|t| t == e.entity_type_name)
+                    && flt.instance_id.is_none_or(|i| i == e.event.instance_id)
+            })
+            .cloned()
+            .collect();
+        let mut stream = f.subscribe(flt).await;
+        readers.push(tokio::spawn(async move {
+            let got = next_events(&mut stream, expected.len(), "reader").await;
+            assert!(got == expected, "events out of order or altered");
+            got.len()
+        }));
+    }
+    let started = std::time::Instant::now();
+    for chunk in published.chunks(100) {
+        f.publish(chunk).await;
+    }
+    let mut received = Vec::new();
+    for r in readers {
+        received.push(r.await.unwrap());
+    }
+    eprintln!(
+        "{b:?}: {EVENTS} events to 3 subscribers ({received:?}) in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Reads a subscriber that fell behind to its end: at most `buffer` of the published events, in
+/// order, then `Lagged`, then the end of the stream.
+async fn assert_cut_off(stream: &mut LiveStream, published: &[LiveEvent], buffer: usize) {
+    let mut delivered = Vec::new();
+    let lagged = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(e))) => delivered.push(e),
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!(
+                "the stream ended without Lagged after {} events",
+                delivered.len()
+            ),
+            Err(_) => panic!("the laggard got neither Lagged nor its end within 5 s"),
+        }
+    };
+    assert!(
+        matches!(lagged, BusError::Lagged(n) if n == buffer as u64),
+        "{lagged:?}"
+    );
+    assert!(
+        delivered.len() <= buffer,
+        "{} events delivered",
+        delivered.len()
+    );
+    // What was delivered is a subsequence of what was published, in order.
+    let mut rest = published.iter();
+    for e in &delivered {
+        assert!(
+            rest.any(|p| p == e),
+            "event {} out of order or unknown",
+            e.event.version
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        Ok(None) => {}
+        other => panic!("the stream must end after Lagged, got {other:?}"),
+    }
+}
+
+async fn bus_laggard_is_cut_off_without_blocking_anyone(b: BusBackend) {
+    const BUFFER: usize = 8;
+    let f = b.open(BUFFER).await;
+    let instance = Uuid::now_v7();
+    let mut laggard = f.subscribe(LiveFilter::default()).await;
+    let mut attentive = f.subscribe(LiveFilter::default()).await;
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(0_usize);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(item) = attentive.next().await {
+            got.push(item.expect("the attentive subscriber never lags"));
+            let _ = seen_tx.send(got.len());
+            if got.len() == 80 {
+                break;
+            }
+        }
+        got
+    });
+    let mut published = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for chunk in 0..20_i64 {
+        let events: Vec<LiveEvent> = (0..4)
+            .map(|j| live("alpha_t", instance, "E", chunk * 4 + j + 1))
+            .collect();
+        let started = std::time::Instant::now();
+        f.publish(&events).await;
+        slowest = slowest.max(started.elapsed());
+        published.extend(events);
+        // The attentive subscriber keeps up (so only the laggard falls behind).
+        let total = published.len();
+        tokio::time::timeout(Duration::from_secs(5), seen_rx.wait_for(|n| *n >= total))
+            .await
+            .expect("the attentive subscriber keeps receiving")
+            .unwrap();
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a publication took {slowest:?}"
+    );
+    assert_eq!(reader.await.unwrap(), published);
+    assert_cut_off(&mut laggard, &published, BUFFER).await;
+}
+
+async fn bus_laggard_reading_late_still_learns_it_lagged(b: BusBackend) {
+    const BUFFER: usize = 4;
+    let f = b.open(BUFFER).await;
+    let instance = Uuid::now_v7();
+    let mut laggard = f.subscribe(LiveFilter::default()).await;
+    let published: Vec<LiveEvent> = (1..=20)
+        .map(|v| live("alpha_t", instance, "E", v))
+        .collect();
+    let started = std::time::Instant::now();
+    f.publish(&published).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "publishing took {:?}",
+        started.elapsed()
+    );
+    // Long past any grace period an adapter might give a slow reader.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_cut_off(&mut laggard, &published, BUFFER).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every cache and bus contract, against every implementation.
+
+macro_rules! contract_of {
+    (
+        $backend:ident, $first:ident => $a:ident, $second:ident => $b:ident;
+        $($name:ident),* $(,)?
+    ) => {
+        mod $first {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::$backend::$a).await;
+                }
+            )*
+        }
+        mod $second {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::$backend::$b).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_of!(
+    CacheBackend, redis_cache => Redis, memory_cache => Memory;
+    cache_misses_then_hits_by_both_keys,
+    cache_never_replaces_a_newer_version,
+    cache_concurrent_shuffled_puts_keep_the_newest,
+);
+
+contract_of!(
+    BusBackend, nats_bus => Nats, local_bus => Local;
+    bus_filters_select_events,
+    bus_preserves_publication_order,
+    bus_laggard_is_cut_off_without_blocking_anyone,
+    bus_laggard_reading_late_still_learns_it_lagged,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1400,7 +2850,7 @@ mod embedded_only {
         let dir = tempfile::tempdir().unwrap();
         let (t, inst, events, snapshot_and_tail) = {
             let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-            assert_eq!(store.applied_migrations(), [1]);
+            assert_eq!(store.applied_migrations(), [1, 2]);
             assert_eq!(store.path(), dir.path().join(DB_FILE));
             let t = new_type(&store, "player").await;
             let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;

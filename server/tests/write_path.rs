@@ -1,5 +1,11 @@
-//! The write side against a real PostgreSQL and a real server: concurrency, idempotency,
-//! atomic batches, snapshots, and bad input that stores nothing.
+//! The write side against a real server: concurrency, idempotency, atomic batches, snapshots,
+//! and bad input that stores nothing.
+//!
+//! Every guarantee is one test body run on both stores: `postgres::<name>` on a fresh PostgreSQL
+//! database, `embedded::<name>` on the embedded SQLite store in a fresh DATA_DIR. What is stored
+//! is checked directly: through SQL on PostgreSQL, through a read-only rusqlite connection to
+//! `DATA_DIR/temporal-state.db` on the embedded store. Health through an unreachable database
+//! and concurrent migrations are PostgreSQL's own and run there only.
 
 mod common;
 
@@ -52,12 +58,120 @@ fn fold(events: &[pb::Event]) -> Value {
     Value::Object(state)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_without_expected_version_lose_no_update() {
+/// The store a test runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Postgres,
+    Embedded,
+}
+
+/// One test's storage: a PostgreSQL database of its own, or a DATA_DIR of its own.
+enum Store {
+    Postgres(TestDb),
+    Embedded(tempfile::TempDir),
+}
+
+impl Store {
+    async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Self::Postgres(TestDb::create().await),
+            Backend::Embedded => Self::Embedded(tempfile::tempdir().expect("a temporary DATA_DIR")),
+        }
+    }
+
+    /// A server on this storage; servers started one after another see the same data.
+    async fn start(&self, extra_args: &[&str]) -> TestServer {
+        match self {
+            Self::Postgres(db) => TestServer::start(&db.url, extra_args).await,
+            Self::Embedded(dir) => TestServer::start_embedded(dir.path(), extra_args).await,
+        }
+    }
+
+    /// A read-only connection to the embedded database file, beside the server's own.
+    fn sqlite(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        use temporal_state_server::adapters::embedded::DB_FILE;
+        rusqlite::Connection::open_with_flags(
+            dir.path().join(DB_FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .expect("open the embedded database read-only")
+    }
+
+    /// Number of rows of a table, read directly from the store.
+    async fn count(&self, table: &str) -> i64 {
+        match self {
+            Self::Postgres(db) => db.count(table).await,
+            Self::Embedded(dir) => Self::sqlite(dir)
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap(),
+        }
+    }
+
+    /// Every snapshot as (version, state), in version order, read directly from the store.
+    async fn snapshots(&self) -> Vec<(i64, Value)> {
+        const SQL: &str = "SELECT version, state FROM snapshots ORDER BY version";
+        match self {
+            Self::Postgres(db) => db
+                .client()
+                .await
+                .query(SQL, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+            Self::Embedded(dir) => {
+                let conn = Self::sqlite(dir);
+                let mut stmt = conn.prepare(SQL).unwrap();
+                stmt.query_map([], |r| {
+                    let state: String = r.get(1)?;
+                    Ok((r.get(0)?, serde_json::from_str(&state).unwrap()))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+            }
+        }
+    }
+}
+
+/// Runs each `async fn name(backend: Backend)` as `postgres::name` and `embedded::name`, on a
+/// multi-threaded runtime with the given number of worker threads.
+macro_rules! on_both_backends {
+    ($($name:ident: $threads:literal),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    super::$name(super::Backend::Embedded).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    concurrent_writers_without_expected_version_lose_no_update: 4,
+    expected_version_lets_exactly_one_writer_win_each_version: 4,
+    a_retried_event_id_returns_the_first_recording_even_after_a_restart: 4,
+    bad_input_gets_its_code_and_stores_nothing: 2,
+    a_batch_stores_all_of_its_events_or_none: 2,
+    creation_is_version_one_and_reads_find_it_by_id_or_name: 2,
+);
+
+async fn concurrent_writers_without_expected_version_lose_no_update(backend: Backend) {
     const WRITERS: usize = 32;
     const EACH: usize = 200;
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &["--snapshot-interval", "50"]).await;
+    let db = Store::create(backend).await;
+    let server = db.start(&["--snapshot-interval", "50"]).await;
     let mut c = server.clients().await;
     c.create_type("counter", json!({"type": "object"})).await;
     let instance = c
@@ -124,12 +238,11 @@ async fn concurrent_writers_without_expected_version_lose_no_update() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expected_version_lets_exactly_one_writer_win_each_version() {
+async fn expected_version_lets_exactly_one_writer_win_each_version(backend: Backend) {
     const WRITERS: usize = 12;
     const ROUNDS: i64 = 8;
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &[]).await;
+    let db = Store::create(backend).await;
+    let server = db.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("counter", json!({"type": "object"})).await;
     let instance = c.create_instance("counter", "c-1", json!({})).await;
@@ -179,10 +292,9 @@ async fn expected_version_lets_exactly_one_writer_win_each_version() {
     assert_eq!(db.count("events").await, 1 + ROUNDS);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_retried_event_id_returns_the_first_recording_even_after_a_restart() {
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &[]).await;
+async fn a_retried_event_id_returns_the_first_recording_even_after_a_restart(backend: Backend) {
+    let db = Store::create(backend).await;
+    let server = db.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("player_profile", player_schema()).await;
     let instance = c
@@ -231,7 +343,7 @@ async fn a_retried_event_id_returns_the_first_recording_even_after_a_restart() {
     }
     server.stop().await;
 
-    let server = TestServer::start(&db.url, &[]).await;
+    let server = db.start(&[]).await;
     let mut c = server.clients().await;
     let after_restart = c
         .events
@@ -275,10 +387,9 @@ fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_its_code_and_stores_nothing() {
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &["--max-payload-bytes", "2048"]).await;
+async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
+    let db = Store::create(backend).await;
+    let server = db.start(&["--max-payload-bytes", "2048"]).await;
     let mut c = server.clients().await;
     let player = c.create_type("player_profile", player_schema()).await;
     let instance = c
@@ -498,10 +609,9 @@ async fn bad_input_gets_its_code_and_stores_nothing() {
     assert_eq!(js(&current.state), json!({"username": "alice", "score": 1}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_stores_all_of_its_events_or_none() {
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &["--snapshot-interval", "2"]).await;
+async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
+    let db = Store::create(backend).await;
+    let server = db.start(&["--snapshot-interval", "2"]).await;
     let mut c = server.clients().await;
     c.create_type("player_profile", player_schema()).await;
     let instance = c
@@ -554,14 +664,7 @@ async fn a_batch_stores_all_of_its_events_or_none() {
         json!({"username": "alice", "score": 2, "level": 2, "achievements": ["first"]})
     );
     // Snapshots at versions 2 and 4 hold the states after those events.
-    let client = db.client().await;
-    let snaps: Vec<(i64, Value)> = client
-        .query("SELECT version, state FROM snapshots ORDER BY version", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let snaps = db.snapshots().await;
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[0], (2, json!({"username": "alice", "score": 1})));
     assert_eq!(snaps[1].0, 4);
@@ -602,10 +705,9 @@ async fn a_batch_stores_all_of_its_events_or_none() {
     assert_eq!(db.count("events").await, 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creation_is_version_one_and_reads_find_it_by_id_or_name() {
-    let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, &[]).await;
+async fn creation_is_version_one_and_reads_find_it_by_id_or_name(backend: Backend) {
+    let db = Store::create(backend).await;
+    let server = db.start(&[]).await;
     let mut c = server.clients().await;
     let player = c.create_type("player_profile", player_schema()).await;
     c.create_type("device", json!({"type": "object"})).await;

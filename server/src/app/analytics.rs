@@ -37,7 +37,7 @@ fn range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Tim
 impl App {
     fn analytics(&self) -> Result<&dyn AnalyticsReader, AppError> {
         self.analytics.as_deref().ok_or_else(|| {
-            AppError::Unsupported("analytics need the PostgreSQL backend (DATABASE_URL)".into())
+            AppError::Unsupported("analytics are not available on this backend".into())
         })
     }
 

@@ -151,6 +151,65 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on the embedded store in `data_dir` (no PostgreSQL, Redis or NATS), with
+    /// extra command-line flags. `DATABASE_URL`, `REDIS_URL` and `NATS_URL` in the environment
+    /// are ignored: only flags count, so a variable left set in the shell can never turn an
+    /// embedded test server into a PostgreSQL one (or wire it to Redis or NATS) unnoticed.
+    pub async fn start_embedded(data_dir: &std::path::Path, extra_args: &[&str]) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        assert!(
+            !extra_args.contains(&"--database-url"),
+            "an embedded test server takes no --database-url"
+        );
+        let mut args = vec![
+            "temporal-state-server".to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let matches = Cli::command()
+            .try_get_matches_from(args)
+            .expect("valid test flags");
+        let mut cli = Cli::from_arg_matches(&matches).expect("valid test flags");
+        let from_env =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        if from_env("database_url") {
+            cli.config.database_url = None;
+        }
+        if from_env("redis_url") {
+            cli.config.redis_url = None;
+        }
+        if from_env("nats_url") {
+            cli.config.nats_url = None;
+        }
+        assert!(cli.config.database_url.is_none());
+        assert_eq!(cli.config.data_dir, data_dir);
+        Self::serve(cli.config).await
+    }
+
+    /// Runs the server on `config` on a loopback port of its own; returns once it answers.
+    async fn serve(config: temporal_state_server::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            temporal_state_server::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server failed");
+        });
+        let server = Self {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        server.wait_ready().await;
+        server
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..200 {
             if let Ok(ch) = Channel::from_shared(self.endpoint())

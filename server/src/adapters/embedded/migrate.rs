@@ -14,11 +14,18 @@ use super::EmbeddedError;
 pub const APPLICATION_ID: i32 = 0x5453_4531;
 
 /// The migrations, in order. Their numbers are stored in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../../migrations/embedded/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../../migrations/embedded/0001_init.sql"),
+    ),
+    (
+        2,
+        "analytics_index",
+        include_str!("../../../../migrations/embedded/0002_analytics_index.sql"),
+    ),
+];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns
 /// the numbers of the migrations it applied. Every failure names the file.

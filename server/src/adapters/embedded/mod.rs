@@ -6,8 +6,11 @@
 //! - `store`: [`EmbeddedStore`], implementing the write and time-travel ports with rusqlite on
 //!   tokio's blocking pool: one writer connection (appends are `BEGIN IMMEDIATE` transactions,
 //!   one at a time) and a few read-only connections for reads, in WAL mode.
+//! - `analytics`: [`crate::ports::AnalyticsReader`] for [`EmbeddedStore`], answering as
+//!   PostgreSQL does (same orders, ranges, buckets and JSON field semantics).
 //! - `error`: SQLite failures mapped to [`crate::ports::StoreError`].
 
+mod analytics;
 mod error;
 pub mod migrate;
 mod rows;

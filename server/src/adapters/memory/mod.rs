@@ -110,6 +110,14 @@ impl EventBus for LocalBus {
             };
             futures::future::ready(out)
         });
+        // A laggard is cut off: its stream ends right after the Lagged error.
+        let stream = stream.scan(false, |cut, item| {
+            if *cut {
+                return futures::future::ready(None);
+            }
+            *cut = item.is_err();
+            futures::future::ready(Some(item))
+        });
         Ok(Box::pin(stream))
     }
 }

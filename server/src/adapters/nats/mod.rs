@@ -147,7 +147,9 @@ impl EventBus for NatsBus {
             .subscribe(subject)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(self.buffer);
+        // One slot more than the buffer, kept for the Lagged notice: it is delivered however late
+        // the subscriber reads, and this task never waits for it.
+        let (tx, rx) = mpsc::channel(self.buffer.saturating_add(1));
         let buffer = self.buffer as u64;
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
@@ -161,16 +163,14 @@ impl EventBus for NatsBus {
                 if !filter.matches(&live) {
                     continue;
                 }
-                match tx.try_send(Ok(live)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // Cut the laggard off; the NATS subscription ends with this task.
-                        let _ = tx
-                            .send_timeout(Err(BusError::Lagged(buffer)), Duration::from_secs(5))
-                            .await;
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                // Only this task sends, so the free slots it sees can only grow meanwhile.
+                if tx.capacity() <= 1 {
+                    // Cut the laggard off; the NATS subscription ends with this task.
+                    let _ = tx.try_send(Err(BusError::Lagged(buffer)));
+                    break;
+                }
+                if tx.try_send(Ok(live)).is_err() {
+                    break; // the subscriber went away
                 }
             }
         });

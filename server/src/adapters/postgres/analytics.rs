@@ -87,7 +87,7 @@ const SUMMARY_SQL: &str = "
 SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1),
        count(*), min(occurred_at), max(occurred_at),
        count(*) FILTER (WHERE occurred_at >= $2),
-       COALESCE(array_agg(DISTINCT event_type ORDER BY event_type), '{}'::text[])
+       COALESCE(array_agg(DISTINCT event_type COLLATE \"C\" ORDER BY event_type COLLATE \"C\"), '{}'::text[])
 FROM events WHERE entity_type_id = $1";
 
 /// The range conditions of `range`, numbered from `$first`, and their parameters.
