@@ -1,0 +1,381 @@
+//! Typed errors, rebuilt from the gRPC status the server answers with: the code chooses the
+//! variant, the details (`google.rpc.BadRequest`, `google.rpc.ErrorInfo`) and the message fill it.
+
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// The result of every call of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One rule a request broke, as the server reported it (`google.rpc.BadRequest.FieldViolation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Where: a JSON pointer into the offending document (`/score`), or a request field
+    /// (`name`, `payload`). Empty for the document's root.
+    pub field: String,
+    /// What is wrong, for humans.
+    pub description: String,
+}
+
+/// Why a call failed.
+///
+/// The first variants mirror the gRPC codes the server answers with (see the
+/// [API's error contract](https://github.com/temporal-state/temporal-state-engine#errors));
+/// the last ones are failures on the client's side. Match on the variants you handle and keep a
+/// catch-all arm: new variants may be added.
+///
+/// ```
+/// use temporal_state_client::Error;
+///
+/// fn explain(error: &Error) -> String {
+///     match error {
+///         Error::Conflict { current_version: Some(v), .. } => format!("someone else wrote; now at version {v}"),
+///         Error::InvalidArgument { violations, .. } => violations
+///             .iter()
+///             .map(|v| format!("{}: {}", v.field, v.description))
+///             .collect::<Vec<_>>()
+///             .join("; "),
+///         Error::NotFound { message } => format!("missing: {message}"),
+///         other => other.to_string(),
+///     }
+/// }
+/// # let e = Error::from(tonic::Status::not_found("instance x not found"));
+/// # assert_eq!(explain(&e), "missing: instance x not found");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// INVALID_ARGUMENT: bad input, or a state that breaks the entity type's JSON Schema. Nothing
+    /// was stored. Each broken rule is in `violations`.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// The server's message (it names every violation too).
+        message: String,
+        /// Each broken rule, from the status details.
+        violations: Vec<FieldViolation>,
+    },
+    /// NOT_FOUND: the entity type, instance or version does not exist (or, for a state at a
+    /// time, the instance did not exist yet).
+    #[error("not found: {message}")]
+    NotFound {
+        /// The server's message, naming what is missing.
+        message: String,
+    },
+    /// ALREADY_EXISTS: the name or (entity type, external id) is taken, or an `event_id` was
+    /// reused with different content.
+    #[error("already exists: {message}")]
+    AlreadyExists {
+        /// The server's message, naming what exists.
+        message: String,
+    },
+    /// ABORTED: `expected_version` was set and is not the instance's current version. Read the
+    /// state again, decide, and retry with `current_version`.
+    #[error("version conflict: {message}")]
+    Conflict {
+        /// The server's message.
+        message: String,
+        /// The version the call expected, when the server said so.
+        expected_version: Option<i64>,
+        /// The instance's version when the call was refused, when the server said so (it does).
+        current_version: Option<i64>,
+    },
+    /// RESOURCE_EXHAUSTED: a payload, schema or batch over the server's limits.
+    #[error("resource exhausted: {message}")]
+    ResourceExhausted {
+        /// The server's message, naming the limit.
+        message: String,
+    },
+    /// UNAVAILABLE: the server or one of its backends is down, or the connection failed. Safe to
+    /// retry; the client already did, as many times as its [`RetryPolicy`](crate::RetryPolicy)
+    /// allows.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// The server's or the transport's message.
+        message: String,
+    },
+    /// DEADLINE_EXCEEDED: no answer within the call's timeout.
+    #[error("deadline exceeded: {message}")]
+    DeadlineExceeded {
+        /// Which deadline passed.
+        message: String,
+    },
+    /// UNIMPLEMENTED: this server does not offer the call (yet).
+    #[error("unimplemented: {message}")]
+    Unimplemented {
+        /// The server's message.
+        message: String,
+    },
+    /// INTERNAL: a bug on the server. Its cause is in the server's log, never in the answer.
+    #[error("internal server error: {message}")]
+    Internal {
+        /// The server's (generic) message.
+        message: String,
+    },
+    /// Any other gRPC code (CANCELLED, UNAUTHENTICATED, PERMISSION_DENIED, ...), for example from
+    /// a proxy in front of the server.
+    #[error("{code:?}: {message}")]
+    Rpc {
+        /// The gRPC code.
+        code: Code,
+        /// The message that came with it.
+        message: String,
+    },
+    /// The endpoint could not be reached when connecting ([`ClientBuilder::connect`](crate::ClientBuilder::connect)).
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint as given.
+        endpoint: String,
+        /// The transport's reason.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The endpoint or a connection setting is malformed.
+    #[error("invalid endpoint {endpoint}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value given to a call cannot be sent: it does not serialize, or is not a JSON object
+    /// where the API needs one (states, payloads, metadata, schemas).
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// Which argument.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A value the server sent does not fit: a state that does not deserialize into the type
+    /// asked for, or a malformed answer.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// Which value.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Rebuilds the typed error from a status, reading its details where the code has some.
+    ///
+    /// ```
+    /// use temporal_state_client::Error;
+    ///
+    /// let status = tonic::Status::aborted("expected version 1 but instance is at version 2");
+    /// match Error::from_status(status) {
+    ///     Error::Conflict { expected_version, current_version, .. } => {
+    ///         assert_eq!((expected_version, current_version), (Some(1), Some(2)));
+    ///     }
+    ///     other => panic!("{other}"),
+    /// }
+    /// ```
+    pub fn from_status(status: tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::InvalidArgument => Self::InvalidArgument {
+                violations: status
+                    .get_details_bad_request()
+                    .map(|b| {
+                        b.field_violations
+                            .into_iter()
+                            .map(|v| FieldViolation {
+                                field: v.field,
+                                description: v.description,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                message,
+            },
+            Code::NotFound => Self::NotFound { message },
+            Code::AlreadyExists => Self::AlreadyExists { message },
+            Code::Aborted => {
+                let info = status.get_details_error_info();
+                let from_info = |key: &str| {
+                    info.as_ref()
+                        .and_then(|i| i.metadata.get(key))
+                        .and_then(|v| v.parse().ok())
+                };
+                Self::Conflict {
+                    expected_version: from_info("expected_version")
+                        .or_else(|| number_after(&message, "expected version ")),
+                    current_version: from_info("current_version")
+                        .or_else(|| number_after(&message, "at version ")),
+                    message,
+                }
+            }
+            Code::ResourceExhausted => Self::ResourceExhausted { message },
+            Code::Unavailable => Self::Unavailable { message },
+            Code::DeadlineExceeded => Self::DeadlineExceeded { message },
+            // tonic's own enforcement of the deadline reports CANCELLED ("Timeout expired").
+            Code::Cancelled if caused_by_timeout(&status) => Self::DeadlineExceeded { message },
+            Code::Unimplemented => Self::Unimplemented { message },
+            Code::Internal => Self::Internal { message },
+            code => Self::Rpc { code, message },
+        }
+    }
+
+    /// The gRPC code this error stands for; `None` for the client's own failures (encoding,
+    /// decoding, a malformed endpoint), which never reached the server.
+    ///
+    /// ```
+    /// use temporal_state_client::Error;
+    ///
+    /// let e = Error::from(tonic::Status::already_exists("taken"));
+    /// assert_eq!(e.code(), Some(tonic::Code::AlreadyExists));
+    /// ```
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::Conflict { .. } => Code::Aborted,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::Unavailable { .. } | Self::Connect { .. } => Code::Unavailable,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::Internal { .. } => Code::Internal,
+            Self::Rpc { code, .. } => *code,
+            Self::InvalidEndpoint { .. } | Self::Encode { .. } | Self::Decode { .. } => {
+                return None;
+            }
+        })
+    }
+
+    /// Whether retrying the same call may succeed: true for UNAVAILABLE only. The client
+    /// retries these itself (see [`RetryPolicy`](crate::RetryPolicy)); seeing one means the
+    /// retries ran out.
+    ///
+    /// ```
+    /// use temporal_state_client::Error;
+    ///
+    /// assert!(Error::from(tonic::Status::unavailable("down")).is_retryable());
+    /// assert!(!Error::from(tonic::Status::aborted("conflict")).is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    pub(crate) fn decode(what: impl Into<String>, reason: impl ToString) -> Self {
+        Self::Decode {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn encode(what: &'static str, reason: impl ToString) -> Self {
+        Self::Encode {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::from_status(status)
+    }
+}
+
+/// Whether the client's transport gave up waiting (tonic's `TimeoutExpired` in the chain).
+fn caused_by_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The integer right after the last `marker` in `text` (`"... at version 7"` -> 7).
+fn number_after(text: &str, marker: &str) -> Option<i64> {
+    let start = text.rfind(marker)? + marker.len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    #[test]
+    fn violations_come_from_bad_request_details() {
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("/score", "-5 is less than the minimum of 0");
+        details.add_bad_request_violation("/email", "\"x\" is not an email");
+        let status = tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "state does not satisfy the schema",
+            details,
+        );
+        let Error::InvalidArgument { violations, .. } = Error::from(status) else {
+            panic!("not InvalidArgument")
+        };
+        assert_eq!(
+            violations,
+            vec![
+                FieldViolation {
+                    field: "/score".into(),
+                    description: "-5 is less than the minimum of 0".into()
+                },
+                FieldViolation {
+                    field: "/email".into(),
+                    description: "\"x\" is not an email".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn conflict_versions_prefer_error_info_then_the_message() {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            "VERSION_CONFLICT",
+            "temporal-state",
+            [
+                ("expected_version".to_string(), "3".to_string()),
+                ("current_version".to_string(), "9".to_string()),
+            ],
+        );
+        let status = tonic::Status::with_error_details(
+            Code::Aborted,
+            "expected version 1 but instance is at version 2",
+            details,
+        );
+        let Error::Conflict {
+            expected_version,
+            current_version,
+            ..
+        } = Error::from(status)
+        else {
+            panic!("not Conflict")
+        };
+        assert_eq!((expected_version, current_version), (Some(3), Some(9)));
+
+        let Error::Conflict {
+            expected_version,
+            current_version,
+            ..
+        } = Error::from(tonic::Status::aborted("something else"))
+        else {
+            panic!("not Conflict")
+        };
+        assert_eq!((expected_version, current_version), (None, None));
+    }
+
+    #[test]
+    fn codes_without_a_variant_keep_their_code() {
+        let e = Error::from(tonic::Status::permission_denied("no"));
+        assert_eq!(e.code(), Some(Code::PermissionDenied));
+        assert!(!e.is_retryable());
+        assert_eq!(e.to_string(), "PermissionDenied: no");
+    }
+}

@@ -1,0 +1,248 @@
+//! InstanceService: creating instances and reading them with their current state.
+
+use serde::Serialize;
+use serde_json::Value;
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::json::{encode, encoded_to_struct, struct_to_json, to_struct};
+use crate::model::{CreatedInstance, Instance, Page, required};
+use crate::options::{CallOptions, call_options};
+use crate::queries::GetHistoryOptions;
+
+/// Options of [`Client::create_instance`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateInstanceOptions {
+    metadata: Option<std::result::Result<Value, String>>,
+    call: CallOptions,
+}
+
+impl CreateInstanceOptions {
+    /// Context stored on the `InstanceCreated` event (actor, source, trace id...): any value
+    /// that serializes to a JSON object. Default: none (`{}`).
+    pub fn metadata(mut self, metadata: &impl Serialize) -> Self {
+        self.metadata = Some(encode(metadata));
+        self
+    }
+}
+call_options!(CreateInstanceOptions);
+
+/// Options of [`Client::list_instances`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListInstancesOptions {
+    page_size: i32,
+    page_token: String,
+    call: CallOptions,
+}
+
+impl ListInstancesOptions {
+    /// Most instances on the page (1 to 1000). Default: the server's, 100.
+    pub fn page_size(mut self, size: i32) -> Self {
+        self.page_size = size;
+        self
+    }
+
+    /// Where the page starts: the previous page's [`Page::next_page_token`]. Default: the first
+    /// page.
+    pub fn page_token(mut self, token: impl Into<String>) -> Self {
+        self.page_token = token.into();
+        self
+    }
+}
+call_options!(ListInstancesOptions);
+
+/// Options of [`Client::get_instance`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GetInstanceOptions {
+    call: CallOptions,
+}
+call_options!(GetInstanceOptions);
+
+/// Options of [`Client::get_current_state`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GetCurrentStateOptions {
+    call: CallOptions,
+}
+call_options!(GetCurrentStateOptions);
+
+impl Client {
+    /// Creates an instance of `entity_type` (id or name) with your `external_id` and its first
+    /// state (any value that serializes to a JSON object), recorded as version 1
+    /// (`InstanceCreated`).
+    ///
+    /// Errors: [`Error::InvalidArgument`] when the state breaks the type's schema (one violation
+    /// per path), [`Error::AlreadyExists`] when the external id is taken, [`Error::NotFound`] for
+    /// an unknown type.
+    ///
+    /// ```no_run
+    /// use serde::Serialize;
+    /// use temporal_state_client::{Client, CreateInstanceOptions};
+    ///
+    /// #[derive(Serialize)]
+    /// struct Player { username: String, email: String, score: u32 }
+    ///
+    /// # async fn run(client: Client) -> temporal_state_client::Result<()> {
+    /// let alice = Player { username: "alice".into(), email: "alice@example.com".into(), score: 0 };
+    /// let created = client
+    ///     .create_instance(
+    ///         "player_profile",
+    ///         "player-001",
+    ///         &alice,
+    ///         &CreateInstanceOptions::default().metadata(&serde_json::json!({"actor": "signup"})),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(created.instance.version, 1);
+    /// assert_eq!(created.event.event_type, "InstanceCreated");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_instance(
+        &self,
+        entity_type: &str,
+        external_id: &str,
+        initial_state: &impl Serialize,
+        options: &CreateInstanceOptions,
+    ) -> Result<CreatedInstance> {
+        let request = pb::CreateInstanceRequest {
+            entity_type: entity_type.to_string(),
+            external_id: external_id.to_string(),
+            initial_state: Some(to_struct("initial_state", initial_state)?),
+            metadata: encoded_to_struct("metadata", &options.metadata)?,
+        };
+        let (result, attempts) = self
+            .unary(
+                "CreateInstance",
+                &options.call,
+                request.clone(),
+                |t, r| async move { InstanceServiceClient::new(t).create_instance(r).await },
+            )
+            .await;
+        match result {
+            Ok(r) => Ok(CreatedInstance {
+                instance: required("instance", r.instance)?.try_into()?,
+                event: required("event", r.event)?.try_into()?,
+            }),
+            // A retry after a lost answer finds what the first attempt created.
+            Err(error @ Error::AlreadyExists { .. }) if attempts > 1 => {
+                let instance = self
+                    .get_current_state(entity_type, external_id, &Default::default())
+                    .await?;
+                let history = self
+                    .get_history(&instance.id, &GetHistoryOptions::default().to_version(1))
+                    .await?;
+                match history.items.into_iter().next() {
+                    Some(event)
+                        if event.payload == struct_to_json(request.initial_state)
+                            && event.metadata == struct_to_json(request.metadata) =>
+                    {
+                        Ok(CreatedInstance { instance, event })
+                    }
+                    _ => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One page of the instances of `entity_type` (id or name), ordered by external id.
+    ///
+    /// ```no_run
+    /// use temporal_state_client::ListInstancesOptions;
+    ///
+    /// # async fn run(client: temporal_state_client::Client) -> temporal_state_client::Result<()> {
+    /// let page = client
+    ///     .list_instances("player_profile", &ListInstancesOptions::default().page_size(10))
+    ///     .await?;
+    /// for i in page.items {
+    ///     println!("{} v{}: {}", i.external_id, i.version, i.state);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_instances(
+        &self,
+        entity_type: &str,
+        options: &ListInstancesOptions,
+    ) -> Result<Page<Instance>> {
+        let request = pb::ListInstancesRequest {
+            entity_type: entity_type.to_string(),
+            page_size: options.page_size,
+            page_token: options.page_token.clone(),
+        };
+        let r = self
+            .unary("ListInstances", &options.call, request, |t, r| async move {
+                InstanceServiceClient::new(t).list_instances(r).await
+            })
+            .await
+            .0?;
+        let items = r
+            .instances
+            .into_iter()
+            .map(Instance::try_from)
+            .collect::<Result<_>>()?;
+        Ok(Page::new(items, r.next_page_token))
+    }
+
+    /// Reads one instance, with its current state, by its id. [`Error::NotFound`] when there is
+    /// none.
+    ///
+    /// ```no_run
+    /// # async fn run(client: temporal_state_client::Client, id: String) -> temporal_state_client::Result<()> {
+    /// let instance = client.get_instance(&id, &Default::default()).await?;
+    /// println!("version {}: {}", instance.version, instance.state);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_instance(
+        &self,
+        instance_id: &str,
+        options: &GetInstanceOptions,
+    ) -> Result<Instance> {
+        let request = pb::GetInstanceRequest {
+            instance_id: instance_id.to_string(),
+        };
+        let r = self
+            .unary("GetInstance", &options.call, request, |t, r| async move {
+                InstanceServiceClient::new(t).get_instance(r).await
+            })
+            .await
+            .0?;
+        required("instance", r.instance)?.try_into()
+    }
+
+    /// Reads one instance, with its current state, by `entity_type` (id or name) and your
+    /// `external_id`. [`Error::NotFound`] when there is none.
+    ///
+    /// ```no_run
+    /// # async fn run(client: temporal_state_client::Client) -> temporal_state_client::Result<()> {
+    /// let player = client
+    ///     .get_current_state("player_profile", "player-001", &Default::default())
+    ///     .await?;
+    /// println!("score: {}", player.state["score"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_current_state(
+        &self,
+        entity_type: &str,
+        external_id: &str,
+        options: &GetCurrentStateOptions,
+    ) -> Result<Instance> {
+        let request = pb::GetCurrentStateRequest {
+            entity_type: entity_type.to_string(),
+            external_id: external_id.to_string(),
+        };
+        let r = self
+            .unary(
+                "GetCurrentState",
+                &options.call,
+                request,
+                |t, r| async move { InstanceServiceClient::new(t).get_current_state(r).await },
+            )
+            .await
+            .0?;
+        required("instance", r.instance)?.try_into()
+    }
+}

@@ -1,0 +1,211 @@
+//! Test harness: a PostgreSQL database of its own per test and a real server on 127.0.0.1:0
+//! (the same shape as the server's own tests), plus paths of the repository's tools.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use temporal_state_client::Client;
+use temporal_state_server::config::Cli;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The PostgreSQL server that hosts the per-test databases.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("tse_sdk_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect(
+                "connect to the test PostgreSQL (TEST_DATABASE_URL); scripts/test.sh starts it",
+            );
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = replace_dbname(&admin, &name);
+        Self { name, url }
+    }
+}
+
+fn replace_dbname(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| i + scheme_end);
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Drop runs outside async: a short-lived runtime on a thread of its own cleans up.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A real server on a loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on `database_url` on a free port, with extra command-line flags.
+    pub async fn start(database_url: &str, flags: &[&str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, database_url, flags).await
+    }
+
+    /// Starts a server on a listener the test bound itself.
+    pub async fn start_on(listener: TcpListener, database_url: &str, flags: &[&str]) -> Self {
+        let mut args = vec!["--database-url", database_url];
+        args.extend(flags);
+        Self::start_with(listener, &args).await
+    }
+
+    /// Only the flags count: DATABASE_URL, REDIS_URL or NATS_URL left set in the environment
+    /// must not change what the test runs against.
+    async fn start_with(listener: TcpListener, flags: &[&str]) -> Self {
+        let mut args = vec![
+            "temporal-state-server".to_string(),
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let matches = Cli::command()
+            .try_get_matches_from(args)
+            .expect("valid test flags");
+        let mut cli = Cli::from_arg_matches(&matches).expect("valid test flags");
+        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
+        if from_env("database_url") {
+            cli.config.database_url = None;
+        }
+        if from_env("redis_url") {
+            cli.config.redis_url = None;
+        }
+        if from_env("nats_url") {
+            cli.config.nats_url = None;
+        }
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            temporal_state_server::run(cli.config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server failed");
+        });
+        let server = Self {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..400 {
+            if let Ok(client) = Client::connect(self.endpoint()).await
+                && client.list_entity_types(&Default::default()).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server on {} did not become ready", self.addr);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.endpoint()).await.expect("connect")
+    }
+
+    /// Graceful shutdown; waits until the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The walk-through's schema, as in the README.
+pub fn player_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "username":     {"type": "string", "minLength": 3},
+            "email":        {"type": "string", "format": "email"},
+            "score":        {"type": "integer", "minimum": 0},
+            "level":        {"type": "integer", "minimum": 1},
+            "achievements": {"type": "array", "items": {"type": "string"}}
+        },
+        "required": ["username", "email"]
+    })
+}
