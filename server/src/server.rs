@@ -186,6 +186,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let Backends { app, tasks } = backends;
+    let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
+        .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
@@ -205,6 +207,10 @@ pub async fn serve(
 
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving gRPC");
     let result = tonic::transport::Server::builder()
+        // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
+        .accept_http1(true)
+        .layer(cors)
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

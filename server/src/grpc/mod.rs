@@ -4,5 +4,6 @@
 pub mod convert;
 mod services;
 pub mod status;
+pub mod web;
 
 pub use services::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
