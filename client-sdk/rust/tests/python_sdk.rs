@@ -112,5 +112,22 @@ async fn the_python_package_runs_the_walkthrough() {
         summary.contains("2 passed"),
         "expected both tests to pass, none skipped:\n{summary}"
     );
+
+    // The README's five-line example, as written, on the walk-through's player-001.
+    let example = readme_example("### Python", "python", server.addr);
+    let out = Command::new(&python)
+        .args(["-c", &example])
+        .current_dir(scratch.path())
+        .env("PYTHONPATH", &site)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", show("the README example", &out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("2 {") && printed.contains("'score': 150"),
+        "the README example printed {printed:?}"
+    );
     server.stop().await;
 }

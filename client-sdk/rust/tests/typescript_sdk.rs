@@ -157,6 +157,21 @@ async fn the_typescript_package_runs_the_walkthrough_in_node() {
         report.contains("pass 3") && report.contains("skipped 0"),
         "expected all three tests to pass, none skipped:\n{report}"
     );
+
+    // The README's five-line example, as written, on the walk-through's player-001.
+    let example = readme_example("### TypeScript", "ts", server.addr);
+    let file = package.app.join("readme-example.mjs");
+    std::fs::write(&file, example).unwrap();
+    let out = run(
+        "the README example",
+        Command::new("node").arg(&file).current_dir(&package.app),
+    )
+    .await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with("2n {") && printed.contains("score: 150"),
+        "the README example printed {printed:?}"
+    );
     server.stop().await;
 }
 

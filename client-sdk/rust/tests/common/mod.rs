@@ -209,3 +209,33 @@ pub fn player_schema() -> serde_json::Value {
         "required": ["username", "email"]
     })
 }
+
+/// The first ```` ```{lang} ```` block after the README line that starts with `heading`, with the
+/// README's server address `127.0.0.1:50051` replaced by `addr`: the README's examples are run
+/// as they are written.
+pub fn readme_example(heading: &str, lang: &str, addr: SocketAddr) -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = readme
+        .lines()
+        .skip_while(|line| !line.starts_with(heading))
+        .collect::<Vec<_>>();
+    assert!(!section.is_empty(), "README has no heading {heading:?}");
+    let fence = format!("```{lang}");
+    let code: Vec<&str> = section
+        .iter()
+        .skip_while(|line| line.trim_end() != fence)
+        .skip(1)
+        .take_while(|line| !line.starts_with("```"))
+        .copied()
+        .collect();
+    assert!(
+        !code.is_empty(),
+        "README's {heading:?} has no {fence} block"
+    );
+    let code = code.join("\n") + "\n";
+    assert!(
+        code.contains("127.0.0.1:50051"),
+        "README's {heading:?} example no longer names 127.0.0.1:50051:\n{code}"
+    );
+    code.replace("127.0.0.1:50051", &addr.to_string())
+}
