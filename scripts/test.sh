@@ -18,3 +18,5 @@ export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export TEST_NATS_URL="${TEST_NATS_URL:-nats://127.0.0.1:4222}"
 
 cargo test --workspace --all-targets "$@"
+# --all-targets leaves out documentation examples: they are the SDK's promised, compiling examples.
+cargo test --workspace --doc "$@"
