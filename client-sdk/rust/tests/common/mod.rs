@@ -1,5 +1,5 @@
 //! Test harness: a PostgreSQL database of its own per test and a real server on 127.0.0.1:0
-//! (the same shape as the server's own tests), plus paths of the repository's tools.
+//! (the server's own tests share TestDb from test-support/), plus paths of the repository's tools.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,77 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The PostgreSQL server that hosts the per-test databases.
-pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database of its own for one test, dropped when the test ends.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("tse_sdk_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin_url();
-        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .expect(
-                "connect to the test PostgreSQL (TEST_DATABASE_URL); scripts/test.sh starts it",
-            );
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        let url = replace_dbname(&admin, &name);
-        Self { name, url }
-    }
-}
-
-fn replace_dbname(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| i + scheme_end);
-    let mut out = format!("{}/{}", &base[..path_start], name);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = admin_url();
-        // Drop runs outside async: a short-lived runtime on a thread of its own cleans up.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use temporal_state_test_support::TestDb;
 
 /// A real server on a loopback port.
 pub struct TestServer {

@@ -1,0 +1,120 @@
+//! What the server's and the SDK's integration tests share: each test owns a PostgreSQL database
+//! of its own, created on the server of `TEST_DATABASE_URL` and dropped when the test ends, so
+//! tests run in parallel without seeing each other's data.
+
+/// The PostgreSQL server that hosts the per-test databases: `TEST_DATABASE_URL`, by default the
+/// local one that `scripts/test.sh` makes sure runs.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped (with its connections) when the value is.
+pub struct TestDb {
+    /// The database's name: `tse_test_` and a random UUID.
+    pub name: String,
+    /// Its URL: `admin_url()` with the database name replaced.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database. Panics, naming `TEST_DATABASE_URL`, when PostgreSQL is not
+    /// reachable.
+    pub async fn create() -> Self {
+        let name = format!("tse_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect(
+                "connect to the test PostgreSQL (TEST_DATABASE_URL); scripts/test.sh starts it",
+            );
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = with_dbname(&admin, &name);
+        Self { name, url }
+    }
+
+    /// A direct connection, for checking what is stored.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Number of rows of a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        let c = self.client().await;
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// `postgres://user@host:port/db?opts` with another database.
+fn with_dbname(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| i + scheme_end);
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Drop runs outside async: a short-lived runtime on a thread of its own cleans up.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_dbname;
+
+    #[test]
+    fn replaces_only_the_database() {
+        assert_eq!(
+            with_dbname("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_dbname("postgres://u:p@h/db?sslmode=disable", "t2"),
+            "postgres://u:p@h/t2?sslmode=disable"
+        );
+        assert_eq!(
+            with_dbname("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
+    }
+}
