@@ -189,6 +189,14 @@ pub async fn serve(
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
+    // Subscribe streams never end by themselves: they are ended when shutdown begins, so that
+    // the graceful shutdown that waits for open calls can finish.
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        info!("shutting down: ending Subscribe streams, finishing calls in flight");
+        let _ = stop_streams.send(true);
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
     let health_task = tokio::spawn(watch_health(reporter, app.store().clone()));
@@ -220,7 +228,13 @@ pub async fn serve(
         .add_service(
             InstanceServiceServer::new(InstanceApi(app.clone())).max_decoding_message_size(max),
         )
-        .add_service(EventServiceServer::new(EventApi(app.clone())).max_decoding_message_size(max))
+        .add_service(
+            EventServiceServer::new(EventApi {
+                app: app.clone(),
+                stopping,
+            })
+            .max_decoding_message_size(max),
+        )
         .add_service(QueryServiceServer::new(QueryApi(app.clone())).max_decoding_message_size(max))
         .add_service(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone())).max_decoding_message_size(max),

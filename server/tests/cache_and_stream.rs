@@ -486,6 +486,25 @@ async fn subscribe_contract(extra: &[&str]) {
         .event
         .unwrap();
     assert_eq!((got.event_type.as_str(), got.version), ("Alarm", 132));
+
+    // Shutdown ends open subscriptions with UNAVAILABLE (subscribe again elsewhere), instead of
+    // waiting for them forever: SIGTERM stops a server that has subscribers.
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("the server stops while subscriptions are open");
+    for open in [&mut stream, &mut typed] {
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(10), open.next())
+                .await
+                .expect("the stream ends")
+            {
+                Some(Ok(_)) => continue, // events sent before shutdown
+                other => break other,
+            }
+        };
+        let status = ended.expect("a final status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

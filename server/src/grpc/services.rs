@@ -28,7 +28,12 @@ fn reply<T>(result: Result<T, AppError>) -> Reply<T> {
 
 pub struct EntityTypeApi(pub App);
 pub struct InstanceApi(pub App);
-pub struct EventApi(pub App);
+/// The event service. Its Subscribe streams end, with UNAVAILABLE, once `stopping` turns true:
+/// graceful shutdown waits for every open call, and a subscription would otherwise never end.
+pub struct EventApi {
+    pub app: App,
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
 pub struct QueryApi(pub App);
 pub struct AnalyticsApi(pub App);
 
@@ -198,7 +203,7 @@ impl EventService for EventApi {
                     r.mode,
                 )?;
                 let (mut events, state) = self
-                    .0
+                    .app
                     .apply_events(&r.instance_id, r.expected_version, vec![input])
                     .await?;
                 Ok(pb::ApplyEventResponse {
@@ -233,7 +238,7 @@ impl EventService for EventApi {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let (events, state) = self
-                    .0
+                    .app
                     .apply_events(&r.instance_id, r.expected_version, inputs)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
@@ -254,7 +259,7 @@ impl EventService for EventApi {
     ) -> Reply<Self::SubscribeStream> {
         let r = request.into_inner();
         let events = self
-            .0
+            .app
             .subscribe(
                 &r.entity_type,
                 &r.instance_id,
@@ -269,8 +274,37 @@ impl EventService for EventApi {
             })
             .map_err(to_status)
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(until_stopping(stream, self.stopping.clone())))
     }
+}
+
+/// `stream` until it ends or `stopping` turns true; in the second case one last UNAVAILABLE
+/// tells the subscriber to subscribe again (from its next version) elsewhere or later.
+fn until_stopping(
+    stream: impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> EventStream {
+    let stream = Box::pin(stream);
+    Box::pin(futures::stream::unfold(
+        Some((stream, stopping)),
+        |state| async move {
+            let (mut stream, mut stopping) = state?;
+            let stopped = async {
+                // An error means the sender is gone: the server is stopping as well.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            tokio::select! {
+                biased;
+                () = stopped => Some((
+                    Err(Status::unavailable(
+                        "the server is shutting down; subscribe again from the next version",
+                    )),
+                    None,
+                )),
+                item = stream.next() => item.map(|item| (item, Some((stream, stopping)))),
+            }
+        },
+    ))
 }
 
 fn history_filter(
