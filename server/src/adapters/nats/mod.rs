@@ -111,6 +111,9 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::Connec
         .await
 }
 
+/// Longest wait for the NATS server to confirm a new subscription.
+const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct NatsBus {
     client: async_nats::Client,
     wake_relay: Arc<Notify>,
@@ -123,6 +126,34 @@ impl NatsBus {
             client,
             wake_relay,
             buffer: buffer.max(1),
+        }
+    }
+
+    /// Returns once the NATS server has processed every subscription this client sent so far.
+    /// `subscribe` only queues the SUB; a caller that reads history next must know that every
+    /// event published from now on will reach the subscription, or an event committed between
+    /// the history read and the SUB's arrival would be missed until the next one. The server
+    /// handles a connection's messages in order, so a message this client publishes to a probe
+    /// subscription of its own comes back only after the earlier SUBs took effect.
+    async fn confirm_subscriptions(&self) -> Result<(), BusError> {
+        let unavailable =
+            |e: String| BusError::Unavailable(format!("confirming a subscription: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        self.client
+            .publish(inbox, Default::default())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        match tokio::time::timeout(SUBSCRIBE_CONFIRM_TIMEOUT, probe.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(unavailable("the connection closed".into())),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {SUBSCRIBE_CONFIRM_TIMEOUT:?}"
+            ))),
         }
     }
 }
@@ -147,6 +178,7 @@ impl EventBus for NatsBus {
             .subscribe(subject)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.confirm_subscriptions().await?;
         // One slot more than the buffer, kept for the Lagged notice: it is delivered however late
         // the subscriber reads, and this task never waits for it.
         let (tx, rx) = mpsc::channel(self.buffer.saturating_add(1));
