@@ -41,6 +41,37 @@ pub struct PgStore {
     timescale: super::TimescaleSettings,
     /// Whether appends also write the transactional outbox (publication enabled).
     outbox: bool,
+    /// Appends to one instance queue here before they borrow a connection.
+    writers: Arc<InstanceLocks>,
+}
+
+/// Striped per-instance locks for appends. Appends to one instance are serialized by its row lock
+/// in any case; taking this lock first makes the others wait here, in FIFO order, instead of in
+/// PostgreSQL while each holds a pooled connection: many writers on one hot instance then use one
+/// connection, not the whole pool, and other instances' writes and reads keep theirs. Within
+/// one server only; across servers the row lock still decides. Two instances sharing a stripe
+/// only wait for each other's commit, never deadlock: an append holds one stripe at a time.
+struct InstanceLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl InstanceLocks {
+    /// Enough stripes that unrelated instances rarely share one, for any pool size.
+    const STRIPES: usize = 1024;
+
+    fn new() -> Self {
+        Self {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn lock(&self, instance_id: Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        // UUID v7 ids start with a timestamp: take the random low bits.
+        let stripe = (instance_id.as_u128() as usize) % self.stripes.len();
+        self.stripes[stripe].lock().await
+    }
 }
 
 /// How often an append is retried when a concurrent append on another instance claimed one of
@@ -83,6 +114,7 @@ impl PgStore {
             timescaledb: Arc::new(AtomicBool::new(false)),
             timescale: super::TimescaleSettings::default(),
             outbox: false,
+            writers: Arc::new(InstanceLocks::new()),
         })
     }
 
@@ -591,6 +623,7 @@ impl EventStore for PgStore {
         request: AppendRequest,
         decide: Decide<'_>,
     ) -> Result<AppendOutcome, StoreError> {
+        let _writer = self.writers.lock(request.instance_id).await;
         for attempt in 1..=APPEND_ATTEMPTS {
             match self.try_append(&request, &decide).await? {
                 Attempt::Done(outcome) => return Ok(outcome),
