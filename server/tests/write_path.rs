@@ -826,6 +826,86 @@ async fn migrations_are_safe_when_servers_start_together() {
     assert_eq!(db.count("schema_migrations").await, all as i64);
 }
 
+/// Backends of this test's database waiting for a lock.
+async fn lock_waiters(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_stuck_on_one_instance_leave_the_pool_to_the_others() {
+    let db = TestDb::create().await;
+    let server = TestServer::start(
+        &db.url,
+        &["--pool-size", "2", "--db-connect-timeout-secs", "1"],
+    )
+    .await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let hot = c.create_instance("device", "hot", json!({})).await;
+    let calm = c.create_instance("device", "calm", json!({})).await;
+
+    // Another transaction (another server, an operator) holds the hot instance's row lock.
+    let mut pg = db.client().await;
+    let tx = pg.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM instances WHERE id = $1::text::uuid FOR UPDATE",
+        &[&hot.id],
+    )
+    .await
+    .unwrap();
+
+    // Twice as many writers as the pool has connections, all behind that lock.
+    let writers: Vec<_> = (0..4)
+        .map(|n| {
+            let mut c = c.clone();
+            let id = hot.id.clone();
+            tokio::spawn(async move { c.apply(&id, "Reading", json!({"n": n})).await })
+        })
+        .collect();
+    for _ in 0..200 {
+        if lock_waiters(&db).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Let every writer get as far as it can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        lock_waiters(&db).await,
+        1,
+        "one writer waits in PostgreSQL, the others wait without a connection"
+    );
+
+    // So a write to another instance still finds a connection.
+    let other = c.apply(&calm.id, "Reading", json!({"n": 1})).await;
+    assert_eq!(
+        other
+            .expect("the other instance is writable")
+            .event
+            .unwrap()
+            .version,
+        2
+    );
+
+    tx.commit().await.unwrap();
+    for w in writers {
+        w.await
+            .unwrap()
+            .expect("every stuck writer completes once the lock is released");
+    }
+    assert_eq!(full_history(&mut c, &hot.id).await.len(), 5);
+    server.stop().await;
+}
+
 /// A loopback TCP proxy to PostgreSQL that can be cut and restored, to make the database
 /// unreachable for one server without touching the shared PostgreSQL.
 struct Proxy {
