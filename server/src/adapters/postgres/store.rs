@@ -647,39 +647,51 @@ impl HistoryReader for PgStore {
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let client = self.client().await?;
-        let (op, order) = if filter.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        let sql = format!(
-            "SELECT {} FROM events e WHERE e.instance_id = $1 \
-             AND ($2::bigint IS NULL OR e.version >= $2) \
-             AND ($3::bigint IS NULL OR e.version <= $3) \
-             AND ($4::timestamptz IS NULL OR e.recorded_at >= $4) \
-             AND ($5::timestamptz IS NULL OR e.recorded_at <= $5) \
-             AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6)) \
-             AND ($7::bigint IS NULL OR e.version {op} $7) \
-             ORDER BY e.version {order} LIMIT $8",
+        // Only the filters that are set become conditions: with `($n IS NULL OR ...)` a generic
+        // plan cannot use the version bound as an index range, and a deep page then scans
+        // the instance from its first event. One cached statement per shape (at most 128).
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&instance_id];
+        let mut sql = format!(
+            "SELECT {} FROM events e WHERE e.instance_id = $1",
             rows::EVENT_COLUMNS
         );
+        let mut condition = |sql: &mut String, expr: &str, value| {
+            params.push(value);
+            sql.push_str(&format!(" AND {expr} ${}", params.len()));
+        };
+        if let Some(v) = &filter.from_version {
+            condition(&mut sql, "e.version >=", v);
+        }
+        if let Some(v) = &filter.to_version {
+            condition(&mut sql, "e.version <=", v);
+        }
+        if let Some(t) = &filter.start_time {
+            condition(&mut sql, "e.recorded_at >=", t);
+        }
+        if let Some(t) = &filter.end_time {
+            condition(&mut sql, "e.recorded_at <=", t);
+        }
+        if let Some(v) = &filter.after_version {
+            let op = if filter.descending {
+                "e.version <"
+            } else {
+                "e.version >"
+            };
+            condition(&mut sql, op, v);
+        }
+        if !filter.event_types.is_empty() {
+            params.push(&filter.event_types);
+            sql.push_str(&format!(" AND e.event_type = ANY(${})", params.len()));
+        }
+        params.push(&limit);
+        sql.push_str(&format!(
+            " ORDER BY e.version {} LIMIT ${}",
+            if filter.descending { "DESC" } else { "ASC" },
+            params.len()
+        ));
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client
-            .query(
-                &stmt,
-                &[
-                    &instance_id,
-                    &filter.from_version,
-                    &filter.to_version,
-                    &filter.start_time,
-                    &filter.end_time,
-                    &filter.event_types,
-                    &filter.after_version,
-                    &(limit as i64),
-                ],
-            )
-            .await
-            .map_err(PgError::from)?;
+        let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
         Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
     }
 

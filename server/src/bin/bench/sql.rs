@@ -63,21 +63,6 @@ pub fn keyset_page() -> String {
     )
 }
 
-/// Copy of the history query of `PgStore::events` (ascending), used only to explain the
-/// server's GetHistory figures.
-pub fn server_history_page() -> String {
-    format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE e.instance_id = $1 \
-         AND ($2::bigint IS NULL OR e.version >= $2) \
-         AND ($3::bigint IS NULL OR e.version <= $3) \
-         AND ($4::timestamptz IS NULL OR e.recorded_at >= $4) \
-         AND ($5::timestamptz IS NULL OR e.recorded_at <= $5) \
-         AND (cardinality($6::text[]) = 0 OR e.event_type = ANY($6)) \
-         AND ($7::bigint IS NULL OR e.version > $7) \
-         ORDER BY e.version ASC LIMIT $8"
-    )
-}
-
 /// Names of the copies above that no longer appear verbatim in the store's source, so a
 /// baseline that drifted from the server's SQL is reported instead of silently compared.
 pub fn drifted() -> Vec<&'static str> {

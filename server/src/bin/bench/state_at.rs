@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use prost_types::value::Kind;
 use serde_json::{Value, json};
@@ -517,13 +516,13 @@ async fn history(
         last10,
     });
 
-    // Raw keyset scan, then the server's own history SQL issued directly (for diagnosis). Both
-    // ask for one row more than a page, as the server does, to know whether another follows.
+    // Raw keyset scan: the SQL the server itself sends for an unfiltered read (its history query
+    // has a condition only for each filter that is set). It asks for one row more than a page,
+    // as the server does, to know whether another follows.
     let id: Uuid = large.id.parse()?;
-    for (path, text, servers_query) in [
-        ("raw SQL keyset", sql::keyset_page(), false),
-        ("raw SQL, server's query", sql::server_history_page(), true),
-    ] {
+    {
+        let path = "raw SQL keyset";
+        let text = sql::keyset_page();
         let mut pages = histogram();
         let mut times = PageTimes(Vec::new());
         let mut elapsed = Duration::ZERO;
@@ -539,30 +538,9 @@ async fn history(
                 let t = Instant::now();
                 let client = pool.get().await?;
                 let stmt = client.prepare_cached(&text).await?;
-                let found = if servers_query {
-                    let none_i: Option<i64> = None;
-                    let none_t: Option<DateTime<Utc>> = None;
-                    let no_types: Vec<String> = Vec::new();
-                    client
-                        .query(
-                            &stmt,
-                            &[
-                                &id,
-                                &none_i,
-                                &none_i,
-                                &none_t,
-                                &none_t,
-                                &no_types,
-                                &after,
-                                &(limit + 1),
-                            ],
-                        )
-                        .await?
-                } else {
-                    client
-                        .query(&stmt, &[&id, &after.unwrap_or(0), &(limit + 1)])
-                        .await?
-                };
+                let found = client
+                    .query(&stmt, &[&id, &after.unwrap_or(0), &(limit + 1)])
+                    .await?;
                 let us = micros(t.elapsed());
                 if pass > 0 {
                     pages.record(us)?;
