@@ -127,6 +127,10 @@ pub enum StoreError {
     /// The backend cannot be reached right now; retrying later is safe.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The stored data is damaged (a corrupt page, a broken index): retrying cannot help, the
+    /// data must be restored. The message names what and where, for the log.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
     /// A bug or an unexpected backend answer; the cause is logged, never sent to clients.
     #[error("internal store error: {0}")]
     Internal(String),

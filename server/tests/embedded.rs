@@ -500,6 +500,61 @@ fn the_binary_refuses_a_damaged_data_dir_naming_the_path() {
     assert_eq!(kept, "keep me");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_that_start_up_does_not_read_is_data_loss_and_unhealthy() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_embedded(dir.path(), &[]).await;
+    let mut c = server.clients().await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let inst = c.create_instance("device", "d", json!({})).await;
+    let filler = "x".repeat(2000);
+    for n in 0..300 {
+        c.apply(&inst.id, "Reading", json!({"n": n, "filler": filler}))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    server.stop().await;
+
+    // Overwrite the last third of the file: the header and the schema's pages stay intact.
+    let file = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let len = bytes.len();
+    assert!(
+        len > 400 * 1024,
+        "the history spans many pages ({len} bytes)"
+    );
+    for (i, b) in bytes.iter_mut().enumerate().skip(len * 2 / 3) {
+        *b = (i * 7 + 3) as u8;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    // It starts (reading every page at start-up would make start-up as slow as the store is
+    // large), but the first read of a damaged page is DATA_LOSS, not INTERNAL, and from then
+    // on the server reports NOT_SERVING.
+    let server = TestServer::start_embedded(dir.path(), &[]).await;
+    let mut c = server.clients().await;
+    let err = c
+        .queries
+        .get_history(pb::GetHistoryRequest {
+            instance_id: inst.id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    assert!(
+        !err.message().contains(&dir.path().display().to_string()),
+        "the path is for the log, not for clients: {err:?}"
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    wait_for_health(&mut health, "", ServingStatus::NotServing).await;
+    drop((c, health));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribe_replays_then_follows_live_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();

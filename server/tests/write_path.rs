@@ -953,28 +953,6 @@ impl Proxy {
     }
 }
 
-async fn wait_for_health(
-    client: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
-    service: &str,
-    want: tonic_health::pb::health_check_response::ServingStatus,
-) {
-    for _ in 0..150 {
-        let got = client
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        if got == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{service} never became {want:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_not_serving_while_the_database_is_unreachable() {
     use tonic_health::pb::health_check_response::ServingStatus;

@@ -27,6 +27,10 @@ pub enum AppError {
     /// UNAVAILABLE: a backend is down; retrying is safe.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// DATA_LOSS: stored data is damaged. The message (naming what and where) is logged, never
+    /// sent.
+    #[error("stored data is damaged: {0}")]
+    DataLoss(String),
     /// INTERNAL: a bug. The message is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +52,7 @@ impl From<StoreError> for AppError {
             StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
             StoreError::Rejected(d) => Self::Invalid(d),
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::Corrupt(m) => Self::DataLoss(m),
             StoreError::Internal(m) => Self::Internal(m),
         }
     }

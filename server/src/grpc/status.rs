@@ -25,6 +25,10 @@ pub fn to_status(error: AppError) -> Status {
             tracing::warn!(%cause, "backend unavailable");
             Status::unavailable("a backend is unavailable; retry later")
         }
+        AppError::DataLoss(cause) => {
+            tracing::error!(%cause, "stored data is damaged");
+            Status::data_loss("stored data is damaged; the server's log says where")
+        }
         AppError::Internal(cause) => {
             tracing::error!(%cause, "internal error");
             Status::internal("internal error")

@@ -267,3 +267,26 @@ impl Clients {
             .map(|r| r.into_inner())
     }
 }
+
+/// Polls gRPC health until `service` ("" for the server as a whole) reports `want`.
+pub async fn wait_for_health(
+    client: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    service: &str,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    for _ in 0..150 {
+        let got = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{service} never became {want:?}");
+}

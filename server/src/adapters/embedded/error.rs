@@ -65,6 +65,10 @@ impl From<EmbeddedError> for StoreError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull) => {
                 StoreError::Unavailable(e.to_string())
             }
+            // A damaged page or file: EmbeddedStore adds the path and reports itself unhealthy.
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(e.to_string())
+            }
             _ => StoreError::Internal(e.to_string()),
         }
     }

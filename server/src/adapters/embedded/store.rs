@@ -29,6 +29,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,9 @@ struct Inner {
     applied: Vec<i32>,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
+    /// Set when a statement found the file damaged: from then on `ping` fails, so the server
+    /// reports NOT_SERVING. Damage that start-up does not read (late pages) shows only here.
+    damaged: AtomicBool,
 }
 
 /// Idle read connections; a semaphore permit guarantees one is free for its holder.
@@ -210,6 +214,7 @@ impl EmbeddedStore {
                 applied,
                 writer: Arc::new(Mutex::new(writer)),
                 readers,
+                damaged: AtomicBool::new(false),
             }),
         })
     }
@@ -224,6 +229,27 @@ impl EmbeddedStore {
         &self.inner.applied
     }
 
+    /// What a damaged file means for every later call, and the error that says where it is.
+    fn damage(&self, cause: &str) -> StoreError {
+        StoreError::Corrupt(format!(
+            "embedded database {}: {cause}; stop the server and restore the file from a backup",
+            self.inner.path.display()
+        ))
+    }
+
+    /// Passes `result` on; a damaged file is remembered (health turns NOT_SERVING) and named.
+    fn noticed<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Err(StoreError::Corrupt(cause)) => {
+                if !self.inner.damaged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(path = %self.inner.path.display(), %cause, "embedded database is damaged");
+                }
+                Err(self.damage(&cause))
+            }
+            other => other,
+        }
+    }
+
     /// Runs `f` on the writer connection, on the blocking pool, once the write lock is ours.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -231,9 +257,11 @@ impl EmbeddedStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let mut conn = self.inner.writer.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut conn))
+        let result = tokio::task::spawn_blocking(move || f(&mut conn))
             .await
-            .map_err(worker)?
+            .map_err(worker)
+            .and_then(|r| r);
+        self.noticed(result)
     }
 
     /// Runs `f` on a read connection, on the blocking pool.
@@ -249,7 +277,7 @@ impl EmbeddedStore {
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Internal(format!("embedded readers: {e}")))?;
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match idle {
                 Some(conn) => conn,
@@ -267,7 +295,9 @@ impl EmbeddedStore {
             }
         })
         .await
-        .map_err(worker)?
+        .map_err(worker)
+        .and_then(|r| r);
+        self.noticed(result)
     }
 
     async fn try_append(
@@ -494,6 +524,9 @@ fn limit(n: usize) -> i64 {
 #[async_trait]
 impl EventStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.inner.damaged.load(Ordering::Relaxed) {
+            return Err(self.damage("a statement found it damaged earlier"));
+        }
         self.read(|conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map_err(sql)?;
@@ -774,7 +807,7 @@ impl EventStore for EmbeddedStore {
         decide: Decide<'_>,
     ) -> Result<AppendOutcome, StoreError> {
         for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&request, &decide).await? {
+            match self.noticed(self.try_append(&request, &decide).await)? {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::KeyTaken => {
                     tracing::debug!(attempt, "idempotency key already taken, retrying");

@@ -54,6 +54,8 @@ impl From<PgError> for StoreError {
                 {
                     StoreError::Unavailable(e.to_string())
                 }
+                // data_corrupted, index_corrupted.
+                Some("XX001" | "XX002") => StoreError::Corrupt(e.to_string()),
                 _ => StoreError::Internal(e.to_string()),
             },
             PgError::Config(_) | PgError::Data(_) => StoreError::Internal(e.to_string()),
