@@ -217,7 +217,7 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
         .accept_http1(true)
-        .layer(cors)
+        .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health)
         .add_service(reflection_v1)

@@ -14,15 +14,19 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 const EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
 /// The CORS layer for `origins`: `*` allows any origin; otherwise each entry is one exact
-/// origin (`scheme://host[:port]`, a trailing `/` is ignored). An empty list answers no
-/// cross-origin request, so only same-origin pages and non-browser clients get through.
-/// Credentials (cookies) are never allowed: the API does not use them.
-pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
+/// origin (`scheme://host[:port]`, a trailing `/` is ignored). An empty list gives no layer at
+/// all: no CORS header on any response, so a browser lets only same-origin pages through, and
+/// non-browser clients never notice. Credentials (cookies) are never allowed: the API does not
+/// use them.
+pub fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     let origins: Vec<&str> = origins
         .iter()
         .map(|o| o.trim())
         .filter(|o| !o.is_empty())
         .collect();
+    if origins.is_empty() {
+        return Ok(None);
+    }
     let allow_origin = if origins.contains(&"*") {
         if origins.len() > 1 {
             return Err(
@@ -38,14 +42,16 @@ pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, String> {
                 .collect::<Result<Vec<_>, _>>()?,
         )
     };
-    Ok(CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([Method::POST])
-        // Whatever the page asks to send: content-type, x-grpc-web, x-user-agent, grpc-timeout
-        // and the caller's own metadata.
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers(EXPOSED.map(HeaderName::from_static))
-        .max_age(PREFLIGHT_MAX_AGE))
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::POST])
+            // Whatever the page asks to send: content-type, x-grpc-web, x-user-agent,
+            // grpc-timeout and the caller's own metadata.
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(EXPOSED.map(HeaderName::from_static))
+            .max_age(PREFLIGHT_MAX_AGE),
+    ))
 }
 
 /// One origin as a browser sends it in the Origin header: `http` or `https`, a host, an
@@ -90,16 +96,11 @@ mod tests {
 
     #[test]
     fn accepts_origins_any_and_nothing() {
-        assert!(cors_layer(&[]).is_ok());
-        assert!(cors_layer(&origins(&[""])).is_ok());
-        assert!(cors_layer(&origins(&["*"])).is_ok());
-        assert!(
-            cors_layer(&origins(&[
-                "http://localhost:5173",
-                "https://ui.example.com/"
-            ]))
-            .is_ok()
-        );
+        assert!(cors_layer(&[]).unwrap().is_none());
+        assert!(cors_layer(&origins(&[""])).unwrap().is_none());
+        assert!(cors_layer(&origins(&["*"])).unwrap().is_some());
+        let two = origins(&["http://localhost:5173", "https://ui.example.com/"]);
+        assert!(cors_layer(&two).unwrap().is_some());
     }
 
     #[test]
