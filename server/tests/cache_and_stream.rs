@@ -423,88 +423,11 @@ async fn subscribe(
         .into_inner()
 }
 
-/// The Subscribe contract, on the in-process bus (`extra` empty) or on NATS.
+/// The Subscribe contract (common::subscribe_contract), on the in-process bus (`extra` empty)
+/// or on NATS.
 async fn subscribe_contract(extra: &[&str]) {
     let db = TestDb::create().await;
-    let server = TestServer::start(&db.url, extra).await;
-    let mut c = server.clients().await;
-    c.create_type("device", json!({"type": "object"})).await;
-    let inst = c.create_instance("device", "d", json!({"n": 0})).await;
-    let other = c.create_instance("device", "other", json!({})).await;
-    for n in 1..=30 {
-        c.apply(&inst.id, "Reading", json!({"n": n})).await.unwrap();
-    }
-
-    // Replay from version 10, while a writer goes on: versions 10..=131, no gap, no duplicate.
-    let mut stream = subscribe(&mut c, &inst.id, Some(10)).await;
-    let writer = {
-        let mut c = c.clone();
-        let id = inst.id.clone();
-        let other = other.id.clone();
-        tokio::spawn(async move {
-            for n in 31..=130 {
-                c.apply(&id, "Reading", json!({"n": n})).await.unwrap();
-                c.apply(&other, "Noise", json!({"n": n})).await.unwrap();
-            }
-        })
-    };
-    let mut versions = Vec::new();
-    while versions.last() != Some(&131) {
-        let msg = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("events keep arriving")
-            .expect("stream open")
-            .expect("no error");
-        let e = msg.event.unwrap();
-        assert_eq!(e.instance_id, inst.id, "only the subscribed instance");
-        versions.push(e.version);
-    }
-    writer.await.unwrap();
-    assert_eq!(versions, (10..=131).collect::<Vec<_>>());
-
-    // Filtered by event type, live only.
-    let mut typed = c
-        .events
-        .subscribe(pb::SubscribeRequest {
-            entity_type: "device".into(),
-            event_types: vec!["Alarm".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    c.apply(&other.id, "Noise", json!({})).await.unwrap();
-    c.apply(&inst.id, "Alarm", json!({"alarm": true}))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(20), typed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .event
-        .unwrap();
-    assert_eq!((got.event_type.as_str(), got.version), ("Alarm", 132));
-
-    // Shutdown ends open subscriptions with UNAVAILABLE (subscribe again elsewhere), instead of
-    // waiting for them forever: SIGTERM stops a server that has subscribers.
-    tokio::time::timeout(Duration::from_secs(30), server.stop())
-        .await
-        .expect("the server stops while subscriptions are open");
-    for open in [&mut stream, &mut typed] {
-        let ended = loop {
-            match tokio::time::timeout(Duration::from_secs(10), open.next())
-                .await
-                .expect("the stream ends")
-            {
-                Some(Ok(_)) => continue, // events sent before shutdown
-                other => break other,
-            }
-        };
-        let status = ended.expect("a final status").unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    }
+    common::subscribe_contract(TestServer::start(&db.url, extra).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
