@@ -108,3 +108,8 @@ pub use subscribe::{EventStream, SubscribeOptions};
 
 /// The generated protobuf API this SDK is built on, for anything the SDK does not cover.
 pub use temporal_state_proto as proto;
+
+/// The README's example, compiled as a documentation test so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
