@@ -111,6 +111,13 @@ pub enum Error {
         /// The server's (generic) message.
         message: String,
     },
+    /// DATA_LOSS: the server found its stored data damaged; its log names the file or table.
+    /// Retrying cannot help: the data must be restored from a backup.
+    #[error("stored data is damaged: {message}")]
+    DataLoss {
+        /// The server's (generic) message.
+        message: String,
+    },
     /// Any other gRPC code (CANCELLED, UNAUTHENTICATED, PERMISSION_DENIED, ...), for example from
     /// a proxy in front of the server.
     #[error("{code:?}: {message}")]
@@ -213,6 +220,7 @@ impl Error {
             Code::Cancelled if caused_by_timeout(&status) => Self::DeadlineExceeded { message },
             Code::Unimplemented => Self::Unimplemented { message },
             Code::Internal => Self::Internal { message },
+            Code::DataLoss => Self::DataLoss { message },
             code => Self::Rpc { code, message },
         }
     }
@@ -237,6 +245,7 @@ impl Error {
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Unimplemented { .. } => Code::Unimplemented,
             Self::Internal { .. } => Code::Internal,
+            Self::DataLoss { .. } => Code::DataLoss,
             Self::Rpc { code, .. } => *code,
             Self::InvalidEndpoint { .. } | Self::Encode { .. } | Self::Decode { .. } => {
                 return None;
@@ -369,6 +378,14 @@ mod tests {
             panic!("not Conflict")
         };
         assert_eq!((expected_version, current_version), (None, None));
+    }
+
+    #[test]
+    fn damaged_data_is_its_own_variant_and_not_retried() {
+        let e = Error::from(tonic::Status::data_loss("stored data is damaged"));
+        assert!(matches!(e, Error::DataLoss { .. }), "{e:?}");
+        assert_eq!(e.code(), Some(Code::DataLoss));
+        assert!(!e.is_retryable());
     }
 
     #[test]
