@@ -2,7 +2,7 @@
 //! instance's history.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use temporal_state_proto::v1 as pb;
@@ -20,6 +20,7 @@ pub struct SubscribeOptions {
     instance_id: String,
     event_types: Vec<String>,
     from_version: Option<i64>,
+    resume: bool,
     call: CallOptions,
 }
 
@@ -52,27 +53,44 @@ impl SubscribeOptions {
         self.from_version = Some(version);
         self
     }
+
+    /// With [`Self::instance_id`]: when the stream breaks with UNAVAILABLE (the server shuts
+    /// down, as in a rolling deploy, or the connection drops), subscribe again from the version
+    /// after the last one received, retrying as the call's [`RetryPolicy`](crate::RetryPolicy)
+    /// says; the stream goes on with no gap and no duplicate. Without [`Self::from_version`] the
+    /// instance's current version is read first, so events committed while the stream was
+    /// being re-opened are replayed rather than missed. [`Client::subscribe`] refuses it without
+    /// an instance: only one instance's versions say where to resume. Default: off — the
+    /// stream yields the error and ends.
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
 }
 call_options!(SubscribeOptions);
 
 /// The events of a subscription, in commit order per instance. Ends when the server ends the
-/// stream; a broken stream yields one error and ends.
+/// stream; a broken stream yields one error and ends (unless [`SubscribeOptions::resume`]
+/// re-opens it).
 ///
 /// It is a [`Stream`] (use `futures::StreamExt` or `tokio_stream::StreamExt`), and
 /// [`EventStream::next_event`] reads it without any extension trait.
-#[derive(Debug)]
 pub struct EventStream {
-    inner: tonic::Streaming<pb::SubscribeResponse>,
+    inner: Pin<Box<dyn Stream<Item = Result<Event>> + Send>>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
 }
 
 impl EventStream {
     /// The next event; `None` when the stream has ended.
     pub async fn next_event(&mut self) -> Result<Option<Event>> {
-        match self.inner.message().await {
-            Ok(Some(r)) => Event::try_from(required("event", r.event)?).map(Some),
-            Ok(None) => Ok(None),
-            Err(status) => Err(status.into()),
-        }
+        std::future::poll_fn(|cx| self.inner.as_mut().poll_next(cx))
+            .await
+            .transpose()
     }
 }
 
@@ -80,11 +98,54 @@ impl Stream for EventStream {
     type Item = Result<Event>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = ready!(Pin::new(&mut self.inner).poll_next(cx));
-        Poll::Ready(item.map(|r| match r {
-            Ok(r) => required("event", r.event).and_then(Event::try_from),
-            Err(status) => Err(Error::from(status)),
-        }))
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Where a subscription is: its open stream, and what re-opening it needs.
+struct Subscription {
+    client: Client,
+    options: SubscribeOptions,
+    stream: tonic::Streaming<pb::SubscribeResponse>,
+    /// The version to re-open from: the one after the last received.
+    next_version: Option<i64>,
+    ended: bool,
+}
+
+impl Subscription {
+    async fn next(mut self) -> Option<(Result<Event>, Self)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            match self.stream.message().await {
+                Ok(Some(r)) => {
+                    let event = required("event", r.event).and_then(Event::try_from);
+                    if let Ok(e) = &event {
+                        self.next_version = Some(e.version + 1);
+                    }
+                    return Some((event, self));
+                }
+                Ok(None) => return None,
+                Err(status) => {
+                    let error = Error::from(status);
+                    if !(self.options.resume && error.is_retryable()) {
+                        self.ended = true;
+                        return Some((Err(error), self));
+                    }
+                    tracing::debug!(%error, from_version = ?self.next_version, "subscription broke; re-opening");
+                    let mut options = self.options.clone();
+                    options.from_version = self.next_version;
+                    match self.client.open(&options).await {
+                        Ok(stream) => self.stream = stream,
+                        Err(error) => {
+                            self.ended = true;
+                            return Some((Err(error), self));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -108,22 +169,61 @@ impl Client {
     /// # }
     /// ```
     pub async fn subscribe(&self, options: &SubscribeOptions) -> Result<EventStream> {
+        let mut options = options.clone();
+        if options.resume {
+            if options.instance_id.is_empty() {
+                return Err(Error::InvalidArgument {
+                    message: "resume needs an instance_id: only one instance's versions say \
+                              where to resume"
+                        .into(),
+                    violations: vec![crate::error::FieldViolation {
+                        field: "resume".into(),
+                        description: "needs instance_id".into(),
+                    }],
+                });
+            }
+            if options.from_version.is_none() {
+                let current = self
+                    .get_instance(&options.instance_id, &Default::default())
+                    .await?;
+                options.from_version = Some(current.version + 1);
+            }
+        }
+        let stream = self.open(&options).await?;
+        let subscription = Subscription {
+            client: self.clone(),
+            next_version: options.from_version,
+            options,
+            stream,
+            ended: false,
+        };
+        Ok(EventStream {
+            inner: Box::pin(futures_util::stream::unfold(
+                subscription,
+                Subscription::next,
+            )),
+        })
+    }
+
+    /// Opens the server stream once (retrying UNAVAILABLE as the call's policy says).
+    async fn open(
+        &self,
+        options: &SubscribeOptions,
+    ) -> Result<tonic::Streaming<pb::SubscribeResponse>> {
         let request = pb::SubscribeRequest {
             entity_type: options.entity_type.clone(),
             instance_id: options.instance_id.clone(),
             event_types: options.event_types.clone(),
             from_version: options.from_version,
         };
-        let inner = self
-            .call(
-                "Subscribe",
-                &options.call,
-                false,
-                request,
-                |t, r| async move { EventServiceClient::new(t).subscribe(r).await },
-            )
-            .await
-            .0?;
-        Ok(EventStream { inner })
+        self.call(
+            "Subscribe",
+            &options.call,
+            false,
+            request,
+            |t, r| async move { EventServiceClient::new(t).subscribe(r).await },
+        )
+        .await
+        .0
     }
 }

@@ -1192,3 +1192,107 @@ async fn retried_creates_return_what_the_first_attempt_created() {
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_subscription_survives_a_server_restart_with_no_gap() {
+    let db = TestDb::create().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = TestServer::start_on(listener, &db.url, &[]).await;
+    // Patient enough to wait for the restart below.
+    let client = Client::builder(server.endpoint())
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(100)
+                .initial_backoff(Duration::from_millis(50))
+                .max_backoff(Duration::from_millis(200)),
+        )
+        .connect()
+        .await
+        .unwrap();
+    client
+        .create_entity_type("device", &json!({"type": "object"}), &Default::default())
+        .await
+        .unwrap();
+    let id = client
+        .create_instance("device", "d-1", &json!({"n": 0}), &Default::default())
+        .await
+        .unwrap()
+        .instance
+        .id;
+    let apply = |n: i64| {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .apply_event(&id, "Reading", &json!({"n": n}), &Default::default())
+                .await
+                .unwrap()
+                .event
+                .version
+        }
+    };
+    assert_eq!(apply(1).await, 2);
+
+    // Live only: resume reads the current version (2) first and subscribes from 3.
+    let mut events = client
+        .subscribe(&SubscribeOptions::default().instance_id(&id).resume(true))
+        .await
+        .unwrap();
+    assert_eq!(apply(2).await, 3);
+    assert_eq!(next_version(&mut events).await, 3);
+
+    // The server stops (its open streams end with UNAVAILABLE), an event is committed while
+    // none runs, and a new server comes up on the same address.
+    server.stop().await;
+    let writer = {
+        let db_url = db.url.clone();
+        tokio::spawn(async move {
+            let other = TestServer::start(&db_url, &[]).await;
+            let c = other.client().await;
+            let id = c
+                .get_current_state("device", "d-1", &Default::default())
+                .await
+                .unwrap()
+                .id;
+            c.apply_event(&id, "Reading", &json!({"n": 3}), &Default::default())
+                .await
+                .unwrap();
+            other.stop().await;
+        })
+    };
+    writer.await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let server = TestServer::start_on(listener, &db.url, &[]).await;
+    assert_eq!(apply(4).await, 5);
+
+    // The stream went on from version 4: the one committed while it was down, then live.
+    assert_eq!(next_version(&mut events).await, 4);
+    assert_eq!(next_version(&mut events).await, 5);
+    drop(events);
+
+    // Without an instance there is no version to resume from.
+    let refused = client
+        .subscribe(
+            &SubscribeOptions::default()
+                .entity_type("device")
+                .resume(true),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::InvalidArgument { .. }),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
+/// The version of the stream's next event, waiting at most 30 s.
+async fn next_version(events: &mut EventStream) -> i64 {
+    tokio::time::timeout(Duration::from_secs(30), events.next_event())
+        .await
+        .expect("an event arrives")
+        .expect("no error")
+        .expect("the stream goes on")
+        .version
+}
