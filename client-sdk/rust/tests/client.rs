@@ -27,6 +27,25 @@ struct Player {
     achievements: Vec<String>,
 }
 
+/// The player_profile type and its instance player-001 (alice); returns the instance's id.
+async fn create_player_001(client: &Client) -> String {
+    client
+        .create_entity_type("player_profile", &player_schema(), &Default::default())
+        .await
+        .unwrap();
+    client
+        .create_instance(
+            "player_profile",
+            "player-001",
+            &alice(),
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .instance
+        .id
+}
+
 fn alice() -> Player {
     Player {
         username: "alice".into(),
@@ -541,21 +560,7 @@ async fn every_error_the_server_answers_is_typed() {
     // A small payload limit, to reach RESOURCE_EXHAUSTED.
     let server = TestServer::start(&db.url, &["--max-payload-bytes", "2048"]).await;
     let client = server.client().await;
-    client
-        .create_entity_type("player_profile", &player_schema(), &Default::default())
-        .await
-        .unwrap();
-    let id = client
-        .create_instance(
-            "player_profile",
-            "player-001",
-            &alice(),
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .instance
-        .id;
+    let id = create_player_001(&client).await;
     client
         .apply_event(
             &id,
@@ -1016,21 +1021,7 @@ async fn a_retried_write_whose_answer_was_lost_is_recorded_once() {
     let db = TestDb::create().await;
     let server = TestServer::start(&db.url, &[]).await;
     let plain = server.client().await;
-    plain
-        .create_entity_type("player_profile", &player_schema(), &Default::default())
-        .await
-        .unwrap();
-    let id = plain
-        .create_instance(
-            "player_profile",
-            "player-001",
-            &alice(),
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .instance
-        .id;
+    let id = create_player_001(&plain).await;
 
     let channel = Channel::from_shared(server.endpoint())
         .unwrap()

@@ -6,43 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
 use common::*;
 use tokio::process::Command;
 
 const SETUP_HINT: &str = "run scripts/ensure-tools.sh (it installs client-sdk/python/requirements-dev.txt into tools/.venv)";
-
-fn show(what: &str, out: &Output) -> String {
-    format!(
-        "{what} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Copies a folder, without caches and build leftovers.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if matches!(name.as_ref(), "__pycache__" | "build" | ".pytest_cache")
-            || name.ends_with(".egg-info")
-        {
-            continue;
-        }
-        let target = to.join(&*name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_package_runs_the_walkthrough() {

@@ -23,15 +23,6 @@ use tokio::process::Command;
 const SETUP_HINT: &str = "run scripts/ensure-tools.sh (it runs `npm ci --prefix client-sdk/typescript` \
      and installs Debian's chromium)";
 
-fn show(what: &str, out: &Output) -> String {
-    format!(
-        "{what} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 async fn run(what: &str, command: &mut Command) -> Output {
     let out = command
         .output()
@@ -114,25 +105,12 @@ async fn install_packed_package() -> Installed {
     for dep in ["@bufbuild", "@connectrpc", "playwright-core"] {
         std::os::unix::fs::symlink(modules.join(dep), app.join("node_modules").join(dep)).unwrap();
     }
-    copy_dir(&package.join("test"), &app.join("test"));
+    copy_tree(&package.join("test"), &app.join("test"));
     Installed {
         _scratch: scratch,
         package_dir: package,
         app,
         installed,
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -169,4 +170,35 @@ pub fn readme_example(heading: &str, lang: &str, addr: SocketAddr) -> String {
         "README's {heading:?} example no longer names 127.0.0.1:50051:\n{code}"
     );
     code.replace("127.0.0.1:50051", &addr.to_string())
+}
+
+/// What a finished command printed, for an assertion message.
+pub fn show(what: &str, out: &Output) -> String {
+    format!(
+        "{what} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Copies a folder, without caches and build leftovers.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if matches!(name.as_ref(), "__pycache__" | "build" | ".pytest_cache")
+            || name.ends_with(".egg-info")
+        {
+            continue;
+        }
+        let target = to.join(&*name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
