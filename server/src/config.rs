@@ -113,7 +113,8 @@ pub struct Config {
         long,
         env = "GRPC_WEB_ALLOWED_ORIGINS",
         value_delimiter = ',',
-        default_value = ""
+        default_value = "",
+        value_parser = crate::grpc::web::origin_arg
     )]
     pub grpc_web_allowed_origins: Vec<String>,
 

@@ -54,6 +54,16 @@ pub fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     ))
 }
 
+/// The command-line parser of one GRPC_WEB_ALLOWED_ORIGINS entry (`*`, nothing, or an origin),
+/// so that a malformed origin stops the server before it opens any store.
+pub fn origin_arg(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() && value != "*" {
+        parse_origin(value)?;
+    }
+    Ok(value.to_string())
+}
+
 /// One origin as a browser sends it in the Origin header: `http` or `https`, a host, an
 /// optional port, nothing else.
 fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
@@ -118,6 +128,26 @@ mod tests {
             assert!(err.contains("GRPC_WEB_ALLOWED_ORIGINS"), "{err}");
         }
         assert!(cors_layer(&origins(&["*", "https://example.com"])).is_err());
+    }
+
+    #[test]
+    fn a_bad_origin_is_refused_when_the_command_line_is_parsed() {
+        use clap::Parser;
+        let parse = |value: &str| {
+            crate::config::Cli::try_parse_from([
+                "temporal-state-server",
+                "--grpc-web-allowed-origins",
+                value,
+            ])
+        };
+        let cli = parse("http://localhost:5173, https://ui.example.com").unwrap();
+        assert_eq!(
+            cli.config.grpc_web_allowed_origins,
+            ["http://localhost:5173", "https://ui.example.com"]
+        );
+        assert!(parse("*").is_ok());
+        let err = parse("http://localhost:5173,localhost:8080").unwrap_err();
+        assert!(err.to_string().contains("not an origin"), "{err}");
     }
 
     #[test]
