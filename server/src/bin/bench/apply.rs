@@ -54,7 +54,7 @@ pub struct Args {
 }
 
 pub const TYPE_NAME: &str = "player_profile";
-const EVENT_TYPE: &str = "ScoreChanged";
+pub const EVENT_TYPE: &str = "ScoreChanged";
 
 pub fn schema() -> Value {
     json!({
@@ -69,16 +69,16 @@ pub fn schema() -> Value {
     })
 }
 
-fn initial_state(i: usize) -> Value {
+pub fn initial_state(i: usize) -> Value {
     json!({"name": format!("player-{i}"), "score": 0, "level": 1})
 }
 
-fn payload(n: u64) -> Value {
+pub fn payload(n: u64) -> Value {
     json!({"score": n, "level": n % 100 + 1})
 }
 
 /// `total` split over `clients` as evenly as possible.
-fn split(total: usize, clients: usize) -> Vec<usize> {
+pub fn split(total: usize, clients: usize) -> Vec<usize> {
     (0..clients)
         .map(|i| total / clients + usize::from(i < total % clients))
         .collect()
@@ -110,9 +110,9 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
 }
 
 /// A measured run and the CPU this whole process (bench clients plus in-process server) used.
-struct Timed {
-    m: Measured,
-    cpu: Duration,
+pub struct Timed {
+    pub m: Measured,
+    pub cpu: Duration,
 }
 
 impl Timed {
@@ -361,7 +361,7 @@ async fn create_type_via_server(channel: &Channel) -> Result<String> {
     Ok(created.entity_type.context("no entity type")?.id)
 }
 
-async fn create_instances_via_server(
+pub async fn create_instances_via_server(
     channel: &Channel,
     type_id: &str,
     prefix: &str,
@@ -385,7 +385,7 @@ async fn create_instances_via_server(
 }
 
 /// Each client applies its share of events to its target, one call after the other.
-async fn server_clients(
+pub async fn server_clients(
     channels: &[Channel],
     targets: &[String],
     per_client: &[usize],
@@ -462,7 +462,11 @@ async fn join_clients(
     })
 }
 
-async fn check_server_versions(channel: &Channel, ids: &[String], expected: &[i64]) -> Result<()> {
+pub async fn check_server_versions(
+    channel: &Channel,
+    ids: &[String],
+    expected: &[i64],
+) -> Result<()> {
     let mut instances = InstanceServiceClient::new(channel.clone());
     for (id, want) in ids.iter().zip(expected) {
         let got = instances

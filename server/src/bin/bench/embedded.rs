@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{CommandFactory, FromArgMatches};
-use prost_types::value::Kind;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 use temporal_state_proto::v1 as pb;
@@ -42,8 +41,12 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
-use crate::apply::{TYPE_NAME, schema};
+use crate::apply::{
+    EVENT_TYPE, TYPE_NAME, check_server_versions, create_instances_via_server, initial_state,
+    payload, schema, server_clients, split,
+};
 use crate::harness::{Measured, Table, fmt_rate, histogram, micros, ratio, to_struct};
+use crate::state_at::{payload as history_payload, server_state_at};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,33 +74,6 @@ pub struct Args {
     /// Where the benchmark's fresh DATA_DIRs are created (and removed afterwards).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub dir: PathBuf,
-}
-
-const EVENT_TYPE: &str = "ScoreChanged";
-
-fn initial_state(i: usize) -> Value {
-    json!({"name": format!("player-{i}"), "score": 0, "level": 1})
-}
-
-/// Payload of the ApplyEvent measurement (as `apply` sends).
-fn payload(n: u64) -> Value {
-    json!({"score": n, "level": n % 100 + 1})
-}
-
-/// Payload that produces version `v` of the long history: its `score` is `v`.
-fn history_payload(v: i64) -> Value {
-    let mut p = json!({"score": v, "level": v % 50 + 1});
-    if v % 10 == 0 {
-        p["stats"] = json!({"wins": v / 10});
-    }
-    p
-}
-
-/// `total` split over `clients` as evenly as possible.
-fn split(total: usize, clients: usize) -> Vec<usize> {
-    (0..clients)
-        .map(|i| total / clients + usize::from(i < total % clients))
-        .collect()
 }
 
 /// Adds one round's figures to the total.
@@ -266,9 +242,10 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
     for (config_no, &clients) in args.clients_list.iter().enumerate() {
         let prefix = format!("c{config_no}");
         let warm = split(args.warmup, clients);
-        let server_ids = create_instances(&channels[0], &type_id, &prefix, clients).await?;
+        let server_ids =
+            create_instances_via_server(&channels[0], &type_id, &prefix, clients).await?;
         let raw_ids = raw.create_instances(&prefix, clients)?;
-        server_apply(&channels[..clients], &server_ids, &warm).await?;
+        server_clients(&channels[..clients], &server_ids, &warm).await?;
         raw.apply_clients(&raw_ids, &warm).await?;
 
         // The measured events in rounds that alternate which path goes first, so that noise
@@ -285,7 +262,9 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
             }
             for server_turn in [round % 2 == 0, round % 2 == 1] {
                 if server_turn {
-                    let m = server_apply(&channels[..clients], &server_ids, &measured).await?;
+                    let m = server_clients(&channels[..clients], &server_ids, &measured)
+                        .await?
+                        .m;
                     add(&mut server_m, m)?;
                 } else {
                     let m = raw.apply_clients(&raw_ids, &measured).await?;
@@ -320,7 +299,14 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
     let n = args.history;
     let mut states = Vec::new();
     for (label, version) in [("latest", n), ("middle", n / 2), ("middle-1", n / 2 - 1)] {
-        let server_m = server_state_at(&mut queries, &long, version, args).await?;
+        let server_m = server_state_at(
+            &mut queries,
+            &long,
+            version,
+            args.samples_warmup,
+            args.samples,
+        )
+        .await?;
         // Synchronous like the store's blocking tasks; the server is idle meanwhile.
         let (rows_m, tail_rows) =
             tokio::task::block_in_place(|| reader.measure(&long, version, false, args))?;
@@ -474,92 +460,6 @@ fn environment(root: &Path) -> String {
     )
 }
 
-async fn create_instances(
-    channel: &Channel,
-    type_id: &str,
-    prefix: &str,
-    n: usize,
-) -> Result<Vec<String>> {
-    let mut instances = InstanceServiceClient::new(channel.clone());
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let created = instances
-            .create_instance(pb::CreateInstanceRequest {
-                entity_type: type_id.into(),
-                external_id: format!("{prefix}-{i}"),
-                initial_state: Some(to_struct(initial_state(i))),
-                metadata: None,
-            })
-            .await?
-            .into_inner();
-        ids.push(created.instance.context("no instance")?.id);
-    }
-    Ok(ids)
-}
-
-/// Each client applies its share of events to its own instance, one call after the other.
-async fn server_apply(
-    channels: &[Channel],
-    targets: &[String],
-    per_client: &[usize],
-) -> Result<Measured> {
-    let barrier = Arc::new(Barrier::new(channels.len() + 1));
-    let mut tasks = Vec::with_capacity(channels.len());
-    for (c, channel) in channels.iter().enumerate() {
-        let mut client = EventServiceClient::new(channel.clone());
-        let target = targets[c].clone();
-        let n = per_client[c];
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = histogram();
-            barrier.wait().await;
-            for i in 0..n {
-                let request = pb::ApplyEventRequest {
-                    instance_id: target.clone(),
-                    event_type: EVENT_TYPE.into(),
-                    payload: Some(to_struct(payload((c * 1_000_000 + i) as u64))),
-                    ..Default::default()
-                };
-                let t = Instant::now();
-                client.apply_event(request).await?;
-                hist.record(micros(t.elapsed()))?;
-            }
-            anyhow::Ok(hist)
-        }));
-    }
-    barrier.wait().await;
-    let start = Instant::now();
-    let mut latency = histogram();
-    for task in tasks {
-        latency.add(task.await??)?;
-    }
-    Ok(Measured {
-        ops: latency.len(),
-        elapsed: start.elapsed(),
-        latency,
-    })
-}
-
-async fn check_server_versions(channel: &Channel, ids: &[String], expected: &[i64]) -> Result<()> {
-    let mut instances = InstanceServiceClient::new(channel.clone());
-    for (id, want) in ids.iter().zip(expected) {
-        let got = instances
-            .get_instance(pb::GetInstanceRequest {
-                instance_id: id.clone(),
-            })
-            .await?
-            .into_inner()
-            .instance
-            .context("no instance")?
-            .version;
-        ensure!(
-            got == *want,
-            "server instance {id} at version {got}, expected {want}"
-        );
-    }
-    Ok(())
-}
-
 /// Creates an instance and applies versions 2..=events to it in batches of 1000.
 async fn load_history(channel: &Channel, type_id: &str, events: i64) -> Result<String> {
     let mut instances = InstanceServiceClient::new(channel.clone());
@@ -596,53 +496,6 @@ async fn load_history(channel: &Channel, type_id: &str, events: i64) -> Result<S
         next = last + 1;
     }
     Ok(id)
-}
-
-fn score_of(state: Option<&prost_types::Struct>) -> Option<i64> {
-    match state?.fields.get("score")?.kind {
-        Some(Kind::NumberValue(n)) => Some(n as i64),
-        _ => None,
-    }
-}
-
-async fn server_state_at(
-    reader: &mut QueryServiceClient<Channel>,
-    id: &str,
-    version: i64,
-    args: &Args,
-) -> Result<Measured> {
-    let mut latency = histogram();
-    let start = Instant::now();
-    for i in 0..args.samples_warmup + args.samples {
-        if i == args.samples_warmup {
-            latency.reset();
-        }
-        let t = Instant::now();
-        let got = reader
-            .get_state_at_version(pb::GetStateAtVersionRequest {
-                instance_id: id.into(),
-                version,
-            })
-            .await?
-            .into_inner();
-        latency.record(micros(t.elapsed()))?;
-        if i == 0 {
-            ensure!(
-                got.version == version,
-                "asked {version}, got {}",
-                got.version
-            );
-            ensure!(
-                score_of(got.state.as_ref()) == Some(version),
-                "server state at version {version} does not have score {version}"
-            );
-        }
-    }
-    Ok(Measured {
-        ops: latency.len(),
-        elapsed: start.elapsed(),
-        latency,
-    })
 }
 
 /// Opens a connection as `EmbeddedStore` does (`store.rs`, `connect`): same flags, busy timeout,
