@@ -118,12 +118,22 @@ pub struct Config {
     )]
     pub grpc_web_allowed_origins: Vec<String>,
 
+    /// Longest any call may run, in seconds (a shorter client `grpc-timeout` wins); database
+    /// statements are cut off at the same bound, so a slow call frees its connection instead of
+    /// starving everyone else. Subscribe streams are exempt (they live as long as their client).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout_secs: u64,
+
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 }
 
 impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_secs(self.db_connect_timeout_secs.max(1))
     }
