@@ -7,14 +7,13 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::binary::Binary;
 use common::*;
 use temporal_state_proto::v1 as pb;
 use temporal_state_server::adapters::embedded::DB_FILE;
-
-const SERVER: &str = env!("CARGO_BIN_EXE_temporal-state-server");
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,134 +55,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The built server binary, run as on a bare machine: the environment is emptied, so no
-/// variable can point it at PostgreSQL, Redis or NATS; only `env` is set. Its stdout (logs) and
-/// stderr (the start-up error, if any) go to files in `logs`.
-struct Binary {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Binary {
-    fn spawn(cwd: &Path, logs: &Path, name: &str, env: &[(&str, &str)]) -> Self {
-        let stdout = logs.join(format!("{name}.stdout"));
-        let stderr = logs.join(format!("{name}.stderr"));
-        let mut command = Command::new(SERVER);
-        command
-            .current_dir(cwd)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("run the server binary");
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits until the server answers gRPC on `addr`; panics with its logs if it exits first.
-    async fn wait_ready(&mut self, addr: &str) -> Clients {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "the server exited with {status} while starting\n{}",
-                    self.logs()
-                );
-            }
-            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                let clients = Clients {
-                    types: pb::entity_type_service_client::EntityTypeServiceClient::new(
-                        channel.clone(),
-                    ),
-                    instances: pb::instance_service_client::InstanceServiceClient::new(
-                        channel.clone(),
-                    ),
-                    events: pb::event_service_client::EventServiceClient::new(channel.clone()),
-                    queries: pb::query_service_client::QueryServiceClient::new(channel),
-                };
-                if clients
-                    .types
-                    .clone()
-                    .list_entity_types(pb::ListEntityTypesRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return clients;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not answer on {addr}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits for the process to end by itself.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("the server did not exit within {within:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, as a service manager stops it; the server shuts down gracefully and exits 0.
-    fn terminate(&mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(sent.success());
-        let status = self.wait_exit(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            self.logs()
-        );
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The TCP sockets the process `pid` holds, as (local port, remote port), from /proc.
