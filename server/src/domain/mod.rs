@@ -13,6 +13,9 @@ pub mod field_path;
 pub mod timeline;
 pub mod validate;
 
+#[cfg(test)]
+mod properties;
+
 pub use apply::{ApplyMode, apply_event};
 pub use entity_type::{EntityTypeName, EventType, ExternalId};
 pub use error::{DomainError, Violation};
