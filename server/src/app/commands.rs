@@ -519,3 +519,177 @@ impl App {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A caller that goes away while the store commits: deterministic, with a store whose
+    //! commit succeeds but whose answer never arrives.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::adapters::embedded::EmbeddedStore;
+    use crate::adapters::memory::MemoryCache;
+    use crate::app::Limits;
+    use crate::ports::{
+        BusError, Decide, EventBus, EventStore, LiveEvent, LiveFilter, LiveStream, StateCache,
+        StoreError,
+    };
+
+    /// Commits through the embedded store, then (once) hangs instead of answering.
+    struct LostAnswer {
+        inner: EmbeddedStore,
+        hang_once: AtomicBool,
+        committed: Notify,
+    }
+
+    #[async_trait]
+    impl EventStore for LostAnswer {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn create_entity_type(
+            &self,
+            id: Uuid,
+            name: &str,
+            description: &str,
+            schema: &State,
+        ) -> Result<EntityTypeRecord, StoreError> {
+            self.inner
+                .create_entity_type(id, name, description, schema)
+                .await
+        }
+        async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
+            self.inner.get_entity_type(key).await
+        }
+        async fn list_entity_types(
+            &self,
+            after_name: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<EntityTypeRecord>, StoreError> {
+            self.inner.list_entity_types(after_name, limit).await
+        }
+        async fn create_instance(
+            &self,
+            new: NewInstance,
+        ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+            self.inner.create_instance(new).await
+        }
+        async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+            self.inner.get_instance(id).await
+        }
+        async fn find_instance(
+            &self,
+            entity_type_id: Uuid,
+            external_id: &str,
+        ) -> Result<InstanceRecord, StoreError> {
+            self.inner.find_instance(entity_type_id, external_id).await
+        }
+        async fn list_instances(
+            &self,
+            entity_type_id: Uuid,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<InstanceRecord>, StoreError> {
+            self.inner
+                .list_instances(entity_type_id, after, limit)
+                .await
+        }
+        async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+            self.inner.instance_type(instance_id).await
+        }
+        async fn append(
+            &self,
+            request: AppendRequest,
+            decide: Decide<'_>,
+        ) -> Result<AppendOutcome, StoreError> {
+            let outcome = self.inner.append(request, decide).await;
+            if self.hang_once.swap(false, Ordering::SeqCst) {
+                self.committed.notify_one();
+                std::future::pending::<()>().await;
+            }
+            outcome
+        }
+    }
+
+    /// Remembers what it was told.
+    #[derive(Default)]
+    struct RecordingBus(Mutex<Vec<LiveEvent>>);
+
+    #[async_trait]
+    impl EventBus for RecordingBus {
+        async fn committed(&self, events: &[LiveEvent]) {
+            self.0.lock().unwrap().extend_from_slice(events);
+        }
+        async fn subscribe(&self, _filter: LiveFilter) -> Result<LiveStream, BusError> {
+            Err(BusError::Unavailable("not in this test".into()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_gone_during_the_commit_still_gets_bus_and_cache_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = EmbeddedStore::open(dir.path(), 100).unwrap();
+        let store = Arc::new(LostAnswer {
+            inner: embedded.clone(),
+            hang_once: AtomicBool::new(false),
+            committed: Notify::new(),
+        });
+        let bus = Arc::new(RecordingBus::default());
+        let cache = Arc::new(MemoryCache::default());
+        let app = App::new(store.clone(), Arc::new(embedded), Limits::default())
+            .with_bus(bus.clone())
+            .with_cache(cache.clone());
+        app.create_entity_type(
+            "doc",
+            "",
+            json!({"type": "object"}).as_object().unwrap().clone(),
+        )
+        .await
+        .unwrap();
+        let (inst, _) = app
+            .create_instance("doc", "d", State::new(), State::new())
+            .await
+            .unwrap();
+
+        store.hang_once.store(true, Ordering::SeqCst);
+        let write = {
+            let app = app.clone();
+            let id = inst.id.to_string();
+            tokio::spawn(async move {
+                let input = EventInput {
+                    event_type: "Set".into(),
+                    payload: json!({"n": 1}).as_object().unwrap().clone(),
+                    metadata: State::new(),
+                    event_id: None,
+                    occurred_at: None,
+                    mode: ApplyMode::MergePatch,
+                };
+                app.apply_events(&id, None, vec![input]).await
+            })
+        };
+        store.committed.notified().await;
+        // The caller hangs up with the commit made and its answer not yet back.
+        write.abort();
+        assert!(write.await.unwrap_err().is_cancelled());
+
+        // The catch-up runs on its own; wait for it (bounded, no timing asserted).
+        for _ in 0..500 {
+            if !bus.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let told = bus.0.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "the committed event reached the bus once");
+        assert_eq!(told[0].event.version, 2);
+        let cached = cache.get(inst.id).await.unwrap().expect("cached");
+        assert_eq!(cached.version, 2);
+        assert_eq!(Value::Object(cached.state), json!({"n": 1}));
+    }
+}
