@@ -50,6 +50,18 @@ pub struct Config {
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
     pub max_payload_bytes: usize,
 
+    /// Largest state a write may produce, in bytes of JSON: a JSON Patch that copies a value
+    /// over and over is refused before it allocates, and no request holds much more than a few
+    /// states of this size. Larger states would also not fit gRPC's 4 MiB default receive limit.
+    #[arg(long, env = "MAX_STATE_BYTES", default_value_t = crate::domain::StateLimits::DEFAULT_MAX_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1 << 32))]
+    pub max_state_bytes: usize,
+
+    /// Deepest nesting of objects and arrays a state, payload or metadata may have (the root
+    /// object is 1). At 32, every state crosses protobuf `Struct` (3 message levels per object)
+    /// within the 100-level decode limit of prost and Python protobuf.
+    #[arg(long, env = "MAX_STATE_DEPTH", default_value_t = crate::domain::StateLimits::DEFAULT_MAX_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
+    pub max_state_depth: usize,
+
     /// Most events in one ApplyEvents batch.
     #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,

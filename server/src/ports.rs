@@ -62,8 +62,10 @@ pub struct NewInstance {
     pub external_id: String,
     pub initial_state: State,
     pub metadata: State,
-    /// Id of the `InstanceCreated` event.
+    /// Id of the `InstanceCreated` event (reserved like a client's idempotency key).
     pub event_id: String,
+    /// [`crate::domain::idempotency::content_hash`] of the `InstanceCreated` event.
+    pub content_hash: Vec<u8>,
 }
 
 /// The instance as seen under its lock, handed to the decision.
@@ -72,9 +74,12 @@ pub struct Head {
     pub entity_type_id: Uuid,
     pub version: i64,
     pub state: State,
+    /// The store snapshots every version that is a multiple of this: the decision keeps a copy
+    /// of the state only at those versions, never one per event.
+    pub snapshot_interval: i64,
 }
 
-/// An event decided by the application, with the state it results in.
+/// An event decided by the application.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub event_id: String,
@@ -83,7 +88,28 @@ pub struct PendingEvent {
     pub metadata: State,
     pub mode: ApplyMode,
     pub occurred_at: Option<DateTime<Utc>>,
-    pub state_after: State,
+    /// The state after this event, only where the store snapshots it (see [`Head`]).
+    pub snapshot: Option<State>,
+    /// [`crate::domain::idempotency::content_hash`] of the event, kept with its id so a retry
+    /// is recognised without reading (or trusting the store's rendering of) its payload.
+    pub content_hash: Vec<u8>,
+}
+
+/// What the decision asks the store to write: the events and the state after the last one.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub events: Vec<PendingEvent>,
+    pub state: State,
+}
+
+/// An event id already recorded (a client's idempotency key or a server-generated id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedKey {
+    pub event_id: String,
+    pub instance_id: Uuid,
+    pub version: i64,
+    /// None for events recorded before content hashes were kept.
+    pub content_hash: Option<Vec<u8>>,
 }
 
 /// What an append asks of the store.
@@ -91,15 +117,15 @@ pub struct PendingEvent {
 pub struct AppendRequest {
     pub instance_id: Uuid,
     pub expected_version: Option<i64>,
-    /// The client-supplied idempotency keys of the batch (server-generated ids are not looked up).
+    /// The client-supplied idempotency keys of the batch, looked up before anything is written.
+    /// Every event id of the batch (server-generated ones too) is recorded as a key.
     pub client_event_ids: Vec<String>,
 }
 
 /// Turns the locked head into the events to store, or rejects the command. Runs while the
 /// instance is locked, so it sees the latest state and nobody else appends meanwhile.
 /// It may run more than once if the store retries the transaction.
-pub type Decide<'a> =
-    Box<dyn Fn(&Head) -> Result<Vec<PendingEvent>, DomainError> + Send + Sync + 'a>;
+pub type Decide<'a> = Box<dyn Fn(&Head) -> Result<Decision, DomainError> + Send + Sync + 'a>;
 
 #[derive(Debug, Clone)]
 pub enum AppendOutcome {
@@ -108,9 +134,10 @@ pub enum AppendOutcome {
         events: Vec<EventRecord>,
         state: State,
     },
-    /// Some client-supplied ids were already recorded: nothing was stored. Holds the recorded
-    /// events, in version order, so the application can tell a retry from a clash.
-    AlreadyRecorded { events: Vec<EventRecord> },
+    /// Some client-supplied ids were already recorded: nothing was stored. Holds those keys
+    /// (not the events: a clash must not load megabytes of payloads) so the application can
+    /// tell a retry from a clash.
+    AlreadyRecorded { keys: Vec<RecordedKey> },
 }
 
 /// Why a store operation failed. Adapters map their own errors into these.

@@ -58,6 +58,10 @@ const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn build(config: &Config) -> Result<Backends, ServeError> {
     let limits = Limits {
         max_payload_bytes: config.max_payload_bytes,
+        state: crate::domain::StateLimits {
+            max_bytes: config.max_state_bytes,
+            max_depth: config.max_state_depth,
+        },
         max_batch_events: config.max_batch_events,
         subscriber_buffer: config.subscriber_buffer,
     };

@@ -30,11 +30,12 @@ use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
 use temporal_state_server::adapters::redis::{RedisCache, RedisCacheConfig};
 use temporal_state_server::domain::analytics::FieldStats;
 use temporal_state_server::domain::{ApplyMode, DomainError, State, apply_event};
+use temporal_state_server::ports::Decision;
 use temporal_state_server::ports::{
     ActiveInstance, AnalyticsReader, AppendOutcome, AppendRequest, BusError, EntityTypeRecord,
     EventBus, EventRecord, EventStore, EventTypeCount, Head, HistoryFilter, HistoryReader,
-    InstanceRecord, LiveEvent, LiveFilter, LiveStream, NewInstance, PendingEvent, Snapshot,
-    StateCache, StoreError, TimeRange, TypeKey, TypeSummary,
+    InstanceRecord, LiveEvent, LiveFilter, LiveStream, NewInstance, PendingEvent, RecordedKey,
+    Snapshot, StateCache, StoreError, TimeRange, TypeKey, TypeSummary,
 };
 use uuid::Uuid;
 
@@ -187,8 +188,9 @@ async fn append_seen(
                     Some((head.entity_type_id, head.version, head.state.clone()));
                 let mut state = head.state.clone();
                 let mut pending = Vec::new();
-                for e in &evs {
+                for (i, e) in evs.iter().enumerate() {
                     state = apply_event(&state, &e.payload, e.mode)?;
+                    let version = head.version + 1 + i as i64;
                     pending.push(PendingEvent {
                         event_id: e.id.clone(),
                         event_type: e.event_type.clone(),
@@ -196,10 +198,14 @@ async fn append_seen(
                         metadata: e.metadata.clone(),
                         mode: e.mode,
                         occurred_at: e.occurred_at,
-                        state_after: state.clone(),
+                        snapshot: (version % head.snapshot_interval == 0).then(|| state.clone()),
+                        content_hash: vec![i as u8],
                     });
                 }
-                Ok(pending)
+                Ok(Decision {
+                    events: pending,
+                    state,
+                })
             }),
         )
         .await
@@ -262,7 +268,22 @@ fn new_instance(entity_type_id: Uuid, external_id: &str, state: Value) -> NewIns
         initial_state: obj(state),
         metadata: State::new(),
         event_id: Uuid::now_v7().to_string(),
+        content_hash: vec![0],
     }
+}
+
+/// What a store reports of recorded events when their ids come back.
+fn keys_of(events: &[EventRecord]) -> Vec<(String, Uuid, i64)> {
+    events
+        .iter()
+        .map(|e| (e.event_id.clone(), e.instance_id, e.version))
+        .collect()
+}
+
+fn key_triples(keys: &[RecordedKey]) -> Vec<(String, Uuid, i64)> {
+    keys.iter()
+        .map(|k| (k.event_id.clone(), k.instance_id, k.version))
+        .collect()
 }
 
 async fn instance(
@@ -801,8 +822,11 @@ async fn recorded_keys_return_the_recorded_events(b: Backend) {
     .await
     .unwrap();
     match retry {
-        AppendOutcome::AlreadyRecorded { events } => {
-            assert_eq!(events, vec![first[0].clone(), first[2].clone()]);
+        AppendOutcome::AlreadyRecorded { keys } => {
+            assert_eq!(
+                key_triples(&keys),
+                keys_of(&[first[0].clone(), first[2].clone()])
+            );
         }
         other => panic!("expected AlreadyRecorded, got {other:?}"),
     }
@@ -826,7 +850,9 @@ async fn recorded_keys_return_the_recorded_events(b: Backend) {
     let mut expected = vec![first[2].clone(), on_b[0].clone()];
     expected.sort_by_key(|e| (e.instance_id, e.version));
     match clash {
-        AppendOutcome::AlreadyRecorded { events } => assert_eq!(events, expected),
+        AppendOutcome::AlreadyRecorded { keys } => {
+            assert_eq!(key_triples(&keys), keys_of(&expected))
+        }
         other => panic!("expected AlreadyRecorded, got {other:?}"),
     }
     assert_eq!(s.get_instance(b_inst.id).await.unwrap().version, 2);
@@ -888,7 +914,12 @@ async fn rejected_decision_stores_nothing(b: Backend) {
                 expected_version: None,
                 client_event_ids: vec![],
             },
-            Box::new(|_head: &Head| Ok(vec![])),
+            Box::new(|_head: &Head| {
+                Ok(Decision {
+                    events: vec![],
+                    state: State::new(),
+                })
+            }),
         )
         .await;
     assert!(matches!(r, Err(StoreError::Internal(_))), "{r:?}");
@@ -1295,17 +1326,22 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
                         Box::new(move |head: &Head| {
                             let count = head.state["count"].as_i64().unwrap();
                             let payload = obj(json!({ "count": count + 1, "by": task }));
-                            let state_after =
-                                apply_event(&head.state, &payload, ApplyMode::MergePatch)?;
-                            Ok(vec![PendingEvent {
-                                event_id: id.clone(),
-                                event_type: "Inc".into(),
-                                payload,
-                                metadata: State::new(),
-                                mode: ApplyMode::MergePatch,
-                                occurred_at: None,
-                                state_after,
-                            }])
+                            let state = apply_event(&head.state, &payload, ApplyMode::MergePatch)?;
+                            let version = head.version + 1;
+                            Ok(Decision {
+                                events: vec![PendingEvent {
+                                    event_id: id.clone(),
+                                    event_type: "Inc".into(),
+                                    payload,
+                                    metadata: State::new(),
+                                    mode: ApplyMode::MergePatch,
+                                    occurred_at: None,
+                                    snapshot: (version % head.snapshot_interval == 0)
+                                        .then(|| state.clone()),
+                                    content_hash: vec![],
+                                }],
+                                state,
+                            })
                         }),
                     )
                     .await
@@ -2850,7 +2886,7 @@ mod embedded_only {
         let dir = tempfile::tempdir().unwrap();
         let (t, inst, events, snapshot_and_tail) = {
             let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-            assert_eq!(store.applied_migrations(), [1, 2]);
+            assert_eq!(store.applied_migrations(), [1, 2, 3]);
             assert_eq!(store.path(), dir.path().join(DB_FILE));
             let t = new_type(&store, "player").await;
             let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;
@@ -2894,7 +2930,7 @@ mod embedded_only {
         .await
         .unwrap();
         assert!(
-            matches!(retry, AppendOutcome::AlreadyRecorded { ref events } if events[0].version == 3)
+            matches!(retry, AppendOutcome::AlreadyRecorded { ref keys } if keys[0].version == 3)
         );
         let (next, _) = appended(&store, inst.id, vec![ev("N", json!({"n": 3}))]).await;
         assert_eq!(versions(&next), [4]);

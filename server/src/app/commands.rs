@@ -10,11 +10,15 @@ use uuid::Uuid;
 use super::cache::TypeEntry;
 use super::{App, AppError, Page, parse_id, parse_type_key};
 use crate::domain::entity_type::check_event_id;
+use crate::domain::idempotency::content_hash;
+use crate::domain::limits::measure_object;
 use crate::domain::validate::CompiledSchema;
-use crate::domain::{ApplyMode, EntityTypeName, EventType, ExternalId, State, apply_event};
+use crate::domain::{
+    ApplyMode, EntityTypeName, EventType, ExternalId, Meter, State, apply_in_place,
+};
 use crate::ports::{
-    AppendOutcome, AppendRequest, EntityTypeRecord, EventRecord, InstanceRecord, NewInstance,
-    PendingEvent, TypeKey,
+    AppendOutcome, AppendRequest, Decision, EntityTypeRecord, EventRecord, HistoryFilter,
+    InstanceRecord, NewInstance, PendingEvent, RecordedKey, TypeKey,
 };
 
 /// One event to apply, as the caller described it.
@@ -35,6 +39,35 @@ fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 fn new_event_id() -> String {
     Uuid::now_v7().to_string()
+}
+
+/// Armed while an append is in flight. Dropped armed means the caller's future was dropped
+/// (hang-up, deadline) before the store answered, possibly right after the commit: the
+/// after-commit work then runs from a task of its own ([`App::catch_up_abandoned`]).
+struct CommitGuard {
+    app: Option<App>,
+    entry: Arc<TypeEntry>,
+    instance_id: Uuid,
+    event_ids: Vec<String>,
+}
+
+impl CommitGuard {
+    fn disarm(mut self) {
+        self.app = None;
+    }
+}
+
+impl Drop for CommitGuard {
+    fn drop(&mut self) {
+        let Some(app) = self.app.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let entry = self.entry.clone();
+        let instance_id = self.instance_id;
+        let ids = std::mem::take(&mut self.event_ids);
+        runtime.spawn(async move { app.catch_up_abandoned(entry, instance_id, ids).await });
+    }
 }
 
 impl App {
@@ -126,8 +159,16 @@ impl App {
         let external_id = ExternalId::parse(external_id)?;
         self.check_size("initial_state", &initial_state)?;
         self.check_size("metadata", &metadata)?;
+        self.limits
+            .state
+            .check("initial_state", measure_object(&initial_state))?;
         let entry = self.resolve_type(&key).await?;
         entry.schema.validate(&entry.record.name, &initial_state)?;
+        let hash = content_hash(
+            EventType::INSTANCE_CREATED,
+            ApplyMode::Replace,
+            &initial_state,
+        );
         let (instance, event) = self
             .store
             .create_instance(NewInstance {
@@ -137,6 +178,7 @@ impl App {
                 initial_state,
                 metadata,
                 event_id: new_event_id(),
+                content_hash: hash,
             })
             .await?;
         self.caches
@@ -226,8 +268,23 @@ impl App {
             .map(|i| i.event_id.clone().unwrap_or_else(new_event_id))
             .collect();
 
+        let hashes: Vec<Vec<u8>> = inputs
+            .iter()
+            .map(|i| content_hash(&i.event_type, i.mode, &i.payload))
+            .collect();
+
+        // Until the store answers, a hang-up (or a deadline) may drop this future with the
+        // commit already made: the guard then settles what happened and catches up.
+        let guard = CommitGuard {
+            app: Some(self.clone()),
+            entry: entry.clone(),
+            instance_id,
+            event_ids: pending_ids.clone(),
+        };
+        let limits = self.limits.state;
         let decide_inputs = &inputs;
         let decide_ids = &pending_ids;
+        let decide_hashes = &hashes;
         let decide_entry = &entry;
         let outcome = self
             .store
@@ -238,13 +295,25 @@ impl App {
                     client_event_ids: client_ids,
                 },
                 Box::new(move |head| {
+                    // One working copy of the state, changed in place event after event; a
+                    // copy is kept only where the store snapshots, never one per event.
+                    let mut meter = Meter::new(limits, &head.state);
                     let mut state = head.state.clone();
                     let mut pending = Vec::with_capacity(decide_inputs.len());
-                    for (input, id) in decide_inputs.iter().zip(decide_ids) {
-                        state = apply_event(&state, &input.payload, input.mode)?;
+                    let events = decide_inputs.iter().zip(decide_ids).zip(decide_hashes);
+                    for (i, ((input, id), hash)) in events.enumerate() {
+                        apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
                         decide_entry
                             .schema
                             .validate(&decide_entry.record.name, &state)?;
+                        let version = head.version + 1 + i as i64;
+                        let snapshot = if version % head.snapshot_interval.max(1) == 0 {
+                            // A stored state: measured exactly, not estimated.
+                            limits.check("the resulting state", measure_object(&state))?;
+                            Some(state.clone())
+                        } else {
+                            None
+                        };
                         pending.push(PendingEvent {
                             event_id: id.clone(),
                             event_type: input.event_type.clone(),
@@ -253,63 +322,374 @@ impl App {
                             mode: input.mode,
                             // Stored with microseconds: answer what history will show.
                             occurred_at: input.occurred_at.map(truncate_micros),
-                            state_after: state.clone(),
+                            snapshot,
+                            content_hash: hash.clone(),
                         });
                     }
-                    Ok(pending)
+                    limits.check("the resulting state", measure_object(&state))?;
+                    Ok(Decision {
+                        events: pending,
+                        state,
+                    })
                 }),
             )
-            .await?;
-        match outcome {
+            .await;
+        guard.disarm();
+        match outcome? {
             AppendOutcome::Appended { events, state } => {
+                self.after_commit_detached(entry, instance_id, events, state)
+                    .await
+            }
+            AppendOutcome::AlreadyRecorded { keys } => {
+                self.replay_retry(instance_id, &inputs, &hashes, keys).await
+            }
+        }
+    }
+
+    /// Runs the after-commit work (bus, cache) in a task of its own, so that it completes even
+    /// when the caller hangs up now; the values come back from the task instead of being copied.
+    async fn after_commit_detached(
+        &self,
+        entry: Arc<TypeEntry>,
+        instance_id: Uuid,
+        events: Vec<EventRecord>,
+        state: State,
+    ) -> Result<(Vec<EventRecord>, State), AppError> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            app.after_commit(&entry, instance_id, &events, &state).await;
+            (events, state)
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("after-commit task failed: {e}")))
+    }
+
+    /// After an append whose caller went away before the store answered: waits for the
+    /// instance's lock (so the abandoned transaction has committed or rolled back), and if the
+    /// events were recorded, does the after-commit work that was skipped.
+    async fn catch_up_abandoned(&self, entry: Arc<TypeEntry>, instance_id: Uuid, ids: Vec<String>) {
+        // A probe: the store locks the instance, then finds the ids if they were committed;
+        // otherwise the decision refuses and nothing is written.
+        let probe = self
+            .store
+            .append(
+                AppendRequest {
+                    instance_id,
+                    expected_version: None,
+                    client_event_ids: ids.clone(),
+                },
+                Box::new(|_| Err(crate::domain::DomainError::invalid("probe", "read only"))),
+            )
+            .await;
+        let keys = match probe {
+            Ok(AppendOutcome::AlreadyRecorded { keys }) => keys,
+            // Not recorded: the abandoned append rolled back, there is nothing to catch up.
+            Err(crate::ports::StoreError::Rejected(_)) => return,
+            other => {
+                tracing::warn!(%instance_id, outcome = ?other.map(|_| ()), "cannot tell whether an abandoned append committed");
+                self.caches.mark_dirty(instance_id);
+                return;
+            }
+        };
+        let versions: Vec<i64> = keys
+            .iter()
+            .filter(|k| k.instance_id == instance_id && ids.contains(&k.event_id))
+            .map(|k| k.version)
+            .collect();
+        let Some(last) = versions.iter().copied().max() else {
+            return;
+        };
+        let caught_up = async {
+            let events = self.recorded_events(instance_id, &versions).await?;
+            let state = self.state_at_version(instance_id, last).await?.state;
+            Ok::<_, AppError>((events, state))
+        };
+        match caught_up.await {
+            Ok((events, state)) => {
+                tracing::debug!(%instance_id, last, "after-commit work of an abandoned append");
                 self.after_commit(&entry, instance_id, &events, &state)
                     .await;
-                Ok((events, state))
             }
-            AppendOutcome::AlreadyRecorded { events } => {
-                self.replay_retry(instance_id, &inputs, events).await
+            Err(e) => {
+                tracing::warn!(%instance_id, error = %e, "cannot catch up an abandoned append");
+                self.caches.mark_dirty(instance_id);
             }
         }
     }
 
     /// Some idempotency keys were already recorded. A faithful retry (every event keyed, each
-    /// recorded on this instance with the same content) gets the recorded events back; anything
-    /// else is ALREADY_EXISTS.
+    /// recorded on this instance with the same content: event type, mode and payload, compared
+    /// by their canonical hash) gets the recorded events back; anything else is ALREADY_EXISTS.
+    /// Payloads are read only once the retry is known to be faithful, so a clash never loads
+    /// them, and a retry loads about what it sent.
     async fn replay_retry(
         &self,
         instance_id: Uuid,
         inputs: &[EventInput],
-        recorded: Vec<EventRecord>,
+        hashes: &[Vec<u8>],
+        recorded: Vec<RecordedKey>,
     ) -> Result<(Vec<EventRecord>, State), AppError> {
-        let mut replay = Vec::with_capacity(inputs.len());
-        for input in inputs {
+        let first = recorded
+            .first()
+            .map(|k| k.event_id.clone())
+            .unwrap_or_default();
+        let mut versions = Vec::with_capacity(inputs.len());
+        for (input, hash) in inputs.iter().zip(hashes) {
             let Some(id) = &input.event_id else {
                 return Err(AppError::AlreadyExists(format!(
-                    "part of this batch was already recorded (event_id {:?})",
-                    recorded[0].event_id
+                    "part of this batch was already recorded (event_id {first:?})"
                 )));
             };
-            let Some(found) = recorded.iter().find(|e| &e.event_id == id) else {
+            let Some(found) = recorded.iter().find(|k| &k.event_id == id) else {
                 return Err(AppError::AlreadyExists(format!(
-                    "part of this batch was already recorded (event_id {:?}) but event_id {id:?} was not",
-                    recorded[0].event_id
+                    "part of this batch was already recorded (event_id {first:?}) but event_id {id:?} was not"
                 )));
             };
             let same = found.instance_id == instance_id
-                && found.event_type == input.event_type
-                && found.payload == input.payload
-                && found.mode == input.mode;
+                && match &found.content_hash {
+                    Some(recorded_hash) => recorded_hash == hash,
+                    // Recorded before hashes were kept: hash what the store kept.
+                    None => self.recorded_hash(found).await? == *hash,
+                };
             if !same {
                 return Err(AppError::AlreadyExists(format!(
                     "event_id {id:?} was already recorded with different content \
-                     (instance {}, version {}, event type {:?})",
-                    found.instance_id, found.version, found.event_type
+                     (instance {}, version {})",
+                    found.instance_id, found.version
                 )));
             }
-            replay.push(found.clone());
+            versions.push(found.version);
         }
-        let last = replay.iter().map(|e| e.version).max().unwrap_or(1);
+        let replay = self.recorded_events(instance_id, &versions).await?;
+        let last = versions.iter().copied().max().unwrap_or(1);
         let state = self.state_at_version(instance_id, last).await?.state;
         Ok((replay, state))
+    }
+
+    /// The content hash of an event recorded before hashes were kept.
+    async fn recorded_hash(&self, key: &RecordedKey) -> Result<Vec<u8>, AppError> {
+        let event = self
+            .recorded_events(key.instance_id, &[key.version])
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                AppError::Internal(format!("event_id {:?} has no event", key.event_id))
+            })?;
+        Ok(content_hash(&event.event_type, event.mode, &event.payload))
+    }
+
+    /// The events at `versions` of an instance, in the order given: one read per run of
+    /// consecutive versions (a retried batch is one run).
+    async fn recorded_events(
+        &self,
+        instance_id: Uuid,
+        versions: &[i64],
+    ) -> Result<Vec<EventRecord>, AppError> {
+        let mut sorted = versions.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut found = std::collections::HashMap::with_capacity(sorted.len());
+        let mut start = 0;
+        while start < sorted.len() {
+            let mut end = start;
+            while end + 1 < sorted.len() && sorted[end + 1] == sorted[end] + 1 {
+                end += 1;
+            }
+            let filter = HistoryFilter {
+                from_version: Some(sorted[start]),
+                to_version: Some(sorted[end]),
+                ..Default::default()
+            };
+            for e in self
+                .history
+                .events(instance_id, &filter, end - start + 1)
+                .await?
+            {
+                found.insert(e.version, e);
+            }
+            start = end + 1;
+        }
+        versions
+            .iter()
+            .map(|v| {
+                found.get(v).cloned().ok_or_else(|| {
+                    AppError::Internal(format!("recorded version {v} of {instance_id} is missing"))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A caller that goes away while the store commits: deterministic, with a store whose
+    //! commit succeeds but whose answer never arrives.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::adapters::embedded::EmbeddedStore;
+    use crate::adapters::memory::MemoryCache;
+    use crate::app::Limits;
+    use crate::ports::{
+        BusError, Decide, EventBus, EventStore, LiveEvent, LiveFilter, LiveStream, StateCache,
+        StoreError,
+    };
+
+    /// Commits through the embedded store, then (once) hangs instead of answering.
+    struct LostAnswer {
+        inner: EmbeddedStore,
+        hang_once: AtomicBool,
+        committed: Notify,
+    }
+
+    #[async_trait]
+    impl EventStore for LostAnswer {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn create_entity_type(
+            &self,
+            id: Uuid,
+            name: &str,
+            description: &str,
+            schema: &State,
+        ) -> Result<EntityTypeRecord, StoreError> {
+            self.inner
+                .create_entity_type(id, name, description, schema)
+                .await
+        }
+        async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
+            self.inner.get_entity_type(key).await
+        }
+        async fn list_entity_types(
+            &self,
+            after_name: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<EntityTypeRecord>, StoreError> {
+            self.inner.list_entity_types(after_name, limit).await
+        }
+        async fn create_instance(
+            &self,
+            new: NewInstance,
+        ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+            self.inner.create_instance(new).await
+        }
+        async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+            self.inner.get_instance(id).await
+        }
+        async fn find_instance(
+            &self,
+            entity_type_id: Uuid,
+            external_id: &str,
+        ) -> Result<InstanceRecord, StoreError> {
+            self.inner.find_instance(entity_type_id, external_id).await
+        }
+        async fn list_instances(
+            &self,
+            entity_type_id: Uuid,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<InstanceRecord>, StoreError> {
+            self.inner
+                .list_instances(entity_type_id, after, limit)
+                .await
+        }
+        async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+            self.inner.instance_type(instance_id).await
+        }
+        async fn append(
+            &self,
+            request: AppendRequest,
+            decide: Decide<'_>,
+        ) -> Result<AppendOutcome, StoreError> {
+            let outcome = self.inner.append(request, decide).await;
+            if self.hang_once.swap(false, Ordering::SeqCst) {
+                self.committed.notify_one();
+                std::future::pending::<()>().await;
+            }
+            outcome
+        }
+    }
+
+    /// Remembers what it was told.
+    #[derive(Default)]
+    struct RecordingBus(Mutex<Vec<LiveEvent>>);
+
+    #[async_trait]
+    impl EventBus for RecordingBus {
+        async fn committed(&self, events: &[LiveEvent]) {
+            self.0.lock().unwrap().extend_from_slice(events);
+        }
+        async fn subscribe(&self, _filter: LiveFilter) -> Result<LiveStream, BusError> {
+            Err(BusError::Unavailable("not in this test".into()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_gone_during_the_commit_still_gets_bus_and_cache_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = EmbeddedStore::open(dir.path(), 100).unwrap();
+        let store = Arc::new(LostAnswer {
+            inner: embedded.clone(),
+            hang_once: AtomicBool::new(false),
+            committed: Notify::new(),
+        });
+        let bus = Arc::new(RecordingBus::default());
+        let cache = Arc::new(MemoryCache::default());
+        let app = App::new(store.clone(), Arc::new(embedded), Limits::default())
+            .with_bus(bus.clone())
+            .with_cache(cache.clone());
+        app.create_entity_type(
+            "doc",
+            "",
+            json!({"type": "object"}).as_object().unwrap().clone(),
+        )
+        .await
+        .unwrap();
+        let (inst, _) = app
+            .create_instance("doc", "d", State::new(), State::new())
+            .await
+            .unwrap();
+
+        store.hang_once.store(true, Ordering::SeqCst);
+        let write = {
+            let app = app.clone();
+            let id = inst.id.to_string();
+            tokio::spawn(async move {
+                let input = EventInput {
+                    event_type: "Set".into(),
+                    payload: json!({"n": 1}).as_object().unwrap().clone(),
+                    metadata: State::new(),
+                    event_id: None,
+                    occurred_at: None,
+                    mode: ApplyMode::MergePatch,
+                };
+                app.apply_events(&id, None, vec![input]).await
+            })
+        };
+        store.committed.notified().await;
+        // The caller hangs up with the commit made and its answer not yet back.
+        write.abort();
+        assert!(write.await.unwrap_err().is_cancelled());
+
+        // The catch-up runs on its own; wait for it (bounded, no timing asserted).
+        for _ in 0..500 {
+            if !bus.0.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let told = bus.0.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "the committed event reached the bus once");
+        assert_eq!(told[0].event.version, 2);
+        let cached = cache.get(inst.id).await.unwrap().expect("cached");
+        assert_eq!(cached.version, 2);
+        assert_eq!(Value::Object(cached.state), json!({"n": 1}));
     }
 }

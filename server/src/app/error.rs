@@ -8,7 +8,7 @@ use crate::ports::StoreError;
 pub enum AppError {
     /// Bad input or a broken rule: INVALID_ARGUMENT, with one field violation per problem.
     #[error(transparent)]
-    Invalid(#[from] DomainError),
+    Invalid(DomainError),
     /// NOT_FOUND, with a whole sentence saying what is missing.
     #[error("{0}")]
     NotFound(String),
@@ -42,6 +42,17 @@ impl AppError {
     }
 }
 
+impl From<DomainError> for AppError {
+    /// A result over a size limit is RESOURCE_EXHAUSTED; every other rejection is the caller's
+    /// bad input.
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::TooLarge(m) => Self::TooLarge(m),
+            other => Self::Invalid(other),
+        }
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -50,7 +61,7 @@ impl From<StoreError> for AppError {
                 Self::AlreadyExists(format!("{what} already exists"))
             }
             StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
-            StoreError::Rejected(d) => Self::Invalid(d),
+            StoreError::Rejected(d) => Self::from(d),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Corrupt(m) => Self::DataLoss(m),
             StoreError::Internal(m) => Self::Internal(m),

@@ -16,7 +16,8 @@ pub use error::AppError;
 pub use paging::Page;
 pub use queries::{StateAt, TimelineEntry};
 
-use crate::domain::State;
+use crate::domain::limits::measure_object;
+use crate::domain::{State, StateLimits};
 use crate::ports::{AnalyticsReader, EventBus, EventStore, HistoryReader, StateCache, TypeKey};
 use cache::Caches;
 use uuid::Uuid;
@@ -27,8 +28,10 @@ pub const DEFAULT_BUS_BUFFER: usize = 4096;
 /// Limits applied to every command.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest payload, metadata, schema or state, as serialized JSON bytes.
+    /// Largest payload, metadata, schema or initial state, as serialized JSON bytes.
     pub max_payload_bytes: usize,
+    /// Largest and deepest state a write may produce; its depth bounds every document sent.
+    pub state: StateLimits,
     /// Most events in one ApplyEvents batch.
     pub max_batch_events: usize,
     /// Events a Subscribe stream may hold for a slow reader before it is cut off.
@@ -39,6 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_payload_bytes: 1024 * 1024,
+            state: StateLimits::default(),
             max_batch_events: 1000,
             subscriber_buffer: 1024,
         }
@@ -99,17 +103,28 @@ impl App {
         &self.store
     }
 
-    /// Checks a JSON document's size against the limit, and that it holds no NUL character
-    /// (PostgreSQL cannot store one; every backend refuses it alike).
+    /// Checks a JSON document's size and depth against the limits, and that it holds no NUL
+    /// character (PostgreSQL cannot store one; every backend refuses it alike). Measured
+    /// without serializing it.
     fn check_size(&self, field: &str, value: &State) -> Result<(), AppError> {
-        let json = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.to_string()))?;
         if value.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
             return Err(AppError::invalid(
                 field,
                 "contains a NUL character (\\u0000), which cannot be stored",
             ));
         }
-        let size = json.len();
+        let measured = measure_object(value);
+        // Deeper documents could not be read back through protobuf by every client.
+        if measured.depth > self.limits.state.max_depth {
+            return Err(AppError::invalid(
+                field,
+                format!(
+                    "nests objects and arrays {} levels deep, over MAX_STATE_DEPTH ({})",
+                    measured.depth, self.limits.state.max_depth
+                ),
+            ));
+        }
+        let size = measured.bytes;
         if size > self.limits.max_payload_bytes {
             return Err(AppError::TooLarge(format!(
                 "{field} is {size} bytes, over the limit of {} bytes",

@@ -39,6 +39,9 @@ pub enum DomainError {
     /// The payload cannot be applied in the requested mode (INVALID_ARGUMENT).
     #[error("payload cannot be applied: {0}")]
     InvalidPatch(String),
+    /// The result would be over a size limit (RESOURCE_EXHAUSTED); the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 fn join(violations: &[Violation]) -> String {
@@ -66,7 +69,7 @@ impl DomainError {
             }],
             Self::InvalidSchema(v) => v.clone(),
             Self::SchemaViolation { violations, .. } => violations.clone(),
-            Self::InvalidPatch(reason) => vec![Violation {
+            Self::InvalidPatch(reason) | Self::TooLarge(reason) => vec![Violation {
                 path: "payload".into(),
                 message: reason.clone(),
             }],

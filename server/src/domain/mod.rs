@@ -10,15 +10,18 @@ pub mod diff;
 pub mod entity_type;
 pub mod error;
 pub mod field_path;
+pub mod idempotency;
+pub mod limits;
 pub mod timeline;
 pub mod validate;
 
 #[cfg(test)]
 mod properties;
 
-pub use apply::{ApplyMode, apply_event};
+pub use apply::{ApplyMode, apply_event, apply_in_place};
 pub use entity_type::{EntityTypeName, EventType, ExternalId};
 pub use error::{DomainError, Violation};
+pub use limits::{Measure, Meter, StateLimits};
 
 /// A state or payload: always a JSON object at the top level.
 pub type State = serde_json::Map<String, serde_json::Value>;

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "analytics_index",
         include_str!("../../../../migrations/embedded/0002_analytics_index.sql"),
     ),
+    (
+        3,
+        "event_content_hash",
+        include_str!("../../../../migrations/embedded/0003_event_content_hash.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

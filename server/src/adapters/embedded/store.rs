@@ -43,9 +43,9 @@ use uuid::Uuid;
 use super::{EmbeddedError, migrate, rows};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
-    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, PendingEvent, Snapshot, StoreError,
-    TypeKey,
+    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
+    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
+    StoreError, TypeKey,
 };
 
 /// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
@@ -307,7 +307,7 @@ impl EmbeddedStore {
     ) -> Result<Attempt, StoreError> {
         let mut conn = self.inner.writer.clone().lock_owned().await;
         let (head_tx, head_rx) = oneshot::channel::<Head>();
-        let (plan_tx, plan_rx) = oneshot::channel::<Vec<PendingEvent>>();
+        let (plan_tx, plan_rx) = oneshot::channel::<Decision>();
         let owned = request.clone();
         let interval = self.inner.snapshot_interval;
         let job = tokio::task::spawn_blocking(move || {
@@ -316,8 +316,8 @@ impl EmbeddedStore {
         // Err: the transaction ended before it needed a decision (not found, conflict, retry).
         if let Ok(head) = head_rx.await {
             match decide(&head) {
-                Ok(pending) if !pending.is_empty() => {
-                    let _ = plan_tx.send(pending);
+                Ok(decision) if !decision.events.is_empty() => {
+                    let _ = plan_tx.send(decision);
                 }
                 decided => {
                     // Dropping the sender rolls the transaction back; wait until it has.
@@ -341,7 +341,7 @@ fn append_transaction(
     request: &AppendRequest,
     snapshot_interval: i64,
     head_tx: oneshot::Sender<Head>,
-    plan_rx: oneshot::Receiver<Vec<PendingEvent>>,
+    plan_rx: oneshot::Receiver<Decision>,
 ) -> Result<Attempt, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -367,13 +367,14 @@ fn append_transaction(
         entity_type_id: rows::uuid(&type_text, "entity type id")?,
         version: current,
         state: rows::object(&state_text, "state")?,
+        snapshot_interval,
     };
 
     if !request.client_event_ids.is_empty() {
-        let recorded = recorded_events(&tx, &request.client_event_ids)?;
+        let recorded = recorded_keys(&tx, &request.client_event_ids)?;
         if !recorded.is_empty() {
             return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                events: recorded,
+                keys: recorded,
             }));
         }
     }
@@ -390,9 +391,13 @@ fn append_transaction(
         ));
     }
     // Err: the decision rejected the command or its caller went away; dropping `tx` rolls back.
-    let pending = plan_rx
+    let Decision {
+        events: pending,
+        state,
+    } = plan_rx
         .blocking_recv()
         .map_err(|_| StoreError::Internal("append abandoned during its decision".into()))?;
+    let n = pending.len();
 
     // recorded_at never decreases within an instance, even if the clock steps back.
     let recorded_micros = Utc::now().timestamp_micros().max(updated_at);
@@ -408,7 +413,8 @@ fn append_transaction(
             .map_err(sql)?;
         let mut insert_key = tx
             .prepare_cached(
-                "INSERT INTO event_ids (event_id, instance_id, version) VALUES (?1, ?2, ?3)",
+                "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(sql)?;
         let mut insert_snapshot = tx
@@ -417,7 +423,7 @@ fn append_transaction(
             )
             .map_err(sql)?;
         let type_text = rows::id(entity_type_id);
-        for (i, p) in pending.iter().enumerate() {
+        for (i, p) in pending.into_iter().enumerate() {
             let version = current + 1 + i as i64;
             let occurred_at = p.occurred_at.unwrap_or(recorded_at);
             insert_event
@@ -434,42 +440,40 @@ fn append_transaction(
                     rows::micros(occurred_at),
                 ])
                 .map_err(sql)?;
-            if request.client_event_ids.contains(&p.event_id) {
-                match insert_key.execute(params![p.event_id, instance, version]) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        let e = EmbeddedError::from(e);
-                        if e.unique_violation() == Some("event_ids.event_id") {
-                            return Ok(Attempt::KeyTaken);
-                        }
-                        return Err(e.into());
+            // Every id is reserved, server-generated ones too.
+            match insert_key.execute(params![p.event_id, instance, version, p.content_hash]) {
+                Ok(_) => {}
+                Err(e) => {
+                    let e = EmbeddedError::from(e);
+                    if e.unique_violation() == Some("event_ids.event_id") {
+                        return Ok(Attempt::KeyTaken);
                     }
+                    return Err(e.into());
                 }
             }
             if version % snapshot_interval == 0 {
+                let snapshot = p.snapshot.as_ref().ok_or_else(|| {
+                    StoreError::Internal(format!("no state decided for snapshot {version}"))
+                })?;
                 insert_snapshot
-                    .execute(params![instance, version, rows::json(&p.state_after)?])
+                    .execute(params![instance, version, rows::json(snapshot)?])
                     .map_err(sql)?;
             }
             events.push(EventRecord {
-                event_id: p.event_id.clone(),
+                event_id: p.event_id,
                 instance_id: request.instance_id,
                 entity_type_id,
-                event_type: p.event_type.clone(),
+                event_type: p.event_type,
                 version,
-                payload: p.payload.clone(),
-                metadata: p.metadata.clone(),
+                payload: p.payload,
+                metadata: p.metadata,
                 mode: p.mode,
                 recorded_at,
                 occurred_at,
             });
         }
     }
-    let last = current + pending.len() as i64;
-    let state = pending
-        .last()
-        .map(|p| p.state_after.clone())
-        .unwrap_or_default();
+    let last = current + n as i64;
     let updated = tx
         .prepare_cached(
             "UPDATE instances SET version = ?1, state = ?2, updated_at = ?3 \
@@ -494,23 +498,37 @@ fn append_transaction(
     Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
 }
 
-/// The events recorded under any of `event_ids`, on any instance, in (instance, version) order.
-fn recorded_events(
-    conn: &Connection,
-    event_ids: &[String],
-) -> Result<Vec<EventRecord>, StoreError> {
+/// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
+fn recorded_keys(conn: &Connection, event_ids: &[String]) -> Result<Vec<RecordedKey>, StoreError> {
     let ids = serde_json::to_string(event_ids)
         .map_err(|e| StoreError::Internal(format!("encoding event ids: {e}")))?;
-    let sql_text = format!(
-        "SELECT {} FROM event_ids k JOIN events e \
-         ON e.instance_id = k.instance_id AND e.version = k.version \
-         WHERE k.event_id IN (SELECT value FROM json_each(?1)) \
-         ORDER BY e.instance_id, e.version",
-        rows::EVENT_COLUMNS
-    );
-    let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-    let found = stmt.query([ids]).map_err(sql)?;
-    Ok(rows::collect(found, rows::event)?)
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT event_id, instance_id, version, content_hash FROM event_ids \
+             WHERE event_id IN (SELECT value FROM json_each(?1)) ORDER BY instance_id, version",
+        )
+        .map_err(sql)?;
+    let found = stmt
+        .query_map([ids], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut keys = Vec::new();
+    for row in found {
+        let (event_id, instance, version, content_hash) = row.map_err(sql)?;
+        keys.push(RecordedKey {
+            event_id,
+            instance_id: rows::uuid(&instance, "instance id")?,
+            version,
+            content_hash,
+        });
+    }
+    Ok(keys)
 }
 
 fn now_micros() -> i64 {
@@ -678,6 +696,13 @@ impl EventStore for EmbeddedStore {
                 ApplyMode::Replace.as_str(),
                 now,
             ])
+            .map_err(sql)?;
+            tx.prepare_cached(
+                "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
+                 VALUES (?1, ?2, 1, ?3)",
+            )
+            .map_err(sql)?
+            .execute(params![new.event_id, id, new.content_hash])
             .map_err(sql)?;
             if 1 % interval == 0 {
                 tx.prepare_cached(

@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::{PgError, migrate, rows};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
-    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, Snapshot, StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
+    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
+    StoreError, TypeKey,
 };
 
 /// How to reach and use the database.
@@ -188,14 +189,15 @@ impl PgStore {
             entity_type_id: row.get(0),
             version: row.get(1),
             state: rows::object(row.get(2), "state")?,
+            snapshot_interval: self.snapshot_interval,
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
         if !request.client_event_ids.is_empty() {
-            let recorded = recorded_events(&tx, &request.client_event_ids).await?;
+            let recorded = recorded_keys(&tx, &request.client_event_ids).await?;
             if !recorded.is_empty() {
                 return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                    events: recorded,
+                    keys: recorded,
                 }));
             }
         }
@@ -208,7 +210,10 @@ impl PgStore {
             });
         }
 
-        let pending = decide(&head)?;
+        let Decision {
+            events: pending,
+            state,
+        } = decide(&head)?;
         if pending.is_empty() {
             return Err(StoreError::Internal("an append decided no events".into()));
         }
@@ -222,10 +227,11 @@ impl PgStore {
         let mut metadata = Vec::with_capacity(n);
         let mut modes = Vec::with_capacity(n);
         let mut occurred = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
         let mut snap_versions = Vec::new();
         let mut snap_states = Vec::new();
         let mut events = Vec::with_capacity(n);
-        for (i, p) in pending.iter().enumerate() {
+        for (i, p) in pending.into_iter().enumerate() {
             let version = head.version + 1 + i as i64;
             versions.push(version);
             ids.push(p.event_id.clone());
@@ -234,43 +240,32 @@ impl PgStore {
             metadata.push(Value::Object(p.metadata.clone()));
             modes.push(p.mode.as_str());
             occurred.push(p.occurred_at.unwrap_or(recorded_at));
+            hashes.push(p.content_hash);
             if self.is_snapshot_version(version) {
+                let snapshot = p.snapshot.ok_or_else(|| {
+                    StoreError::Internal(format!("no state decided for snapshot {version}"))
+                })?;
                 snap_versions.push(version);
-                snap_states.push(Value::Object(p.state_after.clone()));
+                snap_states.push(Value::Object(snapshot));
             }
             events.push(EventRecord {
-                event_id: p.event_id.clone(),
+                event_id: p.event_id,
                 instance_id: request.instance_id,
                 entity_type_id: head.entity_type_id,
-                event_type: p.event_type.clone(),
+                event_type: p.event_type,
                 version,
-                payload: p.payload.clone(),
-                metadata: p.metadata.clone(),
+                payload: p.payload,
+                metadata: p.metadata,
                 mode: p.mode,
                 recorded_at,
                 occurred_at: p.occurred_at.unwrap_or(recorded_at),
             });
         }
-        let key_versions: Vec<i64> = pending
-            .iter()
-            .zip(&versions)
-            .filter(|(p, _)| request.client_event_ids.contains(&p.event_id))
-            .map(|(_, v)| *v)
-            .collect();
-        let key_ids: Vec<&str> = pending
-            .iter()
-            .filter(|p| request.client_event_ids.contains(&p.event_id))
-            .map(|p| p.event_id.as_str())
-            .collect();
         let last = head.version + n as i64;
-        let state = pending
-            .last()
-            .map(|p| p.state_after.clone())
-            .unwrap_or_default();
-        let state_json = Value::Object(state.clone());
+        let state_json = Value::Object(state);
 
         let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
-        let params: [&(dyn ToSql + Sync); 18] = [
+        let params: [&(dyn ToSql + Sync); 17] = [
             &request.instance_id,
             &head.entity_type_id,
             &recorded_at,
@@ -281,8 +276,7 @@ impl PgStore {
             &metadata,
             &modes,
             &occurred,
-            &key_ids,
-            &key_versions,
+            &hashes,
             &snap_versions,
             &snap_states,
             &last,
@@ -304,6 +298,9 @@ impl PgStore {
             )));
         }
         tx.commit().await.map_err(PgError::from)?;
+        let Value::Object(state) = state_json else {
+            unreachable!("built as an object above")
+        };
         Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
     }
 }
@@ -316,8 +313,9 @@ enum Attempt {
     KeyTaken,
 }
 
-/// One statement writes the events, their idempotency keys and snapshots, and moves the
-/// instance's head with a compare-and-set on its version.
+/// One statement writes the events, their ids (every one, server-generated too, with its
+/// content hash) and snapshots, and moves the instance's head with a compare-and-set on its
+/// version.
 const APPEND_SQL: &str = "
 WITH ev AS (
     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
@@ -326,37 +324,43 @@ WITH ev AS (
     FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[],
                 $10::timestamptz[]) AS u(v, eid, et, p, m, md, oa)
 ), k AS (
-    INSERT INTO event_ids (event_id, instance_id, version)
-    SELECT u.eid, $1, u.v FROM UNNEST($11::text[], $12::bigint[]) AS u(eid, v)
+    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
+    SELECT u.eid, $1, u.v, u.h FROM UNNEST($5::text[], $4::bigint[], $11::bytea[]) AS u(eid, v, h)
 ), s AS (
     INSERT INTO snapshots (instance_id, version, state)
-    SELECT $1, u.v, u.st FROM UNNEST($13::bigint[], $14::jsonb[]) AS u(v, st)
+    SELECT $1, u.v, u.st FROM UNNEST($12::bigint[], $13::jsonb[]) AS u(v, st)
 ), o AS (
     INSERT INTO outbox (instance_id, version)
-    SELECT $1, u.v FROM UNNEST($4::bigint[]) AS u(v) WHERE $18
+    SELECT $1, u.v FROM UNNEST($4::bigint[]) AS u(v) WHERE $17
 )
-UPDATE instances SET version = $15, state = $16, updated_at = $3
-WHERE id = $1 AND version = $17";
+UPDATE instances SET version = $14, state = $15, updated_at = $3
+WHERE id = $1 AND version = $16";
 
-async fn recorded_events(
+/// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
+async fn recorded_keys(
     tx: &deadpool_postgres::Transaction<'_>,
     event_ids: &[String],
-) -> Result<Vec<EventRecord>, StoreError> {
-    let sql = format!(
-        "SELECT {} FROM event_ids k JOIN events e \
-         ON e.instance_id = k.instance_id AND e.version = k.version \
-         WHERE k.event_id = ANY($1) ORDER BY e.instance_id, e.version",
-        rows::EVENT_COLUMNS
-    );
-    let stmt = tx.prepare_cached(&sql).await.map_err(PgError::from)?;
+) -> Result<Vec<RecordedKey>, StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT event_id, instance_id, version, content_hash FROM event_ids \
+             WHERE event_id = ANY($1) ORDER BY instance_id, version",
+        )
+        .await
+        .map_err(PgError::from)?;
     let found = tx
         .query(&stmt, &[&event_ids])
         .await
         .map_err(PgError::from)?;
     Ok(found
         .iter()
-        .map(rows::event)
-        .collect::<Result<Vec<_>, _>>()?)
+        .map(|r| RecordedKey {
+            event_id: r.get(0),
+            instance_id: r.get(1),
+            version: r.get(2),
+            content_hash: r.get(3),
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -470,6 +474,9 @@ impl EventStore for PgStore {
                     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
                                         payload, metadata, mode, recorded_at, occurred_at)
                     SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5 FROM i
+                ), k AS (
+                    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
+                    SELECT $6, id, 1, $12 FROM i
                 ), s AS (
                     INSERT INTO snapshots (instance_id, version, state)
                     SELECT id, 1, $4 FROM i WHERE $10
@@ -499,6 +506,7 @@ impl EventStore for PgStore {
                     &ApplyMode::Replace.as_str(),
                     &snapshot,
                     &self.outbox,
+                    &new.content_hash,
                 ],
             )
             .await
