@@ -321,14 +321,17 @@ pub trait AnalyticsReader: Send + Sync + 'static {
         pointer: &str,
         top: usize,
     ) -> Result<crate::domain::analytics::FieldStats, StoreError>;
-    /// The value at `pointer` in each instance's state as it was at `as_of` (recorded time),
-    /// for instances that existed then; None where the state lacks the field.
-    async fn field_values_as_of(
+    /// Statistics of the value at `pointer` over each instance's state as it was at `as_of`
+    /// (recorded time), for instances that existed then. Implementations fold one instance at a
+    /// time from its latest snapshot, streaming the rows: memory holds one state and the
+    /// running totals, never the whole type.
+    async fn field_stats_as_of(
         &self,
         entity_type_id: Uuid,
         pointer: &str,
         as_of: DateTime<Utc>,
-    ) -> Result<Vec<Option<serde_json::Value>>, StoreError>;
+        top: usize,
+    ) -> Result<crate::domain::analytics::FieldStats, StoreError>;
     /// Instances ranked by number of events in the range (ties by instance id).
     async fn most_active(
         &self,

@@ -64,6 +64,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         },
         max_batch_events: config.max_batch_events,
         subscriber_buffer: config.subscriber_buffer,
+        ..Limits::default()
     };
     let mut tasks = Vec::new();
     let mut app = match &config.database_url {

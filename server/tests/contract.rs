@@ -2001,19 +2001,25 @@ async fn analytics_field_values_as_of_fold_from_snapshots(b: Backend) {
     for at in moments {
         for pointer in pointers {
             let got = a
-                .field_values_as_of(d.player.id, pointer, at)
+                .field_stats_as_of(d.player.id, pointer, at, 10)
                 .await
                 .unwrap();
-            assert_eq!(got, naive_as_of(&d, pointer, at), "{pointer} as of {at}");
+            let naive = naive_as_of(&d, pointer, at);
+            assert_eq!(
+                got,
+                FieldStats::from_values(naive.iter().map(Option::as_ref), 10),
+                "{pointer} as of {at}"
+            );
         }
     }
     // What the moments select: nothing before any instance, six between the phases, the late
     // instance from its creation on, and the current states after everything.
     let count = |at| async move {
-        a.field_values_as_of(d.player.id, "/name", at)
+        let stats = a
+            .field_stats_as_of(d.player.id, "/name", at, 10)
             .await
-            .unwrap()
-            .len()
+            .unwrap();
+        stats.count + stats.missing
     };
     assert_eq!(count(d.base).await, 0);
     assert_eq!(count(d.between).await, 6);
@@ -2022,25 +2028,26 @@ async fn analytics_field_values_as_of_fold_from_snapshots(b: Backend) {
     let mut current: Vec<&InstanceRecord> = d.instances.iter().collect();
     current.sort_by_key(|i| i.id.to_string());
     let now = Utc::now() + TimeDelta::hours(1);
+    let current: Vec<Option<Value>> = current
+        .iter()
+        .map(|i| pointer_value(&i.state, "/score"))
+        .collect();
     assert_eq!(
-        a.field_values_as_of(d.player.id, "/score", now)
+        a.field_stats_as_of(d.player.id, "/score", now, 10)
             .await
             .unwrap(),
-        current
-            .iter()
-            .map(|i| pointer_value(&i.state, "/score"))
-            .collect::<Vec<_>>()
+        FieldStats::from_values(current.iter().map(Option::as_ref), 10)
     );
     assert_ne!(
         naive_as_of(&d, "/name", d.between),
         naive_as_of(&d, "/name", now),
         "phase two must change something"
     );
-    assert!(
-        a.field_values_as_of(d.empty.id, "/score", now)
+    assert_eq!(
+        a.field_stats_as_of(d.empty.id, "/score", now, 10)
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap(),
+        FieldStats::default()
     );
 }
 

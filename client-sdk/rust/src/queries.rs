@@ -104,10 +104,12 @@ pub struct CompareVersionsOptions {
 }
 call_options!(CompareVersionsOptions);
 
-/// Options of [`Client::get_field_timeline`]: filters, each unset by default (the whole
-/// history).
+/// Options of [`Client::get_field_timeline`] and [`Client::get_field_timeline_page`]: paging
+/// and filters, each unset by default (the whole history, from the first page).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GetFieldTimelineOptions {
+    page_size: i32,
+    page_token: String,
     from_version: Option<i64>,
     to_version: Option<i64>,
     start_time: Option<SystemTime>,
@@ -116,6 +118,21 @@ pub struct GetFieldTimelineOptions {
 }
 
 impl GetFieldTimelineOptions {
+    /// Most points on a page (1 to 1000). Default: the server's, 100. A page may hold fewer,
+    /// even none, and still have a next page: the server also bounds the versions one page
+    /// examines and the bytes it sends.
+    pub fn page_size(mut self, size: i32) -> Self {
+        self.page_size = size;
+        self
+    }
+
+    /// Where the page starts: the previous page's [`Page::next_page_token`], with the same
+    /// filters. Default: the first page.
+    pub fn page_token(mut self, token: impl Into<String>) -> Self {
+        self.page_token = token.into();
+        self
+    }
+
     /// Only versions at or after this one. Default: from version 1.
     pub fn from_version(mut self, version: i64) -> Self {
         self.from_version = Some(version);
@@ -296,8 +313,10 @@ impl Client {
         Ok(r.into())
     }
 
-    /// Each version at which one field's value changed. `field` is a JSON pointer (`/score`) or
-    /// a dotted path (`stats.level`).
+    /// Each version at which one field's value changed: every page, from the options' page
+    /// token (the first page by default) to the last. `field` is a JSON pointer (`/score`) or a
+    /// dotted path (`stats.level`). For a long history, [`Client::get_field_timeline_page`]
+    /// reads one page at a time instead.
     ///
     /// ```no_run
     /// # async fn run(client: temporal_state_client::Client, id: String) -> temporal_state_client::Result<()> {
@@ -313,6 +332,47 @@ impl Client {
         field: &str,
         options: &GetFieldTimelineOptions,
     ) -> Result<Vec<TimelinePoint>> {
+        let mut options = options.clone();
+        let mut points = Vec::new();
+        loop {
+            let page = self
+                .get_field_timeline_page(instance_id, field, &options)
+                .await?;
+            points.extend(page.items);
+            match page.next_page_token {
+                Some(token) => options.page_token = token,
+                None => return Ok(points),
+            }
+        }
+    }
+
+    /// One page of a field's timeline: the versions at which its value changed, in version
+    /// order, and the token of the next page (`None` on the last). The server starts from the
+    /// state just before the range (a snapshot plus a few events), so a page deep into a long
+    /// history costs no more than the first.
+    ///
+    /// ```no_run
+    /// use temporal_state_client::GetFieldTimelineOptions;
+    ///
+    /// # async fn run(client: temporal_state_client::Client, id: String) -> temporal_state_client::Result<()> {
+    /// let mut options = GetFieldTimelineOptions::default().from_version(10_000).page_size(50);
+    /// loop {
+    ///     let page = client.get_field_timeline_page(&id, "/score", &options).await?;
+    ///     for point in &page.items {
+    ///         println!("v{}: {:?}", point.version, point.value);
+    ///     }
+    ///     let Some(token) = page.next_page_token else { break };
+    ///     options = options.page_token(token);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_field_timeline_page(
+        &self,
+        instance_id: &str,
+        field: &str,
+        options: &GetFieldTimelineOptions,
+    ) -> Result<Page<TimelinePoint>> {
         let request = pb::GetFieldTimelineRequest {
             instance_id: instance_id.to_string(),
             field: field.to_string(),
@@ -320,6 +380,8 @@ impl Client {
             to_version: options.to_version,
             start_time: options.start_time.map(Into::into),
             end_time: options.end_time.map(Into::into),
+            page_size: options.page_size,
+            page_token: options.page_token.clone(),
         };
         let r = self
             .unary(
@@ -330,6 +392,11 @@ impl Client {
             )
             .await
             .0?;
-        r.points.into_iter().map(TimelinePoint::try_from).collect()
+        let points = r
+            .points
+            .into_iter()
+            .map(TimelinePoint::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(points, r.next_page_token))
     }
 }

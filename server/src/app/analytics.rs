@@ -101,10 +101,9 @@ impl App {
                     .await?
             }
             Some(at) => {
-                let values = analytics
-                    .field_values_as_of(entry.record.id, &pointer, at)
-                    .await?;
-                FieldStats::from_values(values.iter().map(Option::as_ref), TOP_VALUES)
+                analytics
+                    .field_stats_as_of(entry.record.id, &pointer, at, TOP_VALUES)
+                    .await?
             }
         };
         if stats.count == 0 && !declares(&entry.record.schema, &pointer) {

@@ -121,7 +121,15 @@ impl App {
             .await?;
         let fetched = found.len();
         found.truncate(page.size);
-        let token = page.next_token(fetched, found.last().map(|t| t.name.as_str()));
+        let cut = super::budget::fit(
+            &mut found,
+            self.page_budget(),
+            super::budget::entity_type_len,
+        );
+        let token = page.token(
+            cut || fetched > page.size,
+            found.last().map(|t| t.name.as_str()),
+        );
         Ok((found, token))
     }
 
@@ -201,7 +209,11 @@ impl App {
             .await?;
         let fetched = found.len();
         found.truncate(page.size);
-        let token = page.next_token(fetched, found.last().map(|i| i.external_id.as_str()));
+        let cut = super::budget::fit(&mut found, self.page_budget(), super::budget::instance_len);
+        let token = page.token(
+            cut || fetched > page.size,
+            found.last().map(|i| i.external_id.as_str()),
+        );
         Ok((found, token))
     }
 

@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::cache::{InstanceMeta, TypeEntry};
 use super::{App, AppError, parse_id, parse_type_key};
 use crate::domain::State;
-use crate::ports::{BusError, EventRecord, HistoryFilter, InstanceRecord, LiveEvent, LiveFilter};
+use crate::ports::{
+    BusError, EventRecord, HistoryFilter, HistoryReader, InstanceRecord, LiveEvent, LiveFilter,
+};
 
 /// Events read per round trip while replaying history.
 const REPLAY_BATCH: usize = 1000;
@@ -250,81 +252,28 @@ impl App {
             },
         };
         // Listen before reading history, so nothing committed in between is missed.
-        let mut live = self.bus.subscribe(filter).await.map_err(|e| match e {
+        let live = self.bus.subscribe(filter).await.map_err(|e| match e {
             BusError::Unavailable(m) => AppError::Unavailable(m),
             BusError::Lagged(_) => AppError::Internal("lagged before the first event".into()),
         })?;
         let buffer = self.limits.subscriber_buffer.max(1);
         let (tx, rx) = mpsc::channel(buffer);
         let cut_off = Arc::new(AtomicBool::new(false));
-        let cut = cut_off.clone();
-        let history = self.history.clone();
+        let producer = Producer {
+            tx,
+            cut: cut_off.clone(),
+            event_types,
+            history: self.history.clone(),
+        };
+        let open = OpenSubscription::new(self.subscriptions.clone());
         tokio::spawn(async move {
-            let wanted =
-                |e: &EventRecord| event_types.is_empty() || event_types.contains(&e.event_type);
-            let mut last = None;
-            if let Some((id, from)) = replay {
-                match read_range(history.as_ref(), id, from, None).await {
-                    Ok(events) => {
-                        for e in events {
-                            last = Some(e.version);
-                            if wanted(&e) && tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-            while let Some(item) = live.next().await {
-                let event = match item {
-                    Ok(l) => l.event,
-                    Err(BusError::Lagged(_)) => {
-                        cut.store(true, Ordering::Release);
-                        return;
-                    }
-                    Err(BusError::Unavailable(m)) => {
-                        let _ = tx.send(Err(AppError::Unavailable(m))).await;
-                        return;
-                    }
-                };
-                let mut batch = vec![];
-                if let (Some((id, _)), Some(l)) = (replay, last) {
-                    if event.version <= l {
-                        continue; // already replayed
-                    }
-                    if event.version > l + 1 {
-                        // Fill a gap from the store rather than skip events.
-                        match read_range(history.as_ref(), id, l + 1, Some(event.version - 1)).await
-                        {
-                            Ok(missing) => batch.extend(missing),
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        }
-                    }
-                }
-                batch.push(event);
-                for e in batch {
-                    if replay.is_some() {
-                        last = Some(e.version);
-                    }
-                    if !wanted(&e) {
-                        continue;
-                    }
-                    match tx.try_send(Ok(e)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            cut.store(true, Ordering::Release);
-                            return;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    }
-                }
+            let _open = open;
+            // The client going away drops the stream's receiver: end at once, even while the
+            // live stream is quiet or nothing matches, instead of only at the next send.
+            tokio::select! {
+                biased;
+                () = producer.tx.closed() => {}
+                () = producer.run(replay, live) => {}
             }
         });
         Ok(EventStream {
@@ -334,33 +283,159 @@ impl App {
             done: false,
         })
     }
+
+    /// Subscribe streams currently open on this server: each one's producer counts from the
+    /// moment it starts until it has ended (client gone, cut off, bus failure or shutdown).
+    /// For operators (a number that only grows points at leaked subscriptions) and tests.
+    pub fn open_subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Acquire)
+    }
+}
+
+/// Counts one open subscription for as long as it lives.
+struct OpenSubscription(Arc<AtomicUsize>);
+
+impl OpenSubscription {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a subscription's producer task sends to, and how.
+struct Producer {
+    tx: mpsc::Sender<Result<EventRecord, AppError>>,
+    cut: Arc<AtomicBool>,
+    /// Applied here rather than on the bus in replay mode, so versions stay contiguous and a gap
+    /// can be told from a filtered event.
+    event_types: Vec<String>,
+    history: Arc<dyn HistoryReader>,
+}
+
+/// Whether a producer goes on.
+enum Flow {
+    Go,
+    Stop,
+}
+
+impl Producer {
+    fn wanted(&self, e: &EventRecord) -> bool {
+        self.event_types.is_empty() || self.event_types.contains(&e.event_type)
+    }
+
+    /// Replays history from `replay`'s version, then follows `live`.
+    async fn run(&self, replay: Option<(Uuid, i64)>, mut live: crate::ports::LiveStream) {
+        let mut last = None;
+        if let Some((id, from)) = replay {
+            // Replay waits for the reader (the store can always be read again), page by page:
+            // memory holds one page, however long the history.
+            match self.pages(id, from, None, true).await {
+                Ok((Flow::Go, read)) => last = read.or(Some(from - 1)),
+                Ok((Flow::Stop, _)) => return,
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        while let Some(item) = live.next().await {
+            let event = match item {
+                Ok(l) => l.event,
+                Err(BusError::Lagged(_)) => {
+                    self.cut.store(true, Ordering::Release);
+                    return;
+                }
+                Err(BusError::Unavailable(m)) => {
+                    let _ = self.tx.send(Err(AppError::Unavailable(m))).await;
+                    return;
+                }
+            };
+            if let (Some((id, _)), Some(l)) = (replay, last) {
+                if event.version <= l {
+                    continue; // already replayed
+                }
+                if event.version > l + 1 {
+                    // Fill a gap from the store rather than skip events.
+                    match self.pages(id, l + 1, Some(event.version - 1), false).await {
+                        Ok((Flow::Go, _)) => {}
+                        Ok((Flow::Stop, _)) => return,
+                        Err(e) => {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                last = Some(event.version);
+            }
+            if let Flow::Stop = self.deliver(event, false).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends one event if the subscriber wants it. Live events never wait for the reader
+    /// (`wait` false): a full buffer cuts it off, so writers and other subscribers never slow
+    /// down for it.
+    async fn deliver(&self, e: EventRecord, wait: bool) -> Flow {
+        if !self.wanted(&e) {
+            return Flow::Go;
+        }
+        if wait {
+            return match self.tx.send(Ok(e)).await {
+                Ok(()) => Flow::Go,
+                Err(_) => Flow::Stop,
+            };
+        }
+        match self.tx.try_send(Ok(e)) {
+            Ok(()) => Flow::Go,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut.store(true, Ordering::Release);
+                Flow::Stop
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Flow::Stop,
+        }
+    }
+
+    /// Delivers the instance's events from `from` to `to` (inclusive; open-ended when None),
+    /// reading [`REPLAY_BATCH`] at a time. Returns how it ended and the last version read.
+    async fn pages(
+        &self,
+        id: Uuid,
+        from: i64,
+        to: Option<i64>,
+        wait: bool,
+    ) -> Result<(Flow, Option<i64>), AppError> {
+        let mut filter = HistoryFilter {
+            from_version: Some(from),
+            to_version: to,
+            ..HistoryFilter::default()
+        };
+        let mut last = None;
+        loop {
+            let events = self.history.events(id, &filter, REPLAY_BATCH).await?;
+            let full = events.len() == REPLAY_BATCH;
+            for e in events {
+                last = Some(e.version);
+                if let Flow::Stop = self.deliver(e, wait).await {
+                    return Ok((Flow::Stop, last));
+                }
+            }
+            if !full {
+                return Ok((Flow::Go, last));
+            }
+            filter.after_version = last;
+        }
+    }
 }
 
 fn lagged(buffer: usize) -> AppError {
     AppError::TooLarge(format!(
         "subscriber fell more than {buffer} events behind and was cut off; resubscribe with from_version"
     ))
-}
-
-async fn read_range(
-    history: &dyn crate::ports::HistoryReader,
-    id: Uuid,
-    from: i64,
-    to: Option<i64>,
-) -> Result<Vec<EventRecord>, AppError> {
-    let mut out = Vec::new();
-    let mut filter = HistoryFilter {
-        from_version: Some(from),
-        to_version: to,
-        ..HistoryFilter::default()
-    };
-    loop {
-        let events = history.events(id, &filter, REPLAY_BATCH).await?;
-        let full = events.len() == REPLAY_BATCH;
-        filter.after_version = events.last().map(|e| e.version);
-        out.extend(events);
-        if !full {
-            return Ok(out);
-        }
-    }
 }

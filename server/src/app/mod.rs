@@ -2,6 +2,7 @@
 //! orchestrate the ports and the pure domain; they hold no SQL and no protobuf.
 
 mod analytics;
+mod budget;
 mod cache;
 mod commands;
 mod error;
@@ -25,6 +26,9 @@ use uuid::Uuid;
 /// Events a subscriber of the default in-process bus may fall behind.
 pub const DEFAULT_BUS_BUFFER: usize = 4096;
 
+/// The default of [`Limits::max_response_bytes`]: 4 MiB, gRPC's customary message size.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Limits applied to every command.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -36,6 +40,10 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Events a Subscribe stream may hold for a slow reader before it is cut off.
     pub subscriber_buffer: usize,
+    /// Largest encoded response message: the server's `max_encoding_message_size`. Pages
+    /// (GetHistory, GetFieldTimeline, ListInstances, ListEntityTypes) stop early, with a
+    /// next_page_token, before their items would pass a fraction of it.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +53,7 @@ impl Default for Limits {
             state: StateLimits::default(),
             max_batch_events: 1000,
             subscriber_buffer: 1024,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -62,6 +71,8 @@ pub struct App {
     bus: Arc<dyn EventBus>,
     limits: Limits,
     caches: Arc<Caches>,
+    /// Subscribe streams open now (see [`App::open_subscriptions`]).
+    subscriptions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl App {
@@ -78,6 +89,7 @@ impl App {
             bus: Arc::new(crate::adapters::memory::LocalBus::new(DEFAULT_BUS_BUFFER)),
             limits,
             caches: Arc::new(Caches::default()),
+            subscriptions: Arc::default(),
         }
     }
 
@@ -101,6 +113,11 @@ impl App {
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// Bytes one page of a listing may carry (see [`Limits::max_response_bytes`]).
+    fn page_budget(&self) -> usize {
+        budget::page_budget(self.limits.max_response_bytes)
     }
 
     /// Checks a JSON document's size and depth against the limits, and that it holds no NUL

@@ -53,8 +53,13 @@ impl Page {
 
     /// The token of the next page: empty when `fetched` (asked as `size + 1`) showed no more items.
     pub fn next_token(&self, fetched: usize, last_key: Option<&str>) -> String {
+        self.token(fetched > self.size, last_key)
+    }
+
+    /// The token continuing after `last_key` when `more` items follow; empty otherwise.
+    pub fn token(&self, more: bool, last_key: Option<&str>) -> String {
         match last_key {
-            Some(key) if fetched > self.size => URL_SAFE_NO_PAD.encode(key.as_bytes()),
+            Some(key) if more => URL_SAFE_NO_PAD.encode(key.as_bytes()),
             _ => String::new(),
         }
     }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{App, AppError, Page, parse_id};
+use super::{App, AppError, Page, budget, parse_id};
 use crate::domain::diff::{Comparison, compare};
 use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
@@ -15,6 +15,10 @@ use crate::ports::{EventRecord, HistoryFilter};
 
 /// Events read per round trip while folding a long range.
 const FOLD_BATCH: usize = 1000;
+
+/// Most versions one GetFieldTimeline page examines: a field that rarely changes still costs a
+/// page a bounded amount of work, and the client continues with the page token.
+pub const TIMELINE_SCAN: i64 = 10_000;
 
 /// A past state and the version it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,17 +91,7 @@ impl App {
             filter.end_time,
         )?;
         let page = Page::parse(page_size, page_token)?;
-        filter.after_version = match &page.after {
-            None => None,
-            Some(cursor) => Some(cursor.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(
-                || {
-                    AppError::invalid(
-                        "page_token",
-                        "is malformed: pass the next_page_token of a previous page",
-                    )
-                },
-            )?),
-        };
+        filter.after_version = version_cursor(&page)?;
         // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds up.
         filter.start_time = filter.start_time.map(ceil_micros);
         let mut events = self.history.events(id, &filter, page.size + 1).await?;
@@ -107,8 +101,10 @@ impl App {
         }
         let fetched = events.len();
         events.truncate(page.size);
+        // Big events end the page early rather than push the response past the size cap.
+        let cut = budget::fit(&mut events, self.page_budget(), budget::event_len);
         let last = events.last().map(|e| e.version.to_string());
-        let token = page.next_token(fetched, last.as_deref());
+        let token = page.token(cut || fetched > page.size, last.as_deref());
         Ok((events, token))
     }
 
@@ -202,13 +198,23 @@ impl App {
         Ok((first, second, comparison))
     }
 
-    /// Each version at which the field's value changed, within the optional ranges.
+    /// A page of the versions at which the field's value changed, within the optional ranges,
+    /// and the token of the next page.
+    ///
+    /// The fold starts from the state just before the range (a snapshot plus a bounded tail),
+    /// never from version 1, and a page examines at most [`TIMELINE_SCAN`] versions: however
+    /// long the history, one call reads a bounded number of events. A page stops at
+    /// `page_size` points, after that many versions, or before its points would pass the
+    /// response budget, whichever comes first; its token continues right after the last
+    /// version it examined.
     pub async fn get_field_timeline(
         &self,
         instance_id: &str,
         field: &str,
         filter: HistoryFilter,
-    ) -> Result<Vec<TimelineEntry>, AppError> {
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<TimelineEntry>, String), AppError> {
         let id = parse_id("instance_id", instance_id)?;
         let pointer = parse_field_path(field)?;
         check_range(
@@ -217,12 +223,29 @@ impl App {
             filter.start_time,
             filter.end_time,
         )?;
-        let start = filter.from_version.unwrap_or(1);
+        let page = Page::parse(page_size, page_token)?;
+        let cursor = version_cursor(&page)?;
         // Tells an unknown instance from an empty timeline, and a range past the end from a bad
         // version.
         let latest = self.store.get_instance(id).await?.version;
-        if start > latest {
-            return Ok(Vec::new());
+        let mut start = filter.from_version.unwrap_or(1);
+        let mut end = filter.to_version.unwrap_or(latest).min(latest);
+        // recorded_at never decreases along an instance's versions, so a time range is a
+        // version range: find it instead of folding through everything before it.
+        if let Some(t) = filter.start_time {
+            let before = ceil_micros(t) - chrono::Duration::microseconds(1);
+            if let Some(v) = self.history.version_at(id, before).await? {
+                start = start.max(v + 1);
+            }
+        }
+        if let Some(t) = filter.end_time {
+            end = end.min(self.history.version_at(id, t).await?.unwrap_or(0));
+        }
+        if let Some(c) = cursor {
+            start = start.max(c.saturating_add(1));
+        }
+        if start > end {
+            return Ok((Vec::new(), String::new()));
         }
         let (mut state, initial) = if start > 1 {
             let before = self.state_at_version(id, start - 1).await?;
@@ -233,39 +256,83 @@ impl App {
         };
         let mut tracker = FieldTracker::new(pointer, initial);
         let mut points = Vec::new();
+        let mut budget = budget::Budget::new(self.page_budget());
+        let scan_end = end.min(start.saturating_add(TIMELINE_SCAN - 1));
         let mut read = HistoryFilter {
             from_version: Some(start),
-            to_version: filter.to_version,
+            to_version: Some(scan_end),
             ..HistoryFilter::default()
         };
-        loop {
+        // The last version whose change (if any) is in `points`: where the next page continues.
+        let mut examined = start - 1;
+        'fold: loop {
             let events = self.history.events(id, &read, FOLD_BATCH).await?;
             for event in &events {
-                state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                let next = apply_event(&state, &event.payload, event.mode).map_err(|e| {
                     AppError::Internal(format!(
                         "stored event {} does not apply: {e}",
                         event.version
                     ))
                 })?;
-                if let Some(value) = tracker.observe(&state) {
+                // Breaking out below leaves the tracker and state behind: the next page starts
+                // afresh from the state before the version it continues at.
+                if let Some(value) = tracker.observe(&next) {
                     let in_time = filter.start_time.is_none_or(|s| event.recorded_at >= s)
                         && filter.end_time.is_none_or(|e| event.recorded_at <= e);
                     if in_time {
-                        points.push(TimelineEntry {
+                        let point = TimelineEntry {
                             version: event.version,
                             recorded_at: event.recorded_at,
                             event_type: event.event_type.clone(),
                             value,
-                        });
+                        };
+                        if !budget.take(timeline_len(&point)) {
+                            break 'fold; // this version starts the next page
+                        }
+                        points.push(point);
                     }
+                }
+                state = next;
+                examined = event.version;
+                if points.len() == page.size {
+                    break 'fold;
                 }
             }
             match events.last() {
                 Some(last) if events.len() == FOLD_BATCH => read.after_version = Some(last.version),
-                _ => break,
+                _ => {
+                    // Everything up to the scan's end was read.
+                    examined = examined.max(scan_end);
+                    break;
+                }
             }
         }
-        Ok(points)
+        let token = page.token(examined < end, Some(&examined.to_string()));
+        Ok((points, token))
+    }
+}
+
+/// Bytes a timeline point takes in the response.
+fn timeline_len(p: &TimelineEntry) -> usize {
+    64 + p.event_type.len() + p.value.as_ref().map_or(0, budget::value_len)
+}
+
+/// The version a page token continues after.
+fn version_cursor(page: &Page) -> Result<Option<i64>, AppError> {
+    match &page.after {
+        None => Ok(None),
+        Some(cursor) => Ok(Some(
+            cursor
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        "page_token",
+                        "is malformed: pass the next_page_token of a previous page",
+                    )
+                })?,
+        )),
     }
 }
 

@@ -85,36 +85,57 @@ impl FieldStats {
         values: impl IntoIterator<Item = Option<&'a Value>>,
         top: usize,
     ) -> Self {
-        let mut stats = FieldStats::default();
-        let mut numbers = 0i64;
-        let mut frequency: HashMap<String, (Value, i64)> = HashMap::new();
+        let mut acc = FieldStatsAccumulator::default();
         for value in values {
-            let Some(value) = value else {
-                stats.missing += 1;
-                continue;
-            };
-            stats.count += 1;
-            match value {
-                Value::Number(n) => {
-                    let x = n.as_f64().unwrap_or(0.0);
-                    numbers += 1;
-                    stats.min = Some(stats.min.map_or(x, |m| m.min(x)));
-                    stats.max = Some(stats.max.map_or(x, |m| m.max(x)));
-                    stats.sum = Some(stats.sum.unwrap_or(0.0) + x);
-                }
-                Value::String(_) | Value::Bool(_) => {
-                    frequency
-                        .entry(value.to_string())
-                        .or_insert_with(|| (value.clone(), 0))
-                        .1 += 1;
-                }
-                _ => {}
+            acc.add(value);
+        }
+        acc.finish(top)
+    }
+}
+
+/// [`FieldStats`] built one value at a time, so a caller streaming many states keeps only the
+/// running totals (and the distinct string and boolean values), never the values themselves.
+#[derive(Debug, Clone, Default)]
+pub struct FieldStatsAccumulator {
+    stats: FieldStats,
+    numbers: i64,
+    frequency: HashMap<String, (Value, i64)>,
+}
+
+impl FieldStatsAccumulator {
+    /// Counts one state's value of the field (None = the state lacks it).
+    pub fn add(&mut self, value: Option<&Value>) {
+        let stats = &mut self.stats;
+        let Some(value) = value else {
+            stats.missing += 1;
+            return;
+        };
+        stats.count += 1;
+        match value {
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(0.0);
+                self.numbers += 1;
+                stats.min = Some(stats.min.map_or(x, |m| m.min(x)));
+                stats.max = Some(stats.max.map_or(x, |m| m.max(x)));
+                stats.sum = Some(stats.sum.unwrap_or(0.0) + x);
             }
+            Value::String(_) | Value::Bool(_) => {
+                self.frequency
+                    .entry(value.to_string())
+                    .or_insert_with(|| (value.clone(), 0))
+                    .1 += 1;
+            }
+            _ => {}
         }
-        if numbers > 0 {
-            stats.mean = stats.sum.map(|s| s / numbers as f64);
+    }
+
+    /// The statistics so far, keeping the `top` most frequent values.
+    pub fn finish(self, top: usize) -> FieldStats {
+        let mut stats = self.stats;
+        if self.numbers > 0 {
+            stats.mean = stats.sum.map(|s| s / self.numbers as f64);
         }
-        let mut ranked: Vec<(String, (Value, i64))> = frequency.into_iter().collect();
+        let mut ranked: Vec<(String, (Value, i64))> = self.frequency.into_iter().collect();
         ranked.sort_by(|a, b| b.1.1.cmp(&a.1.1).then_with(|| a.0.cmp(&b.0)));
         stats.top_values = ranked.into_iter().take(top).map(|(_, v)| v).collect();
         stats

@@ -429,9 +429,15 @@ impl QueryService for QueryApi {
             async {
                 let filter =
                     history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
-                let points = self
+                let (points, next) = self
                     .0
-                    .get_field_timeline(&r.instance_id, &r.field, filter)
+                    .get_field_timeline(
+                        &r.instance_id,
+                        &r.field,
+                        filter,
+                        r.page_size,
+                        &r.page_token,
+                    )
                     .await?;
                 Ok(pb::GetFieldTimelineResponse {
                     points: points
@@ -443,6 +449,7 @@ impl QueryService for QueryApi {
                             value: p.value.as_ref().map(json_to_value),
                         })
                         .collect(),
+                    next_page_token: next,
                 })
             }
             .await,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::store::EmbeddedStore;
 use super::{EmbeddedError, rows};
-use crate::domain::analytics::{FieldStats, pointer_segments};
+use crate::domain::analytics::{FieldStats, FieldStatsAccumulator, pointer_segments};
 use crate::domain::{ApplyMode, State, apply_event, field_path};
 use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
@@ -141,24 +141,27 @@ FROM s JOIN events e ON e.instance_id = s.id
     AND e.version >= COALESCE(s.snap_version, 1) AND e.version <= s.target
 ORDER BY s.id, e.version";
 
-/// Folds the rows of [`STATES_AS_OF_SQL`] into each instance's state and looks the field up.
-fn values_as_of(
+/// Folds the rows of [`STATES_AS_OF_SQL`] into each instance's state, one instance at a time as
+/// the rows are stepped through, and counts the field's value in the statistics: memory holds one
+/// state and the totals, never the type's rows.
+fn stats_as_of(
     conn: &Connection,
     entity_type_id: Uuid,
     pointer: &str,
     as_of: i64,
-) -> Result<Vec<Option<Value>>, StoreError> {
+    top: usize,
+) -> Result<FieldStats, StoreError> {
     let mut stmt = conn.prepare_cached(STATES_AS_OF_SQL).map_err(sql)?;
     let mut found = stmt
         .query(params![rows::id(entity_type_id), as_of])
         .map_err(sql)?;
-    let mut values = Vec::new();
+    let mut stats = FieldStatsAccumulator::default();
     let mut current: Option<(String, State)> = None;
     while let Some(row) = found.next().map_err(sql)? {
         let id: String = row.get(0).map_err(sql)?;
         if current.as_ref().is_none_or(|(c, _)| *c != id) {
             if let Some((_, state)) = current.take() {
-                values.push(field_path::lookup(&state, pointer).cloned());
+                stats.add(field_path::lookup(&state, pointer));
             }
             current = Some((id.clone(), State::new()));
         }
@@ -180,9 +183,9 @@ fn values_as_of(
         })?;
     }
     if let Some((_, state)) = current {
-        values.push(field_path::lookup(&state, pointer).cloned());
+        stats.add(field_path::lookup(&state, pointer));
     }
-    Ok(values)
+    Ok(stats.finish(top))
 }
 
 #[async_trait]
@@ -266,23 +269,22 @@ impl AnalyticsReader for EmbeddedStore {
         top: usize,
     ) -> Result<FieldStats, StoreError> {
         let segments = pointer_segments(pointer);
-        let values = self
+        let mut stats = self
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached("SELECT state FROM instances WHERE entity_type_id = ?1")
                     .map_err(sql)?;
                 let mut found = stmt.query([rows::id(entity_type_id)]).map_err(sql)?;
-                // Only the field's value of each state is kept, not the states.
-                let mut values = Vec::new();
+                // Only the running totals are kept, not the states nor their values.
+                let mut stats = FieldStatsAccumulator::default();
                 while let Some(row) = found.next().map_err(sql)? {
                     let text: String = row.get(0).map_err(sql)?;
                     let state = rows::object(&text, "state")?;
-                    values.push(normalized(pg_path(&state, &segments)));
+                    stats.add(normalized(pg_path(&state, &segments)).as_ref());
                 }
-                Ok(values)
+                Ok(stats.finish(top))
             })
             .await?;
-        let mut stats = FieldStats::from_values(values.iter().map(Option::as_ref), top);
         stats.min = finite(stats.min);
         stats.max = finite(stats.max);
         stats.sum = finite(stats.sum);
@@ -290,15 +292,16 @@ impl AnalyticsReader for EmbeddedStore {
         Ok(stats)
     }
 
-    async fn field_values_as_of(
+    async fn field_stats_as_of(
         &self,
         entity_type_id: Uuid,
         pointer: &str,
         as_of: DateTime<Utc>,
-    ) -> Result<Vec<Option<Value>>, StoreError> {
+        top: usize,
+    ) -> Result<FieldStats, StoreError> {
         let pointer = pointer.to_string();
         let as_of = rows::micros(as_of);
-        self.read(move |conn| values_as_of(conn, entity_type_id, &pointer, as_of))
+        self.read(move |conn| stats_as_of(conn, entity_type_id, &pointer, as_of, top))
             .await
     }
 

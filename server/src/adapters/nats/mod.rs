@@ -184,7 +184,13 @@ impl EventBus for NatsBus {
         let (tx, rx) = mpsc::channel(self.buffer.saturating_add(1));
         let buffer = self.buffer as u64;
         tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
+            // Ends as soon as the subscriber goes away, not at the next matching message
+            // (which may never come): the NATS subscription is dropped with this task.
+            while let Some(message) = tokio::select! {
+                biased;
+                () = tx.closed() => None,
+                m = subscriber.next() => m,
+            } {
                 let Some(live) = serde_json::from_slice::<WireEvent>(&message.payload)
                     .ok()
                     .and_then(WireEvent::into_live)

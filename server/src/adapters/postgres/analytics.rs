@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{PgError, PgStore, rows, timescale};
-use crate::domain::analytics::{FieldStats, pointer_segments};
+use crate::domain::analytics::{FieldStats, FieldStatsAccumulator, pointer_segments};
 use crate::domain::{ApplyMode, State, apply_event};
 use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
@@ -210,28 +210,34 @@ impl AnalyticsReader for PgStore {
         })
     }
 
-    async fn field_values_as_of(
+    async fn field_stats_as_of(
         &self,
         entity_type_id: Uuid,
         pointer: &str,
         as_of: DateTime<Utc>,
-    ) -> Result<Vec<Option<Value>>, StoreError> {
+        top: usize,
+    ) -> Result<FieldStats, StoreError> {
+        use futures::TryStreamExt;
         let client = self.pool().get().await.map_err(PgError::from)?;
         let stmt = client
             .prepare_cached(STATES_AS_OF_SQL)
             .await
             .map_err(PgError::from)?;
+        let params: [&(dyn ToSql + Sync); 2] = [&entity_type_id, &as_of];
+        // Rows stream in as they are read: one instance's state is folded at a time, so memory
+        // holds one state and the totals however many instances and events the type has.
         let rows = client
-            .query(&stmt, &[&entity_type_id, &as_of])
+            .query_raw(&stmt, params)
             .await
             .map_err(PgError::from)?;
-        let mut values = Vec::new();
+        futures::pin_mut!(rows);
+        let mut stats = FieldStatsAccumulator::default();
         let mut current: Option<(Uuid, State)> = None;
-        for row in &rows {
+        while let Some(row) = rows.try_next().await.map_err(PgError::from)? {
             let id: Uuid = row.get(0);
             if current.as_ref().is_none_or(|(c, _)| *c != id) {
                 if let Some((_, state)) = current.take() {
-                    values.push(crate::domain::field_path::lookup(&state, pointer).cloned());
+                    stats.add(crate::domain::field_path::lookup(&state, pointer));
                 }
                 current = Some((id, State::new()));
             }
@@ -252,9 +258,9 @@ impl AnalyticsReader for PgStore {
             })?;
         }
         if let Some((_, state)) = current {
-            values.push(crate::domain::field_path::lookup(&state, pointer).cloned());
+            stats.add(crate::domain::field_path::lookup(&state, pointer));
         }
-        Ok(values)
+        Ok(stats.finish(top))
     }
 
     async fn most_active(

@@ -124,20 +124,24 @@ class CompareVersionsResponse(_message.Message):
     def __init__(self, state1: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state2: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., patch: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FieldChange, _Mapping]]] = ...) -> None: ...
 
 class GetFieldTimelineRequest(_message.Message):
-    __slots__ = ("instance_id", "field", "from_version", "to_version", "start_time", "end_time")
+    __slots__ = ("instance_id", "field", "from_version", "to_version", "start_time", "end_time", "page_size", "page_token")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     TO_VERSION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     field: str
     from_version: int
     to_version: int
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, instance_id: _Optional[str] = ..., field: _Optional[str] = ..., from_version: _Optional[int] = ..., to_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, instance_id: _Optional[str] = ..., field: _Optional[str] = ..., from_version: _Optional[int] = ..., to_version: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class TimelinePoint(_message.Message):
     __slots__ = ("version", "recorded_at", "event_type", "value")
@@ -152,7 +156,9 @@ class TimelinePoint(_message.Message):
     def __init__(self, version: _Optional[int] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_type: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class GetFieldTimelineResponse(_message.Message):
-    __slots__ = ("points",)
+    __slots__ = ("points", "next_page_token")
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[TimelinePoint]
-    def __init__(self, points: _Optional[_Iterable[_Union[TimelinePoint, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, points: _Optional[_Iterable[_Union[TimelinePoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

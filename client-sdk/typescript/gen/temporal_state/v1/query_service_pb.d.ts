@@ -400,6 +400,22 @@ export declare type GetFieldTimelineRequest = Message<"temporal_state.v1.GetFiel
    * @generated from field: google.protobuf.Timestamp end_time = 6;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * At most this many points (default 100, at most 1000). A page may hold fewer, even none,
+   * and still have a `next_page_token`: it also stops after a bounded number of versions
+   * examined and before the response grows past the server's size budget.
+   *
+   * @generated from field: int32 page_size = 7;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page. Send the same filters.
+   *
+   * @generated from field: string page_token = 8;
+   */
+  pageToken: string;
 };
 
 /**
@@ -461,6 +477,13 @@ export declare type GetFieldTimelineResponse = Message<"temporal_state.v1.GetFie
    * @generated from field: repeated temporal_state.v1.TimelinePoint points = 1;
    */
   points: TimelinePoint[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
