@@ -126,6 +126,7 @@ impl App {
         let external_id = ExternalId::parse(external_id)?;
         self.check_size("initial_state", &initial_state)?;
         self.check_size("metadata", &metadata)?;
+        self.check_event_bytes(&initial_state, &metadata)?;
         let entry = self.resolve_type(&key).await?;
         entry.schema.validate(&entry.record.name, &initial_state)?;
         let (instance, event) = self
@@ -200,6 +201,7 @@ impl App {
             EventType::parse(&input.event_type)?;
             self.check_size("payload", &input.payload)?;
             self.check_size("metadata", &input.metadata)?;
+            self.check_event_bytes(&input.payload, &input.metadata)?;
             if let Some(id) = &input.event_id {
                 check_event_id(id)?;
                 if !seen.insert(id.as_str()) {

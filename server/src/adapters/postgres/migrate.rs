@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "byte_order",
         include_str!("../../../../migrations/postgres/0004_byte_order.sql"),
     ),
+    (
+        5,
+        "outbox_dead_letters",
+        include_str!("../../../../migrations/postgres/0005_outbox_dead_letters.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.
