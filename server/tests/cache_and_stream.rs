@@ -558,6 +558,10 @@ impl ClusterRedis {
                 "no",
                 "--cluster-enabled",
                 "yes",
+                // Alone, a node does not know its own address, and clients learn it from
+                // CLUSTER SLOTS.
+                "--cluster-announce-ip",
+                "127.0.0.1",
             ])
             .arg("--dir")
             .arg(dir.path())
