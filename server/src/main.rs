@@ -15,14 +15,30 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = cli.config;
+    // One line with every setting; connection strings with their secrets masked.
     tracing::info!(
         database_url = ?config.masked_database_url(),
+        redis_url = ?config.masked_redis_url(),
+        nats_url = ?config.masked_nats_url(),
         grpc_addr = %config.grpc_addr,
+        data_dir = %config.data_dir.display(),
         snapshot_interval = config.snapshot_interval,
         pool_size = config.pool_size,
+        db_connect_timeout_secs = config.db_connect_timeout_secs,
+        request_timeout_secs = config.request_timeout_secs,
         max_payload_bytes = config.max_payload_bytes,
         max_batch_events = config.max_batch_events,
-        data_dir = %config.data_dir.display(),
+        cache_ttl_secs = config.cache_ttl_secs,
+        redis_timeout_ms = config.redis_timeout_ms,
+        nats_stream = %config.nats_stream,
+        nats_stream_replicas = config.nats_stream_replicas,
+        nats_stream_retention = %config.nats_stream_retention,
+        nats_duplicate_window_secs = config.nats_duplicate_window_secs,
+        outbox_max_attempts = config.outbox_max_attempts,
+        subscriber_buffer = config.subscriber_buffer,
+        timescale_compress_after_days = config.timescale_compress_after_days,
+        timescale_retention_days = config.timescale_retention_days,
+        grpc_web_allowed_origins = ?config.grpc_web_allowed_origins,
         "effective configuration"
     );
     match cli.command.unwrap_or(Command::Serve) {

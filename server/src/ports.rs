@@ -428,6 +428,9 @@ pub trait Outbox: Send + Sync + 'static {
     async fn pending(&self, limit: usize) -> Result<Vec<(i64, LiveEvent)>, StoreError>;
     /// Forgets published entries.
     async fn done(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Moves an entry that cannot be published to the dead letters, so it stops holding up
+    /// publication; `attempts` and `error` say why, for whoever looks into it.
+    async fn dead_letter(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
     /// How many entries wait.
     async fn backlog(&self) -> Result<i64, StoreError>;
 }

@@ -56,7 +56,7 @@ const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// DATABASE_URL is given, otherwise the embedded SQLite store under DATA_DIR. Redis (REDIS_URL)
 /// caches current states and NATS (NATS_URL) carries events, each optional.
 pub async fn build(config: &Config) -> Result<Backends, ServeError> {
-    let limits = Limits {
+    let mut limits = Limits {
         max_payload_bytes: config.max_payload_bytes,
         state: crate::domain::StateLimits {
             max_bytes: config.max_state_bytes,
@@ -64,27 +64,59 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         },
         max_batch_events: config.max_batch_events,
         subscriber_buffer: config.subscriber_buffer,
+        max_event_bytes: None,
         ..Limits::default()
     };
     let mut tasks = Vec::new();
     let mut app = match &config.database_url {
         Some(url) => {
-            let store = PgStore::new(&PgStoreConfig {
-                url: url.clone(),
-                pool_size: config.pool_size as usize,
-                snapshot_interval: config.snapshot_interval,
-                connect_timeout: config.db_connect_timeout(),
-            })?
+            let store = PgStore::with_statement_timeout(
+                &PgStoreConfig {
+                    url: url.clone(),
+                    pool_size: config.pool_size as usize,
+                    snapshot_interval: config.snapshot_interval,
+                    connect_timeout: config.db_connect_timeout(),
+                },
+                Some(config.request_timeout()),
+            )?
             .with_timescale(config.timescale())
             .with_outbox(config.nats_url.is_some());
             let applied = store.migrate().await?;
             info!(?applied, "database schema up to date");
+            let nats_client = match &config.nats_url {
+                Some(nats_url) => {
+                    let client = nats::connect(nats_url).await.map_err(|e| {
+                        ServeError::Config(format!(
+                            "NATS_URL {}: {}",
+                            crate::config::mask_secrets(nats_url),
+                            crate::config::redact(&e.to_string(), nats_url)
+                        ))
+                    })?;
+                    // An event whose message NATS would refuse must be refused before it is
+                    // stored, or it would wait in the outbox forever.
+                    let max_payload = nats::server_max_payload(&client).await;
+                    let max_event = nats::max_event_bytes(max_payload);
+                    limits.max_event_bytes = Some(max_event);
+                    info!(
+                        max_payload,
+                        max_event_bytes = max_event,
+                        "events are limited to what one nats message can carry"
+                    );
+                    if max_event < config.max_payload_bytes {
+                        warn!(
+                            max_payload_bytes = config.max_payload_bytes,
+                            max_event_bytes = max_event,
+                            "MAX_PAYLOAD_BYTES exceeds what the NATS server's max_payload allows: \
+                             an event's payload and metadata are refused past max_event_bytes"
+                        );
+                    }
+                    Some(client)
+                }
+                None => None,
+            };
             let mut app = App::new(Arc::new(store.clone()), Arc::new(store.clone()), limits)
                 .with_analytics(Arc::new(store.clone()));
-            if let Some(nats_url) = &config.nats_url {
-                let client = nats::connect(nats_url)
-                    .await
-                    .map_err(|e| ServeError::Config(format!("NATS_URL: {e}")))?;
+            if let Some(client) = nats_client {
                 let wake = Arc::new(tokio::sync::Notify::new());
                 let outbox: Arc<dyn crate::ports::Outbox> = Arc::new(PgOutbox::new(store));
                 tasks.push(tokio::spawn(nats::relay::run(
@@ -120,7 +152,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 applied = ?store.applied_migrations(),
                 "no DATABASE_URL: using the embedded store"
             );
-            let store = Arc::new(store);
+            let store = Arc::new(store.with_read_timeout(config.request_timeout()));
             let app = App::new(store.clone(), store.clone(), limits).with_analytics(store);
             if config.redis_url.is_none() {
                 app.with_cache(Arc::new(MemoryCache::default()))
@@ -136,7 +168,13 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             command_timeout: Duration::from_millis(config.redis_timeout_ms),
         })
         .await
-        .map_err(|e| ServeError::Config(format!("REDIS_URL: {e}")))?;
+        .map_err(|e| {
+            ServeError::Config(format!(
+                "REDIS_URL {}: {}",
+                crate::config::mask_secrets(redis_url),
+                crate::config::redact(&e.to_string(), redis_url)
+            ))
+        })?;
         app = app.with_cache(Arc::new(cache));
         let repairing = app.clone();
         tasks.push(tokio::spawn(async move {

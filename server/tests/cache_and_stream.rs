@@ -550,3 +550,144 @@ async fn subscribe_rejects_bad_input() {
         assert!(status.message().contains(needle), "{}", status.message());
     }
 }
+
+/// A one-node Redis Cluster of the test's own, holding every slot: it refuses a script whose
+/// keys are in different slots (CROSSSLOT) exactly as a many-node cluster does.
+struct ClusterRedis {
+    port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl ClusterRedis {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                // Alone, a node does not know its own address, and clients learn it from
+                // CLUSTER SLOTS.
+                "--cluster-announce-ip",
+                "127.0.0.1",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let cluster = Self {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while cluster.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            cluster.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]),
+            "OK"
+        );
+        while !cluster
+            .cli(&["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// One command through redis-cli; its answer, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn slot(&self, key: &str) -> String {
+        self.cli(&["CLUSTER", "KEYSLOT", key])
+    }
+}
+
+impl Drop for ClusterRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cache_keys_are_hash_tagged_by_the_server_not_by_the_external_id() {
+    use temporal_state_server::adapters::redis::{external_key, id_key};
+    let redis = ClusterRedis::start();
+    let instance = uuid::Uuid::now_v7();
+    let entity_type = uuid::Uuid::now_v7();
+    assert_eq!(
+        redis.slot(&id_key(instance)),
+        redis.slot(&instance.to_string())
+    );
+    // Braces in an external id never choose the slot: the tag is the type and the whole id.
+    let key = external_key(entity_type, "{a}b}c%");
+    assert_eq!(
+        redis.slot(&key),
+        redis.slot(&format!("{entity_type}:%7Ba%7Db%7Dc%25"))
+    );
+    assert_ne!(redis.slot(&key), redis.slot("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_works_on_redis_cluster() {
+    use temporal_state_server::adapters::redis::{external_key, id_key};
+    let redis = ClusterRedis::start();
+    let db = TestDb::create().await;
+    let url = format!("redis-cluster://127.0.0.1:{}", redis.port);
+    let server = TestServer::start(&db.url, &["--redis-url", &url]).await;
+    let mut c = server.clients().await;
+    let entity_type = c.create_type("counter", json!({"type": "object"})).await;
+    let inst = c.create_instance("counter", "c{1}", json!({"n": 0})).await;
+    c.apply(&inst.id, "Tick", json!({"n": 1})).await.unwrap();
+    assert_eq!(version_of(&mut c, &inst.id).await, 2);
+
+    // Both keys were written by the compare-and-set: a CROSSSLOT refusal would leave them absent.
+    let by_id = id_key(inst.id.parse().unwrap());
+    let by_external = external_key(entity_type.id.parse().unwrap(), "c{1}");
+    wait_until(
+        "both cache keys hold version 2",
+        Duration::from_secs(20),
+        || {
+            let ok = redis.cli(&["HGET", &by_id, "v"]) == "2"
+                && redis.cli(&["HGET", &by_external, "v"]) == "2";
+            async move { ok }
+        },
+    )
+    .await;
+    let state = c
+        .instances
+        .get_current_state(pb::GetCurrentStateRequest {
+            entity_type: "counter".into(),
+            external_id: "c{1}".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(state.version, 2);
+    server.stop().await;
+}

@@ -170,6 +170,7 @@ impl App {
         self.limits
             .state
             .check("initial_state", measure_object(&initial_state))?;
+        self.check_event_bytes(&initial_state, &metadata)?;
         let entry = self.resolve_type(&key).await?;
         entry.schema.validate(&entry.record.name, &initial_state)?;
         let hash = content_hash(
@@ -254,6 +255,7 @@ impl App {
             EventType::parse(&input.event_type)?;
             self.check_size("payload", &input.payload)?;
             self.check_size("metadata", &input.metadata)?;
+            self.check_event_bytes(&input.payload, &input.metadata)?;
             if let Some(id) = &input.event_id {
                 check_event_id(id)?;
                 if !seen.insert(id.as_str()) {

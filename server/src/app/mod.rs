@@ -44,6 +44,9 @@ pub struct Limits {
     /// (GetHistory, GetFieldTimeline, ListInstances, ListEntityTypes) stop early, with a
     /// next_page_token, before their items would pass a fraction of it.
     pub max_response_bytes: usize,
+    /// Largest payload plus metadata (JSON bytes) of one event, when events are published to a
+    /// bus whose messages are bounded (NATS `max_payload` less the envelope). None: no bound.
+    pub max_event_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             max_batch_events: 1000,
             subscriber_buffer: 1024,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_event_bytes: None,
         }
     }
 }
@@ -150,6 +154,41 @@ impl App {
         }
         Ok(())
     }
+
+    /// Refuses an event the event stream could not carry, before anything is stored: a
+    /// published event that could never be delivered would otherwise wait in the outbox.
+    fn check_event_bytes(&self, payload: &State, metadata: &State) -> Result<(), AppError> {
+        let Some(max) = self.limits.max_event_bytes else {
+            return Ok(());
+        };
+        let size = json_len(payload).saturating_add(json_len(metadata));
+        if size > max {
+            return Err(AppError::TooLarge(format!(
+                "payload and metadata are {size} bytes of JSON together, over the {max} bytes \
+                 one published event may carry (the NATS server's max_payload less the envelope)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Length of a value's compact JSON, counted without building it.
+fn json_len(value: &State) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that cannot be serialized counts as nothing
+    // here and is refused where it is serialized.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn has_nul(v: &serde_json::Value) -> bool {

@@ -29,7 +29,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,6 +80,65 @@ struct Inner {
     /// Set when a statement found the file damaged: from then on `ping` fails, so the server
     /// reports NOT_SERVING. Damage that start-up does not read (late pages) shows only here.
     damaged: AtomicBool,
+    /// Longest a read may run before it is interrupted, in milliseconds (0: no bound).
+    read_timeout_ms: AtomicU64,
+}
+
+/// Interrupts a read whose caller gave up (its deadline passed, or it went away), so the read
+/// connection is freed instead of running the query to its end. Shared by the async caller and
+/// the blocking task; the handle is only present while the task runs the caller's statements,
+/// so a late interrupt can never hit the next read on the same connection.
+#[derive(Default)]
+struct ReadInterrupt {
+    state: std::sync::Mutex<InterruptState>,
+}
+
+#[derive(Default)]
+struct InterruptState {
+    handle: Option<rusqlite::InterruptHandle>,
+    cancelled: bool,
+}
+
+impl ReadInterrupt {
+    /// Arms the interrupt for `conn`; false when the read was already cancelled.
+    fn begin(&self, conn: &Connection) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.cancelled {
+            return false;
+        }
+        state.handle = Some(conn.get_interrupt_handle());
+        true
+    }
+
+    /// Disarms it before the connection goes back to the pool.
+    fn end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).handle = None;
+    }
+
+    fn cancel(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.cancelled = true;
+        if let Some(handle) = state.handle.take() {
+            handle.interrupt();
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancelled
+    }
+}
+
+/// Cancels the read when dropped: when the caller's future is dropped mid-read, and (as a
+/// no-op, the task having disarmed it) after every read that finished.
+struct CancelOnDrop(Arc<ReadInterrupt>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Idle read connections; a semaphore permit guarantees one is free for its holder.
@@ -215,8 +274,19 @@ impl EmbeddedStore {
                 writer: Arc::new(Mutex::new(writer)),
                 readers,
                 damaged: AtomicBool::new(false),
+                read_timeout_ms: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Interrupts any read still running after `timeout` (UNAVAILABLE), so a slow read frees
+    /// its connection; a read whose caller goes away is interrupted in any case.
+    pub fn with_read_timeout(self, timeout: Duration) -> Self {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.read_timeout_ms.store(ms, Ordering::Relaxed);
+        self
     }
 
     /// The database file.
@@ -264,7 +334,8 @@ impl EmbeddedStore {
         self.noticed(result)
     }
 
-    /// Runs `f` on a read connection, on the blocking pool.
+    /// Runs `f` on a read connection, on the blocking pool. The read is interrupted when it
+    /// runs past the read timeout or when the caller drops this future.
     pub(super) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -277,7 +348,10 @@ impl EmbeddedStore {
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Internal(format!("embedded readers: {e}")))?;
-        let result = tokio::task::spawn_blocking(move || {
+        let interrupt = Arc::new(ReadInterrupt::default());
+        let _cancel_on_drop = CancelOnDrop(interrupt.clone());
+        let task_interrupt = interrupt.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match idle {
                 Some(conn) => conn,
@@ -290,13 +364,37 @@ impl EmbeddedStore {
                 _permit: permit,
             };
             match lease.conn.as_mut() {
-                Some(conn) => f(conn),
+                Some(conn) => {
+                    if !task_interrupt.begin(conn) {
+                        return Err(StoreError::Unavailable("the read was cancelled".into()));
+                    }
+                    let result = f(conn);
+                    task_interrupt.end();
+                    result
+                }
                 None => Err(StoreError::Internal("embedded reader missing".into())),
             }
-        })
-        .await
-        .map_err(worker)
-        .and_then(|r| r);
+        });
+        let timeout_ms = self.inner.read_timeout_ms.load(Ordering::Relaxed);
+        let joined = if timeout_ms == 0 {
+            (&mut task).await
+        } else {
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    interrupt.cancel();
+                    (&mut task).await
+                }
+            }
+        };
+        let result = joined.map_err(worker).and_then(|r| r);
+        let result = match result {
+            // Whatever the interrupted statement reported, the cause is the deadline.
+            Err(_) if interrupt.cancelled() => Err(StoreError::Unavailable(format!(
+                "the read ran past {timeout_ms} ms and was interrupted; retry later"
+            ))),
+            other => other,
+        };
         self.noticed(result)
     }
 
@@ -981,5 +1079,55 @@ impl HistoryReader for EmbeddedStore {
             .map_err(sql)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod read_interrupt_tests {
+    use super::*;
+
+    /// A read that never ends on its own.
+    fn endless(conn: &mut Connection) -> Result<i64, StoreError> {
+        conn.query_row(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_past_its_timeout_is_interrupted_and_frees_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 100)
+            .unwrap()
+            .with_read_timeout(Duration::from_millis(200));
+        // More endless reads than connections: each must be interrupted for the next to run.
+        for _ in 0..=READERS {
+            match store.read(endless).await {
+                Err(StoreError::Unavailable(m)) => assert!(m.contains("interrupted"), "{m}"),
+                other => panic!("expected UNAVAILABLE, got {other:?}"),
+            }
+        }
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_whose_caller_goes_away_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        // No timeout: only the caller going away can end these reads.
+        let store = EmbeddedStore::open(dir.path(), 100).unwrap();
+        for _ in 0..READERS {
+            let s = store.clone();
+            let reading = tokio::spawn(async move { s.read(endless).await });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reading.abort();
+            assert!(reading.await.unwrap_err().is_cancelled());
+        }
+        // Had any endless read kept its connection, every connection would be taken.
+        tokio::time::timeout(Duration::from_secs(30), store.ping())
+            .await
+            .expect("the abandoned reads freed their connections")
+            .unwrap();
     }
 }

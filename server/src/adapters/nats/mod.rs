@@ -10,6 +10,10 @@
 //! Subject: `<prefix>.<entity_type_name>.<instance_id>` (prefix `temporal_state.events`).
 //! Body: the event as JSON ([`WireEvent`]). Headers: `Nats-Msg-Id` (event id), `Tse-Version`,
 //! `Tse-Event-Type`.
+//!
+//! A message (body plus headers) must fit the NATS server's `max_payload`: [`max_event_bytes`]
+//! turns it into the largest payload plus metadata an event may have, which the application
+//! checks before the append, so an event the stream cannot carry is refused at write time.
 
 pub mod relay;
 
@@ -41,6 +45,8 @@ pub struct NatsConfig {
     pub duplicate_window: Duration,
     /// Events a subscriber may fall behind before it is cut off.
     pub subscriber_buffer: usize,
+    /// Refusals of one outbox row before it is dead-lettered.
+    pub max_attempts: u32,
 }
 
 /// An event as published: self-contained JSON.
@@ -99,6 +105,86 @@ impl WireEvent {
 /// The subject an event is published on.
 pub fn subject(entity_type_name: &str, instance_id: Uuid) -> String {
     format!("{SUBJECT_PREFIX}.{entity_type_name}.{instance_id}")
+}
+
+/// Bytes a published message may add around an event's payload and metadata: the rest of the
+/// JSON body and the headers. Every other field is bounded (ids and event types of at most 128
+/// characters, each at most 4 bytes of UTF-8 and appearing twice, an entity type name of 63,
+/// UUIDs, timestamps, a version): about 2.6 KB at worst, so 4 KiB leaves a margin.
+pub const ENVELOPE_BYTES: usize = 4096;
+
+/// The NATS server's default `max_payload`, assumed while it has not said its own.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// The largest payload plus metadata (JSON bytes) of an event whose message fits `max_payload`.
+pub fn max_event_bytes(max_payload: usize) -> usize {
+    max_payload.saturating_sub(ENVELOPE_BYTES)
+}
+
+/// The `max_payload` the NATS server announced. Waits a little for the first connection (the
+/// client connects in the background); a server still unreachable then is assumed to keep the
+/// NATS default, which is logged.
+pub async fn server_max_payload(client: &async_nats::Client) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        let announced = client.server_info().max_payload;
+        if announced > 0 {
+            return announced;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(
+        assumed = DEFAULT_MAX_PAYLOAD,
+        "nats not reachable yet: assuming the default max_payload for the event size limit"
+    );
+    DEFAULT_MAX_PAYLOAD
+}
+
+/// An outbox entry encoded as a JetStream message.
+pub struct Message {
+    pub subject: String,
+    pub body: Vec<u8>,
+    /// Besides `Nats-Msg-Id` (the event id).
+    headers: [(&'static str, String); 2],
+    message_id: String,
+}
+
+impl Message {
+    pub fn encode(live: &LiveEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            subject: subject(&live.entity_type_name, live.event.instance_id),
+            body: serde_json::to_vec(&WireEvent::from_live(live))?,
+            headers: [
+                ("Tse-Version", live.event.version.to_string()),
+                ("Tse-Event-Type", live.event.event_type.clone()),
+            ],
+            message_id: live.event.event_id.clone(),
+        })
+    }
+
+    /// Bytes NATS counts against `max_payload`: body plus the serialized header block
+    /// (`NATS/1.0\r\n`, one `key: value\r\n` per header, a final `\r\n`).
+    pub fn wire_len(&self) -> usize {
+        let header = |k: &str, v: &str| k.len() + 2 + v.len() + 2;
+        10 + 2
+            + header("Nats-Msg-Id", &self.message_id)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| header(k, v))
+                .sum::<usize>()
+            + self.body.len()
+    }
+
+    pub fn into_publish(self) -> (String, async_nats::jetstream::message::PublishMessage) {
+        let mut publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(self.body.into())
+            .message_id(&self.message_id);
+        for (k, v) in &self.headers {
+            publish = publish.header(*k, v.as_str());
+        }
+        (self.subject, publish)
+    }
 }
 
 pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
@@ -213,5 +299,45 @@ impl EventBus for NatsBus {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ApplyMode;
+    use crate::ports::EventRecord;
+
+    /// The envelope bound holds for the largest ids, names and timestamps the server accepts,
+    /// written in the characters that cost the most bytes.
+    #[test]
+    fn the_envelope_of_the_largest_event_fits_envelope_bytes() {
+        let payload: State = serde_json::from_str(r#"{"a": "x"}"#).unwrap();
+        let metadata: State = serde_json::from_str(r#"{"b": 1}"#).unwrap();
+        let content = serde_json::to_vec(&payload).unwrap().len()
+            + serde_json::to_vec(&metadata).unwrap().len();
+        for wide in ["\u{1F600}", "\"", "\\"] {
+            let live = LiveEvent {
+                entity_type_name: "t".repeat(63),
+                event: EventRecord {
+                    event_id: wide.repeat(128),
+                    instance_id: Uuid::max(),
+                    entity_type_id: Uuid::max(),
+                    event_type: wide.repeat(128),
+                    version: i64::MAX,
+                    payload: payload.clone(),
+                    metadata: metadata.clone(),
+                    mode: ApplyMode::MergePatch,
+                    recorded_at: DateTime::<Utc>::MAX_UTC,
+                    occurred_at: DateTime::<Utc>::MIN_UTC,
+                },
+            };
+            let message = Message::encode(&live).unwrap();
+            assert!(
+                message.wire_len() - content <= ENVELOPE_BYTES,
+                "{wide:?}: envelope of {} bytes",
+                message.wire_len() - content
+            );
+        }
     }
 }

@@ -1,21 +1,47 @@
-//! The outbox relay: publishes committed events to JetStream, in order, at least once.
+//! The outbox relay: publishes committed events to JetStream, in order per instance, at least
+//! once, and never lets one event hold up the others.
+//!
+//! - Order: an instance's next event is sent only once JetStream acknowledged the one before,
+//!   so a refused or lost acknowledgement can never let a later version overtake an earlier one
+//!   in the stream. Different instances are sent together (one wave holds the oldest pending
+//!   event of each instance in the batch), so a hot instance costs one round trip per event,
+//!   not the whole relay.
+//! - Refusals: an event the NATS server can never carry (over its `max_payload`, normally
+//!   refused at write time already) is dead-lettered at once; an event JetStream refuses
+//!   (a stream limit) is retried, and dead-lettered after `max_attempts` refusals. A
+//!   dead-lettered row moves to `outbox_dead_letters` with a warning naming the event and
+//!   [`dead_lettered_total`] counts it; the instance's later events are published after it.
+//! - Outages (NATS down, timeouts, no stream) never count as refusals: publication waits, and
+//!   JetStream's duplicate window absorbs re-sends.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage, stream};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+use uuid::Uuid;
 
-use super::{NatsConfig, WireEvent, subject};
-use crate::ports::Outbox;
+use super::{Message, NatsConfig};
+use crate::ports::{LiveEvent, Outbox};
 
-/// Entries published per round; their acknowledgements are awaited together.
+/// Entries read per round.
 const BATCH: usize = 256;
 /// How often the relay looks at the outbox without being woken (commits of other replicas).
 const POLL: Duration = Duration::from_millis(100);
-/// Pause after a failure before trying again.
+/// Pause after a round that published nothing before trying again.
 const BACKOFF: Duration = Duration::from_millis(500);
+
+/// Outbox rows moved to the dead-letter table since start-up, for the metrics exporter.
+static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
+
+/// How many outbox rows this process dead-lettered since it started.
+pub fn dead_lettered_total() -> u64 {
+    DEAD_LETTERED.load(Ordering::Relaxed)
+}
 
 fn retention(name: &str) -> stream::RetentionPolicy {
     match name {
@@ -40,6 +66,41 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
     .map_err(|e| e.to_string())
 }
 
+/// What a failed publication means for its row.
+#[derive(Debug)]
+enum Failure {
+    /// The message can never fit the server's `max_payload`: no retry can help.
+    Permanent(String),
+    /// JetStream received the message and refused it (a stream limit): counts as an attempt.
+    Refused(String),
+    /// NATS or the stream is not reachable: says nothing about the row.
+    Outage { error: String, stream_missing: bool },
+}
+
+fn classify_send(e: PublishError) -> Failure {
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Failure::Permanent(e.to_string()),
+        kind => Failure::Outage {
+            stream_missing: kind == PublishErrorKind::StreamNotFound,
+            error: e.to_string(),
+        },
+    }
+}
+
+fn classify_ack(e: PublishError) -> Failure {
+    match e.kind() {
+        // The stream's answer was an error: it saw this message and said no.
+        PublishErrorKind::Other | PublishErrorKind::WrongLastMessageId => {
+            Failure::Refused(e.to_string())
+        }
+        PublishErrorKind::MaxPayloadExceeded => Failure::Permanent(e.to_string()),
+        kind => Failure::Outage {
+            stream_missing: kind == PublishErrorKind::StreamNotFound,
+            error: e.to_string(),
+        },
+    }
+}
+
 /// Runs until the task is aborted.
 pub async fn run(
     client: async_nats::Client,
@@ -47,7 +108,12 @@ pub async fn run(
     outbox: Arc<dyn Outbox>,
     wake: Arc<Notify>,
 ) {
-    let js = jetstream::new(client);
+    let mut relay = Relay {
+        js: jetstream::new(client),
+        outbox,
+        max_attempts: config.max_attempts.max(1),
+        refusals: HashMap::new(),
+    };
     let mut stream_ready = false;
     loop {
         tokio::select! {
@@ -55,7 +121,7 @@ pub async fn run(
             _ = tokio::time::sleep(POLL) => {}
         }
         if !stream_ready {
-            match ensure_stream(&js, &config).await {
+            match ensure_stream(&relay.js, &config).await {
                 Ok(()) => {
                     info!(stream = %config.stream, "jetstream stream ready");
                     stream_ready = true;
@@ -67,7 +133,7 @@ pub async fn run(
                 }
             }
         }
-        match outbox.hold_lease().await {
+        match relay.outbox.hold_lease().await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
@@ -76,65 +142,226 @@ pub async fn run(
                 continue;
             }
         }
-        if let Err(e) = drain(&js, outbox.as_ref()).await {
-            warn!(error = %e, "publication paused");
-            tokio::time::sleep(BACKOFF).await;
+        match relay.drain().await {
+            Ok(()) => {}
+            Err(Stalled {
+                error,
+                stream_missing,
+            }) => {
+                warn!(%error, "publication paused");
+                if stream_missing {
+                    stream_ready = false;
+                }
+                tokio::time::sleep(BACKOFF).await;
+            }
         }
     }
 }
 
-/// Publishes until the outbox is empty or something fails.
-async fn drain(js: &jetstream::Context, outbox: &dyn Outbox) -> Result<(), String> {
-    loop {
-        let batch = outbox.pending(BATCH).await.map_err(|e| e.to_string())?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // Send the whole batch, then collect acknowledgements in order. Messages of one
-        // instance leave in version order on one connection; a failure stops the batch, and the
-        // re-send of anything already stored is dropped by its Nats-Msg-Id.
-        let mut acks = Vec::with_capacity(batch.len());
-        let mut failure = None;
-        for (id, live) in &batch {
-            let body = match serde_json::to_vec(&WireEvent::from_live(live)) {
-                Ok(b) => b,
-                Err(e) => return Err(format!("encoding outbox entry {id}: {e}")),
-            };
-            let publish = PublishMessage::build()
-                .payload(body.into())
-                .message_id(&live.event.event_id)
-                .header("Tse-Version", live.event.version.to_string().as_str())
-                .header("Tse-Event-Type", live.event.event_type.as_str());
-            match js
-                .send_publish(
-                    subject(&live.entity_type_name, live.event.instance_id),
-                    publish,
-                )
+/// Why a drain stopped before the outbox was empty.
+struct Stalled {
+    error: String,
+    stream_missing: bool,
+}
+
+struct Relay {
+    js: jetstream::Context,
+    outbox: Arc<dyn Outbox>,
+    max_attempts: u32,
+    /// Refusals so far of each outbox row still pending. Kept in memory: a restart (or a lease
+    /// moving to another server) only grants a row a few more attempts.
+    refusals: HashMap<i64, u32>,
+}
+
+/// What one round did.
+#[derive(Default)]
+struct Round {
+    published: Vec<i64>,
+    dead: usize,
+    /// A failure that stopped one instance's events for this round.
+    blocked: Option<String>,
+    outage: Option<(String, bool)>,
+}
+
+impl Relay {
+    /// Publishes until the outbox is empty, or a round makes no progress.
+    async fn drain(&mut self) -> Result<(), Stalled> {
+        let stalled = |error: String| Stalled {
+            error,
+            stream_missing: false,
+        };
+        loop {
+            let batch = self
+                .outbox
+                .pending(BATCH)
                 .await
-            {
-                Ok(ack) => acks.push((*id, ack)),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
+                .map_err(|e| stalled(e.to_string()))?;
+            if batch.is_empty() {
+                self.refusals.clear();
+                return Ok(());
+            }
+            let pending: std::collections::HashSet<i64> = batch.iter().map(|(id, _)| *id).collect();
+            self.refusals.retain(|id, _| pending.contains(id));
+            let round = self.round(batch).await?;
+            if !round.published.is_empty() {
+                debug!(
+                    published = round.published.len(),
+                    "outbox entries acknowledged"
+                );
+                self.outbox
+                    .done(&round.published)
+                    .await
+                    .map_err(|e| stalled(e.to_string()))?;
+            }
+            if let Some((error, stream_missing)) = round.outage {
+                return Err(Stalled {
+                    error,
+                    stream_missing,
+                });
+            }
+            // Without progress the same rows would come back at once: pause, then count the
+            // next refusal. With progress, go on: the others must not wait for a stuck row.
+            if round.published.is_empty() && round.dead == 0 {
+                return Err(stalled(
+                    round
+                        .blocked
+                        .unwrap_or_else(|| "no outbox entry could be published".into()),
+                ));
             }
         }
-        let mut done = Vec::with_capacity(acks.len());
-        for (id, ack) in acks {
-            match ack.await {
-                Ok(_) => done.push(id),
-                Err(e) => {
-                    failure.get_or_insert(e.to_string());
-                    break;
+    }
+
+    /// Publishes one batch in waves: each wave sends the oldest unsent event of every instance
+    /// not stopped yet, then waits for all their acknowledgements.
+    async fn round(&mut self, batch: Vec<(i64, LiveEvent)>) -> Result<Round, Stalled> {
+        let mut queues: Vec<(Uuid, VecDeque<(i64, LiveEvent)>)> = Vec::new();
+        let mut index: HashMap<Uuid, usize> = HashMap::new();
+        for (id, live) in batch {
+            let instance = live.event.instance_id;
+            let slot = *index.entry(instance).or_insert_with(|| {
+                queues.push((instance, VecDeque::new()));
+                queues.len() - 1
+            });
+            queues[slot].1.push_back((id, live));
+        }
+        let mut round = Round::default();
+        loop {
+            let mut acks = Vec::new();
+            for (_, queue) in queues.iter_mut() {
+                let Some((id, live)) = queue.front() else {
+                    continue;
+                };
+                let (id, live) = (*id, live.clone());
+                let message = match Message::encode(&live) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Cannot happen for JSON values; never let it block the instance.
+                        self.settle(
+                            &mut round,
+                            queue,
+                            id,
+                            &live,
+                            Failure::Permanent(e.to_string()),
+                        )
+                        .await?;
+                        continue;
+                    }
+                };
+                let (subject, publish) = message.into_publish();
+                match self.js.send_publish(subject, publish).await {
+                    Ok(ack) => acks.push((id, live, ack)),
+                    Err(e) => {
+                        let failure = classify_send(e);
+                        let outage = matches!(failure, Failure::Outage { .. });
+                        self.settle(&mut round, queue, id, &live, failure).await?;
+                        if outage {
+                            break;
+                        }
+                    }
                 }
             }
+            if acks.is_empty() {
+                return Ok(round);
+            }
+            let results = futures::future::join_all(
+                acks.into_iter()
+                    .map(|(id, live, ack)| async move { (id, live, ack.await) }),
+            )
+            .await;
+            for (id, live, result) in results {
+                let queue = &mut queues[index[&live.event.instance_id]].1;
+                match result {
+                    Ok(_) => {
+                        queue.pop_front();
+                        self.refusals.remove(&id);
+                        round.published.push(id);
+                    }
+                    Err(e) => {
+                        self.settle(&mut round, queue, id, &live, classify_ack(e))
+                            .await?;
+                    }
+                }
+            }
+            if round.outage.is_some() {
+                return Ok(round);
+            }
         }
-        if !done.is_empty() {
-            debug!(published = done.len(), "outbox entries acknowledged");
-            outbox.done(&done).await.map_err(|e| e.to_string())?;
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
+    }
+
+    /// Decides what a failure does to the row at the head of `queue`: dead-letter it (the queue
+    /// goes on with the instance's next event) or stop the instance for this round.
+    async fn settle(
+        &mut self,
+        round: &mut Round,
+        queue: &mut VecDeque<(i64, LiveEvent)>,
+        id: i64,
+        live: &LiveEvent,
+        failure: Failure,
+    ) -> Result<(), Stalled> {
+        let (error, attempts) = match failure {
+            Failure::Outage {
+                error,
+                stream_missing,
+            } => {
+                round.outage.get_or_insert((error, stream_missing));
+                queue.clear();
+                return Ok(());
+            }
+            Failure::Permanent(error) => (error, self.refusals.get(&id).copied().unwrap_or(0) + 1),
+            Failure::Refused(error) => {
+                let attempts = self.refusals.entry(id).or_insert(0);
+                *attempts += 1;
+                if *attempts < self.max_attempts {
+                    debug!(outbox_id = id, attempts = *attempts, %error, "jetstream refused an event; will retry");
+                    round.blocked.get_or_insert(error);
+                    // The instance's later events wait: they must not overtake this one.
+                    queue.clear();
+                    return Ok(());
+                }
+                (error, *attempts)
+            }
+        };
+        self.outbox
+            .dead_letter(id, attempts, &error)
+            .await
+            .map_err(|e| Stalled {
+                error: format!("dead-lettering outbox entry {id}: {e}"),
+                stream_missing: false,
+            })?;
+        self.refusals.remove(&id);
+        DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
+        round.dead += 1;
+        queue.pop_front();
+        warn!(
+            outbox_id = id,
+            event_id = %live.event.event_id,
+            instance_id = %live.event.instance_id,
+            version = live.event.version,
+            attempts,
+            %error,
+            dead_lettered_total = dead_lettered_total(),
+            "event cannot be published: moved to outbox_dead_letters"
+        );
+        Ok(())
     }
 }

@@ -54,6 +54,14 @@ impl From<PgError> for StoreError {
                 {
                     StoreError::Unavailable(e.to_string())
                 }
+                // query_canceled (statement_timeout, REQUEST_TIMEOUT_SECS) and lock_not_available:
+                // the statement was cut off and its transaction rolled back, nothing was stored;
+                // retrying later is safe.
+                Some("57014" | "55P03") => StoreError::Unavailable(
+                    "the database did not finish in time (statement timeout); nothing was \
+                     stored, retry later"
+                        .into(),
+                ),
                 // data_corrupted, index_corrupted.
                 Some("XX001" | "XX002") => StoreError::Corrupt(e.to_string()),
                 _ => StoreError::Internal(e.to_string()),

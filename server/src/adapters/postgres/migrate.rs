@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_content_hash",
         include_str!("../../../../migrations/postgres/0005_event_content_hash.sql"),
     ),
+    (
+        6,
+        "outbox_dead_letters",
+        include_str!("../../../../migrations/postgres/0006_outbox_dead_letters.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

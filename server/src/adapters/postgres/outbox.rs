@@ -89,6 +89,28 @@ impl Outbox for PgOutbox {
         Ok(())
     }
 
+    async fn dead_letter(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
+        let client = self.store.pool().get().await.map_err(PgError::from)?;
+        // One statement: the row leaves the outbox exactly when it enters the dead letters.
+        let stmt = client
+            .prepare_cached(
+                "WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING id, instance_id, version) \
+                 INSERT INTO outbox_dead_letters (id, instance_id, version, attempts, error) \
+                 SELECT id, instance_id, version, $2, $3 FROM moved \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        // A very long error text helps nobody and must not bloat the table.
+        let error: String = error.chars().take(1000).collect();
+        client
+            .execute(&stmt, &[&id, &attempts, &error])
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
     async fn backlog(&self) -> Result<i64, StoreError> {
         let client = self.store.pool().get().await.map_err(PgError::from)?;
         Ok(client

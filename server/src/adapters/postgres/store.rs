@@ -88,9 +88,27 @@ fn now_micros() -> DateTime<Utc> {
 impl PgStore {
     /// Builds the pool. Connections are opened lazily, so this succeeds while the database is down.
     pub fn new(config: &PgStoreConfig) -> Result<Self, PgError> {
+        Self::with_statement_timeout(config, None)
+    }
+
+    /// As [`PgStore::new`], and every statement of every pooled connection is cancelled by
+    /// PostgreSQL after `statement_timeout` (SQLSTATE 57014, answered UNAVAILABLE): a slow query
+    /// or a wait for a row lock then frees its connection instead of holding it for as long as
+    /// it takes. A `statement_timeout` already in the URL's `options` wins.
+    pub fn with_statement_timeout(
+        config: &PgStoreConfig,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, PgError> {
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| PgError::Config(format!("DATABASE_URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
+        if let Some(timeout) = statement_timeout {
+            let existing = pg.get_options().unwrap_or_default().to_string();
+            if !existing.contains("statement_timeout") {
+                let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+                pg.options(format!("{existing} -c statement_timeout={ms}").trim());
+            }
+        }
         if pg.get_application_name().is_none() {
             pg.application_name("temporal-state-server");
         }
@@ -134,19 +152,27 @@ impl PgStore {
     /// Applies pending migrations; safe to call from several servers at once.
     pub async fn migrate(&self) -> Result<Vec<i32>, PgError> {
         let mut client = self.pool.get().await?;
-        let applied = migrate::run(&mut client).await?;
-        let installed: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
-                &[],
-            )
-            .await?
-            .get(0);
-        self.timescaledb.store(installed, Ordering::Relaxed);
-        if installed {
-            super::timescale::configure(&client, &self.timescale).await?;
+        // A migration may rightly take longer than any request: no statement_timeout for it.
+        // RESET restores the connection's own bound before it returns to the pool.
+        client.batch_execute("SET statement_timeout = 0").await?;
+        let result = async {
+            let applied = migrate::run(&mut client).await?;
+            let installed: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+                    &[],
+                )
+                .await?
+                .get(0);
+            self.timescaledb.store(installed, Ordering::Relaxed);
+            if installed {
+                super::timescale::configure(&client, &self.timescale).await?;
+            }
+            Ok(applied)
         }
-        Ok(applied)
+        .await;
+        client.batch_execute("RESET statement_timeout").await?;
+        result
     }
 
     /// Whether TimescaleDB is installed (known once [`Self::migrate`] ran).

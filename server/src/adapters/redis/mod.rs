@@ -2,6 +2,13 @@
 //! by id and by (entity type, external id) — so either lookup is one round trip. Writes go
 //! through a Lua compare-and-set on the version, so racing servers never replace a newer state
 //! with an older one.
+//!
+//! Redis Cluster: a script may only touch keys of one hash slot, and the two keys of an
+//! instance cannot share one (a lookup by external id does not know the instance id, and a
+//! lookup by id does not know the external id). So each key gets its own one-key
+//! compare-and-set; the two are sent together. Every key carries a hash tag (`{...}`) of the
+//! server's choosing — the instance id, or the entity type and escaped external id — so a
+//! client's external id containing braces never picks the slot.
 
 use std::time::Duration;
 
@@ -15,17 +22,15 @@ use uuid::Uuid;
 use crate::domain::State;
 use crate::ports::{CacheError, InstanceRecord, StateCache};
 
+/// Compare-and-set of one key: stores the entry unless the key holds a version at least as new.
 const PUT_IF_NEWER: &str = r"
-local stored = 0
-for _, key in ipairs(KEYS) do
-  local current = redis.call('HGET', key, 'v')
-  if (not current) or tonumber(current) < tonumber(ARGV[1]) then
-    redis.call('HSET', key, 'v', ARGV[1], 'd', ARGV[2])
-    redis.call('PEXPIRE', key, ARGV[3])
-    stored = stored + 1
-  end
+local current = redis.call('HGET', KEYS[1], 'v')
+if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
 end
-return stored";
+return 0";
 
 /// How the cache reaches Redis.
 #[derive(Debug, Clone)]
@@ -59,12 +64,24 @@ fn err(e: impl std::fmt::Display) -> CacheError {
     CacheError(e.to_string())
 }
 
+/// The key of an instance by id; its hash tag is the id.
 pub fn id_key(id: Uuid) -> String {
-    format!("tse:instance:{id}")
+    format!("tse:instance:{{{id}}}")
 }
 
+/// The key of an instance by entity type and external id; its hash tag is both, with `%`, `{`
+/// and `}` of the external id percent-encoded so the tag always ends where the server put it.
 pub fn external_key(entity_type_id: Uuid, external_id: &str) -> String {
-    format!("tse:external:{entity_type_id}:{external_id}")
+    let mut escaped = String::with_capacity(external_id.len());
+    for c in external_id.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '{' => escaped.push_str("%7B"),
+            '}' => escaped.push_str("%7D"),
+            c => escaped.push(c),
+        }
+    }
+    format!("tse:external:{{{entity_type_id}:{escaped}}}")
 }
 
 impl RedisCache {
@@ -92,7 +109,7 @@ impl RedisCache {
             .await
             .is_err()
         {
-            tracing::warn!(url = %config.url, "redis not reachable yet; reading from the database until it is");
+            tracing::warn!(url = %crate::config::mask_secrets(&config.url), "redis not reachable yet; reading from the database until it is");
         }
         Ok(Self {
             client,
@@ -144,13 +161,24 @@ impl StateCache for RedisCache {
             updated_at: i.updated_at,
         })
         .map_err(err)?;
-        let keys = vec![id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
         let args = vec![i.version.to_string(), data, self.ttl_ms.to_string()];
-        let _: i64 = self
-            .put
-            .evalsha_with_reload(&self.client, keys, args)
-            .await
-            .map_err(err)?;
+        let put = |key: String| {
+            let args = args.clone();
+            async move {
+                let _: i64 = self
+                    .put
+                    .evalsha_with_reload(&self.client, vec![key], args)
+                    .await
+                    .map_err(err)?;
+                Ok::<_, CacheError>(())
+            }
+        };
+        // Both sent at once (pipelined, or to two cluster nodes in parallel); either failing
+        // fails the put, which the application then repairs.
+        futures::try_join!(
+            put(id_key(i.id)),
+            put(external_key(i.entity_type_id, &i.external_id))
+        )?;
         Ok(())
     }
 }
