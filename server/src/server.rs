@@ -214,30 +214,52 @@ pub async fn serve(
         .build_v1alpha()?;
 
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving gRPC");
+    let guard = crate::grpc::guard::GuardLayer::new(crate::grpc::guard::GuardConfig {
+        request_timeout: config.request_timeout(),
+        max_concurrent: config.max_concurrent_requests as usize,
+    });
+    let out = config.max_response_bytes();
     let result = tonic::transport::Server::builder()
+        // Pings find clients that vanished without closing their connection; their calls and
+        // Subscribe streams then end instead of living forever.
+        .http2_keepalive_interval(config.grpc_keepalive_interval())
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()))
         // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
         .accept_http1(true)
         .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
+        .layer(guard)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            EntityTypeServiceServer::new(EntityTypeApi(app.clone())).max_decoding_message_size(max),
+            EntityTypeServiceServer::new(EntityTypeApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .add_service(
-            InstanceServiceServer::new(InstanceApi(app.clone())).max_decoding_message_size(max),
+            InstanceServiceServer::new(InstanceApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .add_service(
             EventServiceServer::new(EventApi {
                 app: app.clone(),
                 stopping,
             })
-            .max_decoding_message_size(max),
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(out),
         )
-        .add_service(QueryServiceServer::new(QueryApi(app.clone())).max_decoding_message_size(max))
         .add_service(
-            AnalyticsServiceServer::new(AnalyticsApi(app.clone())).max_decoding_message_size(max),
+            QueryServiceServer::new(QueryApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
+        )
+        .add_service(
+            AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .serve_with_incoming_shutdown(
             // Small request/response messages: do not let Nagle hold them back.
