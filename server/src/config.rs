@@ -137,10 +137,31 @@ pub struct Config {
     pub grpc_web_allowed_origins: Vec<String>,
 
     /// Longest any call may run, in seconds (a shorter client `grpc-timeout` wins); database
-    /// statements are cut off at the same bound, so a slow call frees its connection instead of
-    /// starving everyone else. Subscribe streams are exempt (they live as long as their client).
+    /// statements are cut off just after it (PostgreSQL one second later, embedded reads at once),
+    /// so a slow call frees its connection instead of starving everyone else. Subscribe streams are exempt (they live as long as their client).
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout_secs: u64,
+
+    /// Most calls handled at once; one more is shed at once with UNAVAILABLE (safe to retry:
+    /// nothing was done) instead of queueing without bound while memory and latency grow.
+    /// Health checks are never shed; a Subscribe counts only while it starts.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
+
+    /// Largest response message, in bytes; a larger one ends the call with RESOURCE_EXHAUSTED
+    /// instead of building it. Listings stop their page early to stay under it.
+    #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=1024 * 1024 * 1024))]
+    pub max_response_bytes: u64,
+
+    /// Seconds between HTTP/2 pings the server sends on each connection (0 = none): a client
+    /// that vanished without closing its connection (a crashed host, a dropped NAT entry) is
+    /// noticed and its calls and subscriptions are ended.
+    #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
+    pub grpc_keepalive_interval_secs: u64,
+
+    /// Seconds a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub grpc_keepalive_timeout_secs: u64,
 
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
@@ -150,6 +171,21 @@ pub struct Config {
 impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The interval of the server's HTTP/2 keepalive pings, if any.
+    pub fn grpc_keepalive_interval(&self) -> Option<Duration> {
+        (self.grpc_keepalive_interval_secs > 0)
+            .then(|| Duration::from_secs(self.grpc_keepalive_interval_secs))
+    }
+
+    pub fn grpc_keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.grpc_keepalive_timeout_secs)
+    }
+
+    /// Largest response message, in bytes.
+    pub fn max_response_bytes(&self) -> usize {
+        usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)
     }
 
     pub fn db_connect_timeout(&self) -> Duration {

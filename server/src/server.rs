@@ -27,6 +27,9 @@ use crate::config::Config;
 use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
 use crate::ports::EventStore;
 
+/// How much longer a PostgreSQL statement may run than the call that sent it.
+const STATEMENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
+
 /// How often the health of the backends is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -65,6 +68,11 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         max_batch_events: config.max_batch_events,
         subscriber_buffer: config.subscriber_buffer,
         max_event_bytes: None,
+        // Pages stop at the customary 4 MiB that clients accept by default, or sooner when the
+        // server's response cap is set lower.
+        max_response_bytes: config
+            .max_response_bytes()
+            .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
         ..Limits::default()
     };
     let mut tasks = Vec::new();
@@ -77,7 +85,10 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                     snapshot_interval: config.snapshot_interval,
                     connect_timeout: config.db_connect_timeout(),
                 },
-                Some(config.request_timeout()),
+                // A second past the call's deadline: the caller gets DEADLINE_EXCEEDED from the
+                // deadline, never a race with the statement's cancellation, and the statement still
+                // ends soon after, freeing its connection.
+                Some(config.request_timeout() + STATEMENT_TIMEOUT_MARGIN),
             )?
             .with_timescale(config.timescale())
             .with_outbox(config.nats_url.is_some());
@@ -257,30 +268,52 @@ pub async fn serve(
         .build_v1alpha()?;
 
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving gRPC");
+    let guard = crate::grpc::guard::GuardLayer::new(crate::grpc::guard::GuardConfig {
+        request_timeout: config.request_timeout(),
+        max_concurrent: config.max_concurrent_requests as usize,
+    });
+    let out = config.max_response_bytes();
     let result = tonic::transport::Server::builder()
+        // Pings find clients that vanished without closing their connection; their calls and
+        // Subscribe streams then end instead of living forever.
+        .http2_keepalive_interval(config.grpc_keepalive_interval())
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()))
         // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
         .accept_http1(true)
         .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
+        .layer(guard)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            EntityTypeServiceServer::new(EntityTypeApi(app.clone())).max_decoding_message_size(max),
+            EntityTypeServiceServer::new(EntityTypeApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .add_service(
-            InstanceServiceServer::new(InstanceApi(app.clone())).max_decoding_message_size(max),
+            InstanceServiceServer::new(InstanceApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .add_service(
             EventServiceServer::new(EventApi {
                 app: app.clone(),
                 stopping,
             })
-            .max_decoding_message_size(max),
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(out),
         )
-        .add_service(QueryServiceServer::new(QueryApi(app.clone())).max_decoding_message_size(max))
         .add_service(
-            AnalyticsServiceServer::new(AnalyticsApi(app.clone())).max_decoding_message_size(max),
+            QueryServiceServer::new(QueryApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
+        )
+        .add_service(
+            AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(out),
         )
         .serve_with_incoming_shutdown(
             // Small request/response messages: do not let Nagle hold them back.

@@ -69,6 +69,11 @@ impl App {
         end: Option<DateTime<Utc>>,
         event_type: Option<&str>,
     ) -> Result<Vec<(DateTime<Utc>, i64)>, AppError> {
+        if let Some(t) = event_type {
+            // A filter naming what no event can be called (a NUL, a control character) is a
+            // mistake, and a NUL would not even reach PostgreSQL.
+            crate::domain::EventType::parse(t)?;
+        }
         let interval = interval.ok_or_else(|| AppError::invalid("interval", "is required"))?;
         let micros = interval
             .num_microseconds()

@@ -7,6 +7,9 @@ use super::AppError;
 
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Longest page token accepted: the encoding of the longest sort key (an external id of 256
+/// characters of up to 4 bytes each), with room to spare.
+const MAX_TOKEN_CHARS: usize = 2048;
 
 /// A validated page request: how many items and where to continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +34,20 @@ impl Page {
             }
             n => n as usize,
         };
+        let malformed = || {
+            AppError::invalid(
+                "page_token",
+                "is malformed: pass the next_page_token of a previous page",
+            )
+        };
         let after = if page_token.is_empty() {
             None
         } else {
+            // Checked before decoding, so a huge token costs nothing; every cursor the server
+            // makes is far shorter.
+            if page_token.len() > MAX_TOKEN_CHARS {
+                return Err(malformed());
+            }
             let bytes = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| {
                 AppError::invalid(
                     "page_token",
@@ -46,6 +60,11 @@ impl Page {
                     "is malformed: pass the next_page_token of a previous page",
                 )
             })?;
+            // A cursor is a sort key the server wrote (a name, an external id, a version):
+            // never a control character, and a NUL would not even reach PostgreSQL.
+            if cursor.chars().any(char::is_control) {
+                return Err(malformed());
+            }
             Some(cursor)
         };
         Ok(Self { size, after })
@@ -88,5 +107,13 @@ mod tests {
         );
         assert_eq!(page.next_token(2, Some("x")), "");
         assert!(Page::parse(2, "!!not base64!!").is_err());
+        // Valid base64 of a NUL or another control character, and an oversized token.
+        for cursor in ["\0", "a\0b", "\u{1b}"] {
+            assert!(
+                Page::parse(2, &URL_SAFE_NO_PAD.encode(cursor)).is_err(),
+                "{cursor:?}"
+            );
+        }
+        assert!(Page::parse(2, &"A".repeat(1 << 20)).is_err());
     }
 }

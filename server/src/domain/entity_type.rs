@@ -14,7 +14,10 @@ impl EntityTypeName {
         if !first_ok || !rest_ok || raw.len() > 63 {
             return Err(DomainError::invalid(
                 "name",
-                format!("{raw:?} is not a valid entity type name: expected [a-z][a-z0-9_]{{0,62}}"),
+                format!(
+                    "{} is not a valid entity type name: expected [a-z][a-z0-9_]{{0,62}}",
+                    quoted(raw)
+                ),
             ));
         }
         Ok(Self(raw.to_string()))
@@ -22,6 +25,21 @@ impl EntityTypeName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Characters of a rejected value quoted back in an error: enough to recognise it, never the
+/// megabyte a hostile request may hold.
+const QUOTED_CHARS: usize = 64;
+
+/// `raw` quoted for an error message, cut after [`QUOTED_CHARS`] characters.
+pub fn quoted(raw: &str) -> String {
+    let mut chars = raw.chars();
+    let head: String = chars.by_ref().take(QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head:?}... ({} bytes)", raw.len())
+    } else {
+        format!("{head:?}")
     }
 }
 
@@ -94,6 +112,18 @@ mod tests {
         for bad in ["", "Player", "9a", "_a", "a-b", "a b", &"a".repeat(64), "é"] {
             assert!(EntityTypeName::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn rejected_values_are_quoted_short() {
+        assert_eq!(quoted("Player"), "\"Player\"");
+        let long = quoted(&"X".repeat(1 << 20));
+        assert!(
+            long.len() < 100 && long.ends_with("(1048576 bytes)"),
+            "{long}"
+        );
+        let err = EntityTypeName::parse(&"X".repeat(1 << 20)).unwrap_err();
+        assert!(err.to_string().len() < 200);
     }
 
     #[test]

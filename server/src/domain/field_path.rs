@@ -45,6 +45,11 @@ pub fn parse_field_path(raw: &str) -> Result<String, DomainError> {
             "\"\" is empty; name a field such as \"score\" or \"/stats/level\"",
         ));
     }
+    if raw.contains('\0') {
+        return Err(invalid(
+            "contains a NUL character (\\u0000), which no stored state can hold",
+        ));
+    }
     if raw == "/" {
         return Err(invalid(
             "\"/\" is the whole state; a field path must name something inside it, \
@@ -174,6 +179,13 @@ mod tests {
         // A literal "~1" must not come out as an escaped "/".
         assert_eq!(parse_field_path("x.~1").unwrap(), "/x/~01");
         assert_eq!(parse_field_path("~/").unwrap(), "/~0~1");
+    }
+
+    #[test]
+    fn rejects_nul() {
+        for bad in ["\0", "/a\0", "a.\0.b"] {
+            assert!(reason(bad).contains("NUL"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! application, map errors to statuses. No business logic lives here.
 
 pub mod convert;
+pub mod guard;
 mod services;
 pub mod status;
 pub mod web;

@@ -263,7 +263,7 @@ impl EventService for EventApi {
             .subscribe(
                 &r.entity_type,
                 &r.instance_id,
-                r.event_types,
+                event_type_filters(r.event_types).map_err(to_status)?,
                 r.from_version,
             )
             .await
@@ -333,7 +333,7 @@ impl QueryService for QueryApi {
             async {
                 let mut filter =
                     history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
-                filter.event_types = r.event_types;
+                filter.event_types = event_type_filters(r.event_types)?;
                 filter.descending = r.descending;
                 let (events, next) = self
                     .0
@@ -457,9 +457,15 @@ impl QueryService for QueryApi {
     }
 }
 
+/// Longest time-series interval: the whole range a `Timestamp` can express (years 1 to 9999).
+/// Anything longer means the same single bucket, and bounding it keeps every later computation
+/// (microseconds, bucket arithmetic, the database's interval type) far from overflowing.
+const MAX_INTERVAL_SECS: i64 = 253_402_300_799 + 62_135_596_800;
+
 fn interval(d: Option<prost_types::Duration>) -> Result<Option<chrono::Duration>, AppError> {
     let Some(d) = d else { return Ok(None) };
-    if d.nanos.abs() >= 1_000_000_000
+    // Not `nanos.abs()`: that overflows (and panics) on i32::MIN.
+    if !(-999_999_999..=999_999_999).contains(&d.nanos)
         || (d.seconds > 0 && d.nanos < 0)
         || (d.seconds < 0 && d.nanos > 0)
     {
@@ -468,9 +474,51 @@ fn interval(d: Option<prost_types::Duration>) -> Result<Option<chrono::Duration>
             "is not a valid google.protobuf.Duration",
         ));
     }
-    chrono::Duration::try_seconds(d.seconds)
-        .map(|s| Some(s + chrono::Duration::nanoseconds(i64::from(d.nanos))))
-        .ok_or_else(|| AppError::invalid("interval", "is too long"))
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(AppError::invalid(
+            "interval",
+            format!("must be positive, got {}s {}ns", d.seconds, d.nanos),
+        ));
+    }
+    if d.seconds > MAX_INTERVAL_SECS {
+        return Err(AppError::invalid(
+            "interval",
+            format!(
+                "{} seconds is longer than the whole timestamp range ({MAX_INTERVAL_SECS} seconds)",
+                d.seconds
+            ),
+        ));
+    }
+    // Both parts are in range now: neither the sum nor anything derived from it overflows.
+    Ok(Some(
+        chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos)),
+    ))
+}
+
+/// Most event types one filter may list.
+const MAX_EVENT_TYPE_FILTERS: usize = 256;
+
+/// An `event_types` filter: each entry is a valid event type (so no NUL or other control
+/// character reaches a store), and there are not too many of them.
+fn event_type_filters(types: Vec<String>) -> Result<Vec<String>, AppError> {
+    if types.len() > MAX_EVENT_TYPE_FILTERS {
+        return Err(AppError::invalid(
+            "event_types",
+            format!(
+                "lists {} event types, more than {MAX_EVENT_TYPE_FILTERS}",
+                types.len()
+            ),
+        ));
+    }
+    for (i, t) in types.iter().enumerate() {
+        crate::domain::EventType::parse(t).map_err(|e| match e {
+            crate::domain::DomainError::InvalidField { reason, .. } => {
+                AppError::invalid(format!("event_types[{i}]"), reason)
+            }
+            other => AppError::Invalid(other),
+        })?;
+    }
+    Ok(types)
 }
 
 #[tonic::async_trait]

@@ -1,26 +1,60 @@
 //! The one mapping from application errors to gRPC statuses. Violations travel as
 //! `google.rpc.BadRequest` field violations as well as in the message; internal causes are
 //! logged and replaced by a generic message.
+//!
+//! Whatever a request held, the answer stays small: a message is cut to [`MAX_MESSAGE_BYTES`],
+//! each violation to [`MAX_VIOLATION_BYTES`], and at most [`MAX_VIOLATIONS`] are listed, so a
+//! megabyte of junk in a request field is never echoed back (it would also travel in a header,
+//! which clients and proxies limit).
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::app::AppError;
 
+/// Longest status message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 768;
+/// Longest path or message of one BadRequest field violation, in bytes.
+pub const MAX_VIOLATION_BYTES: usize = 256;
+/// Most field violations listed in the details.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how long it was.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let suffix = format!("... ({} bytes in all)", text.len());
+    let mut end = max.saturating_sub(suffix.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &text[..end])
+}
+
 pub fn to_status(error: AppError) -> Status {
     match error {
         AppError::Invalid(domain) => {
             let mut details = ErrorDetails::new();
-            for v in domain.violations() {
-                details.add_bad_request_violation(v.path, v.message);
+            let violations = domain.violations();
+            let listed = violations.len().min(MAX_VIOLATIONS);
+            for v in violations.into_iter().take(listed) {
+                details.add_bad_request_violation(
+                    clip(&v.path, MAX_VIOLATION_BYTES),
+                    clip(&v.message, MAX_VIOLATION_BYTES),
+                );
             }
-            Status::with_error_details(Code::InvalidArgument, domain.to_string(), details)
+            Status::with_error_details(
+                Code::InvalidArgument,
+                clip(&domain.to_string(), MAX_MESSAGE_BYTES),
+                details,
+            )
         }
-        AppError::NotFound(msg) => Status::not_found(msg),
-        AppError::AlreadyExists(msg) => Status::already_exists(msg),
+        AppError::NotFound(msg) => Status::not_found(clip(&msg, MAX_MESSAGE_BYTES)),
+        AppError::AlreadyExists(msg) => Status::already_exists(clip(&msg, MAX_MESSAGE_BYTES)),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
-        AppError::TooLarge(msg) => Status::resource_exhausted(msg),
-        AppError::Unsupported(msg) => Status::unimplemented(msg),
+        AppError::TooLarge(msg) => Status::resource_exhausted(clip(&msg, MAX_MESSAGE_BYTES)),
+        AppError::Unsupported(msg) => Status::unimplemented(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::Unavailable(cause) => {
             tracing::warn!(%cause, "backend unavailable");
             Status::unavailable("a backend is unavailable; retry later")
@@ -33,5 +67,43 @@ pub fn to_status(error: AppError) -> Status {
             tracing::error!(%cause, "internal error");
             Status::internal("internal error")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DomainError, Violation};
+
+    #[test]
+    fn clipped_text_keeps_its_start_and_says_how_long_it_was() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(1000);
+        let c = clip(&long, 100);
+        assert!(c.len() <= 100, "{c}");
+        assert!(
+            c.starts_with("éé") && c.ends_with("(2000 bytes in all)"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn a_huge_invalid_request_gives_a_small_status() {
+        let junk = "x".repeat(1 << 20);
+        let violations = (0..1000)
+            .map(|i| Violation {
+                path: format!("/{i}/{junk}"),
+                message: junk.clone(),
+            })
+            .collect();
+        let status = to_status(AppError::Invalid(DomainError::InvalidSchema(violations)));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        let details = status.get_error_details();
+        let bad = details.bad_request().unwrap();
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS);
+        assert!(status.details().len() < 16 * 1024);
+        let status = to_status(AppError::NotFound(junk));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
     }
 }
