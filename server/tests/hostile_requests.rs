@@ -1170,16 +1170,39 @@ async fn calls_over_the_concurrency_limit_are_shed_and_health_still_answers() {
     target.assert_healthy_and_writable(&mut c, &id).await;
 }
 
-/// Writes an event and checks its version: the call that ran out of time waited for the row
-/// lock before this one, so had it committed, this event would come later.
-async fn assert_next_version_is(c: &mut Clients, id: &str, version: i64) {
-    let event = c
-        .apply(id, "After", json!({}))
+/// DEADLINE_EXCEEDED means the write may or may not have happened (it goes on without its
+/// caller, so the bus and cache hear of it if it commits): a retry with the same `event_id`
+/// settles it, and the event is then stored exactly once, right after what was there before.
+async fn assert_a_retry_records_it_once(c: &mut Clients, id: &str, event_id: &str, before: i64) {
+    let retried = c
+        .events
+        .apply_event(pb::ApplyEventRequest {
+            instance_id: id.into(),
+            event_type: "Late".into(),
+            event_id: event_id.into(),
+            ..Default::default()
+        })
         .await
-        .unwrap()
+        .expect("a retry with the same event_id succeeds")
+        .into_inner()
         .event
         .unwrap();
-    assert_eq!(event.version, version, "the timed-out call stored nothing");
+    assert_eq!(retried.version, before + 1, "recorded once, in its place");
+    let history = c
+        .queries
+        .get_history(pb::GetHistoryRequest {
+            instance_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let late = history
+        .events
+        .iter()
+        .filter(|e| e.event_type == "Late")
+        .count();
+    assert_eq!(late, 1, "the timed-out write and its retry are one event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1196,6 +1219,7 @@ async fn a_client_deadline_is_honoured_with_deadline_exceeded() {
     let mut request = tonic::Request::new(pb::ApplyEventRequest {
         instance_id: id.clone(),
         event_type: "Late".into(),
+        event_id: "late-client".into(),
         ..Default::default()
     });
     request.set_timeout(Duration::from_millis(300));
@@ -1206,7 +1230,7 @@ async fn a_client_deadline_is_honoured_with_deadline_exceeded() {
         &[Code::DeadlineExceeded],
     );
     lock.release().await;
-    assert_next_version_is(&mut c, &id, before.version + 1).await;
+    assert_a_retry_records_it_once(&mut c, &id, "late-client", before.version).await;
     target.assert_healthy_and_writable(&mut c, &id).await;
 }
 
@@ -1221,7 +1245,15 @@ async fn the_server_deadline_ends_a_blocked_call_with_deadline_exceeded() {
     } = fixture(&target).await;
     let before = target.stored(&mut c, &id).await;
     let lock = RowLock::take(db, &id).await;
-    let r = c.apply(&id, "Late", json!({})).await;
+    let r = c
+        .events
+        .apply_event(pb::ApplyEventRequest {
+            instance_id: id.clone(),
+            event_type: "Late".into(),
+            event_id: "late-server".into(),
+            ..Default::default()
+        })
+        .await;
     assert_code(
         "a call past the server deadline",
         r,
@@ -1240,7 +1272,7 @@ async fn the_server_deadline_ends_a_blocked_call_with_deadline_exceeded() {
     lock.release().await;
     // Past the deadline, with the subscription open all along.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_next_version_is(&mut c, &id, before.version + 1).await;
+    assert_a_retry_records_it_once(&mut c, &id, "late-server", before.version).await;
     let event = tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("the subscription is still open past the deadline")
@@ -1248,6 +1280,6 @@ async fn the_server_deadline_ends_a_blocked_call_with_deadline_exceeded() {
         .unwrap()
         .event
         .unwrap();
-    assert_eq!(event.event_type, "After");
+    assert_eq!(event.event_type, "Late");
     target.assert_healthy_and_writable(&mut c, &id).await;
 }

@@ -17,8 +17,8 @@ use crate::domain::{
     ApplyMode, EntityTypeName, EventType, ExternalId, Meter, State, apply_in_place,
 };
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decision, EntityTypeRecord, EventRecord, HistoryFilter,
-    InstanceRecord, NewInstance, PendingEvent, RecordedKey, TypeKey,
+    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, HistoryFilter,
+    InstanceRecord, NewInstance, PendingEvent, RecordedKey, StoreError, TypeKey,
 };
 
 /// One event to apply, as the caller described it.
@@ -39,35 +39,6 @@ fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 fn new_event_id() -> String {
     Uuid::now_v7().to_string()
-}
-
-/// Armed while an append is in flight. Dropped armed means the caller's future was dropped
-/// (hang-up, deadline) before the store answered, possibly right after the commit: the
-/// after-commit work then runs from a task of its own ([`App::catch_up_abandoned`]).
-struct CommitGuard {
-    app: Option<App>,
-    entry: Arc<TypeEntry>,
-    instance_id: Uuid,
-    event_ids: Vec<String>,
-}
-
-impl CommitGuard {
-    fn disarm(mut self) {
-        self.app = None;
-    }
-}
-
-impl Drop for CommitGuard {
-    fn drop(&mut self) {
-        let Some(app) = self.app.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let entry = self.entry.clone();
-        let instance_id = self.instance_id;
-        let ids = std::mem::take(&mut self.event_ids);
-        runtime.spawn(async move { app.catch_up_abandoned(entry, instance_id, ids).await });
-    }
 }
 
 impl App {
@@ -287,146 +258,90 @@ impl App {
             .map(|i| content_hash(&i.event_type, i.mode, &i.payload))
             .collect();
 
-        // Until the store answers, a hang-up (or a deadline) may drop this future with the
-        // commit already made: the guard then settles what happened and catches up.
-        let guard = CommitGuard {
-            app: Some(self.clone()),
-            entry: entry.clone(),
-            instance_id,
-            event_ids: pending_ids.clone(),
-        };
+        let inputs = Arc::new(inputs);
+        let hashes = Arc::new(hashes);
         let limits = self.limits.state;
-        let decide_inputs = &inputs;
-        let decide_ids = &pending_ids;
-        let decide_hashes = &hashes;
-        let decide_entry = &entry;
-        let outcome = self
-            .store
-            .append(
-                AppendRequest {
-                    instance_id,
-                    expected_version,
-                    client_event_ids: client_ids,
-                },
-                Box::new(move |head| {
-                    // One working copy of the state, changed in place event after event; a
-                    // copy is kept only where the store snapshots, never one per event.
-                    let mut meter = Meter::new(limits, &head.state);
-                    let mut state = head.state.clone();
-                    let mut pending = Vec::with_capacity(decide_inputs.len());
-                    let events = decide_inputs.iter().zip(decide_ids).zip(decide_hashes);
-                    for (i, ((input, id), hash)) in events.enumerate() {
-                        apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
-                        decide_entry
-                            .schema
-                            .validate(&decide_entry.record.name, &state)?;
-                        let version = head.version + 1 + i as i64;
-                        let snapshot = if version % head.snapshot_interval.max(1) == 0 {
-                            // A stored state: measured exactly, not estimated.
-                            limits.check("the resulting state", measure_object(&state))?;
-                            Some(state.clone())
-                        } else {
-                            None
-                        };
-                        pending.push(PendingEvent {
-                            event_id: id.clone(),
-                            event_type: input.event_type.clone(),
-                            payload: input.payload.clone(),
-                            metadata: input.metadata.clone(),
-                            mode: input.mode,
-                            // Stored with microseconds: answer what history will show.
-                            occurred_at: input.occurred_at.map(truncate_micros),
-                            snapshot,
-                            content_hash: hash.clone(),
-                        });
-                    }
-                    limits.check("the resulting state", measure_object(&state))?;
-                    Ok(Decision {
-                        events: pending,
-                        state,
-                    })
-                }),
-            )
-            .await;
-        guard.disarm();
-        match outcome? {
-            AppendOutcome::Appended { events, state } => {
-                self.after_commit_detached(entry, instance_id, events, state)
-                    .await
-            }
-            AppendOutcome::AlreadyRecorded { keys } => {
-                self.replay_retry(instance_id, &inputs, &hashes, keys).await
-            }
-        }
-    }
-
-    /// Runs the after-commit work (bus, cache) in a task of its own, so that it completes even
-    /// when the caller hangs up now; the values come back from the task instead of being copied.
-    async fn after_commit_detached(
-        &self,
-        entry: Arc<TypeEntry>,
-        instance_id: Uuid,
-        events: Vec<EventRecord>,
-        state: State,
-    ) -> Result<(Vec<EventRecord>, State), AppError> {
+        let decide: Decide<'static> = {
+            let inputs = inputs.clone();
+            let hashes = hashes.clone();
+            let entry = entry.clone();
+            Box::new(move |head| {
+                // One working copy of the state, changed in place event after event; a copy is
+                // kept only where the store snapshots, never one per event.
+                let mut meter = Meter::new(limits, &head.state);
+                let mut state = head.state.clone();
+                let mut pending = Vec::with_capacity(inputs.len());
+                let events = inputs.iter().zip(&pending_ids).zip(hashes.iter());
+                for (i, ((input, id), hash)) in events.enumerate() {
+                    apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
+                    entry.schema.validate(&entry.record.name, &state)?;
+                    let version = head.version + 1 + i as i64;
+                    let snapshot = if version % head.snapshot_interval.max(1) == 0 {
+                        // A stored state: measured exactly, not estimated.
+                        limits.check("the resulting state", measure_object(&state))?;
+                        Some(state.clone())
+                    } else {
+                        None
+                    };
+                    pending.push(PendingEvent {
+                        event_id: id.clone(),
+                        event_type: input.event_type.clone(),
+                        payload: input.payload.clone(),
+                        metadata: input.metadata.clone(),
+                        mode: input.mode,
+                        // Stored with microseconds: answer what history will show.
+                        occurred_at: input.occurred_at.map(truncate_micros),
+                        snapshot,
+                        content_hash: hash.clone(),
+                    });
+                }
+                limits.check("the resulting state", measure_object(&state))?;
+                Ok(Decision {
+                    events: pending,
+                    state,
+                })
+            })
+        };
+        let request = AppendRequest {
+            instance_id,
+            expected_version,
+            client_event_ids: client_ids,
+        };
+        // The append and its after-commit work (bus, cache) run in a task of their own: a caller
+        // that hangs up, or whose deadline passes, drops only its wait. The append still ends
+        // (committed or rolled back) and what it committed still reaches subscribers and the
+        // cache, with no second look at the store.
         let app = self.clone();
-        tokio::spawn(async move {
-            app.after_commit(&entry, instance_id, &events, &state).await;
-            (events, state)
+        let task_entry = entry.clone();
+        let outcome = tokio::spawn(async move {
+            match app.store.append(request, decide).await {
+                Ok(AppendOutcome::Appended { events, state }) => {
+                    app.after_commit(&task_entry, instance_id, &events, &state)
+                        .await;
+                    Ok(AppendOutcome::Appended { events, state })
+                }
+                Ok(recorded) => Ok(recorded),
+                Err(e) => {
+                    if matches!(
+                        e,
+                        StoreError::Unavailable(_)
+                            | StoreError::TimedOut(_)
+                            | StoreError::Internal(_)
+                    ) {
+                        // Whether it committed is unknown: stop trusting the cached state until
+                        // the background repair has read the store again.
+                        app.caches.mark_dirty(instance_id);
+                    }
+                    Err(e)
+                }
+            }
         })
         .await
-        .map_err(|e| AppError::Internal(format!("after-commit task failed: {e}")))
-    }
-
-    /// After an append whose caller went away before the store answered: waits for the
-    /// instance's lock (so the abandoned transaction has committed or rolled back), and if the
-    /// events were recorded, does the after-commit work that was skipped.
-    async fn catch_up_abandoned(&self, entry: Arc<TypeEntry>, instance_id: Uuid, ids: Vec<String>) {
-        // A probe: the store locks the instance, then finds the ids if they were committed;
-        // otherwise the decision refuses and nothing is written.
-        let probe = self
-            .store
-            .append(
-                AppendRequest {
-                    instance_id,
-                    expected_version: None,
-                    client_event_ids: ids.clone(),
-                },
-                Box::new(|_| Err(crate::domain::DomainError::invalid("probe", "read only"))),
-            )
-            .await;
-        let keys = match probe {
-            Ok(AppendOutcome::AlreadyRecorded { keys }) => keys,
-            // Not recorded: the abandoned append rolled back, there is nothing to catch up.
-            Err(crate::ports::StoreError::Rejected(_)) => return,
-            other => {
-                tracing::warn!(%instance_id, outcome = ?other.map(|_| ()), "cannot tell whether an abandoned append committed");
-                self.caches.mark_dirty(instance_id);
-                return;
-            }
-        };
-        let versions: Vec<i64> = keys
-            .iter()
-            .filter(|k| k.instance_id == instance_id && ids.contains(&k.event_id))
-            .map(|k| k.version)
-            .collect();
-        let Some(last) = versions.iter().copied().max() else {
-            return;
-        };
-        let caught_up = async {
-            let events = self.recorded_events(instance_id, &versions).await?;
-            let state = self.state_at_version(instance_id, last).await?.state;
-            Ok::<_, AppError>((events, state))
-        };
-        match caught_up.await {
-            Ok((events, state)) => {
-                tracing::debug!(%instance_id, last, "after-commit work of an abandoned append");
-                self.after_commit(&entry, instance_id, &events, &state)
-                    .await;
-            }
-            Err(e) => {
-                tracing::warn!(%instance_id, error = %e, "cannot catch up an abandoned append");
-                self.caches.mark_dirty(instance_id);
+        .map_err(|e| AppError::Internal(format!("append task failed: {e}")))?;
+        match outcome? {
+            AppendOutcome::Appended { events, state } => Ok((events, state)),
+            AppendOutcome::AlreadyRecorded { keys } => {
+                self.replay_retry(instance_id, &inputs, &hashes, keys).await
             }
         }
     }
@@ -537,7 +452,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     //! A caller that goes away while the store commits: deterministic, with a store whose
-    //! commit succeeds but whose answer never arrives.
+    //! commit succeeds but whose answer is held back until the caller is gone.
 
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -555,15 +470,16 @@ mod tests {
         StoreError,
     };
 
-    /// Commits through the embedded store, then (once) hangs instead of answering.
-    struct LostAnswer {
+    /// Commits through the embedded store, then (once) holds its answer back until released.
+    struct LateAnswer {
         inner: EmbeddedStore,
         hang_once: AtomicBool,
         committed: Notify,
+        release: Notify,
     }
 
     #[async_trait]
-    impl EventStore for LostAnswer {
+    impl EventStore for LateAnswer {
         async fn ping(&self) -> Result<(), StoreError> {
             self.inner.ping().await
         }
@@ -625,7 +541,7 @@ mod tests {
             let outcome = self.inner.append(request, decide).await;
             if self.hang_once.swap(false, Ordering::SeqCst) {
                 self.committed.notify_one();
-                std::future::pending::<()>().await;
+                self.release.notified().await;
             }
             outcome
         }
@@ -649,10 +565,11 @@ mod tests {
     async fn a_caller_gone_during_the_commit_still_gets_bus_and_cache_updated() {
         let dir = tempfile::tempdir().unwrap();
         let embedded = EmbeddedStore::open(dir.path(), 100).unwrap();
-        let store = Arc::new(LostAnswer {
+        let store = Arc::new(LateAnswer {
             inner: embedded.clone(),
             hang_once: AtomicBool::new(false),
             committed: Notify::new(),
+            release: Notify::new(),
         });
         let bus = Arc::new(RecordingBus::default());
         let cache = Arc::new(MemoryCache::default());
@@ -691,8 +608,10 @@ mod tests {
         // The caller hangs up with the commit made and its answer not yet back.
         write.abort();
         assert!(write.await.unwrap_err().is_cancelled());
+        store.release.notify_one();
 
-        // The catch-up runs on its own; wait for it (bounded, no timing asserted).
+        // The append's own task goes on without its caller; wait for it (bounded, no timing
+        // asserted).
         for _ in 0..500 {
             if !bus.0.lock().unwrap().is_empty() {
                 break;
