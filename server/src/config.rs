@@ -137,7 +137,7 @@ pub struct Config {
     pub grpc_web_allowed_origins: Vec<String>,
 
     /// Longest any call may run, in seconds (a shorter client `grpc-timeout` wins); database
-    /// statements are cut off just after it (PostgreSQL one second later, embedded reads at once),
+    /// statements and embedded-store reads are cut off at the same bound (DEADLINE_EXCEEDED too),
     /// so a slow call frees its connection instead of starving everyone else. Subscribe streams are exempt (they live as long as their client).
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout_secs: u64,

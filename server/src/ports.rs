@@ -154,6 +154,10 @@ pub enum StoreError {
     /// The backend cannot be reached right now; retrying later is safe.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend gave up on the operation at its time bound (a statement or read timeout); it
+    /// was rolled back, nothing was stored, and retrying is safe.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The stored data is damaged (a corrupt page, a broken index): retrying cannot help, the
     /// data must be restored. The message names what and where, for the log.
     #[error("stored data is damaged: {0}")]

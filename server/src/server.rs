@@ -27,9 +27,6 @@ use crate::config::Config;
 use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
 use crate::ports::EventStore;
 
-/// How much longer a PostgreSQL statement may run than the call that sent it.
-const STATEMENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
-
 /// How often the health of the backends is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -73,7 +70,6 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         max_response_bytes: config
             .max_response_bytes()
             .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
-        ..Limits::default()
     };
     let mut tasks = Vec::new();
     let mut app = match &config.database_url {
@@ -85,10 +81,9 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                     snapshot_interval: config.snapshot_interval,
                     connect_timeout: config.db_connect_timeout(),
                 },
-                // A second past the call's deadline: the caller gets DEADLINE_EXCEEDED from the
-                // deadline, never a race with the statement's cancellation, and the statement still
-                // ends soon after, freeing its connection.
-                Some(config.request_timeout() + STATEMENT_TIMEOUT_MARGIN),
+                // Started just after the call, a statement ends just after the call's deadline
+                // (both answer DEADLINE_EXCEEDED), freeing its connection for the next caller.
+                Some(config.request_timeout()),
             )?
             .with_timescale(config.timescale())
             .with_outbox(config.nats_url.is_some());

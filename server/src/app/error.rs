@@ -27,6 +27,9 @@ pub enum AppError {
     /// UNAVAILABLE: a backend is down; retrying is safe.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// DEADLINE_EXCEEDED: the backend gave up at its time bound; nothing was stored.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// DATA_LOSS: stored data is damaged. The message (naming what and where) is logged, never
     /// sent.
     #[error("stored data is damaged: {0}")]
@@ -63,6 +66,7 @@ impl From<StoreError> for AppError {
             StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
             StoreError::Rejected(d) => Self::from(d),
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::TimedOut(m) => Self::DeadlineExceeded(m),
             StoreError::Corrupt(m) => Self::DataLoss(m),
             StoreError::Internal(m) => Self::Internal(m),
         }

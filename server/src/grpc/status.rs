@@ -59,6 +59,12 @@ pub fn to_status(error: AppError) -> Status {
             tracing::warn!(%cause, "backend unavailable");
             Status::unavailable("a backend is unavailable; retry later")
         }
+        AppError::DeadlineExceeded(cause) => {
+            tracing::warn!(%cause, "backend time bound reached");
+            Status::deadline_exceeded(
+                "the call ran past REQUEST_TIMEOUT_SECS; nothing was stored, retry later",
+            )
+        }
         AppError::DataLoss(cause) => {
             tracing::error!(%cause, "stored data is damaged");
             Status::data_loss("stored data is damaged; the server's log says where")

@@ -279,7 +279,7 @@ impl EmbeddedStore {
         })
     }
 
-    /// Interrupts any read still running after `timeout` (UNAVAILABLE), so a slow read frees
+    /// Interrupts any read still running after `timeout` (DEADLINE_EXCEEDED), so a slow read frees
     /// its connection; a read whose caller goes away is interrupted in any case.
     pub fn with_read_timeout(self, timeout: Duration) -> Self {
         let ms = u64::try_from(timeout.as_millis())
@@ -390,7 +390,7 @@ impl EmbeddedStore {
         let result = joined.map_err(worker).and_then(|r| r);
         let result = match result {
             // Whatever the interrupted statement reported, the cause is the deadline.
-            Err(_) if interrupt.cancelled() => Err(StoreError::Unavailable(format!(
+            Err(_) if interrupt.cancelled() => Err(StoreError::TimedOut(format!(
                 "the read ran past {timeout_ms} ms and was interrupted; retry later"
             ))),
             other => other,
@@ -1105,7 +1105,7 @@ mod read_interrupt_tests {
         // More endless reads than connections: each must be interrupted for the next to run.
         for _ in 0..=READERS {
             match store.read(endless).await {
-                Err(StoreError::Unavailable(m)) => assert!(m.contains("interrupted"), "{m}"),
+                Err(StoreError::TimedOut(m)) => assert!(m.contains("interrupted"), "{m}"),
                 other => panic!("expected UNAVAILABLE, got {other:?}"),
             }
         }

@@ -57,7 +57,7 @@ impl From<PgError> for StoreError {
                 // query_canceled (statement_timeout, REQUEST_TIMEOUT_SECS) and lock_not_available:
                 // the statement was cut off and its transaction rolled back, nothing was stored;
                 // retrying later is safe.
-                Some("57014" | "55P03") => StoreError::Unavailable(
+                Some("57014" | "55P03") => StoreError::TimedOut(
                     "the database did not finish in time (statement timeout); nothing was \
                      stored, retry later"
                         .into(),
