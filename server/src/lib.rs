@@ -8,7 +8,8 @@
 //! - [`app`]: use cases (commands, time-travel queries) over the ports.
 //! - [`adapters`]: ports implemented per technology: `postgres/` (source of truth, analytics,
 //!   outbox), `embedded/` (SQLite, the default), `redis/` (cache), `nats/` (publication, live
-//!   events), `memory/` (in-process cache and bus).
+//!   events), `memory/` (in-process cache and bus). The stores' `sql` modules export the
+//!   statements they run, for the benchmark crate (`bench/`) to issue the very same ones.
 //! - [`grpc`]: one adapter per gRPC service: convert, delegate, map errors.
 //! - [`config`] and [`server`]: the typed configuration and the wiring; [`server::run`] takes
 //!   its listener and shutdown signal from the caller, so tests bind `127.0.0.1:0`.

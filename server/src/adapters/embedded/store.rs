@@ -181,8 +181,9 @@ fn sql(e: rusqlite::Error) -> StoreError {
     EmbeddedError::from(e).into()
 }
 
-/// Opens a connection configured for this store. Every failure names the file.
-fn connect(path: &Path, reader: bool) -> Result<Connection, EmbeddedError> {
+/// Opens a connection configured for this store (WAL, `synchronous=FULL`, foreign keys, busy
+/// timeout, statement cache; `query_only` for readers). Every failure names the file.
+pub fn connect(path: &Path, reader: bool) -> Result<Connection, EmbeddedError> {
     let open_error = |error| EmbeddedError::Open {
         path: path.to_path_buf(),
         error,
@@ -432,6 +433,44 @@ impl EmbeddedStore {
     }
 }
 
+/// An append's statements, in the order `append_transaction` runs them, each defined once
+/// here and public so the benchmark's raw baseline (`bench/`) runs the same text.
+///
+/// The instance's head: ?1 instance id.
+pub const HEAD_SQL: &str =
+    "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1";
+/// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
+/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at.
+pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
+     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
+/// ?4 content hash.
+pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
+     content_hash) VALUES (?1, ?2, ?3, ?4)";
+/// A snapshot at a multiple of the interval: ?1 instance id, ?2 version, ?3 state.
+pub const INSERT_SNAPSHOT_SQL: &str =
+    "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)";
+/// The head moves, compare-and-set on the version read: ?1 new version, ?2 new state,
+/// ?3 updated_at, ?4 instance id, ?5 the version read by [`HEAD_SQL`].
+pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
+     updated_at = ?3 WHERE id = ?4 AND version = ?5";
+
+/// The snapshot-and-tail read, two statements in one read transaction. The latest snapshot at
+/// or before a version: ?1 instance id, ?2 version.
+pub const SNAPSHOT_SQL: &str = "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
+     AND version <= ?2 ORDER BY version DESC LIMIT 1";
+
+/// The tail, starting AT the snapshot's version as PgStore's does: ?1 instance id, ?2 first
+/// version, ?3 last version; [`rows::EVENT_COLUMNS`].
+pub fn tail_sql() -> String {
+    format!(
+        "SELECT {} FROM events e WHERE e.instance_id = ?1 \
+         AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
+        rows::EVENT_COLUMNS
+    )
+}
+
 /// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
 /// then the expected version, hand the head to the decision, write its events, commit.
 fn append_transaction(
@@ -446,9 +485,7 @@ fn append_transaction(
         .map_err(sql)?;
     let instance = rows::id(request.instance_id);
     let found: Option<(String, i64, String, i64)> = tx
-        .prepare_cached(
-            "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1",
-        )
+        .prepare_cached(HEAD_SQL)
         .map_err(sql)?
         .query_row([&instance], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -502,24 +539,9 @@ fn append_transaction(
     let recorded_at = rows::time(recorded_micros, "recorded_at")?;
     let mut events = Vec::with_capacity(pending.len());
     {
-        let mut insert_event = tx
-            .prepare_cached(
-                "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .map_err(sql)?;
-        let mut insert_key = tx
-            .prepare_cached(
-                "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(sql)?;
-        let mut insert_snapshot = tx
-            .prepare_cached(
-                "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(sql)?;
+        let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
+        let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
+        let mut insert_snapshot = tx.prepare_cached(INSERT_SNAPSHOT_SQL).map_err(sql)?;
         let type_text = rows::id(entity_type_id);
         for (i, p) in pending.into_iter().enumerate() {
             let version = current + 1 + i as i64;
@@ -573,10 +595,7 @@ fn append_transaction(
     }
     let last = current + n as i64;
     let updated = tx
-        .prepare_cached(
-            "UPDATE instances SET version = ?1, state = ?2, updated_at = ?3 \
-             WHERE id = ?4 AND version = ?5",
-        )
+        .prepare_cached(MOVE_HEAD_SQL)
         .map_err(sql)?
         .execute(params![
             last,
@@ -1026,10 +1045,7 @@ impl HistoryReader for EmbeddedStore {
             let tx = conn.transaction().map_err(sql)?;
             let id = rows::id(instance_id);
             let snapshot = tx
-                .prepare_cached(
-                    "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
-                     AND version <= ?2 ORDER BY version DESC LIMIT 1",
-                )
+                .prepare_cached(SNAPSHOT_SQL)
                 .map_err(sql)?
                 .query_row(params![id, version], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
@@ -1046,12 +1062,7 @@ impl HistoryReader for EmbeddedStore {
             // The tail starts AT the snapshot's version, as PgStore's does.
             let from = snapshot.as_ref().map_or(1, |s| s.version);
             let tail = {
-                let sql_text = format!(
-                    "SELECT {} FROM events e WHERE e.instance_id = ?1 \
-                     AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
-                    rows::EVENT_COLUMNS
-                );
-                let mut stmt = tx.prepare_cached(&sql_text).map_err(sql)?;
+                let mut stmt = tx.prepare_cached(&tail_sql()).map_err(sql)?;
                 let found = stmt.query(params![id, from, version]).map_err(sql)?;
                 rows::collect(found, rows::event)?
             };

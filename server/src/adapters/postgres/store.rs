@@ -200,10 +200,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
         let lock = tx
-            .prepare_cached(
-                "SELECT entity_type_id, version, state, updated_at FROM instances \
-                 WHERE id = $1 FOR UPDATE",
-            )
+            .prepare_cached(LOCK_HEAD_SQL)
             .await
             .map_err(PgError::from)?;
         let row = tx
@@ -339,10 +336,19 @@ enum Attempt {
     KeyTaken,
 }
 
+/// The first statement of an append: the instance's head, locked until the transaction ends.
+/// $1 = instance id.
+pub const LOCK_HEAD_SQL: &str = "SELECT entity_type_id, version, state, updated_at FROM instances \
+     WHERE id = $1 FOR UPDATE";
+
 /// One statement writes the events, their ids (every one, server-generated too, with its
 /// content hash) and snapshots, and moves the instance's head with a compare-and-set on its
-/// version.
-const APPEND_SQL: &str = "
+/// version. Parameters, in `PgStore::try_append`'s order: $1 instance id, $2 entity type id,
+/// $3 recorded_at, $4..$10 the events' versions, ids, types, payloads, metadata, modes and
+/// occurred_at, $11 their content hashes, $12/$13 snapshot versions and states, $14 the new
+/// version, $15 the new state, $16 the version the head was locked at, $17 whether the outbox
+/// is written.
+pub const APPEND_SQL: &str = "
 WITH ev AS (
     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
                         metadata, mode, recorded_at, occurred_at)
@@ -685,45 +691,7 @@ impl HistoryReader for PgStore {
         // plan cannot use the version bound as an index range, and a deep page then scans
         // the instance from its first event. One cached statement per shape (at most 128).
         let limit = limit as i64;
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&instance_id];
-        let mut sql = format!(
-            "SELECT {} FROM events e WHERE e.instance_id = $1",
-            rows::EVENT_COLUMNS
-        );
-        let mut condition = |sql: &mut String, expr: &str, value| {
-            params.push(value);
-            sql.push_str(&format!(" AND {expr} ${}", params.len()));
-        };
-        if let Some(v) = &filter.from_version {
-            condition(&mut sql, "e.version >=", v);
-        }
-        if let Some(v) = &filter.to_version {
-            condition(&mut sql, "e.version <=", v);
-        }
-        if let Some(t) = &filter.start_time {
-            condition(&mut sql, "e.recorded_at >=", t);
-        }
-        if let Some(t) = &filter.end_time {
-            condition(&mut sql, "e.recorded_at <=", t);
-        }
-        if let Some(v) = &filter.after_version {
-            let op = if filter.descending {
-                "e.version <"
-            } else {
-                "e.version >"
-            };
-            condition(&mut sql, op, v);
-        }
-        if !filter.event_types.is_empty() {
-            params.push(&filter.event_types);
-            sql.push_str(&format!(" AND e.event_type = ANY(${})", params.len()));
-        }
-        params.push(&limit);
-        sql.push_str(&format!(
-            " ORDER BY e.version {} LIMIT ${}",
-            if filter.descending { "DESC" } else { "ASC" },
-            params.len()
-        ));
+        let (sql, params) = history_query(&instance_id, filter, &limit);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
         let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
         Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
@@ -735,11 +703,10 @@ impl HistoryReader for PgStore {
         version: i64,
     ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
         let client = self.client().await?;
-        let sql = format!(
-            "{SNAPSHOT_AND_TAIL_SQL_HEAD} {} {SNAPSHOT_AND_TAIL_SQL_TAIL}",
-            rows::EVENT_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let stmt = client
+            .prepare_cached(&snapshot_and_tail_sql())
+            .await
+            .map_err(PgError::from)?;
         let found = client
             .query(&stmt, &[&instance_id, &version])
             .await
@@ -786,15 +753,76 @@ impl HistoryReader for PgStore {
     }
 }
 
+/// The history read of one instance ([`HistoryReader::events`]): its SQL and parameters for
+/// `filter`. Only the filters that are set become conditions: with `($n IS NULL OR ...)` a
+/// generic plan cannot use the version bound as an index range, and a deep page then scans the
+/// instance from its first event. One cached statement per shape (at most 128).
+pub fn history_query<'a>(
+    instance_id: &'a Uuid,
+    filter: &'a HistoryFilter,
+    limit: &'a i64,
+) -> (String, Vec<&'a (dyn ToSql + Sync)>) {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![instance_id];
+    let mut sql = format!(
+        "SELECT {} FROM events e WHERE e.instance_id = $1",
+        rows::EVENT_COLUMNS
+    );
+    let mut condition = |sql: &mut String, expr: &str, value| {
+        params.push(value);
+        sql.push_str(&format!(" AND {expr} ${}", params.len()));
+    };
+    if let Some(v) = &filter.from_version {
+        condition(&mut sql, "e.version >=", v);
+    }
+    if let Some(v) = &filter.to_version {
+        condition(&mut sql, "e.version <=", v);
+    }
+    if let Some(t) = &filter.start_time {
+        condition(&mut sql, "e.recorded_at >=", t);
+    }
+    if let Some(t) = &filter.end_time {
+        condition(&mut sql, "e.recorded_at <=", t);
+    }
+    if let Some(v) = &filter.after_version {
+        let op = if filter.descending {
+            "e.version <"
+        } else {
+            "e.version >"
+        };
+        condition(&mut sql, op, v);
+    }
+    if !filter.event_types.is_empty() {
+        params.push(&filter.event_types);
+        sql.push_str(&format!(" AND e.event_type = ANY(${})", params.len()));
+    }
+    params.push(limit);
+    sql.push_str(&format!(
+        " ORDER BY e.version {} LIMIT ${}",
+        if filter.descending { "DESC" } else { "ASC" },
+        params.len()
+    ));
+    (sql, params)
+}
+
+/// The snapshot-and-tail read ([`HistoryReader::snapshot_and_tail`]): $1 instance id,
+/// $2 version. Column 0 and 1 are the snapshot's version and state (NULL when there is none),
+/// then [`rows::EVENT_COLUMNS`] of each tail event.
+pub fn snapshot_and_tail_sql() -> String {
+    format!(
+        "{SNAPSHOT_AND_TAIL_SQL_HEAD} {} {SNAPSHOT_AND_TAIL_SQL_TAIL}",
+        rows::EVENT_COLUMNS
+    )
+}
+
 /// The latest snapshot at or before $2 and the events after it up to $2, in one round trip.
 /// The outer LEFT JOINs keep the snapshot row even when the tail is empty.
-pub const SNAPSHOT_AND_TAIL_SQL_HEAD: &str = "
+const SNAPSHOT_AND_TAIL_SQL_HEAD: &str = "
 WITH s AS (
     SELECT version, state FROM snapshots
     WHERE instance_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1
 )
 SELECT s.version, s.state,";
-pub const SNAPSHOT_AND_TAIL_SQL_TAIL: &str = "
+const SNAPSHOT_AND_TAIL_SQL_TAIL: &str = "
 FROM (SELECT 1) AS one
 LEFT JOIN s ON true
 LEFT JOIN events e ON e.instance_id = $1 AND e.version >= COALESCE(s.version, 1)

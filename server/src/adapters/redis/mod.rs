@@ -64,6 +64,11 @@ fn err(e: impl std::fmt::Display) -> CacheError {
     CacheError(e.to_string())
 }
 
+/// The hash field holding an instance's cached record (`PUT_IF_NEWER` writes it as `'d'`, next
+/// to the version in `'v'`). Public, with the keys, so the benchmark reads the very entry the
+/// server reads.
+pub const STATE_FIELD: &str = "d";
+
 /// The key of an instance by id; its hash tag is the id.
 pub fn id_key(id: Uuid) -> String {
     format!("tse:instance:{{{id}}}")
@@ -119,7 +124,7 @@ impl RedisCache {
     }
 
     async fn read(&self, key: String) -> Result<Option<InstanceRecord>, CacheError> {
-        let data: Option<String> = self.client.hget(key, "d").await.map_err(err)?;
+        let data: Option<String> = self.client.hget(key, STATE_FIELD).await.map_err(err)?;
         let Some(data) = data else { return Ok(None) };
         let c: Cached = serde_json::from_str(&data).map_err(err)?;
         Ok(Some(InstanceRecord {

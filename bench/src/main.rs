@@ -1,11 +1,13 @@
 //! `temporal-state-bench`: figures for the real path. Each subcommand creates its own database
 //! (`tse_bench_<uuid>`), starts the real server in-process on 127.0.0.1:<ephemeral>, talks to
-//! it over TCP with the generated tonic clients, compares it with the same SQL issued directly
-//! through tokio-postgres, prints one table plus ratio lines, and drops the database. Nothing
-//! here asserts on timing; it only checks that the data it measured is what it meant to write.
+//! it over TCP with the generated tonic clients, compares it with the store's own statements
+//! (exported by the server's adapters, never copied here) issued directly, prints one table plus
+//! ratio lines, and drops the database. Nothing here asserts on timing; it only checks that the
+//! data it measured is what it meant to write and that server and baseline answered alike.
+//! `harness` is the one measuring harness every scenario uses.
 //!
 //! ```text
-//! cargo build --release -p temporal-state-server --bin temporal-state-bench
+//! cargo build --release -p temporal-state-bench
 //! target/release/temporal-state-bench apply
 //! target/release/temporal-state-bench state-at-version
 //! ```
@@ -14,7 +16,6 @@ mod analytics;
 mod apply;
 mod embedded;
 mod harness;
-mod sql;
 mod state_at;
 mod stream;
 

@@ -4,12 +4,14 @@
 //!
 //! - ApplyEvent with 1 and 32 clients, each client on its own instance. The raw baseline is what
 //!   `EmbeddedStore::append` does per event without the application around it: one connection
-//!   opened with the store's PRAGMAs (WAL, `synchronous=FULL`, foreign keys, busy timeout) and
-//!   the store's schema (its own migrations), shared by the clients behind a FIFO tokio mutex
-//!   with each transaction on tokio's blocking pool, as the store's writer is; per event
-//!   `BEGIN IMMEDIATE`, read the instance head, fold the merge patch, insert the event (and a
-//!   snapshot at multiples of the interval), update the head, `COMMIT` (one fsync). The server
-//!   adds gRPC, validation, JSON Schema and protobuf conversion. (Keep the threading the same:
+//!   opened by the store's own `connect` (WAL, `synchronous=FULL`, foreign keys, busy timeout)
+//!   with the store's schema (its own migrations), shared by the clients behind a FIFO tokio
+//!   mutex with each transaction on tokio's blocking pool, as the store's writer is; per event
+//!   the store's own statements (`adapters::embedded::sql`): `BEGIN IMMEDIATE`, read the
+//!   instance head, fold the merge patch (the domain's `apply_event`), insert the event and its
+//!   id with its content hash (the domain's `content_hash`), a snapshot at multiples of the
+//!   interval, move the head, `COMMIT` (one fsync). The server adds gRPC, validation, JSON
+//!   Schema, protobuf conversion and the application. (Keep the threading the same:
 //!   on ext4 here, the same loop on dedicated OS threads paid about 4 ms per fsync instead of
 //!   about 0.5 ms, which made raw SQLite look twice as slow as the server.)
 //! - The measured events run in rounds alternating which path goes first, so that noise from
@@ -21,32 +23,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use clap::{CommandFactory, FromArgMatches};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use anyhow::{Context, Result, anyhow, ensure};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
-use temporal_state_proto::v1::event_service_client::EventServiceClient;
-use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_proto::v1::query_service_client::QueryServiceClient;
-use temporal_state_server::adapters::embedded::{DB_FILE, migrate};
-use temporal_state_server::config::{Cli as ServerCli, Config};
-use temporal_state_server::domain::{ApplyMode, apply_event};
-use tokio::net::TcpListener;
-use tokio::sync::{Barrier, oneshot};
-use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use temporal_state_server::adapters::embedded::{DB_FILE, migrate, sql};
+use temporal_state_server::domain::idempotency::content_hash;
+use temporal_state_server::domain::{ApplyMode, EventType, apply_event};
 use uuid::Uuid;
 
 use crate::apply::{
     EVENT_TYPE, TYPE_NAME, check_server_versions, create_instances_via_server, initial_state,
-    payload, schema, server_clients, split,
+    object, payload, schema, server_clients,
 };
-use crate::harness::{Measured, Table, fmt_rate, histogram, micros, ratio, to_struct};
-use crate::state_at::{payload as history_payload, server_state_at};
+use crate::harness::{
+    Measured, RunningServer, Table, clients, fmt_rate, machine, ratio, sample, split, to_struct,
+};
+use crate::state_at::{load, server_state_at};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,26 +72,6 @@ pub struct Args {
     pub dir: PathBuf,
 }
 
-/// Adds one round's figures to the total.
-fn add(total: &mut Option<Measured>, m: Measured) -> Result<()> {
-    match total {
-        None => *total = Some(m),
-        Some(t) => {
-            t.ops += m.ops;
-            t.elapsed += m.elapsed;
-            t.latency.add(m.latency)?;
-        }
-    }
-    Ok(())
-}
-
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
 pub async fn run(args: Args) -> Result<()> {
     ensure!(args.events > 0, "--events must be positive");
     ensure!(
@@ -116,90 +92,9 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 async fn run_in(args: &Args, root: &Path) -> Result<()> {
-    let server = EmbeddedServer::start(&root.join("server")).await?;
+    let server = RunningServer::embedded(&root.join("server")).await?;
     let result = measure(args, root, &server).await;
-    let stopped = server.stop().await;
-    result?;
-    stopped
-}
-
-/// The real server on the embedded store, in-process on 127.0.0.1:<ephemeral>.
-struct EmbeddedServer {
-    addr: std::net::SocketAddr,
-    config: Config,
-    shutdown: oneshot::Sender<()>,
-    handle: JoinHandle<Result<(), temporal_state_server::server::ServeError>>,
-}
-
-impl EmbeddedServer {
-    /// Default flags plus `--data-dir`; DATABASE_URL, REDIS_URL and NATS_URL in the environment
-    /// are ignored, so the figures are always the embedded store's alone.
-    async fn start(data_dir: &Path) -> Result<Self> {
-        let data_dir = data_dir.display().to_string();
-        let argv = [
-            "temporal-state-server",
-            "--data-dir",
-            &data_dir,
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ];
-        let matches = ServerCli::command()
-            .try_get_matches_from(argv)
-            .map_err(|e| anyhow!("server flags: {e}"))?;
-        let mut config = ServerCli::from_arg_matches(&matches)?.config;
-        config.database_url = None;
-        config.redis_url = None;
-        config.nats_url = None;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(temporal_state_server::run(
-            config.clone(),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        let server = Self {
-            addr,
-            config,
-            shutdown: tx,
-            handle,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if server.handle.is_finished() {
-                bail!("the server stopped while starting");
-            }
-            if let Ok(channel) = server.channel().await
-                && EntityTypeServiceClient::new(channel)
-                    .list_entity_types(pb::ListEntityTypesRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                bail!("the server did not answer within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn channel(&self) -> Result<Channel> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?)
-    }
-
-    async fn stop(self) -> Result<()> {
-        let _ = self.shutdown.send(());
-        match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
-            Ok(joined) => joined?.map_err(|e| anyhow!("server: {e}")),
-            Err(_) => bail!("the server did not stop within 30 s"),
-        }
-    }
+    server.stop_after(result).await
 }
 
 struct ApplyRow {
@@ -217,14 +112,11 @@ struct StateRow {
     folded: Measured,
 }
 
-async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()> {
+async fn measure(args: &Args, root: &Path, server: &RunningServer) -> Result<()> {
     let interval = server.config.snapshot_interval;
     let most = args.clients_list.iter().copied().max().unwrap_or(1);
     // One HTTP/2 connection per client, as separate client processes would have.
-    let mut channels = Vec::with_capacity(most);
-    for _ in 0..most {
-        channels.push(server.channel().await?);
-    }
+    let channels = server.channels(most).await?;
     let type_id = EntityTypeServiceClient::new(channels[0].clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
             name: TYPE_NAME.into(),
@@ -251,7 +143,7 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
         // The measured events in rounds that alternate which path goes first, so that noise
         // from outside (other processes' disk writes, CPU) hits both paths alike.
         let mut applied = warm.clone();
-        let (mut server_m, mut raw_m) = (None, None);
+        let (mut server_m, mut raw_m) = (Measured::empty(), Measured::empty());
         for (round, events) in split(args.events, args.rounds.max(1))
             .into_iter()
             .enumerate()
@@ -262,13 +154,11 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
             }
             for server_turn in [round % 2 == 0, round % 2 == 1] {
                 if server_turn {
-                    let m = server_clients(&channels[..clients], &server_ids, &measured)
-                        .await?
-                        .m;
-                    add(&mut server_m, m)?;
+                    server_m.absorb(
+                        server_clients(&channels[..clients], &server_ids, &measured).await?,
+                    )?;
                 } else {
-                    let m = raw.apply_clients(&raw_ids, &measured).await?;
-                    add(&mut raw_m, m)?;
+                    raw_m.absorb(raw.apply_clients(&raw_ids, &measured).await?)?;
                 }
             }
         }
@@ -276,11 +166,7 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
         check_server_versions(&channels[0], &server_ids, &expected).await?;
         raw.check_versions(&raw_ids, &expected)?;
         for (path, m) in [("server", server_m), ("raw rusqlite", raw_m)] {
-            applies.push(ApplyRow {
-                clients,
-                path,
-                m: m.context("no round measured")?,
-            });
+            applies.push(ApplyRow { clients, path, m });
         }
     }
 
@@ -291,9 +177,8 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
     );
 
     // The long history, loaded through the server with ApplyEvents.
-    let load_start = Instant::now();
-    let long = load_history(&channels[0], &type_id, args.history).await?;
-    let load_elapsed = load_start.elapsed();
+    let loaded = load(&channels[0], &type_id, "long", args.history, 1000).await?;
+    let (long, load_elapsed) = (loaded.id, loaded.elapsed);
     let reader = RawReader::open(&root.join("server").join(DB_FILE))?;
     let mut queries = QueryServiceClient::new(channels[0].clone());
     let n = args.history;
@@ -307,11 +192,8 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
             args.samples,
         )
         .await?;
-        // Synchronous like the store's blocking tasks; the server is idle meanwhile.
-        let (rows_m, tail_rows) =
-            tokio::task::block_in_place(|| reader.measure(&long, version, false, args))?;
-        let (folded_m, _) =
-            tokio::task::block_in_place(|| reader.measure(&long, version, true, args))?;
+        let (rows_m, tail_rows) = reader.measure(&long, version, false, args)?;
+        let (folded_m, _) = reader.measure(&long, version, true, args)?;
         states.push(StateRow {
             label,
             version,
@@ -328,7 +210,7 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
     println!("{}", environment(root));
     println!(
         "snapshot interval {interval} (server default); {} measured ApplyEvent calls per row in {} rounds alternating server and raw, after {} warm-up; one HTTP/2 connection per client; \
-         raw = one task per client sharing one writer connection behind a FIFO mutex, each transaction on the blocking pool (as the store), with the store's PRAGMAs and schema: BEGIN IMMEDIATE / read head / fold / INSERT event / UPDATE head / COMMIT per event",
+         raw = one task per client sharing one writer connection behind a FIFO mutex, each transaction on the blocking pool (as the store), with the store.s own connect, schema and statements: BEGIN IMMEDIATE / read head / fold / INSERT event / INSERT event id + content hash / UPDATE head / COMMIT per event",
         args.events,
         args.rounds.max(1),
         args.warmup
@@ -372,7 +254,7 @@ async fn measure(args: &Args, root: &Path, server: &EmbeddedServer) -> Result<()
     }
     println!("{files_after_apply}");
     println!(
-        "checked: every instance written (server via GetInstance, raw via SQL) is at version 1 + events applied"
+        "checked: every instance written (server via GetInstance, raw via SQL) is at version 1 + events applied (raw: with as many events and event ids)"
     );
 
     println!();
@@ -432,11 +314,6 @@ fn file_sizes(dir: &Path) -> String {
 
 /// The machine, SQLite and the file system the figures come from.
 fn environment(root: &Path) -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
     // The mount with the longest prefix of the data directory: tmpfs would make fsync free.
     let fs = std::fs::read_to_string("/proc/mounts")
         .ok()
@@ -454,69 +331,11 @@ fn environment(root: &Path) -> String {
         })
         .unwrap_or_else(|| "unknown".into());
     format!(
-        "SQLite {} (bundled); DATA_DIRs under {}: {fs}; {cpus} CPUs shared by bench client and server; load average {load}",
+        "SQLite {} (bundled); DATA_DIRs under {}: {fs}; {}",
         rusqlite::version(),
-        root.display()
+        root.display(),
+        machine()
     )
-}
-
-/// Creates an instance and applies versions 2..=events to it in batches of 1000.
-async fn load_history(channel: &Channel, type_id: &str, events: i64) -> Result<String> {
-    let mut instances = InstanceServiceClient::new(channel.clone());
-    let mut writer = EventServiceClient::new(channel.clone());
-    let id = instances
-        .create_instance(pb::CreateInstanceRequest {
-            entity_type: type_id.into(),
-            external_id: "long".into(),
-            initial_state: Some(to_struct(json!({"name": "long", "score": 1, "level": 1}))),
-            metadata: None,
-        })
-        .await?
-        .into_inner()
-        .instance
-        .context("no instance")?
-        .id;
-    let mut next = 2;
-    while next <= events {
-        let last = (next + 999).min(events);
-        writer
-            .apply_events(pb::ApplyEventsRequest {
-                instance_id: id.clone(),
-                expected_version: Some(next - 1),
-                events: (next..=last)
-                    .map(|v| pb::EventInput {
-                        event_type: EVENT_TYPE.into(),
-                        payload: Some(to_struct(history_payload(v))),
-                        ..Default::default()
-                    })
-                    .collect(),
-            })
-            .await
-            .with_context(|| format!("ApplyEvents {next}..={last}"))?;
-        next = last + 1;
-    }
-    Ok(id)
-}
-
-/// Opens a connection as `EmbeddedStore` does (`store.rs`, `connect`): same flags, busy timeout,
-/// statement cache and PRAGMAs.
-fn connect(path: &Path, reader: bool) -> Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if !reader {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let conn = Connection::open_with_flags(path, flags)
-        .with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.set_prepared_statement_cache_capacity(128);
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
-    ensure!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", true)?;
-    if reader {
-        conn.pragma_update(None, "query_only", true)?;
-    }
-    Ok(conn)
 }
 
 fn now_micros() -> i64 {
@@ -535,7 +354,7 @@ impl RawStore {
     fn create(dir: &Path, interval: i64) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
-        let mut conn = connect(&path, false)?;
+        let mut conn = sql::connect(&path, false)?;
         migrate::run(&mut conn, &path).map_err(|e| anyhow!("migrating the raw baseline: {e}"))?;
         let type_id = Uuid::now_v7().hyphenated().to_string();
         conn.execute(
@@ -563,12 +382,29 @@ impl RawStore {
                  created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
                 params![id, self.type_id, format!("{prefix}-{i}"), state, now],
             )?;
+            // The creation's event and its id with its content hash, as the server stores them.
+            let event_id = Uuid::now_v7().to_string();
             tx.execute(
-                "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at) \
-                 VALUES (?1, 1, ?2, ?3, 'InstanceCreated', ?4, '{}', 'replace', ?5, ?5)",
-                params![id, Uuid::now_v7().to_string(), self.type_id, state, now],
+                sql::INSERT_EVENT_SQL,
+                params![
+                    id,
+                    1,
+                    event_id,
+                    self.type_id,
+                    EventType::INSTANCE_CREATED,
+                    state,
+                    "{}",
+                    ApplyMode::Replace.as_str(),
+                    now,
+                    now
+                ],
             )?;
+            let hash = content_hash(
+                EventType::INSTANCE_CREATED,
+                ApplyMode::Replace,
+                &object(initial_state(i)),
+            );
+            tx.execute(sql::INSERT_KEY_SQL, params![event_id, id, 1, hash])?;
             tx.commit()?;
             ids.push(id);
         }
@@ -578,109 +414,91 @@ impl RawStore {
     /// One task per client, each applying its share to its own instance; every transaction
     /// runs on the blocking pool once the writer lock is taken, as in `EmbeddedStore::write`.
     async fn apply_clients(&self, targets: &[String], per_client: &[usize]) -> Result<Measured> {
-        let barrier = Arc::new(Barrier::new(targets.len() + 1));
-        let mut tasks = Vec::new();
-        for (c, target) in targets.iter().enumerate() {
+        clients(per_client, |c| {
             let writer = self.writer.clone();
             let interval = self.interval;
-            let target = Arc::new(target.clone());
-            let n = per_client[c];
-            let barrier = barrier.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut hist = histogram();
-                barrier.wait().await;
-                for i in 0..n {
-                    let patch = payload((c * 1_000_000 + i) as u64);
-                    let t = Instant::now();
-                    let mut conn = writer.clone().lock_owned().await;
-                    let target = target.clone();
+            let target = Arc::new(targets[c].clone());
+            move |i| {
+                let writer = writer.clone();
+                let target = target.clone();
+                let patch = object(payload((c * 1_000_000 + i) as u64));
+                async move {
+                    let mut conn = writer.lock_owned().await;
                     tokio::task::spawn_blocking(move || {
                         raw_append(&mut conn, &target, &patch, interval)
                     })
-                    .await??;
-                    hist.record(micros(t.elapsed()))?;
+                    .await?
                 }
-                anyhow::Ok(hist)
-            }));
-        }
-        barrier.wait().await;
-        let start = Instant::now();
-        let mut latency = histogram();
-        for task in tasks {
-            latency.add(task.await??)?;
-        }
-        Ok(Measured {
-            ops: latency.len(),
-            elapsed: start.elapsed(),
-            latency,
+            }
         })
+        .await
     }
 
     fn check_versions(&self, ids: &[String], expected: &[i64]) -> Result<()> {
         let conn = self.writer.try_lock()?;
         for (id, want) in ids.iter().zip(expected) {
-            let (version, count): (i64, i64) = conn.query_row(
-                "SELECT i.version, (SELECT count(*) FROM events e WHERE e.instance_id = i.id) \
+            let (version, count, ids): (i64, i64, i64) = conn.query_row(
+                "SELECT i.version, (SELECT count(*) FROM events e WHERE e.instance_id = i.id), \
+                 (SELECT count(*) FROM event_ids k WHERE k.instance_id = i.id) \
                  FROM instances i WHERE i.id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             ensure!(
-                version == *want && count == *want,
-                "raw instance {id} at version {version} with {count} events, expected {want}"
+                version == *want && count == *want && ids == *want,
+                "raw instance {id} at version {version} with {count} events and {ids} event \
+                 ids, expected {want} of each"
             );
         }
         Ok(())
     }
 }
 
-/// What `append_transaction` does for one merge-patch event without an idempotency key.
-fn raw_append(conn: &mut Connection, instance: &str, patch: &Value, interval: i64) -> Result<()> {
+/// What `append_transaction` does for one merge-patch event without an idempotency key, with
+/// the store's own statements.
+fn raw_append(
+    conn: &mut Connection,
+    instance: &str,
+    patch: &Map<String, Value>,
+    interval: i64,
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (type_id, version, state_text, updated_at): (String, i64, String, i64) = tx
-        .prepare_cached(
-            "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1",
-        )?
+        .prepare_cached(sql::HEAD_SQL)?
         .query_row([instance], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?
         .context("raw instance missing")?;
     let state = object(serde_json::from_str(&state_text)?);
-    let patch_map = object(patch.clone());
-    let state = apply_event(&state, &patch_map, ApplyMode::MergePatch)
+    let state = apply_event(&state, patch, ApplyMode::MergePatch)
         .map_err(|e| anyhow!("merge patch: {e}"))?;
+    let hash = content_hash(EVENT_TYPE, ApplyMode::MergePatch, patch);
     let state_text = serde_json::to_string(&state)?;
+    // recorded_at never decreases within an instance, as in the store.
     let recorded = now_micros().max(updated_at);
     let next = version + 1;
-    tx.prepare_cached(
-        "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-         payload, metadata, mode, recorded_at, occurred_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+    let event_id = Uuid::now_v7().to_string();
+    tx.prepare_cached(sql::INSERT_EVENT_SQL)?.execute(params![
         instance,
         next,
-        Uuid::now_v7().to_string(),
+        event_id,
         type_id,
         EVENT_TYPE,
-        serde_json::to_string(&patch_map)?,
+        serde_json::to_string(patch)?,
         "{}",
-        "merge_patch",
+        ApplyMode::MergePatch.as_str(),
         recorded,
         recorded,
     ])?;
+    tx.prepare_cached(sql::INSERT_KEY_SQL)?
+        .execute(params![event_id, instance, next, hash])?;
     if next % interval == 0 {
-        tx.prepare_cached(
-            "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![instance, next, state_text])?;
+        tx.prepare_cached(sql::INSERT_SNAPSHOT_SQL)?
+            .execute(params![instance, next, state_text])?;
     }
     let updated = tx
-        .prepare_cached(
-            "UPDATE instances SET version = ?1, state = ?2, updated_at = ?3 \
-             WHERE id = ?4 AND version = ?5",
-        )?
+        .prepare_cached(sql::MOVE_HEAD_SQL)?
         .execute(params![next, state_text, recorded, instance, version])?;
     ensure!(
         updated == 1,
@@ -695,11 +513,7 @@ struct RawReader {
     conn: Mutex<Connection>,
 }
 
-/// The columns `EmbeddedStore` reads per event (`rows::EVENT_COLUMNS`).
-const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
-     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at";
-
-/// One event row as fetched: every column, undecoded.
+/// One event row as fetched (`sql::EVENT_COLUMNS`): every column, undecoded.
 type RawEvent = (
     String,
     String,
@@ -716,7 +530,7 @@ type RawEvent = (
 impl RawReader {
     fn open(path: &Path) -> Result<Self> {
         Ok(Self {
-            conn: Mutex::new(connect(path, true)?),
+            conn: Mutex::new(sql::connect(path, true)?),
         })
     }
 
@@ -726,19 +540,12 @@ impl RawReader {
         let mut conn = self.conn.lock().map_err(|_| anyhow!("poisoned"))?;
         let tx = conn.transaction()?;
         let snapshot: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
-                 AND version <= ?2 ORDER BY version DESC LIMIT 1",
-            )?
+            .prepare_cached(sql::SNAPSHOT_SQL)?
             .query_row(params![instance, version], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let from = snapshot.as_ref().map_or(1, |s| s.0);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.instance_id = ?1 \
-             AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version"
-        );
         let tail: Vec<RawEvent> = tx
-            .prepare_cached(&sql)?
+            .prepare_cached(&sql::tail_sql())?
             .query_map(params![instance, from, version], |r| {
                 Ok((
                     r.get(0)?,
@@ -771,6 +578,8 @@ impl RawReader {
         Ok((tail.len(), Some(Value::Object(state))))
     }
 
+    /// `samples` sequential reads after `samples_warmup`; checks the first folded state. Runs
+    /// synchronously, as the store's blocking tasks do; the server is idle meanwhile.
     fn measure(
         &self,
         instance: &str,
@@ -778,33 +587,17 @@ impl RawReader {
         fold: bool,
         args: &Args,
     ) -> Result<(Measured, usize)> {
-        let mut latency = histogram();
-        let mut rows = 0;
-        let start = Instant::now();
-        for i in 0..args.samples_warmup + args.samples {
-            if i == args.samples_warmup {
-                latency.reset();
-            }
-            let t = Instant::now();
-            let (n, state) = self.state_at(instance, version, fold)?;
-            latency.record(micros(t.elapsed()))?;
-            rows = n;
-            if i == 0
-                && let Some(state) = state
-            {
-                ensure!(
-                    state["score"] == json!(version),
-                    "raw state at version {version} does not have score {version}"
-                );
-            }
+        let reads = sample(args.samples_warmup, args.samples, || async {
+            self.state_at(instance, version, fold)
+        });
+        let (m, (rows, state)) =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(reads))?;
+        if let Some(state) = state {
+            ensure!(
+                state["score"] == json!(version),
+                "raw state at version {version} does not have score {version}"
+            );
         }
-        Ok((
-            Measured {
-                ops: latency.len(),
-                elapsed: start.elapsed(),
-                latency,
-            },
-            rows,
-        ))
+        Ok((m, rows))
     }
 }

@@ -1,14 +1,19 @@
 //! `apply`: ApplyEvent through the real server against the same SQL issued directly.
 //!
-//! Per event the server's PostgreSQL store runs `BEGIN`, the instance row's
-//! `SELECT ... FOR UPDATE`, one `APPEND_SQL` statement and `COMMIT`. The direct baseline runs
-//! exactly these on its own fresh database, through a deadpool pool of the same size, with the
-//! same number of concurrent clients, and folds the merge patch in Rust: the same data work
-//! minus gRPC, request validation, schema validation and protobuf conversion.
+//! Per event (no idempotency key) the server's PostgreSQL store runs `BEGIN`, the instance
+//! row's `SELECT ... FOR UPDATE` (`sql::LOCK_HEAD_SQL`), one `sql::APPEND_SQL` statement (the
+//! event, its id with its content hash, a snapshot at multiples of the interval, the head's
+//! compare-and-set) and `COMMIT`. The direct baseline issues exactly these statements, the
+//! server's own text (`temporal_state_server::adapters::postgres::sql`), on its own fresh
+//! database migrated by the server's migrations, through a pool built by the server's own code
+//! (same statement_timeout and connect timeout) of the same size, with the same number of
+//! concurrent clients; it folds the merge patch and hashes the content with the domain's own
+//! functions. What the ratio measures is therefore the server's overhead over the same durable
+//! work: gRPC, request and JSON Schema validation, protobuf conversion and the application.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
@@ -18,17 +23,17 @@ use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
-use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
-use tokio::sync::Barrier;
+use temporal_state_server::adapters::postgres::sql;
+use temporal_state_server::domain::idempotency::content_hash;
+use temporal_state_server::domain::{ApplyMode, EventType, State, apply_event};
 use tokio_postgres::types::ToSql;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::harness::{
-    BenchDb, Measured, RunningServer, Table, backends, environment, fill_pool, fmt_rate, histogram,
-    micros, pool, process_cpu, ratio, to_struct,
+    Measured, RunningServer, Table, backends, baseline_store, clients, environment, fmt_rate,
+    histogram, micros, ratio, split, to_struct, with_dbs,
 };
-use crate::sql;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -77,13 +82,6 @@ pub fn payload(n: u64) -> Value {
     json!({"score": n, "level": n % 100 + 1})
 }
 
-/// `total` split over `clients` as evenly as possible.
-pub fn split(total: usize, clients: usize) -> Vec<usize> {
-    (0..clients)
-        .map(|i| total / clients + usize::from(i < total % clients))
-        .collect()
-}
-
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     ensure!(
         args.rounds > 0 && args.events >= args.rounds,
@@ -93,73 +91,27 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
         !args.clients_list.is_empty() && args.clients_list.iter().all(|&c| c > 0),
         "--clients-list needs positive numbers"
     );
-    let server_db = BenchDb::create(admin_url).await?;
-    let direct_db = match BenchDb::create(admin_url).await {
-        Ok(db) => db,
-        Err(e) => {
-            server_db.drop_db().await?;
-            return Err(e);
-        }
-    };
-    let result = run_in(admin_url, &args, &server_db, &direct_db).await;
-    let dropped = (server_db.drop_db().await, direct_db.drop_db().await);
-    result?;
-    dropped.0?;
-    dropped.1?;
-    Ok(())
-}
-
-/// A measured run and the CPU this whole process (bench clients plus in-process server) used.
-pub struct Timed {
-    pub m: Measured,
-    pub cpu: Duration,
-}
-
-impl Timed {
-    fn empty() -> Self {
-        Self {
-            m: Measured::empty(),
-            cpu: Duration::ZERO,
-        }
-    }
-
-    fn absorb(&mut self, other: Timed) -> Result<()> {
-        self.cpu += other.cpu;
-        self.m.absorb(other.m)
-    }
-
-    /// Process CPU microseconds per event.
-    fn cpu_per_op(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.m.ops.max(1) as f64
-    }
+    with_dbs(admin_url, 2, |urls| async move {
+        let pool_size = args.pool_size.to_string();
+        let server = RunningServer::postgres(&urls[0], &["--pool-size", &pool_size]).await?;
+        let result = measure(admin_url, &args, &server, &urls[1]).await;
+        server.stop_after(result).await
+    })
+    .await
 }
 
 struct Row {
     clients: usize,
     instances: usize,
     path: &'static str,
-    t: Timed,
-}
-
-async fn run_in(
-    admin_url: &str,
-    args: &Args,
-    server_db: &BenchDb,
-    direct_db: &BenchDb,
-) -> Result<()> {
-    let pool_size = args.pool_size.to_string();
-    let server = RunningServer::start(&server_db.url, &["--pool-size", &pool_size]).await?;
-    let result = measure(admin_url, args, &server, direct_db).await;
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    t: Measured,
 }
 
 async fn measure(
     admin_url: &str,
     args: &Args,
     server: &RunningServer,
-    direct_db: &BenchDb,
+    direct_url: &str,
 ) -> Result<()> {
     let env = environment(admin_url).await?;
     let interval = server.config.snapshot_interval;
@@ -170,24 +122,13 @@ async fn measure(
         .chain([args.contention_clients])
         .max()
         .unwrap_or(1);
-    // One HTTP/2 connection per client, as separate client processes would have.
-    let mut channels = Vec::with_capacity(most_clients);
-    for _ in 0..most_clients {
-        channels.push(server.channel().await?);
-    }
+    let channels = server.channels(most_clients).await?;
     let type_id = create_type_via_server(&channels[0]).await?;
 
     // The baseline database gets the server's schema from the server's own migrations.
-    let store = PgStore::new(&PgStoreConfig {
-        url: direct_db.url.clone(),
-        pool_size: 1,
-        snapshot_interval: interval,
-        connect_timeout: Duration::from_secs(5),
-    })?;
+    let store = baseline_store(direct_url, args.pool_size, &server.config).await?;
     store.migrate().await.context("migrating the baseline db")?;
-    drop(store);
-    let direct_pool = pool(&direct_db.url, args.pool_size)?;
-    fill_pool(&direct_pool, args.pool_size).await?;
+    let direct_pool = store.pool().clone();
     let direct_type = create_type_direct(&direct_pool).await?;
 
     let mut rows = Vec::new();
@@ -203,8 +144,8 @@ async fn measure(
         direct_clients(&direct_pool, &direct_ids, &warm, interval).await?;
 
         // Server and direct take turns, so a slow spell of the shared disk or CPUs hits both.
-        let mut server_m = Timed::empty();
-        let mut direct_m = Timed::empty();
+        let mut server_m = Measured::empty();
+        let mut direct_m = Measured::empty();
         let mut applied = warm.clone();
         for round in 0..args.rounds {
             let share = args.events / args.rounds + usize::from(round < args.events % args.rounds);
@@ -275,7 +216,9 @@ async fn measure(
         "== apply: ApplyEvent, merge patch {{score, level}} on {TYPE_NAME} (schema-validated) =="
     );
     println!("{env}");
-    println!("{}", sql::drift_line());
+    println!(
+        "direct = the store's own statements (adapters::postgres::sql: LOCK_HEAD_SQL, APPEND_SQL) on a pool built by PgStore, content hash and merge patch by the domain's functions"
+    );
     println!(
         "server on {}, pool {} = direct pool {}; snapshot interval {interval}; {} measured events per row in {} alternating rounds, after {} warm-up; one HTTP/2 connection per client",
         backends(&server.config),
@@ -300,10 +243,10 @@ async fn measure(
             r.path.to_string(),
             r.clients.to_string(),
             r.instances.to_string(),
-            r.t.m.ops.to_string(),
-            fmt_rate(r.t.m.per_sec()),
-            r.t.m.p50().to_string(),
-            r.t.m.p99().to_string(),
+            r.t.ops.to_string(),
+            fmt_rate(r.t.per_sec()),
+            r.t.p50().to_string(),
+            r.t.p99().to_string(),
             format!("{:.0}", r.t.cpu_per_op()),
         ]);
     }
@@ -317,9 +260,9 @@ async fn measure(
             println!(
                 "ratio server/direct throughput ({clients} client{}) = {}   (p50 latency {}, p99 latency {})",
                 if clients == 1 { "" } else { "s" },
-                ratio(s.t.m.per_sec(), d.t.m.per_sec()),
-                ratio(s.t.m.p50() as f64, d.t.m.p50() as f64),
-                ratio(s.t.m.p99() as f64, d.t.m.p99() as f64),
+                ratio(s.t.per_sec(), d.t.per_sec()),
+                ratio(s.t.p50() as f64, d.t.p50() as f64),
+                ratio(s.t.p99() as f64, d.t.p99() as f64),
             );
         }
     }
@@ -332,7 +275,7 @@ async fn measure(
         if let (Some(h), Some(s)) = (hot, spread) {
             println!(
                 "ratio server one-instance/own-instances throughput ({c} clients) = {}",
-                ratio(h.t.m.per_sec(), s.t.m.per_sec())
+                ratio(h.t.per_sec(), s.t.per_sec())
             );
         }
     }
@@ -343,7 +286,7 @@ async fn measure(
         "(cpu µs/ev = CPU of this process, bench clients plus in-process server, per event; PostgreSQL's own CPU not included)"
     );
     println!(
-        "checked: all {checks} instances written (server via GetInstance, direct via SQL) are at version 1 + events applied"
+        "checked: all {checks} instances written (server via GetInstance, direct via SQL) are at version 1 + events applied (direct: with as many events and event ids)"
     );
     Ok(())
 }
@@ -389,32 +332,25 @@ pub async fn server_clients(
     channels: &[Channel],
     targets: &[String],
     per_client: &[usize],
-) -> Result<Timed> {
-    let barrier = Arc::new(Barrier::new(channels.len() + 1));
-    let mut tasks = Vec::with_capacity(channels.len());
-    for (c, channel) in channels.iter().enumerate() {
-        let mut client = EventServiceClient::new(channel.clone());
+) -> Result<Measured> {
+    clients(per_client, |c| {
+        let client = EventServiceClient::new(channels[c].clone());
         let target = targets[c].clone();
-        let n = per_client[c];
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = histogram();
-            barrier.wait().await;
-            for i in 0..n {
-                let request = pb::ApplyEventRequest {
-                    instance_id: target.clone(),
-                    event_type: EVENT_TYPE.into(),
-                    payload: Some(to_struct(payload((c * 1_000_000 + i) as u64))),
-                    ..Default::default()
-                };
-                let t = Instant::now();
+        move |i| {
+            let mut client = client.clone();
+            let request = pb::ApplyEventRequest {
+                instance_id: target.clone(),
+                event_type: EVENT_TYPE.into(),
+                payload: Some(to_struct(payload((c * 1_000_000 + i) as u64))),
+                ..Default::default()
+            };
+            async move {
                 client.apply_event(request).await?;
-                hist.record(micros(t.elapsed()))?;
+                Ok(())
             }
-            anyhow::Ok(hist)
-        }));
-    }
-    join_clients(barrier, tasks).await
+        }
+    })
+    .await
 }
 
 /// Applies events to `target` one after the other until told to stop.
@@ -439,27 +375,6 @@ async fn bystander_probe(
         n += 1;
     }
     Ok(hist)
-}
-
-async fn join_clients(
-    barrier: Arc<Barrier>,
-    tasks: Vec<tokio::task::JoinHandle<Result<hdrhistogram::Histogram<u64>>>>,
-) -> Result<Timed> {
-    barrier.wait().await;
-    let start = Instant::now();
-    let cpu = process_cpu();
-    let mut latency = histogram();
-    for task in tasks {
-        latency.add(task.await??)?;
-    }
-    Ok(Timed {
-        m: Measured {
-            ops: latency.len(),
-            elapsed: start.elapsed(),
-            latency,
-        },
-        cpu: process_cpu().saturating_sub(cpu),
-    })
 }
 
 pub async fn check_server_versions(
@@ -510,12 +425,22 @@ async fn create_instances_direct(
     for i in 0..n {
         let id = Uuid::now_v7();
         let state = initial_state(i);
+        // What the server's creation stores (not measured): the instance, its first event and
+        // that event's id with its content hash.
+        let hash = content_hash(
+            EventType::INSTANCE_CREATED,
+            ApplyMode::Replace,
+            &object(state.clone()),
+        );
         client
             .execute(
                 "WITH i AS (
                     INSERT INTO instances (id, entity_type_id, external_id, state, version,
                                            created_at, updated_at)
                     VALUES ($1, $2, $3, $4, 1, now(), now())
+                ), k AS (
+                    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
+                    VALUES ($5, $1, 1, $6)
                 )
                 INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
                                     payload, metadata, mode, recorded_at, occurred_at)
@@ -526,6 +451,7 @@ async fn create_instances_direct(
                     &format!("{prefix}-{i}"),
                     &state,
                     &Uuid::now_v7().to_string(),
+                    &hash,
                 ],
             )
             .await?;
@@ -539,26 +465,24 @@ async fn direct_clients(
     targets: &[Uuid],
     per_client: &[usize],
     interval: i64,
-) -> Result<Timed> {
-    let barrier = Arc::new(Barrier::new(targets.len() + 1));
-    let mut tasks = Vec::with_capacity(targets.len());
-    for (c, &target) in targets.iter().enumerate() {
+) -> Result<Measured> {
+    clients(per_client, |c| {
         let pool = pool.clone();
-        let n = per_client[c];
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = histogram();
-            barrier.wait().await;
-            for i in 0..n {
-                let patch = payload((c * 1_000_000 + i) as u64);
-                let t = Instant::now();
-                direct_apply(&pool, target, patch, interval).await?;
-                hist.record(micros(t.elapsed()))?;
-            }
-            anyhow::Ok(hist)
-        }));
+        let target = targets[c];
+        move |i| {
+            let pool = pool.clone();
+            let patch = object(payload((c * 1_000_000 + i) as u64));
+            async move { direct_apply(&pool, target, patch, interval).await }
+        }
+    })
+    .await
+}
+
+pub fn object(v: Value) -> State {
+    match v {
+        Value::Object(map) => map,
+        _ => State::new(),
     }
-    join_clients(barrier, tasks).await
 }
 
 fn now_micros() -> DateTime<Utc> {
@@ -566,58 +490,44 @@ fn now_micros() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-/// RFC 7386 merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let map = target.as_object_mut().expect("an object");
-    for (k, v) in patch {
-        if v.is_null() {
-            map.remove(k);
-        } else {
-            merge(map.entry(k.clone()).or_insert(Value::Null), v);
-        }
-    }
-}
-
-/// What `PgStore::try_append` sends for one merge-patch event without an idempotency key.
-async fn direct_apply(pool: &Pool, instance: Uuid, patch: Value, interval: i64) -> Result<()> {
+/// What `PgStore::try_append` sends for one merge-patch event without an idempotency key: the
+/// store's own two statements, with the parameters it computes (the merge patch folded by the
+/// domain's `apply_event`, the content hash by the domain's `content_hash`).
+async fn direct_apply(pool: &Pool, instance: Uuid, patch: State, interval: i64) -> Result<()> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let lock = tx.prepare_cached(sql::LOCK_SQL).await?;
+    let lock = tx.prepare_cached(sql::LOCK_HEAD_SQL).await?;
     let row = tx.query_one(&lock, &[&instance]).await?;
     let entity_type_id: Uuid = row.get(0);
     let version: i64 = row.get(1);
-    let mut state: Value = row.get(2);
+    let state = object(row.get(2));
     let updated_at: DateTime<Utc> = row.get(3);
 
-    merge(&mut state, &patch);
+    let state = Value::Object(
+        apply_event(&state, &patch, ApplyMode::MergePatch)
+            .map_err(|e| anyhow::anyhow!("merge patch: {e}"))?,
+    );
+    let hashes = vec![content_hash(EVENT_TYPE, ApplyMode::MergePatch, &patch)];
+    // recorded_at never decreases within an instance, as in the store.
     let recorded_at = now_micros().max(updated_at);
     let next = version + 1;
     let versions = vec![next];
     let ids = vec![Uuid::now_v7().to_string()];
     let types = vec![EVENT_TYPE.to_string()];
-    let payloads = vec![patch];
+    let payloads = vec![Value::Object(patch)];
     let metadata = vec![json!({})];
-    let modes = vec!["merge_patch"];
+    let modes = vec![ApplyMode::MergePatch.as_str()];
     let occurred = vec![recorded_at];
-    let key_ids: Vec<&str> = Vec::new();
-    let key_versions: Vec<i64> = Vec::new();
     let (snap_versions, snap_states) = if next % interval == 0 {
         (vec![next], vec![state.clone()])
     } else {
         (Vec::new(), Vec::new())
     };
     let write = tx.prepare_cached(sql::APPEND_SQL).await?;
-    // $18: whether the transactional outbox is written; off unless publication is enabled,
+    // $17: whether the transactional outbox is written; off unless publication is enabled,
     // which the benchmark's server does not configure.
     let outbox = false;
-    let params: [&(dyn ToSql + Sync); 18] = [
+    let params: [&(dyn ToSql + Sync); 17] = [
         &instance,
         &entity_type_id,
         &recorded_at,
@@ -628,8 +538,7 @@ async fn direct_apply(pool: &Pool, instance: Uuid, patch: Value, interval: i64) 
         &metadata,
         &modes,
         &occurred,
-        &key_ids,
-        &key_versions,
+        &hashes,
         &snap_versions,
         &snap_states,
         &next,
@@ -650,15 +559,17 @@ async fn check_direct_versions(pool: &Pool, ids: &[Uuid], expected: &[i64]) -> R
     for (id, want) in ids.iter().zip(expected) {
         let row = client
             .query_one(
-                "SELECT i.version, (SELECT count(*) FROM events e WHERE e.instance_id = i.id) \
+                "SELECT i.version, (SELECT count(*) FROM events e WHERE e.instance_id = i.id), \
+                 (SELECT count(*) FROM event_ids k WHERE k.instance_id = i.id) \
                  FROM instances i WHERE i.id = $1",
                 &[id],
             )
             .await?;
-        let (version, count): (i64, i64) = (row.get(0), row.get(1));
+        let (version, count, ids): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
         ensure!(
-            version == *want && count == *want,
-            "direct instance {id} at version {version} with {count} events, expected {want}"
+            version == *want && count == *want && ids == *want,
+            "direct instance {id} at version {version} with {count} events and {ids} event ids, \
+             expected {want} of each"
         );
     }
     Ok(())

@@ -2,10 +2,9 @@
 //! the same key; ApplyEvent throughput with NATS publication (outbox + relay) on and off; and
 //! commit-to-subscriber latency, through NATS and through the in-process bus.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
 use futures::StreamExt;
@@ -14,11 +13,11 @@ use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
-use tokio::sync::Mutex;
+use temporal_state_server::adapters::redis::{STATE_FIELD, external_key};
 
 use crate::harness::{
-    BenchDb, Measured, RunningServer, Table, environment, fmt_rate, histogram, micros, ratio,
-    to_struct,
+    Measured, RunningServer, Table, clients, environment, fmt_rate, histogram, ratio, to_struct,
+    with_dbs,
 };
 
 #[derive(Debug, clap::Args)]
@@ -46,11 +45,11 @@ pub struct Args {
 
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     println!("{}", environment(admin_url).await?);
-    let plain = BenchDb::create(admin_url).await?;
-    let published = BenchDb::create(admin_url).await?;
-    let result = run_in(&args, &plain, &published).await;
-    plain.drop_db().await?;
-    published.drop_db().await?;
+    let args = &args;
+    let result = with_dbs(admin_url, 2, |urls| async move {
+        run_in(args, &urls[0], &urls[1]).await
+    })
+    .await;
     // Leave the shared NATS as found: the stream was made by this run.
     if let Ok(client) = async_nats::connect(&args.nats_url).await {
         let _ = async_nats::jetstream::new(client)
@@ -98,38 +97,41 @@ async fn setup(
     Ok((t.id, ids))
 }
 
-async fn run_in(args: &Args, plain: &BenchDb, published: &BenchDb) -> Result<()> {
+async fn run_in(args: &Args, plain: &str, published: &str) -> Result<()> {
     // 1. GetCurrentState from the cache vs a direct HGET of the same key.
-    let cached = RunningServer::start(&plain.url, &["--redis-url", &args.redis_url]).await?;
+    let cached = RunningServer::postgres(plain, &["--redis-url", &args.redis_url]).await?;
     let (type_id, ids) = setup(&cached, "player", args.clients).await?;
     let redis = Builder::from_config(Config::from_url(&args.redis_url)?).build()?;
     redis.init().await.context("connecting to redis")?;
-    let key = format!("tse:external:{type_id}:p-0000");
+    // The very key and field the server's cache reads (hash-tagged, so Redis Cluster works too).
+    let key = external_key(type_id.parse()?, "p-0000");
     let mut table = Table::new(&["read path", "clients", "calls/s", "p50 µs", "p99 µs"]);
     let mut p99s = Vec::new();
     for clients in [1, args.clients] {
         let channel = cached.channel().await?;
-        let server = measure(args.reads, clients, |_| {
+        let server = measure(args.reads, clients, move |_| {
             let mut c = InstanceServiceClient::new(channel.clone());
             async move {
                 c.get_current_state(pb::GetCurrentStateRequest {
                     entity_type: "player".into(),
                     external_id: "p-0000".into(),
                 })
-                .await
-                .is_ok()
+                .await?;
+                Ok(())
             }
         })
-        .await;
-        let direct = measure(args.reads, clients, |_| {
+        .await?;
+        let (redis, key) = (redis.clone(), key.clone());
+        let direct = measure(args.reads, clients, move |_| {
             let redis = redis.clone();
             let key = key.clone();
             async move {
-                let data: Result<Option<String>, _> = redis.hget(key, "d").await;
-                matches!(data, Ok(Some(_)))
+                let data: Option<String> = redis.hget(key, STATE_FIELD).await?;
+                ensure!(data.is_some(), "the cached state is missing");
+                Ok(())
             }
         })
-        .await;
+        .await?;
         for (name, m) in [
             ("GetCurrentState (cache hit)", &server),
             ("fred HGET of the same key", &direct),
@@ -163,7 +165,7 @@ async fn run_in(args: &Args, plain: &BenchDb, published: &BenchDb) -> Result<()>
     // 2. ApplyEvent with publication off (no NATS) and on (outbox + relay to JetStream).
     let off = measure_writes(&cached, &ids, args.writes_per_client).await?;
     cached.stop().await?;
-    let on_server = RunningServer::start(&published.url, &["--nats-url", &args.nats_url]).await?;
+    let on_server = RunningServer::postgres(published, &["--nats-url", &args.nats_url]).await?;
     let (_, on_ids) = setup(&on_server, "player", args.clients).await?;
     let on = measure_writes(&on_server, &on_ids, args.writes_per_client).await?;
     let mut table = Table::new(&["ApplyEvent", "clients", "events/s", "p50 µs", "p99 µs"]);
@@ -186,7 +188,7 @@ async fn run_in(args: &Args, plain: &BenchDb, published: &BenchDb) -> Result<()>
     let mut table = Table::new(&["commit -> subscriber", "events", "p50 µs", "p99 µs"]);
     let nats = live_latency(&on_server, &on_ids[0], args.live_events).await?;
     on_server.stop().await?;
-    let local_server = RunningServer::start(&plain.url, &[]).await?;
+    let local_server = RunningServer::postgres(plain, &[]).await?;
     let local = live_latency(&local_server, &ids[0], args.live_events).await?;
     local_server.stop().await?;
     for (name, m) in [
@@ -204,60 +206,39 @@ async fn run_in(args: &Args, plain: &BenchDb, published: &BenchDb) -> Result<()>
     Ok(())
 }
 
-/// `total` calls spread over `clients` concurrent loops.
-async fn measure<F, Fut>(total: usize, clients: usize, make: F) -> Measured
+/// `total` calls spread evenly over `n` concurrent clients; `call(k)` prepares the k-th call
+/// of all (client c's i-th is c * per + i).
+async fn measure<F, Fut>(total: usize, n: usize, call: F) -> Result<Measured>
 where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
-    let latency = Arc::new(Mutex::new(histogram()));
-    let per = total / clients;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let calls: Vec<Fut> = (0..per).map(|i| make(c * per + i)).collect();
-        let latency = latency.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut local = histogram();
-            for call in calls {
-                let t = Instant::now();
-                assert!(call.await, "a measured call failed");
-                local.record(micros(t.elapsed())).ok();
-            }
-            latency.lock().await.add(local).ok();
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client task");
-    }
-    let elapsed = start.elapsed();
-    let latency = Arc::try_unwrap(latency).ok().unwrap().into_inner();
-    Measured {
-        ops: (per * clients) as u64,
-        elapsed,
-        latency,
-    }
+    let per = total / n;
+    clients(&vec![per; n], |c| {
+        let call = call.clone();
+        move |i| call(c * per + i)
+    })
+    .await
 }
 
 async fn measure_writes(server: &RunningServer, ids: &[String], each: usize) -> Result<Measured> {
     let channel = server.channel().await?;
     let total = each * ids.len();
     let ids = ids.to_vec();
-    Ok(measure(total, ids.len(), move |i| {
+    measure(total, ids.len(), move |i| {
         let mut c = EventServiceClient::new(channel.clone());
-        let id = ids[i / each].clone();
+        let request = pb::ApplyEventRequest {
+            instance_id: ids[i / each].clone(),
+            event_type: "ScoreIncreased".into(),
+            payload: Some(to_struct(json!({"score": i}))),
+            ..Default::default()
+        };
         async move {
-            c.apply_event(pb::ApplyEventRequest {
-                instance_id: id,
-                event_type: "ScoreIncreased".into(),
-                payload: Some(to_struct(json!({"score": i}))),
-                ..Default::default()
-            })
-            .await
-            .is_ok()
+            c.apply_event(request).await?;
+            Ok(())
         }
     })
-    .await)
+    .await
 }
 
 async fn live_latency(server: &RunningServer, id: &str, events: usize) -> Result<Measured> {
@@ -313,5 +294,6 @@ async fn live_latency(server: &RunningServer, id: &str, events: usize) -> Result
         ops: received as u64,
         elapsed: start.elapsed(),
         latency: h,
+        cpu: std::time::Duration::ZERO,
     })
 }

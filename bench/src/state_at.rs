@@ -1,7 +1,10 @@
-//! `state-at-version`: GetStateAtVersion on a short and a long history, against the raw
-//! snapshot-plus-tail SQL the server issues (rows fetched, not folded); then GetHistory read page
-//! by page against a raw keyset scan of the same rows.
+//! `state-at-version`: GetStateAtVersion on a short and a long history, against the store's own
+//! snapshot-plus-tail statement (`sql::snapshot_and_tail_sql`) issued directly (rows fetched, not
+//! folded); then GetHistory read page by page against the store's own history statement for an
+//! unfiltered read (`sql::history_query`) issued directly: the same rows, minus gRPC, the
+//! application and decoding.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -13,15 +16,16 @@ use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClien
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_proto::v1::query_service_client::QueryServiceClient;
+use temporal_state_server::adapters::postgres::sql;
+use temporal_state_server::ports::HistoryFilter;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::apply::{TYPE_NAME, schema};
+use crate::apply::{EVENT_TYPE, TYPE_NAME, schema};
 use crate::harness::{
-    BenchDb, Measured, RunningServer, Table, backends, environment, fill_pool, fmt_rate, histogram,
-    micros, pool, ratio, to_struct,
+    Measured, RunningServer, Table, backends, baseline_store, environment, fmt_rate, histogram,
+    micros, ratio, sample, to_struct, with_dbs,
 };
-use crate::sql;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -57,20 +61,13 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
         args.samples > 0 && args.batch > 0,
         "--samples and --batch must be positive"
     );
-    let db = BenchDb::create(admin_url).await?;
-    let result = run_in(admin_url, &args, &db).await;
-    let dropped = db.drop_db().await;
-    result?;
-    dropped
-}
-
-async fn run_in(admin_url: &str, args: &Args, db: &BenchDb) -> Result<()> {
-    // Default server configuration: snapshot interval, pool size and all.
-    let server = RunningServer::start(&db.url, &[]).await?;
-    let result = measure(admin_url, args, &server, db).await;
-    let stopped = server.stop().await;
-    result?;
-    stopped
+    with_dbs(admin_url, 1, |urls| async move {
+        // Default server configuration: snapshot interval, pool size and all.
+        let server = RunningServer::postgres(&urls[0], &[]).await?;
+        let result = measure(admin_url, &args, &server, &urls[0]).await;
+        server.stop_after(result).await
+    })
+    .await
 }
 
 /// The payload that produces version `v`: `score` is always `v`, so a state tells its version.
@@ -82,13 +79,16 @@ pub fn payload(v: i64) -> Value {
     p
 }
 
-struct Loaded {
-    id: String,
-    events: i64,
-    elapsed: Duration,
+/// An instance loaded through ApplyEvents, and how long loading took.
+pub struct Loaded {
+    pub id: String,
+    pub events: i64,
+    pub elapsed: Duration,
 }
 
-async fn load(
+/// Creates instance `name` and applies versions 2..=events to it, `batch` per ApplyEvents call;
+/// checks that it ends at version `events` with that version's state.
+pub async fn load(
     channel: &Channel,
     type_id: &str,
     name: &str,
@@ -115,7 +115,7 @@ async fn load(
         let last = (next + batch as i64 - 1).min(events);
         let inputs = (next..=last)
             .map(|v| pb::EventInput {
-                event_type: "ScoreChanged".into(),
+                event_type: EVENT_TYPE.into(),
                 payload: Some(to_struct(payload(v))),
                 ..Default::default()
             })
@@ -172,7 +172,7 @@ struct VersionRow {
     sql: Measured,
 }
 
-async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &BenchDb) -> Result<()> {
+async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str) -> Result<()> {
     let env = environment(admin_url).await?;
     let interval = server.config.snapshot_interval;
     let channel = server.channel().await?;
@@ -191,8 +191,8 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &Benc
     let small = load(&channel, &type_id, "small", args.small, args.batch).await?;
     let large = load(&channel, &type_id, "large", args.large, args.batch).await?;
 
-    let raw = pool(&db.url, 1)?;
-    fill_pool(&raw, 1).await?;
+    let raw_store = baseline_store(url, 1, &server.config).await?;
+    let raw = raw_store.pool().clone();
     {
         // Fresh statistics, as autovacuum would eventually provide, so both paths see the same plans.
         let client = raw.get().await?;
@@ -225,9 +225,8 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, db: &Benc
 
     println!("== state-at-version: GetStateAtVersion (snapshot + tail, folded by the server) ==");
     println!("{env}");
-    println!("{}", sql::drift_line());
     println!(
-        "server on {}, snapshot interval {interval} (server default), pool {}; {} sequential calls per row after {} warm-up; sql = the server's snapshot+tail query issued directly, rows fetched, not folded",
+        "server on {}, snapshot interval {interval} (server default), pool {}; {} sequential calls per row after {} warm-up; sql = the store's own snapshot+tail statement (adapters::postgres::sql) issued directly, rows fetched, not folded",
         backends(&server.config),
         server.config.pool_size,
         args.samples,
@@ -344,38 +343,25 @@ pub async fn server_state_at(
     warmup: usize,
     samples: usize,
 ) -> Result<Measured> {
-    let mut latency = histogram();
-    let start = Instant::now();
-    for i in 0..warmup + samples {
-        if i == warmup {
-            latency.reset();
-        }
-        let t = Instant::now();
-        let got = reader
-            .get_state_at_version(pb::GetStateAtVersionRequest {
-                instance_id: id.into(),
-                version,
-            })
-            .await?
-            .into_inner();
-        latency.record(micros(t.elapsed()))?;
-        if i == 0 {
-            ensure!(
-                got.version == version,
-                "asked version {version}, got {}",
-                got.version
-            );
-            ensure!(
-                score_of(got.state.as_ref()) == Some(version),
-                "state at version {version} does not have score {version}"
-            );
-        }
-    }
-    Ok(Measured {
-        ops: latency.len(),
-        elapsed: start.elapsed(),
-        latency,
+    let (m, got) = sample(warmup, samples, || {
+        let mut reader = reader.clone();
+        let request = pb::GetStateAtVersionRequest {
+            instance_id: id.into(),
+            version,
+        };
+        async move { Ok(reader.get_state_at_version(request).await?.into_inner()) }
     })
+    .await?;
+    ensure!(
+        got.version == version,
+        "asked version {version}, got {}",
+        got.version
+    );
+    ensure!(
+        score_of(got.state.as_ref()) == Some(version),
+        "state at version {version} does not have score {version}"
+    );
+    Ok(m)
 }
 
 async fn sql_state_at(
@@ -385,29 +371,13 @@ async fn sql_state_at(
     args: &Args,
 ) -> Result<(Measured, usize)> {
     let id: Uuid = id.parse()?;
-    let text = sql::snapshot_and_tail();
-    let mut latency = histogram();
-    let mut rows = 0;
-    let start = Instant::now();
-    for i in 0..args.warmup + args.samples {
-        if i == args.warmup {
-            latency.reset();
-        }
-        let t = Instant::now();
+    let text = sql::snapshot_and_tail_sql();
+    sample(args.warmup, args.samples, || async {
         let client = pool.get().await?;
         let stmt = client.prepare_cached(&text).await?;
-        let found = client.query(&stmt, &[&id, &version]).await?;
-        latency.record(micros(t.elapsed()))?;
-        rows = found.len();
-    }
-    Ok((
-        Measured {
-            ops: latency.len(),
-            elapsed: start.elapsed(),
-            latency,
-        },
-        rows,
-    ))
+        Ok(client.query(&stmt, &[&id, &version]).await?.len())
+    })
+    .await
 }
 
 struct HistoryRun {
@@ -450,143 +420,124 @@ async fn history(
     large: &Loaded,
     args: &Args,
 ) -> Result<Vec<HistoryRun>> {
-    let mut out = Vec::new();
-
     // Through the server.
-    let mut reader = QueryServiceClient::new(channel.clone());
+    let reader = QueryServiceClient::new(channel.clone());
+    let server = read_history(
+        "server GetHistory",
+        large.events,
+        args,
+        |token: Option<String>| {
+            let mut reader = reader.clone();
+            let request = pb::GetHistoryRequest {
+                instance_id: large.id.clone(),
+                page_size: args.page_size,
+                page_token: token.unwrap_or_default(),
+                ..Default::default()
+            };
+            async move {
+                let got = reader.get_history(request).await?.into_inner();
+                let versions = got.events.iter().map(|e| e.version).collect();
+                let next = Some(got.next_page_token).filter(|t| !t.is_empty());
+                Ok((versions, next))
+            }
+        },
+    )
+    .await?;
+
+    // The store's own statement for an unfiltered read (the history query has a condition only
+    // for each filter that is set), issued directly. It asks for one row more than a page, as
+    // the server does, to know whether another follows.
+    let id: Uuid = large.id.parse()?;
+    let page = args.page_size as usize;
+    let limit = page as i64 + 1;
+    let raw = read_history(
+        "raw SQL keyset",
+        large.events,
+        args,
+        |after: Option<i64>| {
+            let filter = HistoryFilter {
+                after_version: after,
+                ..HistoryFilter::default()
+            };
+            async move {
+                let (text, params) = sql::history_query(&id, &filter, &limit);
+                let client = pool.get().await?;
+                let stmt = client.prepare_cached(&text).await?;
+                let found = client.query(&stmt, &params).await?;
+                let versions: Vec<i64> = found.iter().take(page).map(|r| r.get(4)).collect();
+                let next = (found.len() > page)
+                    .then(|| versions.last().copied())
+                    .flatten();
+                Ok((versions, next))
+            }
+        },
+    )
+    .await?;
+    Ok(vec![server, raw])
+}
+
+/// Reads a whole history page by page, one warm-up pass then `history_passes` timed ones;
+/// `page(cursor)` fetches a page and answers its versions and the next cursor (none at the end).
+/// Checks that every pass sees versions 1..=events in order.
+async fn read_history<C, F, Fut>(
+    path: &'static str,
+    events: i64,
+    args: &Args,
+    mut page: F,
+) -> Result<HistoryRun>
+where
+    F: FnMut(Option<C>) -> Fut,
+    Fut: Future<Output = Result<(Vec<i64>, Option<C>)>>,
+{
     let mut pages = histogram();
     let mut times = PageTimes(Vec::new());
     let mut elapsed = Duration::ZERO;
-    let mut events = 0u64;
+    let mut read = 0u64;
     // Pass 0 warms up and is not counted.
     for pass in 0..=args.history_passes {
         let start = Instant::now();
-        let mut token = String::new();
+        let mut cursor = None;
         let mut expect = 1i64;
-        let mut page = 0;
+        let mut n = 0;
         loop {
             let t = Instant::now();
-            let got = reader
-                .get_history(pb::GetHistoryRequest {
-                    instance_id: large.id.clone(),
-                    page_size: args.page_size,
-                    page_token: token.clone(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+            let (versions, next) = page(cursor).await?;
             let us = micros(t.elapsed());
             if pass > 0 {
                 pages.record(us)?;
-                times.add(page, us);
+                times.add(n, us);
+                read += versions.len() as u64;
             }
-            page += 1;
-            for e in &got.events {
-                ensure!(
-                    e.version == expect,
-                    "history gave version {}, expected {expect}",
-                    e.version
-                );
+            n += 1;
+            for v in versions {
+                ensure!(v == expect, "{path}: version {v}, expected {expect}");
                 expect += 1;
             }
-            if pass > 0 {
-                events += got.events.len() as u64;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
-            if got.next_page_token.is_empty() {
-                break;
-            }
-            token = got.next_page_token;
         }
         ensure!(
-            expect - 1 == large.events,
-            "server history had {} events, expected {}",
-            expect - 1,
-            large.events
+            expect - 1 == events,
+            "{path}: {} events, expected {events}",
+            expect - 1
         );
         if pass > 0 {
             elapsed += start.elapsed();
         }
     }
     let (first10, last10) = times.first_last();
-    out.push(HistoryRun {
-        path: "server GetHistory",
+    Ok(HistoryRun {
+        path,
         m: Measured {
-            ops: events,
+            ops: read,
             elapsed,
             latency: pages.clone(),
+            cpu: Duration::ZERO,
         },
         pages,
         first10,
         last10,
-    });
-
-    // Raw keyset scan: the SQL the server itself sends for an unfiltered read (its history query
-    // has a condition only for each filter that is set). It asks for one row more than a page,
-    // as the server does, to know whether another follows.
-    let id: Uuid = large.id.parse()?;
-    {
-        let path = "raw SQL keyset";
-        let text = sql::keyset_page();
-        let mut pages = histogram();
-        let mut times = PageTimes(Vec::new());
-        let mut elapsed = Duration::ZERO;
-        let mut events = 0u64;
-        let limit = args.page_size as i64;
-        // Pass 0 warms up and is not counted.
-        for pass in 0..=args.history_passes {
-            let start = Instant::now();
-            let mut after: Option<i64> = None;
-            let mut page = 0;
-            let mut expect = 1i64;
-            loop {
-                let t = Instant::now();
-                let client = pool.get().await?;
-                let stmt = client.prepare_cached(&text).await?;
-                let found = client
-                    .query(&stmt, &[&id, &after.unwrap_or(0), &(limit + 1)])
-                    .await?;
-                let us = micros(t.elapsed());
-                if pass > 0 {
-                    pages.record(us)?;
-                    times.add(page, us);
-                }
-                page += 1;
-                let take = found.len().min(limit as usize);
-                for row in &found[..take] {
-                    let v: i64 = row.get(4);
-                    ensure!(v == expect, "{path}: version {v}, expected {expect}");
-                    expect += 1;
-                }
-                if pass > 0 {
-                    events += take as u64;
-                }
-                if found.len() <= limit as usize {
-                    break;
-                }
-                after = Some(expect - 1);
-            }
-            ensure!(
-                expect - 1 == large.events,
-                "{path}: {} events, expected {}",
-                expect - 1,
-                large.events
-            );
-            if pass > 0 {
-                elapsed += start.elapsed();
-            }
-        }
-        let (first10, last10) = times.first_last();
-        out.push(HistoryRun {
-            path,
-            m: Measured {
-                ops: events,
-                elapsed,
-                latency: pages.clone(),
-            },
-            pages,
-            first10,
-            last10,
-        });
-    }
-    Ok(out)
+    })
 }

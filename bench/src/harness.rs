@@ -1,20 +1,26 @@
-//! What every benchmark needs: a throw-away database, the real server in-process on a real TCP
-//! port, gRPC channels to it, a direct connection pool, latency histograms and an aligned table.
+//! The one measuring harness every scenario uses: a throw-away database, the real server
+//! in-process on a real TCP port (on PostgreSQL or on the embedded store), gRPC channels to it,
+//! a baseline pool configured by the server's own code, concurrent clients and sequential
+//! samples timed into latency histograms, and an aligned table for the figures.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use hdrhistogram::Histogram;
+use prost_types::value::Kind;
 use serde_json::Value;
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
+use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
 use temporal_state_server::config::{Cli as ServerCli, Config};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Barrier, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tonic::transport::{Channel, Endpoint};
@@ -55,6 +61,38 @@ impl BenchDb {
     }
 }
 
+/// Runs `body` on `n` fresh databases and drops them all afterwards, whatever `body` returned.
+pub async fn with_dbs<T, F, Fut>(admin_url: &str, n: usize, body: F) -> Result<T>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut dbs = Vec::with_capacity(n);
+    let mut created = Ok(());
+    for _ in 0..n {
+        match BenchDb::create(admin_url).await {
+            Ok(db) => dbs.push(db),
+            Err(e) => {
+                created = Err(e);
+                break;
+            }
+        }
+    }
+    let result = match created {
+        Ok(()) => body(dbs.iter().map(|db| db.url.clone()).collect()).await,
+        Err(e) => Err(e),
+    };
+    let mut dropped = Ok(());
+    for db in dbs {
+        if let Err(e) = db.drop_db().await {
+            dropped = Err(e);
+        }
+    }
+    let value = result?;
+    dropped?;
+    Ok(value)
+}
+
 async fn admin_client(url: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
@@ -87,25 +125,24 @@ pub fn with_dbname(url: &str, db: &str) -> Result<String> {
     }
 }
 
-/// A pool configured like the server's own (`PgStore::new`): fast recycling, lazy connections.
-pub fn pool(url: &str, size: usize) -> Result<Pool> {
-    let mut pg = tokio_postgres::Config::from_str(url)?;
-    pg.application_name("temporal-state-bench");
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+/// A store on `url` built by the server's own code with the server's settings (connect timeout,
+/// statement_timeout, snapshot interval), with a pool of `size` connections, every one opened
+/// once so no measurement pays for a connect. Its pool is what the direct baselines use.
+pub async fn baseline_store(url: &str, size: usize, server: &Config) -> Result<PgStore> {
+    let store = PgStore::with_statement_timeout(
+        &PgStoreConfig {
+            url: url.to_string(),
+            pool_size: size,
+            snapshot_interval: server.snapshot_interval,
+            connect_timeout: server.db_connect_timeout(),
         },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(size.max(1))
-        .runtime(Runtime::Tokio1)
-        .build()?)
+        Some(server.request_timeout()),
+    )?;
+    fill_pool(store.pool(), size).await?;
+    Ok(store)
 }
 
-/// Opens every connection of the pool once, so no measurement pays for a connect.
-pub async fn fill_pool(pool: &Pool, size: usize) -> Result<()> {
+async fn fill_pool(pool: &Pool, size: usize) -> Result<()> {
     let mut held = Vec::with_capacity(size);
     for _ in 0..size {
         held.push(pool.get().await?);
@@ -122,18 +159,26 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Starts the server on `database_url` with extra server flags; returns once it answers.
-    pub async fn start(database_url: &str, extra: &[&str]) -> Result<Self> {
-        let mut argv = vec![
-            "temporal-state-server",
-            "--database-url",
-            database_url,
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ];
+    /// On PostgreSQL at `database_url`, with extra server flags (REDIS_URL and NATS_URL are read
+    /// from the environment as the real binary does); returns once it answers.
+    pub async fn postgres(database_url: &str, extra: &[&str]) -> Result<Self> {
+        let mut argv = vec!["--database-url", database_url];
         argv.extend_from_slice(extra);
-        let cli = ServerCli::try_parse_from(argv).map_err(|e| anyhow!("server flags: {e}"))?;
-        let config = cli.config;
+        Self::start(config(&argv)?).await
+    }
+
+    /// On the embedded store under `data_dir`, default flags otherwise. DATABASE_URL, REDIS_URL
+    /// and NATS_URL in the environment are ignored, so the figures are the embedded store's alone.
+    pub async fn embedded(data_dir: &Path) -> Result<Self> {
+        let data_dir = data_dir.display().to_string();
+        let mut config = config(&["--data-dir", &data_dir])?;
+        config.database_url = None;
+        config.redis_url = None;
+        config.nats_url = None;
+        Self::start(config).await
+    }
+
+    async fn start(config: Config) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
@@ -160,15 +205,13 @@ impl RunningServer {
             if self.handle.is_finished() {
                 bail!("the server stopped while starting");
             }
-            if let Ok(channel) = self.channel().await {
-                let mut types = EntityTypeServiceClient::new(channel);
-                if types
+            if let Ok(channel) = self.channel().await
+                && EntityTypeServiceClient::new(channel)
                     .list_entity_types(pb::ListEntityTypesRequest::default())
                     .await
                     .is_ok()
-                {
-                    return Ok(());
-                }
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("the server did not answer within 30 s");
@@ -185,6 +228,15 @@ impl RunningServer {
             .await?)
     }
 
+    /// `n` connections, one per client, as separate client processes would have.
+    pub async fn channels(&self, n: usize) -> Result<Vec<Channel>> {
+        let mut channels = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            channels.push(self.channel().await?);
+        }
+        Ok(channels)
+    }
+
     pub async fn stop(self) -> Result<()> {
         let _ = self.shutdown.send(());
         match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
@@ -192,14 +244,49 @@ impl RunningServer {
             Err(_) => bail!("the server did not stop within 30 s"),
         }
     }
+
+    /// Stops the server once a run against it ended, whatever the run returned; reports the
+    /// run's failure first.
+    pub async fn stop_after<T>(self, result: Result<T>) -> Result<T> {
+        let stopped = self.stop().await;
+        let value = result?;
+        stopped?;
+        Ok(value)
+    }
 }
 
-/// A JSON object literal as a `google.protobuf.Struct`.
+/// The server's configuration from its own flag parser, on 127.0.0.1:<ephemeral>.
+fn config(flags: &[&str]) -> Result<Config> {
+    let argv = ["temporal-state-server", "--grpc-addr", "127.0.0.1:0"]
+        .iter()
+        .chain(flags);
+    Ok(ServerCli::try_parse_from(argv)
+        .map_err(|e| anyhow!("server flags: {e}"))?
+        .config)
+}
+
+/// A JSON object literal as a `google.protobuf.Struct`, as a client would send it.
 pub fn to_struct(v: Value) -> prost_types::Struct {
     match v {
-        Value::Object(map) => temporal_state_server::grpc::convert::state_to_struct(&map),
+        Value::Object(map) => prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        },
         other => panic!("not a JSON object: {other}"),
     }
+}
+
+fn to_value(v: Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(to_value).collect(),
+        }),
+        object @ Value::Object(_) => Kind::StructValue(to_struct(object)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 /// Latencies in microseconds.
@@ -216,6 +303,8 @@ pub struct Measured {
     pub ops: u64,
     pub elapsed: Duration,
     pub latency: Histogram<u64>,
+    /// CPU this whole process (bench clients plus in-process server) used meanwhile.
+    pub cpu: Duration,
 }
 
 impl Measured {
@@ -224,13 +313,15 @@ impl Measured {
             ops: 0,
             elapsed: Duration::ZERO,
             latency: histogram(),
+            cpu: Duration::ZERO,
         }
     }
 
-    /// Adds another run of the same thing: operations, time and latencies.
+    /// Adds another run of the same thing: operations, time, CPU and latencies.
     pub fn absorb(&mut self, other: Measured) -> Result<()> {
         self.ops += other.ops;
         self.elapsed += other.elapsed;
+        self.cpu += other.cpu;
         self.latency.add(other.latency)?;
         Ok(())
     }
@@ -244,6 +335,87 @@ impl Measured {
     pub fn p99(&self) -> u64 {
         self.latency.value_at_quantile(0.99)
     }
+    /// Process CPU microseconds per operation.
+    pub fn cpu_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
+    }
+}
+
+/// Concurrent clients: client `c` makes `per_client[c]` calls one after the other, all clients
+/// at once. `client(c)` gives client `c`'s call maker; `call(i)` prepares call `i` (building
+/// the request is not timed) and its future is the timed part. The clock starts once every
+/// client is ready.
+pub async fn clients<G, Fut>(
+    per_client: &[usize],
+    mut client: impl FnMut(usize) -> G,
+) -> Result<Measured>
+where
+    G: FnMut(usize) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(per_client.len() + 1));
+    let mut tasks = Vec::with_capacity(per_client.len());
+    for (c, &n) in per_client.iter().enumerate() {
+        let mut call = client(c);
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            barrier.wait().await;
+            for i in 0..n {
+                let pending = call(i);
+                let t = Instant::now();
+                pending.await?;
+                hist.record(micros(t.elapsed()))?;
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let cpu = process_cpu();
+    let mut latency = histogram();
+    for task in tasks {
+        latency.add(task.await??)?;
+    }
+    Ok(Measured {
+        ops: latency.len(),
+        elapsed: start.elapsed(),
+        latency,
+        cpu: process_cpu().saturating_sub(cpu),
+    })
+}
+
+/// `warmup` unmeasured calls, then `samples` measured ones, one after the other. Returns the
+/// figures and the first call's answer, for the caller to check.
+pub async fn sample<T, F, Fut>(warmup: usize, samples: usize, mut call: F) -> Result<(Measured, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut latency = histogram();
+    let mut first = None;
+    let mut start = Instant::now();
+    let mut cpu = process_cpu();
+    for i in 0..warmup + samples {
+        if i == warmup {
+            latency.reset();
+            start = Instant::now();
+            cpu = process_cpu();
+        }
+        let t = Instant::now();
+        let answer = call().await?;
+        latency.record(micros(t.elapsed()))?;
+        first.get_or_insert(answer);
+    }
+    Ok((
+        Measured {
+            ops: latency.len(),
+            elapsed: start.elapsed(),
+            latency,
+            cpu: process_cpu().saturating_sub(cpu),
+        },
+        first.context("no call was made")?,
+    ))
 }
 
 /// User plus system CPU time this process has used so far (Linux; zero elsewhere).
@@ -263,6 +435,13 @@ pub fn process_cpu() -> Duration {
             .unwrap_or(0)
     };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// `total` split over `parts` as evenly as possible.
+pub fn split(total: usize, parts: usize) -> Vec<usize> {
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
 }
 
 /// An aligned text table: first column left-aligned, the others right-aligned.
@@ -343,6 +522,18 @@ pub fn backends(config: &Config) -> String {
     parts.join(" + ")
 }
 
+/// The CPUs and load the figures share.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "{cpus} CPUs shared by the bench clients, the server and its store; load average {load}"
+    )
+}
+
 /// One line describing the machine and database the figures come from.
 pub async fn environment(url: &str) -> Result<String> {
     let client = admin_client(url).await?;
@@ -351,12 +542,8 @@ pub async fn environment(url: &str) -> Result<String> {
         .query_one("SHOW synchronous_commit", &[])
         .await?
         .get(0);
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
     Ok(format!(
-        "PostgreSQL {version} (synchronous_commit={sync}); {cpus} CPUs shared by bench client, server and database; load average {load}"
+        "PostgreSQL {version} (synchronous_commit={sync}); {}",
+        machine()
     ))
 }

@@ -16,7 +16,7 @@ use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClien
 use uuid::Uuid;
 
 use crate::harness::{
-    BenchDb, RunningServer, Table, environment, histogram, micros, ratio, to_struct,
+    Measured, RunningServer, Table, environment, ratio, sample, to_struct, with_dbs,
 };
 
 #[derive(Debug, clap::Args)]
@@ -38,14 +38,15 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
         args.instances > 0 && args.versions >= 2 && args.samples > 0,
         "sizes must be positive"
     );
-    let db = BenchDb::create(admin_url).await?;
-    let result = run_in(admin_url, &args, &db).await;
-    db.drop_db().await?;
-    result
+    with_dbs(admin_url, 1, |urls| async move {
+        let server = RunningServer::postgres(&urls[0], &[]).await?;
+        let result = measure(admin_url, &args, &server, &urls[0]).await;
+        server.stop_after(result).await
+    })
+    .await
 }
 
-async fn run_in(admin_url: &str, args: &Args, db: &BenchDb) -> Result<()> {
-    let server = RunningServer::start(&db.url, &[]).await?;
+async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str) -> Result<()> {
     let channel = server.channel().await?;
     let created = EntityTypeServiceClient::new(channel.clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
@@ -58,7 +59,7 @@ async fn run_in(admin_url: &str, args: &Args, db: &BenchDb) -> Result<()> {
         .entity_type
         .unwrap();
     let type_id: Uuid = created.id.parse()?;
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let loading = Instant::now();
     load(&client, type_id, args).await?;
@@ -334,49 +335,40 @@ async fn run_in(admin_url: &str, args: &Args, db: &BenchDb) -> Result<()> {
     );
     row(&mut table, "GetSummary", &s, &q);
     table.print();
-    server.stop().await?;
     Ok(())
 }
 
-struct Timed {
-    p50: u64,
-    p99: u64,
-    answered: usize,
-}
+/// Figures of `samples` sequential calls after one warm-up, and how many rows (or entries) the
+/// warm-up's answer had: 0 when it failed or was empty, which the table then flags.
+type Timed = (Measured, usize);
 
-/// Runs `f` once to warm up, then `samples` times, sequentially.
+/// Runs `f` once to warm up, then `samples` times, sequentially. A failed call counts as an
+/// empty answer, so one broken RPC shows in its row instead of ending the run.
 async fn time<F, Fut>(samples: usize, mut f: F) -> Timed
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = usize>,
 {
-    let answered = f().await;
-    let mut h = histogram();
-    for _ in 0..samples {
-        let start = Instant::now();
-        f().await;
-        h.record(micros(start.elapsed())).ok();
-    }
-    Timed {
-        p50: h.value_at_quantile(0.5),
-        p99: h.value_at_quantile(0.99),
-        answered,
-    }
+    let calls = sample(1, samples, || {
+        let answer = f();
+        async move { Ok(answer.await) }
+    });
+    calls.await.unwrap_or_else(|_| (Measured::empty(), 0))
 }
 
-fn row(table: &mut Table, name: &str, server: &Timed, sql: &Timed) {
-    let name = if server.answered == 0 || sql.answered == 0 {
+fn row(table: &mut Table, name: &str, (server, answered): &Timed, (sql, sql_answered): &Timed) {
+    let name = if *answered == 0 || *sql_answered == 0 {
         format!("{name} (NO ANSWER: check the run)")
     } else {
         name.to_string()
     };
     table.row(vec![
         name,
-        server.p50.to_string(),
-        server.p99.to_string(),
-        sql.p50.to_string(),
-        sql.p99.to_string(),
-        ratio(server.p50 as f64, sql.p50 as f64),
+        server.p50().to_string(),
+        server.p99().to_string(),
+        sql.p50().to_string(),
+        sql.p99().to_string(),
+        ratio(server.p50() as f64, sql.p50() as f64),
     ]);
 }
 
