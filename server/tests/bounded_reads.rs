@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Clients, TestDb, TestServer, js, json, st};
+use common::{Backend, Clients, Store, for_each_backend, js, json, st};
 use prost::Message;
 use temporal_state_proto::v1 as pb;
 use temporal_state_server::app::{App, DEFAULT_MAX_RESPONSE_BYTES};
@@ -16,90 +16,76 @@ use temporal_state_server::config::Cli;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Where a test's server keeps its data.
-enum Backend {
-    Postgres(TestDb),
-    Embedded(tempfile::TempDir),
+for_each_backend!(
+    timeline_pages_concatenate_to_the_whole,
+    late_timeline_starts_from_a_snapshot,
+    pages_stop_before_the_response_cap,
+    long_replay_has_no_gap_and_no_duplicate,
+    subscription_ends_when_the_client_goes_away,
+);
+
+/// The flags that point a server at `store`.
+fn store_flags(store: &Store) -> Vec<String> {
+    match store {
+        Store::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
+        Store::Embedded(dir) => vec!["--data-dir".into(), dir.path().display().to_string()],
+    }
 }
 
-impl Backend {
-    async fn postgres() -> Self {
-        Self::Postgres(TestDb::create().await)
-    }
-
-    fn embedded() -> Self {
-        Self::Embedded(tempfile::tempdir().unwrap())
-    }
-
-    fn args(&self) -> Vec<String> {
-        match self {
-            Self::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
-            Self::Embedded(dir) => vec!["--data-dir".into(), dir.path().display().to_string()],
-        }
-    }
-
-    async fn start(&self) -> TestServer {
-        match self {
-            Self::Postgres(db) => TestServer::start(&db.url, &[]).await,
-            Self::Embedded(dir) => TestServer::start_embedded(dir.path(), &[]).await,
-        }
-    }
-
-    /// Rewrites a stored event's payload behind the server's back, as damage would.
-    async fn tamper(&self, instance_id: &str, version: i64, payload: serde_json::Value) {
-        match self {
-            Self::Postgres(db) => {
-                let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let id = uuid::Uuid::parse_str(instance_id).unwrap();
-                let n = client
-                    .execute(
-                        "UPDATE events SET payload = $3 WHERE instance_id = $1 AND version = $2",
-                        &[&id, &version, &payload],
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(n, 1);
-            }
-            Self::Embedded(dir) => {
-                let path = dir
-                    .path()
-                    .join(temporal_state_server::adapters::embedded::DB_FILE);
-                let id = instance_id.to_string();
-                tokio::task::spawn_blocking(move || {
-                    let conn = rusqlite::Connection::open(path).unwrap();
-                    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-                    let n = conn
-                        .execute(
-                            "UPDATE events SET payload = ?3 WHERE instance_id = ?1 AND version = ?2",
-                            rusqlite::params![id, version, payload.to_string()],
-                        )
-                        .unwrap();
-                    assert_eq!(n, 1);
-                })
+/// Rewrites a stored event's payload behind the server's back, as damage would.
+async fn tamper(store: &Store, instance_id: &str, version: i64, payload: serde_json::Value) {
+    match store {
+        Store::Postgres(db) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
-            }
+            tokio::spawn(conn);
+            let id = uuid::Uuid::parse_str(instance_id).unwrap();
+            let n = client
+                .execute(
+                    "UPDATE events SET payload = $3 WHERE instance_id = $1 AND version = $2",
+                    &[&id, &version, &payload],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        Store::Embedded(dir) => {
+            let path = dir
+                .path()
+                .join(temporal_state_server::adapters::embedded::DB_FILE);
+            let id = instance_id.to_string();
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                let n = conn
+                    .execute(
+                        "UPDATE events SET payload = ?3 WHERE instance_id = ?1 AND version = ?2",
+                        rusqlite::params![id, version, payload.to_string()],
+                    )
+                    .unwrap();
+                assert_eq!(n, 1);
+            })
+            .await
+            .unwrap();
         }
     }
 }
 
-/// A server on `backend` whose [`App`] the test keeps, to look at what clients cannot see.
+/// A server on `store` whose [`App`] the test keeps, to look at what clients cannot see.
 struct Served {
     app: App,
     addr: std::net::SocketAddr,
     _stop: oneshot::Sender<()>,
 }
 
-async fn serve_keeping_app(backend: &Backend) -> Served {
+async fn serve_keeping_app(store: &Store) -> Served {
     let mut args = vec![
         "temporal-state-server".to_string(),
         "--grpc-addr".into(),
         "127.0.0.1:0".into(),
     ];
-    args.extend(backend.args());
+    args.extend(store_flags(store));
     let config = Cli::try_parse_from(args).unwrap().config;
     let backends = temporal_state_server::server::build(&config).await.unwrap();
     let app = backends.app.clone();
@@ -126,12 +112,7 @@ async fn clients_at(addr: std::net::SocketAddr) -> Clients {
         .connect()
         .await
         .unwrap();
-    Clients {
-        types: pb::entity_type_service_client::EntityTypeServiceClient::new(ch.clone()),
-        instances: pb::instance_service_client::InstanceServiceClient::new(ch.clone()),
-        events: pb::event_service_client::EventServiceClient::new(ch.clone()),
-        queries: pb::query_service_client::QueryServiceClient::new(ch),
-    }
+    Clients::new(ch)
 }
 
 /// Appends `payloads` as `event_type` events, in batches.
@@ -238,7 +219,8 @@ async fn whole_history(c: &mut Clients, id: &str) -> Vec<pb::Event> {
 }
 
 async fn timeline_pages_concatenate_to_the_whole(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
@@ -310,20 +292,11 @@ async fn timeline_pages_concatenate_to_the_whole(backend: Backend) {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
 }
 
-#[tokio::test]
-async fn timeline_pages_concatenate_to_the_whole_on_postgres() {
-    timeline_pages_concatenate_to_the_whole(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn timeline_pages_concatenate_to_the_whole_embedded() {
-    timeline_pages_concatenate_to_the_whole(Backend::embedded()).await;
-}
-
 /// A timeline from a late start time begins at the snapshot before it: damage early in the
 /// history (which folding from version 1 would run into) does not change it.
 async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c
@@ -355,7 +328,7 @@ async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
     assert_eq!(n_before.last(), Some(&(3050, Some(json!(3050)))));
 
     // Damage version 2: a fold from version 1 now believes tag was "TAMPERED" until v3000.
-    backend.tamper(&id, 2, json!({"tag": "TAMPERED"})).await;
+    tamper(&store, &id, 2, json!({"tag": "TAMPERED"})).await;
     let (from_one, _) = timeline(
         &mut c,
         pb::GetFieldTimelineRequest {
@@ -382,16 +355,6 @@ async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
     assert_eq!(n_after, n_before);
 }
 
-#[tokio::test]
-async fn late_timeline_starts_from_a_snapshot_on_postgres() {
-    late_timeline_starts_from_a_snapshot(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn late_timeline_starts_from_a_snapshot_embedded() {
-    late_timeline_starts_from_a_snapshot(Backend::embedded()).await;
-}
-
 /// A ~900 KB string: four of them pass the page budget, none passes a limit on its own.
 fn blob(i: usize) -> String {
     format!("{i:04}").repeat(225_000)
@@ -401,7 +364,8 @@ fn blob(i: usize) -> String {
 /// encodes under the response cap (the client's default 4 MiB decoding limit would refuse
 /// bigger), has at least one item, and the pages together are everything.
 async fn pages_stop_before_the_response_cap(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("bulky", json!({"type": "object"})).await;
     let mut ids = Vec::new();
@@ -497,20 +461,11 @@ async fn pages_stop_before_the_response_cap(backend: Backend) {
     assert_eq!(listed, (0..8).map(|i| format!("b{i}")).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn pages_stop_before_the_response_cap_on_postgres() {
-    pages_stop_before_the_response_cap(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn pages_stop_before_the_response_cap_embedded() {
-    pages_stop_before_the_response_cap(Backend::embedded()).await;
-}
-
 /// Replaying a long history (several replay pages) while a writer goes on: every version once,
 /// in order, then live.
 async fn long_replay_has_no_gap_and_no_duplicate(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
@@ -556,16 +511,6 @@ async fn long_replay_has_no_gap_and_no_duplicate(backend: Backend) {
     assert_eq!(versions, (1..=3600).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn long_replay_has_no_gap_and_no_duplicate_on_postgres() {
-    long_replay_has_no_gap_and_no_duplicate(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn long_replay_has_no_gap_and_no_duplicate_embedded() {
-    long_replay_has_no_gap_and_no_duplicate(Backend::embedded()).await;
-}
-
 /// Waits (up to a generous bound, polling) until the server has `want` open subscriptions.
 async fn open_subscriptions_become(app: &App, want: usize) {
     for _ in 0..400 {
@@ -583,7 +528,8 @@ async fn open_subscriptions_become(app: &App, want: usize) {
 /// A Subscribe whose filter never matches again ends on the server once its client goes away,
 /// while writes to the same type go on (so the bus is busy, just not for it).
 async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
-    let served = serve_keeping_app(&backend).await;
+    let store = Store::create(backend).await;
+    let served = serve_keeping_app(&store).await;
     let mut c = clients_at(served.addr).await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
@@ -627,14 +573,4 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
         .apply(&id, "Tick", json!({"n": 2}))
         .await
         .expect("the connection still works");
-}
-
-#[tokio::test]
-async fn subscription_ends_when_the_client_goes_away_on_postgres() {
-    subscription_ends_when_the_client_goes_away(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn subscription_ends_when_the_client_goes_away_embedded() {
-    subscription_ends_when_the_client_goes_away(Backend::embedded()).await;
 }
