@@ -7,14 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
-use common::{Backend, Clients, Store, for_each_backend, js, json, st};
+use common::{Backend, Clients, Store, TestServer, for_each_backend, js, json, st};
 use prost::Message;
 use temporal_state_proto::v1 as pb;
 use temporal_state_server::app::{App, DEFAULT_MAX_RESPONSE_BYTES};
-use temporal_state_server::config::Cli;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 for_each_backend!(
     timeline_pages_concatenate_to_the_whole,
@@ -23,14 +19,6 @@ for_each_backend!(
     long_replay_has_no_gap_and_no_duplicate,
     subscription_ends_when_the_client_goes_away,
 );
-
-/// The flags that point a server at `store`.
-fn store_flags(store: &Store) -> Vec<String> {
-    match store {
-        Store::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
-        Store::Embedded(dir) => vec!["--data-dir".into(), dir.path().display().to_string()],
-    }
-}
 
 /// Rewrites a stored event's payload behind the server's back, as damage would.
 async fn tamper(store: &Store, instance_id: &str, version: i64, payload: serde_json::Value) {
@@ -70,49 +58,6 @@ async fn tamper(store: &Store, instance_id: &str, version: i64, payload: serde_j
             .unwrap();
         }
     }
-}
-
-/// A server on `store` whose [`App`] the test keeps, to look at what clients cannot see.
-struct Served {
-    app: App,
-    addr: std::net::SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn serve_keeping_app(store: &Store) -> Served {
-    let mut args = vec![
-        "temporal-state-server".to_string(),
-        "--grpc-addr".into(),
-        "127.0.0.1:0".into(),
-    ];
-    args.extend(store_flags(store));
-    let config = Cli::try_parse_from(args).unwrap().config;
-    let backends = temporal_state_server::server::build(&config).await.unwrap();
-    let app = backends.app.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(async move {
-        temporal_state_server::server::serve(&config, backends, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Served {
-        app,
-        addr,
-        _stop: stop,
-    }
-}
-
-async fn clients_at(addr: std::net::SocketAddr) -> Clients {
-    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Clients::new(ch)
 }
 
 /// Appends `payloads` as `event_type` events, in batches.
@@ -529,11 +474,11 @@ async fn open_subscriptions_become(app: &App, want: usize) {
 /// while writes to the same type go on (so the bus is busy, just not for it).
 async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
     let store = Store::create(backend).await;
-    let served = serve_keeping_app(&store).await;
-    let mut c = clients_at(served.addr).await;
+    let (server, app) = TestServer::start_keeping_app(&store.flags()).await;
+    let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
-    assert_eq!(served.app.open_subscriptions(), 0);
+    assert_eq!(app.open_subscriptions(), 0);
 
     // One live subscription that never matches, one replaying, from another connection each.
     let mut subscribers = Vec::new();
@@ -550,11 +495,11 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
             ..Default::default()
         },
     ] {
-        let mut own = clients_at(served.addr).await;
+        let mut own = server.clients().await;
         let stream = own.events.subscribe(request).await.unwrap().into_inner();
         subscribers.push((own, stream));
     }
-    open_subscriptions_become(&served.app, 2).await;
+    open_subscriptions_become(&app, 2).await;
     c.apply(&id, "Tick", json!({"n": 1})).await.unwrap();
 
     // The first client hangs up (its stream and connection dropped) with nothing in flight.
@@ -563,11 +508,11 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
         (it.next().unwrap(), it.next().unwrap())
     };
     drop(first);
-    open_subscriptions_become(&served.app, 1).await;
+    open_subscriptions_become(&app, 1).await;
     // Dropping only the stream (the connection stays, shared with other calls) ends it too.
     let (still_connected, stream) = second;
     drop(stream);
-    open_subscriptions_become(&served.app, 0).await;
+    open_subscriptions_become(&app, 0).await;
     let mut still_connected = still_connected;
     still_connected
         .apply(&id, "Tick", json!({"n": 2}))

@@ -3,8 +3,10 @@
 //! a process shows — exit codes, signals, a SIGKILL — run the built binary instead, through the
 //! server's `tests/common/binary.rs`: only the server's own tests know where cargo put it.)
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -14,11 +16,15 @@ use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClien
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_proto::v1::query_service_client::QueryServiceClient;
+use temporal_state_server::app::App;
 use temporal_state_server::config::Cli;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+/// Completes when a [`TestServer`] is stopped or dropped: its shutdown signal.
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A real server on a loopback port of its own, stopped when dropped.
 pub struct TestServer {
@@ -60,17 +66,49 @@ impl TestServer {
         Self::serve_on(listener, config).await
     }
 
+    /// Starts a server configured by `flags` alone (see [`config_from_flags`]) and keeps its
+    /// [`App`]: for tests that look at what clients cannot see, such as open subscriptions.
+    pub async fn start_keeping_app(flags: &[&str]) -> (Self, App) {
+        let config = config_from_flags(flags);
+        let backends = temporal_state_server::server::build(&config)
+            .await
+            .expect("build the server");
+        let app = backends.app.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Self::spawn(listener, |listener, stopped| async move {
+            temporal_state_server::server::serve(&config, backends, listener, stopped)
+                .await
+                .expect("server failed");
+        })
+        .await;
+        (server, app)
+    }
+
     /// Runs the server on `config` on `listener`; returns once it answers.
     async fn serve_on(listener: TcpListener, config: temporal_state_server::Config) -> Self {
+        Self::spawn(listener, |listener, stopped| async move {
+            temporal_state_server::run(config, listener, stopped)
+                .await
+                .expect("server failed");
+        })
+        .await
+    }
+
+    /// Spawns `serve(listener, stopped)`, where `stopped` completes when the server is stopped or
+    /// dropped; returns once the server answers.
+    async fn spawn<F>(
+        listener: TcpListener,
+        serve: impl FnOnce(TcpListener, BoxFuture) -> F,
+    ) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(async move {
-            temporal_state_server::run(config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server failed");
+        let stopped: BoxFuture = Box::pin(async {
+            let _ = rx.await;
         });
+        let handle = tokio::spawn(serve(listener, stopped));
         let server = Self {
             addr,
             shutdown: Some(tx),
@@ -118,7 +156,7 @@ impl Drop for TestServer {
 /// The server's configuration from `flags` alone: `DATABASE_URL`, `REDIS_URL` and `NATS_URL`
 /// left set in the shell are ignored, so a variable can never turn an embedded test server into
 /// a PostgreSQL one, or wire a test server to Redis or NATS, unnoticed.
-fn config_from_flags(flags: &[&str]) -> temporal_state_server::Config {
+pub fn config_from_flags(flags: &[&str]) -> temporal_state_server::Config {
     let mut args = vec!["temporal-state-server", "--grpc-addr", "127.0.0.1:0"];
     args.extend(flags);
     let matches = Cli::command()

@@ -28,6 +28,14 @@ impl Store {
         }
     }
 
+    /// The flags that point a server at this storage.
+    pub fn flags(&self) -> Vec<&str> {
+        match self {
+            Self::Postgres(db) => vec!["--database-url", &db.url],
+            Self::Embedded(dir) => vec!["--data-dir", dir.path().to_str().expect("a UTF-8 path")],
+        }
+    }
+
     /// A server on this storage; servers started one after another see the same data.
     pub async fn start(&self, extra_args: &[&str]) -> TestServer {
         match self {
