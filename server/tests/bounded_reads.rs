@@ -7,130 +7,56 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
-use common::{Clients, TestDb, TestServer, js, json, st};
+use common::{Backend, Clients, Store, TestServer, for_each_backend, js, json, st};
 use prost::Message;
 use temporal_state_proto::v1 as pb;
 use temporal_state_server::app::{App, DEFAULT_MAX_RESPONSE_BYTES};
-use temporal_state_server::config::Cli;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// Where a test's server keeps its data.
-enum Backend {
-    Postgres(TestDb),
-    Embedded(tempfile::TempDir),
-}
+for_each_backend!(
+    timeline_pages_concatenate_to_the_whole,
+    late_timeline_starts_from_a_snapshot,
+    pages_stop_before_the_response_cap,
+    long_replay_has_no_gap_and_no_duplicate,
+    subscription_ends_when_the_client_goes_away,
+);
 
-impl Backend {
-    async fn postgres() -> Self {
-        Self::Postgres(TestDb::create().await)
-    }
-
-    fn embedded() -> Self {
-        Self::Embedded(tempfile::tempdir().unwrap())
-    }
-
-    fn args(&self) -> Vec<String> {
-        match self {
-            Self::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
-            Self::Embedded(dir) => vec!["--data-dir".into(), dir.path().display().to_string()],
-        }
-    }
-
-    async fn start(&self) -> TestServer {
-        match self {
-            Self::Postgres(db) => TestServer::start(&db.url, &[]).await,
-            Self::Embedded(dir) => TestServer::start_embedded(dir.path(), &[]).await,
-        }
-    }
-
-    /// Rewrites a stored event's payload behind the server's back, as damage would.
-    async fn tamper(&self, instance_id: &str, version: i64, payload: serde_json::Value) {
-        match self {
-            Self::Postgres(db) => {
-                let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let id = uuid::Uuid::parse_str(instance_id).unwrap();
-                let n = client
-                    .execute(
-                        "UPDATE events SET payload = $3 WHERE instance_id = $1 AND version = $2",
-                        &[&id, &version, &payload],
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(n, 1);
-            }
-            Self::Embedded(dir) => {
-                let path = dir
-                    .path()
-                    .join(temporal_state_server::adapters::embedded::DB_FILE);
-                let id = instance_id.to_string();
-                tokio::task::spawn_blocking(move || {
-                    let conn = rusqlite::Connection::open(path).unwrap();
-                    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-                    let n = conn
-                        .execute(
-                            "UPDATE events SET payload = ?3 WHERE instance_id = ?1 AND version = ?2",
-                            rusqlite::params![id, version, payload.to_string()],
-                        )
-                        .unwrap();
-                    assert_eq!(n, 1);
-                })
+/// Rewrites a stored event's payload behind the server's back, as damage would.
+async fn tamper(store: &Store, instance_id: &str, version: i64, payload: serde_json::Value) {
+    match store {
+        Store::Postgres(db) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
-            }
+            tokio::spawn(conn);
+            let id = uuid::Uuid::parse_str(instance_id).unwrap();
+            let n = client
+                .execute(
+                    "UPDATE events SET payload = $3 WHERE instance_id = $1 AND version = $2",
+                    &[&id, &version, &payload],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
         }
-    }
-}
-
-/// A server on `backend` whose [`App`] the test keeps, to look at what clients cannot see.
-struct Served {
-    app: App,
-    addr: std::net::SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn serve_keeping_app(backend: &Backend) -> Served {
-    let mut args = vec![
-        "temporal-state-server".to_string(),
-        "--grpc-addr".into(),
-        "127.0.0.1:0".into(),
-    ];
-    args.extend(backend.args());
-    let config = Cli::try_parse_from(args).unwrap().config;
-    let backends = temporal_state_server::server::build(&config).await.unwrap();
-    let app = backends.app.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(async move {
-        temporal_state_server::server::serve(&config, backends, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Served {
-        app,
-        addr,
-        _stop: stop,
-    }
-}
-
-async fn clients_at(addr: std::net::SocketAddr) -> Clients {
-    let ch = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Clients {
-        types: pb::entity_type_service_client::EntityTypeServiceClient::new(ch.clone()),
-        instances: pb::instance_service_client::InstanceServiceClient::new(ch.clone()),
-        events: pb::event_service_client::EventServiceClient::new(ch.clone()),
-        queries: pb::query_service_client::QueryServiceClient::new(ch),
+        Store::Embedded(dir) => {
+            let path = dir
+                .path()
+                .join(temporal_state_server::adapters::embedded::DB_FILE);
+            let id = instance_id.to_string();
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                let n = conn
+                    .execute(
+                        "UPDATE events SET payload = ?3 WHERE instance_id = ?1 AND version = ?2",
+                        rusqlite::params![id, version, payload.to_string()],
+                    )
+                    .unwrap();
+                assert_eq!(n, 1);
+            })
+            .await
+            .unwrap();
+        }
     }
 }
 
@@ -238,7 +164,8 @@ async fn whole_history(c: &mut Clients, id: &str) -> Vec<pb::Event> {
 }
 
 async fn timeline_pages_concatenate_to_the_whole(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
@@ -310,20 +237,11 @@ async fn timeline_pages_concatenate_to_the_whole(backend: Backend) {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
 }
 
-#[tokio::test]
-async fn timeline_pages_concatenate_to_the_whole_on_postgres() {
-    timeline_pages_concatenate_to_the_whole(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn timeline_pages_concatenate_to_the_whole_embedded() {
-    timeline_pages_concatenate_to_the_whole(Backend::embedded()).await;
-}
-
 /// A timeline from a late start time begins at the snapshot before it: damage early in the
 /// history (which folding from version 1 would run into) does not change it.
 async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c
@@ -355,7 +273,7 @@ async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
     assert_eq!(n_before.last(), Some(&(3050, Some(json!(3050)))));
 
     // Damage version 2: a fold from version 1 now believes tag was "TAMPERED" until v3000.
-    backend.tamper(&id, 2, json!({"tag": "TAMPERED"})).await;
+    tamper(&store, &id, 2, json!({"tag": "TAMPERED"})).await;
     let (from_one, _) = timeline(
         &mut c,
         pb::GetFieldTimelineRequest {
@@ -382,16 +300,6 @@ async fn late_timeline_starts_from_a_snapshot(backend: Backend) {
     assert_eq!(n_after, n_before);
 }
 
-#[tokio::test]
-async fn late_timeline_starts_from_a_snapshot_on_postgres() {
-    late_timeline_starts_from_a_snapshot(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn late_timeline_starts_from_a_snapshot_embedded() {
-    late_timeline_starts_from_a_snapshot(Backend::embedded()).await;
-}
-
 /// A ~900 KB string: four of them pass the page budget, none passes a limit on its own.
 fn blob(i: usize) -> String {
     format!("{i:04}").repeat(225_000)
@@ -401,7 +309,8 @@ fn blob(i: usize) -> String {
 /// encodes under the response cap (the client's default 4 MiB decoding limit would refuse
 /// bigger), has at least one item, and the pages together are everything.
 async fn pages_stop_before_the_response_cap(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("bulky", json!({"type": "object"})).await;
     let mut ids = Vec::new();
@@ -497,20 +406,11 @@ async fn pages_stop_before_the_response_cap(backend: Backend) {
     assert_eq!(listed, (0..8).map(|i| format!("b{i}")).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn pages_stop_before_the_response_cap_on_postgres() {
-    pages_stop_before_the_response_cap(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn pages_stop_before_the_response_cap_embedded() {
-    pages_stop_before_the_response_cap(Backend::embedded()).await;
-}
-
 /// Replaying a long history (several replay pages) while a writer goes on: every version once,
 /// in order, then live.
 async fn long_replay_has_no_gap_and_no_duplicate(backend: Backend) {
-    let server = backend.start().await;
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
@@ -556,16 +456,6 @@ async fn long_replay_has_no_gap_and_no_duplicate(backend: Backend) {
     assert_eq!(versions, (1..=3600).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn long_replay_has_no_gap_and_no_duplicate_on_postgres() {
-    long_replay_has_no_gap_and_no_duplicate(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn long_replay_has_no_gap_and_no_duplicate_embedded() {
-    long_replay_has_no_gap_and_no_duplicate(Backend::embedded()).await;
-}
-
 /// Waits (up to a generous bound, polling) until the server has `want` open subscriptions.
 async fn open_subscriptions_become(app: &App, want: usize) {
     for _ in 0..400 {
@@ -583,11 +473,12 @@ async fn open_subscriptions_become(app: &App, want: usize) {
 /// A Subscribe whose filter never matches again ends on the server once its client goes away,
 /// while writes to the same type go on (so the bus is busy, just not for it).
 async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
-    let served = serve_keeping_app(&backend).await;
-    let mut c = clients_at(served.addr).await;
+    let store = Store::create(backend).await;
+    let (server, app) = TestServer::start_keeping_app(&store.flags()).await;
+    let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
-    assert_eq!(served.app.open_subscriptions(), 0);
+    assert_eq!(app.open_subscriptions(), 0);
 
     // One live subscription that never matches, one replaying, from another connection each.
     let mut subscribers = Vec::new();
@@ -604,11 +495,11 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
             ..Default::default()
         },
     ] {
-        let mut own = clients_at(served.addr).await;
+        let mut own = server.clients().await;
         let stream = own.events.subscribe(request).await.unwrap().into_inner();
         subscribers.push((own, stream));
     }
-    open_subscriptions_become(&served.app, 2).await;
+    open_subscriptions_become(&app, 2).await;
     c.apply(&id, "Tick", json!({"n": 1})).await.unwrap();
 
     // The first client hangs up (its stream and connection dropped) with nothing in flight.
@@ -617,24 +508,14 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
         (it.next().unwrap(), it.next().unwrap())
     };
     drop(first);
-    open_subscriptions_become(&served.app, 1).await;
+    open_subscriptions_become(&app, 1).await;
     // Dropping only the stream (the connection stays, shared with other calls) ends it too.
     let (still_connected, stream) = second;
     drop(stream);
-    open_subscriptions_become(&served.app, 0).await;
+    open_subscriptions_become(&app, 0).await;
     let mut still_connected = still_connected;
     still_connected
         .apply(&id, "Tick", json!({"n": 2}))
         .await
         .expect("the connection still works");
-}
-
-#[tokio::test]
-async fn subscription_ends_when_the_client_goes_away_on_postgres() {
-    subscription_ends_when_the_client_goes_away(Backend::postgres().await).await;
-}
-
-#[tokio::test]
-async fn subscription_ends_when_the_client_goes_away_embedded() {
-    subscription_ends_when_the_client_goes_away(Backend::embedded()).await;
 }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::binary::Binary;
 use common::procs::{Nats, Redis, free_port};
 use common::*;
 use fred::prelude::*;
@@ -301,45 +302,27 @@ async fn a_nats_outage_delays_publication_but_loses_and_duplicates_nothing() {
     assert_eq!(first.event_type, "InstanceCreated");
 }
 
-fn spawn_server(db_url: &str, nats_url: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_temporal-state-server"))
-        .env("DATABASE_URL", db_url)
-        .env("NATS_URL", nats_url)
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove("REDIS_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn connect_clients(port: u16) -> Clients {
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(ch) = tonic::transport::Channel::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            let mut c = Clients {
-                types: temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient::new(ch.clone()),
-                instances: temporal_state_proto::v1::instance_service_client::InstanceServiceClient::new(ch.clone()),
-                events: temporal_state_proto::v1::event_service_client::EventServiceClient::new(ch.clone()),
-                queries: temporal_state_proto::v1::query_service_client::QueryServiceClient::new(ch),
-            };
-            if c.types
-                .list_entity_types(pb::ListEntityTypesRequest::default())
-                .await
-                .is_ok()
-            {
-                return c;
-            }
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The built server binary on `port`, on PostgreSQL and NATS only: a process, so the test can
+/// SIGKILL it mid-write. Its logs go to files in `logs`, shown if it fails to start.
+fn spawn_server(
+    logs: &std::path::Path,
+    name: &str,
+    db_url: &str,
+    nats_url: &str,
+    port: u16,
+) -> Binary {
+    let addr = format!("127.0.0.1:{port}");
+    Binary::spawn(
+        logs,
+        logs,
+        name,
+        &[
+            ("DATABASE_URL", db_url),
+            ("NATS_URL", nats_url),
+            ("GRPC_ADDR", &addr),
+            ("RUST_LOG", "warn"),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -347,8 +330,9 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
     let nats = Nats::start();
     let db = TestDb::create().await;
     let port = free_port();
-    let mut child = spawn_server(&db.url, &nats.url(), port);
-    let mut c = connect_clients(port).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(logs.path(), "first", &db.url, &nats.url(), port);
+    let mut c = server.wait_ready(&format!("127.0.0.1:{port}")).await;
     c.create_type("device", json!({"type": "object"})).await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -379,14 +363,14 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
         async move { db.count("events").await > 200 }
     })
     .await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
     let mut acknowledged = Vec::new();
     for w in writers {
         acknowledged.push(w.await.unwrap());
     }
 
-    let mut child = spawn_server(&db.url, &nats.url(), port);
+    let mut server = spawn_server(logs.path(), "restarted", &db.url, &nats.url(), port);
     wait_until(
         "the outbox is drained after the restart",
         Duration::from_secs(60),
@@ -417,8 +401,8 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
         );
     }
     assert_published_once_in_order(&stream_messages(&nats.url()).await, &expected);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }
 
 async fn subscribe(

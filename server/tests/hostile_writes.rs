@@ -13,73 +13,7 @@ use serde_json::Value;
 use temporal_state_proto::v1 as pb;
 use tonic::Code;
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Postgres,
-    Embedded,
-}
-
-/// One test's storage.
-enum Store {
-    Postgres(TestDb),
-    Embedded(tempfile::TempDir),
-}
-
-impl Store {
-    async fn create(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres => Self::Postgres(TestDb::create().await),
-            Backend::Embedded => Self::Embedded(tempfile::tempdir().expect("a temporary DATA_DIR")),
-        }
-    }
-
-    async fn start(&self, extra_args: &[&str]) -> TestServer {
-        match self {
-            Self::Postgres(db) => TestServer::start(&db.url, extra_args).await,
-            Self::Embedded(dir) => TestServer::start_embedded(dir.path(), extra_args).await,
-        }
-    }
-
-    /// Rows of a table, read directly from the store.
-    async fn count(&self, table: &str) -> i64 {
-        match self {
-            Self::Postgres(db) => db.count(table).await,
-            Self::Embedded(dir) => {
-                use temporal_state_server::adapters::embedded::DB_FILE;
-                rusqlite::Connection::open_with_flags(
-                    dir.path().join(DB_FILE),
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .unwrap()
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-                .unwrap()
-            }
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Embedded).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+for_each_backend!(
     a_copy_bomb_is_refused_and_the_instance_stays_writable,
     a_patch_nesting_200_levels_is_refused_and_the_instance_stays_usable,
     states_at_the_depth_limit_travel_to_the_client_and_one_more_level_is_refused,

@@ -112,10 +112,49 @@ fn expect_err<T: std::fmt::Debug>(
     status
 }
 
+/// INVALID_ARGUMENT naming `field` (in the message and as a BadRequest field violation), with
+/// every needle in the message.
+#[track_caller]
+fn invalid_argument<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, Status>,
+    field: &str,
+    needles: &[&str],
+) -> Status {
+    expect_err(result, Code::InvalidArgument, Some(field), needles)
+}
+
+/// NOT_FOUND with every needle in the message.
+#[track_caller]
+fn not_found<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>, needles: &[&str]) {
+    expect_err(result, Code::NotFound, None, needles);
+}
+
 fn history_req(id: &str) -> pb::GetHistoryRequest {
     pb::GetHistoryRequest {
         instance_id: id.into(),
         ..Default::default()
+    }
+}
+
+fn version_req(id: &str, version: i64) -> pb::GetStateAtVersionRequest {
+    pb::GetStateAtVersionRequest {
+        instance_id: id.into(),
+        version,
+    }
+}
+
+fn compare_req(id: &str, version1: i64, version2: i64) -> pb::CompareVersionsRequest {
+    pb::CompareVersionsRequest {
+        instance_id: id.into(),
+        version1,
+        version2,
+    }
+}
+
+fn time_req(id: &str, timestamp: Option<Timestamp>) -> pb::GetStateAtTimeRequest {
+    pb::GetStateAtTimeRequest {
+        instance_id: id.into(),
+        timestamp,
     }
 }
 
@@ -156,10 +195,7 @@ async fn state_at_version(
     version: i64,
 ) -> pb::GetStateAtVersionResponse {
     c.queries
-        .get_state_at_version(pb::GetStateAtVersionRequest {
-            instance_id: id.into(),
-            version,
-        })
+        .get_state_at_version(version_req(id, version))
         .await
         .unwrap_or_else(|e| panic!("state at version {version}: {e:?}"))
         .into_inner()
@@ -171,21 +207,14 @@ async fn state_at_time(
     at: Timestamp,
 ) -> Result<pb::GetStateAtTimeResponse, Status> {
     c.queries
-        .get_state_at_time(pb::GetStateAtTimeRequest {
-            instance_id: id.into(),
-            timestamp: Some(at),
-        })
+        .get_state_at_time(time_req(id, Some(at)))
         .await
         .map(|r| r.into_inner())
 }
 
 async fn compare(c: &mut Clients, id: &str, v1: i64, v2: i64) -> pb::CompareVersionsResponse {
     c.queries
-        .compare_versions(pb::CompareVersionsRequest {
-            instance_id: id.into(),
-            version1: v1,
-            version2: v2,
-        })
+        .compare_versions(compare_req(id, v1, v2))
         .await
         .unwrap_or_else(|e| panic!("compare {v1} {v2}: {e:?}"))
         .into_inner()
@@ -615,9 +644,8 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
     let page_size = 7;
     let mut pages = Vec::new();
     let mut req = pb::GetHistoryRequest {
-        instance_id: id.clone(),
         page_size,
-        ..Default::default()
+        ..history_req(&id)
     };
     loop {
         let page = rpc!(c.queries.get_history(req.clone()), "history page");
@@ -652,10 +680,9 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
 
     // The same, newest first.
     let mut req = pb::GetHistoryRequest {
-        instance_id: id.clone(),
         page_size,
         descending: true,
-        ..Default::default()
+        ..history_req(&id)
     };
     let mut descending = Vec::new();
     loop {
@@ -674,11 +701,7 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
     // GetStateAtVersion for every version.
     for v in 1..=n {
         let got = rpc!(
-            c.queries
-                .get_state_at_version(pb::GetStateAtVersionRequest {
-                    instance_id: id.clone(),
-                    version: v,
-                }),
+            c.queries.get_state_at_version(version_req(&id, v)),
             format!("state at version {v}")
         );
         prop_assert_eq!(
@@ -700,10 +723,7 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
             .max()
             .unwrap();
         let got = rpc!(
-            c.queries.get_state_at_time(pb::GetStateAtTimeRequest {
-                instance_id: id.clone(),
-                timestamp: Some(t),
-            }),
+            c.queries.get_state_at_time(time_req(&id, Some(t))),
             format!("state at the time of version {v}")
         );
         prop_assert_eq!(got.version, expected as i64);
@@ -716,11 +736,8 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
         let (a, b) = (i.index(n as usize) + 1, j.index(n as usize) + 1);
         for (v1, v2) in [(a, b), (b, a)] {
             let got = rpc!(
-                c.queries.compare_versions(pb::CompareVersionsRequest {
-                    instance_id: id.clone(),
-                    version1: v1 as i64,
-                    version2: v2 as i64,
-                }),
+                c.queries
+                    .compare_versions(compare_req(&id, v1 as i64, v2 as i64)),
                 format!("compare {v1} {v2}")
             );
             let (s1, s2) = (&states[v1 - 1], &states[v2 - 1]);
@@ -829,22 +846,16 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
             };
 
         let full = rpc!(
-            c.queries.get_field_timeline(pb::GetFieldTimelineRequest {
-                instance_id: id.clone(),
-                field: asked.clone(),
-                ..Default::default()
-            }),
+            c.queries.get_field_timeline(timeline_req(&id, &asked)),
             format!("timeline of {asked}")
         );
         prop_assert_eq!(points(full), expect(&|_| true), "timeline of {}", asked);
 
         let by_version = rpc!(
             c.queries.get_field_timeline(pb::GetFieldTimelineRequest {
-                instance_id: id.clone(),
-                field: asked.clone(),
                 from_version: Some(lo as i64),
                 to_version: Some(hi as i64),
-                ..Default::default()
+                ..timeline_req(&id, &asked)
             }),
             format!("timeline of {asked} in versions {lo}..={hi}")
         );
@@ -860,11 +871,9 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
         let (start, end) = (recorded[lo - 1], recorded[hi - 1]);
         let by_time = rpc!(
             c.queries.get_field_timeline(pb::GetFieldTimelineRequest {
-                instance_id: id.clone(),
-                field: asked.clone(),
                 start_time: Some(start),
                 end_time: Some(end),
-                ..Default::default()
+                ..timeline_req(&id, &asked)
             }),
             format!("timeline of {asked} in a time range")
         );
@@ -951,6 +960,21 @@ struct Fixture {
 impl Fixture {
     fn recorded(&self, version: i64) -> Timestamp {
         self.events[version as usize - 1].recorded_at.unwrap()
+    }
+
+    /// The page GetHistory answers `req` with.
+    async fn history(&mut self, req: pb::GetHistoryRequest) -> pb::GetHistoryResponse {
+        self.c
+            .queries
+            .get_history(req)
+            .await
+            .expect("history")
+            .into_inner()
+    }
+
+    /// The versions of the page GetHistory answers `req` with.
+    async fn history_versions(&mut self, req: pb::GetHistoryRequest) -> Vec<i64> {
+        versions(&self.history(req).await.events)
     }
 }
 
@@ -1125,7 +1149,7 @@ async fn history_lists_every_event_with_its_payload_in_both_orders() {
     // A page size equal to the count: one page, no token.
     req.descending = false;
     req.page_size = 7;
-    let page = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let page = f.history(req).await;
     assert_eq!(page.events.len(), 7);
     assert_eq!(page.next_page_token, "");
 }
@@ -1138,43 +1162,18 @@ async fn history_filters_by_versions_types_and_times() {
     let mut req = history_req(&id);
     req.from_version = Some(3);
     req.to_version = Some(5);
-    let got =
-        f.c.queries
-            .get_history(req.clone())
-            .await
-            .unwrap()
-            .into_inner();
+    let got = f.history(req.clone()).await;
     assert_eq!(versions(&got.events), [3, 4, 5]);
     req.descending = true;
-    let got = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let got = f.history(req).await;
     assert_eq!(versions(&got.events), [5, 4, 3]);
 
     let mut req = history_req(&id);
     req.from_version = Some(6);
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [6, 7]
-    );
+    assert_eq!(f.history_versions(req).await, [6, 7]);
     let mut req = history_req(&id);
     req.to_version = Some(2);
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [1, 2]
-    );
+    assert_eq!(f.history_versions(req).await, [1, 2]);
 
     // Event types, with paging across the filtered result, both ways.
     let mut req = history_req(&id);
@@ -1190,20 +1189,10 @@ async fn history_filters_by_versions_types_and_times() {
 
     let mut req = history_req(&id);
     req.event_types = vec!["Reset".into(), "InstanceCreated".into(), "Nope".into()];
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [1, 6]
-    );
+    assert_eq!(f.history_versions(req).await, [1, 6]);
     let mut req = history_req(&id);
     req.event_types = vec!["Nope".into()];
-    let got = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let got = f.history(req).await;
     assert!(got.events.is_empty());
     assert_eq!(got.next_page_token, "");
 
@@ -1211,56 +1200,18 @@ async fn history_filters_by_versions_types_and_times() {
     let mut req = history_req(&id);
     req.start_time = Some(f.recorded(2));
     req.end_time = Some(f.recorded(4));
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req.clone())
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [2, 3, 4]
-    );
+    assert_eq!(f.history_versions(req.clone()).await, [2, 3, 4]);
     // One microsecond inside each bound excludes the boundary events (PostgreSQL keeps
     // microseconds; the nanosecond case is `history_time_bounds_are_exact_to_the_nanosecond`).
     req.start_time = Some(shift(&f.recorded(2), 1_000));
     req.end_time = Some(shift(&f.recorded(4), -1_000));
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [3]
-    );
+    assert_eq!(f.history_versions(req).await, [3]);
     let mut req = history_req(&id);
     req.start_time = Some(f.recorded(6));
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [6, 7]
-    );
+    assert_eq!(f.history_versions(req).await, [6, 7]);
     let mut req = history_req(&id);
     req.end_time = Some(shift(&f.created_at, -1_000));
-    assert!(
-        f.c.queries
-            .get_history(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .events
-            .is_empty()
-    );
+    assert!(f.history(req).await.events.is_empty());
 
     // All filters together.
     let mut req = history_req(&id);
@@ -1269,22 +1220,12 @@ async fn history_filters_by_versions_types_and_times() {
     req.start_time = Some(f.recorded(3));
     req.event_types = vec!["ScoreChanged".into(), "LevelUp".into()];
     req.descending = true;
-    assert_eq!(
-        versions(
-            &f.c.queries
-                .get_history(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        ),
-        [5, 3]
-    );
+    assert_eq!(f.history_versions(req).await, [5, 3]);
 
     // A version range past the latest is an empty page, not an error.
     let mut req = history_req(&id);
     req.from_version = Some(100);
-    let got = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let got = f.history(req).await;
     assert!(got.events.is_empty());
 }
 
@@ -1296,7 +1237,7 @@ async fn history_time_bounds_are_exact_to_the_nanosecond() {
     let mut req = history_req(&f.id);
     req.start_time = Some(shift(&f.recorded(2), 1));
     req.end_time = Some(shift(&f.recorded(4), -1));
-    let got = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let got = f.history(req).await;
     assert_eq!(versions(&got.events), [3]);
     // The same range on a field timeline, filtered in the application, is already exact.
     let mut req = timeline_req(&f.id, "/stats/level");
@@ -1650,72 +1591,48 @@ async fn version_zero_or_negative_is_invalid_argument() {
     let mut f = fixture().await;
     let id = f.id.clone();
     for v in [0, -1, i64::MIN] {
-        expect_err(
-            f.c.queries
-                .get_state_at_version(pb::GetStateAtVersionRequest {
-                    instance_id: id.clone(),
-                    version: v,
-                })
-                .await,
-            Code::InvalidArgument,
-            Some("version"),
+        invalid_argument(
+            f.c.queries.get_state_at_version(version_req(&id, v)).await,
+            "version",
             &["version", &format!("{v} is not a version"), "start at 1"],
         );
     }
-    expect_err(
-        f.c.queries
-            .compare_versions(pb::CompareVersionsRequest {
-                instance_id: id.clone(),
-                version1: 0,
-                version2: 3,
-            })
-            .await,
-        Code::InvalidArgument,
-        Some("version1"),
+    invalid_argument(
+        f.c.queries.compare_versions(compare_req(&id, 0, 3)).await,
+        "version1",
         &["version1", "0 is not a version"],
     );
-    expect_err(
-        f.c.queries
-            .compare_versions(pb::CompareVersionsRequest {
-                instance_id: id.clone(),
-                version1: 3,
-                version2: 0,
-            })
-            .await,
-        Code::InvalidArgument,
-        Some("version2"),
+    invalid_argument(
+        f.c.queries.compare_versions(compare_req(&id, 3, 0)).await,
+        "version2",
         &["version2", "0 is not a version"],
     );
     let mut req = history_req(&id);
     req.from_version = Some(0);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_history(req).await,
-        Code::InvalidArgument,
-        Some("from_version"),
+        "from_version",
         &["from_version", "0 is not a version"],
     );
     let mut req = history_req(&id);
     req.to_version = Some(-5);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_history(req).await,
-        Code::InvalidArgument,
-        Some("to_version"),
+        "to_version",
         &["to_version", "-5 is not a version"],
     );
     let mut req = timeline_req(&id, "score");
     req.from_version = Some(0);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_field_timeline(req).await,
-        Code::InvalidArgument,
-        Some("from_version"),
+        "from_version",
         &["from_version", "0 is not a version"],
     );
     let mut req = timeline_req(&id, "score");
     req.to_version = Some(0);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_field_timeline(req).await,
-        Code::InvalidArgument,
-        Some("to_version"),
+        "to_version",
         &["to_version", "0 is not a version"],
     );
 }
@@ -1725,40 +1642,20 @@ async fn version_past_the_latest_is_invalid_argument_naming_the_latest() {
     let mut f = fixture().await;
     let id = f.id.clone();
     for v in [8, 1_000_000, i64::MAX] {
-        expect_err(
-            f.c.queries
-                .get_state_at_version(pb::GetStateAtVersionRequest {
-                    instance_id: id.clone(),
-                    version: v,
-                })
-                .await,
-            Code::InvalidArgument,
-            Some("version"),
+        invalid_argument(
+            f.c.queries.get_state_at_version(version_req(&id, v)).await,
+            "version",
             &[&format!("version {v} is past the latest version 7"), &id],
         );
     }
-    expect_err(
-        f.c.queries
-            .compare_versions(pb::CompareVersionsRequest {
-                instance_id: id.clone(),
-                version1: 2,
-                version2: 9,
-            })
-            .await,
-        Code::InvalidArgument,
-        Some("version2"),
+    invalid_argument(
+        f.c.queries.compare_versions(compare_req(&id, 2, 9)).await,
+        "version2",
         &["version2", "version 9 is past the latest version 7"],
     );
-    expect_err(
-        f.c.queries
-            .compare_versions(pb::CompareVersionsRequest {
-                instance_id: id.clone(),
-                version1: 9,
-                version2: 2,
-            })
-            .await,
-        Code::InvalidArgument,
-        Some("version1"),
+    invalid_argument(
+        f.c.queries.compare_versions(compare_req(&id, 9, 2)).await,
+        "version1",
         &["version1", "version 9 is past the latest version 7"],
     );
 }
@@ -1770,77 +1667,65 @@ async fn inverted_ranges_and_missing_or_invalid_timestamps_are_invalid_argument(
     let mut req = history_req(&id);
     req.from_version = Some(5);
     req.to_version = Some(2);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_history(req).await,
-        Code::InvalidArgument,
-        Some("from_version"),
+        "from_version",
         &["from_version", "5 is after to_version 2"],
     );
     let mut req = timeline_req(&id, "score");
     req.from_version = Some(5);
     req.to_version = Some(2);
-    expect_err(
+    invalid_argument(
         f.c.queries.get_field_timeline(req).await,
-        Code::InvalidArgument,
-        Some("from_version"),
+        "from_version",
         &["from_version", "5 is after to_version 2"],
     );
     let mut req = history_req(&id);
     req.start_time = Some(f.recorded(5));
     req.end_time = Some(f.recorded(2));
-    expect_err(
+    invalid_argument(
         f.c.queries.get_history(req).await,
-        Code::InvalidArgument,
-        Some("start_time"),
+        "start_time",
         &["start_time", "is after end_time"],
     );
     let mut req = timeline_req(&id, "score");
     req.start_time = Some(f.recorded(5));
     req.end_time = Some(f.recorded(2));
-    expect_err(
+    invalid_argument(
         f.c.queries.get_field_timeline(req).await,
-        Code::InvalidArgument,
-        Some("start_time"),
+        "start_time",
         &["start_time", "is after end_time"],
     );
 
-    expect_err(
-        f.c.queries
-            .get_state_at_time(pb::GetStateAtTimeRequest {
-                instance_id: id.clone(),
-                timestamp: None,
-            })
-            .await,
-        Code::InvalidArgument,
-        Some("timestamp"),
+    invalid_argument(
+        f.c.queries.get_state_at_time(time_req(&id, None)).await,
+        "timestamp",
         &["timestamp", "is required"],
     );
-    expect_err(
+    invalid_argument(
         f.c.queries
-            .get_state_at_time(pb::GetStateAtTimeRequest {
-                instance_id: id.clone(),
-                timestamp: Some(Timestamp {
+            .get_state_at_time(time_req(
+                &id,
+                Some(Timestamp {
                     seconds: 0,
                     nanos: -1,
                 }),
-            })
+            ))
             .await,
-        Code::InvalidArgument,
-        Some("timestamp"),
+        "timestamp",
         &["timestamp", "nanos -1 is out of range"],
     );
-    expect_err(
+    invalid_argument(
         f.c.queries
-            .get_state_at_time(pb::GetStateAtTimeRequest {
-                instance_id: id.clone(),
-                timestamp: Some(Timestamp {
+            .get_state_at_time(time_req(
+                &id,
+                Some(Timestamp {
                     seconds: 253_402_300_800,
                     nanos: 0,
                 }),
-            })
+            ))
             .await,
-        Code::InvalidArgument,
-        Some("timestamp"),
+        "timestamp",
         &["timestamp", "outside years 1 to 9999"],
     );
     let mut req = history_req(&id);
@@ -1848,10 +1733,9 @@ async fn inverted_ranges_and_missing_or_invalid_timestamps_are_invalid_argument(
         seconds: i64::MIN,
         nanos: 0,
     });
-    expect_err(
+    invalid_argument(
         f.c.queries.get_history(req).await,
-        Code::InvalidArgument,
-        Some("end_time"),
+        "end_time",
         &["end_time", "outside years 1 to 9999"],
     );
 }
@@ -1869,22 +1753,20 @@ async fn an_unparseable_field_path_is_invalid_argument_quoting_it() {
         ("", "empty"),
         ("/", "whole state"),
     ] {
-        expect_err(
+        invalid_argument(
             f.c.queries
                 .get_field_timeline(timeline_req(&id, field))
                 .await,
-            Code::InvalidArgument,
-            Some("field"),
+            "field",
             &["field", &format!("{field:?}"), reason],
         );
     }
     let long = "a.".repeat(700) + "a";
-    let status = expect_err(
+    let status = invalid_argument(
         f.c.queries
             .get_field_timeline(timeline_req(&id, &long))
             .await,
-        Code::InvalidArgument,
-        Some("field"),
+        "field",
         &["field", "1401 characters", "at most 1024"],
     );
     assert!(status.message().len() < 300, "{}", status.message());
@@ -1896,74 +1778,44 @@ async fn an_unknown_instance_is_not_found_for_every_rpc() {
     let unknown = uuid::Uuid::new_v4().to_string();
     let needles = [format!("instance {unknown}"), "not found".to_string()];
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-    expect_err(
+    not_found(
         f.c.queries.get_history(history_req(&unknown)).await,
-        Code::NotFound,
-        None,
         &needles,
     );
     // Even with filters that would match nothing anyway.
     let mut req = history_req(&unknown);
     req.event_types = vec!["Nope".into()];
     req.descending = true;
-    expect_err(
-        f.c.queries.get_history(req).await,
-        Code::NotFound,
-        None,
-        &needles,
-    );
+    not_found(f.c.queries.get_history(req).await, &needles);
     for version in [1, 5] {
-        expect_err(
+        not_found(
             f.c.queries
-                .get_state_at_version(pb::GetStateAtVersionRequest {
-                    instance_id: unknown.clone(),
-                    version,
-                })
+                .get_state_at_version(version_req(&unknown, version))
                 .await,
-            Code::NotFound,
-            None,
             &needles,
         );
     }
-    expect_err(
+    not_found(
         f.c.queries
-            .get_state_at_time(pb::GetStateAtTimeRequest {
-                instance_id: unknown.clone(),
-                timestamp: Some(to_ts(Utc::now())),
-            })
+            .get_state_at_time(time_req(&unknown, Some(to_ts(Utc::now()))))
             .await,
-        Code::NotFound,
-        None,
         &needles,
     );
-    expect_err(
+    not_found(
         f.c.queries
-            .compare_versions(pb::CompareVersionsRequest {
-                instance_id: unknown.clone(),
-                version1: 1,
-                version2: 2,
-            })
+            .compare_versions(compare_req(&unknown, 1, 2))
             .await,
-        Code::NotFound,
-        None,
         &needles,
     );
-    expect_err(
+    not_found(
         f.c.queries
             .get_field_timeline(timeline_req(&unknown, "score"))
             .await,
-        Code::NotFound,
-        None,
         &needles,
     );
     let mut req = timeline_req(&unknown, "score");
     req.from_version = Some(3);
-    expect_err(
-        f.c.queries.get_field_timeline(req).await,
-        Code::NotFound,
-        None,
-        &needles,
-    );
+    not_found(f.c.queries.get_field_timeline(req).await, &needles);
 }
 
 #[tokio::test]
@@ -1974,52 +1826,33 @@ async fn a_malformed_instance_id_is_invalid_argument_for_every_rpc() {
         ("", "is required"),
     ] {
         let needles = ["instance_id", needle];
-        expect_err(
+        invalid_argument(
             f.c.queries.get_history(history_req(raw)).await,
-            Code::InvalidArgument,
-            Some("instance_id"),
+            "instance_id",
             &needles,
         );
-        expect_err(
+        invalid_argument(
+            f.c.queries.get_state_at_version(version_req(raw, 1)).await,
+            "instance_id",
+            &needles,
+        );
+        invalid_argument(
             f.c.queries
-                .get_state_at_version(pb::GetStateAtVersionRequest {
-                    instance_id: raw.into(),
-                    version: 1,
-                })
+                .get_state_at_time(time_req(raw, Some(to_ts(Utc::now()))))
                 .await,
-            Code::InvalidArgument,
-            Some("instance_id"),
+            "instance_id",
             &needles,
         );
-        expect_err(
-            f.c.queries
-                .get_state_at_time(pb::GetStateAtTimeRequest {
-                    instance_id: raw.into(),
-                    timestamp: Some(to_ts(Utc::now())),
-                })
-                .await,
-            Code::InvalidArgument,
-            Some("instance_id"),
+        invalid_argument(
+            f.c.queries.compare_versions(compare_req(raw, 1, 2)).await,
+            "instance_id",
             &needles,
         );
-        expect_err(
-            f.c.queries
-                .compare_versions(pb::CompareVersionsRequest {
-                    instance_id: raw.into(),
-                    version1: 1,
-                    version2: 2,
-                })
-                .await,
-            Code::InvalidArgument,
-            Some("instance_id"),
-            &needles,
-        );
-        expect_err(
+        invalid_argument(
             f.c.queries
                 .get_field_timeline(timeline_req(raw, "score"))
                 .await,
-            Code::InvalidArgument,
-            Some("instance_id"),
+            "instance_id",
             &needles,
         );
     }
@@ -2032,10 +1865,9 @@ async fn page_sizes_out_of_range_are_invalid_argument() {
     for size in [10_000_000, 1001, -1, i32::MIN] {
         let mut req = history_req(&id);
         req.page_size = size;
-        expect_err(
+        invalid_argument(
             f.c.queries.get_history(req).await,
-            Code::InvalidArgument,
-            Some("page_size"),
+            "page_size",
             &["page_size", &format!("{size} is out of range"), "1 to 1000"],
         );
     }
@@ -2043,7 +1875,7 @@ async fn page_sizes_out_of_range_are_invalid_argument() {
     for size in [0, 1, 1000] {
         let mut req = history_req(&id);
         req.page_size = size;
-        let got = f.c.queries.get_history(req).await.unwrap().into_inner();
+        let got = f.history(req).await;
         assert_eq!(got.events.len(), if size == 1 { 1 } else { 7 });
     }
 }
@@ -2059,24 +1891,18 @@ async fn a_malformed_page_token_is_invalid_argument() {
         let mut req = history_req(&id);
         req.page_token = token.into();
         req.page_size = 2;
-        expect_err(
+        invalid_argument(
             f.c.queries.get_history(req).await,
-            Code::InvalidArgument,
-            Some("page_token"),
+            "page_token",
             &["page_token", "malformed", "next_page_token"],
         );
     }
     // A real token still works after the failures.
     let mut req = history_req(&id);
     req.page_size = 2;
-    let first =
-        f.c.queries
-            .get_history(req.clone())
-            .await
-            .unwrap()
-            .into_inner();
+    let first = f.history(req.clone()).await;
     req.page_token = first.next_page_token;
-    let second = f.c.queries.get_history(req).await.unwrap().into_inner();
+    let second = f.history(req).await;
     assert_eq!(versions(&second.events), [3, 4]);
 }
 
@@ -2109,22 +1935,14 @@ async fn an_unknown_instance_with_a_page_token_is_not_found() {
     let mut f = fixture().await;
     let mut req = history_req(&f.id);
     req.page_size = 2;
-    let token =
-        f.c.queries
-            .get_history(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .next_page_token;
+    let token = f.history(req).await.next_page_token;
     assert!(!token.is_empty());
     let unknown = uuid::Uuid::new_v4().to_string();
     let mut req = history_req(&unknown);
     req.page_size = 2;
     req.page_token = token;
-    expect_err(
+    not_found(
         f.c.queries.get_history(req).await,
-        Code::NotFound,
-        None,
         &[&format!("instance {unknown}"), "not found"],
     );
 }

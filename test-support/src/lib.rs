@@ -1,6 +1,63 @@
 //! What the server's and the SDK's integration tests share: each test owns a PostgreSQL database
-//! of its own, created on the server of `TEST_DATABASE_URL` and dropped when the test ends, so
-//! tests run in parallel without seeing each other's data.
+//! of its own ([`TestDb`]), created on the server of `TEST_DATABASE_URL` and dropped when the test
+//! ends, so tests run in parallel without seeing each other's data; a real server on a loopback
+//! port ([`server::TestServer`]); and [`for_each_backend!`], which runs one test body on every
+//! implementation of a port.
+
+pub mod server;
+
+pub use server::{Clients, TestServer, js, st};
+
+/// Runs each `async fn name(backend: B)` of the calling module once per implementation: as
+/// `module::name` for each `module => Variant` given, calling `super::name(super::B::Variant)` on
+/// a multi-threaded runtime. A contract is written once; a behaviour that differs between two
+/// implementations fails under the one that differs.
+///
+/// ```ignore
+/// // `Backend` (in scope) with variants Postgres and Embedded: postgres::name, embedded::name.
+/// for_each_backend!(first_test, second_test: 4);
+/// // Any enum and modules.
+/// for_each_backend!(CacheBackend { redis_cache => Redis, memory_cache => Memory };
+///     cache_test,
+/// );
+/// ```
+///
+/// Each test gets 2 worker threads, or the number after its name (`name: 4`).
+#[macro_export]
+macro_rules! for_each_backend {
+    ($backend:ident { $($module:ident => $variant:ident),+ $(,)? }; $($tests:tt)*) => {
+        // The test list travels as one token tree, so it can repeat once per module.
+        $crate::for_each_backend!(@modules $backend [$($module $variant)+] [$($tests)*]);
+    };
+    (@modules $backend:ident [$($module:ident $variant:ident)+] $tests:tt) => {
+        $(
+            $crate::for_each_backend!(@module $backend $module $variant $tests);
+        )+
+    };
+    (@module $backend:ident $module:ident $variant:ident
+        [$($name:ident $(: $threads:literal)?),* $(,)?]) => {
+        mod $module {
+            $(
+                $crate::for_each_backend!(@test $backend $variant $name $($threads)?);
+            )*
+        }
+    };
+    (@test $backend:ident $variant:ident $name:ident) => {
+        $crate::for_each_backend!(@test $backend $variant $name 2);
+    };
+    (@test $backend:ident $variant:ident $name:ident $threads:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $name() {
+            super::$name(super::$backend::$variant).await;
+        }
+    };
+    // The stores: `Backend::Postgres` as `postgres::`, `Backend::Embedded` as `embedded::`.
+    ($($tests:tt)*) => {
+        $crate::for_each_backend!(
+            Backend { postgres => Postgres, embedded => Embedded }; $($tests)*
+        );
+    };
+}
 
 /// The PostgreSQL server that hosts the per-test databases: `TEST_DATABASE_URL`, by default the
 /// local one that `scripts/test.sh` makes sure runs.

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use temporal_state_proto::v1 as pb;
-
 use super::Clients;
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_temporal-state-server");
@@ -64,30 +62,8 @@ impl Binary {
                     self.logs()
                 );
             }
-            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                let clients = Clients {
-                    types: pb::entity_type_service_client::EntityTypeServiceClient::new(
-                        channel.clone(),
-                    ),
-                    instances: pb::instance_service_client::InstanceServiceClient::new(
-                        channel.clone(),
-                    ),
-                    events: pb::event_service_client::EventServiceClient::new(channel.clone()),
-                    queries: pb::query_service_client::QueryServiceClient::new(channel),
-                };
-                if clients
-                    .types
-                    .clone()
-                    .list_entity_types(pb::ListEntityTypesRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return clients;
-                }
+            if let Some(clients) = Clients::answering(addr.parse().expect("an address")).await {
+                return clients;
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,121 +1,26 @@
 //! Test harness: a PostgreSQL database of its own per test and a real server on 127.0.0.1:0
-//! (the server's own tests share TestDb from test-support/), plus paths of the repository's tools.
+//! (both from test-support/, shared with the server's own tests), the SDK's client of that
+//! server, plus paths of the repository's tools.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
 use temporal_state_client::Client;
-use temporal_state_server::config::Cli;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-#[allow(unused_imports)] // not every test binary uses it
-pub use temporal_state_test_support::TestDb;
+#[allow(unused_imports)] // not every test binary uses each
+pub use temporal_state_test_support::{TestDb, TestServer};
 
-/// A real server on a loopback port.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+/// The SDK's client of a test server.
+#[allow(async_fn_in_trait)] // used by these tests only, which never need the future to be Send
+pub trait SdkClient {
+    async fn client(&self) -> Client;
 }
 
-impl TestServer {
-    /// Starts a server on `database_url` on a free port, with extra command-line flags.
-    pub async fn start(database_url: &str, flags: &[&str]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_on(listener, database_url, flags).await
-    }
-
-    /// Starts a server on a listener the test bound itself.
-    pub async fn start_on(listener: TcpListener, database_url: &str, flags: &[&str]) -> Self {
-        let mut args = vec!["--database-url", database_url];
-        args.extend(flags);
-        Self::start_with(listener, &args).await
-    }
-
-    /// Only the flags count: DATABASE_URL, REDIS_URL or NATS_URL left set in the environment
-    /// must not change what the test runs against.
-    async fn start_with(listener: TcpListener, flags: &[&str]) -> Self {
-        let mut args = vec![
-            "temporal-state-server".to_string(),
-            "--grpc-addr".into(),
-            "127.0.0.1:0".into(),
-        ];
-        args.extend(flags.iter().map(|s| s.to_string()));
-        let matches = Cli::command()
-            .try_get_matches_from(args)
-            .expect("valid test flags");
-        let mut cli = Cli::from_arg_matches(&matches).expect("valid test flags");
-        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
-        if from_env("database_url") {
-            cli.config.database_url = None;
-        }
-        if from_env("redis_url") {
-            cli.config.redis_url = None;
-        }
-        if from_env("nats_url") {
-            cli.config.nats_url = None;
-        }
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(async move {
-            temporal_state_server::run(cli.config, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server failed");
-        });
-        let server = Self {
-            addr,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..400 {
-            if let Ok(client) = Client::connect(self.endpoint()).await
-                && client.list_entity_types(&Default::default()).await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server on {} did not become ready", self.addr);
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn client(&self) -> Client {
+impl SdkClient for TestServer {
+    async fn client(&self) -> Client {
         Client::connect(self.endpoint()).await.expect("connect")
-    }
-
-    /// Graceful shutdown; waits until the server has stopped.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

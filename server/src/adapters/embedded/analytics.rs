@@ -1,5 +1,6 @@
 //! Analytics on the embedded store, with the answers PostgreSQL gives for the same data (the
-//! contract tests in `server/tests/contract.rs` compare both against a naive computation).
+//! contract tests in `server/tests/contract/analytics.rs` compare both against a naive
+//! computation).
 //!
 //! - Counts, time series, most active and the summary are one SQL statement each, answered
 //!   from the covering index `events_type_analytics (entity_type_id, occurred_at, event_type,

@@ -1,6 +1,6 @@
 //! The embedded store: SQLite in one file under DATA_DIR, used when no DATABASE_URL is given so
 //! the server runs on a bare machine. Same ports, same semantics and errors as PostgreSQL (the
-//! contract tests in `server/tests/contract.rs` run against both).
+//! contract tests in `server/tests/contract/store.rs` run against both).
 //!
 //! - `migrate`: embedded SQL migrations (`migrations/embedded/`), tracked in `schema_migrations`.
 //! - `store`: [`EmbeddedStore`], implementing the write and time-travel ports with rusqlite on

@@ -1,0 +1,274 @@
+//! The `StateCache` contract, on Redis (a redis-server of the test's own, `redis_cache::`) and
+//! the in-memory cache (`memory_cache::`); then what only Redis has (`redis_only::`): expiry
+//! and outages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::{for_each_backend, json};
+use chrono::{TimeDelta, TimeZone, Utc};
+use temporal_state_server::adapters::memory::MemoryCache;
+use temporal_state_server::adapters::redis::{RedisCache, RedisCacheConfig};
+use temporal_state_server::ports::{InstanceRecord, StateCache};
+use uuid::Uuid;
+
+use super::fixture::obj;
+
+for_each_backend!(
+    CacheBackend { redis_cache => Redis, memory_cache => Memory };
+    cache_misses_then_hits_by_both_keys,
+    cache_never_replaces_a_newer_version,
+    cache_concurrent_shuffled_puts_keep_the_newest,
+);
+
+// ---------------------------------------------------------------------------------------------
+// StateCache: Redis (a redis-server of the test's own) and the in-memory cache.
+
+#[derive(Debug, Clone, Copy)]
+enum CacheBackend {
+    Redis,
+    Memory,
+}
+
+/// How long a Redis command may take before the cache gives up (the server's default).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+struct CacheFixture {
+    cache: Arc<dyn StateCache>,
+    /// The redis-server, killed when the fixture is dropped.
+    redis: Option<crate::common::procs::Redis>,
+}
+
+impl CacheBackend {
+    async fn open(self, ttl: Duration) -> CacheFixture {
+        match self {
+            CacheBackend::Redis => {
+                let redis = crate::common::procs::Redis::start();
+                let cache = RedisCache::connect(&RedisCacheConfig {
+                    url: redis.url(),
+                    ttl,
+                    command_timeout: REDIS_TIMEOUT,
+                })
+                .await
+                .expect("connect to redis");
+                CacheFixture {
+                    cache: Arc::new(cache),
+                    redis: Some(redis),
+                }
+            }
+            CacheBackend::Memory => CacheFixture {
+                cache: Arc::new(MemoryCache::default()),
+                redis: None,
+            },
+        }
+    }
+}
+
+fn cached(id: Uuid, entity_type_id: Uuid, external_id: &str, version: i64) -> InstanceRecord {
+    let created = Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(7);
+    InstanceRecord {
+        id,
+        entity_type_id,
+        entity_type_name: "player".into(),
+        external_id: external_id.into(),
+        state: obj(json!({
+            "version": version,
+            "nested": {"list": [1, "two", null, {"k": true}], "f": 1.5},
+            "text": "héllo ✓ \"q\""
+        })),
+        version,
+        created_at: created,
+        updated_at: created + TimeDelta::seconds(version),
+    }
+}
+
+/// The record under both keys: by id and by (entity type, external id).
+async fn cached_both(
+    cache: &dyn StateCache,
+    r: &InstanceRecord,
+) -> (Option<InstanceRecord>, Option<InstanceRecord>) {
+    (
+        cache.get(r.id).await.expect("get"),
+        cache
+            .get_by_external_id(r.entity_type_id, &r.external_id)
+            .await
+            .expect("get by external id"),
+    )
+}
+
+async fn cache_misses_then_hits_by_both_keys(b: CacheBackend) {
+    let f = b.open(Duration::from_secs(60)).await;
+    let c = f.cache.as_ref();
+    let (t, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let r = cached(Uuid::now_v7(), t, "p-1: with spaces/and:colons é", 3);
+    assert_eq!(cached_both(c, &r).await, (None, None));
+
+    c.put(&r).await.unwrap();
+    assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r.clone())));
+    // The same external id under another type, another external id, another id: misses.
+    assert_eq!(
+        c.get_by_external_id(other, &r.external_id).await.unwrap(),
+        None
+    );
+    assert_eq!(c.get_by_external_id(t, "p-1").await.unwrap(), None);
+    assert_eq!(c.get(Uuid::now_v7()).await.unwrap(), None);
+
+    // Another instance with that external id under the other type is another entry.
+    let s = cached(Uuid::now_v7(), other, &r.external_id, 1);
+    c.put(&s).await.unwrap();
+    assert_eq!(cached_both(c, &s).await, (Some(s.clone()), Some(s.clone())));
+    assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r)));
+}
+
+async fn cache_never_replaces_a_newer_version(b: CacheBackend) {
+    let f = b.open(Duration::from_secs(60)).await;
+    let c = f.cache.as_ref();
+    let (id, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let v5 = cached(id, t, "p-1", 5);
+    c.put(&v5).await.unwrap();
+    // Older: ignored.
+    c.put(&cached(id, t, "p-1", 3)).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v5).await,
+        (Some(v5.clone()), Some(v5.clone()))
+    );
+    // As new, but different: the first one stays.
+    let mut other_v5 = v5.clone();
+    other_v5.state = obj(json!({"other": true}));
+    c.put(&other_v5).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v5).await,
+        (Some(v5.clone()), Some(v5.clone()))
+    );
+    // Newer: replaces, under both keys.
+    let v6 = cached(id, t, "p-1", 6);
+    c.put(&v6).await.unwrap();
+    assert_eq!(
+        cached_both(c, &v6).await,
+        (Some(v6.clone()), Some(v6.clone()))
+    );
+    c.put(&v5).await.unwrap();
+    assert_eq!(cached_both(c, &v6).await, (Some(v6.clone()), Some(v6)));
+}
+
+/// A deterministic shuffle (an LCG; the order only has to be scrambled, not random).
+fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in (1..items.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        items.swap(i, ((x >> 33) % (i as u64 + 1)) as usize);
+    }
+    items
+}
+
+async fn cache_concurrent_shuffled_puts_keep_the_newest(b: CacheBackend) {
+    const INSTANCES: usize = 8;
+    const VERSIONS: i64 = 40;
+    const WRITERS: usize = 8;
+    let f = b.open(Duration::from_secs(60)).await;
+    let t = Uuid::now_v7();
+    for round in 0..3_u64 {
+        let ids: Vec<Uuid> = (0..INSTANCES).map(|_| Uuid::now_v7()).collect();
+        let mut puts = Vec::new();
+        for (k, id) in ids.iter().enumerate() {
+            for v in 1..=VERSIONS {
+                puts.push(cached(*id, t, &format!("r{round}-{k}"), v));
+            }
+        }
+        let puts = shuffled(puts, round + 1);
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let cache = f.cache.clone();
+            let mine: Vec<InstanceRecord> = puts.iter().skip(w).step_by(WRITERS).cloned().collect();
+            tasks.push(tokio::spawn(async move {
+                for r in mine {
+                    cache.put(&r).await.expect("put");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for (k, id) in ids.iter().enumerate() {
+            let newest = cached(*id, t, &format!("r{round}-{k}"), VERSIONS);
+            assert_eq!(
+                cached_both(f.cache.as_ref(), &newest).await,
+                (Some(newest.clone()), Some(newest)),
+                "round {round}, instance {k}"
+            );
+        }
+    }
+}
+
+mod redis_only {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_expire_after_the_ttl() {
+        let f = CacheBackend::Redis.open(Duration::from_millis(300)).await;
+        let c = f.cache.as_ref();
+        let r = cached(Uuid::now_v7(), Uuid::now_v7(), "p-1", 2);
+        c.put(&r).await.unwrap();
+        assert_eq!(cached_both(c, &r).await, (Some(r.clone()), Some(r.clone())));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(cached_both(c, &r).await, (None, None));
+        // Once expired, any version may be cached again.
+        let older = cached(r.id, r.entity_type_id, "p-1", 1);
+        c.put(&older).await.unwrap();
+        assert_eq!(cached_both(c, &older).await.0, Some(older));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_redis_errs_promptly_and_recovers() {
+        let mut f = CacheBackend::Redis.open(Duration::from_secs(60)).await;
+        let c = f.cache.clone();
+        let r = cached(Uuid::now_v7(), Uuid::now_v7(), "p-1", 1);
+        c.put(&r).await.unwrap();
+        f.redis.as_mut().unwrap().stop();
+        // Every call answers Err, within the command timeout (plus scheduling slack).
+        let limit = REDIS_TIMEOUT + Duration::from_secs(1);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert!(c.get(r.id).await.is_err());
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            assert!(c.get_by_external_id(r.entity_type_id, "p-1").await.is_err());
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            let newer = cached(r.id, r.entity_type_id, "p-1", 2);
+            assert!(c.put(&newer).await.is_err());
+            slowest = slowest.max(started.elapsed());
+        }
+        eprintln!("slowest call while redis was down: {slowest:?}");
+        assert!(slowest < limit, "a call took {slowest:?}");
+        // Started again (empty: nothing is persisted), the same cache works again by itself.
+        f.redis.as_mut().unwrap().restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.get(r.id).await {
+                Ok(found) => {
+                    assert_eq!(found, None);
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("redis did not come back: {e}"),
+            }
+        }
+        let v3 = cached(r.id, r.entity_type_id, "p-1", 3);
+        c.put(&v3).await.unwrap();
+        assert_eq!(
+            cached_both(c.as_ref(), &v3).await,
+            (Some(v3.clone()), Some(v3))
+        );
+    }
+}

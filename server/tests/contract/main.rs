@@ -1,0 +1,25 @@
+//! The contract of every port, written once and run against every implementation: a behaviour
+//! that differs between two implementations fails under the one that differs.
+//!
+//! Each contract is an async function taking the implementation to open; it only sees the port
+//! (`Arc<dyn EventStore>`, `Arc<dyn StateCache>`, ...). `for_each_backend!` runs each one once per
+//! implementation, in a module named after it:
+//!
+//! - `store`: `EventStore` and `HistoryReader` on PostgreSQL (a fresh database per test) and the
+//!   embedded SQLite store (a fresh directory per test): `store::postgres::`,
+//!   `store::embedded::`, and `store::embedded_only::` for what only the embedded store has.
+//! - `analytics`: `AnalyticsReader` on the same two stores.
+//! - `cache`: `StateCache` on Redis (a private redis-server per test) and the in-memory cache,
+//!   plus `cache::redis_only::` for expiry and outages.
+//! - `bus`: `EventBus` on NATS (a private nats-server per test) and the in-process bus.
+//!
+//! One test binary for the four, so CI links one more binary, not four.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod analytics;
+mod bus;
+mod cache;
+mod fixture;
+mod store;
