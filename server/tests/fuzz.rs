@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
 use common::binary::Binary;
 use common::procs::{Nats, free_port};
+use common::raw::raw_call;
 use common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -29,7 +29,6 @@ use prost::Message;
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue};
 use temporal_state_proto::v1 as pb;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
 /// Peak resident memory the server may reach under the whole run (the goal).
@@ -69,47 +68,6 @@ fn is_client_code(code: Code) -> bool {
     )
 }
 
-// ---------------------------------------------------------------------------------------------
-// Raw bytes over gRPC: a codec that sends and receives undecoded bytes.
-
-#[derive(Default, Clone)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
 const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.EntityTypeService/CreateEntityType",
     "/temporal_state.v1.EntityTypeService/ListEntityTypes",
@@ -131,28 +89,6 @@ const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.AnalyticsService/GetMostActive",
     "/temporal_state.v1.AnalyticsService/GetSummary",
 ];
-
-async fn raw_call(
-    channel: tonic::transport::Channel,
-    path: &'static str,
-    body: Vec<u8>,
-) -> Result<(), Status> {
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(body);
-    request.set_timeout(Duration::from_secs(20));
-    grpc.unary(
-        request,
-        http::uri::PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(|_| ())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Generators.
@@ -683,7 +619,7 @@ async fn run_call(
             .map(drop),
         Call::GetMostActive(r) => analytics.get_most_active(with_timeout(r)).await.map(drop),
         Call::GetSummary(r) => analytics.get_summary(with_timeout(r)).await.map(drop),
-        Call::Raw(path, body) => raw_call(channel.clone(), path, body).await,
+        Call::Raw(path, body) => raw_call(channel.clone(), path, body).await.map(drop),
     }
 }
 
@@ -748,33 +684,49 @@ async fn set_up(c: &mut Clients) -> Known {
     known
 }
 
-async fn fuzz(mut server: Binary, addr: &str, backend: &str) {
-    let mut c = server.wait_ready(addr).await;
+/// Clients of a server with no client-side size limits, so the server's own limits are what
+/// the requests meet: the service clients, the analytics client and the channel itself.
+async fn unlimited_clients(
+    server: &mut Binary,
+    addr: &str,
+) -> (
+    Clients,
+    pb::analytics_service_client::AnalyticsServiceClient<tonic::transport::Channel>,
+    tonic::transport::Channel,
+) {
+    let c = server.wait_ready(addr).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let max = 64 * 1024 * 1024;
-    c.types = c
-        .types
+    let c = Clients {
+        types: c
+            .types
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        instances: c
+            .instances
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        events: c
+            .events
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        queries: c
+            .queries
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    };
+    let analytics = pb::analytics_service_client::AnalyticsServiceClient::new(channel.clone())
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    c.instances = c
-        .instances
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    c.events = c
-        .events
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    c.queries = c
-        .queries
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let mut analytics = pb::analytics_service_client::AnalyticsServiceClient::new(channel.clone())
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    (c, analytics, channel)
+}
+
+async fn fuzz(mut server: Binary, addr: &str, backend: &str) {
+    let (mut c, mut analytics, channel) = unlimited_clients(&mut server, addr).await;
     let known = set_up(&mut c).await;
 
     let seed = seed();
@@ -903,27 +855,7 @@ async fn fuzzed_requests_get_client_codes_on_the_embedded_store() {
 /// against the real binary, with its peak resident memory printed after each: the figure the
 /// limits are for. Each gets its client code and the server stays healthy and writable.
 async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
-    let mut c = server.wait_ready(addr).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let max = 64 * 1024 * 1024;
-    c.events = c
-        .events
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    c.queries = c
-        .queries
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    c.instances = c
-        .instances
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let mut analytics = pb::analytics_service_client::AnalyticsServiceClient::new(channel.clone())
-        .max_decoding_message_size(max);
+    let (mut c, mut analytics, channel) = unlimited_clients(&mut server, addr).await;
     let mut peaks = Vec::new();
     let mut step = |server: &Binary, what: &str, result: Result<(), Status>, want: Code| {
         let code = result.err().map_or(Code::Ok, |s| s.code());

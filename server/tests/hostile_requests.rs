@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::{Buf, BufMut};
+use common::raw::raw_call;
 use common::*;
 use prost::Message as _;
 use prost_types::{Duration as PbDuration, Struct, Timestamp, Value, value::Kind};
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::analytics_service_client::AnalyticsServiceClient;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -819,61 +818,6 @@ async fn hostile_strings_are_invalid_argument_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_strings_are_invalid_argument_on_the_embedded_store() {
     hostile_strings(on_embedded(&[]).await).await;
-}
-
-/// Sends already-encoded bytes as the request message, and returns the answer's bytes.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Self::Error> {
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-async fn raw_call(
-    channel: Channel,
-    path: &'static str,
-    bytes: Vec<u8>,
-) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
-    grpc.ready().await.unwrap();
-    grpc.unary(
-        tonic::Request::new(bytes),
-        http::uri::PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(|r| r.into_inner())
 }
 
 /// A `Struct` nested `depth` levels deep: `{"a": {"a": ...}}`.

@@ -11,6 +11,7 @@ use temporal_state_proto::v1 as pb;
 pub mod backend;
 pub mod binary;
 pub mod procs;
+pub mod raw;
 
 pub use serde_json::json;
 
