@@ -31,6 +31,20 @@ pub enum EmbeddedError {
 }
 
 impl EmbeddedError {
+    /// A stored value could not be read as what the schema says it is.
+    fn is_unreadable_value(&self) -> bool {
+        matches!(
+            self,
+            Self::Data(_)
+                | Self::Sqlite(
+                    rusqlite::Error::InvalidColumnType(..)
+                        | rusqlite::Error::FromSqlConversionFailure(..)
+                        | rusqlite::Error::IntegralValueOutOfRange(..)
+                        | rusqlite::Error::Utf8Error(..)
+                )
+        )
+    }
+
     /// The SQLite primary result code of this failure, if it is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -69,7 +83,32 @@ impl From<EmbeddedError> for StoreError {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
                 StoreError::Corrupt(e.to_string())
             }
+            // A stored value that does not read back (not JSON, not a UUID, a column of the
+            // wrong type): a damaged page SQLite itself did not notice. Damaged data, not a bug.
+            _ if e.is_unreadable_value() => StoreError::Corrupt(e.to_string()),
             _ => StoreError::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_value_that_does_not_read_back_is_damaged_data() {
+        let unreadable = [
+            EmbeddedError::Data("payload is not JSON".into()),
+            EmbeddedError::Sqlite(rusqlite::Error::InvalidColumnType(
+                4,
+                "version".into(),
+                rusqlite::types::Type::Text,
+            )),
+        ];
+        for e in unreadable {
+            assert!(matches!(StoreError::from(e), StoreError::Corrupt(_)));
+        }
+        let bug = EmbeddedError::Worker("panicked".into());
+        assert!(matches!(StoreError::from(bug), StoreError::Internal(_)));
     }
 }
