@@ -5,11 +5,11 @@ mod analytics;
 pub mod convert;
 mod entity_types;
 mod events;
-pub mod guard;
+pub(crate) mod guard;
 mod instances;
 mod queries;
-pub mod status;
-pub mod web;
+pub(crate) mod status;
+pub(crate) mod web;
 
 pub use analytics::AnalyticsApi;
 pub use entity_types::EntityTypeApi;
