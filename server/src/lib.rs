@@ -1,18 +1,24 @@
 //! The Temporal State Engine server: keeps the complete, immutable history of any user-defined
 //! entity and answers what it was, when, and how it changed.
 //!
-//! Layout (each folder may import only what is above it in this list):
+//! Layout. Each module may name (through a `crate::` path) only itself and the modules listed
+//! before it; test code (`#[cfg(test)]`) may name any. The `layers` test checks this on every
+//! `cargo test --lib`, naming the file and line of any import that breaks it.
 //!
 //! - [`domain`]: pure and synchronous: entity types, applying events, schemas, diffs, timelines.
 //! - [`ports`]: the traits the application needs, one per capability.
-//! - [`app`]: use cases (commands, time-travel queries) over the ports.
+//! - [`app`]: use cases (commands, time-travel queries) over the ports; it is handed its
+//!   adapters, the bus included, and never names one.
 //! - [`adapters`]: ports implemented per technology: `postgres/` (source of truth, analytics,
 //!   outbox), `embedded/` (SQLite, the default), `redis/` (cache), `nats/` (publication, live
-//!   events), `memory/` (in-process cache and bus). The stores' `sql` modules export the
-//!   statements they run, for the benchmark crate (`bench/`) to issue the very same ones.
+//!   events), `memory/` (in-process cache and bus), and `secrets` (masking passwords in logs).
+//!   The stores' `sql` modules export the statements they run, for the benchmark crate
+//!   (`bench/`) to issue the very same ones.
+//! - [`config`]: the typed configuration, its validation (GRPC_WEB_ALLOWED_ORIGINS included)
+//!   and the adapters' settings derived from it.
 //! - [`grpc`]: one adapter per gRPC service: convert, delegate, map errors.
-//! - [`config`] and [`server`]: the typed configuration and the wiring; [`server::run`] takes
-//!   its listener and shutdown signal from the caller, so tests bind `127.0.0.1:0`.
+//! - [`server`]: the wiring; [`server::run`] takes its listener and shutdown signal from the
+//!   caller, so tests bind `127.0.0.1:0`.
 
 pub mod adapters;
 pub mod app;
@@ -21,6 +27,9 @@ pub mod domain;
 pub mod grpc;
 pub mod ports;
 pub mod server;
+
+#[cfg(test)]
+mod layers;
 
 pub use config::Config;
 pub use server::run;

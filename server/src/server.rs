@@ -18,14 +18,14 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::adapters::memory::MemoryCache;
+use crate::adapters::memory::{LocalBus, MemoryCache};
 use crate::adapters::nats;
 use crate::adapters::postgres::{PgError, PgOutbox, PgStore, PgStoreConfig};
 use crate::adapters::redis::{RedisCache, RedisCacheConfig};
 use crate::app::{App, Limits};
 use crate::config::Config;
 use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
-use crate::ports::EventStore;
+use crate::ports::{EventBus, EventStore};
 
 /// How often the health of the backends is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -47,6 +47,14 @@ pub struct Backends {
     pub app: App,
     /// Outbox relay and cache repair; aborted when serving stops.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Events a subscriber of the in-process bus may fall behind.
+pub const DEFAULT_BUS_BUFFER: usize = 4096;
+
+/// The bus used when no NATS carries events: subscribers hear commits of this process only.
+fn local_bus() -> Arc<dyn EventBus> {
+    Arc::new(LocalBus::new(DEFAULT_BUS_BUFFER))
 }
 
 /// How often cache entries whose write failed are re-written.
@@ -94,8 +102,8 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                     let client = nats::connect(nats_url).await.map_err(|e| {
                         ServeError::Config(format!(
                             "NATS_URL {}: {}",
-                            crate::config::mask_secrets(nats_url),
-                            crate::config::redact(&e.to_string(), nats_url)
+                            crate::adapters::secrets::mask_secrets(nats_url),
+                            crate::adapters::secrets::redact(&e.to_string(), nats_url)
                         ))
                     })?;
                     // An event whose message NATS would refuse must be refused before it is
@@ -120,25 +128,29 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 }
                 None => None,
             };
-            let mut app = App::new(Arc::new(store.clone()), Arc::new(store.clone()), limits)
-                .with_analytics(Arc::new(store.clone()));
-            if let Some(client) = nats_client {
-                let wake = Arc::new(tokio::sync::Notify::new());
-                let outbox: Arc<dyn crate::ports::Outbox> = Arc::new(PgOutbox::new(store));
-                tasks.push(tokio::spawn(nats::relay::run(
-                    client.clone(),
-                    config.nats(),
-                    outbox,
-                    wake.clone(),
-                )));
-                app = app.with_bus(Arc::new(nats::NatsBus::new(
-                    client,
-                    wake,
-                    config.subscriber_buffer,
-                )));
-                info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
-            }
-            app
+            let bus: Arc<dyn EventBus> = match nats_client {
+                Some(client) => {
+                    let wake = Arc::new(tokio::sync::Notify::new());
+                    let outbox: Arc<dyn crate::ports::Outbox> =
+                        Arc::new(PgOutbox::new(store.clone()));
+                    tasks.push(tokio::spawn(nats::relay::run(
+                        client.clone(),
+                        config.nats(),
+                        outbox,
+                        wake.clone(),
+                    )));
+                    info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
+                    Arc::new(nats::NatsBus::new(client, wake, config.subscriber_buffer))
+                }
+                None => local_bus(),
+            };
+            App::new(
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                bus,
+                limits,
+            )
+            .with_analytics(Arc::new(store))
         }
         None => {
             use crate::adapters::embedded::EmbeddedStore;
@@ -159,7 +171,8 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store.with_read_timeout(config.request_timeout()));
-            let app = App::new(store.clone(), store.clone(), limits).with_analytics(store);
+            let app =
+                App::new(store.clone(), store.clone(), local_bus(), limits).with_analytics(store);
             if config.redis_url.is_none() {
                 app.with_cache(Arc::new(MemoryCache::default()))
             } else {
@@ -177,8 +190,8 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         .map_err(|e| {
             ServeError::Config(format!(
                 "REDIS_URL {}: {}",
-                crate::config::mask_secrets(redis_url),
-                crate::config::redact(&e.to_string(), redis_url)
+                crate::adapters::secrets::mask_secrets(redis_url),
+                crate::adapters::secrets::redact(&e.to_string(), redis_url)
             ))
         })?;
         app = app.with_cache(Arc::new(cache));

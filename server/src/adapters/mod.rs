@@ -6,9 +6,11 @@
 //! - `redis/`: the current-state cache.
 //! - `nats/`: publication through the outbox relay and live subscriptions.
 //! - `memory/`: in-process cache and bus, standing in for Redis and NATS.
+//! - `secrets`: masking the passwords of connection strings in logs and errors.
 
 pub mod embedded;
 pub mod memory;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
+pub mod secrets;

@@ -573,9 +573,13 @@ mod tests {
         });
         let bus = Arc::new(RecordingBus::default());
         let cache = Arc::new(MemoryCache::default());
-        let app = App::new(store.clone(), Arc::new(embedded), Limits::default())
-            .with_bus(bus.clone())
-            .with_cache(cache.clone());
+        let app = App::new(
+            store.clone(),
+            Arc::new(embedded),
+            bus.clone(),
+            Limits::default(),
+        )
+        .with_cache(cache.clone());
         app.create_entity_type(
             "doc",
             "",

@@ -23,9 +23,6 @@ use crate::ports::{AnalyticsReader, EventBus, EventStore, HistoryReader, StateCa
 use cache::Caches;
 use uuid::Uuid;
 
-/// Events a subscriber of the default in-process bus may fall behind.
-pub const DEFAULT_BUS_BUFFER: usize = 4096;
-
 /// The default of [`Limits::max_response_bytes`]: 4 MiB, gRPC's customary message size.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -80,9 +77,11 @@ pub struct App {
 }
 
 impl App {
+    /// The caller (the server's wiring) chooses the bus, so `app/` never names an adapter.
     pub fn new(
         store: Arc<dyn EventStore>,
         history: Arc<dyn HistoryReader>,
+        bus: Arc<dyn EventBus>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -90,7 +89,7 @@ impl App {
             history,
             analytics: None,
             cache: None,
-            bus: Arc::new(crate::adapters::memory::LocalBus::new(DEFAULT_BUS_BUFFER)),
+            bus,
             limits,
             caches: Arc::new(Caches::default()),
             subscriptions: Arc::default(),
@@ -100,12 +99,6 @@ impl App {
     /// Serves current states through `cache`, falling back to the store on a miss or an error.
     pub fn with_cache(mut self, cache: Arc<dyn StateCache>) -> Self {
         self.cache = Some(cache);
-        self
-    }
-
-    /// Sends committed events to subscribers through `bus` (an in-process bus by default).
-    pub fn with_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
-        self.bus = bus;
         self
     }
 

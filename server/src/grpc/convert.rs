@@ -16,33 +16,33 @@ use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 /// Largest integer a double represents exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-pub fn struct_to_state(field: &str, s: Option<Struct>) -> Result<State, AppError> {
+pub fn state_from_struct(field: &str, s: Option<Struct>) -> Result<State, AppError> {
     let mut map = Map::new();
     if let Some(s) = s {
         for (k, v) in s.fields {
-            map.insert(k, value_to_json(field, v)?);
+            map.insert(k, json_from_value(field, v)?);
         }
     }
     Ok(map)
 }
 
-fn value_to_json(field: &str, v: PbValue) -> Result<Value, AppError> {
+fn json_from_value(field: &str, v: PbValue) -> Result<Value, AppError> {
     Ok(match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => number(field, n)?,
-        Some(Kind::StructValue(s)) => Value::Object(struct_to_state(field, Some(s))?),
+        Some(Kind::NumberValue(n)) => json_from_number(field, n)?,
+        Some(Kind::StructValue(s)) => Value::Object(state_from_struct(field, Some(s))?),
         Some(Kind::ListValue(l)) => Value::Array(
             l.values
                 .into_iter()
-                .map(|v| value_to_json(field, v))
+                .map(|v| json_from_value(field, v))
                 .collect::<Result<_, _>>()?,
         ),
     })
 }
 
-fn number(field: &str, n: f64) -> Result<Value, AppError> {
+fn json_from_number(field: &str, n: f64) -> Result<Value, AppError> {
     if !n.is_finite() {
         return Err(AppError::invalid(
             field,
@@ -57,30 +57,30 @@ fn number(field: &str, n: f64) -> Result<Value, AppError> {
         .ok_or_else(|| AppError::invalid(field, format!("{n} is not a JSON number")))
 }
 
-pub fn state_to_struct(state: &State) -> Struct {
+pub fn struct_from_state(state: &State) -> Struct {
     Struct {
         fields: state
             .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .map(|(k, v)| (k.clone(), value_from_json(v)))
             .collect(),
     }
 }
 
-pub fn json_to_value(v: &Value) -> PbValue {
+pub fn value_from_json(v: &Value) -> PbValue {
     let kind = match v {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
         Value::Array(a) => Kind::ListValue(ListValue {
-            values: a.iter().map(json_to_value).collect(),
+            values: a.iter().map(value_from_json).collect(),
         }),
-        Value::Object(o) => Kind::StructValue(state_to_struct(o)),
+        Value::Object(o) => Kind::StructValue(struct_from_state(o)),
     };
     PbValue { kind: Some(kind) }
 }
 
-pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+pub fn timestamp_from_time(t: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
@@ -88,7 +88,7 @@ pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
 }
 
 /// A request timestamp; out-of-range values are INVALID_ARGUMENT naming the field.
-pub fn from_timestamp(
+pub fn time_from_timestamp(
     field: &str,
     t: Option<Timestamp>,
 ) -> Result<Option<DateTime<Utc>>, AppError> {
@@ -111,7 +111,7 @@ pub fn from_timestamp(
         .ok_or_else(|| AppError::invalid(field, "is not a valid timestamp"))
 }
 
-pub fn apply_mode(raw: i32) -> Result<ApplyMode, AppError> {
+pub fn mode_from_pb(raw: i32) -> Result<ApplyMode, AppError> {
     match pb::ApplyMode::try_from(raw) {
         Ok(pb::ApplyMode::Unspecified | pb::ApplyMode::MergePatch) => Ok(ApplyMode::MergePatch),
         Ok(pb::ApplyMode::Replace) => Ok(ApplyMode::Replace),
@@ -123,7 +123,7 @@ pub fn apply_mode(raw: i32) -> Result<ApplyMode, AppError> {
     }
 }
 
-pub fn mode_to_pb(mode: ApplyMode) -> pb::ApplyMode {
+pub fn pb_from_mode(mode: ApplyMode) -> pb::ApplyMode {
     match mode {
         ApplyMode::MergePatch => pb::ApplyMode::MergePatch,
         ApplyMode::Replace => pb::ApplyMode::Replace,
@@ -131,42 +131,68 @@ pub fn mode_to_pb(mode: ApplyMode) -> pb::ApplyMode {
     }
 }
 
-pub fn entity_type(r: EntityTypeRecord) -> pb::EntityType {
+pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
     pb::EntityType {
         id: r.id.to_string(),
         name: r.name,
         description: r.description,
-        schema: Some(state_to_struct(&r.schema)),
-        created_at: Some(timestamp(r.created_at)),
+        schema: Some(struct_from_state(&r.schema)),
+        created_at: Some(timestamp_from_time(r.created_at)),
     }
 }
 
-pub fn instance(r: InstanceRecord) -> pb::Instance {
+pub fn instance_from_record(r: InstanceRecord) -> pb::Instance {
     pb::Instance {
         id: r.id.to_string(),
         entity_type_id: r.entity_type_id.to_string(),
         entity_type_name: r.entity_type_name,
         external_id: r.external_id,
-        state: Some(state_to_struct(&r.state)),
+        state: Some(struct_from_state(&r.state)),
         version: r.version,
-        created_at: Some(timestamp(r.created_at)),
-        updated_at: Some(timestamp(r.updated_at)),
+        created_at: Some(timestamp_from_time(r.created_at)),
+        updated_at: Some(timestamp_from_time(r.updated_at)),
     }
 }
 
-pub fn event(r: EventRecord) -> pb::Event {
+pub fn event_from_record(r: EventRecord) -> pb::Event {
     pb::Event {
         id: r.event_id,
         instance_id: r.instance_id.to_string(),
         entity_type_id: r.entity_type_id.to_string(),
         event_type: r.event_type,
         version: r.version,
-        payload: Some(state_to_struct(&r.payload)),
-        metadata: Some(state_to_struct(&r.metadata)),
-        mode: mode_to_pb(r.mode) as i32,
-        recorded_at: Some(timestamp(r.recorded_at)),
-        occurred_at: Some(timestamp(r.occurred_at)),
+        payload: Some(struct_from_state(&r.payload)),
+        metadata: Some(struct_from_state(&r.metadata)),
+        mode: pb_from_mode(r.mode) as i32,
+        recorded_at: Some(timestamp_from_time(r.recorded_at)),
+        occurred_at: Some(timestamp_from_time(r.occurred_at)),
     }
+}
+
+/// Most event types one filter may list.
+const MAX_EVENT_TYPE_FILTERS: usize = 256;
+
+/// An `event_types` filter: each entry is a valid event type (so no NUL or other control
+/// character reaches a store), and there are not too many of them.
+pub(crate) fn event_type_filters(types: Vec<String>) -> Result<Vec<String>, AppError> {
+    if types.len() > MAX_EVENT_TYPE_FILTERS {
+        return Err(AppError::invalid(
+            "event_types",
+            format!(
+                "lists {} event types, more than {MAX_EVENT_TYPE_FILTERS}",
+                types.len()
+            ),
+        ));
+    }
+    for (i, t) in types.iter().enumerate() {
+        crate::domain::EventType::parse(t).map_err(|e| match e {
+            crate::domain::DomainError::InvalidField { reason, .. } => {
+                AppError::invalid(format!("event_types[{i}]"), reason)
+            }
+            other => AppError::Invalid(other),
+        })?;
+    }
+    Ok(types)
 }
 
 #[cfg(test)]
@@ -178,7 +204,7 @@ mod tests {
     fn integral_doubles_become_integers_and_round_trip() {
         let state = json!({"score": 150, "ratio": 0.5, "nested": {"list": [1, "a", null, true]}});
         let state = state.as_object().unwrap().clone();
-        let back = struct_to_state("payload", Some(state_to_struct(&state))).unwrap();
+        let back = state_from_struct("payload", Some(struct_from_state(&state))).unwrap();
         assert_eq!(back, state);
         assert!(back["score"].is_i64());
     }
@@ -195,13 +221,13 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        assert!(struct_to_state("payload", Some(s)).is_err());
+        assert!(state_from_struct("payload", Some(s)).is_err());
     }
 
     #[test]
     fn timestamps_out_of_range_are_rejected() {
         assert!(
-            from_timestamp(
+            time_from_timestamp(
                 "t",
                 Some(Timestamp {
                     seconds: 0,
@@ -211,7 +237,7 @@ mod tests {
             .is_err()
         );
         assert!(
-            from_timestamp(
+            time_from_timestamp(
                 "t",
                 Some(Timestamp {
                     seconds: i64::MAX,
@@ -221,7 +247,7 @@ mod tests {
             .is_err()
         );
         assert!(
-            from_timestamp(
+            time_from_timestamp(
                 "t",
                 Some(Timestamp {
                     seconds: 1,

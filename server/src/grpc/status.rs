@@ -32,6 +32,14 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{}{suffix}", &text[..end])
 }
 
+/// What every handler returns.
+pub type Reply<T> = Result<tonic::Response<T>, Status>;
+
+/// A use case's outcome as a handler's answer: the value as the response, an error as its status.
+pub fn reply<T>(result: Result<T, AppError>) -> Reply<T> {
+    result.map(tonic::Response::new).map_err(to_status)
+}
+
 pub fn to_status(error: AppError) -> Status {
     match error {
         AppError::Invalid(domain) => {

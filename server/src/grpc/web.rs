@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, Method};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::config::parse_origin;
 
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -54,48 +56,6 @@ pub fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     ))
 }
 
-/// The command-line parser of one GRPC_WEB_ALLOWED_ORIGINS entry (`*`, nothing, or an origin),
-/// so that a malformed origin stops the server before it opens any store.
-pub fn origin_arg(value: &str) -> Result<String, String> {
-    let value = value.trim();
-    if !value.is_empty() && value != "*" {
-        parse_origin(value)?;
-    }
-    Ok(value.to_string())
-}
-
-/// One origin as a browser sends it in the Origin header: `http` or `https`, a host, an
-/// optional port, nothing else.
-fn parse_origin(origin: &str) -> Result<HeaderValue, String> {
-    let bad = |why: &str| {
-        Err(format!(
-            "GRPC_WEB_ALLOWED_ORIGINS: {origin:?} is not an origin ({why}); \
-             expected scheme://host[:port], e.g. http://localhost:5173, or `*`"
-        ))
-    };
-    let trimmed = origin.strip_suffix('/').unwrap_or(origin);
-    let Ok(uri) = trimmed.parse::<http::Uri>() else {
-        return bad("not a URL");
-    };
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return bad("the scheme must be http or https"),
-    }
-    let Some(authority) = uri.authority() else {
-        return bad("no host");
-    };
-    if authority.as_str().contains('@') {
-        return bad("user info is not part of an origin");
-    }
-    if uri
-        .path_and_query()
-        .is_some_and(|p| !p.as_str().is_empty() && p.as_str() != "/")
-    {
-        return bad("an origin has no path or query");
-    }
-    HeaderValue::from_str(&trimmed.to_ascii_lowercase()).or_else(|_| bad("invalid characters"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,26 +88,6 @@ mod tests {
             assert!(err.contains("GRPC_WEB_ALLOWED_ORIGINS"), "{err}");
         }
         assert!(cors_layer(&origins(&["*", "https://example.com"])).is_err());
-    }
-
-    #[test]
-    fn a_bad_origin_is_refused_when_the_command_line_is_parsed() {
-        use clap::Parser;
-        let parse = |value: &str| {
-            crate::config::Cli::try_parse_from([
-                "temporal-state-server",
-                "--grpc-web-allowed-origins",
-                value,
-            ])
-        };
-        let cli = parse("http://localhost:5173, https://ui.example.com").unwrap();
-        assert_eq!(
-            cli.config.grpc_web_allowed_origins,
-            ["http://localhost:5173", "https://ui.example.com"]
-        );
-        assert!(parse("*").is_ok());
-        let err = parse("http://localhost:5173,localhost:8080").unwrap_err();
-        assert!(err.to_string().contains("not an origin"), "{err}");
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl RedisCache {
             .await
             .is_err()
         {
-            tracing::warn!(url = %crate::config::mask_secrets(&config.url), "redis not reachable yet; reading from the database until it is");
+            tracing::warn!(url = %super::secrets::mask_secrets(&config.url), "redis not reachable yet; reading from the database until it is");
         }
         Ok(Self {
             client,

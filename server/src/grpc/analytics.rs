@@ -1,0 +1,198 @@
+//! The AnalyticsService: counts, time series, field aggregations and activity over an entity type.
+
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::analytics_service_server::AnalyticsService;
+use tonic::Request;
+use tracing::instrument;
+
+use super::convert::{time_from_timestamp, timestamp_from_time, value_from_json};
+use super::status::{Reply, reply};
+use crate::app::{App, AppError};
+
+/// The analytics service over the application (UNIMPLEMENTED on backends without analytics).
+pub struct AnalyticsApi(pub App);
+
+/// Longest time-series interval: the whole range a `Timestamp` can express (years 1 to 9999).
+/// Anything longer means the same single bucket, and bounding it keeps every later computation
+/// (microseconds, bucket arithmetic, the database's interval type) far from overflowing.
+const MAX_INTERVAL_SECS: i64 = 253_402_300_799 + 62_135_596_800;
+
+fn interval(d: Option<prost_types::Duration>) -> Result<Option<chrono::Duration>, AppError> {
+    let Some(d) = d else { return Ok(None) };
+    // Not `nanos.abs()`: that overflows (and panics) on i32::MIN.
+    if !(-999_999_999..=999_999_999).contains(&d.nanos)
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(AppError::invalid(
+            "interval",
+            "is not a valid google.protobuf.Duration",
+        ));
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(AppError::invalid(
+            "interval",
+            format!("must be positive, got {}s {}ns", d.seconds, d.nanos),
+        ));
+    }
+    if d.seconds > MAX_INTERVAL_SECS {
+        return Err(AppError::invalid(
+            "interval",
+            format!(
+                "{} seconds is longer than the whole timestamp range ({MAX_INTERVAL_SECS} seconds)",
+                d.seconds
+            ),
+        ));
+    }
+    // Both parts are in range now: neither the sum nor anything derived from it overflows.
+    Ok(Some(
+        chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos)),
+    ))
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsApi {
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_event_counts(
+        &self,
+        request: Request<pb::GetEventCountsRequest>,
+    ) -> Reply<pb::GetEventCountsResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = time_from_timestamp("start_time", r.start_time)?;
+                let end = time_from_timestamp("end_time", r.end_time)?;
+                let counts = self.0.event_counts(&r.entity_type, start, end).await?;
+                Ok(pb::GetEventCountsResponse {
+                    counts: counts
+                        .into_iter()
+                        .map(|c| pb::EventTypeCount {
+                            event_type: c.event_type,
+                            count: c.count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_event_time_series(
+        &self,
+        request: Request<pb::GetEventTimeSeriesRequest>,
+    ) -> Reply<pb::GetEventTimeSeriesResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = time_from_timestamp("start_time", r.start_time)?;
+                let end = time_from_timestamp("end_time", r.end_time)?;
+                let buckets = self
+                    .0
+                    .event_time_series(
+                        &r.entity_type,
+                        interval(r.interval)?,
+                        start,
+                        end,
+                        r.event_type.as_deref(),
+                    )
+                    .await?;
+                Ok(pb::GetEventTimeSeriesResponse {
+                    buckets: buckets
+                        .into_iter()
+                        .map(|(at, count)| pb::TimeBucket {
+                            bucket_start: Some(timestamp_from_time(at)),
+                            count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_field_aggregation(
+        &self,
+        request: Request<pb::GetFieldAggregationRequest>,
+    ) -> Reply<pb::GetFieldAggregationResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let as_of = time_from_timestamp("as_of", r.as_of)?;
+                let stats = self
+                    .0
+                    .field_aggregation(&r.entity_type, &r.field, as_of)
+                    .await?;
+                Ok(pb::GetFieldAggregationResponse {
+                    count: stats.count,
+                    missing: stats.missing,
+                    min: stats.min,
+                    max: stats.max,
+                    sum: stats.sum,
+                    mean: stats.mean,
+                    top_values: stats
+                        .top_values
+                        .iter()
+                        .map(|(value, count)| pb::ValueFrequency {
+                            value: Some(value_from_json(value)),
+                            count: *count,
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_most_active(
+        &self,
+        request: Request<pb::GetMostActiveRequest>,
+    ) -> Reply<pb::GetMostActiveResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let start = time_from_timestamp("start_time", r.start_time)?;
+                let end = time_from_timestamp("end_time", r.end_time)?;
+                let entries = self
+                    .0
+                    .most_active(&r.entity_type, r.limit, start, end)
+                    .await?;
+                Ok(pb::GetMostActiveResponse {
+                    entries: entries
+                        .into_iter()
+                        .map(|e| pb::ActiveInstance {
+                            instance_id: e.instance_id.to_string(),
+                            external_id: e.external_id,
+                            event_count: e.event_count,
+                            last_event_at: Some(timestamp_from_time(e.last_event_at)),
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_summary(
+        &self,
+        request: Request<pb::GetSummaryRequest>,
+    ) -> Reply<pb::GetSummaryResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .summary(&r.entity_type)
+                .await
+                .map(|s| pb::GetSummaryResponse {
+                    instance_count: s.instance_count,
+                    event_count: s.event_count,
+                    first_event_at: s.first_event_at.map(timestamp_from_time),
+                    last_event_at: s.last_event_at.map(timestamp_from_time),
+                    events_last_24h: s.events_since,
+                    event_types: s.event_types,
+                }),
+        )
+    }
+}

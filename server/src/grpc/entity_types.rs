@@ -1,0 +1,73 @@
+//! The EntityTypeService: registering entity types and their schemas, reading them back.
+
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::entity_type_service_server::EntityTypeService;
+use tonic::Request;
+use tracing::instrument;
+
+use super::convert::{self, state_from_struct};
+use super::status::{Reply, reply};
+use crate::app::App;
+
+/// The entity type service over the application.
+pub struct EntityTypeApi(pub App);
+
+#[tonic::async_trait]
+impl EntityTypeService for EntityTypeApi {
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_entity_type(
+        &self,
+        request: Request<pb::CreateEntityTypeRequest>,
+    ) -> Reply<pb::CreateEntityTypeResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let schema = state_from_struct("schema", r.schema)?;
+                let created = self
+                    .0
+                    .create_entity_type(&r.name, &r.description, schema)
+                    .await?;
+                Ok(pb::CreateEntityTypeResponse {
+                    entity_type: Some(convert::entity_type_from_record(created)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all)]
+    async fn list_entity_types(
+        &self,
+        request: Request<pb::ListEntityTypesRequest>,
+    ) -> Reply<pb::ListEntityTypesResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .list_entity_types(r.page_size, &r.page_token)
+                .await
+                .map(|(types, next)| pb::ListEntityTypesResponse {
+                    entity_types: types
+                        .into_iter()
+                        .map(convert::entity_type_from_record)
+                        .collect(),
+                    next_page_token: next,
+                }),
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn get_entity_type(
+        &self,
+        request: Request<pb::GetEntityTypeRequest>,
+    ) -> Reply<pb::GetEntityTypeResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_entity_type(&r.entity_type)
+                .await
+                .map(|t| pb::GetEntityTypeResponse {
+                    entity_type: Some(convert::entity_type_from_record(t)),
+                }),
+        )
+    }
+}

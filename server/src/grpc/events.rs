@@ -1,0 +1,165 @@
+//! The EventService: applying events to an instance and subscribing to them.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::event_service_server::EventService;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{
+    self, event_type_filters, state_from_struct, struct_from_state, time_from_timestamp,
+};
+use super::status::{Reply, reply, to_status};
+use crate::app::{App, AppError, EventInput};
+
+/// The event service. Its Subscribe streams end, with UNAVAILABLE, once `stopping` turns true:
+/// graceful shutdown waits for every open call, and a subscription would otherwise never end.
+pub struct EventApi {
+    pub app: App,
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+fn event_input(
+    event_type: String,
+    payload: Option<prost_types::Struct>,
+    metadata: Option<prost_types::Struct>,
+    event_id: String,
+    occurred_at: Option<prost_types::Timestamp>,
+    mode: i32,
+) -> Result<EventInput, AppError> {
+    Ok(EventInput {
+        event_type,
+        payload: state_from_struct("payload", payload)?,
+        metadata: state_from_struct("metadata", metadata)?,
+        event_id: (!event_id.is_empty()).then_some(event_id),
+        occurred_at: time_from_timestamp("occurred_at", occurred_at)?,
+        mode: convert::mode_from_pb(mode)?,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn apply_event(
+        &self,
+        request: Request<pb::ApplyEventRequest>,
+    ) -> Reply<pb::ApplyEventResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let input = event_input(
+                    r.event_type,
+                    r.payload,
+                    r.metadata,
+                    r.event_id,
+                    r.occurred_at,
+                    r.mode,
+                )?;
+                let (mut events, state) = self
+                    .app
+                    .apply_events(&r.instance_id, r.expected_version, vec![input])
+                    .await?;
+                Ok(pb::ApplyEventResponse {
+                    event: events.pop().map(convert::event_from_record),
+                    state: Some(struct_from_state(&state)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn apply_events(
+        &self,
+        request: Request<pb::ApplyEventsRequest>,
+    ) -> Reply<pb::ApplyEventsResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let inputs = r
+                    .events
+                    .into_iter()
+                    .map(|e| {
+                        event_input(
+                            e.event_type,
+                            e.payload,
+                            e.metadata,
+                            e.event_id,
+                            e.occurred_at,
+                            e.mode,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (events, state) = self
+                    .app
+                    .apply_events(&r.instance_id, r.expected_version, inputs)
+                    .await?;
+                Ok(pb::ApplyEventsResponse {
+                    events: events.into_iter().map(convert::event_from_record).collect(),
+                    state: Some(struct_from_state(&state)),
+                })
+            }
+            .await,
+        )
+    }
+
+    type SubscribeStream = EventStream;
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, instance_id = %request.get_ref().instance_id))]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Reply<Self::SubscribeStream> {
+        let r = request.into_inner();
+        let events = self
+            .app
+            .subscribe(
+                &r.entity_type,
+                &r.instance_id,
+                event_type_filters(r.event_types).map_err(to_status)?,
+                r.from_version,
+            )
+            .await
+            .map_err(to_status)?;
+        let stream = events.map(|item| {
+            item.map(|e| pb::SubscribeResponse {
+                event: Some(convert::event_from_record(e)),
+            })
+            .map_err(to_status)
+        });
+        Ok(Response::new(until_stopping(stream, self.stopping.clone())))
+    }
+}
+
+/// `stream` until it ends or `stopping` turns true; in the second case one last UNAVAILABLE
+/// tells the subscriber to subscribe again (from its next version) elsewhere or later.
+fn until_stopping(
+    stream: impl Stream<Item = Result<pb::SubscribeResponse, Status>> + Send + 'static,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> EventStream {
+    let stream = Box::pin(stream);
+    Box::pin(futures::stream::unfold(
+        Some((stream, stopping)),
+        |state| async move {
+            let (mut stream, mut stopping) = state?;
+            let stopped = async {
+                // An error means the sender is gone: the server is stopping as well.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            tokio::select! {
+                biased;
+                () = stopped => Some((
+                    Err(Status::unavailable(
+                        "the server is shutting down; subscribe again from the next version",
+                    )),
+                    None,
+                )),
+                item = stream.next() => item.map(|item| (item, Some((stream, stopping)))),
+            }
+        },
+    ))
+}

@@ -1,0 +1,91 @@
+//! The InstanceService: creating instances and reading their current state.
+
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::instance_service_server::InstanceService;
+use tonic::Request;
+use tracing::instrument;
+
+use super::convert::{self, state_from_struct};
+use super::status::{Reply, reply};
+use crate::app::App;
+
+/// The instance service over the application.
+pub struct InstanceApi(pub App);
+
+#[tonic::async_trait]
+impl InstanceService for InstanceApi {
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, external_id = %request.get_ref().external_id))]
+    async fn create_instance(
+        &self,
+        request: Request<pb::CreateInstanceRequest>,
+    ) -> Reply<pb::CreateInstanceResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let state = state_from_struct("initial_state", r.initial_state)?;
+                let metadata = state_from_struct("metadata", r.metadata)?;
+                let (instance, event) = self
+                    .0
+                    .create_instance(&r.entity_type, &r.external_id, state, metadata)
+                    .await?;
+                Ok(pb::CreateInstanceResponse {
+                    instance: Some(convert::instance_from_record(instance)),
+                    event: Some(convert::event_from_record(event)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> Reply<pb::ListInstancesResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .list_instances(&r.entity_type, r.page_size, &r.page_token)
+                .await
+                .map(|(found, next)| pb::ListInstancesResponse {
+                    instances: found
+                        .into_iter()
+                        .map(convert::instance_from_record)
+                        .collect(),
+                    next_page_token: next,
+                }),
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn get_instance(
+        &self,
+        request: Request<pb::GetInstanceRequest>,
+    ) -> Reply<pb::GetInstanceResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_instance(&r.instance_id)
+                .await
+                .map(|i| pb::GetInstanceResponse {
+                    instance: Some(convert::instance_from_record(i)),
+                }),
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, external_id = %request.get_ref().external_id))]
+    async fn get_current_state(
+        &self,
+        request: Request<pb::GetCurrentStateRequest>,
+    ) -> Reply<pb::GetCurrentStateResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_current_state(&r.entity_type, &r.external_id)
+                .await
+                .map(|i| pb::GetCurrentStateResponse {
+                    instance: Some(convert::instance_from_record(i)),
+                }),
+        )
+    }
+}

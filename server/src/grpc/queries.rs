@@ -1,0 +1,173 @@
+//! The QueryService: time travel over one instance's history: past states, comparisons, field timelines.
+
+use temporal_state_proto::v1 as pb;
+use temporal_state_proto::v1::query_service_server::QueryService;
+use tonic::Request;
+use tracing::instrument;
+
+use super::convert::{
+    self, event_type_filters, struct_from_state, time_from_timestamp, timestamp_from_time,
+    value_from_json,
+};
+use super::status::{Reply, reply};
+use crate::app::{App, AppError};
+use crate::domain::diff::ChangeKind;
+use crate::ports::HistoryFilter;
+
+/// The query service over the application.
+pub struct QueryApi(pub App);
+
+fn history_filter(
+    from_version: Option<i64>,
+    to_version: Option<i64>,
+    start: Option<prost_types::Timestamp>,
+    end: Option<prost_types::Timestamp>,
+) -> Result<HistoryFilter, AppError> {
+    Ok(HistoryFilter {
+        from_version,
+        to_version,
+        start_time: time_from_timestamp("start_time", start)?,
+        end_time: time_from_timestamp("end_time", end)?,
+        ..HistoryFilter::default()
+    })
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Reply<pb::GetHistoryResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let mut filter =
+                    history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+                filter.event_types = event_type_filters(r.event_types)?;
+                filter.descending = r.descending;
+                let (events, next) = self
+                    .0
+                    .get_history(&r.instance_id, filter, r.page_size, &r.page_token)
+                    .await?;
+                Ok(pb::GetHistoryResponse {
+                    events: events.into_iter().map(convert::event_from_record).collect(),
+                    next_page_token: next,
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id, version = request.get_ref().version))]
+    async fn get_state_at_version(
+        &self,
+        request: Request<pb::GetStateAtVersionRequest>,
+    ) -> Reply<pb::GetStateAtVersionResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .get_state_at_version(&r.instance_id, r.version)
+                .await
+                .map(|s| pb::GetStateAtVersionResponse {
+                    state: Some(struct_from_state(&s.state)),
+                    version: s.version,
+                    recorded_at: Some(timestamp_from_time(s.recorded_at)),
+                }),
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn get_state_at_time(
+        &self,
+        request: Request<pb::GetStateAtTimeRequest>,
+    ) -> Reply<pb::GetStateAtTimeResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let at = time_from_timestamp("timestamp", r.timestamp)?
+                    .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
+                let s = self.0.get_state_at_time(&r.instance_id, at).await?;
+                Ok(pb::GetStateAtTimeResponse {
+                    state: Some(struct_from_state(&s.state)),
+                    version: s.version,
+                    recorded_at: Some(timestamp_from_time(s.recorded_at)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn compare_versions(
+        &self,
+        request: Request<pb::CompareVersionsRequest>,
+    ) -> Reply<pb::CompareVersionsResponse> {
+        let r = request.into_inner();
+        reply(
+            self.0
+                .compare_versions(&r.instance_id, r.version1, r.version2)
+                .await
+                .map(|(first, second, cmp)| pb::CompareVersionsResponse {
+                    state1: Some(struct_from_state(&first.state)),
+                    state2: Some(struct_from_state(&second.state)),
+                    patch: cmp
+                        .patch
+                        .iter()
+                        .filter_map(|op| op.as_object().map(struct_from_state))
+                        .collect(),
+                    changes: cmp
+                        .changes
+                        .into_iter()
+                        .map(|c| pb::FieldChange {
+                            path: c.path,
+                            kind: match c.kind {
+                                ChangeKind::Added => pb::ChangeKind::Added,
+                                ChangeKind::Removed => pb::ChangeKind::Removed,
+                                ChangeKind::Changed => pb::ChangeKind::Changed,
+                            } as i32,
+                            old_value: c.old_value.as_ref().map(value_from_json),
+                            new_value: c.new_value.as_ref().map(value_from_json),
+                        })
+                        .collect(),
+                }),
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn get_field_timeline(
+        &self,
+        request: Request<pb::GetFieldTimelineRequest>,
+    ) -> Reply<pb::GetFieldTimelineResponse> {
+        let r = request.into_inner();
+        reply(
+            async {
+                let filter =
+                    history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+                let (points, next) = self
+                    .0
+                    .get_field_timeline(
+                        &r.instance_id,
+                        &r.field,
+                        filter,
+                        r.page_size,
+                        &r.page_token,
+                    )
+                    .await?;
+                Ok(pb::GetFieldTimelineResponse {
+                    points: points
+                        .into_iter()
+                        .map(|p| pb::TimelinePoint {
+                            version: p.version,
+                            recorded_at: Some(timestamp_from_time(p.recorded_at)),
+                            event_type: p.event_type,
+                            value: p.value.as_ref().map(value_from_json),
+                        })
+                        .collect(),
+                    next_page_token: next,
+                })
+            }
+            .await,
+        )
+    }
+}
