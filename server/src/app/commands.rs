@@ -616,8 +616,10 @@ mod tests {
 
         // The append's own task goes on without its caller; wait for it (bounded, no timing
         // asserted).
+        // The bus is told first, then the cache is written: wait for both.
         for _ in 0..500 {
-            if !bus.0.lock().unwrap().is_empty() {
+            let cached = cache.get(inst.id).await.unwrap();
+            if !bus.0.lock().unwrap().is_empty() && cached.is_some_and(|c| c.version == 2) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
