@@ -11,12 +11,10 @@
 //! another process opens the same file. Reads use a few `query_only` connections of their own;
 //! in WAL mode they read committed data without waiting for the writer.
 //!
-//! An append asks the application's decision while the instance is locked. That closure borrows
-//! from the caller and cannot move to a blocking thread, so the transaction and the decision
-//! talk over two oneshot channels: the blocking task opens the transaction, checks the
-//! instance, idempotency keys and expected version, sends the head over, and waits for the
-//! events to write; the async side runs the decision and sends them back (dropping the sender
-//! rolls the transaction back).
+//! An append runs whole on the writer connection's blocking thread: the transaction, the
+//! application's decision (an owned closure, run there while the instance is locked) and the
+//! retries, planned by [`crate::adapters::append_plan`]; one hand-over from async to blocking
+//! and back per append.
 //!
 //! # Durability
 //!
@@ -36,16 +34,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{EmbeddedError, migrate, rows};
+use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
-    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
-    StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot, StoreError,
+    TypeKey,
 };
 
 /// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
@@ -60,10 +59,6 @@ const READERS: usize = 4;
 
 /// Prepared statements kept per connection (history reads prepare one per filter shape).
 const STATEMENT_CACHE: usize = 128;
-
-/// How often an append is retried when inserting one of its idempotency keys hits a key that is
-/// already taken; the retry then finds the key and answers accordingly (as PgStore does).
-const APPEND_ATTEMPTS: usize = 3;
 
 /// The write side and the time-travel reads on SQLite. Cheap to clone.
 #[derive(Clone)]
@@ -163,14 +158,6 @@ impl Drop for Lease {
             idle.push(conn);
         }
     }
-}
-
-/// The end of one append attempt.
-enum Attempt {
-    Done(AppendOutcome),
-    /// Inserting an idempotency key hit one already taken; the transaction was rolled back and
-    /// the next attempt will find the key recorded.
-    KeyTaken,
 }
 
 fn worker(e: tokio::task::JoinError) -> StoreError {
@@ -398,39 +385,6 @@ impl EmbeddedStore {
         };
         self.noticed(result)
     }
-
-    async fn try_append(
-        &self,
-        request: &AppendRequest,
-        decide: &Decide<'_>,
-    ) -> Result<Attempt, StoreError> {
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        let (head_tx, head_rx) = oneshot::channel::<Head>();
-        let (plan_tx, plan_rx) = oneshot::channel::<Decision>();
-        let owned = request.clone();
-        let interval = self.inner.snapshot_interval;
-        let job = tokio::task::spawn_blocking(move || {
-            append_transaction(&mut conn, &owned, interval, head_tx, plan_rx)
-        });
-        // Err: the transaction ended before it needed a decision (not found, conflict, retry).
-        if let Ok(head) = head_rx.await {
-            match decide(&head) {
-                Ok(decision) if !decision.events.is_empty() => {
-                    let _ = plan_tx.send(decision);
-                }
-                decided => {
-                    // Dropping the sender rolls the transaction back; wait until it has.
-                    drop(plan_tx);
-                    let _ = job.await;
-                    return Err(match decided {
-                        Err(e) => StoreError::Rejected(e),
-                        Ok(_) => StoreError::Internal("an append decided no events".into()),
-                    });
-                }
-            }
-        }
-        job.await.map_err(worker)?
-    }
 }
 
 /// An append's statements, in the order `append_transaction` runs them, each defined once
@@ -472,13 +426,12 @@ pub fn tail_sql() -> String {
 }
 
 /// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
-/// then the expected version, hand the head to the decision, write its events, commit.
+/// then the expected version, run the decision on the locked head, write its plan, commit.
 fn append_transaction(
     conn: &mut Connection,
     request: &AppendRequest,
     snapshot_interval: i64,
-    head_tx: oneshot::Sender<Head>,
-    plan_rx: oneshot::Receiver<Decision>,
+    decide: &Decide,
 ) -> Result<Attempt, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -505,63 +458,41 @@ fn append_transaction(
         snapshot_interval,
     };
 
-    if !request.client_event_ids.is_empty() {
-        let recorded = recorded_keys(&tx, &request.client_event_ids)?;
-        if !recorded.is_empty() {
-            return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                keys: recorded,
-            }));
-        }
+    let recorded = if request.client_event_ids.is_empty() {
+        Vec::new()
+    } else {
+        recorded_keys(&tx, &request.client_event_ids)?
+    };
+    if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
+        return Ok(Attempt::Done(outcome));
     }
-    if let Some(expected) = request.expected_version
-        && expected != current
-    {
-        return Err(StoreError::Conflict { expected, current });
-    }
+    // A rejection returns here; dropping `tx` rolls back.
+    let decision = decide(&head)?;
+    let updated_at = rows::time(updated_at, "updated_at")?;
+    let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decision)?;
 
-    let entity_type_id = head.entity_type_id;
-    if head_tx.send(head).is_err() {
-        return Err(StoreError::Internal(
-            "append abandoned before its decision".into(),
-        ));
-    }
-    // Err: the decision rejected the command or its caller went away; dropping `tx` rolls back.
-    let Decision {
-        events: pending,
-        state,
-    } = plan_rx
-        .blocking_recv()
-        .map_err(|_| StoreError::Internal("append abandoned during its decision".into()))?;
-    let n = pending.len();
-
-    // recorded_at never decreases within an instance, even if the clock steps back.
-    let recorded_micros = Utc::now().timestamp_micros().max(updated_at);
-    let recorded_at = rows::time(recorded_micros, "recorded_at")?;
-    let mut events = Vec::with_capacity(pending.len());
+    let recorded_micros = rows::micros(plan.recorded_at);
     {
         let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
         let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
-        let mut insert_snapshot = tx.prepare_cached(INSERT_SNAPSHOT_SQL).map_err(sql)?;
-        let type_text = rows::id(entity_type_id);
-        for (i, p) in pending.into_iter().enumerate() {
-            let version = current + 1 + i as i64;
-            let occurred_at = p.occurred_at.unwrap_or(recorded_at);
+        let type_text = rows::id(head.entity_type_id);
+        for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
             insert_event
                 .execute(params![
                     instance,
-                    version,
-                    p.event_id,
+                    e.version,
+                    e.event_id,
                     type_text,
-                    p.event_type,
-                    rows::json(&p.payload)?,
-                    rows::json(&p.metadata)?,
-                    p.mode.as_str(),
+                    e.event_type,
+                    rows::json(&e.payload)?,
+                    rows::json(&e.metadata)?,
+                    e.mode.as_str(),
                     recorded_micros,
-                    rows::micros(occurred_at),
+                    rows::micros(e.occurred_at),
                 ])
                 .map_err(sql)?;
             // Every id is reserved, server-generated ones too.
-            match insert_key.execute(params![p.event_id, instance, version, p.content_hash]) {
+            match insert_key.execute(params![e.event_id, instance, e.version, hash]) {
                 Ok(_) => {}
                 Err(e) => {
                     let e = EmbeddedError::from(e);
@@ -571,48 +502,28 @@ fn append_transaction(
                     return Err(e.into());
                 }
             }
-            if version % snapshot_interval == 0 {
-                let snapshot = p.snapshot.as_ref().ok_or_else(|| {
-                    StoreError::Internal(format!("no state decided for snapshot {version}"))
-                })?;
-                insert_snapshot
-                    .execute(params![instance, version, rows::json(snapshot)?])
-                    .map_err(sql)?;
-            }
-            events.push(EventRecord {
-                event_id: p.event_id,
-                instance_id: request.instance_id,
-                entity_type_id,
-                event_type: p.event_type,
-                version,
-                payload: p.payload,
-                metadata: p.metadata,
-                mode: p.mode,
-                recorded_at,
-                occurred_at,
-            });
+        }
+        let mut insert_snapshot = tx.prepare_cached(INSERT_SNAPSHOT_SQL).map_err(sql)?;
+        for (version, snapshot) in &plan.snapshots {
+            insert_snapshot
+                .execute(params![instance, version, rows::json(snapshot)?])
+                .map_err(sql)?;
         }
     }
-    let last = current + n as i64;
     let updated = tx
         .prepare_cached(MOVE_HEAD_SQL)
         .map_err(sql)?
         .execute(params![
-            last,
-            rows::json(&state)?,
+            plan.last_version,
+            rows::json(&plan.state)?,
             recorded_micros,
             instance,
-            current
+            plan.from_version
         ])
         .map_err(sql)?;
-    if updated != 1 {
-        return Err(StoreError::Internal(format!(
-            "instance {} changed under its lock",
-            request.instance_id
-        )));
-    }
+    plan.head_moved(request.instance_id, updated as u64)?;
     tx.commit().map_err(sql)?;
-    Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
+    Ok(Attempt::Done(plan.into_outcome()))
 }
 
 /// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
@@ -946,19 +857,17 @@ impl EventStore for EmbeddedStore {
     async fn append(
         &self,
         request: AppendRequest,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.noticed(self.try_append(&request, &decide).await)? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::KeyTaken => {
-                    tracing::debug!(attempt, "idempotency key already taken, retrying");
-                }
-            }
-        }
-        Err(StoreError::Internal(format!(
-            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
-        )))
+        let interval = self.inner.snapshot_interval;
+        // The whole append, decision and retries included, runs on the writer connection's
+        // blocking thread: one hand-over from async to blocking and back per append.
+        self.write(move |conn| {
+            append_plan::with_attempts_blocking(|_| {
+                append_transaction(conn, &request, interval, &decide)
+            })
+        })
+        .await
     }
 }
 

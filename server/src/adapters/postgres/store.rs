@@ -15,11 +15,12 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{PgError, migrate, rows};
+use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
-    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
-    StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot, StoreError,
+    TypeKey,
 };
 
 /// How to reach and use the database.
@@ -74,10 +75,6 @@ impl InstanceLocks {
         self.stripes[stripe].lock().await
     }
 }
-
-/// How often an append is retried when a concurrent append on another instance claimed one of
-/// its idempotency keys first; the retry then finds the key and answers accordingly.
-const APPEND_ATTEMPTS: usize = 3;
 
 fn now_micros() -> DateTime<Utc> {
     // PostgreSQL keeps microseconds; truncating here keeps what we return equal to what we store.
@@ -195,7 +192,7 @@ impl PgStore {
     async fn try_append(
         &self,
         request: &AppendRequest,
-        decide: &Decide<'_>,
+        decide: &Decide,
     ) -> Result<Attempt, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
@@ -216,33 +213,17 @@ impl PgStore {
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
-        if !request.client_event_ids.is_empty() {
-            let recorded = recorded_keys(&tx, &request.client_event_ids).await?;
-            if !recorded.is_empty() {
-                return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                    keys: recorded,
-                }));
-            }
+        let recorded = if request.client_event_ids.is_empty() {
+            Vec::new()
+        } else {
+            recorded_keys(&tx, &request.client_event_ids).await?
+        };
+        if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
+            return Ok(Attempt::Done(outcome));
         }
-        if let Some(expected) = request.expected_version
-            && expected != head.version
-        {
-            return Err(StoreError::Conflict {
-                expected,
-                current: head.version,
-            });
-        }
+        let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
-        let Decision {
-            events: pending,
-            state,
-        } = decide(&head)?;
-        if pending.is_empty() {
-            return Err(StoreError::Internal("an append decided no events".into()));
-        }
-        // recorded_at never decreases within an instance, even if the clock steps back.
-        let recorded_at = now_micros().max(updated_at);
-        let n = pending.len();
+        let n = plan.events.len();
         let mut versions = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -250,48 +231,27 @@ impl PgStore {
         let mut metadata = Vec::with_capacity(n);
         let mut modes = Vec::with_capacity(n);
         let mut occurred = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut snap_versions = Vec::new();
-        let mut snap_states = Vec::new();
-        let mut events = Vec::with_capacity(n);
-        for (i, p) in pending.into_iter().enumerate() {
-            let version = head.version + 1 + i as i64;
-            versions.push(version);
-            ids.push(p.event_id.clone());
-            types.push(p.event_type.clone());
-            payloads.push(Value::Object(p.payload.clone()));
-            metadata.push(Value::Object(p.metadata.clone()));
-            modes.push(p.mode.as_str());
-            occurred.push(p.occurred_at.unwrap_or(recorded_at));
-            hashes.push(p.content_hash);
-            if self.is_snapshot_version(version) {
-                let snapshot = p.snapshot.ok_or_else(|| {
-                    StoreError::Internal(format!("no state decided for snapshot {version}"))
-                })?;
-                snap_versions.push(version);
-                snap_states.push(Value::Object(snapshot));
-            }
-            events.push(EventRecord {
-                event_id: p.event_id,
-                instance_id: request.instance_id,
-                entity_type_id: head.entity_type_id,
-                event_type: p.event_type,
-                version,
-                payload: p.payload,
-                metadata: p.metadata,
-                mode: p.mode,
-                recorded_at,
-                occurred_at: p.occurred_at.unwrap_or(recorded_at),
-            });
+        for e in &plan.events {
+            versions.push(e.version);
+            ids.push(e.event_id.as_str());
+            types.push(e.event_type.as_str());
+            payloads.push(Value::Object(e.payload.clone()));
+            metadata.push(Value::Object(e.metadata.clone()));
+            modes.push(e.mode.as_str());
+            occurred.push(e.occurred_at);
         }
-        let last = head.version + n as i64;
-        let state_json = Value::Object(state);
+        let (snap_versions, snap_states): (Vec<i64>, Vec<Value>) = plan
+            .snapshots
+            .iter()
+            .map(|(v, s)| (*v, Value::Object(s.clone())))
+            .unzip();
+        let state_json = Value::Object(plan.state.clone());
 
         let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
         let params: [&(dyn ToSql + Sync); 17] = [
             &request.instance_id,
             &head.entity_type_id,
-            &recorded_at,
+            &plan.recorded_at,
             &versions,
             &ids,
             &types,
@@ -299,12 +259,12 @@ impl PgStore {
             &metadata,
             &modes,
             &occurred,
-            &hashes,
+            &plan.content_hashes,
             &snap_versions,
             &snap_states,
-            &last,
+            &plan.last_version,
             &state_json,
-            &head.version,
+            &plan.from_version,
             &self.outbox,
         ];
         let updated = match tx.execute(&write, &params).await.map_err(PgError::from) {
@@ -314,26 +274,10 @@ impl PgStore {
             }
             Err(e) => return Err(e.into()),
         };
-        if updated != 1 {
-            return Err(StoreError::Internal(format!(
-                "instance {} changed under its lock",
-                request.instance_id
-            )));
-        }
+        plan.head_moved(request.instance_id, updated)?;
         tx.commit().await.map_err(PgError::from)?;
-        let Value::Object(state) = state_json else {
-            unreachable!("built as an object above")
-        };
-        Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
+        Ok(Attempt::Done(plan.into_outcome()))
     }
-}
-
-/// The end of one append attempt.
-enum Attempt {
-    Done(AppendOutcome),
-    /// A concurrent append on another instance stored one of our idempotency keys first; the
-    /// transaction was rolled back and the next attempt will find the key recorded.
-    KeyTaken,
 }
 
 /// The first statement of an append: the instance's head, locked until the transaction ends.
@@ -661,20 +605,10 @@ impl EventStore for PgStore {
     async fn append(
         &self,
         request: AppendRequest,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
         let _writer = self.writers.lock(request.instance_id).await;
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&request, &decide).await? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::KeyTaken => {
-                    tracing::debug!(attempt, "idempotency key claimed concurrently, retrying");
-                }
-            }
-        }
-        Err(StoreError::Internal(format!(
-            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
-        )))
+        append_plan::with_attempts(|_| self.try_append(&request, &decide)).await
     }
 }
 
