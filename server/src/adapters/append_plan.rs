@@ -38,14 +38,8 @@ where
     Fut: Future<Output = Result<Attempt, StoreError>>,
 {
     for n in 1..=APPEND_ATTEMPTS {
-        match attempt(n).await? {
-            Attempt::Done(outcome) => return Ok(outcome),
-            Attempt::KeyTaken => {
-                tracing::debug!(
-                    attempt = n,
-                    "idempotency key claimed concurrently, retrying"
-                );
-            }
+        if let Some(outcome) = settled(n, attempt(n).await?) {
+            return Ok(outcome);
         }
     }
     Err(exhausted())
@@ -56,17 +50,25 @@ pub fn with_attempts_blocking(
     mut attempt: impl FnMut(usize) -> Result<Attempt, StoreError>,
 ) -> Result<AppendOutcome, StoreError> {
     for n in 1..=APPEND_ATTEMPTS {
-        match attempt(n)? {
-            Attempt::Done(outcome) => return Ok(outcome),
-            Attempt::KeyTaken => {
-                tracing::debug!(
-                    attempt = n,
-                    "idempotency key claimed concurrently, retrying"
-                );
-            }
+        if let Some(outcome) = settled(n, attempt(n)?) {
+            return Ok(outcome);
         }
     }
     Err(exhausted())
+}
+
+/// The outcome of attempt `n`, or None when it must be tried again.
+fn settled(n: usize, attempt: Attempt) -> Option<AppendOutcome> {
+    match attempt {
+        Attempt::Done(outcome) => Some(outcome),
+        Attempt::KeyTaken => {
+            tracing::debug!(
+                attempt = n,
+                "idempotency key claimed concurrently, retrying"
+            );
+            None
+        }
+    }
 }
 
 fn exhausted() -> StoreError {
