@@ -124,8 +124,9 @@ pub struct AppendRequest {
 
 /// Turns the locked head into the events to store, or rejects the command. Runs while the
 /// instance is locked, so it sees the latest state and nobody else appends meanwhile.
-/// It may run more than once if the store retries the transaction.
-pub type Decide<'a> = Box<dyn Fn(&Head) -> Result<Decision, DomainError> + Send + Sync + 'a>;
+/// It may run more than once if the store retries the transaction. Owned (`'static`), so a
+/// store may run it wherever its transaction runs (the embedded store: on its writer thread).
+pub type Decide = Box<dyn Fn(&Head) -> Result<Decision, DomainError> + Send + Sync + 'static>;
 
 #[derive(Debug, Clone)]
 pub enum AppendOutcome {
@@ -215,7 +216,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(
         &self,
         request: AppendRequest,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<AppendOutcome, StoreError>;
 }
 

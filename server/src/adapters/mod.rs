@@ -7,7 +7,9 @@
 //! - `nats/`: publication through the outbox relay and live subscriptions.
 //! - `memory/`: in-process cache and bus, standing in for Redis and NATS.
 //! - `secrets`: masking the passwords of connection strings in logs and errors.
+//! - `append_plan`: what an append writes, computed once for the PostgreSQL and embedded stores.
 
+mod append_plan;
 pub mod embedded;
 pub mod memory;
 pub mod nats;

@@ -261,7 +261,7 @@ impl App {
         let inputs = Arc::new(inputs);
         let hashes = Arc::new(hashes);
         let limits = self.limits.state;
-        let decide: Decide<'static> = {
+        let decide: Decide = {
             let inputs = inputs.clone();
             let hashes = hashes.clone();
             let entry = entry.clone();
@@ -536,7 +536,7 @@ mod tests {
         async fn append(
             &self,
             request: AppendRequest,
-            decide: Decide<'_>,
+            decide: Decide,
         ) -> Result<AppendOutcome, StoreError> {
             let outcome = self.inner.append(request, decide).await;
             if self.hang_once.swap(false, Ordering::SeqCst) {

@@ -1,4 +1,6 @@
-//! [`EmbeddedStore`]: the write side and the time-travel reads on an on-disk SQLite database.
+//! [`EmbeddedStore`] on an on-disk SQLite database: its connections (the writer and the
+//! read pool), entity types and instances. The append is in `append.rs`, the time-travel reads
+//! in `history.rs`.
 //!
 //! # Connections and threads
 //!
@@ -11,12 +13,10 @@
 //! another process opens the same file. Reads use a few `query_only` connections of their own;
 //! in WAL mode they read committed data without waiting for the writer.
 //!
-//! An append asks the application's decision while the instance is locked. That closure borrows
-//! from the caller and cannot move to a blocking thread, so the transaction and the decision
-//! talk over two oneshot channels: the blocking task opens the transaction, checks the
-//! instance, idempotency keys and expected version, sends the head over, and waits for the
-//! events to write; the async side runs the decision and sends them back (dropping the sender
-//! rolls the transaction back).
+//! An append runs whole on the writer connection's blocking thread: the transaction, the
+//! application's decision (an owned closure, run there while the instance is locked) and the
+//! retries, planned by [`crate::adapters::append_plan`]; one hand-over from async to blocking
+//! and back per append.
 //!
 //! # Durability
 //!
@@ -33,19 +33,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use rusqlite::types::Value as SqlValue;
+use chrono::Utc;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::append::append_transaction;
 use super::{EmbeddedError, migrate, rows};
+use crate::adapters::append_plan;
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
-    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
-    StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore,
+    InstanceRecord, NewInstance, StoreError, TypeKey,
 };
 
 /// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
@@ -60,10 +60,6 @@ const READERS: usize = 4;
 
 /// Prepared statements kept per connection (history reads prepare one per filter shape).
 const STATEMENT_CACHE: usize = 128;
-
-/// How often an append is retried when inserting one of its idempotency keys hits a key that is
-/// already taken; the retry then finds the key and answers accordingly (as PgStore does).
-const APPEND_ATTEMPTS: usize = 3;
 
 /// The write side and the time-travel reads on SQLite. Cheap to clone.
 #[derive(Clone)]
@@ -165,19 +161,11 @@ impl Drop for Lease {
     }
 }
 
-/// The end of one append attempt.
-enum Attempt {
-    Done(AppendOutcome),
-    /// Inserting an idempotency key hit one already taken; the transaction was rolled back and
-    /// the next attempt will find the key recorded.
-    KeyTaken,
-}
-
 fn worker(e: tokio::task::JoinError) -> StoreError {
     EmbeddedError::Worker(e.to_string()).into()
 }
 
-fn sql(e: rusqlite::Error) -> StoreError {
+pub(super) fn sql(e: rusqlite::Error) -> StoreError {
     EmbeddedError::from(e).into()
 }
 
@@ -398,261 +386,13 @@ impl EmbeddedStore {
         };
         self.noticed(result)
     }
-
-    async fn try_append(
-        &self,
-        request: &AppendRequest,
-        decide: &Decide<'_>,
-    ) -> Result<Attempt, StoreError> {
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        let (head_tx, head_rx) = oneshot::channel::<Head>();
-        let (plan_tx, plan_rx) = oneshot::channel::<Decision>();
-        let owned = request.clone();
-        let interval = self.inner.snapshot_interval;
-        let job = tokio::task::spawn_blocking(move || {
-            append_transaction(&mut conn, &owned, interval, head_tx, plan_rx)
-        });
-        // Err: the transaction ended before it needed a decision (not found, conflict, retry).
-        if let Ok(head) = head_rx.await {
-            match decide(&head) {
-                Ok(decision) if !decision.events.is_empty() => {
-                    let _ = plan_tx.send(decision);
-                }
-                decided => {
-                    // Dropping the sender rolls the transaction back; wait until it has.
-                    drop(plan_tx);
-                    let _ = job.await;
-                    return Err(match decided {
-                        Err(e) => StoreError::Rejected(e),
-                        Ok(_) => StoreError::Internal("an append decided no events".into()),
-                    });
-                }
-            }
-        }
-        job.await.map_err(worker)?
-    }
-}
-
-/// An append's statements, in the order `append_transaction` runs them, each defined once
-/// here and public so the benchmark's raw baseline (`bench/`) runs the same text.
-///
-/// The instance's head: ?1 instance id.
-pub const HEAD_SQL: &str =
-    "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1";
-/// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
-/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at.
-pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
-     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-/// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
-/// ?4 content hash.
-pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
-     content_hash) VALUES (?1, ?2, ?3, ?4)";
-/// A snapshot at a multiple of the interval: ?1 instance id, ?2 version, ?3 state.
-pub const INSERT_SNAPSHOT_SQL: &str =
-    "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)";
-/// The head moves, compare-and-set on the version read: ?1 new version, ?2 new state,
-/// ?3 updated_at, ?4 instance id, ?5 the version read by [`HEAD_SQL`].
-pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
-     updated_at = ?3 WHERE id = ?4 AND version = ?5";
-
-/// The snapshot-and-tail read, two statements in one read transaction. The latest snapshot at
-/// or before a version: ?1 instance id, ?2 version.
-pub const SNAPSHOT_SQL: &str = "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
-     AND version <= ?2 ORDER BY version DESC LIMIT 1";
-
-/// The tail, starting AT the snapshot's version as PgStore's does: ?1 instance id, ?2 first
-/// version, ?3 last version; [`rows::EVENT_COLUMNS`].
-pub fn tail_sql() -> String {
-    format!(
-        "SELECT {} FROM events e WHERE e.instance_id = ?1 \
-         AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
-        rows::EVENT_COLUMNS
-    )
-}
-
-/// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
-/// then the expected version, hand the head to the decision, write its events, commit.
-fn append_transaction(
-    conn: &mut Connection,
-    request: &AppendRequest,
-    snapshot_interval: i64,
-    head_tx: oneshot::Sender<Head>,
-    plan_rx: oneshot::Receiver<Decision>,
-) -> Result<Attempt, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql)?;
-    let instance = rows::id(request.instance_id);
-    let found: Option<(String, i64, String, i64)> = tx
-        .prepare_cached(HEAD_SQL)
-        .map_err(sql)?
-        .query_row([&instance], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()
-        .map_err(sql)?;
-    let Some((type_text, current, state_text, updated_at)) = found else {
-        return Err(StoreError::NotFound(format!(
-            "instance {}",
-            request.instance_id
-        )));
-    };
-    let head = Head {
-        entity_type_id: rows::uuid(&type_text, "entity type id")?,
-        version: current,
-        state: rows::object(&state_text, "state")?,
-        snapshot_interval,
-    };
-
-    if !request.client_event_ids.is_empty() {
-        let recorded = recorded_keys(&tx, &request.client_event_ids)?;
-        if !recorded.is_empty() {
-            return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                keys: recorded,
-            }));
-        }
-    }
-    if let Some(expected) = request.expected_version
-        && expected != current
-    {
-        return Err(StoreError::Conflict { expected, current });
-    }
-
-    let entity_type_id = head.entity_type_id;
-    if head_tx.send(head).is_err() {
-        return Err(StoreError::Internal(
-            "append abandoned before its decision".into(),
-        ));
-    }
-    // Err: the decision rejected the command or its caller went away; dropping `tx` rolls back.
-    let Decision {
-        events: pending,
-        state,
-    } = plan_rx
-        .blocking_recv()
-        .map_err(|_| StoreError::Internal("append abandoned during its decision".into()))?;
-    let n = pending.len();
-
-    // recorded_at never decreases within an instance, even if the clock steps back.
-    let recorded_micros = Utc::now().timestamp_micros().max(updated_at);
-    let recorded_at = rows::time(recorded_micros, "recorded_at")?;
-    let mut events = Vec::with_capacity(pending.len());
-    {
-        let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
-        let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
-        let mut insert_snapshot = tx.prepare_cached(INSERT_SNAPSHOT_SQL).map_err(sql)?;
-        let type_text = rows::id(entity_type_id);
-        for (i, p) in pending.into_iter().enumerate() {
-            let version = current + 1 + i as i64;
-            let occurred_at = p.occurred_at.unwrap_or(recorded_at);
-            insert_event
-                .execute(params![
-                    instance,
-                    version,
-                    p.event_id,
-                    type_text,
-                    p.event_type,
-                    rows::json(&p.payload)?,
-                    rows::json(&p.metadata)?,
-                    p.mode.as_str(),
-                    recorded_micros,
-                    rows::micros(occurred_at),
-                ])
-                .map_err(sql)?;
-            // Every id is reserved, server-generated ones too.
-            match insert_key.execute(params![p.event_id, instance, version, p.content_hash]) {
-                Ok(_) => {}
-                Err(e) => {
-                    let e = EmbeddedError::from(e);
-                    if e.unique_violation() == Some("event_ids.event_id") {
-                        return Ok(Attempt::KeyTaken);
-                    }
-                    return Err(e.into());
-                }
-            }
-            if version % snapshot_interval == 0 {
-                let snapshot = p.snapshot.as_ref().ok_or_else(|| {
-                    StoreError::Internal(format!("no state decided for snapshot {version}"))
-                })?;
-                insert_snapshot
-                    .execute(params![instance, version, rows::json(snapshot)?])
-                    .map_err(sql)?;
-            }
-            events.push(EventRecord {
-                event_id: p.event_id,
-                instance_id: request.instance_id,
-                entity_type_id,
-                event_type: p.event_type,
-                version,
-                payload: p.payload,
-                metadata: p.metadata,
-                mode: p.mode,
-                recorded_at,
-                occurred_at,
-            });
-        }
-    }
-    let last = current + n as i64;
-    let updated = tx
-        .prepare_cached(MOVE_HEAD_SQL)
-        .map_err(sql)?
-        .execute(params![
-            last,
-            rows::json(&state)?,
-            recorded_micros,
-            instance,
-            current
-        ])
-        .map_err(sql)?;
-    if updated != 1 {
-        return Err(StoreError::Internal(format!(
-            "instance {} changed under its lock",
-            request.instance_id
-        )));
-    }
-    tx.commit().map_err(sql)?;
-    Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
-}
-
-/// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
-fn recorded_keys(conn: &Connection, event_ids: &[String]) -> Result<Vec<RecordedKey>, StoreError> {
-    let ids = serde_json::to_string(event_ids)
-        .map_err(|e| StoreError::Internal(format!("encoding event ids: {e}")))?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT event_id, instance_id, version, content_hash FROM event_ids \
-             WHERE event_id IN (SELECT value FROM json_each(?1)) ORDER BY instance_id, version",
-        )
-        .map_err(sql)?;
-    let found = stmt
-        .query_map([ids], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-            ))
-        })
-        .map_err(sql)?;
-    let mut keys = Vec::new();
-    for row in found {
-        let (event_id, instance, version, content_hash) = row.map_err(sql)?;
-        keys.push(RecordedKey {
-            event_id,
-            instance_id: rows::uuid(&instance, "instance id")?,
-            version,
-            content_hash,
-        });
-    }
-    Ok(keys)
 }
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-fn limit(n: usize) -> i64 {
+pub(super) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -946,148 +686,15 @@ impl EventStore for EmbeddedStore {
     async fn append(
         &self,
         request: AppendRequest,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.noticed(self.try_append(&request, &decide).await)? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::KeyTaken => {
-                    tracing::debug!(attempt, "idempotency key already taken, retrying");
-                }
-            }
-        }
-        Err(StoreError::Internal(format!(
-            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
-        )))
-    }
-}
-
-#[async_trait]
-impl HistoryReader for EmbeddedStore {
-    async fn events(
-        &self,
-        instance_id: Uuid,
-        filter: &HistoryFilter,
-        limit_n: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        // Only the conditions in use go into the SQL, so SQLite turns the version bounds into a
-        // range scan of the primary key; each shape is prepared once per connection.
-        let mut sql_text = format!(
-            "SELECT {} FROM events e WHERE e.instance_id = ?",
-            rows::EVENT_COLUMNS
-        );
-        let mut values = vec![SqlValue::Text(rows::id(instance_id))];
-        let mut bound = |sql_text: &mut String, condition: &str, value: SqlValue| {
-            sql_text.push_str(" AND ");
-            sql_text.push_str(condition);
-            values.push(value);
-        };
-        if let Some(v) = filter.from_version {
-            bound(&mut sql_text, "e.version >= ?", SqlValue::Integer(v));
-        }
-        if let Some(v) = filter.to_version {
-            bound(&mut sql_text, "e.version <= ?", SqlValue::Integer(v));
-        }
-        if let Some(t) = filter.start_time {
-            bound(
-                &mut sql_text,
-                "e.recorded_at >= ?",
-                SqlValue::Integer(rows::micros(t)),
-            );
-        }
-        if let Some(t) = filter.end_time {
-            bound(
-                &mut sql_text,
-                "e.recorded_at <= ?",
-                SqlValue::Integer(rows::micros(t)),
-            );
-        }
-        if !filter.event_types.is_empty() {
-            let types = serde_json::to_string(&filter.event_types)
-                .map_err(|e| StoreError::Internal(format!("encoding event types: {e}")))?;
-            bound(
-                &mut sql_text,
-                "e.event_type IN (SELECT value FROM json_each(?))",
-                SqlValue::Text(types),
-            );
-        }
-        let (op, order) = if filter.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        if let Some(v) = filter.after_version {
-            bound(
-                &mut sql_text,
-                &format!("e.version {op} ?"),
-                SqlValue::Integer(v),
-            );
-        }
-        sql_text.push_str(&format!(" ORDER BY e.version {order} LIMIT ?"));
-        values.push(SqlValue::Integer(limit(limit_n)));
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = stmt
-                .query(rusqlite::params_from_iter(values))
-                .map_err(sql)?;
-            Ok(rows::collect(found, rows::event)?)
-        })
-        .await
-    }
-
-    async fn snapshot_and_tail(
-        &self,
-        instance_id: Uuid,
-        version: i64,
-    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
-        self.read(move |conn| {
-            // One read transaction: both reads see the same committed state.
-            let tx = conn.transaction().map_err(sql)?;
-            let id = rows::id(instance_id);
-            let snapshot = tx
-                .prepare_cached(SNAPSHOT_SQL)
-                .map_err(sql)?
-                .query_row(params![id, version], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()
-                .map_err(sql)?
-                .map(|(v, state)| {
-                    Ok::<_, EmbeddedError>(Snapshot {
-                        version: v,
-                        state: rows::object(&state, "snapshot")?,
-                    })
-                })
-                .transpose()?;
-            // The tail starts AT the snapshot's version, as PgStore's does.
-            let from = snapshot.as_ref().map_or(1, |s| s.version);
-            let tail = {
-                let mut stmt = tx.prepare_cached(&tail_sql()).map_err(sql)?;
-                let found = stmt.query(params![id, from, version]).map_err(sql)?;
-                rows::collect(found, rows::event)?
-            };
-            tx.commit().map_err(sql)?;
-            Ok((snapshot, tail))
-        })
-        .await
-    }
-
-    async fn version_at(
-        &self,
-        instance_id: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT version FROM events WHERE instance_id = ?1 AND recorded_at <= ?2 \
-                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
-            )
-            .map_err(sql)?
-            .query_row(params![rows::id(instance_id), rows::micros(at)], |r| {
-                r.get(0)
+        let interval = self.inner.snapshot_interval;
+        // The whole append, decision and retries included, runs on the writer connection's
+        // blocking thread: one hand-over from async to blocking and back per append.
+        self.write(move |conn| {
+            append_plan::with_attempts_blocking(|_| {
+                append_transaction(conn, &request, interval, &decide)
             })
-            .optional()
-            .map_err(sql)
         })
         .await
     }

@@ -1,8 +1,10 @@
 //! PostgreSQL (TimescaleDB when the extension is available): the source of truth.
 //!
 //! - `migrate`: embedded SQL migrations under an advisory lock, so servers may start together.
-//! - `store`: [`PgStore`], implementing the write and time-travel ports with tokio-postgres
-//!   through a deadpool pool; every statement is prepared once per connection.
+//! - `store`: [`PgStore`], the write port with tokio-postgres through a deadpool pool; every
+//!   statement is prepared once per connection. The append executes the shared plan
+//!   (`adapters/append_plan.rs`) in one statement.
+//! - `history`: the time-travel port for [`PgStore`].
 //! - `analytics`: the analytics port, aggregates pushed into SQL.
 //! - `timescale`: the continuous aggregate, compression and retention, where installed.
 //! - `outbox`: the transactional outbox read by the NATS relay.
@@ -11,6 +13,7 @@
 
 mod analytics;
 mod error;
+mod history;
 pub mod migrate;
 pub mod outbox;
 mod rows;
@@ -22,8 +25,9 @@ pub use error::PgError;
 /// The statements [`PgStore`] issues, each defined once where the store uses it and public so
 /// that the benchmark's direct baselines (`bench/`) issue exactly the same text.
 pub mod sql {
+    pub use super::history::{history_query, snapshot_and_tail_sql};
     pub use super::rows::EVENT_COLUMNS;
-    pub use super::store::{APPEND_SQL, LOCK_HEAD_SQL, history_query, snapshot_and_tail_sql};
+    pub use super::store::{APPEND_SQL, LOCK_HEAD_SQL};
 }
 pub use outbox::PgOutbox;
 pub use store::{PgStore, PgStoreConfig};

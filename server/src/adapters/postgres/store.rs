@@ -1,4 +1,5 @@
-//! [`PgStore`]: the write side and the time-travel reads on PostgreSQL.
+//! [`PgStore`]: the pool, entity types, instances and the append on PostgreSQL; its
+//! time-travel reads are in `history.rs`.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{PgError, migrate, rows};
+use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, EventStore,
-    Head, HistoryFilter, HistoryReader, InstanceRecord, NewInstance, RecordedKey, Snapshot,
-    StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    InstanceRecord, NewInstance, RecordedKey, StoreError, TypeKey,
 };
 
 /// How to reach and use the database.
@@ -74,10 +75,6 @@ impl InstanceLocks {
         self.stripes[stripe].lock().await
     }
 }
-
-/// How often an append is retried when a concurrent append on another instance claimed one of
-/// its idempotency keys first; the retry then finds the key and answers accordingly.
-const APPEND_ATTEMPTS: usize = 3;
 
 fn now_micros() -> DateTime<Utc> {
     // PostgreSQL keeps microseconds; truncating here keeps what we return equal to what we store.
@@ -184,7 +181,7 @@ impl PgStore {
         &self.pool
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
         Ok(self.pool.get().await?)
     }
 
@@ -195,7 +192,7 @@ impl PgStore {
     async fn try_append(
         &self,
         request: &AppendRequest,
-        decide: &Decide<'_>,
+        decide: &Decide,
     ) -> Result<Attempt, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
@@ -216,33 +213,17 @@ impl PgStore {
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
-        if !request.client_event_ids.is_empty() {
-            let recorded = recorded_keys(&tx, &request.client_event_ids).await?;
-            if !recorded.is_empty() {
-                return Ok(Attempt::Done(AppendOutcome::AlreadyRecorded {
-                    keys: recorded,
-                }));
-            }
+        let recorded = if request.client_event_ids.is_empty() {
+            Vec::new()
+        } else {
+            recorded_keys(&tx, &request.client_event_ids).await?
+        };
+        if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
+            return Ok(Attempt::Done(outcome));
         }
-        if let Some(expected) = request.expected_version
-            && expected != head.version
-        {
-            return Err(StoreError::Conflict {
-                expected,
-                current: head.version,
-            });
-        }
+        let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
-        let Decision {
-            events: pending,
-            state,
-        } = decide(&head)?;
-        if pending.is_empty() {
-            return Err(StoreError::Internal("an append decided no events".into()));
-        }
-        // recorded_at never decreases within an instance, even if the clock steps back.
-        let recorded_at = now_micros().max(updated_at);
-        let n = pending.len();
+        let n = plan.events.len();
         let mut versions = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -250,48 +231,27 @@ impl PgStore {
         let mut metadata = Vec::with_capacity(n);
         let mut modes = Vec::with_capacity(n);
         let mut occurred = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut snap_versions = Vec::new();
-        let mut snap_states = Vec::new();
-        let mut events = Vec::with_capacity(n);
-        for (i, p) in pending.into_iter().enumerate() {
-            let version = head.version + 1 + i as i64;
-            versions.push(version);
-            ids.push(p.event_id.clone());
-            types.push(p.event_type.clone());
-            payloads.push(Value::Object(p.payload.clone()));
-            metadata.push(Value::Object(p.metadata.clone()));
-            modes.push(p.mode.as_str());
-            occurred.push(p.occurred_at.unwrap_or(recorded_at));
-            hashes.push(p.content_hash);
-            if self.is_snapshot_version(version) {
-                let snapshot = p.snapshot.ok_or_else(|| {
-                    StoreError::Internal(format!("no state decided for snapshot {version}"))
-                })?;
-                snap_versions.push(version);
-                snap_states.push(Value::Object(snapshot));
-            }
-            events.push(EventRecord {
-                event_id: p.event_id,
-                instance_id: request.instance_id,
-                entity_type_id: head.entity_type_id,
-                event_type: p.event_type,
-                version,
-                payload: p.payload,
-                metadata: p.metadata,
-                mode: p.mode,
-                recorded_at,
-                occurred_at: p.occurred_at.unwrap_or(recorded_at),
-            });
+        for e in &plan.events {
+            versions.push(e.version);
+            ids.push(e.event_id.as_str());
+            types.push(e.event_type.as_str());
+            payloads.push(Value::Object(e.payload.clone()));
+            metadata.push(Value::Object(e.metadata.clone()));
+            modes.push(e.mode.as_str());
+            occurred.push(e.occurred_at);
         }
-        let last = head.version + n as i64;
-        let state_json = Value::Object(state);
+        let (snap_versions, snap_states): (Vec<i64>, Vec<Value>) = plan
+            .snapshots
+            .iter()
+            .map(|(v, s)| (*v, Value::Object(s.clone())))
+            .unzip();
+        let state_json = Value::Object(plan.state.clone());
 
         let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
         let params: [&(dyn ToSql + Sync); 17] = [
             &request.instance_id,
             &head.entity_type_id,
-            &recorded_at,
+            &plan.recorded_at,
             &versions,
             &ids,
             &types,
@@ -299,12 +259,12 @@ impl PgStore {
             &metadata,
             &modes,
             &occurred,
-            &hashes,
+            &plan.content_hashes,
             &snap_versions,
             &snap_states,
-            &last,
+            &plan.last_version,
             &state_json,
-            &head.version,
+            &plan.from_version,
             &self.outbox,
         ];
         let updated = match tx.execute(&write, &params).await.map_err(PgError::from) {
@@ -314,26 +274,10 @@ impl PgStore {
             }
             Err(e) => return Err(e.into()),
         };
-        if updated != 1 {
-            return Err(StoreError::Internal(format!(
-                "instance {} changed under its lock",
-                request.instance_id
-            )));
-        }
+        plan.head_moved(request.instance_id, updated)?;
         tx.commit().await.map_err(PgError::from)?;
-        let Value::Object(state) = state_json else {
-            unreachable!("built as an object above")
-        };
-        Ok(Attempt::Done(AppendOutcome::Appended { events, state }))
+        Ok(Attempt::Done(plan.into_outcome()))
     }
-}
-
-/// The end of one append attempt.
-enum Attempt {
-    Done(AppendOutcome),
-    /// A concurrent append on another instance stored one of our idempotency keys first; the
-    /// transaction was rolled back and the next attempt will find the key recorded.
-    KeyTaken,
 }
 
 /// The first statement of an append: the instance's head, locked until the transaction ends.
@@ -661,170 +605,9 @@ impl EventStore for PgStore {
     async fn append(
         &self,
         request: AppendRequest,
-        decide: Decide<'_>,
+        decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
         let _writer = self.writers.lock(request.instance_id).await;
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&request, &decide).await? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::KeyTaken => {
-                    tracing::debug!(attempt, "idempotency key claimed concurrently, retrying");
-                }
-            }
-        }
-        Err(StoreError::Internal(format!(
-            "idempotency keys kept being claimed concurrently after {APPEND_ATTEMPTS} attempts"
-        )))
+        append_plan::with_attempts(|_| self.try_append(&request, &decide)).await
     }
 }
-
-#[async_trait]
-impl HistoryReader for PgStore {
-    async fn events(
-        &self,
-        instance_id: Uuid,
-        filter: &HistoryFilter,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        let client = self.client().await?;
-        // Only the filters that are set become conditions: with `($n IS NULL OR ...)` a generic
-        // plan cannot use the version bound as an index range, and a deep page then scans
-        // the instance from its first event. One cached statement per shape (at most 128).
-        let limit = limit as i64;
-        let (sql, params) = history_query(&instance_id, filter, &limit);
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
-        Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
-    }
-
-    async fn snapshot_and_tail(
-        &self,
-        instance_id: Uuid,
-        version: i64,
-    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&snapshot_and_tail_sql())
-            .await
-            .map_err(PgError::from)?;
-        let found = client
-            .query(&stmt, &[&instance_id, &version])
-            .await
-            .map_err(PgError::from)?;
-        let mut snapshot = None;
-        let mut tail = Vec::with_capacity(found.len());
-        for row in &found {
-            if snapshot.is_none() {
-                let snap_version: Option<i64> = row.try_get(0).map_err(PgError::from)?;
-                if let Some(v) = snap_version {
-                    let state: Value = row.try_get(1).map_err(PgError::from)?;
-                    snapshot = Some(Snapshot {
-                        version: v,
-                        state: rows::object(state, "snapshot")?,
-                    });
-                }
-            }
-            let event_version: Option<i64> = row.try_get(6).map_err(PgError::from)?;
-            if event_version.is_some() {
-                tail.push(rows::event_at(row, 2)?);
-            }
-        }
-        Ok((snapshot, tail))
-    }
-
-    async fn version_at(
-        &self,
-        instance_id: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT version FROM events WHERE instance_id = $1 AND recorded_at <= $2 \
-                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
-            )
-            .await
-            .map_err(PgError::from)?;
-        let row = client
-            .query_opt(&stmt, &[&instance_id, &at])
-            .await
-            .map_err(PgError::from)?;
-        Ok(row.map(|r| r.get(0)))
-    }
-}
-
-/// The history read of one instance ([`HistoryReader::events`]): its SQL and parameters for
-/// `filter`. Only the filters that are set become conditions: with `($n IS NULL OR ...)` a
-/// generic plan cannot use the version bound as an index range, and a deep page then scans the
-/// instance from its first event. One cached statement per shape (at most 128).
-pub fn history_query<'a>(
-    instance_id: &'a Uuid,
-    filter: &'a HistoryFilter,
-    limit: &'a i64,
-) -> (String, Vec<&'a (dyn ToSql + Sync)>) {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![instance_id];
-    let mut sql = format!(
-        "SELECT {} FROM events e WHERE e.instance_id = $1",
-        rows::EVENT_COLUMNS
-    );
-    let mut condition = |sql: &mut String, expr: &str, value| {
-        params.push(value);
-        sql.push_str(&format!(" AND {expr} ${}", params.len()));
-    };
-    if let Some(v) = &filter.from_version {
-        condition(&mut sql, "e.version >=", v);
-    }
-    if let Some(v) = &filter.to_version {
-        condition(&mut sql, "e.version <=", v);
-    }
-    if let Some(t) = &filter.start_time {
-        condition(&mut sql, "e.recorded_at >=", t);
-    }
-    if let Some(t) = &filter.end_time {
-        condition(&mut sql, "e.recorded_at <=", t);
-    }
-    if let Some(v) = &filter.after_version {
-        let op = if filter.descending {
-            "e.version <"
-        } else {
-            "e.version >"
-        };
-        condition(&mut sql, op, v);
-    }
-    if !filter.event_types.is_empty() {
-        params.push(&filter.event_types);
-        sql.push_str(&format!(" AND e.event_type = ANY(${})", params.len()));
-    }
-    params.push(limit);
-    sql.push_str(&format!(
-        " ORDER BY e.version {} LIMIT ${}",
-        if filter.descending { "DESC" } else { "ASC" },
-        params.len()
-    ));
-    (sql, params)
-}
-
-/// The snapshot-and-tail read ([`HistoryReader::snapshot_and_tail`]): $1 instance id,
-/// $2 version. Column 0 and 1 are the snapshot's version and state (NULL when there is none),
-/// then [`rows::EVENT_COLUMNS`] of each tail event.
-pub fn snapshot_and_tail_sql() -> String {
-    format!(
-        "{SNAPSHOT_AND_TAIL_SQL_HEAD} {} {SNAPSHOT_AND_TAIL_SQL_TAIL}",
-        rows::EVENT_COLUMNS
-    )
-}
-
-/// The latest snapshot at or before $2 and the events after it up to $2, in one round trip.
-/// The outer LEFT JOINs keep the snapshot row even when the tail is empty.
-const SNAPSHOT_AND_TAIL_SQL_HEAD: &str = "
-WITH s AS (
-    SELECT version, state FROM snapshots
-    WHERE instance_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1
-)
-SELECT s.version, s.state,";
-const SNAPSHOT_AND_TAIL_SQL_TAIL: &str = "
-FROM (SELECT 1) AS one
-LEFT JOIN s ON true
-LEFT JOIN events e ON e.instance_id = $1 AND e.version >= COALESCE(s.version, 1)
-                  AND e.version <= $2
-ORDER BY e.version";

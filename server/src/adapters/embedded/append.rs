@@ -1,0 +1,167 @@
+//! The embedded store's append: its statements and the transaction that runs on the writer
+//! connection, executing the plan of `adapters/append_plan.rs` in SQLite.
+
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::store::sql;
+use super::{EmbeddedError, rows};
+use crate::adapters::append_plan::{self, AppendPlan, Attempt};
+use crate::ports::{AppendRequest, Decide, Head, RecordedKey, StoreError};
+
+/// An append's statements, in the order `append_transaction` runs them, each defined once
+/// here and public so the benchmark's raw baseline (`bench/`) runs the same text.
+///
+/// The instance's head: ?1 instance id.
+pub const HEAD_SQL: &str =
+    "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1";
+/// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
+/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at.
+pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
+     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
+/// ?4 content hash.
+pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
+     content_hash) VALUES (?1, ?2, ?3, ?4)";
+/// A snapshot at a multiple of the interval: ?1 instance id, ?2 version, ?3 state.
+pub const INSERT_SNAPSHOT_SQL: &str =
+    "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, ?2, ?3)";
+/// The head moves, compare-and-set on the version read: ?1 new version, ?2 new state,
+/// ?3 updated_at, ?4 instance id, ?5 the version read by [`HEAD_SQL`].
+pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
+     updated_at = ?3 WHERE id = ?4 AND version = ?5";
+
+/// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
+/// then the expected version, run the decision on the locked head, write its plan, commit.
+pub(super) fn append_transaction(
+    conn: &mut Connection,
+    request: &AppendRequest,
+    snapshot_interval: i64,
+    decide: &Decide,
+) -> Result<Attempt, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let instance = rows::id(request.instance_id);
+    let found: Option<(String, i64, String, i64)> = tx
+        .prepare_cached(HEAD_SQL)
+        .map_err(sql)?
+        .query_row([&instance], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(sql)?;
+    let Some((type_text, current, state_text, updated_at)) = found else {
+        return Err(StoreError::NotFound(format!(
+            "instance {}",
+            request.instance_id
+        )));
+    };
+    let head = Head {
+        entity_type_id: rows::uuid(&type_text, "entity type id")?,
+        version: current,
+        state: rows::object(&state_text, "state")?,
+        snapshot_interval,
+    };
+
+    let recorded = if request.client_event_ids.is_empty() {
+        Vec::new()
+    } else {
+        recorded_keys(&tx, &request.client_event_ids)?
+    };
+    if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
+        return Ok(Attempt::Done(outcome));
+    }
+    // A rejection returns here; dropping `tx` rolls back.
+    let decision = decide(&head)?;
+    let updated_at = rows::time(updated_at, "updated_at")?;
+    let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decision)?;
+
+    let recorded_micros = rows::micros(plan.recorded_at);
+    {
+        let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
+        let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
+        let type_text = rows::id(head.entity_type_id);
+        for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
+            insert_event
+                .execute(params![
+                    instance,
+                    e.version,
+                    e.event_id,
+                    type_text,
+                    e.event_type,
+                    rows::json(&e.payload)?,
+                    rows::json(&e.metadata)?,
+                    e.mode.as_str(),
+                    recorded_micros,
+                    rows::micros(e.occurred_at),
+                ])
+                .map_err(sql)?;
+            // Every id is reserved, server-generated ones too.
+            match insert_key.execute(params![e.event_id, instance, e.version, hash]) {
+                Ok(_) => {}
+                Err(e) => {
+                    let e = EmbeddedError::from(e);
+                    if e.unique_violation() == Some("event_ids.event_id") {
+                        return Ok(Attempt::KeyTaken);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut insert_snapshot = tx.prepare_cached(INSERT_SNAPSHOT_SQL).map_err(sql)?;
+        for (version, snapshot) in &plan.snapshots {
+            insert_snapshot
+                .execute(params![instance, version, rows::json(snapshot)?])
+                .map_err(sql)?;
+        }
+    }
+    let updated = tx
+        .prepare_cached(MOVE_HEAD_SQL)
+        .map_err(sql)?
+        .execute(params![
+            plan.last_version,
+            rows::json(&plan.state)?,
+            recorded_micros,
+            instance,
+            plan.from_version
+        ])
+        .map_err(sql)?;
+    plan.head_moved(request.instance_id, updated as u64)?;
+    tx.commit().map_err(sql)?;
+    Ok(Attempt::Done(plan.into_outcome()))
+}
+
+/// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
+fn recorded_keys(conn: &Connection, event_ids: &[String]) -> Result<Vec<RecordedKey>, StoreError> {
+    let ids = serde_json::to_string(event_ids)
+        .map_err(|e| StoreError::Internal(format!("encoding event ids: {e}")))?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT event_id, instance_id, version, content_hash FROM event_ids \
+             WHERE event_id IN (SELECT value FROM json_each(?1)) ORDER BY instance_id, version",
+        )
+        .map_err(sql)?;
+    let found = stmt
+        .query_map([ids], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut keys = Vec::new();
+    for row in found {
+        let (event_id, instance, version, content_hash) = row.map_err(sql)?;
+        keys.push(RecordedKey {
+            event_id,
+            instance_id: rows::uuid(&instance, "instance id")?,
+            version,
+            content_hash,
+        });
+    }
+    Ok(keys)
+}

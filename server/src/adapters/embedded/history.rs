@@ -1,0 +1,158 @@
+//! [`HistoryReader`] for [`EmbeddedStore`]: an instance's events, the snapshot-and-tail read
+//! behind a past state, and the version at a time, on the read connections.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{OptionalExtension, params};
+use uuid::Uuid;
+
+use super::store::{limit, sql};
+use super::{EmbeddedError, EmbeddedStore, rows};
+use crate::ports::{EventRecord, HistoryFilter, HistoryReader, Snapshot, StoreError};
+
+/// The snapshot-and-tail read, two statements in one read transaction. The latest snapshot at
+/// or before a version: ?1 instance id, ?2 version.
+pub const SNAPSHOT_SQL: &str = "SELECT version, state FROM snapshots WHERE instance_id = ?1 \
+     AND version <= ?2 ORDER BY version DESC LIMIT 1";
+
+/// The tail, starting AT the snapshot's version as PgStore's does: ?1 instance id, ?2 first
+/// version, ?3 last version; [`rows::EVENT_COLUMNS`].
+pub fn tail_sql() -> String {
+    format!(
+        "SELECT {} FROM events e WHERE e.instance_id = ?1 \
+         AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
+        rows::EVENT_COLUMNS
+    )
+}
+
+#[async_trait]
+impl HistoryReader for EmbeddedStore {
+    async fn events(
+        &self,
+        instance_id: Uuid,
+        filter: &HistoryFilter,
+        limit_n: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        // Only the conditions in use go into the SQL, so SQLite turns the version bounds into a
+        // range scan of the primary key; each shape is prepared once per connection.
+        let mut sql_text = format!(
+            "SELECT {} FROM events e WHERE e.instance_id = ?",
+            rows::EVENT_COLUMNS
+        );
+        let mut values = vec![SqlValue::Text(rows::id(instance_id))];
+        let mut bound = |sql_text: &mut String, condition: &str, value: SqlValue| {
+            sql_text.push_str(" AND ");
+            sql_text.push_str(condition);
+            values.push(value);
+        };
+        if let Some(v) = filter.from_version {
+            bound(&mut sql_text, "e.version >= ?", SqlValue::Integer(v));
+        }
+        if let Some(v) = filter.to_version {
+            bound(&mut sql_text, "e.version <= ?", SqlValue::Integer(v));
+        }
+        if let Some(t) = filter.start_time {
+            bound(
+                &mut sql_text,
+                "e.recorded_at >= ?",
+                SqlValue::Integer(rows::micros(t)),
+            );
+        }
+        if let Some(t) = filter.end_time {
+            bound(
+                &mut sql_text,
+                "e.recorded_at <= ?",
+                SqlValue::Integer(rows::micros(t)),
+            );
+        }
+        if !filter.event_types.is_empty() {
+            let types = serde_json::to_string(&filter.event_types)
+                .map_err(|e| StoreError::Internal(format!("encoding event types: {e}")))?;
+            bound(
+                &mut sql_text,
+                "e.event_type IN (SELECT value FROM json_each(?))",
+                SqlValue::Text(types),
+            );
+        }
+        let (op, order) = if filter.descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        if let Some(v) = filter.after_version {
+            bound(
+                &mut sql_text,
+                &format!("e.version {op} ?"),
+                SqlValue::Integer(v),
+            );
+        }
+        sql_text.push_str(&format!(" ORDER BY e.version {order} LIMIT ?"));
+        values.push(SqlValue::Integer(limit(limit_n)));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(rusqlite::params_from_iter(values))
+                .map_err(sql)?;
+            Ok(rows::collect(found, rows::event)?)
+        })
+        .await
+    }
+
+    async fn snapshot_and_tail(
+        &self,
+        instance_id: Uuid,
+        version: i64,
+    ) -> Result<(Option<Snapshot>, Vec<EventRecord>), StoreError> {
+        self.read(move |conn| {
+            // One read transaction: both reads see the same committed state.
+            let tx = conn.transaction().map_err(sql)?;
+            let id = rows::id(instance_id);
+            let snapshot = tx
+                .prepare_cached(SNAPSHOT_SQL)
+                .map_err(sql)?
+                .query_row(params![id, version], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+                .map_err(sql)?
+                .map(|(v, state)| {
+                    Ok::<_, EmbeddedError>(Snapshot {
+                        version: v,
+                        state: rows::object(&state, "snapshot")?,
+                    })
+                })
+                .transpose()?;
+            // The tail starts AT the snapshot's version, as PgStore's does.
+            let from = snapshot.as_ref().map_or(1, |s| s.version);
+            let tail = {
+                let mut stmt = tx.prepare_cached(&tail_sql()).map_err(sql)?;
+                let found = stmt.query(params![id, from, version]).map_err(sql)?;
+                rows::collect(found, rows::event)?
+            };
+            tx.commit().map_err(sql)?;
+            Ok((snapshot, tail))
+        })
+        .await
+    }
+
+    async fn version_at(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT version FROM events WHERE instance_id = ?1 AND recorded_at <= ?2 \
+                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
+            )
+            .map_err(sql)?
+            .query_row(params![rows::id(instance_id), rows::micros(at)], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)
+        })
+        .await
+    }
+}
