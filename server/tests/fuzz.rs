@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::binary::Binary;
+use common::bombs::{copy_bomb, json_patch, nesting_bomb};
 use common::procs::{Nats, free_port};
 use common::raw::raw_call;
 use common::*;
@@ -292,13 +293,13 @@ fn pb_struct(known: &Known) -> BoxedStrategy<Option<Struct>> {
         })),
         1 => prop_oneof![Just(900_000usize), Just(1_048_000), Just(1_100_000), Just(3_000_000)]
             .prop_map(|n| Some(object(vec![("blob".into(), s("y".repeat(n)))]))),
-        1 => json_patch(known).prop_map(Some),
+        1 => arb_json_patch(known).prop_map(Some),
     ]
     .boxed()
 }
 
 /// `{"patch": [...]}` with operations that copy, nest and point at odd places.
-fn json_patch(known: &Known) -> BoxedStrategy<Struct> {
+fn arb_json_patch(known: &Known) -> BoxedStrategy<Struct> {
     let path = prop_oneof![
         pick(
             &[
@@ -901,18 +902,9 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
         Code::Ok,
     );
 
-    let copies: Vec<serde_json::Value> = (0..20)
-        .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
-        .collect();
     let r = c
         .events
-        .apply_event(pb::ApplyEventRequest {
-            instance_id: id.clone(),
-            event_type: "Bomb".into(),
-            payload: Some(st(json!({"patch": copies}))),
-            mode: pb::ApplyMode::JsonPatch as i32,
-            ..Default::default()
-        })
+        .apply_event(json_patch(&id, "Bomb", copy_bomb(20)))
         .await
         .map(drop);
     step(
@@ -922,22 +914,9 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
         Code::ResourceExhausted,
     );
 
-    let mut path = String::new();
-    let deep: Vec<serde_json::Value> = (0..200)
-        .map(|_| {
-            path.push_str("/n");
-            json!({"op": "add", "path": path.clone(), "value": {}})
-        })
-        .collect();
     let r = c
         .events
-        .apply_event(pb::ApplyEventRequest {
-            instance_id: id.clone(),
-            event_type: "Deep".into(),
-            payload: Some(st(json!({"patch": deep}))),
-            mode: pb::ApplyMode::JsonPatch as i32,
-            ..Default::default()
-        })
+        .apply_event(json_patch(&id, "Deep", nesting_bomb(200)))
         .await
         .map(drop);
     step(

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::bombs::{copy_bomb, json_patch, nesting_bomb};
 use common::*;
 use serde_json::Value;
 use temporal_state_proto::v1 as pb;
@@ -21,15 +22,6 @@ for_each_backend!(
     faithful_retries_are_recognised_whatever_numbers_they_hold,
     server_generated_event_ids_are_reserved,
 );
-
-fn json_patch(ops: Vec<Value>) -> pb::ApplyEventRequest {
-    pb::ApplyEventRequest {
-        event_type: "Patched".into(),
-        payload: Some(st(json!({ "patch": ops }))),
-        mode: pb::ApplyMode::JsonPatch as i32,
-        ..Default::default()
-    }
-}
 
 async fn current(c: &mut Clients, external_id: &str) -> pb::Instance {
     c.instances
@@ -64,11 +56,7 @@ async fn a_copy_bomb_is_refused_and_the_instance_stays_writable(backend: Backend
         .await;
 
     // Each op copies the whole state beside itself: 20 doublings, about 1 GB.
-    let ops = (0..20)
-        .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
-        .collect();
-    let mut bomb = json_patch(ops);
-    bomb.instance_id = inst.id.clone();
+    let bomb = json_patch(&inst.id, "Patched", copy_bomb(20));
     let refused = c.events.apply_event(bomb).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
@@ -95,15 +83,7 @@ async fn a_patch_nesting_200_levels_is_refused_and_the_instance_stays_usable(bac
     c.create_type("doc", json!({"type": "object"})).await;
     let inst = c.create_instance("doc", "d", json!({})).await;
 
-    let mut path = String::new();
-    let ops = (0..200)
-        .map(|_| {
-            path.push_str("/a");
-            json!({"op": "add", "path": path, "value": {}})
-        })
-        .collect();
-    let mut deep = json_patch(ops);
-    deep.instance_id = inst.id.clone();
+    let deep = json_patch(&inst.id, "Patched", nesting_bomb(200));
     let refused = c.events.apply_event(deep).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(
@@ -195,8 +175,11 @@ async fn states_at_the_depth_limit_travel_to_the_client_and_one_more_level_is_re
             pointer.push_str(if v.is_array() { "/0" } else { "/a" });
             v = inner;
         }
-        let mut deeper = json_patch(vec![json!({"op": "replace", "path": pointer, "value": {}})]);
-        deeper.instance_id = inst.id.clone();
+        let deeper = json_patch(
+            &inst.id,
+            "Patched",
+            vec![json!({"op": "replace", "path": pointer, "value": {}})],
+        );
         let refused = c.events.apply_event(deeper).await.unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument, "{name}: {refused:?}");
         assert!(

@@ -10,6 +10,7 @@ use temporal_state_proto::v1 as pb;
 
 pub mod backend;
 pub mod binary;
+pub mod bombs;
 pub mod procs;
 pub mod raw;
 
