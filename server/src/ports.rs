@@ -1,7 +1,13 @@
 //! The capabilities the application needs from the outside world, one trait per capability.
 //!
-//! - [`EventStore`]: the write side: entity types, instances and atomic, serialized appends.
+//! - [`Catalog`]: entity types and instances as they are now (reads only).
+//! - [`EventStore`]: the write side: creating types and instances, and atomic, serialized
+//!   appends. It extends [`Catalog`]; only the command handlers hold one.
 //! - [`HistoryReader`]: the read side for time travel: events, snapshots and past states.
+//! - [`AnalyticsReader`]: aggregates over a type's events, computed where the data lives.
+//! - [`StateCache`]: current states close to the readers (Redis, or in memory).
+//! - [`EventBus`]: committed events to live subscribers, in process or through NATS.
+//! - [`Outbox`]: events committed but not yet published, for the relay to NATS.
 //!
 //! Adapters under `adapters/` implement them for a technology; the same contract tests run
 //! against every implementation. Records here are plain data: no SQL, no protobuf.
@@ -168,19 +174,10 @@ pub enum StoreError {
     Internal(String),
 }
 
-/// Write side: entity types, instances and serialized, atomic appends.
+/// Read side of the catalog: entity types and instances as they are now. Every use case may
+/// read it; only [`EventStore`] (which extends it) writes.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
-    /// Cheap liveness probe for health reporting.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    async fn create_entity_type(
-        &self,
-        id: Uuid,
-        name: &str,
-        description: &str,
-        schema: &State,
-    ) -> Result<EntityTypeRecord, StoreError>;
+pub trait Catalog: Send + Sync + 'static {
     async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError>;
     /// Types ordered by name, strictly after `after_name`.
     async fn list_entity_types(
@@ -188,12 +185,6 @@ pub trait EventStore: Send + Sync + 'static {
         after_name: Option<&str>,
         limit: usize,
     ) -> Result<Vec<EntityTypeRecord>, StoreError>;
-
-    /// Stores the instance and its `InstanceCreated` event (version 1) atomically.
-    async fn create_instance(
-        &self,
-        new: NewInstance,
-    ) -> Result<(InstanceRecord, EventRecord), StoreError>;
     async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError>;
     async fn find_instance(
         &self,
@@ -209,6 +200,28 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<InstanceRecord>, StoreError>;
     /// The entity type of an instance (never changes, so callers may cache it).
     async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError>;
+}
+
+/// Write side: creating entity types and instances, and serialized, atomic appends. It extends
+/// [`Catalog`] because a write must read what it writes to.
+#[async_trait]
+pub trait EventStore: Catalog {
+    /// Cheap liveness probe for health reporting.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_entity_type(
+        &self,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        schema: &State,
+    ) -> Result<EntityTypeRecord, StoreError>;
+
+    /// Stores the instance and its `InstanceCreated` event (version 1) atomically.
+    async fn create_instance(
+        &self,
+        new: NewInstance,
+    ) -> Result<(InstanceRecord, EventRecord), StoreError>;
 
     /// Locks the instance, checks idempotency keys and the expected version, asks `decide` for
     /// the events, and stores them with a snapshot at every multiple of the snapshot interval —

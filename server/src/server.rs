@@ -22,10 +22,10 @@ use crate::adapters::memory::{LocalBus, MemoryCache};
 use crate::adapters::nats;
 use crate::adapters::postgres::{PgError, PgOutbox, PgStore, PgStoreConfig};
 use crate::adapters::redis::{RedisCache, RedisCacheConfig};
-use crate::app::{App, Limits};
+use crate::app::{App, Limits, Ports};
 use crate::config::Config;
 use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
-use crate::ports::{EventBus, EventStore};
+use crate::ports::{EventBus, EventStore, StateCache};
 
 /// How often the health of the backends is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -45,6 +45,8 @@ pub enum ServeError {
 /// The backends the application runs on, and the background work they need.
 pub struct Backends {
     pub app: App,
+    /// The write side, pinged for the health status.
+    pub store: Arc<dyn EventStore>,
     /// Outbox relay and cache repair; aborted when serving stops.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -80,7 +82,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
     };
     let mut tasks = Vec::new();
-    let mut app = match &config.database_url {
+    let mut ports = match &config.database_url {
         Some(url) => {
             let store = PgStore::with_statement_timeout(
                 &PgStoreConfig {
@@ -144,13 +146,15 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 }
                 None => local_bus(),
             };
-            App::new(
-                Arc::new(store.clone()),
-                Arc::new(store.clone()),
+            let store = Arc::new(store);
+            Ports {
+                store: store.clone(),
+                catalog: store.clone(),
+                history: store.clone(),
+                analytics: Some(store),
+                state_cache: None,
                 bus,
-                limits,
-            )
-            .with_analytics(Arc::new(store))
+            }
         }
         None => {
             use crate::adapters::embedded::EmbeddedStore;
@@ -171,12 +175,18 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store.with_read_timeout(config.request_timeout()));
-            let app =
-                App::new(store.clone(), store.clone(), local_bus(), limits).with_analytics(store);
-            if config.redis_url.is_none() {
-                app.with_cache(Arc::new(MemoryCache::default()))
-            } else {
-                app
+            Ports {
+                store: store.clone(),
+                catalog: store.clone(),
+                history: store.clone(),
+                analytics: Some(store),
+                // Without Redis, current states are cached in memory (one process owns the
+                // embedded store, so no other writer can make them stale).
+                state_cache: config
+                    .redis_url
+                    .is_none()
+                    .then(|| Arc::new(MemoryCache::default()) as Arc<dyn StateCache>),
+                bus: local_bus(),
             }
         }
     };
@@ -194,16 +204,20 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 crate::adapters::secrets::redact(&e.to_string(), redis_url)
             ))
         })?;
-        app = app.with_cache(Arc::new(cache));
-        let repairing = app.clone();
+        ports.state_cache = Some(Arc::new(cache));
+    }
+    let store = ports.store.clone();
+    let app = App::new(ports, limits);
+    if config.redis_url.is_some() {
+        let repairing = app.current.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CACHE_REPAIR_INTERVAL).await;
-                repairing.repair_cache().await;
+                repairing.repair().await;
             }
         }));
     }
-    Ok(Backends { app, tasks })
+    Ok(Backends { app, store, tasks })
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
@@ -247,7 +261,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Backends { app, tasks } = backends;
+    let Backends { app, store, tasks } = backends;
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
@@ -261,7 +275,7 @@ pub async fn serve(
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
-    let health_task = tokio::spawn(watch_health(reporter, app.store().clone()));
+    let health_task = tokio::spawn(watch_health(reporter, store));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)

@@ -459,14 +459,14 @@ async fn long_replay_has_no_gap_and_no_duplicate(backend: Backend) {
 /// Waits (up to a generous bound, polling) until the server has `want` open subscriptions.
 async fn open_subscriptions_become(app: &App, want: usize) {
     for _ in 0..400 {
-        if app.open_subscriptions() == want {
+        if app.subscriptions.open() == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
         "open subscriptions stayed at {}, expected {want}",
-        app.open_subscriptions()
+        app.subscriptions.open()
     );
 }
 
@@ -478,7 +478,7 @@ async fn subscription_ends_when_the_client_goes_away(backend: Backend) {
     let mut c = server.clients().await;
     c.create_type("meter", json!({"type": "object"})).await;
     let id = c.create_instance("meter", "m", json!({"n": 0})).await.id;
-    assert_eq!(app.open_subscriptions(), 0);
+    assert_eq!(app.subscriptions.open(), 0);
 
     // One live subscription that never matches, one replaying, from another connection each.
     let mut subscribers = Vec::new();

@@ -3,11 +3,16 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use std::sync::Arc;
+
+use super::AppError;
 use super::queries::ceil_micros;
-use super::{App, AppError, parse_type_key};
+use super::registry::TypeRegistry;
 use crate::domain::analytics::{FieldStats, bucket_count, fill_buckets};
 use crate::domain::field_path::parse_field_path;
-use crate::ports::{ActiveInstance, AnalyticsReader, EventTypeCount, TimeRange, TypeSummary};
+use crate::ports::{
+    ActiveInstance, AnalyticsReader, EventTypeCount, TimeRange, TypeKey, TypeSummary,
+};
 
 /// How many frequent values a field aggregation returns.
 pub const TOP_VALUES: usize = 10;
@@ -34,24 +39,36 @@ fn range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Tim
     })
 }
 
-impl App {
+/// The analytics use cases: aggregates over one entity type's events, computed by the
+/// [`AnalyticsReader`] where the data lives.
+#[derive(Clone)]
+pub struct Analytics {
+    /// None on backends without analytics: every use case answers UNIMPLEMENTED.
+    reader: Option<Arc<dyn AnalyticsReader>>,
+    registry: Arc<TypeRegistry>,
+}
+
+impl Analytics {
+    pub(crate) fn new(
+        reader: Option<Arc<dyn AnalyticsReader>>,
+        registry: Arc<TypeRegistry>,
+    ) -> Self {
+        Self { reader, registry }
+    }
+
     fn analytics(&self) -> Result<&dyn AnalyticsReader, AppError> {
-        self.analytics.as_deref().ok_or_else(|| {
+        self.reader.as_deref().ok_or_else(|| {
             AppError::Unsupported("analytics are not available on this backend".into())
         })
     }
 
-    async fn type_id(&self, entity_type: &str) -> Result<uuid::Uuid, AppError> {
-        Ok(self
-            .resolve_type(&parse_type_key(entity_type)?)
-            .await?
-            .record
-            .id)
+    async fn type_id(&self, entity_type: &TypeKey) -> Result<uuid::Uuid, AppError> {
+        Ok(self.registry.resolve(entity_type).await?.record.id)
     }
 
     pub async fn event_counts(
         &self,
-        entity_type: &str,
+        entity_type: &TypeKey,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Vec<EventTypeCount>, AppError> {
@@ -63,7 +80,7 @@ impl App {
 
     pub async fn event_time_series(
         &self,
-        entity_type: &str,
+        entity_type: &TypeKey,
         interval: Option<Duration>,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
@@ -92,13 +109,13 @@ impl App {
 
     pub async fn field_aggregation(
         &self,
-        entity_type: &str,
+        entity_type: &TypeKey,
         field: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<FieldStats, AppError> {
         let pointer = parse_field_path(field)?;
         let analytics = self.analytics()?;
-        let entry = self.resolve_type(&parse_type_key(entity_type)?).await?;
+        let entry = self.registry.resolve(entity_type).await?;
         let stats = match as_of {
             None => {
                 analytics
@@ -122,7 +139,7 @@ impl App {
 
     pub async fn most_active(
         &self,
-        entity_type: &str,
+        entity_type: &TypeKey,
         limit: i32,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
@@ -139,7 +156,7 @@ impl App {
         Ok(analytics.most_active(id, range, limit as usize).await?)
     }
 
-    pub async fn summary(&self, entity_type: &str) -> Result<TypeSummary, AppError> {
+    pub async fn summary(&self, entity_type: &TypeKey) -> Result<TypeSummary, AppError> {
         let analytics = self.analytics()?;
         let id = self.type_id(entity_type).await?;
         Ok(analytics

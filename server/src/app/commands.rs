@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::cache::TypeEntry;
-use super::{App, AppError, Page, parse_id, parse_type_key};
+use super::current::CurrentStates;
+use super::queries::Queries;
+use super::registry::{TypeEntry, TypeRegistry};
+use super::{AppError, Limits};
 use crate::domain::entity_type::check_event_id;
 use crate::domain::idempotency::content_hash;
 use crate::domain::limits::measure_object;
@@ -17,8 +19,9 @@ use crate::domain::{
     ApplyMode, EntityTypeName, EventType, ExternalId, Meter, State, apply_in_place,
 };
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventRecord, HistoryFilter,
-    InstanceRecord, NewInstance, PendingEvent, RecordedKey, StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventBus, EventRecord,
+    EventStore, InstanceRecord, LiveEvent, NewInstance, PendingEvent, RecordedKey, StoreError,
+    TypeKey,
 };
 
 /// One event to apply, as the caller described it.
@@ -41,7 +44,40 @@ fn new_event_id() -> String {
     Uuid::now_v7().to_string()
 }
 
-impl App {
+/// The write side. The only handler holding the [`EventStore`]; after a commit it tells the bus
+/// and moves the cached state forward.
+#[derive(Clone)]
+pub struct Commands {
+    store: Arc<dyn EventStore>,
+    registry: Arc<TypeRegistry>,
+    /// The cached current states a commit moves forward.
+    current: CurrentStates,
+    /// Reads back what a faithful retry recorded the first time.
+    queries: Queries,
+    /// Where committed events go for subscribers.
+    bus: Arc<dyn EventBus>,
+    limits: Limits,
+}
+
+impl Commands {
+    pub(crate) fn new(
+        store: Arc<dyn EventStore>,
+        registry: Arc<TypeRegistry>,
+        current: CurrentStates,
+        queries: Queries,
+        bus: Arc<dyn EventBus>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            current,
+            queries,
+            bus,
+            limits,
+        }
+    }
+
     #[instrument(skip(self, description, schema))]
     pub async fn create_entity_type(
         &self,
@@ -65,84 +101,28 @@ impl App {
             .store
             .create_entity_type(Uuid::now_v7(), name.as_str(), description, &schema)
             .await?;
-        self.caches.put_type(Arc::new(TypeEntry {
+        self.registry.put_type(Arc::new(TypeEntry {
             record: record.clone(),
             schema: compiled,
         }));
         Ok(record)
     }
 
-    pub async fn get_entity_type(&self, entity_type: &str) -> Result<EntityTypeRecord, AppError> {
-        Ok(self
-            .resolve_type(&parse_type_key(entity_type)?)
-            .await?
-            .record
-            .clone())
-    }
-
-    pub async fn list_entity_types(
-        &self,
-        page_size: i32,
-        page_token: &str,
-    ) -> Result<(Vec<EntityTypeRecord>, String), AppError> {
-        let page = Page::parse(page_size, page_token)?;
-        let mut found = self
-            .store
-            .list_entity_types(page.after.as_deref(), page.size + 1)
-            .await?;
-        let fetched = found.len();
-        found.truncate(page.size);
-        let cut = super::budget::fit(
-            &mut found,
-            self.page_budget(),
-            super::budget::entity_type_len,
-        );
-        let token = page.token(
-            cut || fetched > page.size,
-            found.last().map(|t| t.name.as_str()),
-        );
-        Ok((found, token))
-    }
-
-    /// The type with its compiled schema, from the cache or the store.
-    pub(crate) async fn resolve_type(&self, key: &TypeKey) -> Result<Arc<TypeEntry>, AppError> {
-        let cached = match key {
-            TypeKey::Id(id) => self.caches.type_by_id(*id),
-            TypeKey::Name(name) => self.caches.type_by_name(name),
-        };
-        if let Some(entry) = cached {
-            return Ok(entry);
-        }
-        let record = self.store.get_entity_type(key).await?;
-        // A stored schema passed the meta-schema check when it was created.
-        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
-            AppError::Internal(format!(
-                "stored schema of {} does not compile: {e}",
-                record.name
-            ))
-        })?;
-        let entry = Arc::new(TypeEntry { record, schema });
-        self.caches.put_type(entry.clone());
-        Ok(entry)
-    }
-
     #[instrument(skip(self, initial_state, metadata))]
     pub async fn create_instance(
         &self,
-        entity_type: &str,
-        external_id: &str,
+        entity_type: &TypeKey,
+        external_id: &ExternalId,
         initial_state: State,
         metadata: State,
     ) -> Result<(InstanceRecord, EventRecord), AppError> {
-        let key = parse_type_key(entity_type)?;
-        let external_id = ExternalId::parse(external_id)?;
         self.check_size("initial_state", &initial_state)?;
         self.check_size("metadata", &metadata)?;
         self.limits
             .state
             .check("initial_state", measure_object(&initial_state))?;
         self.check_event_bytes(&initial_state, &metadata)?;
-        let entry = self.resolve_type(&key).await?;
+        let entry = self.registry.resolve(entity_type).await?;
         entry.schema.validate(&entry.record.name, &initial_state)?;
         let hash = content_hash(
             EventType::INSTANCE_CREATED,
@@ -161,32 +141,9 @@ impl App {
                 content_hash: hash,
             })
             .await?;
-        self.caches
+        self.registry
             .put_instance_type(instance.id, instance.entity_type_id);
         Ok((instance, event))
-    }
-
-    pub async fn list_instances(
-        &self,
-        entity_type: &str,
-        page_size: i32,
-        page_token: &str,
-    ) -> Result<(Vec<InstanceRecord>, String), AppError> {
-        let key = parse_type_key(entity_type)?;
-        let page = Page::parse(page_size, page_token)?;
-        let entry = self.resolve_type(&key).await?;
-        let mut found = self
-            .store
-            .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
-            .await?;
-        let fetched = found.len();
-        found.truncate(page.size);
-        let cut = super::budget::fit(&mut found, self.page_budget(), super::budget::instance_len);
-        let token = page.token(
-            cut || fetched > page.size,
-            found.last().map(|i| i.external_id.as_str()),
-        );
-        Ok((found, token))
     }
 
     /// Applies events to one instance atomically. Returns the recorded events and the state
@@ -194,11 +151,10 @@ impl App {
     #[instrument(skip(self, inputs), fields(events = inputs.len()))]
     pub async fn apply_events(
         &self,
-        instance_id: &str,
+        instance_id: Uuid,
         expected_version: Option<i64>,
         inputs: Vec<EventInput>,
     ) -> Result<(Vec<EventRecord>, State), AppError> {
-        let instance_id = parse_id("instance_id", instance_id)?;
         if inputs.is_empty() {
             return Err(AppError::invalid(
                 "events",
@@ -239,15 +195,7 @@ impl App {
             }
         }
 
-        let type_id = match self.caches.instance_type(instance_id) {
-            Some(t) => t,
-            None => {
-                let t = self.store.instance_type(instance_id).await?;
-                self.caches.put_instance_type(instance_id, t);
-                t
-            }
-        };
-        let entry = self.resolve_type(&TypeKey::Id(type_id)).await?;
+        let entry = self.registry.type_of(instance_id).await?;
         let pending_ids: Vec<String> = inputs
             .iter()
             .map(|i| i.event_id.clone().unwrap_or_else(new_event_id))
@@ -330,7 +278,7 @@ impl App {
                     ) {
                         // Whether it committed is unknown: stop trusting the cached state until
                         // the background repair has read the store again.
-                        app.caches.mark_dirty(instance_id);
+                        app.current.outcome_unknown(instance_id);
                     }
                     Err(e)
                 }
@@ -389,15 +337,20 @@ impl App {
             }
             versions.push(found.version);
         }
-        let replay = self.recorded_events(instance_id, &versions).await?;
+        let replay = self.queries.recorded_events(instance_id, &versions).await?;
         let last = versions.iter().copied().max().unwrap_or(1);
-        let state = self.state_at_version(instance_id, last).await?.state;
+        let state = self
+            .queries
+            .state_at_version(instance_id, last)
+            .await?
+            .state;
         Ok((replay, state))
     }
 
     /// The content hash of an event recorded before hashes were kept.
     async fn recorded_hash(&self, key: &RecordedKey) -> Result<Vec<u8>, AppError> {
         let event = self
+            .queries
             .recorded_events(key.instance_id, &[key.version])
             .await?
             .pop()
@@ -407,45 +360,100 @@ impl App {
         Ok(content_hash(&event.event_type, event.mode, &event.payload))
     }
 
-    /// The events at `versions` of an instance, in the order given: one read per run of
-    /// consecutive versions (a retried batch is one run).
-    async fn recorded_events(
+    /// After a commit: tells the bus, then moves the cached state forward.
+    async fn after_commit(
         &self,
+        entry: &TypeEntry,
         instance_id: Uuid,
-        versions: &[i64],
-    ) -> Result<Vec<EventRecord>, AppError> {
-        let mut sorted = versions.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut found = std::collections::HashMap::with_capacity(sorted.len());
-        let mut start = 0;
-        while start < sorted.len() {
-            let mut end = start;
-            while end + 1 < sorted.len() && sorted[end + 1] == sorted[end] + 1 {
-                end += 1;
-            }
-            let filter = HistoryFilter {
-                from_version: Some(sorted[start]),
-                to_version: Some(sorted[end]),
-                ..Default::default()
-            };
-            for e in self
-                .history
-                .events(instance_id, &filter, end - start + 1)
-                .await?
-            {
-                found.insert(e.version, e);
-            }
-            start = end + 1;
-        }
-        versions
+        events: &[EventRecord],
+        state: &State,
+    ) {
+        let live: Vec<LiveEvent> = events
             .iter()
-            .map(|v| {
-                found.get(v).cloned().ok_or_else(|| {
-                    AppError::Internal(format!("recorded version {v} of {instance_id} is missing"))
-                })
+            .map(|e| LiveEvent {
+                entity_type_name: entry.record.name.clone(),
+                event: e.clone(),
             })
-            .collect()
+            .collect();
+        self.bus.committed(&live).await;
+        self.current
+            .committed(entry, instance_id, events, state)
+            .await;
+    }
+
+    /// Checks a JSON document's size and depth against the limits, and that it holds no NUL
+    /// character (PostgreSQL cannot store one; every backend refuses it alike). Measured
+    /// without serializing it.
+    fn check_size(&self, field: &str, value: &State) -> Result<(), AppError> {
+        if value.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+            return Err(AppError::invalid(
+                field,
+                "contains a NUL character (\\u0000), which cannot be stored",
+            ));
+        }
+        let measured = measure_object(value);
+        // Deeper documents could not be read back through protobuf by every client.
+        if measured.depth > self.limits.state.max_depth {
+            return Err(AppError::invalid(
+                field,
+                format!(
+                    "nests objects and arrays {} levels deep, over MAX_STATE_DEPTH ({})",
+                    measured.depth, self.limits.state.max_depth
+                ),
+            ));
+        }
+        let size = measured.bytes;
+        if size > self.limits.max_payload_bytes {
+            return Err(AppError::TooLarge(format!(
+                "{field} is {size} bytes, over the limit of {} bytes",
+                self.limits.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses an event the event stream could not carry, before anything is stored: a
+    /// published event that could never be delivered would otherwise wait in the outbox.
+    fn check_event_bytes(&self, payload: &State, metadata: &State) -> Result<(), AppError> {
+        let Some(max) = self.limits.max_event_bytes else {
+            return Ok(());
+        };
+        let size = json_len(payload).saturating_add(json_len(metadata));
+        if size > max {
+            return Err(AppError::TooLarge(format!(
+                "payload and metadata are {size} bytes of JSON together, over the {max} bytes \
+                 one published event may carry (the NATS server's max_payload less the envelope)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Length of a value's compact JSON, counted without building it.
+fn json_len(value: &State) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that cannot be serialized counts as nothing
+    // here and is refused where it is serialized.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -464,10 +472,10 @@ mod tests {
     use super::*;
     use crate::adapters::embedded::EmbeddedStore;
     use crate::adapters::memory::MemoryCache;
-    use crate::app::Limits;
+    use crate::app::{App, Limits, Ports};
     use crate::ports::{
-        BusError, Decide, EventBus, EventStore, LiveEvent, LiveFilter, LiveStream, StateCache,
-        StoreError,
+        BusError, Catalog, Decide, EventBus, EventStore, LiveEvent, LiveFilter, LiveStream,
+        StateCache, StoreError,
     };
 
     /// Commits through the embedded store, then (once) holds its answer back until released.
@@ -479,21 +487,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl EventStore for LateAnswer {
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping().await
-        }
-        async fn create_entity_type(
-            &self,
-            id: Uuid,
-            name: &str,
-            description: &str,
-            schema: &State,
-        ) -> Result<EntityTypeRecord, StoreError> {
-            self.inner
-                .create_entity_type(id, name, description, schema)
-                .await
-        }
+    impl Catalog for LateAnswer {
         async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
             self.inner.get_entity_type(key).await
         }
@@ -503,12 +497,6 @@ mod tests {
             limit: usize,
         ) -> Result<Vec<EntityTypeRecord>, StoreError> {
             self.inner.list_entity_types(after_name, limit).await
-        }
-        async fn create_instance(
-            &self,
-            new: NewInstance,
-        ) -> Result<(InstanceRecord, EventRecord), StoreError> {
-            self.inner.create_instance(new).await
         }
         async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
             self.inner.get_instance(id).await
@@ -533,6 +521,30 @@ mod tests {
         async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
             self.inner.instance_type(instance_id).await
         }
+    }
+
+    #[async_trait]
+    impl EventStore for LateAnswer {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn create_entity_type(
+            &self,
+            id: Uuid,
+            name: &str,
+            description: &str,
+            schema: &State,
+        ) -> Result<EntityTypeRecord, StoreError> {
+            self.inner
+                .create_entity_type(id, name, description, schema)
+                .await
+        }
+        async fn create_instance(
+            &self,
+            new: NewInstance,
+        ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+            self.inner.create_instance(new).await
+        }
         async fn append(
             &self,
             request: AppendRequest,
@@ -546,7 +558,6 @@ mod tests {
             outcome
         }
     }
-
     /// Remembers what it was told.
     #[derive(Default)]
     struct RecordingBus(Mutex<Vec<LiveEvent>>);
@@ -573,29 +584,41 @@ mod tests {
         });
         let bus = Arc::new(RecordingBus::default());
         let cache = Arc::new(MemoryCache::default());
+        let embedded = Arc::new(embedded);
         let app = App::new(
-            store.clone(),
-            Arc::new(embedded),
-            bus.clone(),
+            Ports {
+                store: store.clone(),
+                catalog: embedded.clone(),
+                history: embedded,
+                analytics: None,
+                state_cache: Some(cache.clone()),
+                bus: bus.clone(),
+            },
             Limits::default(),
-        )
-        .with_cache(cache.clone());
-        app.create_entity_type(
-            "doc",
-            "",
-            json!({"type": "object"}).as_object().unwrap().clone(),
-        )
-        .await
-        .unwrap();
+        );
+        app.commands
+            .create_entity_type(
+                "doc",
+                "",
+                json!({"type": "object"}).as_object().unwrap().clone(),
+            )
+            .await
+            .unwrap();
         let (inst, _) = app
-            .create_instance("doc", "d", State::new(), State::new())
+            .commands
+            .create_instance(
+                &TypeKey::Name("doc".into()),
+                &ExternalId::parse("d").unwrap(),
+                State::new(),
+                State::new(),
+            )
             .await
             .unwrap();
 
         store.hang_once.store(true, Ordering::SeqCst);
         let write = {
             let app = app.clone();
-            let id = inst.id.to_string();
+            let id = inst.id;
             tokio::spawn(async move {
                 let input = EventInput {
                     event_type: "Set".into(),
@@ -605,7 +628,7 @@ mod tests {
                     occurred_at: None,
                     mode: ApplyMode::MergePatch,
                 };
-                app.apply_events(&id, None, vec![input]).await
+                app.commands.apply_events(id, None, vec![input]).await
             })
         };
         store.committed.notified().await;

@@ -21,6 +21,10 @@ pub enum AppError {
     /// RESOURCE_EXHAUSTED: over a size or count limit.
     #[error("{0}")]
     TooLarge(String),
+    /// RESOURCE_EXHAUSTED: a subscriber fell too far behind and was cut off; it may resubscribe
+    /// from the version it reached.
+    #[error("{0}")]
+    Lagged(String),
     /// UNIMPLEMENTED: this deployment's backend does not offer the capability.
     #[error("{0}")]
     Unsupported(String),

@@ -6,12 +6,17 @@ use serde_json::Value;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{App, AppError, Page, budget, parse_id};
+use std::sync::Arc;
+
+use super::registry::TypeRegistry;
+use super::{AppError, Page, budget};
 use crate::domain::diff::{Comparison, compare};
 use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
 use crate::domain::{State, apply_event};
-use crate::ports::{EventRecord, HistoryFilter};
+use crate::ports::{
+    Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord, TypeKey,
+};
 
 /// Events read per round trip while folding a long range.
 const FOLD_BATCH: usize = 1000;
@@ -73,36 +78,101 @@ fn check_range(
     Ok(())
 }
 
-impl App {
+/// The read side: listings of types and instances, and time travel. It holds no write port:
+/// nothing here can change what is stored.
+#[derive(Clone)]
+pub struct Queries {
+    catalog: Arc<dyn Catalog>,
+    registry: Arc<TypeRegistry>,
+    history: Arc<dyn HistoryReader>,
+    /// Bytes one page of a listing may carry (see [`super::Limits::max_response_bytes`]).
+    page_budget: usize,
+}
+
+impl Queries {
+    pub(crate) fn new(
+        catalog: Arc<dyn Catalog>,
+        registry: Arc<TypeRegistry>,
+        history: Arc<dyn HistoryReader>,
+        page_budget: usize,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            history,
+            page_budget,
+        }
+    }
+
+    pub async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, AppError> {
+        Ok(self.registry.resolve(key).await?.record.clone())
+    }
+
+    /// A page of entity types, by name, and the token of the next page.
+    pub async fn list_entity_types(
+        &self,
+        page: Page,
+    ) -> Result<(Vec<EntityTypeRecord>, String), AppError> {
+        let mut found = self
+            .catalog
+            .list_entity_types(page.after.as_deref(), page.size + 1)
+            .await?;
+        let fetched = found.len();
+        found.truncate(page.size);
+        let cut = budget::fit(&mut found, self.page_budget, budget::entity_type_len);
+        let token = page.token(
+            cut || fetched > page.size,
+            found.last().map(|t| t.name.as_str()),
+        );
+        Ok((found, token))
+    }
+
+    /// A page of a type's instances, by external id, and the token of the next page.
+    pub async fn list_instances(
+        &self,
+        entity_type: &TypeKey,
+        page: Page,
+    ) -> Result<(Vec<InstanceRecord>, String), AppError> {
+        let entry = self.registry.resolve(entity_type).await?;
+        let mut found = self
+            .catalog
+            .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
+            .await?;
+        let fetched = found.len();
+        found.truncate(page.size);
+        let cut = budget::fit(&mut found, self.page_budget, budget::instance_len);
+        let token = page.token(
+            cut || fetched > page.size,
+            found.last().map(|i| i.external_id.as_str()),
+        );
+        Ok((found, token))
+    }
+
     /// A page of an instance's events.
-    #[allow(clippy::too_many_arguments)]
     pub async fn get_history(
         &self,
-        instance_id: &str,
+        id: Uuid,
         mut filter: HistoryFilter,
-        page_size: i32,
-        page_token: &str,
+        page: Page,
     ) -> Result<(Vec<EventRecord>, String), AppError> {
-        let id = parse_id("instance_id", instance_id)?;
         check_range(
             filter.from_version,
             filter.to_version,
             filter.start_time,
             filter.end_time,
         )?;
-        let page = Page::parse(page_size, page_token)?;
         filter.after_version = version_cursor(&page)?;
         // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds up.
         filter.start_time = filter.start_time.map(ceil_micros);
         let mut events = self.history.events(id, &filter, page.size + 1).await?;
         if events.is_empty() {
             // Tell an unknown instance from an empty filter result.
-            self.store.get_instance(id).await?;
+            self.catalog.get_instance(id).await?;
         }
         let fetched = events.len();
         events.truncate(page.size);
         // Big events end the page early rather than push the response past the size cap.
-        let cut = budget::fit(&mut events, self.page_budget(), budget::event_len);
+        let cut = budget::fit(&mut events, self.page_budget, budget::event_len);
         let last = events.last().map(|e| e.version.to_string());
         let token = page.token(cut || fetched > page.size, last.as_deref());
         Ok((events, token))
@@ -120,7 +190,7 @@ impl App {
         }
         let (snapshot, tail) = self.history.snapshot_and_tail(id, version).await?;
         let Some(last) = tail.last().filter(|e| e.version == version) else {
-            let instance = self.store.get_instance(id).await?;
+            let instance = self.catalog.get_instance(id).await?;
             return Err(AppError::invalid(
                 "version",
                 format!(
@@ -149,26 +219,12 @@ impl App {
         })
     }
 
-    pub async fn get_state_at_version(
-        &self,
-        instance_id: &str,
-        version: i64,
-    ) -> Result<StateAt, AppError> {
-        self.state_at_version(parse_id("instance_id", instance_id)?, version)
-            .await
-    }
-
     /// The state as the engine knew it at `at`: after the last event recorded at or before it.
-    pub async fn get_state_at_time(
-        &self,
-        instance_id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<StateAt, AppError> {
-        let id = parse_id("instance_id", instance_id)?;
+    pub async fn state_at_time(&self, id: Uuid, at: DateTime<Utc>) -> Result<StateAt, AppError> {
         match self.history.version_at(id, at).await? {
             Some(version) => self.state_at_version(id, version).await,
             None => {
-                let instance = self.store.get_instance(id).await?;
+                let instance = self.catalog.get_instance(id).await?;
                 Err(AppError::NotFound(format!(
                     "instance {id} did not exist at {}: it was created at {}",
                     at.to_rfc3339(),
@@ -181,11 +237,10 @@ impl App {
     /// Both states, the patch from the first to the second and the flat list of changes.
     pub async fn compare_versions(
         &self,
-        instance_id: &str,
+        id: Uuid,
         version1: i64,
         version2: i64,
     ) -> Result<(StateAt, StateAt, Comparison), AppError> {
-        let id = parse_id("instance_id", instance_id)?;
         let first = self
             .state_at_version(id, version1)
             .await
@@ -209,13 +264,11 @@ impl App {
     /// version it examined.
     pub async fn get_field_timeline(
         &self,
-        instance_id: &str,
+        id: Uuid,
         field: &str,
         filter: HistoryFilter,
-        page_size: i32,
-        page_token: &str,
+        page: Page,
     ) -> Result<(Vec<TimelineEntry>, String), AppError> {
-        let id = parse_id("instance_id", instance_id)?;
         let pointer = parse_field_path(field)?;
         check_range(
             filter.from_version,
@@ -223,11 +276,10 @@ impl App {
             filter.start_time,
             filter.end_time,
         )?;
-        let page = Page::parse(page_size, page_token)?;
         let cursor = version_cursor(&page)?;
         // Tells an unknown instance from an empty timeline, and a range past the end from a bad
         // version.
-        let latest = self.store.get_instance(id).await?.version;
+        let latest = self.catalog.get_instance(id).await?.version;
         let mut start = filter.from_version.unwrap_or(1);
         let mut end = filter.to_version.unwrap_or(latest).min(latest);
         // recorded_at never decreases along an instance's versions, so a time range is a
@@ -256,7 +308,7 @@ impl App {
         };
         let mut tracker = FieldTracker::new(pointer, initial);
         let mut points = Vec::new();
-        let mut budget = budget::Budget::new(self.page_budget());
+        let mut budget = budget::Budget::new(self.page_budget);
         let scan_end = end.min(start.saturating_add(TIMELINE_SCAN - 1));
         let mut read = HistoryFilter {
             from_version: Some(start),
@@ -309,6 +361,47 @@ impl App {
         }
         let token = page.token(examined < end, Some(&examined.to_string()));
         Ok((points, token))
+    }
+
+    /// The events at `versions` of an instance, in the order given: one read per run of
+    /// consecutive versions (a retried batch is one run).
+    pub(crate) async fn recorded_events(
+        &self,
+        instance_id: Uuid,
+        versions: &[i64],
+    ) -> Result<Vec<EventRecord>, AppError> {
+        let mut sorted = versions.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut found = std::collections::HashMap::with_capacity(sorted.len());
+        let mut start = 0;
+        while start < sorted.len() {
+            let mut end = start;
+            while end + 1 < sorted.len() && sorted[end + 1] == sorted[end] + 1 {
+                end += 1;
+            }
+            let filter = HistoryFilter {
+                from_version: Some(sorted[start]),
+                to_version: Some(sorted[end]),
+                ..Default::default()
+            };
+            for e in self
+                .history
+                .events(instance_id, &filter, end - start + 1)
+                .await?
+            {
+                found.insert(e.version, e);
+            }
+            start = end + 1;
+        }
+        versions
+            .iter()
+            .map(|v| {
+                found.get(v).cloned().ok_or_else(|| {
+                    AppError::Internal(format!("recorded version {v} of {instance_id} is missing"))
+                })
+            })
+            .collect()
     }
 }
 

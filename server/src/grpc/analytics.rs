@@ -5,7 +5,7 @@ use temporal_state_proto::v1::analytics_service_server::AnalyticsService;
 use tonic::Request;
 use tracing::instrument;
 
-use super::convert::{time_from_timestamp, timestamp_from_time, value_from_json};
+use super::convert::{self, time_from_timestamp, timestamp_from_time, value_from_json};
 use super::status::{Reply, reply};
 use crate::app::{App, AppError};
 
@@ -60,9 +60,10 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
                 let start = time_from_timestamp("start_time", r.start_time)?;
                 let end = time_from_timestamp("end_time", r.end_time)?;
-                let counts = self.0.event_counts(&r.entity_type, start, end).await?;
+                let counts = self.0.analytics.event_counts(&key, start, end).await?;
                 Ok(pb::GetEventCountsResponse {
                     counts: counts
                         .into_iter()
@@ -85,12 +86,14 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
                 let start = time_from_timestamp("start_time", r.start_time)?;
                 let end = time_from_timestamp("end_time", r.end_time)?;
                 let buckets = self
                     .0
+                    .analytics
                     .event_time_series(
-                        &r.entity_type,
+                        &key,
                         interval(r.interval)?,
                         start,
                         end,
@@ -119,10 +122,12 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
                 let as_of = time_from_timestamp("as_of", r.as_of)?;
                 let stats = self
                     .0
-                    .field_aggregation(&r.entity_type, &r.field, as_of)
+                    .analytics
+                    .field_aggregation(&key, &r.field, as_of)
                     .await?;
                 Ok(pb::GetFieldAggregationResponse {
                     count: stats.count,
@@ -153,11 +158,13 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
                 let start = time_from_timestamp("start_time", r.start_time)?;
                 let end = time_from_timestamp("end_time", r.end_time)?;
                 let entries = self
                     .0
-                    .most_active(&r.entity_type, r.limit, start, end)
+                    .analytics
+                    .most_active(&key, r.limit, start, end)
                     .await?;
                 Ok(pb::GetMostActiveResponse {
                     entries: entries
@@ -182,17 +189,19 @@ impl AnalyticsService for AnalyticsApi {
     ) -> Reply<pb::GetSummaryResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .summary(&r.entity_type)
-                .await
-                .map(|s| pb::GetSummaryResponse {
-                    instance_count: s.instance_count,
-                    event_count: s.event_count,
-                    first_event_at: s.first_event_at.map(timestamp_from_time),
-                    last_event_at: s.last_event_at.map(timestamp_from_time),
-                    events_last_24h: s.events_since,
-                    event_types: s.event_types,
-                }),
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                self.0.analytics.summary(&key).await
+            }
+            .await
+            .map(|s| pb::GetSummaryResponse {
+                instance_count: s.instance_count,
+                event_count: s.event_count,
+                first_event_at: s.first_event_at.map(timestamp_from_time),
+                last_event_at: s.last_event_at.map(timestamp_from_time),
+                events_last_24h: s.events_since,
+                event_types: s.event_types,
+            }),
         )
     }
 }

@@ -9,12 +9,61 @@ use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::{Map, Number, Value};
 use temporal_state_proto::v1 as pb;
 
-use crate::app::AppError;
-use crate::domain::{ApplyMode, State};
-use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
+use uuid::Uuid;
+
+use crate::app::{AppError, Page};
+use crate::domain::{ApplyMode, EntityTypeName, ExternalId, State};
+use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord, TypeKey};
 
 /// Largest integer a double represents exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// A required UUID request field.
+pub fn id_from_field(field: &str, raw: &str) -> Result<Uuid, AppError> {
+    if raw.is_empty() {
+        return Err(AppError::invalid(field, "is required"));
+    }
+    Uuid::parse_str(raw).map_err(|_| AppError::invalid(field, format!("{raw:?} is not a UUID")))
+}
+
+/// An optional UUID request field: empty is None.
+pub fn optional_id_from_field(field: &str, raw: &str) -> Result<Option<Uuid>, AppError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    id_from_field(field, raw).map(Some)
+}
+
+/// The `entity_type` request field: a type named by id or by name.
+pub fn type_key_from_field(raw: &str) -> Result<TypeKey, AppError> {
+    if raw.is_empty() {
+        return Err(AppError::invalid(
+            "entity_type",
+            "is required (an id or a name)",
+        ));
+    }
+    if let Ok(id) = Uuid::parse_str(raw) {
+        return Ok(TypeKey::Id(id));
+    }
+    EntityTypeName::parse(raw)
+        .map(|n| TypeKey::Name(n.as_str().to_string()))
+        .map_err(|_| {
+            AppError::invalid(
+                "entity_type",
+                format!("{raw:?} is neither a UUID nor a valid entity type name"),
+            )
+        })
+}
+
+/// The `external_id` request field.
+pub fn external_id_from_field(raw: &str) -> Result<ExternalId, AppError> {
+    Ok(ExternalId::parse(raw)?)
+}
+
+/// A page request from `page_size` and `page_token`.
+pub fn page_from_fields(page_size: i32, page_token: &str) -> Result<Page, AppError> {
+    Page::parse(page_size, page_token)
+}
 
 pub fn state_from_struct(field: &str, s: Option<Struct>) -> Result<State, AppError> {
     let mut map = Map::new();

@@ -25,6 +25,7 @@ impl EntityTypeService for EntityTypeApi {
                 let schema = state_from_struct("schema", r.schema)?;
                 let created = self
                     .0
+                    .commands
                     .create_entity_type(&r.name, &r.description, schema)
                     .await?;
                 Ok(pb::CreateEntityTypeResponse {
@@ -42,16 +43,18 @@ impl EntityTypeService for EntityTypeApi {
     ) -> Reply<pb::ListEntityTypesResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .list_entity_types(r.page_size, &r.page_token)
-                .await
-                .map(|(types, next)| pb::ListEntityTypesResponse {
+            async {
+                let page = convert::page_from_fields(r.page_size, &r.page_token)?;
+                let (types, next) = self.0.queries.list_entity_types(page).await?;
+                Ok(pb::ListEntityTypesResponse {
                     entity_types: types
                         .into_iter()
                         .map(convert::entity_type_from_record)
                         .collect(),
                     next_page_token: next,
-                }),
+                })
+            }
+            .await,
         )
     }
 
@@ -62,12 +65,14 @@ impl EntityTypeService for EntityTypeApi {
     ) -> Reply<pb::GetEntityTypeResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .get_entity_type(&r.entity_type)
-                .await
-                .map(|t| pb::GetEntityTypeResponse {
-                    entity_type: Some(convert::entity_type_from_record(t)),
-                }),
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                let found = self.0.queries.get_entity_type(&key).await?;
+                Ok(pb::GetEntityTypeResponse {
+                    entity_type: Some(convert::entity_type_from_record(found)),
+                })
+            }
+            .await,
         )
     }
 }

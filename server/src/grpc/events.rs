@@ -59,9 +59,11 @@ impl EventService for EventApi {
                     r.occurred_at,
                     r.mode,
                 )?;
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let (mut events, state) = self
                     .app
-                    .apply_events(&r.instance_id, r.expected_version, vec![input])
+                    .commands
+                    .apply_events(id, r.expected_version, vec![input])
                     .await?;
                 Ok(pb::ApplyEventResponse {
                     event: events.pop().map(convert::event_from_record),
@@ -94,9 +96,11 @@ impl EventService for EventApi {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let (events, state) = self
                     .app
-                    .apply_events(&r.instance_id, r.expected_version, inputs)
+                    .commands
+                    .apply_events(id, r.expected_version, inputs)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),
@@ -115,16 +119,21 @@ impl EventService for EventApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Reply<Self::SubscribeStream> {
         let r = request.into_inner();
-        let events = self
-            .app
-            .subscribe(
-                &r.entity_type,
-                &r.instance_id,
-                event_type_filters(r.event_types).map_err(to_status)?,
-                r.from_version,
-            )
-            .await
-            .map_err(to_status)?;
+        let events = async {
+            let key = if r.entity_type.is_empty() {
+                None
+            } else {
+                Some(convert::type_key_from_field(&r.entity_type)?)
+            };
+            let instance = convert::optional_id_from_field("instance_id", &r.instance_id)?;
+            let event_types = event_type_filters(r.event_types)?;
+            self.app
+                .subscriptions
+                .subscribe(key.as_ref(), instance, event_types, r.from_version)
+                .await
+        }
+        .await
+        .map_err(to_status)?;
         let stream = events.map(|item| {
             item.map(|e| pb::SubscribeResponse {
                 event: Some(convert::event_from_record(e)),

@@ -22,11 +22,14 @@ impl InstanceService for InstanceApi {
         let r = request.into_inner();
         reply(
             async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                let external_id = convert::external_id_from_field(&r.external_id)?;
                 let state = state_from_struct("initial_state", r.initial_state)?;
                 let metadata = state_from_struct("metadata", r.metadata)?;
                 let (instance, event) = self
                     .0
-                    .create_instance(&r.entity_type, &r.external_id, state, metadata)
+                    .commands
+                    .create_instance(&key, &external_id, state, metadata)
                     .await?;
                 Ok(pb::CreateInstanceResponse {
                     instance: Some(convert::instance_from_record(instance)),
@@ -44,16 +47,19 @@ impl InstanceService for InstanceApi {
     ) -> Reply<pb::ListInstancesResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .list_instances(&r.entity_type, r.page_size, &r.page_token)
-                .await
-                .map(|(found, next)| pb::ListInstancesResponse {
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                let page = convert::page_from_fields(r.page_size, &r.page_token)?;
+                let (found, next) = self.0.queries.list_instances(&key, page).await?;
+                Ok(pb::ListInstancesResponse {
                     instances: found
                         .into_iter()
                         .map(convert::instance_from_record)
                         .collect(),
                     next_page_token: next,
-                }),
+                })
+            }
+            .await,
         )
     }
 
@@ -64,12 +70,14 @@ impl InstanceService for InstanceApi {
     ) -> Reply<pb::GetInstanceResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .get_instance(&r.instance_id)
-                .await
-                .map(|i| pb::GetInstanceResponse {
-                    instance: Some(convert::instance_from_record(i)),
-                }),
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let found = self.0.current.get_instance(id).await?;
+                Ok(pb::GetInstanceResponse {
+                    instance: Some(convert::instance_from_record(found)),
+                })
+            }
+            .await,
         )
     }
 
@@ -80,12 +88,15 @@ impl InstanceService for InstanceApi {
     ) -> Reply<pb::GetCurrentStateResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .get_current_state(&r.entity_type, &r.external_id)
-                .await
-                .map(|i| pb::GetCurrentStateResponse {
-                    instance: Some(convert::instance_from_record(i)),
-                }),
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                let external_id = convert::external_id_from_field(&r.external_id)?;
+                let found = self.0.current.get_current_state(&key, &external_id).await?;
+                Ok(pb::GetCurrentStateResponse {
+                    instance: Some(convert::instance_from_record(found)),
+                })
+            }
+            .await,
         )
     }
 }

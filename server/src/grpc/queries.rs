@@ -46,10 +46,9 @@ impl QueryService for QueryApi {
                     history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
                 filter.event_types = event_type_filters(r.event_types)?;
                 filter.descending = r.descending;
-                let (events, next) = self
-                    .0
-                    .get_history(&r.instance_id, filter, r.page_size, &r.page_token)
-                    .await?;
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let page = convert::page_from_fields(r.page_size, &r.page_token)?;
+                let (events, next) = self.0.queries.get_history(id, filter, page).await?;
                 Ok(pb::GetHistoryResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),
                     next_page_token: next,
@@ -66,14 +65,16 @@ impl QueryService for QueryApi {
     ) -> Reply<pb::GetStateAtVersionResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .get_state_at_version(&r.instance_id, r.version)
-                .await
-                .map(|s| pb::GetStateAtVersionResponse {
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let s = self.0.queries.state_at_version(id, r.version).await?;
+                Ok(pb::GetStateAtVersionResponse {
                     state: Some(struct_from_state(&s.state)),
                     version: s.version,
                     recorded_at: Some(timestamp_from_time(s.recorded_at)),
-                }),
+                })
+            }
+            .await,
         )
     }
 
@@ -85,9 +86,10 @@ impl QueryService for QueryApi {
         let r = request.into_inner();
         reply(
             async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let at = time_from_timestamp("timestamp", r.timestamp)?
                     .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
-                let s = self.0.get_state_at_time(&r.instance_id, at).await?;
+                let s = self.0.queries.state_at_time(id, at).await?;
                 Ok(pb::GetStateAtTimeResponse {
                     state: Some(struct_from_state(&s.state)),
                     version: s.version,
@@ -105,32 +107,37 @@ impl QueryService for QueryApi {
     ) -> Reply<pb::CompareVersionsResponse> {
         let r = request.into_inner();
         reply(
-            self.0
-                .compare_versions(&r.instance_id, r.version1, r.version2)
-                .await
-                .map(|(first, second, cmp)| pb::CompareVersionsResponse {
-                    state1: Some(struct_from_state(&first.state)),
-                    state2: Some(struct_from_state(&second.state)),
-                    patch: cmp
-                        .patch
-                        .iter()
-                        .filter_map(|op| op.as_object().map(struct_from_state))
-                        .collect(),
-                    changes: cmp
-                        .changes
-                        .into_iter()
-                        .map(|c| pb::FieldChange {
-                            path: c.path,
-                            kind: match c.kind {
-                                ChangeKind::Added => pb::ChangeKind::Added,
-                                ChangeKind::Removed => pb::ChangeKind::Removed,
-                                ChangeKind::Changed => pb::ChangeKind::Changed,
-                            } as i32,
-                            old_value: c.old_value.as_ref().map(value_from_json),
-                            new_value: c.new_value.as_ref().map(value_from_json),
-                        })
-                        .collect(),
-                }),
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                self.0
+                    .queries
+                    .compare_versions(id, r.version1, r.version2)
+                    .await
+            }
+            .await
+            .map(|(first, second, cmp)| pb::CompareVersionsResponse {
+                state1: Some(struct_from_state(&first.state)),
+                state2: Some(struct_from_state(&second.state)),
+                patch: cmp
+                    .patch
+                    .iter()
+                    .filter_map(|op| op.as_object().map(struct_from_state))
+                    .collect(),
+                changes: cmp
+                    .changes
+                    .into_iter()
+                    .map(|c| pb::FieldChange {
+                        path: c.path,
+                        kind: match c.kind {
+                            ChangeKind::Added => pb::ChangeKind::Added,
+                            ChangeKind::Removed => pb::ChangeKind::Removed,
+                            ChangeKind::Changed => pb::ChangeKind::Changed,
+                        } as i32,
+                        old_value: c.old_value.as_ref().map(value_from_json),
+                        new_value: c.new_value.as_ref().map(value_from_json),
+                    })
+                    .collect(),
+            }),
         )
     }
 
@@ -144,15 +151,12 @@ impl QueryService for QueryApi {
             async {
                 let filter =
                     history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let page = convert::page_from_fields(r.page_size, &r.page_token)?;
                 let (points, next) = self
                     .0
-                    .get_field_timeline(
-                        &r.instance_id,
-                        &r.field,
-                        filter,
-                        r.page_size,
-                        &r.page_token,
-                    )
+                    .queries
+                    .get_field_timeline(id, &r.field, filter, page)
                     .await?;
                 Ok(pb::GetFieldTimelineResponse {
                     points: points

@@ -61,7 +61,9 @@ pub fn to_status(error: AppError) -> Status {
         AppError::NotFound(msg) => Status::not_found(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::AlreadyExists(msg) => Status::already_exists(clip(&msg, MAX_MESSAGE_BYTES)),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
-        AppError::TooLarge(msg) => Status::resource_exhausted(clip(&msg, MAX_MESSAGE_BYTES)),
+        AppError::TooLarge(msg) | AppError::Lagged(msg) => {
+            Status::resource_exhausted(clip(&msg, MAX_MESSAGE_BYTES))
+        }
         AppError::Unsupported(msg) => Status::unimplemented(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::Unavailable(cause) => {
             tracing::warn!(%cause, "backend unavailable");

@@ -44,7 +44,7 @@ use super::{EmbeddedError, migrate, rows};
 use crate::adapters::append_plan;
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore,
+    AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore,
     InstanceRecord, NewInstance, StoreError, TypeKey,
 };
 
@@ -397,6 +397,135 @@ pub(super) fn limit(n: usize) -> i64 {
 }
 
 #[async_trait]
+impl Catalog for EmbeddedStore {
+    async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
+        let (column, value, what) = match key {
+            TypeKey::Id(id) => ("id", rows::id(*id), format!("entity type {id}")),
+            TypeKey::Name(name) => ("name", name.clone(), format!("entity type {name:?}")),
+        };
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM entity_types WHERE {column} = ?1",
+                rows::ENTITY_TYPE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = rows::collect(stmt.query([value]).map_err(sql)?, rows::entity_type)?;
+            found.into_iter().next().ok_or(StoreError::NotFound(what))
+        })
+        .await
+    }
+
+    async fn list_entity_types(
+        &self,
+        after_name: Option<&str>,
+        limit_n: usize,
+    ) -> Result<Vec<EntityTypeRecord>, StoreError> {
+        let after = after_name.map(str::to_string);
+        self.read(move |conn| {
+            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
+            let sql_text = format!(
+                "SELECT {} FROM entity_types WHERE {} ORDER BY name LIMIT ?2",
+                rows::ENTITY_TYPE_COLUMNS,
+                if after.is_some() {
+                    "name > ?1"
+                } else {
+                    "?1 IS NULL"
+                }
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt.query(params![after, limit(limit_n)]).map_err(sql)?;
+            Ok(rows::collect(found, rows::entity_type)?)
+        })
+        .await
+    }
+
+    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.id = ?1",
+                rows::INSTANCE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = rows::collect(stmt.query([rows::id(id)]).map_err(sql)?, rows::instance)?;
+            found
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))
+        })
+        .await
+    }
+
+    async fn find_instance(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<InstanceRecord, StoreError> {
+        let external_id = external_id.to_string();
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.entity_type_id = ?1 AND i.external_id = ?2",
+                rows::INSTANCE_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(params![rows::id(entity_type_id), external_id])
+                .map_err(sql)?;
+            rows::collect(found, rows::instance)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("instance with external_id {external_id:?}"))
+                })
+        })
+        .await
+    }
+
+    async fn list_instances(
+        &self,
+        entity_type_id: Uuid,
+        after_external_id: Option<&str>,
+        limit_n: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let after = after_external_id.map(str::to_string);
+        self.read(move |conn| {
+            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
+            let sql_text = format!(
+                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+                 WHERE i.entity_type_id = ?1 AND {} ORDER BY i.external_id LIMIT ?3",
+                rows::INSTANCE_COLUMNS,
+                if after.is_some() {
+                    "i.external_id > ?2"
+                } else {
+                    "?2 IS NULL"
+                }
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(params![rows::id(entity_type_id), after, limit(limit_n)])
+                .map_err(sql)?;
+            Ok(rows::collect(found, rows::instance)?)
+        })
+        .await
+    }
+
+    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+        let text: String = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT entity_type_id FROM instances WHERE id = ?1")
+                    .map_err(sql)?
+                    .query_row([rows::id(instance_id)], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?
+                    .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))
+            })
+            .await?;
+        Ok(rows::uuid(&text, "entity type id")?)
+    }
+}
+
+#[async_trait]
 impl EventStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         if self.inner.damaged.load(Ordering::Relaxed) {
@@ -447,47 +576,6 @@ impl EventStore for EmbeddedStore {
                 ),
                 Err(e) => Err(e.into()),
             }
-        })
-        .await
-    }
-
-    async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
-        let (column, value, what) = match key {
-            TypeKey::Id(id) => ("id", rows::id(*id), format!("entity type {id}")),
-            TypeKey::Name(name) => ("name", name.clone(), format!("entity type {name:?}")),
-        };
-        self.read(move |conn| {
-            let sql_text = format!(
-                "SELECT {} FROM entity_types WHERE {column} = ?1",
-                rows::ENTITY_TYPE_COLUMNS
-            );
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = rows::collect(stmt.query([value]).map_err(sql)?, rows::entity_type)?;
-            found.into_iter().next().ok_or(StoreError::NotFound(what))
-        })
-        .await
-    }
-
-    async fn list_entity_types(
-        &self,
-        after_name: Option<&str>,
-        limit_n: usize,
-    ) -> Result<Vec<EntityTypeRecord>, StoreError> {
-        let after = after_name.map(str::to_string);
-        self.read(move |conn| {
-            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
-            let sql_text = format!(
-                "SELECT {} FROM entity_types WHERE {} ORDER BY name LIMIT ?2",
-                rows::ENTITY_TYPE_COLUMNS,
-                if after.is_some() {
-                    "name > ?1"
-                } else {
-                    "?1 IS NULL"
-                }
-            );
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = stmt.query(params![after, limit(limit_n)]).map_err(sql)?;
-            Ok(rows::collect(found, rows::entity_type)?)
         })
         .await
     }
@@ -595,91 +683,6 @@ impl EventStore for EmbeddedStore {
             Ok((instance, event))
         })
         .await
-    }
-
-    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
-        self.read(move |conn| {
-            let sql_text = format!(
-                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.id = ?1",
-                rows::INSTANCE_COLUMNS
-            );
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = rows::collect(stmt.query([rows::id(id)]).map_err(sql)?, rows::instance)?;
-            found
-                .into_iter()
-                .next()
-                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))
-        })
-        .await
-    }
-
-    async fn find_instance(
-        &self,
-        entity_type_id: Uuid,
-        external_id: &str,
-    ) -> Result<InstanceRecord, StoreError> {
-        let external_id = external_id.to_string();
-        self.read(move |conn| {
-            let sql_text = format!(
-                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.entity_type_id = ?1 AND i.external_id = ?2",
-                rows::INSTANCE_COLUMNS
-            );
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = stmt
-                .query(params![rows::id(entity_type_id), external_id])
-                .map_err(sql)?;
-            rows::collect(found, rows::instance)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    StoreError::NotFound(format!("instance with external_id {external_id:?}"))
-                })
-        })
-        .await
-    }
-
-    async fn list_instances(
-        &self,
-        entity_type_id: Uuid,
-        after_external_id: Option<&str>,
-        limit_n: usize,
-    ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let after = after_external_id.map(str::to_string);
-        self.read(move |conn| {
-            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
-            let sql_text = format!(
-                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.entity_type_id = ?1 AND {} ORDER BY i.external_id LIMIT ?3",
-                rows::INSTANCE_COLUMNS,
-                if after.is_some() {
-                    "i.external_id > ?2"
-                } else {
-                    "?2 IS NULL"
-                }
-            );
-            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
-            let found = stmt
-                .query(params![rows::id(entity_type_id), after, limit(limit_n)])
-                .map_err(sql)?;
-            Ok(rows::collect(found, rows::instance)?)
-        })
-        .await
-    }
-
-    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
-        let text: String = self
-            .read(move |conn| {
-                conn.prepare_cached("SELECT entity_type_id FROM instances WHERE id = ?1")
-                    .map_err(sql)?
-                    .query_row([rows::id(instance_id)], |r| r.get(0))
-                    .optional()
-                    .map_err(sql)?
-                    .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))
-            })
-            .await?;
-        Ok(rows::uuid(&text, "entity type id")?)
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]

@@ -19,7 +19,7 @@ use super::{PgError, migrate, rows};
 use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
+    AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
     InstanceRecord, NewInstance, RecordedKey, StoreError, TypeKey,
 };
 
@@ -340,44 +340,7 @@ async fn recorded_keys(
 }
 
 #[async_trait]
-impl EventStore for PgStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(PgError::from)?;
-        Ok(())
-    }
-
-    #[instrument(skip(self, schema, description))]
-    async fn create_entity_type(
-        &self,
-        id: Uuid,
-        name: &str,
-        description: &str,
-        schema: &State,
-    ) -> Result<EntityTypeRecord, StoreError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "INSERT INTO entity_types (id, name, description, schema, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
-             RETURNING {}",
-            rows::ENTITY_TYPE_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let schema_json = Value::Object(schema.clone());
-        let row = client
-            .query_opt(
-                &stmt,
-                &[&id, &name, &description, &schema_json, &now_micros()],
-            )
-            .await
-            .map_err(PgError::from)?
-            .ok_or_else(|| StoreError::AlreadyExists(format!("entity type {name:?}")))?;
-        Ok(rows::entity_type(&row)?)
-    }
-
+impl Catalog for PgStore {
     async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
         let client = self.client().await?;
         let (row, what) = match key {
@@ -430,6 +393,122 @@ impl EventStore for PgStore {
             .iter()
             .map(rows::entity_type)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.id = $1",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
+        Ok(rows::instance(&row)?)
+    }
+
+    async fn find_instance(
+        &self,
+        entity_type_id: Uuid,
+        external_id: &str,
+    ) -> Result<InstanceRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.entity_type_id = $1 AND i.external_id = $2",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&entity_type_id, &external_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("instance with external_id {external_id:?}"))
+            })?;
+        Ok(rows::instance(&row)?)
+    }
+
+    async fn list_instances(
+        &self,
+        entity_type_id: Uuid,
+        after_external_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
+             ORDER BY i.external_id LIMIT $3",
+            rows::INSTANCE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client
+            .query(
+                &stmt,
+                &[&entity_type_id, &after_external_id, &(limit as i64)],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(found.iter().map(rows::instance).collect::<Result<_, _>>()?)
+    }
+
+    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT entity_type_id FROM instances WHERE id = $1")
+            .await
+            .map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[&instance_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))?;
+        Ok(row.get(0))
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    #[instrument(skip(self, schema, description))]
+    async fn create_entity_type(
+        &self,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        schema: &State,
+    ) -> Result<EntityTypeRecord, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO entity_types (id, name, description, schema, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
+             RETURNING {}",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let schema_json = Value::Object(schema.clone());
+        let row = client
+            .query_opt(
+                &stmt,
+                &[&id, &name, &description, &schema_json, &now_micros()],
+            )
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| StoreError::AlreadyExists(format!("entity type {name:?}")))?;
+        Ok(rows::entity_type(&row)?)
     }
 
     #[instrument(skip(self, new), fields(instance_id = %new.id))]
@@ -523,82 +602,6 @@ impl EventStore for PgStore {
             occurred_at: now,
         };
         Ok((instance, event))
-    }
-
-    async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, StoreError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-             WHERE i.id = $1",
-            rows::INSTANCE_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let row = client
-            .query_opt(&stmt, &[&id])
-            .await
-            .map_err(PgError::from)?
-            .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
-        Ok(rows::instance(&row)?)
-    }
-
-    async fn find_instance(
-        &self,
-        entity_type_id: Uuid,
-        external_id: &str,
-    ) -> Result<InstanceRecord, StoreError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-             WHERE i.entity_type_id = $1 AND i.external_id = $2",
-            rows::INSTANCE_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let row = client
-            .query_opt(&stmt, &[&entity_type_id, &external_id])
-            .await
-            .map_err(PgError::from)?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("instance with external_id {external_id:?}"))
-            })?;
-        Ok(rows::instance(&row)?)
-    }
-
-    async fn list_instances(
-        &self,
-        entity_type_id: Uuid,
-        after_external_id: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-             WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
-             ORDER BY i.external_id LIMIT $3",
-            rows::INSTANCE_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client
-            .query(
-                &stmt,
-                &[&entity_type_id, &after_external_id, &(limit as i64)],
-            )
-            .await
-            .map_err(PgError::from)?;
-        Ok(found.iter().map(rows::instance).collect::<Result<_, _>>()?)
-    }
-
-    async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT entity_type_id FROM instances WHERE id = $1")
-            .await
-            .map_err(PgError::from)?;
-        let row = client
-            .query_opt(&stmt, &[&instance_id])
-            .await
-            .map_err(PgError::from)?
-            .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))?;
-        Ok(row.get(0))
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]

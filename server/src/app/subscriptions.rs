@@ -1,5 +1,5 @@
-//! The state cache around reads and writes, and live subscriptions (replay, then live, with no
-//! gap and no duplicate).
+//! Live subscriptions: an instance's history from a version, then live events, with no gap and
+//! no duplicate; a reader that falls behind is cut off, never waited for.
 
 use futures::StreamExt;
 use std::pin::Pin;
@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
-use tracing::debug;
 use uuid::Uuid;
 
-use super::cache::{InstanceMeta, TypeEntry};
-use super::{App, AppError, parse_id, parse_type_key};
-use crate::domain::State;
+use super::AppError;
+use super::registry::TypeRegistry;
 use crate::ports::{
-    BusError, EventRecord, HistoryFilter, HistoryReader, InstanceRecord, LiveEvent, LiveFilter,
+    BusError, Catalog, EventBus, EventRecord, HistoryFilter, HistoryReader, LiveFilter, TypeKey,
 };
 
 /// Events read per round trip while replaying history.
@@ -59,140 +57,39 @@ impl futures::Stream for EventStream {
     }
 }
 
-impl App {
-    /// Remembers what never changes about an instance.
-    pub(crate) fn remember(&self, i: &InstanceRecord) {
-        self.caches.put_meta(
-            i.id,
-            InstanceMeta {
-                entity_type_id: i.entity_type_id,
-                external_id: i.external_id.clone(),
-                created_at: i.created_at,
-            },
-        );
-    }
+/// The Subscribe use case: replay from the history, then live events from the bus.
+#[derive(Clone)]
+pub struct Subscriptions {
+    /// Checks that a subscribed instance exists.
+    catalog: Arc<dyn Catalog>,
+    /// Resolves a subscribed entity type to the name events carry.
+    registry: Arc<TypeRegistry>,
+    /// Where a replay reads, and where a gap in the live stream is filled from.
+    history: Arc<dyn HistoryReader>,
+    /// Where committed events arrive.
+    bus: Arc<dyn EventBus>,
+    /// Events a stream may hold for a slow reader before it is cut off.
+    buffer: usize,
+    /// Subscribe streams open now (see [`Subscriptions::open`]).
+    open: Arc<AtomicUsize>,
+}
 
-    /// Writes a record to the state cache; on failure the instance is marked dirty so that this
-    /// server stops trusting the cached entry until a repair succeeds.
-    pub(crate) async fn cache_put(&self, record: &InstanceRecord) {
-        let Some(cache) = &self.cache else { return };
-        match cache.put(record).await {
-            Ok(()) => {
-                if self.caches.is_dirty(record.id) {
-                    self.caches.clean(record.id);
-                }
-            }
-            Err(e) => {
-                debug!(instance_id = %record.id, error = %e, "state cache write failed");
-                self.caches.mark_dirty(record.id);
-            }
+impl Subscriptions {
+    pub(crate) fn new(
+        catalog: Arc<dyn Catalog>,
+        registry: Arc<TypeRegistry>,
+        history: Arc<dyn HistoryReader>,
+        bus: Arc<dyn EventBus>,
+        buffer: usize,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            history,
+            bus,
+            buffer: buffer.max(1),
+            open: Arc::default(),
         }
-    }
-
-    /// After a commit: tell the bus, and move the cached state forward.
-    pub(crate) async fn after_commit(
-        &self,
-        entry: &TypeEntry,
-        instance_id: Uuid,
-        events: &[EventRecord],
-        state: &State,
-    ) {
-        let live: Vec<LiveEvent> = events
-            .iter()
-            .map(|e| LiveEvent {
-                entity_type_name: entry.record.name.clone(),
-                event: e.clone(),
-            })
-            .collect();
-        self.bus.committed(&live).await;
-        if self.cache.is_none() {
-            return;
-        }
-        let Some(last) = events.last() else { return };
-        let record = match self.caches.meta(instance_id) {
-            Some(meta) => InstanceRecord {
-                id: instance_id,
-                entity_type_id: meta.entity_type_id,
-                entity_type_name: entry.record.name.clone(),
-                external_id: meta.external_id,
-                state: state.clone(),
-                version: last.version,
-                created_at: meta.created_at,
-                updated_at: last.recorded_at,
-            },
-            // Unknown here yet: the stored record is at least as new as what we just wrote.
-            None => match self.store.get_instance(instance_id).await {
-                Ok(r) => {
-                    self.remember(&r);
-                    r
-                }
-                Err(_) => {
-                    self.caches.mark_dirty(instance_id);
-                    return;
-                }
-            },
-        };
-        self.cache_put(&record).await;
-    }
-
-    /// Re-writes the cached state of every instance whose cache write failed. Called
-    /// periodically; a success makes the cache trusted again for that instance.
-    pub async fn repair_cache(&self) -> usize {
-        let mut repaired = 0;
-        for id in self.caches.dirty() {
-            let Ok(record) = self.store.get_instance(id).await else {
-                continue;
-            };
-            if let Some(cache) = &self.cache
-                && cache.put(&record).await.is_ok()
-            {
-                self.caches.clean(id);
-                repaired += 1;
-            }
-        }
-        repaired
-    }
-
-    /// An instance by id: from the cache when it holds it, otherwise from the store (refilling
-    /// the cache).
-    pub async fn get_instance(&self, instance_id: &str) -> Result<InstanceRecord, AppError> {
-        let id = parse_id("instance_id", instance_id)?;
-        if let Some(cache) = &self.cache
-            && !self.caches.is_dirty(id)
-            && let Ok(Some(hit)) = cache.get(id).await
-        {
-            return Ok(hit);
-        }
-        let record = self.store.get_instance(id).await?;
-        self.remember(&record);
-        self.cache_put(&record).await;
-        Ok(record)
-    }
-
-    /// An instance by entity type and external id: one cache round trip on a hit.
-    pub async fn get_current_state(
-        &self,
-        entity_type: &str,
-        external_id: &str,
-    ) -> Result<InstanceRecord, AppError> {
-        let key = parse_type_key(entity_type)?;
-        let external_id = crate::domain::ExternalId::parse(external_id)?;
-        let entry = self.resolve_type(&key).await?;
-        if let Some(cache) = &self.cache
-            && let Ok(Some(hit)) = cache
-                .get_by_external_id(entry.record.id, external_id.as_str())
-                .await
-            && !self.caches.is_dirty(hit.id)
-        {
-            return Ok(hit);
-        }
-        let record = self
-            .store
-            .find_instance(entry.record.id, external_id.as_str())
-            .await?;
-        self.remember(&record);
-        self.cache_put(&record).await;
-        Ok(record)
     }
 
     /// Live events matching the filters. With `from_version` (which needs `instance_id`), the
@@ -201,29 +98,18 @@ impl App {
     /// RESOURCE_EXHAUSTED; writers never wait for it.
     pub async fn subscribe(
         &self,
-        entity_type: &str,
-        instance_id: &str,
+        entity_type: Option<&TypeKey>,
+        instance: Option<Uuid>,
         event_types: Vec<String>,
         from_version: Option<i64>,
     ) -> Result<EventStream, AppError> {
-        let type_name = if entity_type.is_empty() {
-            None
-        } else {
-            Some(
-                self.resolve_type(&parse_type_key(entity_type)?)
-                    .await?
-                    .record
-                    .name
-                    .clone(),
-            )
+        let type_name = match entity_type {
+            Some(key) => Some(self.registry.resolve(key).await?.record.name.clone()),
+            None => None,
         };
-        let instance = if instance_id.is_empty() {
-            None
-        } else {
-            let id = parse_id("instance_id", instance_id)?;
-            self.store.get_instance(id).await?;
-            Some(id)
-        };
+        if let Some(id) = instance {
+            self.catalog.get_instance(id).await?;
+        }
         let replay = match (from_version, instance) {
             (None, _) => None,
             (Some(_), None) => {
@@ -256,7 +142,7 @@ impl App {
             BusError::Unavailable(m) => AppError::Unavailable(m),
             BusError::Lagged(_) => AppError::Internal("lagged before the first event".into()),
         })?;
-        let buffer = self.limits.subscriber_buffer.max(1);
+        let buffer = self.buffer;
         let (tx, rx) = mpsc::channel(buffer);
         let cut_off = Arc::new(AtomicBool::new(false));
         let producer = Producer {
@@ -265,7 +151,7 @@ impl App {
             event_types,
             history: self.history.clone(),
         };
-        let open = OpenSubscription::new(self.subscriptions.clone());
+        let open = OpenSubscription::new(self.open.clone());
         tokio::spawn(async move {
             let _open = open;
             // The client going away drops the stream's receiver: end at once, even while the
@@ -287,8 +173,8 @@ impl App {
     /// Subscribe streams currently open on this server: each one's producer counts from the
     /// moment it starts until it has ended (client gone, cut off, bus failure or shutdown).
     /// For operators (a number that only grows points at leaked subscriptions) and tests.
-    pub fn open_subscriptions(&self) -> usize {
-        self.subscriptions.load(Ordering::Acquire)
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 }
 
@@ -435,7 +321,7 @@ impl Producer {
 }
 
 fn lagged(buffer: usize) -> AppError {
-    AppError::TooLarge(format!(
+    AppError::Lagged(format!(
         "subscriber fell more than {buffer} events behind and was cut off; resubscribe with from_version"
     ))
 }

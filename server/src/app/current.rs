@@ -1,0 +1,192 @@
+//! Current states: reading an instance as it is now, through the state cache when there is one,
+//! and moving the cached state forward after a commit. The cache is never trusted for an
+//! instance whose last cache write failed, until a repair has written it again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use tracing::debug;
+use uuid::Uuid;
+
+use super::AppError;
+use super::registry::{TypeEntry, TypeRegistry};
+use crate::domain::{ExternalId, State};
+use crate::ports::{Catalog, EventRecord, InstanceRecord, StateCache, TypeKey};
+
+/// The current-state read path and the state cache's upkeep.
+#[derive(Clone)]
+pub struct CurrentStates {
+    /// The source of truth, read on a miss.
+    catalog: Arc<dyn Catalog>,
+    registry: Arc<TypeRegistry>,
+    /// Current states close to the readers; None reads the catalog every time.
+    state_cache: Option<Arc<dyn StateCache>>,
+    /// Instances whose cached entry may be stale (see [`Untrusted`]).
+    untrusted: Arc<Untrusted>,
+}
+
+/// Instances whose latest state could not be written to the state cache: their cached entry may
+/// be stale, so reads skip the cache for them until a repair succeeds.
+#[derive(Default)]
+struct Untrusted(RwLock<HashSet<Uuid>>);
+
+impl Untrusted {
+    fn contains(&self, instance: Uuid) -> bool {
+        self.0.read().is_ok_and(|d| d.contains(&instance))
+    }
+
+    fn insert(&self, instance: Uuid) {
+        if let Ok(mut d) = self.0.write() {
+            d.insert(instance);
+        }
+    }
+
+    fn remove(&self, instance: Uuid) {
+        if let Ok(mut d) = self.0.write() {
+            d.remove(&instance);
+        }
+    }
+
+    fn all(&self) -> Vec<Uuid> {
+        self.0
+            .read()
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl CurrentStates {
+    pub(crate) fn new(
+        catalog: Arc<dyn Catalog>,
+        registry: Arc<TypeRegistry>,
+        state_cache: Option<Arc<dyn StateCache>>,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            state_cache,
+            untrusted: Arc::default(),
+        }
+    }
+
+    /// An instance by id: from the cache when it holds it, otherwise from the catalog (refilling
+    /// the cache).
+    pub async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, AppError> {
+        if let Some(cache) = &self.state_cache
+            && !self.untrusted.contains(id)
+            && let Ok(Some(hit)) = cache.get(id).await
+        {
+            return Ok(hit);
+        }
+        let record = self.catalog.get_instance(id).await?;
+        self.registry.remember(&record);
+        self.put(&record).await;
+        Ok(record)
+    }
+
+    /// An instance by entity type and external id: one cache round trip on a hit.
+    pub async fn get_current_state(
+        &self,
+        entity_type: &TypeKey,
+        external_id: &ExternalId,
+    ) -> Result<InstanceRecord, AppError> {
+        let entry = self.registry.resolve(entity_type).await?;
+        if let Some(cache) = &self.state_cache
+            && let Ok(Some(hit)) = cache
+                .get_by_external_id(entry.record.id, external_id.as_str())
+                .await
+            && !self.untrusted.contains(hit.id)
+        {
+            return Ok(hit);
+        }
+        let record = self
+            .catalog
+            .find_instance(entry.record.id, external_id.as_str())
+            .await?;
+        self.registry.remember(&record);
+        self.put(&record).await;
+        Ok(record)
+    }
+
+    /// After a commit: moves the cached state of the instance forward to `state`.
+    pub(crate) async fn committed(
+        &self,
+        entry: &TypeEntry,
+        instance_id: Uuid,
+        events: &[EventRecord],
+        state: &State,
+    ) {
+        if self.state_cache.is_none() {
+            return;
+        }
+        let Some(last) = events.last() else { return };
+        let record = match self.registry.meta(instance_id) {
+            Some(meta) => InstanceRecord {
+                id: instance_id,
+                entity_type_id: meta.entity_type_id,
+                entity_type_name: entry.record.name.clone(),
+                external_id: meta.external_id,
+                state: state.clone(),
+                version: last.version,
+                created_at: meta.created_at,
+                updated_at: last.recorded_at,
+            },
+            // Unknown here yet: the stored record is at least as new as what was just written.
+            None => match self.catalog.get_instance(instance_id).await {
+                Ok(r) => {
+                    self.registry.remember(&r);
+                    r
+                }
+                Err(_) => {
+                    self.untrusted.insert(instance_id);
+                    return;
+                }
+            },
+        };
+        self.put(&record).await;
+    }
+
+    /// Whether a write committed is unknown: stop trusting the cached state of the instance
+    /// until the background repair has read the catalog again.
+    pub(crate) fn outcome_unknown(&self, instance_id: Uuid) {
+        self.untrusted.insert(instance_id);
+    }
+
+    /// Writes a record to the state cache; on failure the instance is untrusted, so this server
+    /// stops reading its cached entry until a repair succeeds.
+    async fn put(&self, record: &InstanceRecord) {
+        let Some(cache) = &self.state_cache else {
+            return;
+        };
+        match cache.put(record).await {
+            Ok(()) => {
+                if self.untrusted.contains(record.id) {
+                    self.untrusted.remove(record.id);
+                }
+            }
+            Err(e) => {
+                debug!(instance_id = %record.id, error = %e, "state cache write failed");
+                self.untrusted.insert(record.id);
+            }
+        }
+    }
+
+    /// Re-writes the cached state of every untrusted instance. Called periodically; a success
+    /// makes the cache trusted again for that instance. Returns how many were repaired.
+    pub async fn repair(&self) -> usize {
+        let Some(cache) = &self.state_cache else {
+            return 0;
+        };
+        let mut repaired = 0;
+        for id in self.untrusted.all() {
+            let Ok(record) = self.catalog.get_instance(id).await else {
+                continue;
+            };
+            if cache.put(&record).await.is_ok() {
+                self.untrusted.remove(id);
+                repaired += 1;
+            }
+        }
+        repaired
+    }
+}

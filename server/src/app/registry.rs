@@ -1,0 +1,155 @@
+//! The type registry: facts that never change once written, kept in memory in front of the
+//! [`Catalog`]. An entity type (with its compiled schema), the type of an instance, and what
+//! else is fixed about an instance. It keeps schema compilation and type lookups off the write
+//! path. Every handler shares one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
+
+use super::AppError;
+use crate::domain::validate::CompiledSchema;
+use crate::ports::{Catalog, EntityTypeRecord, InstanceRecord, TypeKey};
+
+/// Bound on remembered instances; past it the map starts afresh (a miss costs one query).
+const MAX_INSTANCES: usize = 1_000_000;
+
+/// An entity type ready to validate states.
+pub struct TypeEntry {
+    /// The type as stored: id, name, description and schema.
+    pub record: EntityTypeRecord,
+    /// `record.schema`, compiled once: validating a state is then cheap.
+    pub schema: CompiledSchema,
+}
+
+/// What never changes about an instance: enough, with a new state and version, to build the
+/// record the state cache holds.
+#[derive(Clone)]
+pub struct InstanceMeta {
+    pub entity_type_id: Uuid,
+    pub external_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Entity types and fixed instance facts, looked up in the catalog once and then remembered.
+pub struct TypeRegistry {
+    /// Where a miss is looked up.
+    catalog: Arc<dyn Catalog>,
+    /// Types by id, with their compiled schemas.
+    types: RwLock<HashMap<Uuid, Arc<TypeEntry>>>,
+    /// Type ids by name, so a type named either way is one lookup.
+    type_names: RwLock<HashMap<String, Uuid>>,
+    /// The type of each instance seen: every write needs it, to validate.
+    instance_types: RwLock<HashMap<Uuid, Uuid>>,
+    /// The rest of what is fixed about an instance, to write the state cache after a commit
+    /// without reading the instance back.
+    instance_meta: RwLock<HashMap<Uuid, InstanceMeta>>,
+}
+
+impl TypeRegistry {
+    pub fn new(catalog: Arc<dyn Catalog>) -> Self {
+        Self {
+            catalog,
+            types: RwLock::default(),
+            type_names: RwLock::default(),
+            instance_types: RwLock::default(),
+            instance_meta: RwLock::default(),
+        }
+    }
+
+    /// The type with its compiled schema, from memory or the catalog.
+    pub async fn resolve(&self, key: &TypeKey) -> Result<Arc<TypeEntry>, AppError> {
+        let cached = match key {
+            TypeKey::Id(id) => self.type_by_id(*id),
+            TypeKey::Name(name) => self.type_by_name(name),
+        };
+        if let Some(entry) = cached {
+            return Ok(entry);
+        }
+        let record = self.catalog.get_entity_type(key).await?;
+        // A stored schema passed the meta-schema check when it was created.
+        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
+            AppError::Internal(format!(
+                "stored schema of {} does not compile: {e}",
+                record.name
+            ))
+        })?;
+        let entry = Arc::new(TypeEntry { record, schema });
+        self.put_type(entry.clone());
+        Ok(entry)
+    }
+
+    /// The type of an instance, from memory or the catalog.
+    pub async fn type_of(&self, instance: Uuid) -> Result<Arc<TypeEntry>, AppError> {
+        let type_id = match self.instance_type(instance) {
+            Some(t) => t,
+            None => {
+                let t = self.catalog.instance_type(instance).await?;
+                self.put_instance_type(instance, t);
+                t
+            }
+        };
+        self.resolve(&TypeKey::Id(type_id)).await
+    }
+
+    /// Remembers what never changes about an instance.
+    pub fn remember(&self, i: &InstanceRecord) {
+        self.put_meta(
+            i.id,
+            InstanceMeta {
+                entity_type_id: i.entity_type_id,
+                external_id: i.external_id.clone(),
+                created_at: i.created_at,
+            },
+        );
+    }
+}
+
+// Plain lookups and inserts: no I/O.
+impl TypeRegistry {
+    fn type_by_id(&self, id: Uuid) -> Option<Arc<TypeEntry>> {
+        self.types.read().ok()?.get(&id).cloned()
+    }
+
+    fn type_by_name(&self, name: &str) -> Option<Arc<TypeEntry>> {
+        let id = *self.type_names.read().ok()?.get(name)?;
+        self.type_by_id(id)
+    }
+
+    pub fn put_type(&self, entry: Arc<TypeEntry>) {
+        if let Ok(mut names) = self.type_names.write() {
+            names.insert(entry.record.name.clone(), entry.record.id);
+        }
+        if let Ok(mut types) = self.types.write() {
+            types.insert(entry.record.id, entry);
+        }
+    }
+
+    fn instance_type(&self, instance: Uuid) -> Option<Uuid> {
+        self.instance_types.read().ok()?.get(&instance).copied()
+    }
+
+    pub fn meta(&self, instance: Uuid) -> Option<InstanceMeta> {
+        self.instance_meta.read().ok()?.get(&instance).cloned()
+    }
+
+    fn put_meta(&self, instance: Uuid, meta: InstanceMeta) {
+        self.put_instance_type(instance, meta.entity_type_id);
+        if let Ok(mut map) = self.instance_meta.write() {
+            if map.len() >= MAX_INSTANCES {
+                map.clear();
+            }
+            map.insert(instance, meta);
+        }
+    }
+
+    pub fn put_instance_type(&self, instance: Uuid, entity_type: Uuid) {
+        if let Ok(mut map) = self.instance_types.write() {
+            if map.len() >= MAX_INSTANCES {
+                map.clear();
+            }
+            map.insert(instance, entity_type);
+        }
+    }
+}
