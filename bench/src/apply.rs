@@ -26,7 +26,6 @@ use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_server::adapters::postgres::sql;
 use temporal_state_server::domain::idempotency::content_hash;
 use temporal_state_server::domain::{ApplyMode, EventType, State, apply_event};
-use tokio_postgres::types::ToSql;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -507,46 +506,29 @@ async fn direct_apply(pool: &Pool, instance: Uuid, patch: State, interval: i64) 
         apply_event(&state, &patch, ApplyMode::MergePatch)
             .map_err(|e| anyhow::anyhow!("merge patch: {e}"))?,
     );
-    let hashes = vec![content_hash(EVENT_TYPE, ApplyMode::MergePatch, &patch)];
+    let hash = content_hash(EVENT_TYPE, ApplyMode::MergePatch, &patch);
     // recorded_at never decreases within an instance, as in the store.
     let recorded_at = now_micros().max(updated_at);
     let next = version + 1;
-    let versions = vec![next];
-    let ids = vec![Uuid::now_v7().to_string()];
-    let types = vec![EVENT_TYPE.to_string()];
-    let payloads = vec![Value::Object(patch)];
-    let metadata = vec![json!({})];
-    let modes = vec![ApplyMode::MergePatch.as_str()];
-    let occurred = vec![recorded_at];
-    let (snap_versions, snap_states) = if next % interval == 0 {
-        (vec![next], vec![state.clone()])
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let write = tx.prepare_cached(sql::APPEND_SQL).await?;
-    // $17: whether the transactional outbox is written; off unless publication is enabled,
-    // which the benchmark's server does not configure.
-    let outbox = false;
-    let params: [&(dyn ToSql + Sync); 17] = [
-        &instance,
-        &entity_type_id,
-        &recorded_at,
-        &versions,
-        &ids,
-        &types,
-        &payloads,
-        &metadata,
-        &modes,
-        &occurred,
-        &hashes,
-        &snap_versions,
-        &snap_states,
-        &next,
-        &state,
-        &version,
-        &outbox,
-    ];
-    let updated = tx.execute(&write, &params).await?;
+    let event_id = Uuid::now_v7().to_string();
+    // The benchmark's server does not enable publication, so no outbox row either.
+    let mut params = sql::AppendParams::new(instance, entity_type_id, recorded_at, version, false);
+    params.last_version = next;
+    params.push_event(
+        next,
+        &event_id,
+        EVENT_TYPE,
+        Value::Object(patch),
+        json!({}),
+        ApplyMode::MergePatch,
+        recorded_at,
+        hash,
+    );
+    if next % interval == 0 {
+        params.push_snapshot(next, state.clone());
+    }
+    params.state = state;
+    let updated = params.execute(&tx).await?;
     if updated != 1 {
         bail!("instance {instance} changed under its lock");
     }

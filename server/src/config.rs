@@ -125,7 +125,7 @@ pub struct Config {
     #[arg(long, env = "TIMESCALE_RETENTION_DAYS", default_value_t = 0)]
     pub timescale_retention_days: u64,
 
-    /// Browser origins (scheme://host[:port]) that may call the API over gRPC-web from another
+    /// Browser origins (`scheme://host[:port]`) that may call the API over gRPC-web from another
     /// origin, comma-separated, or `*` for any. Empty (the default) sends no CORS headers:
     /// gRPC-web still works from the same origin and from non-browser clients, and no web page
     /// elsewhere can make a browser write to this server.

@@ -7,8 +7,10 @@
 //!
 //! - [`domain`]: pure and synchronous: entity types, applying events, schemas, diffs, timelines.
 //! - [`ports`]: the traits the application needs, one per capability.
-//! - [`app`]: use cases (commands, time-travel queries) over the ports; it is handed its
-//!   adapters, the bus included, and never names one.
+//! - [`app`]: the use cases, split as CQRS: `Commands` (the only holder of the event store),
+//!   `Queries` (listings, time travel), `CurrentStates` (reads through the state cache),
+//!   `Subscriptions` and `Analytics`, each holding only the ports it uses. They take typed
+//!   inputs; they are handed their adapters, the bus included, and never name one.
 //! - [`adapters`]: ports implemented per technology: `postgres/` (source of truth, analytics,
 //!   outbox), `embedded/` (SQLite, the default), `redis/` (cache), `nats/` (publication, live
 //!   events), `memory/` (in-process cache and bus), and `secrets` (masking passwords in logs).
@@ -16,7 +18,9 @@
 //!   (`bench/`) to issue the very same ones.
 //! - [`config`]: the typed configuration, its validation (GRPC_WEB_ALLOWED_ORIGINS included)
 //!   and the adapters' settings derived from it.
-//! - [`grpc`]: one adapter per gRPC service: convert, delegate, map errors.
+//! - [`grpc`]: one file per gRPC service: parse the request into typed inputs (`convert.rs`),
+//!   delegate to one handler, map the error to a status (`status.rs`); plus the request guard
+//!   (deadline, shedding, sizes) and gRPC-web's CORS.
 //! - [`server`]: the wiring; [`server::run`] takes its listener and shutdown signal from the
 //!   caller, so tests bind `127.0.0.1:0`.
 

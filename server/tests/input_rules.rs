@@ -1,4 +1,7 @@
-//! Input rules every backend applies alike.
+//! Input rules, checked here on PostgreSQL, the store where they are hardest to keep: it cannot
+//! store a NUL character, and its collations could reorder listings. The NUL rule is applied by
+//! the application before any store is asked, so the embedded store keeps it too; the embedded
+//! store (SQLite) orders text by bytes by default.
 
 mod common;
 

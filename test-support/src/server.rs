@@ -280,12 +280,12 @@ impl Clients {
 
 /// A JSON object as a protobuf Struct.
 pub fn st(v: serde_json::Value) -> prost_types::Struct {
-    temporal_state_server::grpc::convert::struct_from_state(v.as_object().expect("an object"))
+    temporal_state_server::grpc::struct_from_state(v.as_object().expect("an object"))
 }
 
 /// A protobuf Struct as JSON.
 pub fn js(s: &Option<prost_types::Struct>) -> serde_json::Value {
     serde_json::Value::Object(
-        temporal_state_server::grpc::convert::state_from_struct("x", s.clone()).unwrap(),
+        temporal_state_server::grpc::state_from_struct("x", s.clone()).unwrap(),
     )
 }

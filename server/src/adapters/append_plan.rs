@@ -13,9 +13,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::State;
+use crate::domain::{ApplyMode, EventType, State};
 use crate::ports::{
-    AppendOutcome, AppendRequest, Decision, EventRecord, Head, RecordedKey, StoreError,
+    AppendOutcome, AppendRequest, Decision, EventRecord, Head, InstanceRecord, NewInstance,
+    RecordedKey, StoreError,
 };
 
 /// How often an append is tried when a concurrent append (on another instance, or from another
@@ -104,6 +105,38 @@ pub fn precheck(
 pub fn recorded_at(now: DateTime<Utc>, updated_at: DateTime<Utc>) -> DateTime<Utc> {
     let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
     now.max(updated_at)
+}
+
+/// The instance and its version-1 event as a store records them, at `at`: what
+/// `EventStore::create_instance` returns, equal to what it stored.
+pub fn created_records(
+    new: NewInstance,
+    entity_type_name: String,
+    at: DateTime<Utc>,
+) -> (InstanceRecord, EventRecord) {
+    let instance = InstanceRecord {
+        id: new.id,
+        entity_type_id: new.entity_type_id,
+        entity_type_name,
+        external_id: new.external_id,
+        state: new.initial_state.clone(),
+        version: 1,
+        created_at: at,
+        updated_at: at,
+    };
+    let event = EventRecord {
+        event_id: new.event_id,
+        instance_id: new.id,
+        entity_type_id: new.entity_type_id,
+        event_type: EventType::INSTANCE_CREATED.to_string(),
+        version: 1,
+        payload: new.initial_state,
+        metadata: new.metadata,
+        mode: ApplyMode::Replace,
+        recorded_at: at,
+        occurred_at: at,
+    };
+    (instance, event)
 }
 
 /// Everything one append writes.

@@ -8,7 +8,7 @@
 //! - [`CurrentStates`] (`current.rs`): current states through the state cache, and its upkeep.
 //! - [`Subscriptions`] (`subscriptions.rs`): Subscribe, replay then live, over the bus.
 //! - [`Analytics`] (`analytics.rs`): aggregates over a type's events.
-//! - `registry.rs`: the [`TypeRegistry`] they share: types and fixed instance facts in memory.
+//! - `registry.rs`: the `TypeRegistry` they share: types and fixed instance facts in memory.
 //! - `budget.rs`, `paging.rs`: what a page may hold and how it continues.
 
 mod analytics;
@@ -16,7 +16,7 @@ mod budget;
 mod commands;
 mod current;
 mod error;
-pub mod paging;
+mod paging;
 mod queries;
 mod registry;
 mod subscriptions;
@@ -29,8 +29,9 @@ pub use current::CurrentStates;
 pub use error::AppError;
 pub use paging::Page;
 pub use queries::{Queries, StateAt, TimelineEntry};
-pub use registry::TypeRegistry;
 pub use subscriptions::{EventStream, Subscriptions};
+
+use registry::TypeRegistry;
 
 use crate::domain::StateLimits;
 use crate::ports::{AnalyticsReader, Catalog, EventBus, EventStore, HistoryReader, StateCache};

@@ -20,7 +20,7 @@ pub struct Page {
 }
 
 impl Page {
-    /// `page_size` 0 means the default; negative or over [`MAX_PAGE_SIZE`] is INVALID_ARGUMENT.
+    /// `page_size` 0 means the default; negative or over `MAX_PAGE_SIZE` is INVALID_ARGUMENT.
     pub fn parse(page_size: i32, page_token: &str) -> Result<Self, AppError> {
         let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -70,9 +70,22 @@ impl Page {
         Ok(Self { size, after })
     }
 
-    /// The token of the next page: empty when `fetched` (asked as `size + 1`) showed no more items.
-    pub fn next_token(&self, fetched: usize, last_key: Option<&str>) -> String {
-        self.token(fetched > self.size, last_key)
+    /// Ends a page read as `size + 1` items: keeps at most `size`, fewer where they would pass
+    /// `budget` bytes (each measured by `len`), and returns them with the token continuing
+    /// after the last one kept (named by `key`), empty when nothing follows.
+    pub(crate) fn close<T>(
+        &self,
+        mut items: Vec<T>,
+        budget: usize,
+        len: impl Fn(&T) -> usize,
+        key: impl Fn(&T) -> String,
+    ) -> (Vec<T>, String) {
+        let fetched = items.len();
+        items.truncate(self.size);
+        let cut = super::budget::fit(&mut items, budget, len);
+        let last = items.last().map(key);
+        let token = self.token(cut || fetched > self.size, last.as_deref());
+        (items, token)
     }
 
     /// The token continuing after `last_key` when `more` items follow; empty otherwise.
@@ -100,12 +113,12 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_garbage_is_rejected() {
         let page = Page::parse(2, "").unwrap();
-        let token = page.next_token(3, Some("player-002"));
+        let token = page.token(true, Some("player-002"));
         assert_eq!(
             Page::parse(2, &token).unwrap().after.as_deref(),
             Some("player-002")
         );
-        assert_eq!(page.next_token(2, Some("x")), "");
+        assert_eq!(page.token(false, Some("x")), "");
         assert!(Page::parse(2, "!!not base64!!").is_err());
         // Valid base64 of a NUL or another control character, and an oversized token.
         for cursor in ["\0", "a\0b", "\u{1b}"] {

@@ -113,18 +113,15 @@ impl Queries {
         &self,
         page: Page,
     ) -> Result<(Vec<EntityTypeRecord>, String), AppError> {
-        let mut found = self
+        let found = self
             .catalog
             .list_entity_types(page.after.as_deref(), page.size + 1)
             .await?;
-        let fetched = found.len();
-        found.truncate(page.size);
-        let cut = budget::fit(&mut found, self.page_budget, budget::entity_type_len);
-        let token = page.token(
-            cut || fetched > page.size,
-            found.last().map(|t| t.name.as_str()),
-        );
-        Ok((found, token))
+        Ok(
+            page.close(found, self.page_budget, budget::entity_type_len, |t| {
+                t.name.clone()
+            }),
+        )
     }
 
     /// A page of a type's instances, by external id, and the token of the next page.
@@ -134,18 +131,15 @@ impl Queries {
         page: Page,
     ) -> Result<(Vec<InstanceRecord>, String), AppError> {
         let entry = self.registry.resolve(entity_type).await?;
-        let mut found = self
+        let found = self
             .catalog
             .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
             .await?;
-        let fetched = found.len();
-        found.truncate(page.size);
-        let cut = budget::fit(&mut found, self.page_budget, budget::instance_len);
-        let token = page.token(
-            cut || fetched > page.size,
-            found.last().map(|i| i.external_id.as_str()),
-        );
-        Ok((found, token))
+        Ok(
+            page.close(found, self.page_budget, budget::instance_len, |i| {
+                i.external_id.clone()
+            }),
+        )
     }
 
     /// A page of an instance's events.
@@ -164,18 +158,17 @@ impl Queries {
         filter.after_version = version_cursor(&page)?;
         // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds up.
         filter.start_time = filter.start_time.map(ceil_micros);
-        let mut events = self.history.events(id, &filter, page.size + 1).await?;
+        let events = self.history.events(id, &filter, page.size + 1).await?;
         if events.is_empty() {
             // Tell an unknown instance from an empty filter result.
             self.catalog.get_instance(id).await?;
         }
-        let fetched = events.len();
-        events.truncate(page.size);
         // Big events end the page early rather than push the response past the size cap.
-        let cut = budget::fit(&mut events, self.page_budget, budget::event_len);
-        let last = events.last().map(|e| e.version.to_string());
-        let token = page.token(cut || fetched > page.size, last.as_deref());
-        Ok((events, token))
+        Ok(
+            page.close(events, self.page_budget, budget::event_len, |e| {
+                e.version.to_string()
+            }),
+        )
     }
 
     /// The state right after `version`: one snapshot read plus at most the snapshot interval's
@@ -257,7 +250,7 @@ impl Queries {
     /// and the token of the next page.
     ///
     /// The fold starts from the state just before the range (a snapshot plus a bounded tail),
-    /// never from version 1, and a page examines at most [`TIMELINE_SCAN`] versions: however
+    /// never from version 1, and a page examines at most `TIMELINE_SCAN` versions: however
     /// long the history, one call reads a bounded number of events. A page stops at
     /// `page_size` points, after that many versions, or before its points would pass the
     /// response budget, whichever comes first; its token continues right after the last

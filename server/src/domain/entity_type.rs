@@ -32,7 +32,7 @@ impl EntityTypeName {
 /// megabyte a hostile request may hold.
 const QUOTED_CHARS: usize = 64;
 
-/// `raw` quoted for an error message, cut after [`QUOTED_CHARS`] characters.
+/// `raw` quoted for an error message, cut after `QUOTED_CHARS` characters.
 pub fn quoted(raw: &str) -> String {
     let mut chars = raw.chars();
     let head: String = chars.by_ref().take(QUOTED_CHARS).collect();

@@ -51,7 +51,8 @@ impl CompiledSchema {
 
     /// Validates a state, returning one violation per failing location.
     pub fn validate(&self, entity_type: &str, state: &State) -> Result<(), DomainError> {
-        // Validation needs a `Value`; building one costs a clone, so take the fast path first.
+        // The validator reads a `Value`, so the state is cloned once. `is_valid` stops at the
+        // first failure; only a failing state pays for collecting every violation.
         let doc = Value::Object(state.clone());
         if self.validator.is_valid(&doc) {
             return Ok(());

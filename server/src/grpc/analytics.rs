@@ -7,7 +7,10 @@ use tracing::instrument;
 
 use super::convert::{self, time_from_timestamp, timestamp_from_time, value_from_json};
 use super::status::{Reply, reply};
+use chrono::{DateTime, Utc};
+
 use crate::app::{App, AppError};
+use crate::ports::TypeKey;
 
 /// The analytics service over the application (UNIMPLEMENTED on backends without analytics).
 pub struct AnalyticsApi(pub App);
@@ -50,6 +53,22 @@ fn interval(d: Option<prost_types::Duration>) -> Result<Option<chrono::Duration>
     ))
 }
 
+/// An optional moment of a request.
+type Moment = Option<DateTime<Utc>>;
+
+/// The `entity_type`, `start_time` and `end_time` fields most analytics requests carry.
+fn type_and_range(
+    entity_type: &str,
+    start: Option<prost_types::Timestamp>,
+    end: Option<prost_types::Timestamp>,
+) -> Result<(TypeKey, Moment, Moment), AppError> {
+    Ok((
+        convert::type_key_from_field(entity_type)?,
+        time_from_timestamp("start_time", start)?,
+        time_from_timestamp("end_time", end)?,
+    ))
+}
+
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
     #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
@@ -60,9 +79,7 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
-                let key = convert::type_key_from_field(&r.entity_type)?;
-                let start = time_from_timestamp("start_time", r.start_time)?;
-                let end = time_from_timestamp("end_time", r.end_time)?;
+                let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
                 let counts = self.0.analytics.event_counts(&key, start, end).await?;
                 Ok(pb::GetEventCountsResponse {
                     counts: counts
@@ -86,9 +103,7 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
-                let key = convert::type_key_from_field(&r.entity_type)?;
-                let start = time_from_timestamp("start_time", r.start_time)?;
-                let end = time_from_timestamp("end_time", r.end_time)?;
+                let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
                 let buckets = self
                     .0
                     .analytics
@@ -158,9 +173,7 @@ impl AnalyticsService for AnalyticsApi {
         let r = request.into_inner();
         reply(
             async {
-                let key = convert::type_key_from_field(&r.entity_type)?;
-                let start = time_from_timestamp("start_time", r.start_time)?;
-                let end = time_from_timestamp("end_time", r.end_time)?;
+                let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
                 let entries = self
                     .0
                     .analytics

@@ -2,7 +2,7 @@
 //! application, map errors to statuses. No business logic lives here.
 
 mod analytics;
-pub mod convert;
+mod convert;
 mod entity_types;
 mod events;
 pub(crate) mod guard;
@@ -11,8 +11,12 @@ mod queries;
 pub(crate) mod status;
 pub(crate) mod web;
 
-pub use analytics::AnalyticsApi;
-pub use entity_types::EntityTypeApi;
-pub use events::EventApi;
-pub use instances::InstanceApi;
-pub use queries::QueryApi;
+pub(crate) use analytics::AnalyticsApi;
+pub(crate) use entity_types::EntityTypeApi;
+pub(crate) use events::EventApi;
+pub(crate) use instances::InstanceApi;
+pub(crate) use queries::QueryApi;
+
+/// `google.protobuf.Struct` <-> JSON object, exactly as the services convert them: public for
+/// tests that build requests and compare answers in JSON.
+pub use convert::{state_from_struct, struct_from_state};

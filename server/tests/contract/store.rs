@@ -9,11 +9,11 @@ use crate::common::{for_each_backend, json};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore};
 use temporal_state_server::domain::{ApplyMode, DomainError, State, apply_event};
-use temporal_state_server::ports::{Catalog, Decision};
 use temporal_state_server::ports::{
     AppendOutcome, AppendRequest, EntityTypeRecord, EventStore, Head, HistoryFilter, HistoryReader,
     InstanceRecord, PendingEvent, Snapshot, StoreError, TypeKey,
 };
+use temporal_state_server::ports::{Catalog, Decision};
 use uuid::Uuid;
 
 use super::fixture::*;

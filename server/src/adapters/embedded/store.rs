@@ -658,29 +658,7 @@ impl EventStore for EmbeddedStore {
                 .map_err(sql)?;
             }
             tx.commit().map_err(sql)?;
-            let instance = InstanceRecord {
-                id: new.id,
-                entity_type_id: new.entity_type_id,
-                entity_type_name: type_name,
-                external_id: new.external_id,
-                state: new.initial_state.clone(),
-                version: 1,
-                created_at: at,
-                updated_at: at,
-            };
-            let event = EventRecord {
-                event_id: new.event_id,
-                instance_id: new.id,
-                entity_type_id: new.entity_type_id,
-                event_type: EventType::INSTANCE_CREATED.to_string(),
-                version: 1,
-                payload: new.initial_state,
-                metadata: new.metadata,
-                mode: ApplyMode::Replace,
-                recorded_at: at,
-                occurred_at: at,
-            };
-            Ok((instance, event))
+            Ok(append_plan::created_records(new, type_name, at))
         })
         .await
     }

@@ -27,7 +27,7 @@ pub use error::PgError;
 pub mod sql {
     pub use super::history::{history_query, snapshot_and_tail_sql};
     pub use super::rows::EVENT_COLUMNS;
-    pub use super::store::{APPEND_SQL, LOCK_HEAD_SQL};
+    pub use super::store::{APPEND_SQL, AppendParams, LOCK_HEAD_SQL};
 }
 pub use outbox::PgOutbox;
 pub use store::{PgStore, PgStoreConfig};

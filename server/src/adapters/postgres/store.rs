@@ -223,51 +223,31 @@ impl PgStore {
         }
         let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
-        let n = plan.events.len();
-        let mut versions = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        let mut modes = Vec::with_capacity(n);
-        let mut occurred = Vec::with_capacity(n);
-        for e in &plan.events {
-            versions.push(e.version);
-            ids.push(e.event_id.as_str());
-            types.push(e.event_type.as_str());
-            payloads.push(Value::Object(e.payload.clone()));
-            metadata.push(Value::Object(e.metadata.clone()));
-            modes.push(e.mode.as_str());
-            occurred.push(e.occurred_at);
+        let mut params = AppendParams::new(
+            request.instance_id,
+            head.entity_type_id,
+            plan.recorded_at,
+            plan.from_version,
+            self.outbox,
+        );
+        params.last_version = plan.last_version;
+        params.state = Value::Object(plan.state.clone());
+        for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
+            params.push_event(
+                e.version,
+                &e.event_id,
+                &e.event_type,
+                Value::Object(e.payload.clone()),
+                Value::Object(e.metadata.clone()),
+                e.mode,
+                e.occurred_at,
+                hash.clone(),
+            );
         }
-        let (snap_versions, snap_states): (Vec<i64>, Vec<Value>) = plan
-            .snapshots
-            .iter()
-            .map(|(v, s)| (*v, Value::Object(s.clone())))
-            .unzip();
-        let state_json = Value::Object(plan.state.clone());
-
-        let write = tx.prepare_cached(APPEND_SQL).await.map_err(PgError::from)?;
-        let params: [&(dyn ToSql + Sync); 17] = [
-            &request.instance_id,
-            &head.entity_type_id,
-            &plan.recorded_at,
-            &versions,
-            &ids,
-            &types,
-            &payloads,
-            &metadata,
-            &modes,
-            &occurred,
-            &plan.content_hashes,
-            &snap_versions,
-            &snap_states,
-            &plan.last_version,
-            &state_json,
-            &plan.from_version,
-            &self.outbox,
-        ];
-        let updated = match tx.execute(&write, &params).await.map_err(PgError::from) {
+        for (version, state) in &plan.snapshots {
+            params.push_snapshot(*version, Value::Object(state.clone()));
+        }
+        let updated = match params.execute(&tx).await.map_err(PgError::from) {
             Ok(updated) => updated,
             Err(e) if e.unique_violation() == Some("event_ids_pkey") => {
                 return Ok(Attempt::KeyTaken);
@@ -287,7 +267,7 @@ pub const LOCK_HEAD_SQL: &str = "SELECT entity_type_id, version, state, updated_
 
 /// One statement writes the events, their ids (every one, server-generated too, with its
 /// content hash) and snapshots, and moves the instance's head with a compare-and-set on its
-/// version. Parameters, in `PgStore::try_append`'s order: $1 instance id, $2 entity type id,
+/// version. Parameters ([`AppendParams`] binds them by name): $1 instance id, $2 entity type id,
 /// $3 recorded_at, $4..$10 the events' versions, ids, types, payloads, metadata, modes and
 /// occurred_at, $11 their content hashes, $12/$13 snapshot versions and states, $14 the new
 /// version, $15 the new state, $16 the version the head was locked at, $17 whether the outbox
@@ -311,6 +291,115 @@ WITH ev AS (
 )
 UPDATE instances SET version = $14, state = $15, updated_at = $3
 WHERE id = $1 AND version = $16";
+
+/// The parameters of [`APPEND_SQL`], by name: one append of any number of events. The store
+/// fills it from its plan, and the benchmark's direct baseline from its own fold, so the
+/// statement and its 17 parameters are bound in one place.
+#[derive(Debug, Default)]
+pub struct AppendParams<'a> {
+    pub instance_id: Uuid,
+    pub entity_type_id: Uuid,
+    /// One time for the whole append (it never decreases within an instance).
+    pub recorded_at: DateTime<Utc>,
+    versions: Vec<i64>,
+    event_ids: Vec<&'a str>,
+    event_types: Vec<&'a str>,
+    payloads: Vec<Value>,
+    metadata: Vec<Value>,
+    modes: Vec<&'static str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    content_hashes: Vec<Vec<u8>>,
+    snapshot_versions: Vec<i64>,
+    snapshot_states: Vec<Value>,
+    /// The version the head moves to.
+    pub last_version: i64,
+    /// The state the head moves to.
+    pub state: Value,
+    /// The version the head was locked at: the compare-and-set of the head move.
+    pub from_version: i64,
+    /// Whether the transactional outbox is written (publication enabled).
+    pub outbox: bool,
+}
+
+impl<'a> AppendParams<'a> {
+    /// An append to the head of `instance_id`, locked at `from_version`: no events yet; the
+    /// head moves to `last_version` and `state`, which the caller sets with the events.
+    pub fn new(
+        instance_id: Uuid,
+        entity_type_id: Uuid,
+        recorded_at: DateTime<Utc>,
+        from_version: i64,
+        outbox: bool,
+    ) -> Self {
+        Self {
+            instance_id,
+            entity_type_id,
+            recorded_at,
+            from_version,
+            last_version: from_version,
+            outbox,
+            ..Self::default()
+        }
+    }
+
+    /// Adds one event, in version order.
+    #[allow(clippy::too_many_arguments)] // one per column of the event row
+    pub fn push_event(
+        &mut self,
+        version: i64,
+        event_id: &'a str,
+        event_type: &'a str,
+        payload: Value,
+        metadata: Value,
+        mode: ApplyMode,
+        occurred_at: DateTime<Utc>,
+        content_hash: Vec<u8>,
+    ) {
+        self.versions.push(version);
+        self.event_ids.push(event_id);
+        self.event_types.push(event_type);
+        self.payloads.push(payload);
+        self.metadata.push(metadata);
+        self.modes.push(mode.as_str());
+        self.occurred_at.push(occurred_at);
+        self.content_hashes.push(content_hash);
+    }
+
+    /// Adds the snapshot taken at `version`.
+    pub fn push_snapshot(&mut self, version: i64, state: Value) {
+        self.snapshot_versions.push(version);
+        self.snapshot_states.push(state);
+    }
+
+    /// Runs [`APPEND_SQL`] in `tx`. Returns the number of instance rows moved: 1, or 0 when
+    /// the head changed under its lock.
+    pub async fn execute(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let write = tx.prepare_cached(APPEND_SQL).await?;
+        let params: [&(dyn ToSql + Sync); 17] = [
+            &self.instance_id,
+            &self.entity_type_id,
+            &self.recorded_at,
+            &self.versions,
+            &self.event_ids,
+            &self.event_types,
+            &self.payloads,
+            &self.metadata,
+            &self.modes,
+            &self.occurred_at,
+            &self.content_hashes,
+            &self.snapshot_versions,
+            &self.snapshot_states,
+            &self.last_version,
+            &self.state,
+            &self.from_version,
+            &self.outbox,
+        ];
+        tx.execute(&write, &params).await
+    }
+}
 
 /// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
 async fn recorded_keys(
@@ -579,29 +668,7 @@ impl EventStore for PgStore {
                 new.external_id
             )));
         }
-        let instance = InstanceRecord {
-            id: new.id,
-            entity_type_id: new.entity_type_id,
-            entity_type_name: type_name,
-            external_id: new.external_id,
-            state: new.initial_state.clone(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        let event = EventRecord {
-            event_id: new.event_id,
-            instance_id: new.id,
-            entity_type_id: new.entity_type_id,
-            event_type: EventType::INSTANCE_CREATED.to_string(),
-            version: 1,
-            payload: new.initial_state,
-            metadata: new.metadata,
-            mode: ApplyMode::Replace,
-            recorded_at: now,
-            occurred_at: now,
-        };
-        Ok((instance, event))
+        Ok(append_plan::created_records(new, type_name, now))
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
