@@ -32,6 +32,13 @@ async function withStack({ databaseUrl } = {}, fn) {
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, timeout: 60_000 });
     const other = createTemporalStateClient(createGrpcWebTransport({ baseUrl: engine.url }));
     await fn({ consoleUrl: consoleSrv.url, engineUrl: engine.url, browser, other });
+  } catch (e) {
+    // What the pages showed when it failed, to look at.
+    let n = 0;
+    for (const ctx of browser?.contexts() ?? []) {
+      for (const p of ctx.pages()) await p.screenshot({ path: join(SHOTS, `failure-${n++}.png`), fullPage: true }).catch(() => {});
+    }
+    throw e;
   } finally {
     await browser?.close();
     await consoleSrv?.stop();
@@ -130,7 +137,7 @@ async function flow({ consoleUrl, browser, other }, label) {
   await page.getByRole("button", { name: "Apply event" }).click();
   await page.getByText("Changed by someone else.").waitFor();
   await page.getByRole("button", { name: "Reload the current state" }).click();
-  assert.equal(await page.getByLabel("Expected version").inputValue(), "4");
+  await page.waitForFunction(() => document.getElementById("ev-expected")?.value === "4");
   // A schema violation from the engine on apply, listed per path.
   await page.getByLabel("Event type").fill("Broken");
   await setEditor(page, "ev-payload", '{"score": "lots"}');
@@ -177,11 +184,11 @@ async function flow({ consoleUrl, browser, other }, label) {
 
   // 6. The field timeline of /score: a line chart and one point per change.
   await page.getByRole("tab", { name: "Field timeline" }).click();
-  await page.getByLabel("Field").selectOption("/score");
+  await page.getByLabel("Field", { exact: true }).selectOption("/score");
   await page.locator(".chart canvas").waitFor();
   await page.getByText("The 4 changes as a table").click();
   assert.equal(await page.locator('[data-testid="timeline-table"] tbody tr').count(), 4);
-  await page.getByLabel("Field").selectOption("/level");
+  await page.getByLabel("Field", { exact: true }).selectOption("/level");
   await page.getByText("The 2 changes as a table").waitFor();
   await page.locator(".chart canvas").waitFor();
   await page.screenshot({ path: join(SHOTS, `field-timeline-${label}.png`), fullPage: true });

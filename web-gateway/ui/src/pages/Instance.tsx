@@ -94,7 +94,7 @@ export default function InstancePage() {
         <ul className="arrived" aria-live="polite" data-testid="arrived">
           {arrived.map((e) => (
             <li key={e.version.toString()}>
-              New event: version {e.version.toString()} <strong>{e.eventType}</strong> at {formatTs(e.recordedAt)}
+              Live: version {e.version.toString()} <strong>{e.eventType}</strong> at {formatTs(e.recordedAt)}
             </li>
           ))}
         </ul>
