@@ -18,6 +18,9 @@
 #            tools/.venv, whenever that file changed since the last install.
 #   TypeScript client deps  `npm ci --prefix client-sdk/typescript` whenever its
 #            package-lock.json changed since the last install.
+#   Console deps  `npm ci --prefix web-gateway/ui` (Vite, Vitest, playwright-core...) whenever
+#            its package-lock.json changed since the last install. Users need none of it: the
+#            built console (web-gateway/ui/dist) is committed.
 #
 # Callers put both folders on PATH (scripts/test.sh does):
 #   export PATH="$PWD/tools/bin:$PWD/tools/node_modules/.bin:$PATH"
@@ -161,10 +164,24 @@ ensure_typescript_client_deps() {
   cp "$dir/package-lock.json" "$stamp"
 }
 
+# ---------------------------------------------------------------- web console (npm)
+# What building and testing the console needs; reinstalled whenever its package-lock.json changes.
+ensure_console_deps() {
+  local dir="$ROOT/web-gateway/ui" stamp="$ROOT/web-gateway/ui/node_modules/.console-lock.json"
+  if cmp -s "$dir/package-lock.json" "$stamp"; then
+    log "console deps: up to date ($dir/node_modules)"
+    return 0
+  fi
+  log "console deps: npm ci --prefix $dir"
+  npm ci --prefix "$dir" --no-audit --no-fund
+  cp "$dir/package-lock.json" "$stamp"
+}
+
 ensure_buf
 ensure_grpcurl
 ensure_jq
 ensure_chromium
 ensure_python_client_deps
 ensure_typescript_client_deps
+ensure_console_deps
 log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"

@@ -20,3 +20,7 @@ export TEST_NATS_URL="${TEST_NATS_URL:-nats://127.0.0.1:4222}"
 cargo test --workspace --all-targets "$@"
 # --all-targets leaves out documentation examples: they are the SDK's promised, compiling examples.
 cargo test --workspace --doc "$@"
+# The web console: Vitest, the committed dist/ against a fresh build, and the end-to-end test in
+# Chromium against the server binary the workspace tests just built.
+cargo build -p temporal-state-server
+SERVER_BIN="$ROOT/target/debug/temporal-state-server" bash web-gateway/ui/scripts/check.sh
