@@ -8,6 +8,7 @@
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p temporal-state-gateway \

@@ -33,6 +33,9 @@ build() {
   mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp" \
     "$ctx/rootfs/var/lib/temporal-state"
   install -m 0755 "$bin" "$ctx/rootfs/usr/local/bin/temporal-state-server"
+  # The release profile keeps line tables (debug = 1) for profiling; the image keeps only the
+  # symbols, as the Dockerfile's build does.
+  strip --strip-debug "$ctx/rootfs/usr/local/bin/temporal-state-server"
   # The libraries the binary links, at the paths the dynamic loader looks for them.
   for lib in $(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
     cp -L --parents "$lib" "$ctx/rootfs/"
@@ -44,7 +47,7 @@ build() {
   cat >"$ctx/Containerfile" <<'CONTAINERFILE'
 FROM scratch
 COPY rootfs/ /
-COPY --chown=10001:10001 rootfs/var/lib/temporal-state /var/lib/temporal-state
+COPY --chown=10001:10001 rootfs/var/lib/ /var/lib/
 ENV GRPC_ADDR=0.0.0.0:50051 ADMIN_ADDR=0.0.0.0:9090 DATA_DIR=/var/lib/temporal-state RUST_LOG=info
 USER 10001:10001
 WORKDIR /var/lib/temporal-state
@@ -79,10 +82,13 @@ rss_of() {
 
 check() {
   local port=50061 db="tse_image_check_$$"
-  # 1. Embedded store, published port, read-only root with a tmpfs for the data directory.
+  # 1. Embedded store, published port, read-only root with a named volume for the data
+  #    directory (a new volume takes the image directory's owner, 10001; a tmpfs here stays
+  #    root's whatever its mode option says).
   "${PODMAN[@]}" rm -f tse-local-embedded >/dev/null 2>&1 || true
+  podman volume rm -f tse-local-data >/dev/null 2>&1 || true
   "${PODMAN[@]}" run -d --name tse-local-embedded "${RUN_LIMITS[@]}" --read-only \
-    --tmpfs /var/lib/temporal-state:rw,uid=10001,gid=10001,mode=0700 \
+    -v tse-local-data:/var/lib/temporal-state \
     -p "127.0.0.1:$port:50051" "$IMAGE" >/dev/null
   wait_serving "127.0.0.1:$port" tse-local-embedded
   grpcurl -plaintext "127.0.0.1:$port" list >&2
@@ -107,11 +113,13 @@ check() {
   end=$(date +%s%N)
   log "tse-local-backends: stopped in $(( (end - start) / 1000000 )) ms, exit code $("${PODMAN[@]}" inspect tse-local-backends --format '{{.State.ExitCode}}')"
   "${PODMAN[@]}" rm -f tse-local-embedded tse-local-backends >/dev/null
+  podman volume rm -f tse-local-data >/dev/null
   psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE $db" postgres
 }
 
 clean() {
   "${PODMAN[@]}" rm -f tse-local-embedded tse-local-backends >/dev/null 2>&1 || true
+  podman volume rm -f tse-local-data >/dev/null 2>&1 || true
   podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
 }
 

@@ -9,13 +9,16 @@
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
+# The workspace's release profile keeps line tables for profiling; the image needs only the
+# symbols (function names in backtraces).
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 # The cache mounts keep the registry and target/ between builds; the binary is copied out of
 # the cached target/ in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p temporal-state-server \
     && install -D -m 0755 target/release/temporal-state-server /out/temporal-state-server \
-    && install -d -m 0755 /out/data
+    && install -d -m 0700 /out/var-lib/temporal-state
 
 # ------------------------------------------------------------------ grpc_health_probe
 # Built from its Go module at a pinned version (the module checksum database verifies it), not
@@ -31,8 +34,9 @@ FROM debian:bookworm-slim
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=probe /out/grpc_health_probe /usr/local/bin/grpc_health_probe
 COPY --from=build /out/temporal-state-server /usr/local/bin/temporal-state-server
-# The embedded store's directory (used only without DATABASE_URL), writable by the server user.
-COPY --from=build --chown=10001:10001 /out/data /var/lib/temporal-state
+# The embedded store's directory (used only without DATABASE_URL), owned by the server user.
+# Copied as the content of its parent, so that --chown applies to the directory itself.
+COPY --from=build --chown=10001:10001 /out/var-lib/ /var/lib/
 ENV GRPC_ADDR=0.0.0.0:50051 \
     ADMIN_ADDR=0.0.0.0:9090 \
     DATA_DIR=/var/lib/temporal-state \
