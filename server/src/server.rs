@@ -347,8 +347,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let console = start_console(&config, &listener).await?;
     let backends = build(&config).await?;
+    // After the store is open, so the console's first health check finds the engine answering.
+    let console = start_console(&config, &listener).await?;
     let result = serve(&config, backends, listener, shutdown).await;
     if let Some((stop, console)) = console {
         let _ = stop.send(());

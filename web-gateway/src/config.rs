@@ -18,7 +18,7 @@ pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
 
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
-    /// Engine to forward gRPC-web calls to (`http://host:port` or `host:port`, plaintext HTTP/2),
+    /// Engine to forward gRPC-web calls to (`http://host:port` or `host:port`; gRPC-web over plain HTTP),
     /// repeatable; calls are spread over those whose gRPC health check answers SERVING. In the
     /// environment: comma-separated.
     #[arg(

@@ -2,7 +2,7 @@
 //! calls in both gRPC-web modes, errors with their codes, a Subscribe stream that receives an
 //! event written by another client, and what the gateway adds or refuses on its own: size
 //! limits, deadlines, unknown services, other content types. Where only the engine's side can
-//! show it (the headers it received), a raw HTTP/2 upstream records them.
+//! show it (the headers it received), a raw HTTP upstream records them.
 
 mod common;
 
@@ -216,6 +216,43 @@ async fn a_subscribe_stream_receives_an_event_written_by_another_client() {
     };
     assert_eq!(next.version, event.version + 1);
     writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_open_streams_do_not_hold_up_other_calls() {
+    // More open Subscribe streams than an HTTP/2 server allows on one connection by default
+    // (hyper's 200): the calls after them still go through at once.
+    let (engine, _dir) = engine().await;
+    let gw = Gw::start(&[engine.addr], |_| {}).await;
+    let http = client();
+    let mut open = Vec::new();
+    for _ in 0..210 {
+        let request = grpc_web_request(
+            &gw,
+            "/temporal_state.v1.EventService/Subscribe",
+            Full::new(frame(&pb::SubscribeRequest::default())).boxed(),
+            &[],
+        );
+        let response = tokio::time::timeout(Duration::from_secs(10), http.request(request))
+            .await
+            .expect("the stream opens")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers().get("grpc-status").is_none(),
+            "open, not refused"
+        );
+        open.push(response);
+    }
+    let answer = unary(
+        &gw,
+        "/temporal_state.v1.EntityTypeService/ListEntityTypes",
+        &pb::ListEntityTypesRequest::default(),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 0, "{answer:?}");
+    drop(open);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! What the gateway's tests share: a real gateway on 127.0.0.1:0, an HTTP/1.1 client as a browser
 //! would use, gRPC-web requests built from their bytes (a 5-byte frame header and a prost
-//! message, independent of any gRPC-web library), and a raw HTTP/2 upstream that records what
+//! message, independent of any gRPC-web library), and a raw HTTP upstream that records what
 //! reaches it — for the few checks a real engine cannot show (the headers it was sent).
 
 #![allow(dead_code)]
@@ -309,11 +309,36 @@ pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// A real engine on the embedded store in a folder of its own.
+/// A real engine on the embedded store in a folder of its own, once its gRPC health says
+/// SERVING (it says NOT_SERVING for a moment after it starts answering calls, and a gateway
+/// keeps such an engine out of rotation until its next check).
 pub async fn engine() -> (TestServer, tempfile::TempDir) {
     let dir = data_dir();
     let server = TestServer::start_embedded(dir.path(), &[]).await;
+    wait_serving(server.addr).await;
     (server, dir)
+}
+
+/// Waits until the engine at `addr` answers its health check SERVING.
+pub async fn wait_serving(addr: SocketAddr) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        if answer.is_ok_and(|a| a.into_inner().status == 1) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine on {addr} never said SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A unique name for a test's entity type.
@@ -328,7 +353,7 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
-/// A raw HTTP/2 (h2c) server standing in for an engine where the test must see what arrived: it
+/// A raw HTTP/1.1 and HTTP/2 (h2c) server standing in for an engine where the test must see what arrived: it
 /// answers the gRPC health check SERVING, holds calls whose path ends in `/Hang` open forever,
 /// and answers every other call OK with no message (trailers-only), recording its headers.
 pub struct RawUpstream {
@@ -354,7 +379,7 @@ impl RawUpstream {
                         let recorded = recorded.clone();
                         async move { Ok::<_, Infallible>(raw_answer(request, &recorded).await) }
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
