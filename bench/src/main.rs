@@ -10,10 +10,12 @@
 //! cargo build --release -p temporal-state-bench
 //! target/release/temporal-state-bench apply
 //! target/release/temporal-state-bench state-at-version
+//! target/release/temporal-state-bench console
 //! ```
 
 mod analytics;
 mod apply;
+mod console;
 mod embedded;
 mod harness;
 mod state_at;
@@ -52,6 +54,9 @@ enum Command {
     CacheAndStream(stream::Args),
     /// The embedded store (no DATABASE_URL): ApplyEvent and GetStateAtVersion vs raw rusqlite.
     Embedded(embedded::Args),
+    /// The web console's gateway: gRPC-web GetCurrentState and Subscribe through it vs straight
+    /// to the engine.
+    Console(console::Args),
 }
 
 #[tokio::main]
@@ -63,5 +68,6 @@ async fn main() -> Result<()> {
         Command::Analytics(args) => analytics::run(&cli.admin_url, args).await,
         Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,
         Command::Embedded(args) => embedded::run(args).await,
+        Command::Console(args) => console::run(args).await,
     }
 }

@@ -168,6 +168,12 @@ pub struct Config {
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Where the web console listens (the `web-gateway` library, in this process, forwarding to
+    /// this server's own gRPC address), so that one command brings up the engine and its console.
+    /// Empty: no console (run `temporal-state-gateway` in front of the engines instead).
+    #[arg(long, env = "CONSOLE_ADDR", default_value = "127.0.0.1:8080", value_parser = console_addr_arg)]
+    pub console_addr: String,
 }
 
 impl Config {
@@ -221,6 +227,13 @@ impl Config {
         }
     }
 
+    /// The console's address, or `None` when CONSOLE_ADDR is empty.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        console_addr_arg(&self.console_addr)
+            .ok()
+            .and_then(|a| a.parse().ok())
+    }
+
     /// The database URL with any password replaced, for logs.
     pub fn masked_database_url(&self) -> Option<String> {
         self.database_url.as_deref().map(mask_secrets)
@@ -235,6 +248,17 @@ impl Config {
     pub fn masked_nats_url(&self) -> Option<String> {
         self.nats_url.as_deref().map(mask_secrets)
     }
+}
+
+/// The command-line parser of CONSOLE_ADDR: empty, or an address to listen on.
+pub fn console_addr_arg(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
+        return Err(format!(
+            "CONSOLE_ADDR: {value:?} is not an address (expected host:port, e.g. 127.0.0.1:8080, or empty for no console)"
+        ));
+    }
+    Ok(value.to_string())
 }
 
 /// The command-line parser of one GRPC_WEB_ALLOWED_ORIGINS entry (`*`, nothing, or an origin),
@@ -298,5 +322,21 @@ mod tests {
         assert!(parse("*").is_ok());
         let err = parse("http://localhost:5173,localhost:8080").unwrap_err();
         assert!(err.to_string().contains("not an origin"), "{err}");
+    }
+
+    #[test]
+    fn the_console_address_is_an_address_or_empty() {
+        use clap::Parser;
+        let parse = |value: &str| {
+            Cli::try_parse_from(["temporal-state-server", "--console-addr", value])
+                .map(|cli| cli.config.console_addr())
+        };
+        assert_eq!(
+            parse("127.0.0.1:9000").unwrap(),
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(parse("").unwrap(), None);
+        let err = parse("localhost").unwrap_err();
+        assert!(err.to_string().contains("CONSOLE_ADDR"), "{err}");
     }
 }

@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         redis_url = ?config.masked_redis_url(),
         nats_url = ?config.masked_nats_url(),
         grpc_addr = %config.grpc_addr,
+        console_addr = %config.console_addr,
         data_dir = %config.data_dir.display(),
         snapshot_interval = config.snapshot_interval,
         pool_size = config.pool_size,

@@ -354,12 +354,70 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// Builds the backends and serves until `shutdown`: what `main` and the tests call.
+/// Builds the backends and serves until `shutdown`: what `main` and the tests call. Unless
+/// CONSOLE_ADDR is empty, the web console is served too, forwarding to this server.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let backends = build(&config).await?;
-    serve(&config, backends, listener, shutdown).await
+    // After the store is open, so the console's first health check finds the engine answering.
+    let console = start_console(&config, &listener).await?;
+    let result = serve(&config, backends, listener, shutdown).await;
+    if let Some((stop, console)) = console {
+        let _ = stop.send(());
+        let _ = console.await;
+    }
+    result
+}
+
+/// Binds CONSOLE_ADDR and serves the console there, with this server's gRPC address as its only
+/// upstream; returns the sender that stops it. A taken address stops the server, naming the
+/// variable, rather than leaving the user without the console they were told to open.
+async fn start_console(
+    config: &Config,
+    grpc: &TcpListener,
+) -> Result<
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    ServeError,
+> {
+    let Some(addr) = config.console_addr() else {
+        return Ok(None);
+    };
+    let mut engine = grpc
+        .local_addr()
+        .map_err(|e| ServeError::Config(format!("the gRPC listener's address: {e}")))?;
+    if engine.ip().is_unspecified() {
+        engine.set_ip(if engine.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let upstream = temporal_state_gateway::config::upstream_arg(&engine.to_string())
+        .map_err(ServeError::Config)?;
+    let gateway =
+        temporal_state_gateway::Gateway::new(temporal_state_gateway::GatewayConfig::new(vec![
+            upstream,
+        ]))
+        .map_err(|e| ServeError::Config(format!("console: {e}")))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        ServeError::Config(format!(
+            "CONSOLE_ADDR {addr}: {e} (set CONSOLE_ADDR to a free address, or to an empty value to run without the console)"
+        ))
+    })?;
+    let mut url = listener.local_addr().unwrap_or(addr);
+    if url.ip().is_unspecified() {
+        url.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    info!(url = %format!("http://{url}"), "console: http://{url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(gateway.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Some((stop, handle)))
 }

@@ -1,6 +1,6 @@
 //! The product on a bare machine: the built server binary with no DATABASE_URL, REDIS_URL or
-//! NATS_URL runs on the embedded store, answers the README walk-through (run with the real
-//! grpcurl), keeps its data across a restart, refuses a damaged DATA_DIR with an error naming the
+//! NATS_URL runs on the embedded store with its console, answers the README walk-through (run
+//! with the real grpcurl), keeps its data across a restart, refuses a damaged DATA_DIR with an error naming the
 //! path, and serves Subscribe from its in-process bus.
 
 mod common;
@@ -90,23 +90,30 @@ fn tcp_sockets_of(pid: u32) -> Vec<(u16, u16)> {
     sockets
 }
 
-/// Proves no backend service is used: every TCP socket of the server is its gRPC listener or a
-/// connection accepted on it, so it holds no connection to PostgreSQL, Redis, NATS or anything.
-fn assert_only_grpc_sockets(pid: u32, grpc_port: u16) {
+/// Proves no backend service is used: every TCP socket of the server is its gRPC listener, its
+/// console's listener (when it runs one), a connection accepted on one of them, or the console's
+/// own connection to the server's gRPC port; it holds no connection to PostgreSQL, Redis, NATS or
+/// anything else.
+fn assert_only_own_sockets(pid: u32, grpc_port: u16, console_port: Option<u16>) {
     if !Path::new("/proc/self/net/tcp").exists() {
         eprintln!("no /proc: socket check skipped");
         return;
     }
     let sockets = tcp_sockets_of(pid);
-    assert!(
-        sockets
-            .iter()
-            .any(|&(local, remote)| local == grpc_port && remote == 0),
-        "the gRPC listener is among the server's sockets: {sockets:?}"
-    );
+    let listeners = [(Some(grpc_port), "gRPC"), (console_port, "console")];
+    for (port, what) in listeners.into_iter().filter_map(|(p, w)| Some((p?, w))) {
+        assert!(
+            sockets
+                .iter()
+                .any(|&(local, remote)| local == port && remote == 0),
+            "the {what} listener is among the server's sockets: {sockets:?}"
+        );
+    }
     for (local, remote) in &sockets {
-        assert_eq!(
-            *local, grpc_port,
+        assert!(
+            *local == grpc_port
+                || Some(*local) == console_port
+                || (console_port.is_some() && *remote == grpc_port),
             "the server holds a TCP connection of its own making (to port {remote}): {sockets:?}"
         );
         assert!(
@@ -116,6 +123,31 @@ fn assert_only_grpc_sockets(pid: u32, grpc_port: u16) {
     }
 }
 
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the console");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_the_readme_walkthrough_with_no_services_and_keeps_it_across_a_restart() {
     let script = walkthrough_script();
@@ -123,14 +155,45 @@ async fn the_binary_runs_the_readme_walkthrough_with_no_services_and_keeps_it_ac
     let logs = root.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
     // First run: exactly the README's command in a fresh directory, so DATA_DIR is its default,
-    // ./data. Only the listen address is set (the default port may be taken on this machine).
+    // ./data, and the console comes up too. Only the listen addresses are set (the default ports
+    // may be taken on this machine).
     let cwd = root.path().join("checkout");
     std::fs::create_dir(&cwd).unwrap();
     let data_dir = cwd.join("data");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Binary::spawn(&cwd, &logs, "first", &[("GRPC_ADDR", &addr)]);
+    let console_port = free_port();
+    let console = format!("127.0.0.1:{console_port}");
+    let mut server = Binary::spawn(
+        &cwd,
+        &logs,
+        "first",
+        &[("GRPC_ADDR", &addr), ("CONSOLE_ADDR", &console)],
+    );
     let mut c = server.wait_ready(&addr).await;
+    // The console answers on its address, says so in the log, and is ready once its health check
+    // of this very server says SERVING.
+    assert!(
+        server
+            .logs()
+            .contains(&format!("console: http://{console}")),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(http_get(&console, "/healthz").0, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(&console, "/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console never became ready: {status} {body}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         data_dir.join(DB_FILE).is_file(),
         "the store is under ./data\n{}",
@@ -180,7 +243,7 @@ async fn the_binary_runs_the_readme_walkthrough_with_no_services_and_keeps_it_ac
         .list_entity_types(pb::ListEntityTypesRequest::default())
         .await
         .unwrap();
-    assert_only_grpc_sockets(server.child.id(), port);
+    assert_only_own_sockets(server.child.id(), port, Some(console_port));
     drop(c);
     server.terminate();
 
@@ -271,7 +334,7 @@ async fn the_binary_runs_the_readme_walkthrough_with_no_services_and_keeps_it_ac
         .unwrap()
         .into_inner();
     assert_eq!(retry.event.unwrap().version, 2);
-    assert_only_grpc_sockets(server.child.id(), port);
+    assert_only_own_sockets(server.child.id(), port, None);
     drop((stream, c));
     server.terminate();
 }

@@ -52,6 +52,17 @@ impl TestServer {
     /// Starts a server on the embedded store in `data_dir` (no PostgreSQL, Redis or NATS), with
     /// extra command-line flags.
     pub async fn start_embedded(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_embedded_on(listener, data_dir, extra_args).await
+    }
+
+    /// [`TestServer::start_embedded`] on a listener the test bound itself (to restart a server
+    /// on the same port).
+    pub async fn start_embedded_on(
+        listener: TcpListener,
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> Self {
         assert!(
             !extra_args.contains(&"--database-url"),
             "an embedded test server takes no --database-url"
@@ -62,7 +73,6 @@ impl TestServer {
         let config = config_from_flags(&args);
         assert!(config.database_url.is_none());
         assert_eq!(config.data_dir, data_dir);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve_on(listener, config).await
     }
 
@@ -155,9 +165,14 @@ impl Drop for TestServer {
 
 /// The server's configuration from `flags` alone: `DATABASE_URL`, `REDIS_URL` and `NATS_URL`
 /// left set in the shell are ignored, so a variable can never turn an embedded test server into
-/// a PostgreSQL one, or wire a test server to Redis or NATS, unnoticed.
+/// a PostgreSQL one, or wire a test server to Redis or NATS, unnoticed. No console is started
+/// (tests run side by side; one on the default port would collide) unless `--console-addr` is in
+/// `flags`.
 pub fn config_from_flags(flags: &[&str]) -> temporal_state_server::Config {
     let mut args = vec!["temporal-state-server", "--grpc-addr", "127.0.0.1:0"];
+    if !flags.contains(&"--console-addr") {
+        args.extend(["--console-addr", ""]);
+    }
     args.extend(flags);
     let matches = Cli::command()
         .try_get_matches_from(args)

@@ -11,7 +11,8 @@ pub const SERVER: &str = env!("CARGO_BIN_EXE_temporal-state-server");
 
 /// The built server binary, run as on a bare machine: the environment is emptied, so no
 /// variable can point it at PostgreSQL, Redis or NATS; only `env` is set. Its stdout (logs) and
-/// stderr (the start-up error, if any) go to files in `logs`.
+/// stderr (the start-up error, if any) go to files in `logs`. Unless `env` sets CONSOLE_ADDR, it
+/// runs without the console, whose default port would collide between tests.
 pub struct Binary {
     pub child: Child,
     pub stdout: PathBuf,
@@ -29,6 +30,9 @@ impl Binary {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap());
+        if !env.iter().any(|(k, _)| *k == "CONSOLE_ADDR") {
+            command.env("CONSOLE_ADDR", "");
+        }
         for (k, v) in env {
             command.env(k, v);
         }
