@@ -185,8 +185,16 @@ impl Forwarder {
             .map_or_else(|| path.clone(), |p| p.as_str().to_string());
 
         let mut tried = Vec::new();
+        let mut rechecked = false;
         loop {
             let Some(index) = self.pool.pick(&tried) else {
+                if tried.is_empty() && !rechecked {
+                    // None in rotation: ask the engines now rather than fail until the next
+                    // periodic check (bounded by the connect timeout, and shared between calls).
+                    rechecked = true;
+                    self.pool.recheck().await;
+                    continue;
+                }
                 let why = if tried.is_empty() {
                     "no engine is available; try again shortly"
                 } else {

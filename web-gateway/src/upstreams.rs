@@ -4,8 +4,8 @@
 //! SERVING again. Calls go round-robin over those that may take one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::Uri;
 use http::uri::Authority;
@@ -71,11 +71,20 @@ impl Upstream {
     }
 }
 
+/// Least time between two checks asked for by calls that found no engine in rotation.
+const RECHECK_GAP: Duration = Duration::from_millis(250);
+
 /// Every engine, and the round-robin cursor.
 pub struct Pool {
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
     check_timeout: Duration,
+    /// When the pool was made: the origin of `last_check`.
+    born: Instant,
+    /// Milliseconds after `born` at which the last check of every engine started (0: none yet).
+    last_check: AtomicU64,
+    /// Held while a call's [`Pool::recheck`] runs.
+    rechecking: tokio::sync::Mutex<()>,
 }
 
 impl Pool {
@@ -104,6 +113,9 @@ impl Pool {
             upstreams,
             next: AtomicUsize::new(0),
             check_timeout: connect_timeout,
+            born: Instant::now(),
+            last_check: AtomicU64::new(0),
+            rechecking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -130,8 +142,29 @@ impl Pool {
         self.upstreams.iter().any(|u| u.health() == Health::Serving)
     }
 
+    /// Checks every engine now, for a call that found none in rotation, unless a check started
+    /// less than [`RECHECK_GAP`] ago. Just after a start (an engine that said NOT_SERVING while
+    /// it opened its store) or as an engine comes back, the call asks again instead of failing
+    /// until the next periodic check; during an outage, calls cost at most one round of checks
+    /// per gap, however many there are.
+    pub async fn recheck(&self) {
+        // One check at a time: calls arriving meanwhile wait for it and use its answer.
+        let _one = self.rechecking.lock().await;
+        let last = self.last_check.load(Ordering::Relaxed);
+        if last != 0 && self.millis().saturating_sub(last) < RECHECK_GAP.as_millis() as u64 {
+            return; // just checked (by another call, or the periodic task): pick again
+        }
+        self.check_all().await;
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Checks every engine once, all at the same time.
     pub async fn check_all(&self) {
+        self.last_check
+            .store(self.millis().max(1), Ordering::Relaxed);
         let checks = self.upstreams.iter().map(|u| self.check(u));
         futures_util::future::join_all(checks).await;
     }

@@ -73,6 +73,29 @@ async fn an_engine_that_goes_away_is_unavailable_at_once_and_used_again_when_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_finding_no_engine_asks_again_instead_of_waiting_for_the_periodic_check() {
+    // Periodic checks an hour apart: only a call's own re-check can bring the engine back. This
+    // is what a browser meets when it opens the console just as the engine finishes starting.
+    let dir = data_dir();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let engine = TestServer::start_embedded_on(listener, dir.path(), &[]).await;
+    let gw = Gw::start(&[addr], |c| c.health_interval_ms = 3_600_000).await;
+    gw.wait_ready().await;
+    engine.stop().await;
+    let answer = unary(&gw, LIST, &list_types(), &[]).await;
+    assert_eq!(answer.status, tonic::Code::Unavailable as i32, "{answer:?}");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _engine = TestServer::start_embedded_on(listener, dir.path(), &[]).await;
+    wait_serving(addr).await;
+    // Past the least gap between two re-checks, so this call may ask.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = unary(&gw, LIST, &list_types(), &[]).await;
+    assert_eq!(answer.status, 0, "used again on the first call: {answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_spread_over_every_healthy_engine() {
     // Two engines with data of their own: the same type name, told apart by its description.
     let (a, _dir_a) = engine().await;

@@ -28,7 +28,7 @@ async function withStack({ databaseUrl } = {}, fn) {
   let consoleSrv;
   let browser;
   try {
-    consoleSrv = await startConsole({ engineUrl: engine.url });
+    consoleSrv = await startConsole({ engineUrl: engine.url, consoleUrl: engine.consoleUrl });
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, timeout: 60_000 });
     const other = createTemporalStateClient(createGrpcWebTransport({ baseUrl: engine.url }));
     await fn({ consoleUrl: consoleSrv.url, engineUrl: engine.url, browser, other });

@@ -45,7 +45,7 @@ async function firstRender() {
     return;
   }
   const engine = await startEngine();
-  const cons = await startConsole({ engineUrl: engine.url });
+  const cons = await startConsole({ engineUrl: engine.url, consoleUrl: engine.consoleUrl });
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true });
   try {
     const client = createTemporalStateClient(createGrpcWebTransport({ baseUrl: engine.url }));

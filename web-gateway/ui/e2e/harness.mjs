@@ -2,13 +2,15 @@
 // 127.0.0.1 with a port of the OS's choosing, and stops them.
 //
 // How the console is reached is decided in ONE place, startConsole():
-//   - CONSOLE_URL set: a console already running there (e.g. the gateway binary started by the
-//     caller, in front of the engine at ENGINE_URL), used as is;
-//   - GATEWAY_BIN set: that gateway binary, started with `--listen 127.0.0.1:0 --upstream <engine>`
-//     (the flags and its "listening" log line are the gateway's contract; adjust them here);
-//   - otherwise: serveConsole() below, a small Node server that serves dist/ with the gateway's
-//     headers (CSP included, so a CSP violation fails the test) and forwards
-//     /temporal_state.v1.* to the engine, streaming, from the same origin.
+//   - CONSOLE_URL set: a console already running there, used as is;
+//   - GATEWAY_BIN set: that gateway binary (temporal-state-gateway), started with
+//     `--listen 127.0.0.1:0 --upstream <engine>`, in front of the engine;
+//   - otherwise, by default: the console the engine itself serves (the gateway library mounted by
+//     the server on CONSOLE_ADDR, here 127.0.0.1:0): what `cargo run -p temporal-state-server`
+//     gives a user;
+//   - CONSOLE=node: serveConsole() below, a small Node server that serves dist/ with the
+//     gateway's headers and forwards /temporal_state.v1.* to the engine (for UI work without a
+//     Rust build of the gateway).
 import { spawn } from "node:child_process";
 import { createServer, request as httpRequest } from "node:http";
 import { readFile, stat, mkdtemp, rm } from "node:fs/promises";
@@ -73,11 +75,14 @@ export async function startEngine({ databaseUrl } = {}) {
   const bin = process.env.SERVER_BIN;
   if (!bin) throw new Error("SERVER_BIN is not set (the path of target/debug/temporal-state-server)");
   const dataDir = await mkdtemp(join(tmpdir(), "console-e2e-"));
-  const env = { GRPC_ADDR: "127.0.0.1:0", DATA_DIR: dataDir, RUST_LOG: "info" };
+  const env = { GRPC_ADDR: "127.0.0.1:0", CONSOLE_ADDR: "127.0.0.1:0", DATA_DIR: dataDir, RUST_LOG: "info" };
   if (databaseUrl) env.DATABASE_URL = databaseUrl;
-  const p = await startProcess(bin, [], env, /serving gRPC.*?addr=(\S+)/, "engine");
+  // Ready once both lines are out, in whichever order: the gRPC address and the console's URL.
+  const ready = /^(?=[\s\S]*serving gRPC.*?addr=(\S+))(?=[\s\S]*console: (http:\/\/127\.0\.0\.1:\d+))/;
+  const p = await startProcess(bin, [], env, ready, "engine");
   return {
     url: `http://${p.match[1]}`,
+    consoleUrl: p.match[2],
     log: p.log,
     stop: async () => {
       await stopProcess(p.child);
@@ -87,20 +92,21 @@ export async function startEngine({ databaseUrl } = {}) {
 }
 
 /** The console in front of the engine at `engineUrl`. Resolves to { url, stop }. See the top. */
-export async function startConsole({ engineUrl }) {
+export async function startConsole({ engineUrl, consoleUrl }) {
   if (process.env.CONSOLE_URL) return { url: process.env.CONSOLE_URL.replace(/\/$/, ""), stop: async () => {} };
   if (process.env.GATEWAY_BIN) {
     const p = await startProcess(
       process.env.GATEWAY_BIN,
       ["--listen", "127.0.0.1:0", "--upstream", engineUrl],
       {},
-      /listening.*?(http:\/\/127\.0\.0\.1:\d+|127\.0\.0\.1:\d+)/,
+      /console: (http:\/\/127\.0\.0\.1:\d+)/,
       "gateway",
     );
     const addr = p.match[1].startsWith("http") ? p.match[1] : `http://${p.match[1]}`;
     return { url: addr, stop: () => stopProcess(p.child) };
   }
-  return serveConsole({ engineUrl });
+  if (process.env.CONSOLE === "node" || !consoleUrl) return serveConsole({ engineUrl });
+  return { url: consoleUrl, stop: async () => {} };
 }
 
 const TYPES = {
