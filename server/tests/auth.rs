@@ -886,3 +886,430 @@ async fn a_server_beyond_loopback_without_auth_refuses_to_start() {
         .await
         .unwrap();
 }
+
+// ------------------------------------------------------------------------------------ audit
+
+/// Every event of a type's stream in a NATS server of the test's own, as published.
+async fn published_events(nats_url: &str) -> Vec<temporal_state_server::adapters::nats::WireEvent> {
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        return Vec::new();
+    };
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut stream) = js.get_stream("TEMPORAL_STATE_EVENTS").await else {
+        return Vec::new();
+    };
+    let Ok(info) = stream.info().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for seq in 1..=info.state.last_sequence {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push(serde_json::from_slice(&msg.payload).unwrap());
+        }
+    }
+    out
+}
+
+/// `recorded_by` of each version, read from the store itself.
+async fn stored_writers(store: &Store) -> Vec<(i64, String)> {
+    const SQL: &str = "SELECT version, recorded_by FROM events ORDER BY version";
+    match store {
+        Store::Postgres(db) => db
+            .client()
+            .await
+            .query(SQL, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+        Store::Embedded(dir) => {
+            let conn = Store::sqlite(dir);
+            let mut stmt = conn.prepare(SQL).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+    }
+}
+
+/// Every event records who wrote it, from the credentials (an API key's name, a JWT's subject),
+/// whatever the request says: stored, returned by writes and history, carried by Subscribe, and,
+/// on PostgreSQL with NATS, in the published message.
+async fn recorded_by_is_set_on_every_event(backend: Backend) {
+    let store = Store::create(backend).await;
+    let nats = matches!(backend, Backend::Postgres).then(common::procs::Nats::start);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        keys_file(&[("ingest@ci", "ingest-key-0123456789", &["admin"])]),
+    )
+    .unwrap();
+    let rsa = dir.path().join("rs256.pem");
+    std::fs::write(&rsa, RSA_PUBLIC).unwrap();
+    let (keys, rsa) = (
+        keys.to_str().unwrap().to_string(),
+        rsa.to_str().unwrap().to_string(),
+    );
+    let nats_url = nats.as_ref().map(|n| n.url());
+    let mut flags = vec![
+        "--auth-api-keys-file",
+        keys.as_str(),
+        "--auth-jwt-key-file",
+        rsa.as_str(),
+    ];
+    if let Some(url) = &nats_url {
+        flags.extend(["--nats-url", url.as_str()]);
+    }
+    let server = store.start(&flags).await;
+    let ch = server.channel().await;
+    let key = "ingest-key-0123456789";
+    let mut jwt_claims = claims("alice", "write:orders", 300);
+    jwt_claims.as_object_mut().unwrap().remove("iss");
+    jwt_claims.as_object_mut().unwrap().remove("aud");
+    let jwt = rs256(&jwt_claims);
+
+    EntityTypeServiceClient::new(ch.clone())
+        .create_entity_type(authed(
+            key,
+            pb::CreateEntityTypeRequest {
+                name: "orders".into(),
+                description: String::new(),
+                schema: Some(st(json!({"type": "object"}))),
+            },
+        ))
+        .await
+        .unwrap();
+    let created = InstanceServiceClient::new(ch.clone())
+        .create_instance(authed(
+            key,
+            pb::CreateInstanceRequest {
+                entity_type: "orders".into(),
+                external_id: "o1".into(),
+                initial_state: Some(st(json!({"n": 0}))),
+                metadata: Some(st(json!({"recorded_by": "mallory"}))),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.event.unwrap().recorded_by, "ingest@ci");
+    let id = created.instance.unwrap().id;
+    let mut live = EventServiceClient::new(ch.clone())
+        .subscribe(authed(
+            key,
+            pb::SubscribeRequest {
+                instance_id: id.clone(),
+                // Replayed from the store, then live (on PostgreSQL with NATS, through it).
+                from_version: Some(1),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = EventServiceClient::new(ch.clone());
+    let applied = events
+        .apply_event(authed(
+            &jwt,
+            pb::ApplyEventRequest {
+                instance_id: id.clone(),
+                event_type: "Set".into(),
+                payload: Some(st(json!({"n": 1}))),
+                // A client's claim in the metadata is only metadata.
+                metadata: Some(st(json!({"recorded_by": "mallory"}))),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(applied.event.unwrap().recorded_by, "alice");
+    let batch = events
+        .apply_events(authed(
+            key,
+            pb::ApplyEventsRequest {
+                instance_id: id.clone(),
+                events: (2..=3)
+                    .map(|n| pb::EventInput {
+                        event_type: "Set".into(),
+                        payload: Some(st(json!({ "n": n }))),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(batch.events.iter().all(|e| e.recorded_by == "ingest@ci"));
+
+    let want = [
+        (1, "ingest@ci".to_string()),
+        (2, "alice".to_string()),
+        (3, "ingest@ci".to_string()),
+        (4, "ingest@ci".to_string()),
+    ];
+    let history: Vec<(i64, String)> = QueryServiceClient::new(ch.clone())
+        .get_history(authed(
+            key,
+            pb::GetHistoryRequest {
+                instance_id: id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .into_iter()
+        .map(|e| (e.version, e.recorded_by))
+        .collect();
+    assert_eq!(history, want, "history");
+    assert_eq!(stored_writers(&store).await, want, "stored");
+    let mut heard = Vec::new();
+    while heard.len() < want.len() {
+        let e = tokio::time::timeout(Duration::from_secs(10), live.message())
+            .await
+            .expect("a live event within 10 s")
+            .unwrap()
+            .unwrap()
+            .event
+            .unwrap();
+        heard.push((e.version, e.recorded_by));
+    }
+    assert_eq!(heard, want, "subscribe");
+
+    if let Some(url) = &nats_url {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut published = Vec::new();
+        while std::time::Instant::now() < deadline {
+            published = published_events(url)
+                .await
+                .into_iter()
+                .map(|e| (e.version, e.recorded_by))
+                .collect();
+            if published.len() >= want.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(published, want, "published to NATS");
+    }
+}
+
+for_each_backend!(recorded_by_is_set_on_every_event);
+
+// -------------------------------------------------------------------------------------- TLS
+
+/// A certificate authority of the test's own (rcgen).
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf certificate and its key, in PEM: a server's (for localhost and 127.0.0.1) or a
+    /// client's.
+    fn issue(&self, name: &str, server: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let sans = if server {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A server on 127.0.0.1:0 configured by `flags`, until the returned sender is dropped.
+async fn start_raw(flags: &[&str]) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = temporal_state_test_support::server::config_from_flags(flags);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        temporal_state_server::run(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server failed");
+    });
+    (addr, stop)
+}
+
+/// ListEntityTypes over TLS, trusting `ca` and presenting `identity` if given.
+async fn list_over_tls(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<&(String, String)>,
+) -> Result<(), String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    EntityTypeServiceClient::new(channel)
+        .list_entity_types(pb::ListEntityTypesRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("call: {e:?}"))
+}
+
+/// Waits (bounded) until `f` succeeds; panics with its last error.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..100 {
+        match f().await {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_and_reloads_its_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Ca::new("first ca");
+    let (cert, key) = first.issue("server one", true);
+    let cert_path = dir.path().join("tls.crt");
+    let key_path = dir.path().join("tls.key");
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let data = dir.path().join("data");
+    let (addr, _stop) = start_raw(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tls-cert-file",
+        cert_path.to_str().unwrap(),
+        "--tls-key-file",
+        key_path.to_str().unwrap(),
+    ])
+    .await;
+    let first_pem = first.pem();
+    eventually("a TLS call", || list_over_tls(addr, &first_pem, None)).await;
+
+    // Plain HTTP/2 is not served, and a client that does not trust the CA refuses the server.
+    let plain = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let answer = EntityTypeServiceClient::new(channel)
+            .list_entity_types(pb::ListEntityTypesRequest::default())
+            .await;
+        assert!(answer.is_err(), "plaintext was answered");
+    }
+    let stranger = Ca::new("stranger ca");
+    assert!(list_over_tls(addr, &stranger.pem(), None).await.is_err());
+
+    // Rotation: a certificate from another CA replaces the files (key first, as a half-done
+    // rotation would); new connections get it, without a restart.
+    let second = Ca::new("second ca");
+    let (cert, key) = second.issue("server two", true);
+    replace_file(&key_path, &key);
+    replace_file(&cert_path, &cert);
+    let second_pem = second.pem();
+    eventually("the rotated certificate", || {
+        list_over_tls(addr, &second_pem, None)
+    })
+    .await;
+    assert!(
+        list_over_tls(addr, &first.pem(), None).await.is_err(),
+        "the old certificate is no longer served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let (cert, key) = server_ca.issue("server", true);
+    let paths = [
+        ("tls.crt", cert),
+        ("tls.key", key),
+        ("clients.pem", client_ca.pem()),
+    ]
+    .map(|(name, text)| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    });
+    let data = dir.path().join("data");
+    let (addr, _stop) = start_raw(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tls-cert-file",
+        &paths[0],
+        "--tls-key-file",
+        &paths[1],
+        "--tls-client-ca-file",
+        &paths[2],
+    ])
+    .await;
+    let good = client_ca.issue("svc-a", false);
+    let server_pem = server_ca.pem();
+    eventually("an mTLS call", || {
+        list_over_tls(addr, &server_pem, Some(&good))
+    })
+    .await;
+    // No client certificate, or one from another CA: refused.
+    let err = list_over_tls(addr, &server_ca.pem(), None)
+        .await
+        .unwrap_err();
+    assert!(!err.is_empty());
+    let forged = Ca::new("client ca").issue("svc-a", false);
+    assert!(
+        list_over_tls(addr, &server_ca.pem(), Some(&forged))
+            .await
+            .is_err()
+    );
+}

@@ -149,6 +149,7 @@ impl Commands {
                 metadata,
                 event_id: new_event_id(),
                 content_hash: hash,
+                recorded_by: principal.recorded_as().to_string(),
             })
             .await?;
         self.registry
@@ -268,6 +269,7 @@ impl Commands {
             instance_id,
             expected_version,
             client_event_ids: client_ids,
+            recorded_by: principal.recorded_as().to_string(),
         };
         // The append and its after-commit work (bus, cache) run in a task of their own: a caller
         // that hangs up, or whose deadline passes, drops only its wait. The append still ends
