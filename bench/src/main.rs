@@ -14,6 +14,7 @@
 
 mod analytics;
 mod apply;
+mod auth;
 mod embedded;
 mod harness;
 mod state_at;
@@ -52,6 +53,9 @@ enum Command {
     CacheAndStream(stream::Args),
     /// The embedded store (no DATABASE_URL): ApplyEvent and GetStateAtVersion vs raw rusqlite.
     Embedded(embedded::Args),
+    /// The cost of authentication per call: ApplyEvent and GetCurrentState without credentials,
+    /// with an API key and with an RS256 JWT (embedded store).
+    Auth(auth::Args),
 }
 
 #[tokio::main]
@@ -63,5 +67,6 @@ async fn main() -> Result<()> {
         Command::Analytics(args) => analytics::run(&cli.admin_url, args).await,
         Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,
         Command::Embedded(args) => embedded::run(args).await,
+        Command::Auth(args) => auth::run(args).await,
     }
 }
