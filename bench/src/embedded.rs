@@ -396,7 +396,8 @@ impl RawStore {
                     "{}",
                     ApplyMode::Replace.as_str(),
                     now,
-                    now
+                    now,
+                    ""
                 ],
             )?;
             let hash = content_hash(
@@ -490,6 +491,7 @@ fn raw_append(
         ApplyMode::MergePatch.as_str(),
         recorded,
         recorded,
+        "",
     ])?;
     tx.prepare_cached(sql::INSERT_KEY_SQL)?
         .execute(params![event_id, instance, next, hash])?;

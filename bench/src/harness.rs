@@ -170,8 +170,15 @@ impl RunningServer {
     /// On the embedded store under `data_dir`, default flags otherwise. DATABASE_URL, REDIS_URL
     /// and NATS_URL in the environment are ignored, so the figures are the embedded store's alone.
     pub async fn embedded(data_dir: &Path) -> Result<Self> {
+        Self::embedded_with(data_dir, &[]).await
+    }
+
+    /// [`Self::embedded`] with extra server flags.
+    pub async fn embedded_with(data_dir: &Path, extra: &[&str]) -> Result<Self> {
         let data_dir = data_dir.display().to_string();
-        let mut config = config(&["--data-dir", &data_dir])?;
+        let mut argv = vec!["--data-dir", data_dir.as_str()];
+        argv.extend_from_slice(extra);
+        let mut config = config(&argv)?;
         config.database_url = None;
         config.redis_url = None;
         config.nats_url = None;
@@ -209,7 +216,8 @@ impl RunningServer {
                 && EntityTypeServiceClient::new(channel)
                     .list_entity_types(pb::ListEntityTypesRequest::default())
                     .await
-                    .is_ok()
+                    // A server with authentication on answers, refusing a call without a token.
+                    .is_ok_or_unauthenticated()
             {
                 return Ok(());
             }
@@ -252,6 +260,20 @@ impl RunningServer {
         let value = result?;
         stopped?;
         Ok(value)
+    }
+}
+
+/// Whether a call was answered, counting a refusal for want of credentials.
+trait Answered {
+    fn is_ok_or_unauthenticated(&self) -> bool;
+}
+
+impl<T> Answered for std::result::Result<T, tonic::Status> {
+    fn is_ok_or_unauthenticated(&self) -> bool {
+        match self {
+            Ok(_) => true,
+            Err(s) => s.code() == tonic::Code::Unauthenticated,
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod analytics;
 mod apply;
+mod auth;
 mod console;
 mod embedded;
 mod harness;
@@ -57,6 +58,9 @@ enum Command {
     /// The web console's gateway: gRPC-web GetCurrentState and Subscribe through it vs straight
     /// to the engine.
     Console(console::Args),
+    /// The cost of authentication per call: ApplyEvent and GetCurrentState without credentials,
+    /// with an API key and with an RS256 JWT (embedded store).
+    Auth(auth::Args),
 }
 
 #[tokio::main]
@@ -69,5 +73,6 @@ async fn main() -> Result<()> {
         Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,
         Command::Embedded(args) => embedded::run(args).await,
         Command::Console(args) => console::run(args).await,
+        Command::Auth(args) => auth::run(args).await,
     }
 }

@@ -174,6 +174,59 @@ pub struct Config {
     /// Empty: no console (run `temporal-state-gateway` in front of the engines instead).
     #[arg(long, env = "CONSOLE_ADDR", default_value = "127.0.0.1:8080", value_parser = console_addr_arg)]
     pub console_addr: String,
+
+    /// API keys: a JSON file `[{"name": "...", "sha256": "<hex of the key>", "scopes":
+    /// ["read", "write:orders", ...]}]`, re-read when it changes. Setting it (or a JWT source)
+    /// turns authentication on: every call but health needs `authorization: Bearer <token>`.
+    #[arg(long, env = "AUTH_API_KEYS_FILE")]
+    pub auth_api_keys_file: Option<PathBuf>,
+
+    /// JWT verification key: an RSA or EC public key in PEM (RS256/384/512, ES256/384), or a file
+    /// holding an HS256 secret of at least 32 bytes.
+    #[arg(long, env = "AUTH_JWT_KEY_FILE")]
+    pub auth_jwt_key_file: Option<PathBuf>,
+
+    /// JWKS URL of the JWT issuer: fetched on first use, cached, fetched again for an unknown key
+    /// id (rotation without restart) and every 5 minutes.
+    #[arg(long, env = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// The `iss` every JWT must carry. Unset: not checked.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// The `aud` every JWT must carry. Unset: not checked.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+
+    /// Clock skew allowed when checking a JWT's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "AUTH_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub auth_jwt_leeway_secs: u64,
+
+    /// With authentication on, reflection needs credentials too (by default it is public, so
+    /// grpcurl can list the API before a token is at hand).
+    #[arg(long, env = "AUTH_REFLECTION_REQUIRES_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub auth_reflection_requires_auth: bool,
+
+    /// Serve without authentication on an address other than loopback. Without this, such a
+    /// server refuses to start when no AUTH_API_KEYS_FILE, AUTH_JWT_KEY_FILE or AUTH_JWKS_URL
+    /// is set: anyone who can reach the port could write permanent history.
+    #[arg(long, env = "INSECURE_NO_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub insecure_no_auth: bool,
+
+    /// The server's certificate chain in PEM: with TLS_KEY_FILE, the server speaks TLS only.
+    /// Both files are re-read when they change (rotation without restart).
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of TLS_CERT_FILE, in PEM.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA certificates in PEM: with it, every client must present a certificate they signed
+    /// (mutual TLS). Needs TLS_CERT_FILE and TLS_KEY_FILE.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -232,6 +285,36 @@ impl Config {
         console_addr_arg(&self.console_addr)
             .ok()
             .and_then(|a| a.parse().ok())
+    }
+
+    /// Where credentials come from; authentication is on when any source is set.
+    pub fn auth(&self) -> crate::adapters::auth::AuthSettings {
+        crate::adapters::auth::AuthSettings {
+            api_keys_file: self.auth_api_keys_file.clone(),
+            jwt: crate::adapters::auth::JwtSettings {
+                key_file: self.auth_jwt_key_file.clone(),
+                jwks_url: self.auth_jwks_url.clone(),
+                issuer: self.auth_jwt_issuer.clone(),
+                audience: self.auth_jwt_audience.clone(),
+                leeway: Duration::from_secs(self.auth_jwt_leeway_secs),
+            },
+        }
+    }
+
+    /// The server's TLS files, when TLS is on.
+    pub fn tls(&self) -> Option<crate::adapters::tls::TlsSettings> {
+        Some(crate::adapters::tls::TlsSettings {
+            cert_file: self.tls_cert_file.clone()?,
+            key_file: self.tls_key_file.clone()?,
+            client_ca_file: self.tls_client_ca_file.clone(),
+        })
+    }
+
+    /// Whether any credential source is configured.
+    pub fn auth_configured(&self) -> bool {
+        self.auth_api_keys_file.is_some()
+            || self.auth_jwt_key_file.is_some()
+            || self.auth_jwks_url.is_some()
     }
 
     /// The database URL with any password replaced, for logs.

@@ -40,6 +40,14 @@ async fn main() -> anyhow::Result<()> {
         timescale_compress_after_days = config.timescale_compress_after_days,
         timescale_retention_days = config.timescale_retention_days,
         grpc_web_allowed_origins = ?config.grpc_web_allowed_origins,
+        auth_api_keys_file = ?config.auth_api_keys_file,
+        auth_jwt_key_file = ?config.auth_jwt_key_file,
+        auth_jwks_url = ?config.auth_jwks_url,
+        auth_jwt_issuer = ?config.auth_jwt_issuer,
+        auth_jwt_audience = ?config.auth_jwt_audience,
+        auth_jwt_leeway_secs = config.auth_jwt_leeway_secs,
+        auth_reflection_requires_auth = config.auth_reflection_requires_auth,
+        insecure_no_auth = config.insecure_no_auth,
         "effective configuration"
     );
     match cli.command.unwrap_or(Command::Serve) {

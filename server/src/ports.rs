@@ -58,6 +58,9 @@ pub struct EventRecord {
     pub mode: ApplyMode,
     pub recorded_at: DateTime<Utc>,
     pub occurred_at: DateTime<Utc>,
+    /// Who wrote it: the API key's name or the JWT's subject; empty when nobody was identified
+    /// (authentication off, or recorded before it existed). Set by the server, never the client.
+    pub recorded_by: String,
 }
 
 /// A new instance; the store records it together with its version 1.
@@ -72,6 +75,8 @@ pub struct NewInstance {
     pub event_id: String,
     /// [`crate::domain::idempotency::content_hash`] of the `InstanceCreated` event.
     pub content_hash: Vec<u8>,
+    /// Who creates it: [`EventRecord::recorded_by`] of its version 1.
+    pub recorded_by: String,
 }
 
 /// The instance as seen under its lock, handed to the decision.
@@ -126,6 +131,8 @@ pub struct AppendRequest {
     /// The client-supplied idempotency keys of the batch, looked up before anything is written.
     /// Every event id of the batch (server-generated ones too) is recorded as a key.
     pub client_event_ids: Vec<String>,
+    /// Who writes the batch: [`EventRecord::recorded_by`] of each of its events.
+    pub recorded_by: String,
 }
 
 /// Turns the locked head into the events to store, or rejects the command. Runs while the

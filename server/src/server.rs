@@ -262,6 +262,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let Backends { app, store, tasks } = backends;
+    refuse_open_exposure(config, &listener)?;
+    let authenticator =
+        crate::adapters::auth::Authenticator::new(&config.auth()).map_err(ServeError::Config)?;
+    match &authenticator {
+        Some(_) => info!(
+            reflection_requires_auth = config.auth_reflection_requires_auth,
+            "authentication on: every call but health needs a bearer token"
+        ),
+        None => warn!("authentication off: every caller may do everything"),
+    }
+    let auth =
+        crate::grpc::auth::AuthLayer::new(authenticator, config.auth_reflection_requires_auth);
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
@@ -295,7 +307,13 @@ pub async fn serve(
         max_concurrent: config.max_concurrent_requests as usize,
     });
     let out = config.max_response_bytes();
-    let result = tonic::transport::Server::builder()
+    let tls = match config.tls() {
+        Some(settings) => Some(Arc::new(
+            crate::adapters::tls::ReloadingTls::new(settings).map_err(ServeError::Config)?,
+        )),
+        None => None,
+    };
+    let router = tonic::transport::Server::builder()
         // Pings find clients that vanished without closing their connection; their calls and
         // Subscribe streams then end instead of living forever.
         .http2_keepalive_interval(config.grpc_keepalive_interval())
@@ -306,6 +324,9 @@ pub async fn serve(
         .layer(tonic_web::GrpcWebLayer::new())
         // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
         .layer(guard)
+        // Inside the guard: checking a token (a JWKS fetch) counts against the deadline and the
+        // concurrency limit like any other work.
+        .layer(auth)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -336,22 +357,93 @@ pub async fn serve(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(out),
-        )
-        .serve_with_incoming_shutdown(
-            // Small request/response messages: do not let Nagle hold them back.
-            TcpListenerStream::new(listener).inspect(|conn| {
-                if let Ok(stream) = conn {
-                    let _ = stream.set_nodelay(true);
-                }
-            }),
-            shutdown,
-        )
-        .await;
+        );
+    let result = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    // Small request/response messages: do not let Nagle hold them back.
+                    TcpListenerStream::new(listener).inspect(|conn| {
+                        if let Ok(stream) = conn {
+                            let _ = stream.set_nodelay(true);
+                        }
+                    }),
+                    shutdown,
+                )
+                .await
+        }
+    };
     health_task.abort();
     for task in tasks {
         task.abort();
     }
     Ok(result?)
+}
+
+/// Longest a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections accepted on `listener`: each handshake runs in a task of its own (a slow or
+/// silent client never holds up the others), with the certificate files as they are now.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<crate::adapters::tls::ReloadingTls>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                // The server stopped serving: release the port.
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Refuses a listener beyond loopback when no credential source is configured, unless
+/// `--insecure-no-auth` says so explicitly.
+fn refuse_open_exposure(config: &Config, listener: &TcpListener) -> Result<(), ServeError> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Config(format!("the listener's address: {e}")))?;
+    if !config.auth_configured() && !config.insecure_no_auth && !local.ip().is_loopback() {
+        return Err(ServeError::Config(format!(
+            "refusing to serve {local} without authentication: anyone who can reach it could \
+             write permanent history. Set AUTH_API_KEYS_FILE, AUTH_JWT_KEY_FILE or AUTH_JWKS_URL, \
+             bind a loopback address, or pass --insecure-no-auth (INSECURE_NO_AUTH=true)"
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the backends and serves until `shutdown`: what `main` and the tests call. Unless
@@ -361,6 +453,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // Before any store is opened or migrated.
+    refuse_open_exposure(&config, &listener)?;
     let backends = build(&config).await?;
     // After the store is open, so the console's first health check finds the engine answering.
     let console = start_console(&config, &listener).await?;

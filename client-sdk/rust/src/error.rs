@@ -118,8 +118,21 @@ pub enum Error {
         /// The server's (generic) message.
         message: String,
     },
-    /// Any other gRPC code (CANCELLED, UNAUTHENTICATED, PERMISSION_DENIED, ...), for example from
-    /// a proxy in front of the server.
+    /// UNAUTHENTICATED: the server requires credentials and got none, or an invalid, expired or
+    /// revoked one (see [`ClientBuilder::bearer_token`](crate::ClientBuilder::bearer_token)).
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// Why the credentials were refused.
+        message: String,
+    },
+    /// PERMISSION_DENIED: the credentials are valid but no scope of theirs allows this call.
+    /// Nothing was done.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// Which scope the call needs.
+        message: String,
+    },
+    /// Any other gRPC code (CANCELLED, ...), for example from a proxy in front of the server.
     #[error("{code:?}: {message}")]
     Rpc {
         /// The gRPC code.
@@ -219,6 +232,8 @@ impl Error {
             // tonic's own enforcement of the deadline reports CANCELLED ("Timeout expired").
             Code::Cancelled if caused_by_timeout(&status) => Self::DeadlineExceeded { message },
             Code::Unimplemented => Self::Unimplemented { message },
+            Code::Unauthenticated => Self::Unauthenticated { message },
+            Code::PermissionDenied => Self::PermissionDenied { message },
             Code::Internal => Self::Internal { message },
             Code::DataLoss => Self::DataLoss { message },
             code => Self::Rpc { code, message },
@@ -244,6 +259,8 @@ impl Error {
             Self::Unavailable { .. } | Self::Connect { .. } => Code::Unavailable,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Unimplemented { .. } => Code::Unimplemented,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::Internal { .. } => Code::Internal,
             Self::DataLoss { .. } => Code::DataLoss,
             Self::Rpc { code, .. } => *code,
@@ -390,9 +407,15 @@ mod tests {
 
     #[test]
     fn codes_without_a_variant_keep_their_code() {
-        let e = Error::from(tonic::Status::permission_denied("no"));
-        assert_eq!(e.code(), Some(Code::PermissionDenied));
+        // (PERMISSION_DENIED, the example here before, has had a variant since authentication.)
+        let e = Error::from(tonic::Status::failed_precondition("no"));
+        assert_eq!(e.code(), Some(Code::FailedPrecondition));
         assert!(!e.is_retryable());
-        assert_eq!(e.to_string(), "PermissionDenied: no");
+        assert_eq!(e.to_string(), "FailedPrecondition: no");
+        let e = Error::from(tonic::Status::permission_denied("no"));
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+        assert_eq!(e.code(), Some(Code::PermissionDenied));
+        let e = Error::from(tonic::Status::unauthenticated("no"));
+        assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
     }
 }

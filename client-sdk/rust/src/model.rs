@@ -172,6 +172,9 @@ pub struct Event {
     pub recorded_at: SystemTime,
     /// Business time given when applying it, `recorded_at` otherwise; analytics follow this.
     pub occurred_at: SystemTime,
+    /// Who wrote it, as the server authenticated them (an API key's name, a JWT's subject);
+    /// empty when the server runs without authentication.
+    pub recorded_by: String,
 }
 
 impl Event {
@@ -200,6 +203,7 @@ impl TryFrom<pb::Event> for Event {
             payload: struct_to_json(e.payload),
             metadata: struct_to_json(e.metadata),
             mode: ApplyMode::from_proto(e.mode),
+            recorded_by: e.recorded_by,
         })
     }
 }

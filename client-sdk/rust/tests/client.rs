@@ -1287,3 +1287,89 @@ async fn next_version(events: &mut EventStream) -> i64 {
         .expect("the stream goes on")
         .version
 }
+
+/// A server with authentication on: the token given to the builder goes with every call, the
+/// server's refusals are typed, and events record who wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_goes_with_every_call_and_refusals_are_typed() {
+    use sha2::{Digest, Sha256};
+    let hex = |key: &str| -> String {
+        Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        json!([
+            {"name": "sdk-admin", "sha256": hex("sdk-admin-key-0123"), "scopes": ["admin"]},
+            {"name": "sdk-reader", "sha256": hex("sdk-reader-key-0123"), "scopes": ["read"]},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let server = TestServer::start_embedded(
+        &dir.path().join("data"),
+        &["--auth-api-keys-file", keys.to_str().unwrap()],
+    )
+    .await;
+    let as_key = |key: &str| {
+        Client::builder(server.endpoint())
+            .bearer_token(key)
+            .connect_lazy()
+            .unwrap()
+    };
+    let admin = as_key("sdk-admin-key-0123");
+    let debug = format!(
+        "{:?}",
+        Client::builder("x").bearer_token("sdk-admin-key-0123")
+    );
+    assert!(!debug.contains("sdk-admin-key"), "{debug}");
+
+    admin
+        .create_entity_type("doc", &json!({"type": "object"}), &Default::default())
+        .await
+        .unwrap();
+    let created = admin
+        .create_instance("doc", "d1", &json!({"n": 0}), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(created.event.recorded_by, "sdk-admin");
+    let id = created.instance.id;
+
+    let anonymous = Client::connect(server.endpoint()).await.unwrap();
+    let err = anonymous
+        .list_entity_types(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
+    let err = as_key("not-a-key")
+        .get_instance(&id, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
+
+    let reader = as_key("sdk-reader-key-0123");
+    assert_eq!(
+        reader
+            .get_instance(&id, &Default::default())
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    let err = reader
+        .apply_event(&id, "Set", &json!({"n": 1}), &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied));
+    let applied = admin
+        .apply_event(&id, "Set", &json!({"n": 2}), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(applied.event.version, 2, "the refused write stored nothing");
+    assert_eq!(applied.event.recorded_by, "sdk-admin");
+}

@@ -135,6 +135,7 @@ pub fn created_records(
         mode: ApplyMode::Replace,
         recorded_at: at,
         occurred_at: at,
+        recorded_by: new.recorded_by,
     };
     (instance, event)
 }
@@ -199,6 +200,7 @@ impl AppendPlan {
                 mode: p.mode,
                 recorded_at,
                 occurred_at: p.occurred_at.unwrap_or(recorded_at),
+                recorded_by: request.recorded_by.clone(),
             });
         }
         Ok(Self {
@@ -254,6 +256,7 @@ mod tests {
             instance_id: Uuid::from_u128(7),
             expected_version,
             client_event_ids: vec![],
+            recorded_by: "w".into(),
         }
     }
 

@@ -6,13 +6,17 @@
 //! - `redis/`: the current-state cache.
 //! - `nats/`: publication through the outbox relay and live subscriptions.
 //! - `memory/`: in-process cache and bus, standing in for Redis and NATS.
+//! - `auth/`: credentials (API keys file, JWT keys and JWKS) turned into principals.
+//! - `tls`: the server's rustls configuration, reloaded when its files change.
 //! - `secrets`: masking the passwords of connection strings in logs and errors.
 //! - `append_plan`: what an append writes, computed once for the PostgreSQL and embedded stores.
 
 mod append_plan;
+pub mod auth;
 pub mod embedded;
 pub mod memory;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
 pub mod secrets;
+pub mod tls;

@@ -10,6 +10,7 @@ use super::queries::ceil_micros;
 use super::registry::TypeRegistry;
 use crate::domain::analytics::{FieldStats, bucket_count, fill_buckets};
 use crate::domain::field_path::parse_field_path;
+use crate::domain::{Access, Principal};
 use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, TimeRange, TypeKey, TypeSummary,
 };
@@ -62,24 +63,35 @@ impl Analytics {
         })
     }
 
-    async fn type_id(&self, entity_type: &TypeKey) -> Result<uuid::Uuid, AppError> {
-        Ok(self.registry.resolve(entity_type).await?.record.id)
+    async fn type_id(
+        &self,
+        principal: &Principal,
+        entity_type: &TypeKey,
+    ) -> Result<uuid::Uuid, AppError> {
+        Ok(self
+            .registry
+            .resolve_for(principal, Access::Read, entity_type)
+            .await?
+            .record
+            .id)
     }
 
     pub async fn event_counts(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Vec<EventTypeCount>, AppError> {
         let range = range(start, end)?;
         let analytics = self.analytics()?;
-        let id = self.type_id(entity_type).await?;
+        let id = self.type_id(principal, entity_type).await?;
         Ok(analytics.event_counts(id, range).await?)
     }
 
     pub async fn event_time_series(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         interval: Option<Duration>,
         start: Option<DateTime<Utc>>,
@@ -100,7 +112,7 @@ impl Analytics {
         let end = ceil_micros(end.ok_or_else(|| AppError::invalid("end_time", "is required"))?);
         let buckets = bucket_count(micros, start, end)?;
         let analytics = self.analytics()?;
-        let id = self.type_id(entity_type).await?;
+        let id = self.type_id(principal, entity_type).await?;
         let found = analytics
             .time_series(id, micros, start, end, event_type)
             .await?;
@@ -109,13 +121,17 @@ impl Analytics {
 
     pub async fn field_aggregation(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         field: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<FieldStats, AppError> {
         let pointer = parse_field_path(field)?;
         let analytics = self.analytics()?;
-        let entry = self.registry.resolve(entity_type).await?;
+        let entry = self
+            .registry
+            .resolve_for(principal, Access::Read, entity_type)
+            .await?;
         let stats = match as_of {
             None => {
                 analytics
@@ -139,6 +155,7 @@ impl Analytics {
 
     pub async fn most_active(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         limit: i32,
         start: Option<DateTime<Utc>>,
@@ -152,13 +169,17 @@ impl Analytics {
         }
         let range = range(start, end)?;
         let analytics = self.analytics()?;
-        let id = self.type_id(entity_type).await?;
+        let id = self.type_id(principal, entity_type).await?;
         Ok(analytics.most_active(id, range, limit as usize).await?)
     }
 
-    pub async fn summary(&self, entity_type: &TypeKey) -> Result<TypeSummary, AppError> {
+    pub async fn summary(
+        &self,
+        principal: &Principal,
+        entity_type: &TypeKey,
+    ) -> Result<TypeSummary, AppError> {
         let analytics = self.analytics()?;
-        let id = self.type_id(entity_type).await?;
+        let id = self.type_id(principal, entity_type).await?;
         Ok(analytics
             .summary(id, Utc::now() - Duration::hours(24))
             .await?)

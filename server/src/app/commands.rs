@@ -8,6 +8,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::current::CurrentStates;
+use super::error::{require, require_some};
 use super::queries::Queries;
 use super::registry::{TypeEntry, TypeRegistry};
 use super::{AppError, Limits};
@@ -16,7 +17,8 @@ use crate::domain::idempotency::content_hash;
 use crate::domain::limits::measure_object;
 use crate::domain::validate::CompiledSchema;
 use crate::domain::{
-    ApplyMode, EntityTypeName, EventType, ExternalId, Meter, State, apply_in_place,
+    Access, ApplyMode, EntityTypeName, EventType, ExternalId, Meter, Principal, State,
+    apply_in_place,
 };
 use crate::ports::{
     AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventBus, EventRecord,
@@ -78,14 +80,18 @@ impl Commands {
         }
     }
 
-    #[instrument(skip(self, description, schema))]
+    /// Needs `admin` (or `admin:<name>`).
+    #[instrument(skip(self, principal, description, schema))]
     pub async fn create_entity_type(
         &self,
+        principal: &Principal,
         name: &str,
         description: &str,
         schema: State,
     ) -> Result<EntityTypeRecord, AppError> {
+        require_some(principal, Access::Admin)?;
         let name = EntityTypeName::parse(name)?;
+        require(principal, Access::Admin, name.as_str())?;
         if description.len() > 4096 {
             return Err(AppError::invalid(
                 "description",
@@ -108,14 +114,17 @@ impl Commands {
         Ok(record)
     }
 
-    #[instrument(skip(self, initial_state, metadata))]
+    /// Needs `write` on the type.
+    #[instrument(skip(self, principal, initial_state, metadata))]
     pub async fn create_instance(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         external_id: &ExternalId,
         initial_state: State,
         metadata: State,
     ) -> Result<(InstanceRecord, EventRecord), AppError> {
+        require_some(principal, Access::Write)?;
         self.check_size("initial_state", &initial_state)?;
         self.check_size("metadata", &metadata)?;
         self.limits
@@ -123,6 +132,7 @@ impl Commands {
             .check("initial_state", measure_object(&initial_state))?;
         self.check_event_bytes(&initial_state, &metadata)?;
         let entry = self.registry.resolve(entity_type).await?;
+        require(principal, Access::Write, &entry.record.name)?;
         entry.schema.validate(&entry.record.name, &initial_state)?;
         let hash = content_hash(
             EventType::INSTANCE_CREATED,
@@ -139,6 +149,7 @@ impl Commands {
                 metadata,
                 event_id: new_event_id(),
                 content_hash: hash,
+                recorded_by: principal.recorded_as().to_string(),
             })
             .await?;
         self.registry
@@ -148,13 +159,16 @@ impl Commands {
 
     /// Applies events to one instance atomically. Returns the recorded events and the state
     /// after the last one; a retry of recorded events returns them as they were recorded.
-    #[instrument(skip(self, inputs), fields(events = inputs.len()))]
+    /// Needs `write` on the instance's type.
+    #[instrument(skip(self, principal, inputs), fields(events = inputs.len()))]
     pub async fn apply_events(
         &self,
+        principal: &Principal,
         instance_id: Uuid,
         expected_version: Option<i64>,
         inputs: Vec<EventInput>,
     ) -> Result<(Vec<EventRecord>, State), AppError> {
+        require_some(principal, Access::Write)?;
         if inputs.is_empty() {
             return Err(AppError::invalid(
                 "events",
@@ -196,6 +210,7 @@ impl Commands {
         }
 
         let entry = self.registry.type_of(instance_id).await?;
+        require(principal, Access::Write, &entry.record.name)?;
         let pending_ids: Vec<String> = inputs
             .iter()
             .map(|i| i.event_id.clone().unwrap_or_else(new_event_id))
@@ -254,6 +269,7 @@ impl Commands {
             instance_id,
             expected_version,
             client_event_ids: client_ids,
+            recorded_by: principal.recorded_as().to_string(),
         };
         // The append and its after-commit work (bus, cache) run in a task of their own: a caller
         // that hangs up, or whose deadline passes, drops only its wait. The append still ends
@@ -339,11 +355,7 @@ impl Commands {
         }
         let replay = self.queries.recorded_events(instance_id, &versions).await?;
         let last = versions.iter().copied().max().unwrap_or(1);
-        let state = self
-            .queries
-            .state_at_version(instance_id, last)
-            .await?
-            .state;
+        let state = self.queries.state_at(instance_id, last).await?.state;
         Ok((replay, state))
     }
 
@@ -596,8 +608,10 @@ mod tests {
             },
             Limits::default(),
         );
+        let anyone = Principal::anonymous();
         app.commands
             .create_entity_type(
+                &anyone,
                 "doc",
                 "",
                 json!({"type": "object"}).as_object().unwrap().clone(),
@@ -607,6 +621,7 @@ mod tests {
         let (inst, _) = app
             .commands
             .create_instance(
+                &anyone,
                 &TypeKey::Name("doc".into()),
                 &ExternalId::parse("d").unwrap(),
                 State::new(),
@@ -628,7 +643,9 @@ mod tests {
                     occurred_at: None,
                     mode: ApplyMode::MergePatch,
                 };
-                app.commands.apply_events(id, None, vec![input]).await
+                app.commands
+                    .apply_events(&Principal::anonymous(), id, None, vec![input])
+                    .await
             })
         };
         store.committed.notified().await;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppError;
 use super::registry::{TypeEntry, TypeRegistry};
-use crate::domain::{ExternalId, State};
+use crate::domain::{Access, ExternalId, Principal, State};
 use crate::ports::{Catalog, EventRecord, InstanceRecord, StateCache, TypeKey};
 
 /// The current-state read path and the state cache's upkeep.
@@ -71,7 +71,14 @@ impl CurrentStates {
 
     /// An instance by id: from the cache when it holds it, otherwise from the catalog (refilling
     /// the cache).
-    pub async fn get_instance(&self, id: Uuid) -> Result<InstanceRecord, AppError> {
+    pub async fn get_instance(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> Result<InstanceRecord, AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
         if let Some(cache) = &self.state_cache
             && !self.untrusted.contains(id)
             && let Ok(Some(hit)) = cache.get(id).await
@@ -87,10 +94,14 @@ impl CurrentStates {
     /// An instance by entity type and external id: one cache round trip on a hit.
     pub async fn get_current_state(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         external_id: &ExternalId,
     ) -> Result<InstanceRecord, AppError> {
-        let entry = self.registry.resolve(entity_type).await?;
+        let entry = self
+            .registry
+            .resolve_for(principal, Access::Read, entity_type)
+            .await?;
         if let Some(cache) = &self.state_cache
             && let Ok(Some(hit)) = cache
                 .get_by_external_id(entry.record.id, external_id.as_str())

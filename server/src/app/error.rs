@@ -1,7 +1,7 @@
 //! Errors of the use cases. Each variant names the gRPC code it becomes; the mapping itself is
 //! in `grpc::status`, the one place that turns errors into statuses.
 
-use crate::domain::DomainError;
+use crate::domain::{Access, DomainError, Principal};
 use crate::ports::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,10 @@ pub enum AppError {
     /// from the version it reached.
     #[error("{0}")]
     Lagged(String),
+    /// PERMISSION_DENIED: the caller is authenticated but no scope of theirs allows the call;
+    /// nothing was done.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// UNIMPLEMENTED: this deployment's backend does not offer the capability.
     #[error("{0}")]
     Unsupported(String),
@@ -46,6 +50,43 @@ pub enum AppError {
 impl AppError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid(DomainError::invalid(field, reason))
+    }
+}
+
+/// PERMISSION_DENIED unless a scope of `principal` allows `access` to the type named
+/// `entity_type`.
+pub(crate) fn require(
+    principal: &Principal,
+    access: Access,
+    entity_type: &str,
+) -> Result<(), AppError> {
+    if principal.allows(access, entity_type) {
+        return Ok(());
+    }
+    Err(AppError::PermissionDenied(format!(
+        "{} may not {access} entity type {entity_type}: that needs the scope {access} or \
+         {access}:{entity_type}",
+        who(principal)
+    )))
+}
+
+/// PERMISSION_DENIED unless `principal` may `access` at least one entity type: checked before
+/// anything is looked up, so a caller without the level learns nothing about what exists.
+pub(crate) fn require_some(principal: &Principal, access: Access) -> Result<(), AppError> {
+    if principal.allows_some(access) {
+        return Ok(());
+    }
+    Err(AppError::PermissionDenied(format!(
+        "{} has no {access} scope",
+        who(principal)
+    )))
+}
+
+fn who(principal: &Principal) -> String {
+    if principal.name.is_empty() {
+        "the caller".to_string()
+    } else {
+        format!("{:?}", principal.name)
     }
 }
 

@@ -13,7 +13,7 @@ use super::{AppError, Page, budget};
 use crate::domain::diff::{Comparison, compare};
 use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
-use crate::domain::{State, apply_event};
+use crate::domain::{Access, Principal, State, apply_event};
 use crate::ports::{
     Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord, TypeKey,
 };
@@ -104,19 +104,52 @@ impl Queries {
         }
     }
 
-    pub async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, AppError> {
-        Ok(self.registry.resolve(key).await?.record.clone())
+    pub async fn get_entity_type(
+        &self,
+        principal: &Principal,
+        key: &TypeKey,
+    ) -> Result<EntityTypeRecord, AppError> {
+        Ok(self
+            .registry
+            .resolve_for(principal, Access::Read, key)
+            .await?
+            .record
+            .clone())
     }
 
-    /// A page of entity types, by name, and the token of the next page.
+    /// A page of the entity types `principal` may read, by name, and the token of the next page.
     pub async fn list_entity_types(
         &self,
+        principal: &Principal,
         page: Page,
     ) -> Result<(Vec<EntityTypeRecord>, String), AppError> {
-        let found = self
-            .catalog
-            .list_entity_types(page.after.as_deref(), page.size + 1)
-            .await?;
+        let found = match principal.narrowed_to(Access::Read) {
+            None => {
+                self.catalog
+                    .list_entity_types(page.after.as_deref(), page.size + 1)
+                    .await?
+            }
+            // A narrowed reader may read a few named types: look those up, by name, instead of
+            // paging through every type to filter them.
+            Some(names) => {
+                let mut found = Vec::new();
+                let after = page.after.as_deref();
+                for name in names
+                    .iter()
+                    .filter(|n| after.is_none_or(|a| n.as_str() > a))
+                {
+                    if found.len() > page.size {
+                        break;
+                    }
+                    match self.registry.resolve(&TypeKey::Name(name.clone())).await {
+                        Ok(entry) => found.push(entry.record.clone()),
+                        Err(AppError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                found
+            }
+        };
         Ok(
             page.close(found, self.page_budget, budget::entity_type_len, |t| {
                 t.name.clone()
@@ -127,10 +160,14 @@ impl Queries {
     /// A page of a type's instances, by external id, and the token of the next page.
     pub async fn list_instances(
         &self,
+        principal: &Principal,
         entity_type: &TypeKey,
         page: Page,
     ) -> Result<(Vec<InstanceRecord>, String), AppError> {
-        let entry = self.registry.resolve(entity_type).await?;
+        let entry = self
+            .registry
+            .resolve_for(principal, Access::Read, entity_type)
+            .await?;
         let found = self
             .catalog
             .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
@@ -145,10 +182,14 @@ impl Queries {
     /// A page of an instance's events.
     pub async fn get_history(
         &self,
+        principal: &Principal,
         id: Uuid,
         mut filter: HistoryFilter,
         page: Page,
     ) -> Result<(Vec<EventRecord>, String), AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
         check_range(
             filter.from_version,
             filter.to_version,
@@ -173,8 +214,21 @@ impl Queries {
 
     /// The state right after `version`: one snapshot read plus at most the snapshot interval's
     /// number of events, in one round trip.
-    #[instrument(skip(self))]
-    pub async fn state_at_version(&self, id: Uuid, version: i64) -> Result<StateAt, AppError> {
+    #[instrument(skip(self, principal))]
+    pub async fn state_at_version(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+        version: i64,
+    ) -> Result<StateAt, AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
+        self.state_at(id, version).await
+    }
+
+    /// [`Queries::state_at_version`] for the application's own use: no access check.
+    pub(crate) async fn state_at(&self, id: Uuid, version: i64) -> Result<StateAt, AppError> {
         if version < 1 {
             return Err(AppError::invalid(
                 "version",
@@ -213,9 +267,17 @@ impl Queries {
     }
 
     /// The state as the engine knew it at `at`: after the last event recorded at or before it.
-    pub async fn state_at_time(&self, id: Uuid, at: DateTime<Utc>) -> Result<StateAt, AppError> {
+    pub async fn state_at_time(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<StateAt, AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
         match self.history.version_at(id, at).await? {
-            Some(version) => self.state_at_version(id, version).await,
+            Some(version) => self.state_at(id, version).await,
             None => {
                 let instance = self.catalog.get_instance(id).await?;
                 Err(AppError::NotFound(format!(
@@ -230,16 +292,20 @@ impl Queries {
     /// Both states, the patch from the first to the second and the flat list of changes.
     pub async fn compare_versions(
         &self,
+        principal: &Principal,
         id: Uuid,
         version1: i64,
         version2: i64,
     ) -> Result<(StateAt, StateAt, Comparison), AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
         let first = self
-            .state_at_version(id, version1)
+            .state_at(id, version1)
             .await
             .map_err(|e| rename(e, "version1"))?;
         let second = self
-            .state_at_version(id, version2)
+            .state_at(id, version2)
             .await
             .map_err(|e| rename(e, "version2"))?;
         let comparison = compare(&first.state, &second.state);
@@ -257,11 +323,15 @@ impl Queries {
     /// version it examined.
     pub async fn get_field_timeline(
         &self,
+        principal: &Principal,
         id: Uuid,
         field: &str,
         filter: HistoryFilter,
         page: Page,
     ) -> Result<(Vec<TimelineEntry>, String), AppError> {
+        self.registry
+            .check_instance(principal, Access::Read, id)
+            .await?;
         let pointer = parse_field_path(field)?;
         check_range(
             filter.from_version,
@@ -293,7 +363,7 @@ impl Queries {
             return Ok((Vec::new(), String::new()));
         }
         let (mut state, initial) = if start > 1 {
-            let before = self.state_at_version(id, start - 1).await?;
+            let before = self.state_at(id, start - 1).await?;
             let value = lookup(&before.state, &pointer).cloned();
             (before.state, value)
         } else {

@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::AppError;
+use super::error::{require, require_some};
 use crate::domain::validate::CompiledSchema;
+use crate::domain::{Access, Principal};
 use crate::ports::{Catalog, EntityTypeRecord, InstanceRecord, TypeKey};
 
 /// Bound on remembered instances; past it the map starts afresh (a miss costs one query).
@@ -91,6 +93,35 @@ impl TypeRegistry {
             }
         };
         self.resolve(&TypeKey::Id(type_id)).await
+    }
+
+    /// The type, once `principal` is known to have `access` to it (PERMISSION_DENIED otherwise).
+    pub async fn resolve_for(
+        &self,
+        principal: &Principal,
+        access: Access,
+        key: &TypeKey,
+    ) -> Result<Arc<TypeEntry>, AppError> {
+        require_some(principal, access)?;
+        let entry = self.resolve(key).await?;
+        require(principal, access, &entry.record.name)?;
+        Ok(entry)
+    }
+
+    /// PERMISSION_DENIED unless `principal` has `access` to the type of `instance`. Free (no
+    /// lookup) for a principal allowed every type.
+    pub async fn check_instance(
+        &self,
+        principal: &Principal,
+        access: Access,
+        instance: Uuid,
+    ) -> Result<(), AppError> {
+        if principal.allows_every(access) {
+            return Ok(());
+        }
+        require_some(principal, access)?;
+        let entry = self.type_of(instance).await?;
+        require(principal, access, &entry.record.name)
     }
 
     /// Remembers what never changes about an instance.

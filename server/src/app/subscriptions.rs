@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::AppError;
+use super::error::require_some;
 use super::registry::TypeRegistry;
+use crate::domain::{Access, Principal};
 use crate::ports::{
     BusError, Catalog, EventBus, EventRecord, HistoryFilter, HistoryReader, LiveFilter, TypeKey,
 };
@@ -96,20 +98,42 @@ impl Subscriptions {
     /// instance's history from that version comes first, then live events, with no gap and no
     /// duplicate. A reader that falls more than the subscriber buffer behind is cut off with
     /// RESOURCE_EXHAUSTED; writers never wait for it.
+    ///
+    /// Needs `read` on the type or the instance's type; with neither named, a reader narrowed to
+    /// some types hears only events of those types.
     pub async fn subscribe(
         &self,
+        principal: &Principal,
         entity_type: Option<&TypeKey>,
         instance: Option<Uuid>,
         event_types: Vec<String>,
         from_version: Option<i64>,
     ) -> Result<EventStream, AppError> {
+        require_some(principal, Access::Read)?;
         let type_name = match entity_type {
-            Some(key) => Some(self.registry.resolve(key).await?.record.name.clone()),
+            Some(key) => Some(
+                self.registry
+                    .resolve_for(principal, Access::Read, key)
+                    .await?
+                    .record
+                    .name
+                    .clone(),
+            ),
             None => None,
         };
         if let Some(id) = instance {
             self.catalog.get_instance(id).await?;
+            self.registry
+                .check_instance(principal, Access::Read, id)
+                .await?;
         }
+        // Only a subscription naming neither a type nor an instance can hear types the caller
+        // may not read: those are filtered out as they arrive.
+        let readable = if type_name.is_none() && instance.is_none() {
+            principal.narrowed_to(Access::Read)
+        } else {
+            None
+        };
         let replay = match (from_version, instance) {
             (None, _) => None,
             (Some(_), None) => {
@@ -148,6 +172,7 @@ impl Subscriptions {
         let producer = Producer {
             tx,
             cut: cut_off.clone(),
+            readable,
             event_types,
             history: self.history.clone(),
         };
@@ -198,6 +223,8 @@ impl Drop for OpenSubscription {
 struct Producer {
     tx: mpsc::Sender<Result<EventRecord, AppError>>,
     cut: Arc<AtomicBool>,
+    /// The entity types the subscriber may read, when it may not read every one.
+    readable: Option<Vec<String>>,
     /// Applied here rather than on the bus in replay mode, so versions stay contiguous and a gap
     /// can be told from a filtered event.
     event_types: Vec<String>,
@@ -211,6 +238,12 @@ enum Flow {
 }
 
 impl Producer {
+    fn may_read(&self, entity_type: &str) -> bool {
+        self.readable
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == entity_type))
+    }
+
     fn wanted(&self, e: &EventRecord) -> bool {
         self.event_types.is_empty() || self.event_types.contains(&e.event_type)
     }
@@ -232,7 +265,8 @@ impl Producer {
         }
         while let Some(item) = live.next().await {
             let event = match item {
-                Ok(l) => l.event,
+                Ok(l) if self.may_read(&l.entity_type_name) => l.event,
+                Ok(_) => continue,
                 Err(BusError::Lagged(_)) => {
                     self.cut.store(true, Ordering::Release);
                     return;

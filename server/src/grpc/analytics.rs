@@ -5,6 +5,7 @@ use temporal_state_proto::v1::analytics_service_server::AnalyticsService;
 use tonic::Request;
 use tracing::instrument;
 
+use super::auth::caller;
 use super::convert::{self, time_from_timestamp, timestamp_from_time, value_from_json};
 use super::status::{Reply, reply};
 use chrono::{DateTime, Utc};
@@ -76,11 +77,15 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::GetEventCountsRequest>,
     ) -> Reply<pb::GetEventCountsResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
-                let counts = self.0.analytics.event_counts(&key, start, end).await?;
+                let counts = self
+                    .0
+                    .analytics
+                    .event_counts(&who, &key, start, end)
+                    .await?;
                 Ok(pb::GetEventCountsResponse {
                     counts: counts
                         .into_iter()
@@ -100,7 +105,7 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::GetEventTimeSeriesRequest>,
     ) -> Reply<pb::GetEventTimeSeriesResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
@@ -108,6 +113,7 @@ impl AnalyticsService for AnalyticsApi {
                     .0
                     .analytics
                     .event_time_series(
+                        &who,
                         &key,
                         interval(r.interval)?,
                         start,
@@ -134,7 +140,7 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::GetFieldAggregationRequest>,
     ) -> Reply<pb::GetFieldAggregationResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
@@ -142,7 +148,7 @@ impl AnalyticsService for AnalyticsApi {
                 let stats = self
                     .0
                     .analytics
-                    .field_aggregation(&key, &r.field, as_of)
+                    .field_aggregation(&who, &key, &r.field, as_of)
                     .await?;
                 Ok(pb::GetFieldAggregationResponse {
                     count: stats.count,
@@ -170,14 +176,14 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::GetMostActiveRequest>,
     ) -> Reply<pb::GetMostActiveResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let (key, start, end) = type_and_range(&r.entity_type, r.start_time, r.end_time)?;
                 let entries = self
                     .0
                     .analytics
-                    .most_active(&key, r.limit, start, end)
+                    .most_active(&who, &key, r.limit, start, end)
                     .await?;
                 Ok(pb::GetMostActiveResponse {
                     entries: entries
@@ -200,11 +206,11 @@ impl AnalyticsService for AnalyticsApi {
         &self,
         request: Request<pb::GetSummaryRequest>,
     ) -> Reply<pb::GetSummaryResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
-                self.0.analytics.summary(&key).await
+                self.0.analytics.summary(&who, &key).await
             }
             .await
             .map(|s| pb::GetSummaryResponse {

@@ -215,6 +215,7 @@ pub fn event_from_record(r: EventRecord) -> pb::Event {
         mode: pb_from_mode(r.mode) as i32,
         recorded_at: Some(timestamp_from_time(r.recorded_at)),
         occurred_at: Some(timestamp_from_time(r.occurred_at)),
+        recorded_by: r.recorded_by,
     }
 }
 

@@ -5,6 +5,7 @@ use temporal_state_proto::v1::entity_type_service_server::EntityTypeService;
 use tonic::Request;
 use tracing::instrument;
 
+use super::auth::caller;
 use super::convert::{self, state_from_struct};
 use super::status::{Reply, reply};
 use crate::app::App;
@@ -19,14 +20,14 @@ impl EntityTypeService for EntityTypeApi {
         &self,
         request: Request<pb::CreateEntityTypeRequest>,
     ) -> Reply<pb::CreateEntityTypeResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let schema = state_from_struct("schema", r.schema)?;
                 let created = self
                     .0
                     .commands
-                    .create_entity_type(&r.name, &r.description, schema)
+                    .create_entity_type(&who, &r.name, &r.description, schema)
                     .await?;
                 Ok(pb::CreateEntityTypeResponse {
                     entity_type: Some(convert::entity_type_from_record(created)),
@@ -41,11 +42,11 @@ impl EntityTypeService for EntityTypeApi {
         &self,
         request: Request<pb::ListEntityTypesRequest>,
     ) -> Reply<pb::ListEntityTypesResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let page = convert::page_from_fields(r.page_size, &r.page_token)?;
-                let (types, next) = self.0.queries.list_entity_types(page).await?;
+                let (types, next) = self.0.queries.list_entity_types(&who, page).await?;
                 Ok(pb::ListEntityTypesResponse {
                     entity_types: types
                         .into_iter()
@@ -63,11 +64,11 @@ impl EntityTypeService for EntityTypeApi {
         &self,
         request: Request<pb::GetEntityTypeRequest>,
     ) -> Reply<pb::GetEntityTypeResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
-                let found = self.0.queries.get_entity_type(&key).await?;
+                let found = self.0.queries.get_entity_type(&who, &key).await?;
                 Ok(pb::GetEntityTypeResponse {
                     entity_type: Some(convert::entity_type_from_record(found)),
                 })

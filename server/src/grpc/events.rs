@@ -8,6 +8,7 @@ use temporal_state_proto::v1::event_service_server::EventService;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::auth::caller;
 use super::convert::{
     self, event_type_filters, state_from_struct, struct_from_state, time_from_timestamp,
 };
@@ -48,7 +49,7 @@ impl EventService for EventApi {
         &self,
         request: Request<pb::ApplyEventRequest>,
     ) -> Reply<pb::ApplyEventResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let input = event_input(
@@ -63,7 +64,7 @@ impl EventService for EventApi {
                 let (mut events, state) = self
                     .app
                     .commands
-                    .apply_events(id, r.expected_version, vec![input])
+                    .apply_events(&who, id, r.expected_version, vec![input])
                     .await?;
                 Ok(pb::ApplyEventResponse {
                     event: events.pop().map(convert::event_from_record),
@@ -79,7 +80,7 @@ impl EventService for EventApi {
         &self,
         request: Request<pb::ApplyEventsRequest>,
     ) -> Reply<pb::ApplyEventsResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let inputs = r
@@ -100,7 +101,7 @@ impl EventService for EventApi {
                 let (events, state) = self
                     .app
                     .commands
-                    .apply_events(id, r.expected_version, inputs)
+                    .apply_events(&who, id, r.expected_version, inputs)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),
@@ -118,7 +119,7 @@ impl EventService for EventApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Reply<Self::SubscribeStream> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         let events = async {
             let key = if r.entity_type.is_empty() {
                 None
@@ -129,7 +130,7 @@ impl EventService for EventApi {
             let event_types = event_type_filters(r.event_types)?;
             self.app
                 .subscriptions
-                .subscribe(key.as_ref(), instance, event_types, r.from_version)
+                .subscribe(&who, key.as_ref(), instance, event_types, r.from_version)
                 .await
         }
         .await

@@ -5,6 +5,7 @@ use temporal_state_proto::v1::instance_service_server::InstanceService;
 use tonic::Request;
 use tracing::instrument;
 
+use super::auth::caller;
 use super::convert::{self, state_from_struct};
 use super::status::{Reply, reply};
 use crate::app::App;
@@ -19,7 +20,7 @@ impl InstanceService for InstanceApi {
         &self,
         request: Request<pb::CreateInstanceRequest>,
     ) -> Reply<pb::CreateInstanceResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
@@ -29,7 +30,7 @@ impl InstanceService for InstanceApi {
                 let (instance, event) = self
                     .0
                     .commands
-                    .create_instance(&key, &external_id, state, metadata)
+                    .create_instance(&who, &key, &external_id, state, metadata)
                     .await?;
                 Ok(pb::CreateInstanceResponse {
                     instance: Some(convert::instance_from_record(instance)),
@@ -45,12 +46,12 @@ impl InstanceService for InstanceApi {
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> Reply<pb::ListInstancesResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
                 let page = convert::page_from_fields(r.page_size, &r.page_token)?;
-                let (found, next) = self.0.queries.list_instances(&key, page).await?;
+                let (found, next) = self.0.queries.list_instances(&who, &key, page).await?;
                 Ok(pb::ListInstancesResponse {
                     instances: found
                         .into_iter()
@@ -68,11 +69,11 @@ impl InstanceService for InstanceApi {
         &self,
         request: Request<pb::GetInstanceRequest>,
     ) -> Reply<pb::GetInstanceResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let found = self.0.current.get_instance(id).await?;
+                let found = self.0.current.get_instance(&who, id).await?;
                 Ok(pb::GetInstanceResponse {
                     instance: Some(convert::instance_from_record(found)),
                 })
@@ -86,12 +87,16 @@ impl InstanceService for InstanceApi {
         &self,
         request: Request<pb::GetCurrentStateRequest>,
     ) -> Reply<pb::GetCurrentStateResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
                 let external_id = convert::external_id_from_field(&r.external_id)?;
-                let found = self.0.current.get_current_state(&key, &external_id).await?;
+                let found = self
+                    .0
+                    .current
+                    .get_current_state(&who, &key, &external_id)
+                    .await?;
                 Ok(pb::GetCurrentStateResponse {
                     instance: Some(convert::instance_from_record(found)),
                 })

@@ -1,7 +1,9 @@
 //! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
-//! application, map errors to statuses. No business logic lives here.
+//! application, map errors to statuses. No business logic lives here. `auth.rs` is the layer
+//! that turns credentials into the principal every handler passes to the application.
 
 mod analytics;
+pub(crate) mod auth;
 mod convert;
 mod entity_types;
 mod events;

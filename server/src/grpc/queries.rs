@@ -5,6 +5,7 @@ use temporal_state_proto::v1::query_service_server::QueryService;
 use tonic::Request;
 use tracing::instrument;
 
+use super::auth::caller;
 use super::convert::{
     self, event_type_filters, struct_from_state, time_from_timestamp, timestamp_from_time,
     value_from_json,
@@ -39,7 +40,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Reply<pb::GetHistoryResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let mut filter =
@@ -48,7 +49,7 @@ impl QueryService for QueryApi {
                 filter.descending = r.descending;
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let page = convert::page_from_fields(r.page_size, &r.page_token)?;
-                let (events, next) = self.0.queries.get_history(id, filter, page).await?;
+                let (events, next) = self.0.queries.get_history(&who, id, filter, page).await?;
                 Ok(pb::GetHistoryResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),
                     next_page_token: next,
@@ -63,11 +64,11 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetStateAtVersionRequest>,
     ) -> Reply<pb::GetStateAtVersionResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let s = self.0.queries.state_at_version(id, r.version).await?;
+                let s = self.0.queries.state_at_version(&who, id, r.version).await?;
                 Ok(pb::GetStateAtVersionResponse {
                     state: Some(struct_from_state(&s.state)),
                     version: s.version,
@@ -83,13 +84,13 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetStateAtTimeRequest>,
     ) -> Reply<pb::GetStateAtTimeResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let at = time_from_timestamp("timestamp", r.timestamp)?
                     .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
-                let s = self.0.queries.state_at_time(id, at).await?;
+                let s = self.0.queries.state_at_time(&who, id, at).await?;
                 Ok(pb::GetStateAtTimeResponse {
                     state: Some(struct_from_state(&s.state)),
                     version: s.version,
@@ -105,13 +106,13 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::CompareVersionsRequest>,
     ) -> Reply<pb::CompareVersionsResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 self.0
                     .queries
-                    .compare_versions(id, r.version1, r.version2)
+                    .compare_versions(&who, id, r.version1, r.version2)
                     .await
             }
             .await
@@ -146,7 +147,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::GetFieldTimelineRequest>,
     ) -> Reply<pb::GetFieldTimelineResponse> {
-        let r = request.into_inner();
+        let (who, r) = caller(request)?;
         reply(
             async {
                 let filter =
@@ -156,7 +157,7 @@ impl QueryService for QueryApi {
                 let (points, next) = self
                     .0
                     .queries
-                    .get_field_timeline(id, &r.field, filter, page)
+                    .get_field_timeline(&who, id, &r.field, filter, page)
                     .await?;
                 Ok(pb::GetFieldTimelineResponse {
                     points: points

@@ -64,6 +64,7 @@ pub fn to_status(error: AppError) -> Status {
         AppError::TooLarge(msg) | AppError::Lagged(msg) => {
             Status::resource_exhausted(clip(&msg, MAX_MESSAGE_BYTES))
         }
+        AppError::PermissionDenied(msg) => Status::permission_denied(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::Unsupported(msg) => Status::unimplemented(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::Unavailable(cause) => {
             tracing::warn!(%cause, "backend unavailable");

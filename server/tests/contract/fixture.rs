@@ -161,6 +161,7 @@ pub async fn append_seen(
                 instance_id,
                 expected_version,
                 client_event_ids,
+                recorded_by: WRITER.into(),
             },
             Box::new(move |head: &Head| {
                 seen.calls.fetch_add(1, Ordering::SeqCst);
@@ -249,8 +250,12 @@ pub fn new_instance(entity_type_id: Uuid, external_id: &str, state: Value) -> Ne
         metadata: State::new(),
         event_id: Uuid::now_v7().to_string(),
         content_hash: vec![0],
+        recorded_by: WRITER.into(),
     }
 }
+
+/// Who the fixture's writes are recorded as: every store must give it back as written.
+pub const WRITER: &str = "contract writer \u{e9}\u{1F600}";
 
 /// What a store reports of recorded events when their ids come back.
 pub fn keys_of(events: &[EventRecord]) -> Vec<(String, Uuid, i64)> {

@@ -608,6 +608,7 @@ async fn rejected_decision_stores_nothing(b: Backend) {
                 instance_id: inst.id,
                 expected_version: Some(1),
                 client_event_ids: vec!["r1".into()],
+                recorded_by: String::new(),
             },
             Box::new(|_head: &Head| Err(DomainError::invalid("payload", "not today"))),
         )
@@ -642,6 +643,7 @@ async fn rejected_decision_stores_nothing(b: Backend) {
                 instance_id: inst.id,
                 expected_version: None,
                 client_event_ids: vec![],
+                recorded_by: String::new(),
             },
             Box::new(|_head: &Head| {
                 Ok(Decision {
@@ -982,6 +984,16 @@ async fn history_filters_and_paging(b: Backend) {
     // Full records, as stored.
     let stored = h.events(inst.id, &all, 100).await.unwrap();
     assert_eq!(stored[0], created);
+    // Who wrote each event comes back as written, created and appended alike.
+    assert_eq!(stored.len(), 6);
+    for e in &stored {
+        assert_eq!(
+            e.recorded_by,
+            super::fixture::WRITER,
+            "version {}",
+            e.version
+        );
+    }
     assert!(
         h.events(Uuid::now_v7(), &all, 100)
             .await
@@ -1051,6 +1063,7 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
                             instance_id: inst.id,
                             expected_version: None,
                             client_event_ids: vec![id.clone()],
+                            recorded_by: String::new(),
                         },
                         Box::new(move |head: &Head| {
                             let count = head.state["count"].as_i64().unwrap();
@@ -1132,7 +1145,7 @@ mod embedded_only {
         let dir = tempfile::tempdir().unwrap();
         let (t, inst, events, snapshot_and_tail) = {
             let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-            assert_eq!(store.applied_migrations(), [1, 2, 3]);
+            assert_eq!(store.applied_migrations(), [1, 2, 3, 4]);
             assert_eq!(store.path(), dir.path().join(DB_FILE));
             let t = new_type(&store, "player").await;
             let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;

@@ -16,10 +16,10 @@ use crate::ports::{AppendRequest, Decide, Head, RecordedKey, StoreError};
 pub const HEAD_SQL: &str =
     "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1";
 /// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
-/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at.
+/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by.
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
-     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at, recorded_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 /// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
 /// ?4 content hash.
 pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
@@ -96,6 +96,7 @@ pub(super) fn append_transaction(
                     e.mode.as_str(),
                     recorded_micros,
                     rows::micros(e.occurred_at),
+                    e.recorded_by,
                 ])
                 .map_err(sql)?;
             // Every id is reserved, server-generated ones too.

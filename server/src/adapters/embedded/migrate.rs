@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_content_hash",
         include_str!("../../../../migrations/embedded/0003_event_content_hash.sql"),
     ),
+    (
+        4,
+        "event_recorded_by",
+        include_str!("../../../../migrations/embedded/0004_event_recorded_by.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

@@ -15,7 +15,7 @@ pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_i
      i.version, i.created_at, i.updated_at";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
-     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at";
+     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by";
 
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -103,6 +103,7 @@ pub fn event(row: &Row) -> Result<EventRecord, EmbeddedError> {
             .ok_or_else(|| EmbeddedError::Data(format!("unknown apply mode {mode:?}")))?,
         recorded_at: time(row.get(8)?, "recorded_at")?,
         occurred_at: time(row.get(9)?, "occurred_at")?,
+        recorded_by: row.get(10)?,
     })
 }
 

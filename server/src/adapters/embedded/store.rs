@@ -627,8 +627,8 @@ impl EventStore for EmbeddedStore {
             }
             tx.prepare_cached(
                 "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at) \
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                 payload, metadata, mode, recorded_at, occurred_at, recorded_by) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
             )
             .map_err(sql)?
             .execute(params![
@@ -640,6 +640,7 @@ impl EventStore for EmbeddedStore {
                 rows::json(&new.metadata)?,
                 ApplyMode::Replace.as_str(),
                 now,
+                new.recorded_by,
             ])
             .map_err(sql)?;
             tx.prepare_cached(

@@ -63,6 +63,9 @@ pub struct WireEvent {
     pub mode: String,
     pub recorded_at: DateTime<Utc>,
     pub occurred_at: DateTime<Utc>,
+    /// Who wrote it (empty: nobody identified). Absent from messages published before it existed.
+    #[serde(default)]
+    pub recorded_by: String,
 }
 
 impl WireEvent {
@@ -80,6 +83,7 @@ impl WireEvent {
             mode: e.mode.as_str().to_string(),
             recorded_at: e.recorded_at,
             occurred_at: e.occurred_at,
+            recorded_by: e.recorded_by.clone(),
         }
     }
 
@@ -97,6 +101,7 @@ impl WireEvent {
                 mode: ApplyMode::parse(&self.mode)?,
                 recorded_at: self.recorded_at,
                 occurred_at: self.occurred_at,
+                recorded_by: self.recorded_by,
             },
         })
     }
@@ -110,7 +115,8 @@ pub fn subject(entity_type_name: &str, instance_id: Uuid) -> String {
 /// Bytes a published message may add around an event's payload and metadata: the rest of the
 /// JSON body and the headers. Every other field is bounded (ids and event types of at most 128
 /// characters, each at most 4 bytes of UTF-8 and appearing twice, an entity type name of 63,
-/// UUIDs, timestamps, a version): about 2.6 KB at worst, so 4 KiB leaves a margin.
+/// the writer's name of at most 256 bytes, UUIDs, timestamps, a version): about 3.2 KB at worst,
+/// so 4 KiB leaves a margin.
 pub const ENVELOPE_BYTES: usize = 4096;
 
 /// The NATS server's default `max_payload`, assumed while it has not said its own.
@@ -330,6 +336,8 @@ mod tests {
                     mode: ApplyMode::MergePatch,
                     recorded_at: DateTime::<Utc>::MAX_UTC,
                     occurred_at: DateTime::<Utc>::MIN_UTC,
+                    // A JWT subject is at most 256 bytes.
+                    recorded_by: wide.repeat(256 / wide.len()),
                 },
             };
             let message = Message::encode(&live).unwrap();

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "outbox_dead_letters",
         include_str!("../../../../migrations/postgres/0006_outbox_dead_letters.sql"),
     ),
+    (
+        7,
+        "event_recorded_by",
+        include_str!("../../../../migrations/postgres/0007_event_recorded_by.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

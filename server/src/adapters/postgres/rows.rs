@@ -13,7 +13,7 @@ pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_i
      i.version, i.created_at, i.updated_at";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
-     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at";
+     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by";
 
 pub fn object(value: Value, what: &str) -> Result<State, PgError> {
     match value {
@@ -62,6 +62,7 @@ pub fn event_at(row: &Row, at: usize) -> Result<EventRecord, PgError> {
             .ok_or_else(|| PgError::Data(format!("unknown apply mode {mode:?}")))?,
         recorded_at: row.try_get(at + 8)?,
         occurred_at: row.try_get(at + 9)?,
+        recorded_by: row.try_get(at + 10)?,
     })
 }
 

@@ -231,6 +231,7 @@ impl PgStore {
             self.outbox,
         );
         params.last_version = plan.last_version;
+        params.recorded_by = request.recorded_by.clone();
         params.state = Value::Object(plan.state.clone());
         for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
             params.push_event(
@@ -271,12 +272,12 @@ pub const LOCK_HEAD_SQL: &str = "SELECT entity_type_id, version, state, updated_
 /// $3 recorded_at, $4..$10 the events' versions, ids, types, payloads, metadata, modes and
 /// occurred_at, $11 their content hashes, $12/$13 snapshot versions and states, $14 the new
 /// version, $15 the new state, $16 the version the head was locked at, $17 whether the outbox
-/// is written.
+/// is written, $18 who writes them (recorded_by).
 pub const APPEND_SQL: &str = "
 WITH ev AS (
     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
-                        metadata, mode, recorded_at, occurred_at)
-    SELECT $1, u.v, u.eid, $2, u.et, u.p, u.m, u.md, $3, u.oa
+                        metadata, mode, recorded_at, occurred_at, recorded_by)
+    SELECT $1, u.v, u.eid, $2, u.et, u.p, u.m, u.md, $3, u.oa, $18
     FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[],
                 $10::timestamptz[]) AS u(v, eid, et, p, m, md, oa)
 ), k AS (
@@ -319,6 +320,8 @@ pub struct AppendParams<'a> {
     pub from_version: i64,
     /// Whether the transactional outbox is written (publication enabled).
     pub outbox: bool,
+    /// Who writes the events (empty: nobody identified).
+    pub recorded_by: String,
 }
 
 impl<'a> AppendParams<'a> {
@@ -378,7 +381,7 @@ impl<'a> AppendParams<'a> {
         tx: &deadpool_postgres::Transaction<'_>,
     ) -> Result<u64, tokio_postgres::Error> {
         let write = tx.prepare_cached(APPEND_SQL).await?;
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let params: [&(dyn ToSql + Sync); 18] = [
             &self.instance_id,
             &self.entity_type_id,
             &self.recorded_at,
@@ -396,6 +399,7 @@ impl<'a> AppendParams<'a> {
             &self.state,
             &self.from_version,
             &self.outbox,
+            &self.recorded_by,
         ];
         tx.execute(&write, &params).await
     }
@@ -616,8 +620,9 @@ impl EventStore for PgStore {
                     RETURNING id
                 ), e AS (
                     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
-                                        payload, metadata, mode, recorded_at, occurred_at)
-                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5 FROM i
+                                        payload, metadata, mode, recorded_at, occurred_at,
+                                        recorded_by)
+                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5, $13 FROM i
                 ), k AS (
                     INSERT INTO event_ids (event_id, instance_id, version, content_hash)
                     SELECT $6, id, 1, $12 FROM i
@@ -651,6 +656,7 @@ impl EventStore for PgStore {
                     &snapshot,
                     &self.outbox,
                     &new.content_hash,
+                    &new.recorded_by,
                 ],
             )
             .await

@@ -205,6 +205,15 @@ export declare type Event = Message<"temporal_state.v1.Event"> & {
    * @generated from field: google.protobuf.Timestamp occurred_at = 10;
    */
   occurredAt?: Timestamp | undefined;
+
+  /**
+   * Who wrote the event, set by the server from the caller's credentials (a client cannot set it):
+   * the API key's name or the JWT's subject. Empty when authentication is off, and for events
+   * recorded before authentication existed.
+   *
+   * @generated from field: string recorded_by = 11;
+   */
+  recordedBy: string;
 };
 
 /**

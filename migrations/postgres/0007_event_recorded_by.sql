@@ -1,0 +1,6 @@
+-- Who wrote each event: the API key's name or the JWT's subject, set by the server from the
+-- caller's credentials (a client cannot choose it). Empty when authentication is off, and for
+-- events recorded before this column existed: nobody was identified.
+-- A constant default adds the column without rewriting the table (PostgreSQL 11+), and
+-- TimescaleDB accepts it on compressed hypertables.
+ALTER TABLE events ADD COLUMN recorded_by text NOT NULL DEFAULT '';

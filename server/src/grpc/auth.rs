@@ -1,0 +1,176 @@
+//! Authentication, as a tower layer: turns the `authorization: Bearer <token>` header into a
+//! [`Principal`] carried in the request's extensions, or answers UNAUTHENTICATED before any
+//! service runs. Handlers take the principal with [`caller`] and hand it to the application,
+//! which decides what it may do.
+//!
+//! gRPC health is always public (orchestrators probe it without credentials); reflection is
+//! public unless AUTH_REFLECTION_REQUIRES_AUTH. Without any credential source configured, every
+//! call gets the all-powerful anonymous principal: behaviour is as before authentication existed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::adapters::auth::{AuthError, Authenticator};
+use crate::domain::Principal;
+
+const HEALTH: &str = "/grpc.health.v1.Health/";
+const REFLECTION: &str = "/grpc.reflection.";
+
+/// The principal of a call, and its message. UNAUTHENTICATED if the layer did not run (a
+/// service wired without it): fail closed.
+pub(crate) fn caller<T>(request: tonic::Request<T>) -> Result<(Arc<Principal>, T), Status> {
+    let who = request
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no credentials were checked for this call"))?;
+    Ok((who, request.into_inner()))
+}
+
+struct AuthState {
+    /// None: authentication is off.
+    authenticator: Option<Authenticator>,
+    reflection_requires_auth: bool,
+    anonymous: Arc<Principal>,
+}
+
+#[derive(Clone)]
+pub struct AuthLayer(Arc<AuthState>);
+
+impl AuthLayer {
+    pub fn new(authenticator: Option<Authenticator>, reflection_requires_auth: bool) -> Self {
+        Self(Arc::new(AuthState {
+            authenticator,
+            reflection_requires_auth,
+            anonymous: Arc::new(Principal::anonymous()),
+        }))
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    state: Arc<AuthState>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        let path = request.uri().path();
+        let public = path.starts_with(HEALTH)
+            || (path.starts_with(REFLECTION) && !state.reflection_requires_auth);
+        if public {
+            // Health and (unless configured otherwise) reflection: no principal is needed.
+            return Box::pin(inner.call(request));
+        }
+        if state.authenticator.is_none() {
+            request.extensions_mut().insert(state.anonymous.clone());
+            return Box::pin(inner.call(request));
+        }
+        let token = match bearer(request.headers()) {
+            Ok(token) => token,
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        };
+        Box::pin(async move {
+            let checked = match &state.authenticator {
+                Some(authenticator) => authenticator.authenticate(&token).await,
+                None => Ok(state.anonymous.clone()),
+            };
+            match checked {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(AuthError::Rejected(why)) => Ok(Status::unauthenticated(why).into_http()),
+                Err(AuthError::Unavailable(why)) => Ok(Status::unavailable(why).into_http()),
+            }
+        })
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(headers: &http::HeaderMap) -> Result<String, Status> {
+    let missing = || {
+        Status::unauthenticated(
+            "this server requires credentials: send the header `authorization: Bearer <token>` \
+             with an API key or a JWT",
+        )
+    };
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not ASCII"))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Status::unauthenticated(
+            "the authorization header must use the Bearer scheme: `Bearer <token>`",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(missing());
+    }
+    Ok(token.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_token_is_taken() {
+        let h = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+            bearer(&h)
+        };
+        assert_eq!(h("Bearer abc").unwrap(), "abc");
+        assert_eq!(h("bearer  abc ").unwrap(), "abc");
+        for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "abc"] {
+            assert_eq!(
+                h(bad).unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{bad}"
+            );
+        }
+        assert!(bearer(&http::HeaderMap::new()).is_err());
+    }
+}
