@@ -255,11 +255,17 @@ impl RunningServer {
     }
 }
 
-/// The server's configuration from its own flag parser, on 127.0.0.1:<ephemeral>.
+/// The server's configuration from its own flag parser, on 127.0.0.1:<ephemeral>, with no
+/// admin port (the default 9090 may be taken on the machine running the benchmark).
 fn config(flags: &[&str]) -> Result<Config> {
-    let argv = ["temporal-state-server", "--grpc-addr", "127.0.0.1:0"]
-        .iter()
-        .chain(flags);
+    let argv = [
+        "temporal-state-server",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr=",
+    ]
+    .iter()
+    .chain(flags);
     Ok(ServerCli::try_parse_from(argv)
         .map_err(|e| anyhow!("server flags: {e}"))?
         .config)

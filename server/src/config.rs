@@ -39,6 +39,13 @@ pub struct Config {
     #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Where the admin HTTP server listens: `/metrics` (Prometheus text), `/healthz` (the process
+    /// answers) and `/readyz` (the store answers and the server is not draining), for scrapers
+    /// and load balancers that do not speak gRPC. Empty disables it. Not for the internet: it
+    /// has no authentication.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr_arg)]
+    pub admin_addr: String,
+
     /// A snapshot is stored at every version that is a multiple of this; a past state then costs
     /// one snapshot plus fewer than this many events.
     #[arg(long, env = "SNAPSHOT_INTERVAL", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
@@ -171,6 +178,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The admin server's address; None when ADMIN_ADDR is empty.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        admin_addr_arg(&self.admin_addr)
+            .ok()
+            .and_then(|a| a.parse().ok())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
@@ -235,6 +249,19 @@ impl Config {
     pub fn masked_nats_url(&self) -> Option<String> {
         self.nats_url.as_deref().map(mask_secrets)
     }
+}
+
+/// The command-line parser of ADMIN_ADDR: empty, or a socket address.
+pub fn admin_addr_arg(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() {
+        value.parse::<SocketAddr>().map_err(|e| {
+            format!(
+                "ADMIN_ADDR: {value:?} is not host:port ({e}); e.g. 127.0.0.1:9090, or empty to disable"
+            )
+        })?;
+    }
+    Ok(value.to_string())
 }
 
 /// The command-line parser of one GRPC_WEB_ALLOWED_ORIGINS entry (`*`, nothing, or an origin),

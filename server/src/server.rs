@@ -1,5 +1,10 @@
 //! Wiring: builds the adapters and the application from a [`Config`] and serves every gRPC
-//! service, plus health and reflection, on a listener the caller provides.
+//! service, plus health and reflection, on a listener the caller provides; and the admin HTTP
+//! server (`admin.rs`: metrics, liveness, readiness) on ADMIN_ADDR.
+
+mod admin;
+
+pub use admin::Sampler;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +54,30 @@ pub struct Backends {
     pub store: Arc<dyn EventStore>,
     /// Outbox relay and cache repair; aborted when serving stops.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Refreshes the sampled gauges (pool, outbox) before each scrape of `/metrics`.
+    pub sample: Sampler,
+}
+
+fn pool_gauges(status: crate::adapters::PoolStatus) {
+    use crate::app::metrics::{DB_POOL_IN_USE, DB_POOL_SIZE, DB_POOL_WAITING};
+    metrics::gauge!(DB_POOL_SIZE).set(status.size as f64);
+    metrics::gauge!(DB_POOL_IN_USE).set(status.in_use as f64);
+    metrics::gauge!(DB_POOL_WAITING).set(status.waiting as f64);
+}
+
+async fn outbox_gauges(outbox: &dyn crate::ports::Outbox) {
+    use crate::app::metrics::{OUTBOX_OLDEST_AGE, OUTBOX_ROWS};
+    match outbox.backlog().await {
+        Ok(backlog) => {
+            let age = backlog.oldest_recorded_at.map_or(0.0, |at| {
+                (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!(OUTBOX_ROWS).set(backlog.rows as f64);
+            metrics::gauge!(OUTBOX_OLDEST_AGE).set(age);
+        }
+        // The previous values stay; the store's own health shows the outage.
+        Err(e) => tracing::debug!(error = %e, "outbox backlog not sampled"),
+    }
 }
 
 /// Events a subscriber of the in-process bus may fall behind.
@@ -82,6 +111,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
     };
     let mut tasks = Vec::new();
+    let sample: Sampler;
     let mut ports = match &config.database_url {
         Some(url) => {
             let store = PgStore::with_statement_timeout(
@@ -130,11 +160,25 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 }
                 None => None,
             };
-            let bus: Arc<dyn EventBus> = match nats_client {
-                Some(client) => {
+            let outbox: Option<Arc<dyn crate::ports::Outbox>> = nats_client
+                .is_some()
+                .then(|| Arc::new(PgOutbox::new(store.clone())) as _);
+            sample = {
+                let store = store.clone();
+                let outbox = outbox.clone();
+                Arc::new(move || {
+                    pool_gauges(store.pool_status());
+                    let outbox = outbox.clone();
+                    Box::pin(async move {
+                        if let Some(outbox) = outbox {
+                            outbox_gauges(outbox.as_ref()).await;
+                        }
+                    })
+                })
+            };
+            let bus: Arc<dyn EventBus> = match (nats_client, outbox) {
+                (Some(client), Some(outbox)) => {
                     let wake = Arc::new(tokio::sync::Notify::new());
-                    let outbox: Arc<dyn crate::ports::Outbox> =
-                        Arc::new(PgOutbox::new(store.clone()));
                     tasks.push(tokio::spawn(nats::relay::run(
                         client.clone(),
                         config.nats(),
@@ -144,7 +188,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                     info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
                     Arc::new(nats::NatsBus::new(client, wake, config.subscriber_buffer))
                 }
-                None => local_bus(),
+                _ => local_bus(),
             };
             let store = Arc::new(store);
             Ports {
@@ -175,6 +219,13 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store.with_read_timeout(config.request_timeout()));
+            sample = {
+                let store = store.clone();
+                Arc::new(move || {
+                    pool_gauges(store.pool_status());
+                    Box::pin(async {})
+                })
+            };
             Ports {
                 store: store.clone(),
                 catalog: store.clone(),
@@ -217,7 +268,12 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             }
         }));
     }
-    Ok(Backends { app, store, tasks })
+    Ok(Backends {
+        app,
+        store,
+        tasks,
+        sample,
+    })
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
@@ -233,8 +289,13 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reports every service NOT_SERVING while the store does not answer.
-async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>) {
+/// Reports every service NOT_SERVING while the store does not answer; `ready` follows (for the
+/// admin port's `/readyz`).
+async fn watch_health(
+    reporter: HealthReporter,
+    store: Arc<dyn EventStore>,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
     let mut last = None;
     loop {
         let status = match store.ping().await {
@@ -248,20 +309,54 @@ async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>) {
         };
         if last != Some(status) {
             set_all(&reporter, status).await;
+            ready.send_replace(status == ServingStatus::Serving);
             last = Some(status);
         }
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }
 }
 
-/// Serves every service on `listener` until `shutdown` completes.
+/// Serves every service on `listener` until `shutdown` completes, and the admin endpoints on
+/// ADMIN_ADDR when it is set.
 pub async fn serve(
     config: &Config,
     backends: Backends,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Backends { app, store, tasks } = backends;
+    let admin =
+        match config.admin_addr() {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                ServeError::Config(format!("ADMIN_ADDR {addr}: cannot listen: {e}"))
+            })?),
+            None => None,
+        };
+    serve_with_admin(config, backends, listener, admin, shutdown).await
+}
+
+/// [`serve`] with the admin endpoints on a listener the caller bound (tests bind
+/// `127.0.0.1:0`), or none; ADMIN_ADDR is not read.
+pub async fn serve_with_admin(
+    config: &Config,
+    backends: Backends,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Backends {
+        app,
+        store,
+        tasks,
+        sample,
+    } = backends;
+    let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin.map(|listener| {
+        info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "serving admin http: /metrics, /healthz, /readyz"
+        );
+        tokio::spawn(admin::serve(listener, sample, ready_rx))
+    });
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
@@ -275,7 +370,7 @@ pub async fn serve(
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
-    let health_task = tokio::spawn(watch_health(reporter, store));
+    let health_task = tokio::spawn(watch_health(reporter, store, ready));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)
@@ -304,6 +399,9 @@ pub async fn serve(
         .accept_http1(true)
         .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web, so gRPC-web calls are counted like plain ones; outside the guard, so
+        // shed calls and cut-off deadlines are counted with the code the client saw.
+        .layer(crate::grpc::metrics::MetricsLayer)
         // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
         .layer(guard)
         .add_service(health)
@@ -348,6 +446,9 @@ pub async fn serve(
         )
         .await;
     health_task.abort();
+    if let Some(task) = admin_task {
+        task.abort();
+    }
     for task in tasks {
         task.abort();
     }

@@ -16,3 +16,14 @@ pub mod nats;
 pub mod postgres;
 pub mod redis;
 pub mod secrets;
+
+/// A store's connection pool as the metrics show it (`tse_db_pool_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool holds.
+    pub size: usize,
+    /// Connections handed out now.
+    pub in_use: usize,
+    /// Callers waiting for one.
+    pub waiting: usize,
+}

@@ -264,6 +264,8 @@ impl Commands {
         let outcome = tokio::spawn(async move {
             match app.store.append(request, decide).await {
                 Ok(AppendOutcome::Appended { events, state }) => {
+                    metrics::histogram!(super::metrics::APPEND_BATCH_EVENTS)
+                        .record(events.len() as f64);
                     app.after_commit(&task_entry, instance_id, &events, &state)
                         .await;
                     Ok(AppendOutcome::Appended { events, state })

@@ -1,5 +1,6 @@
 //! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
-//! application, map errors to statuses. No business logic lives here.
+//! application, map errors to statuses. No business logic lives here. Around them, two tower
+//! layers: `guard.rs` (deadline, shedding, codes) and `metrics.rs` (calls by method and code).
 
 mod analytics;
 mod convert;
@@ -7,6 +8,7 @@ mod entity_types;
 mod events;
 pub(crate) mod guard;
 mod instances;
+pub(crate) mod metrics;
 mod queries;
 pub(crate) mod status;
 pub(crate) mod web;

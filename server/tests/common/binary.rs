@@ -29,6 +29,11 @@ impl Binary {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap());
+        // No admin port unless the test asks for one: tests run many servers at once, and the
+        // default 127.0.0.1:9090 would clash.
+        if !env.iter().any(|(k, _)| *k == "ADMIN_ADDR") {
+            command.env("ADMIN_ADDR", "");
+        }
         for (k, v) in env {
             command.env(k, v);
         }

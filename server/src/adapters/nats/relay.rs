@@ -26,6 +26,9 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::{Message, NatsConfig};
+use crate::app::metrics::{
+    RELAY_DEAD_LETTERED, RELAY_FAILURES, RELAY_LAST_PUBLISH, RELAY_PUBLISHED,
+};
 use crate::ports::{LiveEvent, Outbox};
 
 /// Entries read per round.
@@ -41,6 +44,13 @@ static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
 /// How many outbox rows this process dead-lettered since it started.
 pub fn dead_lettered_total() -> u64 {
     DEAD_LETTERED.load(Ordering::Relaxed)
+}
+
+/// Seconds since the Unix epoch, as Prometheus timestamps are.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn retention(name: &str) -> stream::RetentionPolicy {
@@ -208,6 +218,8 @@ impl Relay {
                     published = round.published.len(),
                     "outbox entries acknowledged"
                 );
+                metrics::counter!(RELAY_PUBLISHED).increment(round.published.len() as u64);
+                metrics::gauge!(RELAY_LAST_PUBLISH).set(unix_now());
                 self.outbox
                     .done(&round.published)
                     .await
@@ -318,6 +330,7 @@ impl Relay {
         live: &LiveEvent,
         failure: Failure,
     ) -> Result<(), Stalled> {
+        metrics::counter!(RELAY_FAILURES).increment(1);
         let (error, attempts) = match failure {
             Failure::Outage {
                 error,
@@ -350,6 +363,7 @@ impl Relay {
             })?;
         self.refusals.remove(&id);
         DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(RELAY_DEAD_LETTERED).increment(1);
         round.dead += 1;
         queue.pop_front();
         warn!(
