@@ -46,6 +46,17 @@ pub struct Config {
     #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr_arg)]
     pub admin_addr: String,
 
+    /// Log lines on stdout: `text` for people, `json` (one object per line) for log collectors.
+    /// RUST_LOG filters them (default `info`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// OpenTelemetry collector receiving traces over OTLP/gRPC, e.g. http://otel-collector:4317.
+    /// Unset: no traces. One span per call, continuing the caller's W3C `traceparent`, with the
+    /// spans of the store, Redis and NATS below it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
     /// A snapshot is stored at every version that is a multiple of this; a past state then costs
     /// one snapshot plus fewer than this many events.
     #[arg(long, env = "SNAPSHOT_INTERVAL", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]

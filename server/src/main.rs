@@ -4,17 +4,13 @@ use anyhow::Context;
 use clap::Parser;
 use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
 use temporal_state_server::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     let config = cli.config;
+    let telemetry =
+        temporal_state_server::server::telemetry::init(&config).map_err(|e| anyhow::anyhow!(e))?;
     // One line with every setting; connection strings with their secrets masked.
     tracing::info!(
         database_url = ?config.masked_database_url(),
@@ -39,9 +35,21 @@ async fn main() -> anyhow::Result<()> {
         timescale_compress_after_days = config.timescale_compress_after_days,
         timescale_retention_days = config.timescale_retention_days,
         grpc_web_allowed_origins = ?config.grpc_web_allowed_origins,
+        admin_addr = %config.admin_addr,
+        log_format = %config.log_format,
+        otel_exporter_otlp_endpoint = ?config.otel_exporter_otlp_endpoint,
         "effective configuration"
     );
-    match cli.command.unwrap_or(Command::Serve) {
+    let result = run(cli.command.unwrap_or(Command::Serve), config).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "stopped by an error");
+    }
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(command: Command, config: temporal_state_server::Config) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => match config.database_url.clone() {
             Some(url) => {
                 let store = PgStore::new(&PgStoreConfig {

@@ -3,6 +3,7 @@
 //! server (`admin.rs`: metrics, liveness, readiness) on ADMIN_ADDR.
 
 mod admin;
+pub mod telemetry;
 
 pub use admin::Sampler;
 
@@ -401,7 +402,7 @@ pub async fn serve_with_admin(
         .layer(tonic_web::GrpcWebLayer::new())
         // Inside tonic-web, so gRPC-web calls are counted like plain ones; outside the guard, so
         // shed calls and cut-off deadlines are counted with the code the client saw.
-        .layer(crate::grpc::metrics::MetricsLayer)
+        .layer(crate::grpc::telemetry::TelemetryLayer)
         // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
         .layer(guard)
         .add_service(health)

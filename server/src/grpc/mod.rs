@@ -1,6 +1,7 @@
 //! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
 //! application, map errors to statuses. No business logic lives here. Around them, two tower
-//! layers: `guard.rs` (deadline, shedding, codes) and `metrics.rs` (calls by method and code).
+//! layers: `guard.rs` (deadline, shedding, codes) and `telemetry.rs` (metrics and the span of
+//! each call).
 
 mod analytics;
 mod convert;
@@ -8,9 +9,9 @@ mod entity_types;
 mod events;
 pub(crate) mod guard;
 mod instances;
-pub(crate) mod metrics;
 mod queries;
 pub(crate) mod status;
+pub(crate) mod telemetry;
 pub(crate) mod web;
 
 pub(crate) use analytics::AnalyticsApi;

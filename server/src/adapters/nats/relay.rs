@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 use uuid::Uuid;
 
 use super::{Message, NatsConfig};
@@ -212,7 +212,14 @@ impl Relay {
             }
             let pending: std::collections::HashSet<i64> = batch.iter().map(|(id, _)| *id).collect();
             self.refusals.retain(|id, _| pending.contains(id));
-            let round = self.round(batch).await?;
+            // A trace of its own (publication is not part of any call): one span per batch.
+            let span = tracing::info_span!(
+                parent: None,
+                "relay publish",
+                messaging.system = "nats",
+                events = batch.len()
+            );
+            let round = self.round(batch).instrument(span).await?;
             if !round.published.is_empty() {
                 debug!(
                     published = round.published.len(),

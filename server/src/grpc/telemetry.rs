@@ -1,5 +1,8 @@
-//! The tower layer that counts every call by method and final code, and times it until its
-//! final status (`tse_grpc_requests_total`, `tse_grpc_request_duration_seconds`).
+//! The tower layer that observes every call: it counts it by method and final code, times it
+//! until its final status (`tse_grpc_requests_total`, `tse_grpc_request_duration_seconds`), and
+//! runs it in a server span named after the method, continuing the caller's trace when the
+//! request carries W3C `traceparent` metadata (exported over OTLP when configured; see
+//! `server/telemetry.rs`). The span ends with the final status, which it records.
 //!
 //! It sits inside tonic-web's layer (gRPC-web calls are counted like plain ones) and outside
 //! the guard, so calls the guard sheds or cuts off at their deadline are counted with the code
@@ -18,28 +21,59 @@ use http_body::Frame;
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::app::metrics::{GRPC_DURATION, GRPC_REQUESTS};
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct MetricsLayer;
+pub struct TelemetryLayer;
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metered<S>;
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = Observed<S>;
 
-    fn layer(&self, inner: S) -> Metered<S> {
-        Metered { inner }
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed { inner }
     }
 }
 
 #[derive(Clone)]
-pub struct Metered<S> {
+pub struct Observed<S> {
     inner: S,
+}
+
+/// Reads the propagation headers (`traceparent`, `tracestate`) of a request.
+struct Headers<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The server span of one call, child of the caller's span when the request names one.
+fn call_span(path: &str, headers: &HeaderMap) -> tracing::Span {
+    let name = path.strip_prefix('/').unwrap_or(path);
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
+    let _ = span.set_parent(parent);
+    span
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S, B> Service<Request<B>> for Metered<S>
+impl<S, B> Service<Request<B>> for Observed<S>
 where
     S: Service<Request<B>, Response = Response<Body>>,
     S::Future: Send + 'static,
@@ -53,12 +87,17 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = call_span(request.uri().path(), request.headers());
         let call = Call {
             method: request.uri().path().to_owned(),
             started: Instant::now(),
+            span: span.clone(),
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let future = async move {
             let (parts, body) = response.await?.into_parts();
             if let Some(code) = grpc_code(&parts.headers) {
                 call.finish(code);
@@ -69,7 +108,8 @@ where
                 call: Some(call),
             });
             Ok(Response::from_parts(parts, body))
-        })
+        };
+        Box::pin(future.instrument(span))
     }
 }
 
@@ -77,6 +117,8 @@ where
 struct Call {
     method: String,
     started: Instant,
+    /// Ends (is exported) when the call is recorded and this is dropped.
+    span: tracing::Span,
 }
 
 impl Call {
@@ -88,6 +130,7 @@ impl Call {
         } else {
             self.method
         };
+        self.span.record("rpc.grpc.status_code", code as i32);
         let elapsed = self.started.elapsed().as_secs_f64();
         metrics::counter!(GRPC_REQUESTS, "method" => method.clone(), "code" => format!("{code:?}"))
             .increment(1);
