@@ -256,13 +256,15 @@ impl RunningServer {
 }
 
 /// The server's configuration from its own flag parser, on 127.0.0.1:<ephemeral>, with no
-/// admin port (the default 9090 may be taken on the machine running the benchmark).
+/// admin port (the default 9090 may be taken on the machine running the benchmark) and no drain
+/// grace period (a benchmark's server stops at once).
 fn config(flags: &[&str]) -> Result<Config> {
     let argv = [
         "temporal-state-server",
         "--grpc-addr",
         "127.0.0.1:0",
         "--admin-addr=",
+        "--shutdown-grace-secs=0",
     ]
     .iter()
     .chain(flags);

@@ -183,6 +183,18 @@ pub struct Config {
     #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub grpc_keepalive_timeout_secs: u64,
 
+    /// Seconds between SIGTERM and refusing new calls. Health turns NOT_SERVING at once (gRPC
+    /// health and `/readyz`) while calls are still accepted, so load balancers and clients that
+    /// watch health move away before the listener closes.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Seconds the calls in flight, then the outbox relay's last flush, have once new calls are
+    /// refused; past them the server exits anyway. Keep it at least REQUEST_TIMEOUT_SECS, which
+    /// bounds every call. Subscribe streams are ended when refusal starts.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub shutdown_timeout_secs: u64,
+
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -194,6 +206,14 @@ impl Config {
         admin_addr_arg(&self.admin_addr)
             .ok()
             .and_then(|a| a.parse().ok())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -36,6 +36,8 @@ async fn main() -> anyhow::Result<()> {
         timescale_retention_days = config.timescale_retention_days,
         grpc_web_allowed_origins = ?config.grpc_web_allowed_origins,
         admin_addr = %config.admin_addr,
+        shutdown_grace_secs = config.shutdown_grace_secs,
+        shutdown_timeout_secs = config.shutdown_timeout_secs,
         log_format = %config.log_format,
         otel_exporter_otlp_endpoint = ?config.otel_exporter_otlp_endpoint,
         "effective configuration"

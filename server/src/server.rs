@@ -57,6 +57,15 @@ pub struct Backends {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Refreshes the sampled gauges (pool, outbox) before each scrape of `/metrics`.
     pub sample: Sampler,
+    /// The outbox relay, when events go to NATS: stopped after the last call, so that it
+    /// publishes what those calls committed before the process exits.
+    pub relay: Option<Relay>,
+}
+
+/// The running outbox relay and its stop signal.
+pub struct Relay {
+    pub task: tokio::task::JoinHandle<()>,
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
 
 fn pool_gauges(status: crate::adapters::PoolStatus) {
@@ -112,6 +121,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
     };
     let mut tasks = Vec::new();
+    let mut relay = None;
     let sample: Sampler;
     let mut ports = match &config.database_url {
         Some(url) => {
@@ -180,12 +190,15 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             let bus: Arc<dyn EventBus> = match (nats_client, outbox) {
                 (Some(client), Some(outbox)) => {
                     let wake = Arc::new(tokio::sync::Notify::new());
-                    tasks.push(tokio::spawn(nats::relay::run(
+                    let (stop, stopped) = tokio::sync::watch::channel(false);
+                    let task = tokio::spawn(nats::relay::run(
                         client.clone(),
                         config.nats(),
                         outbox,
                         wake.clone(),
-                    )));
+                        stopped,
+                    ));
+                    relay = Some(Relay { task, stop });
                     info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
                     Arc::new(nats::NatsBus::new(client, wake, config.subscriber_buffer))
                 }
@@ -274,6 +287,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         store,
         tasks,
         sample,
+        relay,
     })
 }
 
@@ -295,7 +309,7 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
 async fn watch_health(
     reporter: HealthReporter,
     store: Arc<dyn EventStore>,
-    ready: tokio::sync::watch::Sender<bool>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
     let mut last = None;
     loop {
@@ -349,8 +363,10 @@ pub async fn serve_with_admin(
         store,
         tasks,
         sample,
+        relay,
     } = backends;
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    let ready = Arc::new(ready);
     let admin_task = admin.map(|listener| {
         info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -361,17 +377,36 @@ pub async fn serve_with_admin(
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
-    // Subscribe streams never end by themselves: they are ended when shutdown begins, so that
-    // the graceful shutdown that waits for open calls can finish.
+    // Subscribe streams never end by themselves: they are ended when new calls are refused, so
+    // that the graceful shutdown that waits for open calls can finish.
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        info!("shutting down: ending Subscribe streams, finishing calls in flight");
-        let _ = stop_streams.send(true);
-    };
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
-    let health_task = tokio::spawn(watch_health(reporter, store, ready));
+    let health_task = tokio::spawn(watch_health(reporter.clone(), store, ready.clone()));
+    // The drain. On the signal: NOT_SERVING at once, calls still accepted for the grace period;
+    // then the listener closes, open connections get GOAWAY (new calls on them are refused,
+    // safe to retry elsewhere), Subscribe streams end, and calls in flight have
+    // SHUTDOWN_TIMEOUT_SECS from then, the relay's last flush included.
+    let (grace, drain_timeout) = (config.shutdown_grace(), config.shutdown_timeout());
+    let (refusing, mut refused_since) = tokio::sync::watch::channel(None);
+    let health_abort = health_task.abort_handle();
+    let shutdown = async move {
+        shutdown.await;
+        health_abort.abort();
+        set_all(&reporter, ServingStatus::NotServing).await;
+        ready.send_replace(false);
+        info!(
+            grace_secs = grace.as_secs(),
+            "draining: health NOT_SERVING; new calls accepted for SHUTDOWN_GRACE_SECS"
+        );
+        tokio::time::sleep(grace).await;
+        info!(
+            timeout_secs = drain_timeout.as_secs(),
+            "refusing new calls: ending Subscribe streams, finishing calls in flight"
+        );
+        let _ = stop_streams.send(true);
+        refusing.send_replace(Some(tokio::time::Instant::now()));
+    };
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)
@@ -391,7 +426,7 @@ pub async fn serve_with_admin(
         max_concurrent: config.max_concurrent_requests as usize,
     });
     let out = config.max_response_bytes();
-    let result = tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         // Pings find clients that vanished without closing their connection; their calls and
         // Subscribe streams then end instead of living forever.
         .http2_keepalive_interval(config.grpc_keepalive_interval())
@@ -444,8 +479,41 @@ pub async fn serve_with_admin(
                 }
             }),
             shutdown,
-        )
-        .await;
+        );
+    let result = tokio::select! {
+        result = serving => result,
+        () = async {
+            let since = refused_since
+                .wait_for(Option::is_some)
+                .await
+                .map(|since| *since);
+            match since {
+                Ok(Some(since)) => tokio::time::sleep_until(since + drain_timeout).await,
+                // Serving ended without a drain: the other branch completes.
+                _ => std::future::pending().await,
+            }
+        } => {
+            warn!(
+                timeout_secs = drain_timeout.as_secs(),
+                "calls still in flight after SHUTDOWN_TIMEOUT_SECS: ending them"
+            );
+            Ok(())
+        }
+    };
+    if let Some(Relay { mut task, stop }) = relay {
+        // What the last calls committed is published before the process exits, within what is
+        // left of the drain's time (at least a second); the rest waits for the next relay.
+        let since = *refused_since.borrow();
+        let deadline = since
+            .map(|since| since + drain_timeout)
+            .unwrap_or_else(tokio::time::Instant::now)
+            .max(tokio::time::Instant::now() + Duration::from_secs(1));
+        let _ = stop.send(true);
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            warn!("the relay's last flush was cut off; the next relay publishes the rest");
+            task.abort();
+        }
+    }
     health_task.abort();
     if let Some(task) = admin_task {
         task.abort();

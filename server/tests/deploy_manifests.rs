@@ -167,6 +167,8 @@ struct ComposeService {
     #[serde(default)]
     volumes: Vec<String>,
     read_only: Option<bool>,
+    /// How long `docker compose stop` waits after SIGTERM, e.g. `40s`.
+    stop_grace_period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +264,24 @@ fn compose_gives_the_server_only_settings_it_reads_with_values_it_accepts() {
                     "{name}: GRPC_ADDR must listen beyond the container's loopback"
                 );
                 assert_eq!(service.read_only, Some(true), "{name}: read-only root");
+                // The drain fits before docker's SIGKILL.
+                let stop = service
+                    .stop_grace_period
+                    .as_deref()
+                    .and_then(|s| s.strip_suffix('s'))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{name}: stop_grace_period in seconds"));
+                assert!(
+                    stop >= config.shutdown_grace_secs + config.shutdown_timeout_secs + 5,
+                    "{name}: stop_grace_period {stop} s < SHUTDOWN_GRACE_SECS {} + \
+                     SHUTDOWN_TIMEOUT_SECS {} + 5",
+                    config.shutdown_grace_secs,
+                    config.shutdown_timeout_secs
+                );
+                assert!(
+                    config.shutdown_timeout_secs >= config.request_timeout_secs,
+                    "{name}: SHUTDOWN_TIMEOUT_SECS below REQUEST_TIMEOUT_SECS cuts calls off"
+                );
             }
         }
         let db = config
@@ -680,16 +700,23 @@ fn kubernetes_probes_ports_and_drain_match_the_server() {
             config.admin_addr().is_some(),
             "{overlay}: liveness needs ADMIN_ADDR"
         );
-        // The drain: preStop sleep, then calls in flight for up to REQUEST_TIMEOUT_SECS.
+        // The drain: preStop sleep (endpoints and kube-proxy catch up), then the server's own:
+        // NOT_SERVING with calls accepted for SHUTDOWN_GRACE_SECS, then SHUTDOWN_TIMEOUT_SECS
+        // for calls in flight and the relay's flush; all before the kubelet's SIGKILL.
         let sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
             .as_u64()
             .unwrap_or_else(|| panic!("{overlay}: a preStop sleep"));
         let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(
-            grace >= sleep + config.request_timeout_secs + 5,
+            grace >= sleep + config.shutdown_grace_secs + config.shutdown_timeout_secs + 5,
             "{overlay}: terminationGracePeriodSeconds {grace} < preStop {sleep} s + \
-             REQUEST_TIMEOUT_SECS {} s + 5 s",
-            config.request_timeout_secs
+             SHUTDOWN_GRACE_SECS {} s + SHUTDOWN_TIMEOUT_SECS {} s + 5 s",
+            config.shutdown_grace_secs,
+            config.shutdown_timeout_secs
+        );
+        assert!(
+            config.shutdown_timeout_secs >= config.request_timeout_secs,
+            "{overlay}: SHUTDOWN_TIMEOUT_SECS below REQUEST_TIMEOUT_SECS cuts calls off"
         );
 
         let svc_grpc = service_port_for(

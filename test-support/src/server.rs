@@ -190,7 +190,10 @@ async fn admin_listener(
 /// clash) and no drain grace period (a stopped test server stops at once).
 pub fn config_from_flags(flags: &[&str]) -> temporal_state_server::Config {
     let mut args = vec!["temporal-state-server", "--grpc-addr", "127.0.0.1:0"];
-    for (flag, default) in [("--admin-addr", "--admin-addr=")] {
+    for (flag, default) in [
+        ("--admin-addr", "--admin-addr="),
+        ("--shutdown-grace-secs", "--shutdown-grace-secs=0"),
+    ] {
         if !flags.iter().any(|f| f.starts_with(flag)) {
             args.push(default);
         }

@@ -10,7 +10,8 @@ use super::Clients;
 pub const SERVER: &str = env!("CARGO_BIN_EXE_temporal-state-server");
 
 /// The built server binary, run as on a bare machine: the environment is emptied, so no
-/// variable can point it at PostgreSQL, Redis or NATS; only `env` is set. Its stdout (logs) and
+/// variable can point it at PostgreSQL, Redis or NATS; only `env` is set (plus no admin port
+/// and no drain grace, unless `env` gives them). Its stdout (logs) and
 /// stderr (the start-up error, if any) go to files in `logs`.
 pub struct Binary {
     pub child: Child,
@@ -33,6 +34,10 @@ impl Binary {
         // default 127.0.0.1:9090 would clash.
         if !env.iter().any(|(k, _)| *k == "ADMIN_ADDR") {
             command.env("ADMIN_ADDR", "");
+        }
+        // No drain grace unless asked for: a test's SIGTERM stops the server at once.
+        if !env.iter().any(|(k, _)| *k == "SHUTDOWN_GRACE_SECS") {
+            command.env("SHUTDOWN_GRACE_SECS", "0");
         }
         for (k, v) in env {
             command.env(k, v);

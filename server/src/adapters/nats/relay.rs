@@ -111,12 +111,15 @@ fn classify_ack(e: PublishError) -> Failure {
     }
 }
 
-/// Runs until the task is aborted.
+/// Runs until `stop` turns true (or its sender is dropped): then, if this server holds the
+/// lease, it publishes what the outbox holds one last time and returns. Rows it could not
+/// publish stay in the outbox for the next relay.
 pub async fn run(
     client: async_nats::Client,
     config: NatsConfig,
     outbox: Arc<dyn Outbox>,
     wake: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut relay = Relay {
         js: jetstream::new(client),
@@ -126,9 +129,13 @@ pub async fn run(
     };
     let mut stream_ready = false;
     loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+        let mut last = *stop.borrow();
+        if !last {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                changed = stop.changed() => last = changed.is_err() || *stop.borrow(),
+            }
         }
         if !stream_ready {
             match ensure_stream(&relay.js, &config).await {
@@ -138,6 +145,9 @@ pub async fn run(
                 }
                 Err(e) => {
                     warn!(error = %e, "jetstream stream not ready; will retry");
+                    if last {
+                        return;
+                    }
                     tokio::time::sleep(BACKOFF).await;
                     continue;
                 }
@@ -145,15 +155,27 @@ pub async fn run(
         }
         match relay.outbox.hold_lease().await {
             Ok(true) => {}
+            Ok(false) if last => return,
             Ok(false) => continue,
             Err(e) => {
                 warn!(error = %e, "outbox lease unavailable");
+                if last {
+                    return;
+                }
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
         }
         match relay.drain().await {
+            Ok(()) if last => {
+                info!("relay stopped with the outbox flushed");
+                return;
+            }
             Ok(()) => {}
+            Err(Stalled { error, .. }) if last => {
+                warn!(%error, "relay stopped before the outbox was empty; the next relay publishes the rest");
+                return;
+            }
             Err(Stalled {
                 error,
                 stream_missing,
