@@ -27,6 +27,12 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Copy the embedded store (DATA_DIR) to PATH, consistently, while a server may be writing
+    /// to it; PATH must not exist. For PostgreSQL use pg_dump or PITR (deploy/README.md).
+    Backup {
+        /// Where the copy goes (a new file).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

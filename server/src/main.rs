@@ -75,6 +75,28 @@ async fn run(command: Command, config: temporal_state_server::Config) -> anyhow:
                 );
             }
         },
+        Command::Backup { path } => {
+            if config.database_url.is_some() {
+                anyhow::bail!(
+                    "backup copies the embedded store; with DATABASE_URL use pg_dump or \
+                     point-in-time recovery (deploy/README.md, \"Backups and restore\")"
+                );
+            }
+            let dir = config.data_dir.clone();
+            let to = path.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                temporal_state_server::adapters::embedded::backup(&dir, &to)
+            })
+            .await??;
+            tracing::info!(
+                source = %report.source.display(),
+                path = %path.display(),
+                bytes = report.bytes,
+                events = report.events,
+                instances = report.instances,
+                "backup written"
+            );
+        }
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.grpc_addr)
                 .await
