@@ -89,7 +89,7 @@ async fn a_backup_taken_under_write_load_restores_to_a_consistent_store() {
                 let patch = |k: u64| {
                     json!({"n": k, "tags": {format!("t{}", k % 5): k, format!("t{}", (k + 2) % 5): null}})
                 };
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     c.events
                         .apply_events(pb::ApplyEventsRequest {
                             instance_id: id.clone(),
