@@ -278,7 +278,9 @@ impl<T> Answered for std::result::Result<T, tonic::Status> {
 }
 
 /// The server's configuration from its own flag parser, on 127.0.0.1:<ephemeral>, without the
-/// console (a benchmark that wants one starts the gateway itself).
+/// console (a benchmark that wants one starts the gateway itself), with no admin port (the
+/// default 9090 may be taken on the machine running the benchmark) and no drain grace period (a
+/// benchmark's server stops at once).
 fn config(flags: &[&str]) -> Result<Config> {
     let argv = [
         "temporal-state-server",
@@ -286,6 +288,8 @@ fn config(flags: &[&str]) -> Result<Config> {
         "127.0.0.1:0",
         "--console-addr",
         "",
+        "--admin-addr=",
+        "--shutdown-grace-secs=0",
     ]
     .iter()
     .chain(flags);

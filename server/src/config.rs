@@ -27,6 +27,12 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Copy the embedded store (DATA_DIR) to PATH, consistently, while a server may be writing
+    /// to it; PATH must not exist. For PostgreSQL use pg_dump or PITR (deploy/README.md).
+    Backup {
+        /// Where the copy goes (a new file).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -38,6 +44,24 @@ pub struct Config {
     /// Where the gRPC server listens.
     #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
+
+    /// Where the admin HTTP server listens: `/metrics` (Prometheus text), `/healthz` (the process
+    /// answers) and `/readyz` (the store answers and the server is not draining), for scrapers
+    /// and load balancers that do not speak gRPC. Empty disables it. Not for the internet: it
+    /// has no authentication.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr_arg)]
+    pub admin_addr: String,
+
+    /// Log lines on stdout: `text` for people, `json` (one object per line) for log collectors.
+    /// RUST_LOG filters them (default `info`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// OpenTelemetry collector receiving traces over OTLP/gRPC, e.g. http://otel-collector:4317.
+    /// Unset: no traces. One span per call, continuing the caller's W3C `traceparent`, with the
+    /// spans of the store, Redis and NATS below it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// A snapshot is stored at every version that is a multiple of this; a past state then costs
     /// one snapshot plus fewer than this many events.
@@ -165,6 +189,18 @@ pub struct Config {
     #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub grpc_keepalive_timeout_secs: u64,
 
+    /// Seconds between SIGTERM and refusing new calls. Health turns NOT_SERVING at once (gRPC
+    /// health and `/readyz`) while calls are still accepted, so load balancers and clients that
+    /// watch health move away before the listener closes.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Seconds the calls in flight, then the outbox relay's last flush, have once new calls are
+    /// refused; past them the server exits anyway. Keep it at least REQUEST_TIMEOUT_SECS, which
+    /// bounds every call. Subscribe streams are ended when refusal starts.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub shutdown_timeout_secs: u64,
+
     /// Directory of the embedded store, used when no DATABASE_URL is given.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -230,6 +266,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The admin server's address; None when ADMIN_ADDR is empty.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        admin_addr_arg(&self.admin_addr)
+            .ok()
+            .and_then(|a| a.parse().ok())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
@@ -340,6 +391,19 @@ pub fn console_addr_arg(value: &str) -> Result<String, String> {
         return Err(format!(
             "CONSOLE_ADDR: {value:?} is not an address (expected host:port, e.g. 127.0.0.1:8080, or empty for no console)"
         ));
+    }
+    Ok(value.to_string())
+}
+
+/// The command-line parser of ADMIN_ADDR: empty, or a socket address.
+pub fn admin_addr_arg(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() {
+        value.parse::<SocketAddr>().map_err(|e| {
+            format!(
+                "ADMIN_ADDR: {value:?} is not host:port ({e}); e.g. 127.0.0.1:9090, or empty to disable"
+            )
+        })?;
     }
     Ok(value.to_string())
 }

@@ -20,9 +20,17 @@
 //!   and the adapters' settings derived from it.
 //! - [`grpc`]: one file per gRPC service: parse the request into typed inputs (`convert.rs`),
 //!   delegate to one handler, map the error to a status (`status.rs`); plus the request guard
-//!   (deadline, shedding, sizes) and gRPC-web's CORS.
+//!   (deadline, shedding, sizes), the layer that measures and traces each call, and gRPC-web's
+//!   CORS.
 //! - [`server`]: the wiring; [`server::run`] takes its listener and shutdown signal from the
-//!   caller, so tests bind `127.0.0.1:0`.
+//!   caller, so tests bind `127.0.0.1:0`; and the admin HTTP server (`server/admin.rs`:
+//!   `/metrics`, `/healthz`, `/readyz` on ADMIN_ADDR), and the logs and traces the binary
+//!   installs (`server/telemetry.rs`).
+//!
+//! Metrics are recorded through the `metrics` facade where the figure is known: `grpc/`
+//! (calls by method and code), `app/` (append batch sizes, cache hits, subscriptions),
+//! `adapters/` (relay publishes, snapshots), `server` (pool and outbox, sampled at each scrape);
+//! never in `domain/`. Their names are defined once, in `app/metrics.rs`.
 
 pub mod adapters;
 pub mod app;

@@ -4,17 +4,13 @@ use anyhow::Context;
 use clap::Parser;
 use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
 use temporal_state_server::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     let config = cli.config;
+    let telemetry =
+        temporal_state_server::server::telemetry::init(&config).map_err(|e| anyhow::anyhow!(e))?;
     // One line with every setting; connection strings with their secrets masked.
     tracing::info!(
         database_url = ?config.masked_database_url(),
@@ -48,9 +44,23 @@ async fn main() -> anyhow::Result<()> {
         auth_jwt_leeway_secs = config.auth_jwt_leeway_secs,
         auth_reflection_requires_auth = config.auth_reflection_requires_auth,
         insecure_no_auth = config.insecure_no_auth,
+        admin_addr = %config.admin_addr,
+        shutdown_grace_secs = config.shutdown_grace_secs,
+        shutdown_timeout_secs = config.shutdown_timeout_secs,
+        log_format = %config.log_format,
+        otel_exporter_otlp_endpoint = ?config.otel_exporter_otlp_endpoint,
         "effective configuration"
     );
-    match cli.command.unwrap_or(Command::Serve) {
+    let result = run(cli.command.unwrap_or(Command::Serve), config).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "stopped by an error");
+    }
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(command: Command, config: temporal_state_server::Config) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => match config.database_url.clone() {
             Some(url) => {
                 let store = PgStore::new(&PgStoreConfig {
@@ -74,6 +84,28 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         },
+        Command::Backup { path } => {
+            if config.database_url.is_some() {
+                anyhow::bail!(
+                    "backup copies the embedded store; with DATABASE_URL use pg_dump or \
+                     point-in-time recovery (deploy/README.md, \"Backups and restore\")"
+                );
+            }
+            let dir = config.data_dir.clone();
+            let to = path.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                temporal_state_server::adapters::embedded::backup(&dir, &to)
+            })
+            .await??;
+            tracing::info!(
+                source = %report.source.display(),
+                path = %path.display(),
+                bytes = report.bytes,
+                events = report.events,
+                instances = report.instances,
+                "backup written"
+            );
+        }
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.grpc_addr)
                 .await

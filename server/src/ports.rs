@@ -456,6 +456,15 @@ pub trait Outbox: Send + Sync + 'static {
     /// Moves an entry that cannot be published to the dead letters, so it stops holding up
     /// publication; `attempts` and `error` say why, for whoever looks into it.
     async fn dead_letter(&self, id: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
-    /// How many entries wait.
-    async fn backlog(&self) -> Result<i64, StoreError>;
+    /// How many entries wait, and since when the oldest does.
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
+}
+
+/// The outbox's backlog, for the operator's metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Entries waiting.
+    pub rows: i64,
+    /// When the oldest waiting entry's event was recorded; None when nothing waits.
+    pub oldest_recorded_at: Option<chrono::DateTime<chrono::Utc>>,
 }

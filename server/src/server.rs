@@ -1,5 +1,11 @@
 //! Wiring: builds the adapters and the application from a [`Config`] and serves every gRPC
-//! service, plus health and reflection, on a listener the caller provides.
+//! service, plus health and reflection, on a listener the caller provides; and the admin HTTP
+//! server (`admin.rs`: metrics, liveness, readiness) on ADMIN_ADDR.
+
+mod admin;
+pub mod telemetry;
+
+pub use admin::Sampler;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +55,39 @@ pub struct Backends {
     pub store: Arc<dyn EventStore>,
     /// Outbox relay and cache repair; aborted when serving stops.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Refreshes the sampled gauges (pool, outbox) before each scrape of `/metrics`.
+    pub sample: Sampler,
+    /// The outbox relay, when events go to NATS: stopped after the last call, so that it
+    /// publishes what those calls committed before the process exits.
+    pub relay: Option<Relay>,
+}
+
+/// The running outbox relay and its stop signal.
+pub struct Relay {
+    pub task: tokio::task::JoinHandle<()>,
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn pool_gauges(status: crate::adapters::PoolStatus) {
+    use crate::app::metrics::{DB_POOL_IN_USE, DB_POOL_SIZE, DB_POOL_WAITING};
+    metrics::gauge!(DB_POOL_SIZE).set(status.size as f64);
+    metrics::gauge!(DB_POOL_IN_USE).set(status.in_use as f64);
+    metrics::gauge!(DB_POOL_WAITING).set(status.waiting as f64);
+}
+
+async fn outbox_gauges(outbox: &dyn crate::ports::Outbox) {
+    use crate::app::metrics::{OUTBOX_OLDEST_AGE, OUTBOX_ROWS};
+    match outbox.backlog().await {
+        Ok(backlog) => {
+            let age = backlog.oldest_recorded_at.map_or(0.0, |at| {
+                (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!(OUTBOX_ROWS).set(backlog.rows as f64);
+            metrics::gauge!(OUTBOX_OLDEST_AGE).set(age);
+        }
+        // The previous values stay; the store's own health shows the outage.
+        Err(e) => tracing::debug!(error = %e, "outbox backlog not sampled"),
+    }
 }
 
 /// Events a subscriber of the in-process bus may fall behind.
@@ -82,6 +121,8 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             .min(crate::app::DEFAULT_MAX_RESPONSE_BYTES),
     };
     let mut tasks = Vec::new();
+    let mut relay = None;
+    let sample: Sampler;
     let mut ports = match &config.database_url {
         Some(url) => {
             let store = PgStore::with_statement_timeout(
@@ -130,21 +171,38 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 }
                 None => None,
             };
-            let bus: Arc<dyn EventBus> = match nats_client {
-                Some(client) => {
+            let outbox: Option<Arc<dyn crate::ports::Outbox>> = nats_client
+                .is_some()
+                .then(|| Arc::new(PgOutbox::new(store.clone())) as _);
+            sample = {
+                let store = store.clone();
+                let outbox = outbox.clone();
+                Arc::new(move || {
+                    pool_gauges(store.pool_status());
+                    let outbox = outbox.clone();
+                    Box::pin(async move {
+                        if let Some(outbox) = outbox {
+                            outbox_gauges(outbox.as_ref()).await;
+                        }
+                    })
+                })
+            };
+            let bus: Arc<dyn EventBus> = match (nats_client, outbox) {
+                (Some(client), Some(outbox)) => {
                     let wake = Arc::new(tokio::sync::Notify::new());
-                    let outbox: Arc<dyn crate::ports::Outbox> =
-                        Arc::new(PgOutbox::new(store.clone()));
-                    tasks.push(tokio::spawn(nats::relay::run(
+                    let (stop, stopped) = tokio::sync::watch::channel(false);
+                    let task = tokio::spawn(nats::relay::run(
                         client.clone(),
                         config.nats(),
                         outbox,
                         wake.clone(),
-                    )));
+                        stopped,
+                    ));
+                    relay = Some(Relay { task, stop });
                     info!(stream = %config.nats_stream, "publishing events to nats jetstream through the outbox");
                     Arc::new(nats::NatsBus::new(client, wake, config.subscriber_buffer))
                 }
-                None => local_bus(),
+                _ => local_bus(),
             };
             let store = Arc::new(store);
             Ports {
@@ -175,6 +233,13 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store.with_read_timeout(config.request_timeout()));
+            sample = {
+                let store = store.clone();
+                Arc::new(move || {
+                    pool_gauges(store.pool_status());
+                    Box::pin(async {})
+                })
+            };
             Ports {
                 store: store.clone(),
                 catalog: store.clone(),
@@ -217,7 +282,13 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             }
         }));
     }
-    Ok(Backends { app, store, tasks })
+    Ok(Backends {
+        app,
+        store,
+        tasks,
+        sample,
+        relay,
+    })
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
@@ -233,8 +304,13 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reports every service NOT_SERVING while the store does not answer.
-async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>) {
+/// Reports every service NOT_SERVING while the store does not answer; `ready` follows (for the
+/// admin port's `/readyz`).
+async fn watch_health(
+    reporter: HealthReporter,
+    store: Arc<dyn EventStore>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
+) {
     let mut last = None;
     loop {
         let status = match store.ping().await {
@@ -248,20 +324,56 @@ async fn watch_health(reporter: HealthReporter, store: Arc<dyn EventStore>) {
         };
         if last != Some(status) {
             set_all(&reporter, status).await;
+            ready.send_replace(status == ServingStatus::Serving);
             last = Some(status);
         }
         tokio::time::sleep(HEALTH_INTERVAL).await;
     }
 }
 
-/// Serves every service on `listener` until `shutdown` completes.
+/// Serves every service on `listener` until `shutdown` completes, and the admin endpoints on
+/// ADMIN_ADDR when it is set.
 pub async fn serve(
     config: &Config,
     backends: Backends,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let Backends { app, store, tasks } = backends;
+    let admin =
+        match config.admin_addr() {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                ServeError::Config(format!("ADMIN_ADDR {addr}: cannot listen: {e}"))
+            })?),
+            None => None,
+        };
+    serve_with_admin(config, backends, listener, admin, shutdown).await
+}
+
+/// [`serve`] with the admin endpoints on a listener the caller bound (tests bind
+/// `127.0.0.1:0`), or none; ADMIN_ADDR is not read.
+pub async fn serve_with_admin(
+    config: &Config,
+    backends: Backends,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Backends {
+        app,
+        store,
+        tasks,
+        sample,
+        relay,
+    } = backends;
+    let (ready, ready_rx) = tokio::sync::watch::channel(false);
+    let ready = Arc::new(ready);
+    let admin_task = admin.map(|listener| {
+        info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "serving admin http: /metrics, /healthz, /readyz"
+        );
+        tokio::spawn(admin::serve(listener, sample, ready_rx))
+    });
     refuse_open_exposure(config, &listener)?;
     let authenticator =
         crate::adapters::auth::Authenticator::new(&config.auth()).map_err(ServeError::Config)?;
@@ -277,17 +389,36 @@ pub async fn serve(
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();
-    // Subscribe streams never end by themselves: they are ended when shutdown begins, so that
-    // the graceful shutdown that waits for open calls can finish.
+    // Subscribe streams never end by themselves: they are ended when new calls are refused, so
+    // that the graceful shutdown that waits for open calls can finish.
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        info!("shutting down: ending Subscribe streams, finishing calls in flight");
-        let _ = stop_streams.send(true);
-    };
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
-    let health_task = tokio::spawn(watch_health(reporter, store));
+    let health_task = tokio::spawn(watch_health(reporter.clone(), store, ready.clone()));
+    // The drain. On the signal: NOT_SERVING at once, calls still accepted for the grace period;
+    // then the listener closes, open connections get GOAWAY (new calls on them are refused,
+    // safe to retry elsewhere), Subscribe streams end, and calls in flight have
+    // SHUTDOWN_TIMEOUT_SECS from then, the relay's last flush included.
+    let (grace, drain_timeout) = (config.shutdown_grace(), config.shutdown_timeout());
+    let (refusing, mut refused_since) = tokio::sync::watch::channel(None);
+    let health_abort = health_task.abort_handle();
+    let shutdown = async move {
+        shutdown.await;
+        health_abort.abort();
+        set_all(&reporter, ServingStatus::NotServing).await;
+        ready.send_replace(false);
+        info!(
+            grace_secs = grace.as_secs(),
+            "draining: health NOT_SERVING; new calls accepted for SHUTDOWN_GRACE_SECS"
+        );
+        tokio::time::sleep(grace).await;
+        info!(
+            timeout_secs = drain_timeout.as_secs(),
+            "refusing new calls: ending Subscribe streams, finishing calls in flight"
+        );
+        let _ = stop_streams.send(true);
+        refusing.send_replace(Some(tokio::time::Instant::now()));
+    };
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(temporal_state_proto::FILE_DESCRIPTOR_SET)
@@ -322,6 +453,9 @@ pub async fn serve(
         .accept_http1(true)
         .layer(tower::util::option_layer(cors))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web, so gRPC-web calls are counted like plain ones; outside the guard, so
+        // shed calls and cut-off deadlines are counted with the code the client saw.
+        .layer(crate::grpc::telemetry::TelemetryLayer)
         // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
         .layer(guard)
         // Inside the guard: checking a token (a JWKS fetch) counts against the deadline and the
@@ -358,27 +492,66 @@ pub async fn serve(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(out),
         );
-    let result = match tls {
-        Some(tls) => {
-            router
-                .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(
-                    // Small request/response messages: do not let Nagle hold them back.
-                    TcpListenerStream::new(listener).inspect(|conn| {
-                        if let Ok(stream) = conn {
-                            let _ = stream.set_nodelay(true);
-                        }
-                    }),
-                    shutdown,
-                )
-                .await
+    let serving = async {
+        match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        // Small request/response messages: do not let Nagle hold them back.
+                        TcpListenerStream::new(listener).inspect(|conn| {
+                            if let Ok(stream) = conn {
+                                let _ = stream.set_nodelay(true);
+                            }
+                        }),
+                        shutdown,
+                    )
+                    .await
+            }
         }
     };
+    let result = tokio::select! {
+        result = serving => result,
+        () = async {
+            let since = refused_since
+                .wait_for(Option::is_some)
+                .await
+                .map(|since| *since);
+            match since {
+                Ok(Some(since)) => tokio::time::sleep_until(since + drain_timeout).await,
+                // Serving ended without a drain: the other branch completes.
+                _ => std::future::pending().await,
+            }
+        } => {
+            warn!(
+                timeout_secs = drain_timeout.as_secs(),
+                "calls still in flight after SHUTDOWN_TIMEOUT_SECS: ending them"
+            );
+            Ok(())
+        }
+    };
+    if let Some(Relay { mut task, stop }) = relay {
+        // What the last calls committed is published before the process exits, within what is
+        // left of the drain's time (at least a second); the rest waits for the next relay.
+        let since = *refused_since.borrow();
+        let deadline = since
+            .map(|since| since + drain_timeout)
+            .unwrap_or_else(tokio::time::Instant::now)
+            .max(tokio::time::Instant::now() + Duration::from_secs(1));
+        let _ = stop.send(true);
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            warn!("the relay's last flush was cut off; the next relay publishes the rest");
+            task.abort();
+        }
+    }
     health_task.abort();
+    if let Some(task) = admin_task {
+        task.abort();
+    }
     for task in tasks {
         task.abort();
     }

@@ -29,6 +29,9 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A real server on a loopback port of its own, stopped when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin HTTP server's address (`/metrics`, `/healthz`, `/readyz`), when the flags
+    /// asked for one (`--admin-addr 127.0.0.1:0`); none by default.
+    pub admin: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -85,23 +88,35 @@ impl TestServer {
             .expect("build the server");
         let app = backends.app.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Self::spawn(listener, |listener, stopped| async move {
-            temporal_state_server::server::serve(&config, backends, listener, stopped)
-                .await
-                .expect("server failed");
+        let (admin, admin_addr) = admin_listener(&config).await;
+        let mut server = Self::spawn(listener, |listener, stopped| async move {
+            temporal_state_server::server::serve_with_admin(
+                &config, backends, listener, admin, stopped,
+            )
+            .await
+            .expect("server failed");
         })
         .await;
+        server.admin = admin_addr;
         (server, app)
     }
 
     /// Runs the server on `config` on `listener`; returns once it answers.
     async fn serve_on(listener: TcpListener, config: temporal_state_server::Config) -> Self {
-        Self::spawn(listener, |listener, stopped| async move {
-            temporal_state_server::run(config, listener, stopped)
+        let (admin, admin_addr) = admin_listener(&config).await;
+        let mut server = Self::spawn(listener, |listener, stopped| async move {
+            let backends = temporal_state_server::server::build(&config)
                 .await
-                .expect("server failed");
+                .expect("build the server");
+            temporal_state_server::server::serve_with_admin(
+                &config, backends, listener, admin, stopped,
+            )
+            .await
+            .expect("server failed");
         })
-        .await
+        .await;
+        server.admin = admin_addr;
+        server
     }
 
     /// Spawns `serve(listener, stopped)`, where `stopped` completes when the server is stopped or
@@ -121,6 +136,7 @@ impl TestServer {
         let handle = tokio::spawn(serve(listener, stopped));
         let server = Self {
             addr,
+            admin: None,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -163,15 +179,35 @@ impl Drop for TestServer {
     }
 }
 
+/// The admin listener `config` asks for (bound here, so the test learns its port), if any.
+async fn admin_listener(
+    config: &temporal_state_server::Config,
+) -> (Option<TcpListener>, Option<SocketAddr>) {
+    match config.admin_addr() {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.expect("bind the admin port");
+            let addr = listener.local_addr().unwrap();
+            (Some(listener), Some(addr))
+        }
+        None => (None, None),
+    }
+}
+
 /// The server's configuration from `flags` alone: `DATABASE_URL`, `REDIS_URL` and `NATS_URL`
 /// left set in the shell are ignored, so a variable can never turn an embedded test server into
-/// a PostgreSQL one, or wire a test server to Redis or NATS, unnoticed. No console is started
-/// (tests run side by side; one on the default port would collide) unless `--console-addr` is in
-/// `flags`.
+/// a PostgreSQL one, or wire a test server to Redis or NATS, unnoticed. Unless the flags say
+/// otherwise, there is no console and no admin port (tests run many servers at once; the default
+/// ports would clash) and no drain grace period (a stopped test server stops at once).
 pub fn config_from_flags(flags: &[&str]) -> temporal_state_server::Config {
     let mut args = vec!["temporal-state-server", "--grpc-addr", "127.0.0.1:0"];
-    if !flags.contains(&"--console-addr") {
-        args.extend(["--console-addr", ""]);
+    for (flag, default) in [
+        ("--console-addr", "--console-addr="),
+        ("--admin-addr", "--admin-addr="),
+        ("--shutdown-grace-secs", "--shutdown-grace-secs=0"),
+    ] {
+        if !flags.iter().any(|f| f.starts_with(flag)) {
+            args.push(default);
+        }
     }
     args.extend(flags);
     let matches = Cli::command()

@@ -228,6 +228,8 @@ impl AppendPlan {
 
     /// What the append answers once the plan is committed.
     pub fn into_outcome(self) -> AppendOutcome {
+        metrics::counter!(crate::app::metrics::SNAPSHOTS_WRITTEN)
+            .increment(self.snapshots.len() as u64);
         AppendOutcome::Appended {
             events: self.events,
             state: self.state,

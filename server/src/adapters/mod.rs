@@ -20,3 +20,14 @@ pub mod postgres;
 pub mod redis;
 pub mod secrets;
 pub mod tls;
+
+/// A store's connection pool as the metrics show it (`tse_db_pool_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool holds.
+    pub size: usize,
+    /// Connections handed out now.
+    pub in_use: usize,
+    /// Callers waiting for one.
+    pub waiting: usize,
+}

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tracing::instrument;
+use tracing::{Instrument as _, instrument};
 use uuid::Uuid;
 
 use super::current::CurrentStates;
@@ -277,29 +277,35 @@ impl Commands {
         // cache, with no second look at the store.
         let app = self.clone();
         let task_entry = entry.clone();
-        let outcome = tokio::spawn(async move {
-            match app.store.append(request, decide).await {
-                Ok(AppendOutcome::Appended { events, state }) => {
-                    app.after_commit(&task_entry, instance_id, &events, &state)
-                        .await;
-                    Ok(AppendOutcome::Appended { events, state })
-                }
-                Ok(recorded) => Ok(recorded),
-                Err(e) => {
-                    if matches!(
-                        e,
-                        StoreError::Unavailable(_)
-                            | StoreError::TimedOut(_)
-                            | StoreError::Internal(_)
-                    ) {
-                        // Whether it committed is unknown: stop trusting the cached state until
-                        // the background repair has read the store again.
-                        app.current.outcome_unknown(instance_id);
+        let outcome = tokio::spawn(
+            async move {
+                match app.store.append(request, decide).await {
+                    Ok(AppendOutcome::Appended { events, state }) => {
+                        metrics::histogram!(super::metrics::APPEND_BATCH_EVENTS)
+                            .record(events.len() as f64);
+                        app.after_commit(&task_entry, instance_id, &events, &state)
+                            .await;
+                        Ok(AppendOutcome::Appended { events, state })
                     }
-                    Err(e)
+                    Ok(recorded) => Ok(recorded),
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            StoreError::Unavailable(_)
+                                | StoreError::TimedOut(_)
+                                | StoreError::Internal(_)
+                        ) {
+                            // Whether it committed is unknown: stop trusting the cached state until
+                            // the background repair has read the store again.
+                            app.current.outcome_unknown(instance_id);
+                        }
+                        Err(e)
+                    }
                 }
             }
-        })
+            // The store's and the cache's spans stay in the caller's trace.
+            .in_current_span(),
+        )
         .await
         .map_err(|e| AppError::Internal(format!("append task failed: {e}")))?;
         match outcome? {

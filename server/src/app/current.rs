@@ -83,7 +83,11 @@ impl CurrentStates {
             && !self.untrusted.contains(id)
             && let Ok(Some(hit)) = cache.get(id).await
         {
+            metrics::counter!(super::metrics::CACHE_HITS).increment(1);
             return Ok(hit);
+        }
+        if self.state_cache.is_some() {
+            metrics::counter!(super::metrics::CACHE_MISSES).increment(1);
         }
         let record = self.catalog.get_instance(id).await?;
         self.registry.remember(&record);
@@ -108,7 +112,11 @@ impl CurrentStates {
                 .await
             && !self.untrusted.contains(hit.id)
         {
+            metrics::counter!(super::metrics::CACHE_HITS).increment(1);
             return Ok(hit);
+        }
+        if self.state_cache.is_some() {
+            metrics::counter!(super::metrics::CACHE_MISSES).increment(1);
         }
         let record = self
             .catalog

@@ -10,12 +10,15 @@
 //! - [`Analytics`] (`analytics.rs`): aggregates over a type's events.
 //! - `registry.rs`: the `TypeRegistry` they share: types and fixed instance facts in memory.
 //! - `budget.rs`, `paging.rs`: what a page may hold and how it continues.
+//! - [`metrics`]: the name and meaning of every exported metric (recorded through the `metrics`
+//!   facade, here and in the adapters and the gRPC layer).
 
 mod analytics;
 mod budget;
 mod commands;
 mod current;
 mod error;
+pub mod metrics;
 mod paging;
 mod queries;
 mod registry;

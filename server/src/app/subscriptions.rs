@@ -209,6 +209,7 @@ struct OpenSubscription(Arc<AtomicUsize>);
 impl OpenSubscription {
     fn new(count: Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!(super::metrics::SUBSCRIPTIONS_OPEN).increment(1.0);
         Self(count)
     }
 }
@@ -216,6 +217,14 @@ impl OpenSubscription {
 impl Drop for OpenSubscription {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(super::metrics::SUBSCRIPTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// Flags a subscription as cut off for falling behind, and counts it.
+fn cut_off(flag: &AtomicBool) {
+    if !flag.swap(true, Ordering::AcqRel) {
+        metrics::counter!(super::metrics::SUBSCRIPTIONS_CUT_OFF).increment(1);
     }
 }
 
@@ -268,7 +277,7 @@ impl Producer {
                 Ok(l) if self.may_read(&l.entity_type_name) => l.event,
                 Ok(_) => continue,
                 Err(BusError::Lagged(_)) => {
-                    self.cut.store(true, Ordering::Release);
+                    cut_off(&self.cut);
                     return;
                 }
                 Err(BusError::Unavailable(m)) => {
@@ -315,7 +324,7 @@ impl Producer {
         match self.tx.try_send(Ok(e)) {
             Ok(()) => Flow::Go,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.cut.store(true, Ordering::Release);
+                cut_off(&self.cut);
                 Flow::Stop
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Flow::Stop,

@@ -1,6 +1,7 @@
 //! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
-//! application, map errors to statuses. No business logic lives here. `auth.rs` is the layer
-//! that turns credentials into the principal every handler passes to the application.
+//! application, map errors to statuses. No business logic lives here. Around them, three tower
+//! layers: `guard.rs` (deadline, shedding, codes), `telemetry.rs` (metrics and the span of each
+//! call) and `auth.rs` (credentials into the principal every handler passes to the application).
 
 mod analytics;
 pub(crate) mod auth;
@@ -11,6 +12,7 @@ pub(crate) mod guard;
 mod instances;
 mod queries;
 pub(crate) mod status;
+pub(crate) mod telemetry;
 pub(crate) mod web;
 
 pub(crate) use analytics::AnalyticsApi;

@@ -10,9 +10,9 @@ use super::Clients;
 pub const SERVER: &str = env!("CARGO_BIN_EXE_temporal-state-server");
 
 /// The built server binary, run as on a bare machine: the environment is emptied, so no
-/// variable can point it at PostgreSQL, Redis or NATS; only `env` is set. Its stdout (logs) and
-/// stderr (the start-up error, if any) go to files in `logs`. Unless `env` sets CONSOLE_ADDR, it
-/// runs without the console, whose default port would collide between tests.
+/// variable can point it at PostgreSQL, Redis or NATS; only `env` is set (plus no console, no
+/// admin port and no drain grace, unless `env` gives them: their default ports would collide
+/// between tests). Its stdout (logs) and stderr (the start-up error, if any) go to files in `logs`.
 pub struct Binary {
     pub child: Child,
     pub stdout: PathBuf,
@@ -32,6 +32,15 @@ impl Binary {
             .stderr(std::fs::File::create(&stderr).unwrap());
         if !env.iter().any(|(k, _)| *k == "CONSOLE_ADDR") {
             command.env("CONSOLE_ADDR", "");
+        }
+        // No admin port unless the test asks for one: tests run many servers at once, and the
+        // default 127.0.0.1:9090 would clash.
+        if !env.iter().any(|(k, _)| *k == "ADMIN_ADDR") {
+            command.env("ADMIN_ADDR", "");
+        }
+        // No drain grace unless asked for: a test's SIGTERM stops the server at once.
+        if !env.iter().any(|(k, _)| *k == "SHUTDOWN_GRACE_SECS") {
+            command.env("SHUTDOWN_GRACE_SECS", "0");
         }
         for (k, v) in env {
             command.env(k, v);

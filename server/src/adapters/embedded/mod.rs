@@ -12,15 +12,18 @@
 //!   PostgreSQL does (same orders, ranges, buckets and JSON field semantics).
 //! - `sql`: the store's statements and connection settings, shared with the benchmark.
 //! - `error`: SQLite failures mapped to [`crate::ports::StoreError`].
+//! - `backup`: a consistent online copy of the store (`temporal-state-server backup <path>`).
 
 mod analytics;
 mod append;
+mod backup;
 mod error;
 mod history;
 pub mod migrate;
 mod rows;
 mod store;
 
+pub use backup::{BackupReport, backup};
 pub use error::EmbeddedError;
 pub use store::{DB_FILE, EmbeddedStore};
 

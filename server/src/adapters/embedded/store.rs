@@ -142,6 +142,24 @@ struct Readers {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    /// Reads waiting for a permit, for the pool metrics.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one read waiting for a connection while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A read connection lent to one blocking task; it returns to the pool when dropped, even when
@@ -254,6 +272,7 @@ impl EmbeddedStore {
             path: path.clone(),
             idle: std::sync::Mutex::new(idle),
             permits: Arc::new(Semaphore::new(READERS)),
+            waiting: Default::default(),
         });
         Ok(Self {
             inner: Arc::new(Inner {
@@ -279,6 +298,17 @@ impl EmbeddedStore {
     }
 
     /// The database file.
+    /// The read connections as a pool (the one writer connection is a queue, not a pool):
+    /// what the `tse_db_pool_*` metrics show for the embedded store.
+    pub fn pool_status(&self) -> crate::adapters::PoolStatus {
+        let readers = &self.inner.readers;
+        crate::adapters::PoolStatus {
+            size: READERS,
+            in_use: READERS.saturating_sub(readers.permits.available_permits()),
+            waiting: readers.waiting.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -331,12 +361,14 @@ impl EmbeddedStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let readers = self.inner.readers.clone();
+        let waiting = Waiting::new(&readers.waiting);
         let permit = readers
             .permits
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Internal(format!("embedded readers: {e}")))?;
+        drop(waiting);
         let interrupt = Arc::new(ReadInterrupt::default());
         let _cancel_on_drop = CancelOnDrop(interrupt.clone());
         let task_interrupt = interrupt.clone();

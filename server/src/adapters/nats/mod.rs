@@ -256,6 +256,7 @@ impl EventBus for NatsBus {
         self.wake_relay.notify_one();
     }
 
+    #[tracing::instrument(name = "nats subscribe", skip_all, fields(messaging.system = "nats"))]
     async fn subscribe(&self, filter: LiveFilter) -> Result<LiveStream, BusError> {
         let subject = format!(
             "{SUBJECT_PREFIX}.{}.{}",

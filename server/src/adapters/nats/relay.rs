@@ -22,10 +22,13 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 use uuid::Uuid;
 
 use super::{Message, NatsConfig};
+use crate::app::metrics::{
+    RELAY_DEAD_LETTERED, RELAY_FAILURES, RELAY_LAST_PUBLISH, RELAY_PUBLISHED,
+};
 use crate::ports::{LiveEvent, Outbox};
 
 /// Entries read per round.
@@ -41,6 +44,13 @@ static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
 /// How many outbox rows this process dead-lettered since it started.
 pub fn dead_lettered_total() -> u64 {
     DEAD_LETTERED.load(Ordering::Relaxed)
+}
+
+/// Seconds since the Unix epoch, as Prometheus timestamps are.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn retention(name: &str) -> stream::RetentionPolicy {
@@ -101,12 +111,15 @@ fn classify_ack(e: PublishError) -> Failure {
     }
 }
 
-/// Runs until the task is aborted.
+/// Runs until `stop` turns true (or its sender is dropped): then, if this server holds the
+/// lease, it publishes what the outbox holds one last time and returns. Rows it could not
+/// publish stay in the outbox for the next relay.
 pub async fn run(
     client: async_nats::Client,
     config: NatsConfig,
     outbox: Arc<dyn Outbox>,
     wake: Arc<Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut relay = Relay {
         js: jetstream::new(client),
@@ -116,9 +129,13 @@ pub async fn run(
     };
     let mut stream_ready = false;
     loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+        let mut last = *stop.borrow();
+        if !last {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                changed = stop.changed() => last = changed.is_err() || *stop.borrow(),
+            }
         }
         if !stream_ready {
             match ensure_stream(&relay.js, &config).await {
@@ -128,6 +145,9 @@ pub async fn run(
                 }
                 Err(e) => {
                     warn!(error = %e, "jetstream stream not ready; will retry");
+                    if last {
+                        return;
+                    }
                     tokio::time::sleep(BACKOFF).await;
                     continue;
                 }
@@ -135,15 +155,27 @@ pub async fn run(
         }
         match relay.outbox.hold_lease().await {
             Ok(true) => {}
+            Ok(false) if last => return,
             Ok(false) => continue,
             Err(e) => {
                 warn!(error = %e, "outbox lease unavailable");
+                if last {
+                    return;
+                }
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
         }
         match relay.drain().await {
+            Ok(()) if last => {
+                info!("relay stopped with the outbox flushed");
+                return;
+            }
             Ok(()) => {}
+            Err(Stalled { error, .. }) if last => {
+                warn!(%error, "relay stopped before the outbox was empty; the next relay publishes the rest");
+                return;
+            }
             Err(Stalled {
                 error,
                 stream_missing,
@@ -202,12 +234,21 @@ impl Relay {
             }
             let pending: std::collections::HashSet<i64> = batch.iter().map(|(id, _)| *id).collect();
             self.refusals.retain(|id, _| pending.contains(id));
-            let round = self.round(batch).await?;
+            // A trace of its own (publication is not part of any call): one span per batch.
+            let span = tracing::info_span!(
+                parent: None,
+                "relay publish",
+                messaging.system = "nats",
+                events = batch.len()
+            );
+            let round = self.round(batch).instrument(span).await?;
             if !round.published.is_empty() {
                 debug!(
                     published = round.published.len(),
                     "outbox entries acknowledged"
                 );
+                metrics::counter!(RELAY_PUBLISHED).increment(round.published.len() as u64);
+                metrics::gauge!(RELAY_LAST_PUBLISH).set(unix_now());
                 self.outbox
                     .done(&round.published)
                     .await
@@ -318,6 +359,7 @@ impl Relay {
         live: &LiveEvent,
         failure: Failure,
     ) -> Result<(), Stalled> {
+        metrics::counter!(RELAY_FAILURES).increment(1);
         let (error, attempts) = match failure {
             Failure::Outage {
                 error,
@@ -350,6 +392,7 @@ impl Relay {
             })?;
         self.refusals.remove(&id);
         DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(RELAY_DEAD_LETTERED).increment(1);
         round.dead += 1;
         queue.pop_front();
         warn!(

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{PgError, PgStore, rows};
-use crate::ports::{LiveEvent, Outbox, StoreError};
+use crate::ports::{Backlog, LiveEvent, Outbox, StoreError};
 
 /// Arbitrary but fixed key of the relay lease.
 const RELAY_LEASE_KEY: i64 = 0x7465_6d70_5354_4501;
@@ -111,12 +111,22 @@ impl Outbox for PgOutbox {
         Ok(())
     }
 
-    async fn backlog(&self) -> Result<i64, StoreError> {
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
         let client = self.store.pool().get().await.map_err(PgError::from)?;
-        Ok(client
-            .query_one("SELECT count(*) FROM outbox", &[])
+        // The oldest row by id is the oldest commit; its event says when that was.
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM outbox), \
+                        (SELECT e.recorded_at FROM outbox o \
+                           JOIN events e ON e.instance_id = o.instance_id AND e.version = o.version \
+                          ORDER BY o.id LIMIT 1)",
+                &[],
+            )
             .await
-            .map_err(PgError::from)?
-            .get(0))
+            .map_err(PgError::from)?;
+        Ok(Backlog {
+            rows: row.get(0),
+            oldest_recorded_at: row.get(1),
+        })
     }
 }

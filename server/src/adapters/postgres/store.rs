@@ -177,6 +177,17 @@ impl PgStore {
         self.timescaledb.load(Ordering::Relaxed)
     }
 
+    /// The connection pool, for the `tse_db_pool_*` metrics. The relay's lease holds one
+    /// connection for as long as this server holds the lease.
+    pub fn pool_status(&self) -> crate::adapters::PoolStatus {
+        let status = self.pool.status();
+        crate::adapters::PoolStatus {
+            size: status.max_size,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
+        }
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -142,10 +142,12 @@ impl RedisCache {
 
 #[async_trait]
 impl StateCache for RedisCache {
+    #[tracing::instrument(name = "redis get", skip(self), fields(db.system = "redis"))]
     async fn get(&self, instance_id: Uuid) -> Result<Option<InstanceRecord>, CacheError> {
         self.read(id_key(instance_id)).await
     }
 
+    #[tracing::instrument(name = "redis get", skip(self), fields(db.system = "redis"))]
     async fn get_by_external_id(
         &self,
         entity_type_id: Uuid,
@@ -154,6 +156,11 @@ impl StateCache for RedisCache {
         self.read(external_key(entity_type_id, external_id)).await
     }
 
+    #[tracing::instrument(
+        name = "redis put",
+        skip_all,
+        fields(db.system = "redis", instance_id = %i.id, version = i.version)
+    )]
     async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
         let data = serde_json::to_string(&Cached {
             id: i.id,
