@@ -365,6 +365,8 @@ pub async fn serve_with_admin(
         sample,
         relay,
     } = backends;
+    // Before anything is spawned: a refused exposure leaves nothing running.
+    refuse_open_exposure(config, &listener)?;
     let (ready, ready_rx) = tokio::sync::watch::channel(false);
     let ready = Arc::new(ready);
     let admin_task = admin.map(|listener| {
@@ -374,7 +376,6 @@ pub async fn serve_with_admin(
         );
         tokio::spawn(admin::serve(listener, sample, ready_rx))
     });
-    refuse_open_exposure(config, &listener)?;
     let authenticator =
         crate::adapters::auth::Authenticator::new(&config.auth()).map_err(ServeError::Config)?;
     match &authenticator {
