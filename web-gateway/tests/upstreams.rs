@@ -80,6 +80,8 @@ async fn a_call_finding_no_engine_asks_again_instead_of_waiting_for_the_periodic
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let engine = TestServer::start_embedded_on(listener, dir.path(), &[]).await;
+    // SERVING before the gateway's first check, the only periodic one this test will see.
+    wait_serving(addr).await;
     let gw = Gw::start(&[addr], |c| c.health_interval_ms = 3_600_000).await;
     gw.wait_ready().await;
     engine.stop().await;
