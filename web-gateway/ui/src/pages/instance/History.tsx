@@ -1,5 +1,5 @@
 // The instance's history: newest first, paged, filtered by event type and recording time range.
-import { useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useQuery } from "@connectrpc/connect-query";
 import { ApplyMode, QueryService, type Instance } from "@temporal-state/client";
@@ -38,6 +38,17 @@ export function History({ instance }: { instance: Instance }) {
     endTime: end ? toTimestamp(end) : undefined,
     descending: true,
   });
+  // The page invalidates the history when a live event arrives, but a fetch already in flight at
+  // that moment may have been answered before the event committed. The instance's version moves
+  // only once the current state was re-read after the event, so refetching on that change always
+  // sees it.
+  const shownVersion = useRef(instance.version);
+  const { refetch } = history;
+  useEffect(() => {
+    if (shownVersion.current === instance.version) return;
+    shownVersion.current = instance.version;
+    void refetch();
+  }, [instance.version, refetch]);
   const apply = (e: FormEvent) => {
     e.preventDefault();
     pager.reset();
