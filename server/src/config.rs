@@ -250,6 +250,18 @@ pub struct Config {
     #[arg(long, env = "INSECURE_NO_AUTH", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub insecure_no_auth: bool,
 
+    /// Calls per second each caller may make on average (0, the default: no limit). The caller
+    /// is the API key or the JWT subject; without authentication, the peer's IP address. A call
+    /// over the limit is answered RESOURCE_EXHAUSTED with a RetryInfo saying when to retry.
+    /// Health is never limited.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 0.0, value_parser = rate_arg)]
+    pub rate_limit_per_second: f64,
+
+    /// Calls a caller may make at once after being idle: the size of its token bucket. Unset:
+    /// one second's worth (RATE_LIMIT_PER_SECOND, at least 1).
+    #[arg(long, env = "RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
+    pub rate_limit_burst: Option<u32>,
+
     /// The server's certificate chain in PEM: with TLS_KEY_FILE, the server speaks TLS only.
     /// Both files are re-read when they change (rotation without restart).
     #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
@@ -352,6 +364,16 @@ impl Config {
         }
     }
 
+    /// The per-caller rate limit, when one is set.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        (self.rate_limit_per_second > 0.0).then(|| RateLimit {
+            per_second: self.rate_limit_per_second,
+            burst: self
+                .rate_limit_burst
+                .unwrap_or_else(|| self.rate_limit_per_second.ceil().clamp(1.0, 1e9) as u32),
+        })
+    }
+
     /// The server's TLS files, when TLS is on.
     pub fn tls(&self) -> Option<crate::adapters::tls::TlsSettings> {
         Some(crate::adapters::tls::TlsSettings {
@@ -382,6 +404,27 @@ impl Config {
     pub fn masked_nats_url(&self) -> Option<String> {
         self.nats_url.as_deref().map(mask_secrets)
     }
+}
+
+/// A per-caller rate limit: `per_second` calls on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// A rate in calls per second: 0 (no limit) or a finite positive number.
+fn rate_arg(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number of calls per second"))?;
+    if !rate.is_finite() || !(0.0..=1e9).contains(&rate) {
+        return Err(format!(
+            "`{value}`: the rate must be between 0 (no limit) and 1e9 calls per second"
+        ));
+    }
+    Ok(rate)
 }
 
 /// The command-line parser of CONSOLE_ADDR: empty, or an address to listen on.

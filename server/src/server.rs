@@ -385,8 +385,13 @@ pub async fn serve_with_admin(
         ),
         None => warn!("authentication off: every caller may do everything"),
     }
-    let auth =
-        crate::grpc::auth::AuthLayer::new(authenticator, config.auth_reflection_requires_auth);
+    let auth = crate::grpc::auth::AuthLayer::new(
+        authenticator,
+        config.auth_reflection_requires_auth,
+        config
+            .rate_limit()
+            .map(crate::grpc::rate_limit::RateLimiter::new),
+    );
     let cors = crate::grpc::web::cors_layer(&config.grpc_web_allowed_origins)
         .map_err(ServeError::Config)?;
     let max = config.max_message_bytes();

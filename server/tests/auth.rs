@@ -588,6 +588,124 @@ async fn a_key_removed_from_the_file_while_the_server_runs_is_refused() {
     list("a-new-key-0123456789").await.unwrap();
 }
 
+/// The RetryInfo delay of a RESOURCE_EXHAUSTED answer.
+fn retry_delay(status: &tonic::Status) -> Duration {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .unwrap_or_else(|| panic!("no RetryInfo in {status:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_has_its_own_rate_limit_and_health_has_none() {
+    // 1 call per second with bursts of 3: a client that sends 4 at once is refused its 4th.
+    let f = Fixture::start(&["--rate-limit-per-second", "1", "--rate-limit-burst", "3"]).await;
+    let list = |token: &'static str| {
+        let mut types = f.types();
+        async move {
+            types
+                .list_entity_types(authed(token, pb::ListEntityTypesRequest::default()))
+                .await
+                .map(|_| ())
+        }
+    };
+    for _ in 0..3 {
+        list(READER).await.unwrap();
+    }
+    let refused = list(READER).await.unwrap_err();
+    let delay = retry_delay(&refused);
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_millis(1001),
+        "the next call's credit comes within a second at 1/s: {delay:?}"
+    );
+    assert!(
+        refused.message().contains("reader"),
+        "{}",
+        refused.message()
+    );
+    // A write over the limit stores nothing.
+    for _ in 0..3 {
+        let _ = f.create_type(ADMIN, "limited").await;
+    }
+    let over = f
+        .create_instance(ADMIN, "limited", "never")
+        .await
+        .unwrap_err();
+    retry_delay(&over);
+    // Another principal has its own bucket.
+    list(ORDERS_READER).await.unwrap();
+    // Health is never limited.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(f.channel.clone());
+    for _ in 0..10 {
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health is not rate limited");
+    }
+    // After the delay it said, the refused caller is served again.
+    tokio::time::sleep(delay).await;
+    list(READER).await.expect("served after the retry delay");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let listed = f
+        .instances()
+        .list_instances(authed(
+            ADMIN,
+            pb::ListInstancesRequest {
+                entity_type: "limited".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.instances.is_empty(),
+        "the refused create stored nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authentication_the_rate_limit_is_per_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_embedded(
+        &dir.path().join("data"),
+        &["--rate-limit-per-second", "0.5", "--rate-limit-burst", "2"],
+    )
+    .await;
+    // Two peers: clients bound to two other loopback addresses.
+    let from = |ip: &str| {
+        let endpoint = tonic::transport::Endpoint::from_shared(server.endpoint())
+            .unwrap()
+            .local_address(Some(ip.parse().unwrap()));
+        async move { EntityTypeServiceClient::new(endpoint.connect().await.unwrap()) }
+    };
+    let mut first = from("127.0.0.2").await;
+    for _ in 0..2 {
+        first
+            .list_entity_types(pb::ListEntityTypesRequest::default())
+            .await
+            .unwrap();
+    }
+    let refused = first
+        .list_entity_types(pb::ListEntityTypesRequest::default())
+        .await
+        .unwrap_err();
+    assert!(retry_delay(&refused) > Duration::from_millis(1000));
+    assert!(
+        refused.message().contains("127.0.0.2"),
+        "{}",
+        refused.message()
+    );
+    // Another peer is not held back by the first one's calls.
+    let mut second = from("127.0.0.3").await;
+    second
+        .list_entity_types(pb::ListEntityTypesRequest::default())
+        .await
+        .expect("another peer has its own bucket");
+}
+
 // ------------------------------------------------------------------------------------- JWTs
 
 /// JWT claims as an issuer would write them.

@@ -275,8 +275,16 @@ impl Clients {
             .await
         {
             Ok(_) => Some(clients),
-            // A server with authentication on answers, refusing a call without credentials.
-            Err(status) if status.code() == tonic::Code::Unauthenticated => Some(clients),
+            // A server with authentication on answers, refusing a call without credentials; a
+            // rate-limited one may refuse it as one call too many.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted
+                ) =>
+            {
+                Some(clients)
+            }
             Err(_) => None,
         }
     }

@@ -18,7 +18,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::adapters::auth::{AuthError, Authenticator};
-use crate::domain::Principal;
+use crate::domain::{Principal, PrincipalKind};
+use crate::grpc::rate_limit::RateLimiter;
 
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: &str = "/grpc.reflection.";
@@ -39,17 +40,24 @@ struct AuthState {
     authenticator: Option<Authenticator>,
     reflection_requires_auth: bool,
     anonymous: Arc<Principal>,
+    /// None: no rate limit.
+    rate_limiter: Option<RateLimiter>,
 }
 
 #[derive(Clone)]
 pub struct AuthLayer(Arc<AuthState>);
 
 impl AuthLayer {
-    pub fn new(authenticator: Option<Authenticator>, reflection_requires_auth: bool) -> Self {
+    pub fn new(
+        authenticator: Option<Authenticator>,
+        reflection_requires_auth: bool,
+        rate_limiter: Option<RateLimiter>,
+    ) -> Self {
         Self(Arc::new(AuthState {
             authenticator,
             reflection_requires_auth,
             anonymous: Arc::new(Principal::anonymous()),
+            rate_limiter,
         }))
     }
 }
@@ -100,7 +108,11 @@ where
             return Box::pin(inner.call(request));
         }
         if state.authenticator.is_none() {
-            request.extensions_mut().insert(state.anonymous.clone());
+            let anonymous = state.anonymous.clone();
+            if let Err(refused) = state.admit(&anonymous, &request) {
+                return Box::pin(async move { Ok(refused.into_http()) });
+            }
+            request.extensions_mut().insert(anonymous);
             return Box::pin(inner.call(request));
         }
         let token = match bearer(request.headers()) {
@@ -114,6 +126,9 @@ where
             };
             match checked {
                 Ok(principal) => {
+                    if let Err(refused) = state.admit(&principal, &request) {
+                        return Ok(refused.into_http());
+                    }
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
@@ -121,6 +136,43 @@ where
                 Err(AuthError::Unavailable(why)) => Ok(Status::unavailable(why).into_http()),
             }
         })
+    }
+}
+
+impl AuthState {
+    /// Takes one call of the caller's rate-limit credit, or the RESOURCE_EXHAUSTED answer.
+    fn admit<B>(&self, principal: &Principal, request: &Request<B>) -> Result<(), Status> {
+        let Some(limiter) = &self.rate_limiter else {
+            return Ok(());
+        };
+        let caller = rate_limit_key(principal, request.extensions());
+        limiter
+            .take(&caller, std::time::Instant::now())
+            .map_err(|wait| limiter.refusal(&caller, wait))
+    }
+}
+
+/// Whose bucket a call draws on: the principal's, or without authentication (where everyone is
+/// the anonymous principal) the peer's IP address.
+fn rate_limit_key(principal: &Principal, extensions: &http::Extensions) -> String {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    match principal.kind {
+        PrincipalKind::ApiKey => format!("API key {:?}", principal.name),
+        PrincipalKind::Jwt => format!("JWT subject {:?}", principal.name),
+        PrincipalKind::Anonymous => {
+            let peer = extensions
+                .get::<TcpConnectInfo>()
+                .or_else(|| {
+                    extensions
+                        .get::<TlsConnectInfo<TcpConnectInfo>>()
+                        .map(TlsConnectInfo::get_ref)
+                })
+                .and_then(TcpConnectInfo::remote_addr);
+            match peer {
+                Some(addr) => format!("peer {}", addr.ip()),
+                None => "the anonymous caller".to_string(),
+            }
+        }
     }
 }
 

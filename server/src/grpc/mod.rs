@@ -11,6 +11,7 @@ mod events;
 pub(crate) mod guard;
 mod instances;
 mod queries;
+pub(crate) mod rate_limit;
 pub(crate) mod status;
 pub(crate) mod telemetry;
 pub(crate) mod web;
