@@ -1288,12 +1288,12 @@ async fn start_raw(flags: &[&str]) -> (std::net::SocketAddr, tokio::sync::onesho
     (addr, stop)
 }
 
-/// ListEntityTypes over TLS, trusting `ca` and presenting `identity` if given.
-async fn list_over_tls(
+/// A channel over TLS, trusting `ca` and presenting `identity` if given.
+async fn tls_channel(
     addr: std::net::SocketAddr,
     ca: &str,
     identity: Option<&(String, String)>,
-) -> Result<(), String> {
+) -> Result<Channel, String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
@@ -1301,13 +1301,22 @@ async fn list_over_tls(
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    let channel = Channel::from_shared(format!("https://{addr}"))
+    Channel::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
         .map_err(|e| e.to_string())?
         .connect()
         .await
-        .map_err(|e| format!("connect: {e:?}"))?;
+        .map_err(|e| format!("connect: {e:?}"))
+}
+
+/// ListEntityTypes over TLS, trusting `ca` and presenting `identity` if given.
+async fn list_over_tls(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<&(String, String)>,
+) -> Result<(), String> {
+    let channel = tls_channel(addr, ca, identity).await?;
     EntityTypeServiceClient::new(channel)
         .list_entity_types(pb::ListEntityTypesRequest::default())
         .await
@@ -1430,4 +1439,115 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificates_subject_is_the_principal_of_a_call_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let (cert, key) = server_ca.issue("server", true);
+    let keys = serde_json::json!([
+        {"name": "reporting", "tls_subject": "CN=reporting", "scopes": ["read"]},
+        {"name": "ingest", "tls_subject": "CN = ingest", "scopes": ["admin"]},
+        {"name": "admin", "sha256": sha256_hex(ADMIN), "scopes": ["admin"]},
+    ]);
+    let paths = [
+        ("tls.crt", cert),
+        ("tls.key", key),
+        ("clients.pem", client_ca.pem()),
+        ("keys.json", keys.to_string()),
+    ]
+    .map(|(name, text)| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    });
+    let data = dir.path().join("data");
+    let (addr, _stop) = start_raw(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tls-cert-file",
+        &paths[0],
+        "--tls-key-file",
+        &paths[1],
+        "--tls-client-ca-file",
+        &paths[2],
+        "--auth-api-keys-file",
+        &paths[3],
+    ])
+    .await;
+    let server_pem = server_ca.pem();
+    let as_cert = |name: &str| {
+        let identity = client_ca.issue(name, false);
+        let server_pem = server_pem.clone();
+        let name = name.to_string();
+        async move {
+            let mut last = String::new();
+            for _ in 0..100 {
+                match tls_channel(addr, &server_pem, Some(&identity)).await {
+                    Ok(channel) => return channel,
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no TLS connection as {name}: {last}");
+        }
+    };
+    let new_type = |name: &str| pb::CreateEntityTypeRequest {
+        name: name.into(),
+        description: String::new(),
+        schema: Some(st(json!({"type": "object"}))),
+    };
+
+    // "ingest" (admin, its subject written with spaces in the file) writes; its events record
+    // the entry's name.
+    let ingest = as_cert("ingest").await;
+    EntityTypeServiceClient::new(ingest.clone())
+        .create_entity_type(new_type("by_cert"))
+        .await
+        .expect("the ingest certificate may create a type");
+    let created = InstanceServiceClient::new(ingest)
+        .create_instance(pb::CreateInstanceRequest {
+            entity_type: "by_cert".into(),
+            external_id: "one".into(),
+            initial_state: Some(st(json!({}))),
+            metadata: None,
+        })
+        .await
+        .expect("and an instance")
+        .into_inner();
+    assert_eq!(created.event.unwrap().recorded_by, "ingest");
+
+    // "reporting" (read) reads and may not write.
+    let reporting = as_cert("reporting").await;
+    let listed = EntityTypeServiceClient::new(reporting.clone())
+        .list_entity_types(pb::ListEntityTypesRequest::default())
+        .await
+        .expect("the reporting certificate reads")
+        .into_inner();
+    assert_eq!(listed.entity_types.len(), 1);
+    let refused = EntityTypeServiceClient::new(reporting)
+        .create_entity_type(new_type("by_reporting"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // A certificate the CA signed but no entry names: UNAUTHENTICATED without a token, saying
+    // which subject; with a token, the token decides.
+    let stranger = as_cert("stranger").await;
+    let refused = EntityTypeServiceClient::new(stranger.clone())
+        .list_entity_types(pb::ListEntityTypesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("CN=stranger"),
+        "{}",
+        refused.message()
+    );
+    EntityTypeServiceClient::new(stranger)
+        .create_entity_type(authed(ADMIN, new_type("by_token")))
+        .await
+        .expect("a bearer token is used when one is sent");
 }

@@ -97,12 +97,15 @@ pub enum PrincipalKind {
     ApiKey,
     /// A JWT, by its subject.
     Jwt,
+    /// A client certificate (mutual TLS) whose subject an entry of AUTH_API_KEYS_FILE names.
+    ClientCertificate,
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The API key's name or the JWT's subject; empty for the anonymous principal.
+    /// The API key's (or client certificate entry's) name or the JWT's subject; empty for the
+    /// anonymous principal.
     pub name: String,
     pub kind: PrincipalKind,
     pub scopes: Vec<Scope>,

@@ -115,14 +115,19 @@ where
             request.extensions_mut().insert(anonymous);
             return Box::pin(inner.call(request));
         }
-        let token = match bearer(request.headers()) {
-            Ok(token) => token,
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        // A bearer token if there is one; otherwise the client certificate of mutual TLS.
+        let credential = match bearer(request.headers()) {
+            Ok(token) => Ok(token),
+            Err(missing) => match client_certificate(request.extensions()) {
+                Some(der) => Err(der),
+                None => return Box::pin(async move { Ok(missing.into_http()) }),
+            },
         };
         Box::pin(async move {
-            let checked = match &state.authenticator {
-                Some(authenticator) => authenticator.authenticate(&token).await,
-                None => Ok(state.anonymous.clone()),
+            let checked = match (&state.authenticator, credential) {
+                (Some(authenticator), Ok(token)) => authenticator.authenticate(&token).await,
+                (Some(authenticator), Err(der)) => authenticator.authenticate_certificate(&der),
+                (None, _) => Ok(state.anonymous.clone()),
             };
             match checked {
                 Ok(principal) => {
@@ -159,6 +164,7 @@ fn rate_limit_key(principal: &Principal, extensions: &http::Extensions) -> Strin
     match principal.kind {
         PrincipalKind::ApiKey => format!("API key {:?}", principal.name),
         PrincipalKind::Jwt => format!("JWT subject {:?}", principal.name),
+        PrincipalKind::ClientCertificate => format!("client certificate {:?}", principal.name),
         PrincipalKind::Anonymous => {
             let peer = extensions
                 .get::<TcpConnectInfo>()
@@ -174,6 +180,16 @@ fn rate_limit_key(principal: &Principal, extensions: &http::Extensions) -> Strin
             }
         }
     }
+}
+
+/// The end-entity certificate the client presented over mutual TLS, if any (rustls verified it
+/// against TLS_CLIENT_CA_FILE before the connection was accepted).
+fn client_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    certs.first().map(|c| c.as_ref().to_vec())
 }
 
 /// The token of an `authorization: Bearer <token>` header.

@@ -2,6 +2,11 @@
 //! only the SHA-256 (hex) of each key. The file is re-read when it changes, so a key removed from
 //! it stops working on the next call, without a restart.
 //!
+//! An entry may name a client certificate's subject instead of a key: `{"name", "tls_subject":
+//! "CN=orders-svc,O=Acme", "scopes"}`. With mutual TLS (TLS_CLIENT_CA_FILE), a call that brings
+//! no token is then made by the entry whose subject is its certificate's, as RFC 4514 writes it
+//! (`openssl x509 -noout -subject -nameopt RFC2253` prints the same form).
+//!
 //! Change detection: every check stats the file (microseconds, no read) and re-reads it when its
 //! modification time, length or inode differ from the last read (a Kubernetes Secret update swaps
 //! a symlink, which changes the inode), and at least every [`REREAD_EVERY`] whatever the stat says
@@ -32,7 +37,10 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 struct KeyEntry {
     name: String,
-    sha256: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    tls_subject: Option<String>,
     scopes: Vec<String>,
 }
 
@@ -57,7 +65,19 @@ impl Stamp {
     }
 }
 
-type Keys = HashMap<[u8; 32], Arc<Principal>>;
+/// The principals of one version of the file: by the hash of their key, or by the subject of
+/// their client certificate.
+#[derive(Default)]
+pub(crate) struct Keys {
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    by_subject: HashMap<String, Arc<Principal>>,
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.by_subject.len()
+    }
+}
 
 struct Loaded {
     stamp: Option<Stamp>,
@@ -93,9 +113,21 @@ impl ApiKeys {
     pub fn check(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let keys = self.current()?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        keys.get(&hash)
+        keys.by_hash
+            .get(&hash)
             .cloned()
             .ok_or_else(|| AuthError::Rejected("the token is not a valid API key or JWT".into()))
+    }
+
+    /// The principal of a client certificate's subject (RFC 4514 form), if an entry names it.
+    pub fn check_subject(&self, subject: &str) -> Result<Arc<Principal>, AuthError> {
+        let keys = self.current()?;
+        keys.by_subject.get(subject).cloned().ok_or_else(|| {
+            AuthError::Rejected(format!(
+                "the client certificate's subject {subject:?} is not in the API keys file, and \
+                 no bearer token was sent"
+            ))
+        })
     }
 
     /// The keys as the file is now, re-read if it changed.
@@ -159,9 +191,10 @@ fn read_keys(path: &Path) -> Result<Keys, String> {
 
 /// The keys of a file's text: every entry must be valid, or none is used.
 pub(crate) fn parse_keys(text: &str) -> Result<Keys, String> {
-    let entries: Vec<KeyEntry> = serde_json::from_str(text)
-        .map_err(|e| format!("not a JSON array of {{\"name\", \"sha256\", \"scopes\"}}: {e}"))?;
-    let mut keys = Keys::with_capacity(entries.len());
+    let entries: Vec<KeyEntry> = serde_json::from_str(text).map_err(|e| {
+        format!("not a JSON array of {{\"name\", \"sha256\" or \"tls_subject\", \"scopes\"}}: {e}")
+    })?;
+    let mut keys = Keys::default();
     let mut names = std::collections::HashSet::new();
     for entry in entries {
         let name = entry.name;
@@ -173,8 +206,6 @@ pub(crate) fn parse_keys(text: &str) -> Result<Keys, String> {
         if !names.insert(name.clone()) {
             return Err(format!("key name {name:?} appears twice"));
         }
-        let hash = decode_sha256(&entry.sha256)
-            .ok_or_else(|| format!("key {name:?}: sha256 must be 64 hex digits"))?;
         let scopes = entry
             .scopes
             .iter()
@@ -187,16 +218,79 @@ pub(crate) fn parse_keys(text: &str) -> Result<Keys, String> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let principal = Arc::new(Principal {
-            name: name.clone(),
-            kind: PrincipalKind::ApiKey,
-            scopes,
-        });
-        if keys.insert(hash, principal).is_some() {
-            return Err(format!("key {name:?}: the same key is listed twice"));
+        let principal = |kind| {
+            Arc::new(Principal {
+                name: name.clone(),
+                kind,
+                scopes,
+            })
+        };
+        match (entry.sha256, entry.tls_subject) {
+            (Some(sha256), None) => {
+                let hash = decode_sha256(&sha256)
+                    .ok_or_else(|| format!("key {name:?}: sha256 must be 64 hex digits"))?;
+                if keys
+                    .by_hash
+                    .insert(hash, principal(PrincipalKind::ApiKey))
+                    .is_some()
+                {
+                    return Err(format!("key {name:?}: the same key is listed twice"));
+                }
+            }
+            (None, Some(subject)) => {
+                let subject = canonical_subject(&subject)
+                    .map_err(|e| format!("key {name:?}: tls_subject {subject:?}: {e}"))?;
+                if keys
+                    .by_subject
+                    .insert(subject, principal(PrincipalKind::ClientCertificate))
+                    .is_some()
+                {
+                    return Err(format!(
+                        "key {name:?}: the same tls_subject is listed twice"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "key {name:?}: give exactly one of sha256 (an API key's hash) and \
+                     tls_subject (a client certificate's subject)"
+                ));
+            }
         }
     }
     Ok(keys)
+}
+
+/// A subject written by hand (`CN=orders-svc, O=Acme`) in the one form certificates are
+/// compared in: parsed as RFC 4514 and written back.
+fn canonical_subject(text: &str) -> Result<String, String> {
+    use std::str::FromStr;
+    // RFC 4514 has no spaces around `,`, `+` and `=`; people write them. Without escapes in
+    // the text, they can only be such spaces, and go.
+    let text = if text.contains('\\') {
+        text.trim().to_string()
+    } else {
+        let attribute = |a: &str| match a.split_once('=') {
+            Some((k, v)) => format!("{}={}", k.trim(), v.trim()),
+            None => a.trim().to_string(),
+        };
+        text.split(',')
+            .map(|rdn| rdn.split('+').map(attribute).collect::<Vec<_>>().join("+"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let name = x509_cert::name::Name::from_str(&text).map_err(|e| e.to_string())?;
+    if name.0.is_empty() {
+        return Err("an empty subject".into());
+    }
+    Ok(name.to_string())
+}
+
+/// The subject of a DER certificate, in RFC 4514 form.
+pub(crate) fn certificate_subject(der: &[u8]) -> Result<String, String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| e.to_string())?;
+    Ok(cert.tbs_certificate.subject.to_string())
 }
 
 fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
@@ -230,7 +324,7 @@ mod tests {
         );
         let keys = parse_keys(&text).unwrap();
         let hash: [u8; 32] = Sha256::digest(b"secret-1").into();
-        let p = &keys[&hash];
+        let p = &keys.by_hash[&hash];
         assert_eq!(p.name, "ci");
         assert_eq!(p.scopes.len(), 2);
     }
@@ -251,9 +345,29 @@ mod tests {
             format!(
                 r#"[{{"name": "a", "sha256": "{good}", "scopes": []}}, {{"name": "b", "sha256": "{good}", "scopes": []}}]"#
             ),
+            // A key and a subject at once, or neither; a subject that is not RFC 4514.
+            format!(r#"[{{"name": "a", "sha256": "{good}", "tls_subject": "CN=a", "scopes": []}}]"#),
+            r#"[{"name": "a", "scopes": []}]"#.to_string(),
+            r#"[{"name": "a", "tls_subject": "not a name", "scopes": []}]"#.to_string(),
+            r#"[{"name": "a", "tls_subject": "", "scopes": []}]"#.to_string(),
+            r#"[{"name": "a", "tls_subject": "CN=x", "scopes": []}, {"name": "b", "tls_subject": "CN=x", "scopes": []}]"#.to_string(),
         ] {
             assert!(parse_keys(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subject_is_compared_in_one_form() {
+        let keys = parse_keys(
+            r#"[{"name": "orders", "tls_subject": "CN=orders-svc, O=Acme", "scopes": ["write:orders"]}]"#,
+        )
+        .unwrap();
+        let subject = canonical_subject("CN=orders-svc,O=Acme").unwrap();
+        let p = &keys.by_subject[&subject];
+        assert_eq!(
+            (p.name.as_str(), p.kind),
+            ("orders", PrincipalKind::ClientCertificate)
+        );
     }
 
     #[test]

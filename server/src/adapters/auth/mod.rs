@@ -53,6 +53,21 @@ impl Authenticator {
         Ok(Some(Self { api_keys, jwt }))
     }
 
+    /// The principal of a call that brought no token but a client certificate (mutual TLS,
+    /// already verified against TLS_CLIENT_CA_FILE): the API keys file entry naming its subject.
+    pub fn authenticate_certificate(&self, der: &[u8]) -> Result<Arc<Principal>, AuthError> {
+        let subject = api_keys::certificate_subject(der).map_err(|e| {
+            AuthError::Rejected(format!("the client certificate cannot be read: {e}"))
+        })?;
+        match &self.api_keys {
+            Some(keys) => keys.check_subject(&subject),
+            None => Err(AuthError::Rejected(format!(
+                "no bearer token was sent, and client certificates ({subject:?}) are mapped to \
+                 principals only by AUTH_API_KEYS_FILE entries with a tls_subject"
+            ))),
+        }
+    }
+
     /// The principal of a bearer token. A token shaped like a JWT (three dot-separated parts)
     /// is checked as one when JWTs are configured (then as an API key, should a key have that
     /// shape); anything else as an API key.
