@@ -71,12 +71,31 @@ log "bumping $OLD -> $NEW"
 import json, re, sys
 old, new, repo, today = sys.argv[1:]
 
-def edit(path, pattern, replacement, count=1, flags=re.M):
-    text = open(path).read()
-    updated, n = re.subn(pattern, replacement, text, flags=flags)
+# Every new text is made and checked first, and only then written: a refusal leaves no edit.
+files = {}
+
+def text(path):
+    if path not in files:
+        files[path] = open(path).read()
+    return files[path]
+
+def edit(path, pattern, replacement, count=1):
+    updated, n = re.subn(pattern, replacement, text(path), flags=re.M)
     if n != count:
         sys.exit(f"release: ERROR: {path}: expected {count} match(es) of {pattern!r}, found {n}")
-    open(path, "w").write(updated)
+    files[path] = updated
+
+# CHANGELOG.md: Unreleased becomes the new version; its links follow.
+m = re.search(r"^## \[Unreleased\]\n(.*?)(?=^## \[)", text("CHANGELOG.md"), re.M | re.S)
+if not m:
+    sys.exit("release: ERROR: CHANGELOG.md has no '## [Unreleased]' section followed by a version")
+if not m.group(1).strip():
+    sys.exit("release: ERROR: CHANGELOG.md's Unreleased section is empty: write down what changed first")
+changelog = text("CHANGELOG.md")
+files["CHANGELOG.md"] = (changelog[:m.start()] + f"## [Unreleased]\n\n## [{new}] - {today}\n\n"
+                         + m.group(1).strip() + "\n\n" + changelog[m.end():])
+edit("CHANGELOG.md", r"^\[Unreleased\]: .*$",
+     f"[Unreleased]: {repo}/compare/v{new}...HEAD\n[{new}]: {repo}/compare/v{old}...v{new}")
 
 # Cargo.toml: the workspace version, then the two published crates' dependency entries.
 edit("Cargo.toml", r'(\[workspace\.package\]\nversion = )"[^"]+"', rf'\g<1>"{new}"')
@@ -84,28 +103,17 @@ edit("Cargo.toml", r'^(temporal-state-(?:proto|client) = \{ path = "[^"]+", vers
 edit("client-sdk/python/pyproject.toml", r'^version = "[^"]+"', f'version = "{new}"')
 edit("client-sdk/python/src/temporal_state/__init__.py", r'^__version__ = "[^"]+"', f'__version__ = "{new}"')
 for path in ("client-sdk/typescript/package.json", "client-sdk/typescript/package-lock.json"):
-    data = json.load(open(path))
+    data = json.loads(text(path))
     data["version"] = new
     if "packages" in data:
         data["packages"][""]["version"] = new
-    open(path, "w").write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    files[path] = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
-# CHANGELOG.md: Unreleased becomes the new version; its links follow.
-text = open("CHANGELOG.md").read()
-m = re.search(r"^## \[Unreleased\]\n(.*?)(?=^## \[)", text, re.M | re.S)
-if not m:
-    sys.exit("release: ERROR: CHANGELOG.md has no '## [Unreleased]' section followed by a version")
-if not m.group(1).strip():
-    sys.exit("release: ERROR: CHANGELOG.md's Unreleased section is empty: write down what changed first")
-text = text[:m.start()] + f"## [Unreleased]\n\n## [{new}] - {today}\n\n{m.group(1).strip()}\n\n" + text[m.end():]
-text, n = re.subn(r"^\[Unreleased\]: .*$",
-                  f"[Unreleased]: {repo}/compare/v{new}...HEAD\n[{new}]: {repo}/compare/v{old}...v{new}",
-                  text, flags=re.M)
-if n != 1:
-    sys.exit("release: ERROR: CHANGELOG.md has no '[Unreleased]: <url>' link")
-open("CHANGELOG.md", "w").write(text)
+for path, content in files.items():
+    open(path, "w").write(content)
 EOF
 
+trap 'log "failed after editing files: undo with git checkout -- . && git clean -fd proto/release"' ERR
 # Cargo.lock follows the members' new version (no other dependency moves).
 cargo update --workspace --offline --quiet
 bash scripts/generate-clients.sh >&2
