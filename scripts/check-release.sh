@@ -20,9 +20,9 @@
 #     release tag v<version> when there is one, else against the local branch main when HEAD is
 #     not main (in a fresh clone of main, HEAD is main and the baseline is what counts).
 # packages
-#   - Rust: `cargo publish --dry-run` of temporal-state-proto and temporal-state-client together
-#     (cargo resolves the unpublished proto crate from its own package), each verified by
-#     building the packaged source; then a scratch crate depending on both, patched to the
+#   - Rust: `cargo package` then `cargo publish --dry-run` of temporal-state-proto and
+#     temporal-state-client together (cargo resolves the unpublished proto crate from its own
+#     package), each verified by building the packaged source; then a scratch crate depending on both, patched to the
 #     unpacked .crate files, is built and run; `cargo doc` of the SDK with warnings denied.
 #   - Python: `python -m build` (sdist, then the wheel from the sdist), `twine check --strict`,
 #     the wheel installed into a fresh virtualenv (dependencies from PyPI) and imported.
@@ -64,6 +64,13 @@ ws = tomllib.load(open("Cargo.toml", "rb"))["workspace"]["package"]
 print(ws["version"], ws["repository"])
 EOF
 )
+
+# Once v$VERSION is tagged (published), the registries refuse that version again: their dry runs
+# would fail until the next bump, so they are left out; everything else still runs.
+RELEASED=""
+if git rev-parse -q --verify "refs/tags/v$VERSION" >/dev/null; then
+  RELEASED=1
+fi
 
 # Breaking bump from $1 to $2 under semver: major, or minor while the major is 0.
 is_breaking_bump() {
@@ -200,12 +207,22 @@ CARGO_PROFILE=(
 )
 
 check_rust() {
-  step_start "Rust: cargo publish --dry-run -p temporal-state-proto -p temporal-state-client"
+  step_start "Rust: cargo package + cargo publish --dry-run -p temporal-state-proto -p temporal-state-client"
+  # `cargo package` builds each packaged crate (the client against the packaged proto crate, which
+  # cargo serves from a local registry of its own: it need not be on crates.io yet) and leaves the
+  # .crate files in target/package/; `cargo publish --dry-run` then runs the registry's checks.
   # --allow-dirty: a developer runs this before committing; CI's clone is clean anyway.
-  cargo publish "${CARGO_PROFILE[@]}" --dry-run --allow-dirty \
-    -p temporal-state-proto -p temporal-state-client 2>&1 \
-    | grep -v '^warning: ignoring test .* is not included in the published package$' >&2
-  [[ "${PIPESTATUS[0]}" -eq 0 ]] || die "cargo publish --dry-run failed"
+  local quiet='^warning: ignoring test .* is not included in the published package$'
+  cargo package "${CARGO_PROFILE[@]}" --allow-dirty -p temporal-state-proto -p temporal-state-client 2>&1 \
+    | { grep -v "$quiet" || true; } >&2
+  [[ "${PIPESTATUS[0]}" -eq 0 ]] || die "cargo package failed"
+  if [[ -n "$RELEASED" ]]; then
+    log "   v$VERSION is tagged (released): cargo publish --dry-run left out"
+  else
+    cargo publish --dry-run --no-verify --allow-dirty -p temporal-state-proto -p temporal-state-client 2>&1 \
+      | { grep -v "$quiet" || true; } >&2
+    [[ "${PIPESTATUS[0]}" -eq 0 ]] || die "cargo publish --dry-run failed"
+  fi
   local crate
   for crate in temporal-state-proto temporal-state-client; do
     tar -tzf "target/package/$crate-$VERSION.crate" | grep -x "$crate-$VERSION/LICENSE" >/dev/null \
@@ -249,7 +266,7 @@ async fn main() {
         .err()
         .expect("nothing listens there");
     assert!(matches!(err, Error::Connect { .. }), "unexpected error: {err:?}");
-    println!("temporal-state-client {}: {err}", env!("CARGO_PKG_VERSION"));
+    println!("a user's crate on the packaged SDK: {err}");
 }
 EOF
   # The workspace's target/ (and the lockfile's versions): the verified packages are reused.
@@ -314,8 +331,12 @@ check_typescript() {
   tarball="$scratch/npm/temporal-state-client-$VERSION.tgz"
   [[ -f "$tarball" ]] || die "npm pack made no $tarball"
   tar -tzf "$tarball" | grep -x "package/LICENSE" >/dev/null || die "$tarball has no LICENSE"
-  (cd "$pkg" && npm publish --dry-run --loglevel=error >/dev/null 2>"$scratch/npm-publish.log") \
-    || { cat "$scratch/npm-publish.log" >&2; die "npm publish --dry-run failed"; }
+  if [[ -n "$RELEASED" ]]; then
+    log "   v$VERSION is tagged (released): npm publish --dry-run left out"
+  else
+    (cd "$pkg" && npm publish --dry-run --loglevel=error >/dev/null 2>"$scratch/npm-publish.log") \
+      || { cat "$scratch/npm-publish.log" >&2; die "npm publish --dry-run failed"; }
+  fi
 
   printf '{ "name": "release-check-app", "private": true, "type": "module" }\n' >"$app/package.json"
   (cd "$app" && npm install --silent --no-audit --no-fund "$tarball") || die "npm install of $tarball failed"
