@@ -14,7 +14,8 @@
 #   chromium from apt when /usr/bin/chromium is missing (the TypeScript client's browser test).
 #   protoc-gen-es  pinned in tools/package.json like buf (the TypeScript client's generator).
 #   Python client deps  client-sdk/python/requirements-dev.txt (grpcio-tools, which also carries
-#            the protoc that buf.gen.yaml runs, grpcio, protobuf, pytest, setuptools) into
+#            the protoc that buf.gen.yaml runs, grpcio, protobuf, pytest, setuptools, and build and
+#            twine for scripts/check-release.sh) into
 #            tools/.venv, whenever that file changed since the last install.
 #   TypeScript client deps  `npm ci --prefix client-sdk/typescript` whenever its
 #            package-lock.json changed since the last install.
@@ -147,7 +148,7 @@ ensure_python_client_deps() {
   local req="$ROOT/client-sdk/python/requirements-dev.txt" stamp="$TOOLS/.venv/.client-sdk-requirements.txt"
   ensure_venv
   if cmp -s "$req" "$stamp" \
-    && "$TOOLS/.venv/bin/python" -c 'import grpc_tools.protoc, grpc, pytest, setuptools' 2>/dev/null; then
+    && "$TOOLS/.venv/bin/python" -c 'import grpc_tools.protoc, grpc, pytest, setuptools, build, twine' 2>/dev/null; then
     log "python client deps: up to date ($req)"
     return 0
   fi

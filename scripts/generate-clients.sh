@@ -10,6 +10,9 @@
 #
 #   client-sdk/python/src/temporal_state/v1/*_pb2.py, *_pb2.pyi, *_pb2_grpc.py
 #   client-sdk/typescript/gen/**                       (the whole folder is generated)
+#   client-sdk/python/README.md, its "## API" section  (rendered from the docstrings of the
+#                                                       hand-written temporal_state package by
+#                                                       client-sdk/python/codegen/readme_api.py)
 #
 # Hand-written files next to them (temporal_state/__init__.py, client.py, v1/__init__.py,
 # typescript/index.js ...) are never touched. The tools come from scripts/ensure-tools.sh.
@@ -61,6 +64,8 @@ if [[ "$MODE" == check ]]; then
   else
     echo "missing: $TS_OUT" > "$scratch/ts.diff"; status=1
   fi
+  "$PY" -B client-sdk/python/codegen/readme_api.py client-sdk/python/README.md client-sdk/python/src --check \
+    >> "$scratch/py.diff" 2>&1 || status=1
   if [[ "$status" -ne 0 ]]; then
     echo "generate-clients: the generated clients are stale (committed vs fresh):" >&2
     cat "$scratch/py.diff" "$scratch/ts.diff" | head -n 80 >&2
@@ -76,4 +81,5 @@ py_generated "$PY_OUT" | while read -r f; do rm -f "$f"; done
 py_generated "$scratch/fresh/$PY_OUT" | while read -r f; do cp "$f" "$PY_OUT/"; done
 rm -rf "$TS_OUT"
 cp -R "$scratch/fresh/$TS_OUT" "$TS_OUT"
-echo "generate-clients: wrote $PY_OUT and $TS_OUT"
+"$PY" -B client-sdk/python/codegen/readme_api.py client-sdk/python/README.md client-sdk/python/src
+echo "generate-clients: wrote $PY_OUT, $TS_OUT and the API section of client-sdk/python/README.md"
