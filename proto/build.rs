@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "temporal_state/v1/event_service.proto",
     "temporal_state/v1/query_service.proto",
     "temporal_state/v1/analytics_service.proto",
+    "temporal_state/v1/auth_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,6 +3,7 @@
 // createTemporalStateClient(): one Connect client per service over one transport.
 import { createClient } from "@connectrpc/connect";
 import { AnalyticsService } from "./gen/temporal_state/v1/analytics_service_pb.js";
+import { AuthService } from "./gen/temporal_state/v1/auth_service_pb.js";
 import { EntityTypeService } from "./gen/temporal_state/v1/entity_type_service_pb.js";
 import { EventService } from "./gen/temporal_state/v1/event_service_pb.js";
 import { InstanceService } from "./gen/temporal_state/v1/instance_service_pb.js";
@@ -14,6 +15,7 @@ export * from "./gen/temporal_state/v1/instance_service_pb.js";
 export * from "./gen/temporal_state/v1/event_service_pb.js";
 export * from "./gen/temporal_state/v1/query_service_pb.js";
 export * from "./gen/temporal_state/v1/analytics_service_pb.js";
+export * from "./gen/temporal_state/v1/auth_service_pb.js";
 
 export function createTemporalStateClient(transport) {
   return {
@@ -22,5 +24,6 @@ export function createTemporalStateClient(transport) {
     events: createClient(EventService, transport),
     queries: createClient(QueryService, transport),
     analytics: createClient(AnalyticsService, transport),
+    auth: createClient(AuthService, transport),
   };
 }

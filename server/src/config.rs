@@ -211,6 +211,11 @@ pub struct Config {
     #[arg(long, env = "CONSOLE_ADDR", default_value = "127.0.0.1:8080", value_parser = console_addr_arg)]
     pub console_addr: String,
 
+    /// OpenID Connect sign-in for that console (CONSOLE_OIDC_ISSUER, CONSOLE_OIDC_CLIENT_ID,
+    /// CONSOLE_OIDC_SCOPES); unset: API keys only.
+    #[command(flatten)]
+    pub console_oidc: temporal_state_gateway::config::OidcConfig,
+
     /// API keys: a JSON file `[{"name": "...", "sha256": "<hex of the key>", "scopes":
     /// ["read", "write:orders", ...]}]`, re-read when it changes. Setting it (or a JWT source)
     /// turns authentication on: every call but health needs `authorization: Bearer <token>`.

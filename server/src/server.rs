@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use temporal_state_proto::v1::analytics_service_server::AnalyticsServiceServer;
+use temporal_state_proto::v1::auth_service_server::AuthServiceServer;
 use temporal_state_proto::v1::entity_type_service_server::EntityTypeServiceServer;
 use temporal_state_proto::v1::event_service_server::EventServiceServer;
 use temporal_state_proto::v1::instance_service_server::InstanceServiceServer;
@@ -30,7 +31,7 @@ use crate::adapters::postgres::{PgError, PgOutbox, PgStore, PgStoreConfig};
 use crate::adapters::redis::{RedisCache, RedisCacheConfig};
 use crate::app::{App, Limits, Ports};
 use crate::config::Config;
-use crate::grpc::{AnalyticsApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
+use crate::grpc::{AnalyticsApi, AuthApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
 use crate::ports::{EventBus, EventStore, StateCache};
 
 /// How often the health of the backends is checked.
@@ -299,6 +300,7 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         <EventServiceServer<EventApi> as NamedService>::NAME,
         <QueryServiceServer<QueryApi> as NamedService>::NAME,
         <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
+        <AuthServiceServer<AuthApi> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }
@@ -497,7 +499,8 @@ pub async fn serve_with_admin(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(out),
-        );
+        )
+        .add_service(AuthServiceServer::new(AuthApi));
     let serving = async {
         match tls {
             Some(tls) => {
@@ -673,10 +676,9 @@ async fn start_console(
     }
     let upstream = temporal_state_gateway::config::upstream_arg(&engine.to_string())
         .map_err(ServeError::Config)?;
-    let gateway =
-        temporal_state_gateway::Gateway::new(temporal_state_gateway::GatewayConfig::new(vec![
-            upstream,
-        ]))
+    let mut console = temporal_state_gateway::GatewayConfig::new(vec![upstream]);
+    console.oidc = config.console_oidc.clone();
+    let gateway = temporal_state_gateway::Gateway::new(console)
         .map_err(|e| ServeError::Config(format!("console: {e}")))?;
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         ServeError::Config(format!(

@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::analytics_service_client::AnalyticsServiceClient;
+use temporal_state_proto::v1::auth_service_client::AuthServiceClient;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
@@ -306,7 +307,8 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
     refused!(analytics.get_summary(pb::GetSummaryRequest {
         entity_type: name()
     }));
-    assert_eq!(refused.len(), 20, "every RPC of the five services");
+    refused!(AuthServiceClient::new(ch.clone()).get_caller(pb::GetCallerRequest {}));
+    assert_eq!(refused.len(), 21, "every RPC of the six services");
     for (call, status) in &refused {
         assert_eq!(status.code(), Code::Unauthenticated, "{call}: {status:?}");
     }
@@ -339,6 +341,48 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         tonic_health::pb::health_check_response::ServingStatus::Serving,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_caller_names_the_key_and_its_scopes_whatever_they_are() {
+    let f = Fixture::start(&[]).await;
+    let mut auth = AuthServiceClient::new(f.channel.clone());
+    for (key, name, scopes) in [
+        (ADMIN, "admin", &["admin"][..]),
+        (ORDERS_WRITER, "orders-writer", &["write:orders"][..]),
+        // A key without any scope may still ask who it is.
+        (NOBODY, "nobody", &[][..]),
+    ] {
+        let me = auth
+            .get_caller(authed(key, pb::GetCallerRequest {}))
+            .await
+            .unwrap_or_else(|s| panic!("{name}: {s:?}"))
+            .into_inner();
+        assert_eq!(me.name, name);
+        assert_eq!(me.kind(), pb::CallerKind::ApiKey);
+        assert_eq!(me.scopes, scopes, "{name}");
+        assert!(me.authentication_enabled);
+    }
+    assert_eq!(
+        code(
+            auth.get_caller(authed("not-a-key", pb::GetCallerRequest {}))
+                .await
+        ),
+        Code::Unauthenticated
+    );
+
+    // Without authentication: the anonymous caller, no credentials needed.
+    let dir = tempfile::tempdir().unwrap();
+    let open = TestServer::start_embedded(&dir.path().join("data"), &[]).await;
+    let me = AuthServiceClient::new(open.channel().await)
+        .get_caller(pb::GetCallerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!me.authentication_enabled);
+    assert_eq!(me.kind(), pb::CallerKind::Anonymous);
+    assert_eq!(me.name, "");
+    assert_eq!(me.scopes, ["admin"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

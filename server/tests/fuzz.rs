@@ -89,6 +89,7 @@ const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.AnalyticsService/GetFieldAggregation",
     "/temporal_state.v1.AnalyticsService/GetMostActive",
     "/temporal_state.v1.AnalyticsService/GetSummary",
+    "/temporal_state.v1.AuthService/GetCaller",
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ fn grpcurl(args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_lists_the_five_services_and_health() {
+async fn reflection_lists_the_six_services_and_health() {
     let db = TestDb::create().await;
     let server = TestServer::start(&db.url, &[]).await;
     let addr = server.addr.to_string();
@@ -51,6 +51,7 @@ async fn reflection_lists_the_five_services_and_health() {
         "temporal_state.v1.EventService",
         "temporal_state.v1.QueryService",
         "temporal_state.v1.AnalyticsService",
+        "temporal_state.v1.AuthService",
         "grpc.health.v1.Health",
     ] {
         assert!(

@@ -1,4 +1,4 @@
-//! The real grpcurl calls every RPC of the five services through reflection alone (no .proto
+//! The real grpcurl calls every RPC of the six services through reflection alone (no .proto
 //! files), against a real server on PostgreSQL. The methods called are checked against what
 //! reflection lists, so a new RPC without a call here fails the test.
 
@@ -11,12 +11,13 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "temporal_state.v1.EntityTypeService",
     "temporal_state.v1.InstanceService",
     "temporal_state.v1.EventService",
     "temporal_state.v1.QueryService",
     "temporal_state.v1.AnalyticsService",
+    "temporal_state.v1.AuthService",
 ];
 
 /// PATH with the repo's tool folder first, where scripts/ensure-tools.sh puts grpcurl.
@@ -73,7 +74,7 @@ impl Grpcurl {
             .unwrap_or_else(|e| panic!("{method}: not JSON ({e}):\n{}", a.stdout))
     }
 
-    /// Every method reflection lists for the five services.
+    /// Every method reflection lists for the six services.
     fn listed(&self) -> BTreeSet<String> {
         let mut methods = BTreeSet::new();
         for service in SERVICES {
@@ -119,7 +120,7 @@ async fn grpcurl_calls_every_rpc_through_reflection() {
         called: BTreeSet::new(),
     }
     .listed();
-    assert_eq!(listed.len(), 20, "{listed:?}");
+    assert_eq!(listed.len(), 21, "{listed:?}");
     assert_eq!(called, listed, "every listed RPC is called, and only those");
     server.stop().await;
 }
@@ -315,6 +316,15 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
     );
     assert_eq!(int(&summary["instanceCount"]), 1);
     assert_eq!(int(&summary["eventCount"]), 4);
+
+    // AuthService: without authentication configured, everyone is the anonymous caller.
+    let me = g.call("AuthService/GetCaller", serde_json::json!({}));
+    assert_eq!(me["kind"], "CALLER_KIND_ANONYMOUS", "{me}");
+    assert_eq!(me["scopes"], serde_json::json!(["admin"]), "{me}");
+    assert!(
+        me.get("authenticationEnabled").is_none(),
+        "false is omitted: {me}"
+    );
 
     g.called
 }

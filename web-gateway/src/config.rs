@@ -54,6 +54,62 @@ pub struct GatewayConfig {
     /// that came back is used again.
     #[arg(long, env = "GATEWAY_HEALTH_INTERVAL_MS", default_value_t = DEFAULT_HEALTH_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub health_interval_ms: u64,
+
+    #[command(flatten)]
+    pub oidc: OidcConfig,
+}
+
+/// OpenID Connect sign-in for the console. Unset: the console signs in with API keys only. The
+/// browser runs the authorization code flow with PKCE itself (a public client, no secret) and
+/// sends the access token to the engine, which checks it (AUTH_JWKS_URL of the same issuer).
+/// The same flags configure the console the server serves on CONSOLE_ADDR.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OidcConfig {
+    /// The issuer (`https://login.example.com/realms/main`): its discovery document is
+    /// `<issuer>/.well-known/openid-configuration`, and its origin is added to the console's CSP
+    /// `connect-src` (the token endpoint must live on that origin). `http://` only on loopback.
+    #[arg(long, env = "CONSOLE_OIDC_ISSUER", value_parser = issuer_arg)]
+    pub console_oidc_issuer: Option<String>,
+
+    /// The console's client id at the issuer (a public client, redirect URI
+    /// `<console origin>/auth/callback`). Required with CONSOLE_OIDC_ISSUER.
+    #[arg(long, env = "CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+
+    /// The scopes the console asks for, space-separated. The engine reads `read`, `write`,
+    /// `admin` (and `write:orders`...) from the access token's `scope` or `scp` claim.
+    #[arg(long, env = "CONSOLE_OIDC_SCOPES", default_value = "openid profile")]
+    pub console_oidc_scopes: String,
+}
+
+/// One `--console-oidc-issuer`: an `https://` URL (or `http://` on a loopback host) without
+/// query or fragment, returned without a trailing slash.
+pub fn issuer_arg(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    let bad = |why: &str| {
+        Err(format!(
+            "OIDC issuer {value:?}: {why}; expected https://host[/path], e.g. https://login.example.com/realms/main"
+        ))
+    };
+    let Ok(uri) = value.parse::<Uri>() else {
+        return bad("not a URL");
+    };
+    let Some(host) = uri.host() else {
+        return bad("no host");
+    };
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if matches!(host, "localhost" | "127.0.0.1" | "[::1]") => {}
+        Some("http") => return bad("plain http is allowed on a loopback host only"),
+        _ => return bad("the scheme must be https"),
+    }
+    if uri.query().is_some() || value.contains('#') {
+        return bad("an issuer has no query or fragment");
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return bad("user info is not supported");
+    }
+    Ok(value.to_string())
 }
 
 impl GatewayConfig {
@@ -66,6 +122,10 @@ impl GatewayConfig {
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             health_interval_ms: DEFAULT_HEALTH_INTERVAL_MS,
+            oidc: OidcConfig {
+                console_oidc_scopes: "openid profile".into(),
+                ..OidcConfig::default()
+            },
         }
     }
 
@@ -147,6 +207,28 @@ mod tests {
             "",
         ] {
             assert!(upstream_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issuers_are_https_or_loopback_http() {
+        assert_eq!(
+            issuer_arg("https://login.example.com/realms/main/").unwrap(),
+            "https://login.example.com/realms/main"
+        );
+        assert_eq!(
+            issuer_arg("http://127.0.0.1:9000").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        for bad in [
+            "http://login.example.com",
+            "login.example.com",
+            "https://login.example.com/?x=1",
+            "https://u:p@login.example.com",
+            "ftp://x",
+            "",
+        ] {
+            assert!(issuer_arg(bad).is_err(), "{bad}");
         }
     }
 

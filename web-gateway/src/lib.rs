@@ -12,13 +12,15 @@
 //! - this file: [`Gateway`] and [`serve`], which take their listener and shutdown signal from the
 //!   caller (so tests bind `127.0.0.1:0`), routing, and the security headers of every response.
 //!
-//! Routes: `/healthz` (the process answers), `/readyz` (some engine is SERVING), `POST
+//! Routes: `/healthz` (the process answers), `/readyz` (some engine is SERVING),
+//! `/console-config.json` (the console's sign-in settings, `console_config`), `POST
 //! /temporal_state.*/*` and `/grpc.health.v1.Health/*` with a gRPC-web content type (forwarded),
 //! and GET/HEAD of anything else (the console).
 
 pub mod config;
 
 mod assets;
+mod console_config;
 mod grpc_web;
 mod precompress;
 mod proxy;
@@ -44,6 +46,7 @@ use tracing::{info, warn};
 
 use crate::assets::Assets;
 pub use crate::config::GatewayConfig;
+use crate::console_config::ConsoleConfig;
 use crate::grpc_web::Mode;
 use crate::proxy::Forwarder;
 use crate::upstreams::Pool;
@@ -53,7 +56,8 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The Content-Security-Policy of every response: scripts, styles and connections from this
-/// origin only, no inline script, no framing, no plugins.
+/// origin only, no inline script, no framing, no plugins. With OpenID Connect sign-in, the
+/// issuer's origin is added to `connect-src` (and nothing else).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; object-src 'none'";
 
 /// How long connections may take to finish their calls once shutdown begins; Subscribe streams
@@ -75,6 +79,8 @@ pub enum GatewayError {
     },
     #[error("the console folder {0} holds no index.html")]
     NoIndex(String),
+    #[error("console sign-in: {0}")]
+    Oidc(String),
 }
 
 /// A configured gateway, ready to serve on a listener.
@@ -89,6 +95,7 @@ struct Inner {
     assets: Assets,
     health_interval: Duration,
     max_request_bytes: usize,
+    console_config: ConsoleConfig,
 }
 
 impl Gateway {
@@ -111,6 +118,7 @@ impl Gateway {
             }
             None => Assets::embedded(),
         };
+        let console_config = ConsoleConfig::new(&config.oidc).map_err(GatewayError::Oidc)?;
         let pool = Arc::new(Pool::new(&config.upstreams, config.connect_timeout()));
         let forwarder = Forwarder::new(pool.clone(), &config);
         info!(
@@ -121,6 +129,7 @@ impl Gateway {
             request_timeout_secs = config.request_timeout_secs,
             connect_timeout_ms = config.connect_timeout_ms,
             health_interval_ms = config.health_interval_ms,
+            oidc_issuer = config.oidc.console_oidc_issuer.as_deref().unwrap_or("none"),
             "gateway configured"
         );
         if assets.is_empty() {
@@ -135,6 +144,7 @@ impl Gateway {
                 assets,
                 health_interval: config.health_interval(),
                 max_request_bytes: config.max_request_bytes,
+                console_config,
             }),
         })
     }
@@ -210,10 +220,7 @@ impl Gateway {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let mut response = self.route(request, peer).await;
         let h = response.headers_mut();
-        h.insert(
-            "content-security-policy",
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
+        h.insert("content-security-policy", self.inner.console_config.csp());
         h.insert(
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
@@ -234,6 +241,9 @@ impl Gateway {
             } else {
                 text_response(StatusCode::SERVICE_UNAVAILABLE, "no engine is serving\n")
             });
+        }
+        if path == console_config::PATH {
+            return self.inner.console_config.response();
         }
         if let Some(service) = rpc_service(path) {
             let content_type = request.headers().get(CONTENT_TYPE);

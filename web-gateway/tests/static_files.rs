@@ -224,3 +224,57 @@ async fn a_console_folder_without_index_html_is_refused_at_start() {
         .expect("refused");
     assert!(err.to_string().contains("index.html"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_config_names_the_oidc_issuer_and_the_csp_lets_only_it_in() {
+    let console = Console::write();
+    let plain = console_gateway(&console).await;
+    let (status, headers, body) = get(&plain.url("/console-config.json"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(&body[..], br#"{"oidc":null}"#);
+    assert_security_headers(&headers, "/console-config.json");
+
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = console.path();
+    let sso = Gw::start(&[dead], move |c| {
+        c.assets = Some(dir);
+        c.oidc.console_oidc_issuer = Some("https://login.example.com/realms/main".into());
+        c.oidc.console_oidc_client_id = Some("console".into());
+        c.oidc.console_oidc_scopes = "openid read".into();
+    })
+    .await;
+    for path in ["/console-config.json", "/", console.script_path] {
+        let (status, headers, _) = get(&sso.url(path), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert_eq!(
+            csp,
+            temporal_state_gateway::CONTENT_SECURITY_POLICY.replace(
+                "connect-src 'self'",
+                "connect-src 'self' https://login.example.com"
+            ),
+            "{path}"
+        );
+    }
+    let (_, _, body) = get(&sso.url("/console-config.json"), &[]).await;
+    let config: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"oidc": {"issuer": "https://login.example.com/realms/main", "clientId": "console", "scopes": "openid read"}})
+    );
+
+    // Half a configuration stops the gateway at start.
+    let mut half = temporal_state_gateway::GatewayConfig::new(vec![
+        temporal_state_gateway::config::upstream_arg("127.0.0.1:1").unwrap(),
+    ]);
+    half.oidc.console_oidc_issuer = Some("https://login.example.com".into());
+    let err = temporal_state_gateway::Gateway::new(half)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("CONSOLE_OIDC_CLIENT_ID"), "{err}");
+}

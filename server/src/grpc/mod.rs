@@ -1,10 +1,12 @@
-//! gRPC adapters, one per service: convert protobuf to domain inputs, delegate to the
-//! application, map errors to statuses. No business logic lives here. Around them, three tower
-//! layers: `guard.rs` (deadline, shedding, codes), `telemetry.rs` (metrics and the span of each
-//! call) and `auth.rs` (credentials into the principal every handler passes to the application).
+//! gRPC adapters, one per service (`caller.rs` is the AuthService: who the caller is): convert
+//! protobuf to domain inputs, delegate to the application, map errors to statuses. No business
+//! logic lives here. Around them, three tower layers: `guard.rs` (deadline, shedding, codes),
+//! `telemetry.rs` (metrics and the span of each call) and `auth.rs` (credentials into the
+//! principal every handler passes to the application).
 
 mod analytics;
 pub(crate) mod auth;
+mod caller;
 mod convert;
 mod entity_types;
 mod events;
@@ -17,6 +19,7 @@ pub(crate) mod telemetry;
 pub(crate) mod web;
 
 pub(crate) use analytics::AnalyticsApi;
+pub(crate) use caller::AuthApi;
 pub(crate) use entity_types::EntityTypeApi;
 pub(crate) use events::EventApi;
 pub(crate) use instances::InstanceApi;

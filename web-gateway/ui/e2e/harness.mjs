@@ -69,13 +69,14 @@ function stopProcess(child) {
 
 /**
  * A real engine (SERVER_BIN) on 127.0.0.1:0: on the embedded store in a fresh directory, or on
- * PostgreSQL when `databaseUrl` is given. Resolves to { url, stop }.
+ * PostgreSQL when `databaseUrl` is given; `env` adds environment variables (AUTH_API_KEYS_FILE...).
+ * Resolves to { url, stop }.
  */
-export async function startEngine({ databaseUrl } = {}) {
+export async function startEngine({ databaseUrl, env: extraEnv = {} } = {}) {
   const bin = process.env.SERVER_BIN;
   if (!bin) throw new Error("SERVER_BIN is not set (the path of target/debug/temporal-state-server)");
   const dataDir = await mkdtemp(join(tmpdir(), "console-e2e-"));
-  const env = { GRPC_ADDR: "127.0.0.1:0", CONSOLE_ADDR: "127.0.0.1:0", DATA_DIR: dataDir, RUST_LOG: "info" };
+  const env = { GRPC_ADDR: "127.0.0.1:0", CONSOLE_ADDR: "127.0.0.1:0", DATA_DIR: dataDir, RUST_LOG: "info", ...extraEnv };
   if (databaseUrl) env.DATABASE_URL = databaseUrl;
   // Ready once both lines are out, in whichever order: the gRPC address and the console's URL.
   const ready = /^(?=[\s\S]*serving gRPC.*?addr=(\S+))(?=[\s\S]*console: (http:\/\/127\.0\.0\.1:\d+))/;

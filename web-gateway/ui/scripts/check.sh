@@ -4,8 +4,9 @@
 #   2. type check and the Vitest tests;
 #   3. a fresh build, which must equal the committed dist/ (the gateway embeds dist/, so a stale
 #      one would ship old code: rebuild with `npm run build` in web-gateway/ui and commit);
-#   4. the end-to-end test in Chromium against SERVER_BIN (embedded store, and PostgreSQL when
-#      TEST_DATABASE_URL is set), then the figures (printed, never asserted).
+#   4. the end-to-end tests in Chromium against SERVER_BIN (embedded store, and PostgreSQL when
+#      TEST_DATABASE_URL is set; sign-in with API keys and OpenID Connect), then the figures
+#      (printed, never asserted).
 #
 #   SERVER_BIN=target/debug/temporal-state-server web-gateway/ui/scripts/check.sh
 # SERVER_BIN unset: steps 1-3 only. The e2e harness picks the console as e2e/harness.mjs says
@@ -42,6 +43,6 @@ if [[ -z "${SERVER_BIN:-}" ]]; then
   exit 0
 fi
 log "end-to-end in Chromium against $SERVER_BIN"
-node --preserve-symlinks --test --test-concurrency=1 e2e/console.e2e.mjs
+node --preserve-symlinks --test --test-concurrency=1 e2e/console.e2e.mjs e2e/auth.e2e.mjs
 log "figures"
 node --preserve-symlinks e2e/figures.mjs

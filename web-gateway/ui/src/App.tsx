@@ -1,4 +1,4 @@
-// The console's shell: providers, layout and routes. Pages other than the overview are loaded on
+// The console's shell: providers, sign-in (auth/), layout and routes. Pages other than the overview are loaded on
 // demand, so the first screen needs only the shell.
 import { lazy, Suspense, type ReactNode } from "react";
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
@@ -8,6 +8,8 @@ import { BrowserRouter, NavLink, Route, Routes, useParams, Link } from "react-ro
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Loading } from "./components/Status";
 import { Overview } from "./pages/Overview";
+import { AuthGate, WhoAmI } from "./auth/AuthGate";
+import type { Session } from "./auth/session";
 
 const Types = lazy(() => import("./pages/Types"));
 const TypeDetail = lazy(() => import("./pages/TypeDetail"));
@@ -50,14 +52,16 @@ export function Providers({
 
 const defaultClient = createQueryClient();
 
-export function App({ transport }: { transport: Transport }) {
+export function App({ transport, session }: { transport: Transport; session: Session }) {
   return (
     <Providers transport={transport}>
-      <BrowserRouter>
-        <Layout>
-          <ConsoleRoutes />
-        </Layout>
-      </BrowserRouter>
+      <AuthGate session={session} transport={transport}>
+        <BrowserRouter>
+          <Layout>
+            <ConsoleRoutes />
+          </Layout>
+        </BrowserRouter>
+      </AuthGate>
     </Providers>
   );
 }
@@ -95,6 +99,7 @@ function Layout({ children }: { children: ReactNode }) {
           <NavLink to="/types">Entity types</NavLink>
         </nav>
         <TypeCrumb />
+        <WhoAmI />
       </header>
       <main id="main" tabIndex={-1}>
         {children}

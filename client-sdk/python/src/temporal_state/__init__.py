@@ -1,7 +1,7 @@
 """Python client of the Temporal State Engine.
 
 - :mod:`temporal_state.v1`: the generated messages and gRPC stubs of package ``temporal_state.v1``.
-- :func:`connect` / :class:`Client`: one channel and the five service stubs on it.
+- :func:`connect` / :class:`Client`: one channel and the six service stubs on it.
 - :func:`to_struct` / :func:`to_dict`: ``dict`` <-> ``google.protobuf.Struct`` (states, payloads,
   metadata and schemas travel as Structs), keeping integers integers.
 

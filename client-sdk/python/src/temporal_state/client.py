@@ -1,4 +1,4 @@
-"""One gRPC channel with the five service stubs, and dict <-> Struct conversions."""
+"""One gRPC channel with the six service stubs, and dict <-> Struct conversions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from google.protobuf import struct_pb2
 
 from temporal_state.v1 import (
     analytics_service_pb2_grpc,
+    auth_service_pb2_grpc,
     entity_type_service_pb2_grpc,
     event_service_pb2_grpc,
     instance_service_pb2_grpc,
@@ -29,6 +30,7 @@ class Client:
         events: ``EventServiceStub`` (``Subscribe`` returns an iterator of responses).
         queries: ``QueryServiceStub``.
         analytics: ``AnalyticsServiceStub``.
+        auth: ``AuthServiceStub`` (``GetCaller``: who the server takes the caller for).
     """
 
     def __init__(self, channel: grpc.Channel) -> None:
@@ -38,6 +40,7 @@ class Client:
         self.events = event_service_pb2_grpc.EventServiceStub(channel)
         self.queries = query_service_pb2_grpc.QueryServiceStub(channel)
         self.analytics = analytics_service_pb2_grpc.AnalyticsServiceStub(channel)
+        self.auth = auth_service_pb2_grpc.AuthServiceStub(channel)
 
     def close(self) -> None:
         """Closes the channel."""

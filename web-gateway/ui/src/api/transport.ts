@@ -3,10 +3,10 @@
 // origin and no CORS is involved.
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { createTemporalStateClient } from "@temporal-state/client";
-import type { Transport } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
 
-export function createConsoleTransport(baseUrl: string = window.location.origin): Transport {
-  return createGrpcWebTransport({ baseUrl });
+export function createConsoleTransport(baseUrl: string = window.location.origin, interceptors: Interceptor[] = []): Transport {
+  return createGrpcWebTransport({ baseUrl, interceptors });
 }
 
 export const createClient = createTemporalStateClient;

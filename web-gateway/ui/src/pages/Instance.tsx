@@ -12,6 +12,7 @@ import { JsonTree } from "../components/JsonTree";
 import { formatTs } from "../lib/time";
 import { typePath, updateParams } from "../lib/url";
 import { ApplyEventForm } from "./instance/ApplyEvent";
+import { useCaller } from "../auth/AuthGate";
 import { TimeTravel } from "./instance/TimeTravel";
 import { Compare } from "./instance/Compare";
 import { FieldTimeline } from "./instance/FieldTimeline";
@@ -31,6 +32,7 @@ const MOVING = new Set(["GetCurrentState", "GetInstance", "GetHistory", "GetFiel
 export default function InstancePage() {
   const { type = "", externalId = "" } = useParams();
   const [params, setParams] = useSearchParams();
+  const { can } = useCaller();
   const current = useQuery(InstanceService.method.getCurrentState, { entityType: type, externalId });
   const instance = current.data?.instance;
   const qc = useQueryClient();
@@ -105,7 +107,13 @@ export default function InstancePage() {
             <h2 id="current-h">Current state</h2>
             <JsonTree value={inst.state} label="current state" testId="current-state" />
           </section>
-          <ApplyEventForm instance={inst} onReload={async () => (await current.refetch()).data?.instance?.version} />
+          {can("write", type) ? (
+            <ApplyEventForm instance={inst} onReload={async () => (await current.refetch()).data?.instance?.version} />
+          ) : (
+            <p className="muted" data-testid="read-only">
+              Your scopes let you read {type}, not write it: no events can be applied from here.
+            </p>
+          )}
         </div>
         <div className="col">
           <div role="tablist" aria-label="Time travel views" className="tabs">

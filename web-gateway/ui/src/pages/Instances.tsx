@@ -7,6 +7,7 @@ import { skipToken, useQueryClient } from "@tanstack/react-query";
 import { Code } from "@connectrpc/connect";
 import { InstanceService } from "@temporal-state/client";
 import { useEntityType } from "../api/hooks";
+import { useCaller } from "../auth/AuthGate";
 import { isCode } from "../api/errors";
 import { Empty, ErrorView, Loading } from "../components/Status";
 import { Pager, usePageToken } from "../components/Pager";
@@ -24,7 +25,8 @@ export default function Instances() {
   const pager = usePageToken();
   const q = params.get("q") ?? "";
   const [search, setSearch] = useState(q);
-  const creating = params.get("create") === "1";
+  const mayCreate = useCaller().can("write", type);
+  const creating = params.get("create") === "1" && mayCreate;
   const list = useQuery(InstanceService.method.listInstances, { entityType: type, pageSize: PAGE_SIZE, pageToken: pager.token });
   const found = useQuery(InstanceService.method.getCurrentState, q ? { entityType: type, externalId: q } : skipToken);
   const submitSearch = (e: FormEvent) => {
@@ -35,13 +37,15 @@ export default function Instances() {
     <section>
       <div className="page-head">
         <h1>Instances of {type}</h1>
-        <button
-          type="button"
-          aria-expanded={creating}
-          onClick={() => setParams((p) => updateParams(p, { create: creating ? undefined : "1" }))}
-        >
-          {creating ? "Close the form" : "Create an instance"}
-        </button>
+        {mayCreate ? (
+          <button
+            type="button"
+            aria-expanded={creating}
+            onClick={() => setParams((p) => updateParams(p, { create: creating ? undefined : "1" }))}
+          >
+            {creating ? "Close the form" : "Create an instance"}
+          </button>
+        ) : null}
       </div>
       {creating ? <CreateInstance type={type} /> : null}
       <form className="search" role="search" onSubmit={submitSearch}>

@@ -8,12 +8,14 @@ import { AnalyticsService, EntityTypeService, type Event } from "@temporal-state
 import { useSubscription, liveLabel } from "../api/subscribe";
 import { Empty, ErrorView, Loading } from "../components/Status";
 import { InstanceLink } from "../components/InstanceLink";
+import { useCaller } from "../auth/AuthGate";
 import { formatTs, tsDate } from "../lib/time";
 import { analyticsPath, instancesPath, typePath } from "../lib/url";
 
 const FEED_MAX = 50;
 
 export function Overview() {
+  const { can } = useCaller();
   const types = useQuery(EntityTypeService.method.listEntityTypes, { pageSize: 1000 });
   const transport = useTransport();
   const list = useMemo(() => types.data?.entityTypes ?? [], [types.data]);
@@ -43,7 +45,8 @@ export function Overview() {
       <h1>Overview</h1>
       {list.length === 0 ? (
         <Empty>
-          No entity types yet. <Link to="/types?create=1">Create the first one</Link>.
+          No entity types{can("admin") ? " yet" : " you may read"}.{" "}
+          {can("admin") ? <Link to="/types?create=1">Create the first one</Link> : null}
         </Empty>
       ) : (
         <div className="table-wrap">

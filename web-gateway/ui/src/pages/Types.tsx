@@ -7,6 +7,7 @@ import { useQueryClient } from "@tanstack/react-query";
 import { EntityTypeService } from "@temporal-state/client";
 import { Empty, ErrorView, Loading } from "../components/Status";
 import { Pager, usePageToken } from "../components/Pager";
+import { useCaller } from "../auth/AuthGate";
 import { JsonEditor } from "../components/LazyJsonEditor";
 import { checkSchemaText } from "../lib/schemaCheck";
 import { formatTs } from "../lib/time";
@@ -19,18 +20,22 @@ export default function Types() {
   const [params, setParams] = useSearchParams();
   const pager = usePageToken();
   const list = useQuery(EntityTypeService.method.listEntityTypes, { pageSize: PAGE_SIZE, pageToken: pager.token });
-  const creating = params.get("create") === "1";
+  // Creating a type takes `admin` (for that type's name): offered to any admin scope.
+  const mayCreate = useCaller().can("admin");
+  const creating = params.get("create") === "1" && mayCreate;
   return (
     <section>
       <div className="page-head">
         <h1>Entity types</h1>
-        <button
-          type="button"
-          aria-expanded={creating}
-          onClick={() => setParams((p) => updateParams(p, { create: creating ? undefined : "1" }))}
-        >
-          {creating ? "Close the form" : "Create a type"}
-        </button>
+        {mayCreate ? (
+          <button
+            type="button"
+            aria-expanded={creating}
+            onClick={() => setParams((p) => updateParams(p, { create: creating ? undefined : "1" }))}
+          >
+            {creating ? "Close the form" : "Create a type"}
+          </button>
+        ) : null}
       </div>
       {creating ? <CreateType /> : null}
       {list.isPending ? (
