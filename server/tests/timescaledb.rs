@@ -7,8 +7,7 @@
 //!   retention; one dataset loaded into TimescaleDB and plain PostgreSQL alike, whose every answer
 //!   (history, time travel, analytics, the hourly aggregate's time series) must be equal before
 //!   and after `refresh_continuous_aggregate` and `compress_chunk`, and after more events land in
-//!   compressed chunks; a real server on TimescaleDB (pool of one) restarted over compressed
-//!   chunks.
+//!   compressed chunks, and after a restart configures TimescaleDB again over compressed chunks.
 //!
 //! Background jobs never run in this build, so each test calls what the policies would.
 
@@ -34,9 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use common::{TestDb, TestServer, TimescaleDb, json, st};
+use common::{TestDb, TimescaleDb, json};
 use fixture::{Ev, append, ev, new_instance, obj, pg_store};
-use temporal_state_proto::v1 as pb;
 use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig, TimescaleSettings};
 use temporal_state_server::ports::{
     AnalyticsReader, AppendOutcome, EventRecord, EventStore, HistoryFilter, HistoryReader,

@@ -6,7 +6,9 @@ use std::path::Path;
 use crate::common::json;
 use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore};
 use temporal_state_server::domain::State;
-use temporal_state_server::ports::{EventStore, HistoryReader, StoreError, TypeKey};
+use temporal_state_server::ports::{
+    AppendOutcome, Catalog, EventStore, HistoryReader, StoreError, TypeKey,
+};
 use uuid::Uuid;
 
 use super::fixture::*;
