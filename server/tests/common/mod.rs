@@ -19,7 +19,9 @@ pub use serde_json::json;
 #[allow(unused_imports)] // not every test binary uses each
 pub use backend::{Backend, Store};
 #[allow(unused_imports)]
-pub use temporal_state_test_support::{Clients, TestDb, TestServer, for_each_backend, js, st};
+pub use temporal_state_test_support::{
+    Clients, TestDb, TestServer, TimescaleDb, for_each_backend, js, st,
+};
 
 pub fn player_schema() -> serde_json::Value {
     json!({

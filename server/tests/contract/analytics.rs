@@ -1,9 +1,10 @@
 //! The `AnalyticsReader` contract, on PostgreSQL (`postgres::`) and the embedded store
-//! (`embedded::`), each answer checked against a naive computation over the stored history.
+//! (`embedded::`), and on TimescaleDB (`timescaledb::`, in the `timescaledb` test binary), each
+//! answer checked against a naive computation over the stored history.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::common::{for_each_backend, json};
+use crate::common::json;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use temporal_state_server::domain::analytics::FieldStats;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use super::fixture::*;
 
-for_each_backend!(
+on_each_store!(
     analytics_event_counts_follow_occurred_at,
     analytics_time_series_buckets_from_start,
     analytics_field_stats_over_current_states,

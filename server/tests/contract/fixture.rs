@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::common::{TestDb, json};
+use crate::common::{TestDb, TimescaleDb, json};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use temporal_state_server::adapters::embedded::EmbeddedStore;
@@ -22,10 +22,15 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
+/// The stores a contract can run on; each test binary names those it runs (`on_each_store!`).
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // each binary constructs only its own
 pub enum Backend {
     Postgres,
     Embedded,
+    /// PostgreSQL with TimescaleDB (a WASM build of its own per test): one connection at a time,
+    /// so the store's pool holds one.
+    Timescale,
 }
 
 /// Both ports of one fresh store; whatever keeps its storage alive is dropped last.
@@ -39,6 +44,7 @@ pub struct Fixture {
 pub enum Storage {
     Postgres(#[allow(dead_code)] TestDb),
     Embedded(#[allow(dead_code)] tempfile::TempDir),
+    Timescale(#[allow(dead_code)] TimescaleDb),
 }
 
 impl Backend {
@@ -46,20 +52,24 @@ impl Backend {
         match self {
             Backend::Postgres => {
                 let db = TestDb::create().await;
-                let store = PgStore::new(&PgStoreConfig {
-                    url: db.url.clone(),
-                    pool_size: 24,
-                    snapshot_interval,
-                    connect_timeout: Duration::from_secs(5),
-                })
-                .expect("PgStore::new");
-                store.migrate().await.expect("migrate");
-                let store = Arc::new(store);
+                let store = pg_store(&db.url, 24, snapshot_interval, Duration::from_secs(5)).await;
                 Fixture {
                     store: store.clone(),
                     history: store.clone(),
                     analytics: store,
                     _storage: Storage::Postgres(db),
+                }
+            }
+            Backend::Timescale => {
+                let db = TimescaleDb::start().await;
+                // Callers queue for the one connection: wait as long as a slow WASM query takes.
+                let store = pg_store(&db.url, 1, snapshot_interval, Duration::from_secs(120)).await;
+                assert!(store.has_timescaledb(), "TimescaleDB is installed");
+                Fixture {
+                    store: store.clone(),
+                    history: store.clone(),
+                    analytics: store,
+                    _storage: Storage::Timescale(db),
                 }
             }
             Backend::Embedded => {
@@ -76,6 +86,25 @@ impl Backend {
             }
         }
     }
+}
+
+/// A migrated [`PgStore`] on `url` with a pool of `pool_size` connections, whose callers wait up
+/// to `connect_timeout` for one.
+pub async fn pg_store(
+    url: &str,
+    pool_size: usize,
+    snapshot_interval: i64,
+    connect_timeout: Duration,
+) -> Arc<PgStore> {
+    let store = PgStore::new(&PgStoreConfig {
+        url: url.into(),
+        pool_size,
+        snapshot_interval,
+        connect_timeout,
+    })
+    .expect("PgStore::new");
+    store.migrate().await.expect("migrate");
+    Arc::new(store)
 }
 
 // ---------------------------------------------------------------------------------------------

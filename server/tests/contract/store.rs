@@ -1,24 +1,23 @@
 //! The `EventStore` and `HistoryReader` contract: entity types, instances, appends (versions,
 //! idempotency keys, atomic batches, snapshots, recorded_at), history reads and concurrent
-//! appends, on PostgreSQL (`postgres::`) and the embedded store (`embedded::`); then what only
-//! the embedded store has (`embedded_only::`): a directory, a file, reopening them.
+//! appends, on the stores the test binary names (`on_each_store!`): PostgreSQL (`postgres::`) and
+//! the embedded store (`embedded::`) in `contract`, TimescaleDB (`timescaledb::`) in
+//! `timescaledb`. What only the embedded store has is in `store_embedded.rs`.
 
 use std::sync::Arc;
 
-use crate::common::{for_each_backend, json};
+use crate::common::json;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore};
 use temporal_state_server::domain::{ApplyMode, DomainError, State, apply_event};
 use temporal_state_server::ports::{
-    AppendOutcome, AppendRequest, EntityTypeRecord, EventStore, Head, HistoryFilter, HistoryReader,
-    InstanceRecord, PendingEvent, Snapshot, StoreError, TypeKey,
+    AppendOutcome, AppendRequest, Decision, EntityTypeRecord, Head, HistoryFilter, InstanceRecord,
+    PendingEvent, Snapshot, StoreError, TypeKey,
 };
-use temporal_state_server::ports::{Catalog, Decision};
 use uuid::Uuid;
 
 use super::fixture::*;
 
-for_each_backend!(
+on_each_store!(
     ping_answers,
     entity_type_create_get_and_not_found,
     entity_type_names_are_unique,
@@ -1123,233 +1122,4 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
     assert_eq!(snap.version, TASKS * EACH);
     assert_eq!(snap.state["count"], json!(TASKS * EACH - 1));
     assert_eq!(versions(&tail), [TASKS * EACH, TASKS * EACH + 1]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// What only the embedded store has: a directory, a file, and reopening them.
-
-mod embedded_only {
-    use std::path::Path;
-
-    use super::*;
-
-    fn open_err(dir: &Path) -> EmbeddedError {
-        match EmbeddedStore::open(dir, 100) {
-            Ok(_) => panic!("opening {} should fail", dir.display()),
-            Err(e) => e,
-        }
-    }
-
-    #[tokio::test]
-    async fn data_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let (t, inst, events, snapshot_and_tail) = {
-            let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-            assert_eq!(store.applied_migrations(), [1, 2, 3, 4]);
-            assert_eq!(store.path(), dir.path().join(DB_FILE));
-            let t = new_type(&store, "player").await;
-            let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;
-            appended(
-                &store,
-                inst.id,
-                vec![
-                    keyed("k1", "N", json!({"n": 1})),
-                    keyed("k2", "N", json!({"n": 2})),
-                ],
-            )
-            .await;
-            let inst = store.get_instance(inst.id).await.unwrap();
-            let events = all_events(&store, inst.id).await;
-            let sat = store.snapshot_and_tail(inst.id, 3).await.unwrap();
-            (t, inst, events, sat)
-        };
-        // Reopened, as after a restart: everything is there, and the keys are still recorded.
-        let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-        assert!(store.applied_migrations().is_empty());
-        assert_eq!(
-            store
-                .get_entity_type(&TypeKey::Name("player".into()))
-                .await
-                .unwrap(),
-            t
-        );
-        assert_eq!(store.get_instance(inst.id).await.unwrap(), inst);
-        assert_eq!(all_events(&store, inst.id).await, events);
-        assert_eq!(
-            store.snapshot_and_tail(inst.id, 3).await.unwrap(),
-            snapshot_and_tail
-        );
-        assert_eq!(snapshot_and_tail.0.map(|s| s.version), Some(2));
-        let retry = append(
-            &store,
-            inst.id,
-            None,
-            vec![keyed("k2", "N", json!({"n": 2}))],
-        )
-        .await
-        .unwrap();
-        assert!(
-            matches!(retry, AppendOutcome::AlreadyRecorded { ref keys } if keys[0].version == 3)
-        );
-        let (next, _) = appended(&store, inst.id, vec![ev("N", json!({"n": 3}))]).await;
-        assert_eq!(versions(&next), [4]);
-    }
-
-    #[tokio::test]
-    async fn a_missing_data_dir_is_created() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("a").join("b").join("data");
-        let store = EmbeddedStore::open(&dir, 100).unwrap();
-        assert!(dir.join(DB_FILE).is_file());
-        store.ping().await.unwrap();
-    }
-
-    #[test]
-    fn a_garbage_database_file_is_refused_naming_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join(DB_FILE);
-        for garbage in [
-            (0..8192_u32)
-                .map(|i| (i * 7 + 3) as u8)
-                .collect::<Vec<u8>>(),
-            b"not a database at all".to_vec(),
-        ] {
-            std::fs::write(&file, &garbage).unwrap();
-            let e = open_err(dir.path());
-            let message = e.to_string();
-            assert!(message.contains(&file.display().to_string()), "{message}");
-            assert!(message.contains("not a database"), "{message}");
-            // Never recreated or overwritten.
-            assert_eq!(std::fs::read(&file).unwrap(), garbage);
-        }
-    }
-
-    #[test]
-    fn a_foreign_sqlite_database_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join(DB_FILE);
-        {
-            let conn = rusqlite::Connection::open(&file).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');",
-            )
-            .unwrap();
-        }
-        let message = open_err(dir.path()).to_string();
-        assert!(message.contains(&file.display().to_string()), "{message}");
-        assert!(message.contains("another application"), "{message}");
-        let conn = rusqlite::Connection::open(&file).unwrap();
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 1);
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(EmbeddedStore::open(dir.path(), 100).unwrap());
-        {
-            let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
-                [],
-            )
-            .unwrap();
-        }
-        let message = open_err(dir.path()).to_string();
-        assert!(message.contains("newer"), "{message}");
-        assert!(message.contains(DB_FILE), "{message}");
-    }
-
-    #[test]
-    fn a_data_dir_that_is_a_file_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let file = root.path().join("data");
-        std::fs::write(&file, b"precious").unwrap();
-        let message = open_err(&file).to_string();
-        assert!(message.contains(&file.display().to_string()), "{message}");
-        assert!(message.contains("not a directory"), "{message}");
-        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
-
-        // A path through a regular file cannot be created either.
-        let below = file.join("nested");
-        let message = open_err(&below).to_string();
-        assert!(message.contains(&below.display().to_string()), "{message}");
-    }
-
-    #[test]
-    fn a_database_path_that_is_a_directory_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(DB_FILE)).unwrap();
-        let message = open_err(dir.path()).to_string();
-        assert!(message.contains(DB_FILE), "{message}");
-        assert!(message.contains("not a regular file"), "{message}");
-    }
-
-    /// Root ignores permissions, so where this runs as root the check runs the server binary
-    /// as `nobody` (through `setpriv`), which is how a misconfigured deployment would meet it.
-    #[test]
-    fn an_unwritable_data_dir_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let dir = root.path().join("readonly");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-        let missing = dir.join("data");
-        if std::fs::write(dir.join("probe"), b"").is_err() {
-            // Permissions apply to this process: the store itself must refuse.
-            for path in [&dir, &missing] {
-                let message = open_err(path).to_string();
-                assert!(message.contains(&path.display().to_string()), "{message}");
-            }
-            return;
-        }
-        let _ = std::fs::remove_file(dir.join("probe"));
-        let as_nobody = |data_dir: &Path| {
-            std::process::Command::new("setpriv")
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(crate::common::binary::SERVER)
-                .arg("migrate")
-                .env_remove("DATABASE_URL")
-                .env("DATA_DIR", data_dir)
-                .env("RUST_BACKTRACE", "0")
-                .output()
-        };
-        let Ok(probe) = as_nobody(&dir) else {
-            eprintln!("skipped: running as root and setpriv is not available");
-            return;
-        };
-        let mut outputs = vec![probe];
-        outputs.push(as_nobody(&missing).unwrap());
-        for (path, out) in [&dir, &missing].into_iter().zip(outputs) {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{stderr}");
-            assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-            assert!(!stderr.contains("panicked"), "{stderr}");
-        }
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    }
-
-    /// Another process holding SQLite's write lock past busy_timeout: UNAVAILABLE, not INTERNAL.
-    #[tokio::test]
-    async fn a_held_write_lock_is_unavailable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), 100).unwrap();
-        let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let r = store
-            .create_entity_type(Uuid::now_v7(), "player", "", &State::new())
-            .await;
-        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
-        other.execute_batch("ROLLBACK").unwrap();
-        // Reads never waited, and the store works again once the lock is released.
-        store.ping().await.unwrap();
-        new_type(&store, "player").await;
-    }
 }

@@ -24,10 +24,14 @@ GROUP BY event_type
 ORDER BY count(*) DESC, event_type COLLATE \"C\"";
 
 /// `{bucket}` is `date_bin` or, with TimescaleDB, `time_bucket` (same arguments, same result).
+/// The origin is cast: `time_bucket` also takes a time zone name third, and an untyped `$3` would
+/// resolve to that text (42883, found when this first ran on TimescaleDB).
 const TIME_SERIES_SQL: &str = "
-SELECT {bucket}($2::bigint * interval '1 microsecond', occurred_at, $3) AS bucket, count(*)
+SELECT {bucket}($2::bigint * interval '1 microsecond', occurred_at, $3::timestamptz) AS bucket,
+       count(*)
 FROM events
-WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4 {event_type}
+WHERE entity_type_id = $1 AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz
+    {event_type}
 GROUP BY bucket ORDER BY bucket";
 
 const FIELD_STATS_SQL: &str = "

@@ -9,7 +9,7 @@ const FOREIGN_KEY_VIOLATION: &str = "23503";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("connection pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -17,6 +17,15 @@ pub enum PgError {
     Config(String),
     #[error("unexpected data in the database: {0}")]
     Data(String),
+}
+
+/// The server's own message and SQLSTATE where it answered (tokio-postgres alone says only
+/// "db error"), so a logged internal failure names its cause.
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl PgError {

@@ -695,6 +695,12 @@ impl EventStore for PgStore {
         decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
         let _writer = self.writers.lock(request.instance_id).await;
-        append_plan::with_attempts(|_| self.try_append(&request, &decide)).await
+        let outcome = append_plan::with_attempts(|_| self.try_append(&request, &decide)).await?;
+        if let (true, AppendOutcome::Appended { events, .. }) = (self.has_timescaledb(), &outcome) {
+            let client = self.client().await?;
+            super::timescale::refresh_backfilled(&client, events.iter().map(|e| e.occurred_at))
+                .await;
+        }
+        Ok(outcome)
     }
 }
