@@ -108,10 +108,20 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
 
+    /// CA certificates (PEM) the certificate of a `rediss://` REDIS_URL must chain to. Unset:
+    /// the system's root certificates.
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
     /// NATS URL for publishing every committed event to JetStream, e.g. nats://127.0.0.1:4222.
     /// Optional; needs DATABASE_URL (publication goes through the PostgreSQL outbox).
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+
+    /// CA certificates (PEM) the NATS server's certificate must chain to; with it, TLS is
+    /// required (as with a `tls://` NATS_URL). Unset: the system's roots, for `tls://` URLs.
+    #[arg(long, env = "NATS_TLS_CA_FILE")]
+    pub nats_tls_ca_file: Option<PathBuf>,
 
     /// JetStream stream the events go to (created if missing).
     #[arg(long, env = "NATS_STREAM", default_value = "TEMPORAL_STATE_EVENTS")]

@@ -143,13 +143,15 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             info!(?applied, "database schema up to date");
             let nats_client = match &config.nats_url {
                 Some(nats_url) => {
-                    let client = nats::connect(nats_url).await.map_err(|e| {
-                        ServeError::Config(format!(
-                            "NATS_URL {}: {}",
-                            crate::adapters::secrets::mask_secrets(nats_url),
-                            crate::adapters::secrets::redact(&e.to_string(), nats_url)
-                        ))
-                    })?;
+                    let client = nats::connect(nats_url, config.nats_tls_ca_file.as_deref())
+                        .await
+                        .map_err(|e| {
+                            ServeError::Config(format!(
+                                "NATS_URL {}: {}",
+                                crate::adapters::secrets::mask_secrets(nats_url),
+                                crate::adapters::secrets::redact(&e.to_string(), nats_url)
+                            ))
+                        })?;
                     // An event whose message NATS would refuse must be refused before it is
                     // stored, or it would wait in the outbox forever.
                     let max_payload = nats::server_max_payload(&client).await;
@@ -261,6 +263,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             url: redis_url.clone(),
             ttl: Duration::from_secs(config.cache_ttl_secs),
             command_timeout: Duration::from_millis(config.redis_timeout_ms),
+            tls_ca_file: config.redis_tls_ca_file.clone(),
         })
         .await
         .map_err(|e| {

@@ -149,3 +149,174 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
     }
     Ok(certs)
 }
+
+// ------------------------------------------------------------------------------------------------
+// Clients of the backends (PostgreSQL, Redis, NATS) over TLS.
+
+/// Which certificates a TLS connection to a backend accepts from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCheck {
+    /// Encryption only: any certificate (libpq's `sslmode=require`, and `prefer`).
+    EncryptOnly,
+    /// A chain to the CA certificates in this PEM file; the host name is not checked
+    /// (`sslmode=verify-ca`).
+    Chain(PathBuf),
+    /// A chain to the CA certificates in this PEM file (None: the system's roots) and a
+    /// certificate for the host name (`sslmode=verify-full`, `rediss://`, `tls://`).
+    ChainAndName(Option<PathBuf>),
+}
+
+/// A rustls client configuration checking servers as `check` says; `what` names the setting in
+/// errors (e.g. "DATABASE_URL sslrootcert").
+pub fn client_config(check: &ServerCheck, what: &str) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let roots = |file: Option<&PathBuf>| -> Result<Arc<RootCertStore>, String> {
+        let mut roots = RootCertStore::empty();
+        match file {
+            Some(file) => {
+                for cert in read_certs(file, what)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{what} {}: {e}", file.display()))?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+                if roots.is_empty() {
+                    return Err(format!(
+                        "{what}: no CA file given and the system has no root certificates"
+                    ));
+                }
+            }
+        }
+        Ok(Arc::new(roots))
+    };
+    let config = match check {
+        ServerCheck::EncryptOnly => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+        ServerCheck::Chain(file) => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots(Some(file))?,
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{what}: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
+        }
+        ServerCheck::ChainAndName(file) => builder
+            .with_root_certificates(roots(file.as_ref())?)
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Accepts any server certificate, but still checks that the server holds its key (the
+/// handshake signatures): encryption without authentication, as libpq's `sslmode=require`.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The chain is checked, the host name is not (libpq's `sslmode=verify-ca`).
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

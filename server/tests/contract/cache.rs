@@ -50,6 +50,7 @@ impl CacheBackend {
                     url: redis.url(),
                     ttl,
                     command_timeout: REDIS_TIMEOUT,
+                    tls_ca_file: None,
                 })
                 .await
                 .expect("connect to redis");

@@ -193,14 +193,36 @@ impl Message {
     }
 }
 
-pub async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+/// Connects to NATS at `url`. A `tls://` URL, or a CA file, means TLS: the server's certificate
+/// must chain to the CA file (None: the system's roots) and match the host name.
+pub async fn connect(
+    url: &str,
+    tls_ca_file: Option<&std::path::Path>,
+) -> Result<async_nats::Client, NatsConnectError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if tls_ca_file.is_some() || url.trim_start().starts_with("tls://") {
+        let check = crate::adapters::tls::ServerCheck::ChainAndName(tls_ca_file.map(Into::into));
+        let tls = crate::adapters::tls::client_config(&check, "NATS_TLS_CA_FILE")
+            .map_err(NatsConnectError::Tls)?;
+        options = options.require_tls(true).tls_client_config(tls);
+    }
+    options
         .name("temporal-state-server")
         // A NATS that is down at start-up only delays publication: keep trying in the background.
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .connect(url)
         .await
+        .map_err(NatsConnectError::Connect)
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsConnectError {
+    #[error("{0}")]
+    Tls(String),
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
 }
 
 /// Longest wait for the NATS server to confirm a new subscription.

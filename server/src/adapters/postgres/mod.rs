@@ -9,6 +9,7 @@
 //! - `timescale`: the continuous aggregate, compression and retention, where installed.
 //! - `outbox`: the transactional outbox read by the NATS relay.
 //! - `sql`: the store's statements, shared with the benchmark's direct baselines.
+//! - `tls`: TLS to PostgreSQL as `sslmode` / `sslrootcert` in DATABASE_URL say.
 //! - `error`: SQLSTATE and connection failures mapped to [`crate::ports::StoreError`].
 
 mod analytics;
@@ -19,6 +20,7 @@ pub mod outbox;
 mod rows;
 mod store;
 pub mod timescale;
+pub mod tls;
 
 pub use error::PgError;
 

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tracing::instrument;
 use uuid::Uuid;
@@ -96,7 +95,8 @@ impl PgStore {
         config: &PgStoreConfig,
         statement_timeout: Option<Duration>,
     ) -> Result<Self, PgError> {
-        let mut pg = tokio_postgres::Config::from_str(&config.url)
+        let tls = super::tls::parse(&config.url).map_err(PgError::Config)?;
+        let mut pg = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| PgError::Config(format!("DATABASE_URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
         if let Some(timeout) = statement_timeout {
@@ -109,9 +109,10 @@ impl PgStore {
         if pg.get_application_name().is_none() {
             pg.application_name("temporal-state-server");
         }
+        let connector = super::tls::connector(tls.check.as_ref()).map_err(PgError::Config)?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

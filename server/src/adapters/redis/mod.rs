@@ -39,6 +39,9 @@ pub struct RedisCacheConfig {
     pub ttl: Duration,
     /// Longest a cache command may take before the caller falls back to the database.
     pub command_timeout: Duration,
+    /// CA certificates (PEM) a `rediss://` server's certificate must chain to; None: the
+    /// system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct RedisCache {
@@ -94,6 +97,22 @@ impl RedisCache {
     /// until it is back (fred reconnects on its own).
     pub async fn connect(config: &RedisCacheConfig) -> Result<Self, CacheError> {
         let mut redis_config = Config::from_url(&config.url).map_err(err)?;
+        // `rediss://`: TLS, the certificate checked against REDIS_TLS_CA_FILE (or the system's
+        // roots) and the host name.
+        match (&redis_config.tls, &config.tls_ca_file) {
+            (Some(_), ca) => {
+                let check = crate::adapters::tls::ServerCheck::ChainAndName(ca.clone());
+                let tls = crate::adapters::tls::client_config(&check, "REDIS_TLS_CA_FILE")
+                    .map_err(CacheError)?;
+                redis_config.tls = Some(tls.into());
+            }
+            (None, Some(_)) => {
+                return Err(CacheError(
+                    "REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss:// (TLS)".into(),
+                ));
+            }
+            (None, None) => {}
+        }
         // Commands fail at once while disconnected instead of queueing: the database answers.
         redis_config.fail_fast = true;
         let timeout = config.command_timeout;
