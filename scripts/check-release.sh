@@ -6,6 +6,7 @@
 #   scripts/check-release.sh packages   minutes: dry-run publishing + docs (after the tests, so the
 #                                       Rust dependencies are already compiled)
 #   scripts/check-release.sh rust|python|typescript    one package's part of `packages`
+#   scripts/check-release.sh rust-api                  only the Rust SDK's public API check
 #
 # compat
 #   - LICENSE: each published package holds a byte-identical copy of the root LICENSE.
@@ -23,7 +24,8 @@
 #   - Rust: `cargo package` then `cargo publish --dry-run` of temporal-state-proto and
 #     temporal-state-client together (cargo resolves the unpublished proto crate from its own
 #     package), each verified by building the packaged source; then a scratch crate depending on both, patched to the
-#     unpacked .crate files, is built and run; `cargo doc` of the SDK with warnings denied.
+#     unpacked .crate files, is built and run; `cargo doc` of the SDK with warnings denied; the
+#     SDK's public API (scripts/rust-public-api.py) against client-sdk/rust/api/v<version>.txt.
 #   - Python: `python -m build` (sdist, then the wheel from the sdist), `twine check --strict`,
 #     the wheel installed into a fresh virtualenv (dependencies from PyPI) and imported.
 #   - TypeScript: `npm pack`, `npm publish --dry-run`, the tarball installed into a scratch project
@@ -38,8 +40,8 @@ export PATH="$ROOT/tools/bin:$ROOT/tools/node_modules/.bin:$PATH"
 export CARGO_INCREMENTAL=0
 
 WHAT="${1:-all}"
-case "$WHAT" in all | compat | packages | rust | python | typescript) ;;
-  *) echo "usage: $0 [compat|packages|rust|python|typescript]" >&2; exit 2 ;;
+case "$WHAT" in all | compat | packages | rust | rust-api | python | typescript) ;;
+  *) echo "usage: $0 [compat|packages|rust|rust-api|python|typescript]" >&2; exit 2 ;;
 esac
 
 BUF="$ROOT/tools/node_modules/.bin/buf"
@@ -279,6 +281,46 @@ EOF
   RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p temporal-state-proto -p temporal-state-client --no-deps \
     || die "the SDK's documentation has warnings"
   step_end
+
+  check_rust_api
+}
+
+# The Rust SDK's public API (scripts/rust-public-api.py, from rustdoc's JSON) against the baseline
+# of the released version, client-sdk/rust/api/v<version>.txt: an item removed or changed there
+# fails unless the version is a breaking bump from the one before, as buf breaking does for protos.
+rust_api_now() { # writes the current public API to $1
+  RUSTC_BOOTSTRAP=1 cargo rustdoc --quiet -p temporal-state-client --lib -- -Z unstable-options --output-format json \
+    || die "rustdoc could not write the SDK's JSON"
+  "$PY" scripts/rust-public-api.py target/doc/temporal_state_client.json >"$1"
+}
+
+rust_api_breaks() { # rust_api_breaks <baseline> <current> <label>: 0 when compatible
+  if "$PY" scripts/rust-public-api.py --diff "$1" "$2" >"$scratch/api.diff"; then
+    log "   compatible with $3 ($(grep -c '^+' "$scratch/api.diff" || true) items added)"
+    return 1
+  fi
+  grep '^-' "$scratch/api.diff" | head -n 20 >&2
+  return 0
+}
+
+check_rust_api() {
+  step_start "Rust: the SDK's public API against client-sdk/rust/api/v$VERSION.txt"
+  local baseline="client-sdk/rust/api/v$VERSION.txt" previous="" v
+  [[ -f "$baseline" ]] || die "no Rust API baseline $baseline (scripts/release.sh writes it)"
+  rust_api_now "$scratch/api.txt"
+  if rust_api_breaks "$baseline" "$scratch/api.txt" "the released SDK v$VERSION"; then
+    die "the Rust SDK's public API lost or changed the items above since v$VERSION: undo the change, or bump the version (scripts/release.sh X.Y.Z, a breaking bump)"
+  fi
+  for v in $(ls client-sdk/rust/api/ | sed -n 's/^v\(.*\)\.txt$/\1/p' | sort -V); do
+    [[ "$v" == "$VERSION" ]] && break
+    previous="$v"
+  done
+  if [[ -n "$previous" ]] && rust_api_breaks "client-sdk/rust/api/v$previous.txt" "$baseline" "v$previous"; then
+    is_breaking_bump "$previous" "$VERSION" \
+      || die "the Rust SDK v$VERSION breaks the API of v$previous but is not a breaking version bump"
+    log "   breaks v$previous, allowed: $previous -> $VERSION is a breaking bump"
+  fi
+  step_end
 }
 
 # ---------------------------------------------------------------- Python
@@ -376,4 +418,5 @@ fi
 case "$WHAT" in all | packages | python) check_python ;; esac
 case "$WHAT" in all | packages | typescript) check_typescript ;; esac
 case "$WHAT" in all | packages | rust) check_rust ;; esac
+case "$WHAT" in rust-api) check_rust_api ;; esac
 log "all release checks passed ($WHAT, version $VERSION, $((SECONDS - T0)) s)"

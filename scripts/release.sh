@@ -13,7 +13,8 @@
 #     temporal_state.__version__, client-sdk/typescript/package.json and its package-lock.json;
 #   - turns CHANGELOG.md's Unreleased section into "## [X.Y.Z] - today" and updates its links;
 #   - regenerates the Python and TypeScript clients (scripts/generate-clients.sh);
-#   - writes the API baseline proto/release/vX.Y.Z.binpb, which scripts/check-release.sh checks
+#   - writes the API baselines proto/release/vX.Y.Z.binpb and client-sdk/rust/api/vX.Y.Z.txt
+#     (the Rust SDK's public API, scripts/rust-public-api.py), which scripts/check-release.sh checks
 #     every later change against;
 #   - runs scripts/check-release.sh compat and commits "Release X.Y.Z".
 # It neither tags nor publishes: it prints those steps, to run once CI is green on main.
@@ -64,6 +65,19 @@ if [[ "$rc" -eq 100 ]]; then
   log "the API breaks $OLD: $OLD -> $NEW is a breaking bump, so that is allowed"
 elif [[ "$rc" -ne 0 ]]; then
   die "buf breaking failed to run: $out"
+fi
+
+# The Rust SDK's public API against the last release, the same way.
+rust_api="$(mktemp)"
+RUSTC_BOOTSTRAP=1 cargo rustdoc --quiet -p temporal-state-client --lib -- -Z unstable-options --output-format json \
+  || die "rustdoc could not write the SDK's JSON"
+"$PY" scripts/rust-public-api.py target/doc/temporal_state_client.json >"$rust_api"
+[[ -f "client-sdk/rust/api/v$OLD.txt" ]] || die "no Rust API baseline client-sdk/rust/api/v$OLD.txt"
+if ! "$PY" scripts/rust-public-api.py --diff "client-sdk/rust/api/v$OLD.txt" "$rust_api" >"$rust_api.diff"; then
+  grep '^-' "$rust_api.diff" | head -n 20 >&2
+  is_breaking_bump "$OLD" "$NEW" \
+    || die "the Rust SDK's public API breaks $OLD (above): $NEW must be a breaking bump"
+  log "the Rust SDK breaks $OLD: $OLD -> $NEW is a breaking bump, so that is allowed"
 fi
 
 log "bumping $OLD -> $NEW"
@@ -118,10 +132,11 @@ trap 'log "failed after editing files: undo with git checkout -- . && git clean 
 cargo update --workspace --offline --quiet
 bash scripts/generate-clients.sh >&2
 "$BUF" build --exclude-source-info -o "proto/release/v$NEW.binpb"
+cp "$rust_api" "client-sdk/rust/api/v$NEW.txt"
 bash scripts/check-release.sh compat
 
 git add -A
-git commit --quiet -m "Release $NEW" -m "scripts/release.sh $NEW: every manifest, CHANGELOG.md, the generated clients and the API baseline proto/release/v$NEW.binpb."
+git commit --quiet -m "Release $NEW" -m "scripts/release.sh $NEW: every manifest, CHANGELOG.md, the generated clients and the API baselines proto/release/v$NEW.binpb and client-sdk/rust/api/v$NEW.txt."
 log "committed 'Release $NEW'. Once CI is green on main:"
 cat >&2 <<EOF
   git tag -a v$NEW -m "Release $NEW" && git push origin v$NEW
