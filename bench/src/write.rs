@@ -163,7 +163,10 @@ async fn measure(
     let most = args.clients_list.iter().copied().max().unwrap_or(1);
 
     let plain_channels = plain.channels(most).await?;
-    eprintln!("loading {} instances on the server (PostgreSQL only)", args.instances);
+    eprintln!(
+        "loading {} instances on the server (PostgreSQL only)",
+        args.instances
+    );
     let plain_targets = Targets::new(load_server(&plain_channels[0], args.instances).await?);
     let full_setup = match full {
         Some(server) => {
@@ -177,11 +180,15 @@ async fn measure(
         }
         None => None,
     };
-    eprintln!("loading {} instances on the baseline database", args.instances);
+    eprintln!(
+        "loading {} instances on the baseline database",
+        args.instances
+    );
     let store = baseline_store(direct_url, most, &plain.config).await?;
     store.migrate().await.context("migrating the baseline db")?;
     let direct_type = create_type_direct(store.pool()).await?;
-    let direct_ids = create_instances_direct(store.pool(), direct_type, "w", args.instances).await?;
+    let direct_ids =
+        create_instances_direct(store.pool(), direct_type, "w", args.instances).await?;
     let direct_targets = Targets::new(direct_ids.iter().map(Uuid::to_string).collect());
 
     let mut rows = Vec::new();
@@ -206,8 +213,10 @@ async fn measure(
             eprintln!("{n} client(s): round {}/{}", round + 1, args.rounds);
             let share = args.events / args.rounds + usize::from(round < args.events % args.rounds);
             let measured = split(share, n);
-            direct_m.absorb(direct_clients(&pool, direct_type, &direct_targets, &measured).await?)?;
-            plain_m.absorb(server_clients(&plain_channels[..n], &plain_targets, &measured).await?)?;
+            direct_m
+                .absorb(direct_clients(&pool, direct_type, &direct_targets, &measured).await?)?;
+            plain_m
+                .absorb(server_clients(&plain_channels[..n], &plain_targets, &measured).await?)?;
             if let Some((channels, targets)) = &full_setup {
                 full_m.absorb(server_clients(&channels[..n], targets, &measured).await?)?;
             }
@@ -232,8 +241,12 @@ async fn measure(
     }
     let rss = resident_mb();
 
-    check_server_versions(&plain_channels[0], &plain_targets.ids, &plain_targets.expected())
-        .await?;
+    check_server_versions(
+        &plain_channels[0],
+        &plain_targets.ids,
+        &plain_targets.expected(),
+    )
+    .await?;
     if let Some((channels, targets)) = &full_setup {
         check_server_versions(&channels[0], &targets.ids, &targets.expected()).await?;
     }

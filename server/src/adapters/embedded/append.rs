@@ -45,7 +45,11 @@ pub(super) struct PendingAppend {
 /// rejection or a failed statement rolls back that append alone, and the next one sees the
 /// batch's earlier appends (two appends to one instance in a batch follow each other). Answers
 /// go out once the commit returned; if it failed, every append gets its error.
-pub(super) fn append_batch(conn: &mut Connection, batch: Vec<PendingAppend>, snapshot_interval: i64) {
+pub(super) fn append_batch(
+    conn: &mut Connection,
+    batch: Vec<PendingAppend>,
+    snapshot_interval: i64,
+) {
     let mut answered = Vec::with_capacity(batch.len());
     let committed = (|| {
         let mut tx = conn
@@ -107,7 +111,7 @@ fn append_in(
     let recorded = if request.client_event_ids.is_empty() {
         Vec::new()
     } else {
-        recorded_keys(&tx, &request.client_event_ids)?
+        recorded_keys(tx, &request.client_event_ids)?
     };
     if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
         return Ok(Attempt::Done(outcome));

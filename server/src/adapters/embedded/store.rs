@@ -735,8 +735,8 @@ impl EventStore for EmbeddedStore {
             // The whole batch, decisions and retries included, runs on the writer connection's
             // blocking thread: one hand-over from async to blocking and back per batch. A
             // failed task drops the answers, which the callers report.
-            let _ = tokio::task::spawn_blocking(move || append_batch(&mut conn, batch, interval))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || append_batch(&mut conn, batch, interval)).await;
         });
         let outcome = answer.await.unwrap_or_else(|_| {
             Err(EmbeddedError::Worker("the writer stopped before answering".into()).into())

@@ -283,7 +283,12 @@ async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
                 let _ = job.reply.send(Ok(outcome));
             }
         }
-        Err(e) if batch.len() > 1 && statement_failed(&e) => {
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(single(&job.params, Err(e)));
+            }
+        }
+        Err(e) if statement_failed(&e) => {
             tracing::debug!(appends = batch.len(), error = %e, "group append failed, running its appends one by one");
             for job in batch {
                 let outcome = execute(pool, &[&job.params]).await;

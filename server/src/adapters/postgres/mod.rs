@@ -28,9 +28,9 @@ pub use error::PgError;
 /// The statements [`PgStore`] issues, each defined once where the store uses it and public so
 /// that the benchmark's direct baselines (`bench/`) issue exactly the same text.
 pub mod sql {
+    pub use super::group::GROUP_APPEND_SQL;
     pub use super::history::{history_query, snapshot_and_tail_sql};
     pub use super::rows::EVENT_COLUMNS;
-    pub use super::group::GROUP_APPEND_SQL;
     pub use super::store::{APPEND_SQL, AppendParams, HEAD_SQL, LOCK_HEAD_SQL};
 }
 pub use outbox::PgOutbox;

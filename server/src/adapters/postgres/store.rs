@@ -287,8 +287,7 @@ impl PgStore {
             };
             attempts += 1;
             let plan = AppendPlan::new(request, &head, cached.updated_at, Utc::now(), decision)?;
-            let params =
-                AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
+            let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
             match self.group.submit(&self.pool, params).await? {
                 Submitted::Moved => {
                     self.heads.put(
