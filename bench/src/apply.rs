@@ -400,7 +400,7 @@ pub async fn check_server_versions(
     Ok(())
 }
 
-async fn create_type_direct(pool: &Pool) -> Result<Uuid> {
+pub async fn create_type_direct(pool: &Pool) -> Result<Uuid> {
     let client = pool.get().await?;
     let id = Uuid::now_v7();
     client
@@ -413,7 +413,7 @@ async fn create_type_direct(pool: &Pool) -> Result<Uuid> {
     Ok(id)
 }
 
-async fn create_instances_direct(
+pub async fn create_instances_direct(
     pool: &Pool,
     type_id: Uuid,
     prefix: &str,

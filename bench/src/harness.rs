@@ -167,6 +167,16 @@ impl RunningServer {
         Self::start(config(&argv)?).await
     }
 
+    /// As [`Self::postgres`] with REDIS_URL and NATS_URL ignored: PostgreSQL alone.
+    pub async fn postgres_only(database_url: &str, extra: &[&str]) -> Result<Self> {
+        let mut argv = vec!["--database-url", database_url];
+        argv.extend_from_slice(extra);
+        let mut config = config(&argv)?;
+        config.redis_url = None;
+        config.nats_url = None;
+        Self::start(config).await
+    }
+
     /// On the embedded store under `data_dir`, default flags otherwise. DATABASE_URL, REDIS_URL
     /// and NATS_URL in the environment are ignored, so the figures are the embedded store's alone.
     pub async fn embedded(data_dir: &Path) -> Result<Self> {

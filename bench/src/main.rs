@@ -9,6 +9,7 @@
 //! ```text
 //! cargo build --release -p temporal-state-bench
 //! target/release/temporal-state-bench apply
+//! target/release/temporal-state-bench write
 //! target/release/temporal-state-bench state-at-version
 //! target/release/temporal-state-bench console
 //! ```
@@ -21,6 +22,7 @@ mod embedded;
 mod harness;
 mod state_at;
 mod stream;
+mod write;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +49,10 @@ struct Cli {
 enum Command {
     /// ApplyEvent throughput and latency: server vs the same SQL issued directly.
     Apply(apply::Args),
+    /// Write throughput (issue 13): ScoreIncreased with expected_version over 1,000 instances,
+    /// the server on PostgreSQL alone and with Redis + NATS, against a hand-written
+    /// tokio-postgres append.
+    Write(write::Args),
     /// GetStateAtVersion on short and long histories, and GetHistory over a long one.
     StateAtVersion(state_at::Args),
     /// Every analytics RPC over 1,000,000 events next to hand-written SQL.
@@ -68,6 +74,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Apply(args) => apply::run(&cli.admin_url, args).await,
+        Command::Write(args) => write::run(&cli.admin_url, args).await,
         Command::StateAtVersion(args) => state_at::run(&cli.admin_url, args).await,
         Command::Analytics(args) => analytics::run(&cli.admin_url, args).await,
         Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,

@@ -405,6 +405,83 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
     server.child.wait().unwrap();
 }
 
+/// SIGKILL while 32 writers keep the group committer's batches full: after a restart every
+/// acknowledged event is stored and published once, in order; and nothing beyond what was
+/// acknowledged is visible except, per writer, the one append whose answer the kill cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_during_loaded_batches_keeps_exactly_what_it_acknowledged() {
+    const WRITERS: usize = 32;
+    let nats = Nats::start();
+    let db = TestDb::create().await;
+    let port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let mut server = spawn_server(logs.path(), "first", &db.url, &nats.url(), port);
+    let mut c = server.wait_ready(&format!("127.0.0.1:{port}")).await;
+    c.create_type("device", json!({"type": "object"})).await;
+    let mut writers = Vec::new();
+    for i in 0..WRITERS {
+        let id = c
+            .create_instance("device", &format!("d-{i}"), json!({}))
+            .await
+            .id;
+        let mut c = c.clone();
+        writers.push(tokio::spawn(async move {
+            // The last version the server acknowledged to this writer (each writer is its
+            // instance's only one, one call at a time).
+            let mut acknowledged = 1;
+            for n in 0..2000 {
+                match c.apply(&id, "Reading", json!({"n": n})).await {
+                    Ok(r) => acknowledged = r.event.unwrap().version,
+                    Err(_) => break,
+                }
+            }
+            (id, acknowledged)
+        }));
+    }
+    wait_until("batches are committed", Duration::from_secs(60), || {
+        let db = &db;
+        async move { db.count("events").await > 1500 }
+    })
+    .await;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.push(w.await.unwrap());
+    }
+
+    let mut server = spawn_server(logs.path(), "restarted", &db.url, &nats.url(), port);
+    wait_until(
+        "the outbox is drained after the restart",
+        Duration::from_secs(60),
+        || {
+            let db = &db;
+            async move { db.count("outbox").await == 0 }
+        },
+    )
+    .await;
+    let client = db.client().await;
+    let mut expected = HashMap::new();
+    for row in client
+        .query("SELECT id::text, version FROM instances", &[])
+        .await
+        .unwrap()
+    {
+        expected.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
+    }
+    assert_eq!(expected.values().sum::<i64>(), db.count("events").await);
+    for (id, version) in &acknowledged {
+        let stored = expected[id];
+        assert!(
+            stored == *version || stored == *version + 1,
+            "{id}: version {version} was acknowledged, {stored} is stored"
+        );
+    }
+    assert_published_once_in_order(&stream_messages(&nats.url()).await, &expected);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 async fn subscribe(
     c: &mut Clients,
     instance_id: &str,

@@ -1,13 +1,14 @@
-//! The embedded store's append: its statements and the transaction that runs on the writer
-//! connection, executing the plan of `adapters/append_plan.rs` in SQLite.
+//! The embedded store's append: its statements and the group-committed transaction that runs
+//! on the writer connection, executing the plan of `adapters/append_plan.rs` in SQLite.
 
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use super::store::sql;
 use super::{EmbeddedError, rows};
 use crate::adapters::append_plan::{self, AppendPlan, Attempt};
-use crate::ports::{AppendRequest, Decide, Head, RecordedKey, StoreError};
+use crate::ports::{AppendOutcome, AppendRequest, Decide, Head, RecordedKey, StoreError};
 
 /// An append's statements, in the order `append_transaction` runs them, each defined once
 /// here and public so the benchmark's raw baseline (`bench/`) runs the same text.
@@ -32,17 +33,59 @@ pub const INSERT_SNAPSHOT_SQL: &str =
 pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
      updated_at = ?3 WHERE id = ?4 AND version = ?5";
 
-/// One append, in one `BEGIN IMMEDIATE` transaction on the writer connection: lock, check keys
-/// then the expected version, run the decision on the locked head, write its plan, commit.
-pub(super) fn append_transaction(
+/// An append waiting for the writer, with where its answer goes.
+pub(super) struct PendingAppend {
+    pub request: AppendRequest,
+    pub decide: Decide,
+    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Group commit: every append waiting when the writer came free, in one `BEGIN IMMEDIATE`
+/// transaction and so one fsync. Each append runs in a savepoint of its own: a conflict, a
+/// rejection or a failed statement rolls back that append alone, and the next one sees the
+/// batch's earlier appends (two appends to one instance in a batch follow each other). Answers
+/// go out once the commit returned; if it failed, every append gets its error.
+pub(super) fn append_batch(
     conn: &mut Connection,
+    batch: Vec<PendingAppend>,
+    snapshot_interval: i64,
+) {
+    let mut answered = Vec::with_capacity(batch.len());
+    let committed = (|| {
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        for job in batch {
+            let outcome = append_plan::with_attempts_blocking(|_| {
+                let sp = tx.savepoint().map_err(sql)?;
+                let attempt = append_in(&sp, &job.request, snapshot_interval, &job.decide);
+                if matches!(attempt, Ok(Attempt::Done(AppendOutcome::Appended { .. }))) {
+                    sp.commit().map_err(sql)?;
+                }
+                // Anything else: dropping the savepoint rolls back what it wrote.
+                attempt
+            });
+            answered.push((job.reply, outcome));
+        }
+        tx.commit().map_err(sql)
+    })();
+    for (reply, outcome) in answered {
+        let outcome = match &committed {
+            Ok(()) => outcome,
+            Err(e) => Err(e.clone()),
+        };
+        let _ = reply.send(outcome);
+    }
+}
+
+/// One append inside the batch's transaction: read the head, check keys then the expected
+/// version, run the decision on the head, write its plan.
+fn append_in(
+    tx: &Connection,
     request: &AppendRequest,
     snapshot_interval: i64,
     decide: &Decide,
 ) -> Result<Attempt, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql)?;
     let instance = rows::id(request.instance_id);
     let found: Option<(String, i64, String, i64)> = tx
         .prepare_cached(HEAD_SQL)
@@ -68,7 +111,7 @@ pub(super) fn append_transaction(
     let recorded = if request.client_event_ids.is_empty() {
         Vec::new()
     } else {
-        recorded_keys(&tx, &request.client_event_ids)?
+        recorded_keys(tx, &request.client_event_ids)?
     };
     if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
         return Ok(Attempt::Done(outcome));
@@ -130,7 +173,6 @@ pub(super) fn append_transaction(
         ])
         .map_err(sql)?;
     plan.head_moved(request.instance_id, updated as u64)?;
-    tx.commit().map_err(sql)?;
     Ok(Attempt::Done(plan.into_outcome()))
 }
 

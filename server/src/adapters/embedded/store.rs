@@ -13,10 +13,11 @@
 //! another process opens the same file. Reads use a few `query_only` connections of their own;
 //! in WAL mode they read committed data without waiting for the writer.
 //!
-//! An append runs whole on the writer connection's blocking thread: the transaction, the
-//! application's decision (an owned closure, run there while the instance is locked) and the
-//! retries, planned by [`crate::adapters::append_plan`]; one hand-over from async to blocking
-//! and back per append.
+//! Appends are group-committed: each queues itself, and whoever takes the writer next takes
+//! every append waiting, running them in one transaction (each in a savepoint of its own) on
+//! the writer connection's blocking thread: the application's decisions (owned closures, run
+//! there while the writer is held), the retries, planned by [`crate::adapters::append_plan`],
+//! and one commit. A batch starts as soon as the writer is free, never on a timer.
 //!
 //! # Durability
 //!
@@ -25,7 +26,8 @@
 //! idempotency and history promises assume it). `synchronous=NORMAL` would only fsync at
 //! checkpoints: still safe against a crash of the server process, but the last commits before a
 //! power loss could vanish, and with them recorded idempotency keys, so a retry would be applied
-//! twice. The cost is one fsync per append (not per event: a batch is one transaction).
+//! twice. The cost is one fsync per batch of appends (group commit), shared by every append that
+//! was waiting.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,11 +37,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::append::append_transaction;
+use super::append::{PendingAppend, append_batch};
 use super::{EmbeddedError, migrate, rows};
 use crate::adapters::append_plan;
 use crate::domain::{ApplyMode, EventType, State};
@@ -72,6 +74,8 @@ struct Inner {
     snapshot_interval: i64,
     applied: Vec<i32>,
     writer: Arc<Mutex<Connection>>,
+    /// Appends waiting for the writer; the next one to hold it takes them all (group commit).
+    appends: std::sync::Mutex<Vec<PendingAppend>>,
     readers: Arc<Readers>,
     /// Set when a statement found the file damaged: from then on `ping` fails, so the server
     /// reports NOT_SERVING. Damage that start-up does not read (late pages) shows only here.
@@ -179,6 +183,12 @@ impl Drop for Lease {
     }
 }
 
+fn lock_queue(
+    queue: &std::sync::Mutex<Vec<PendingAppend>>,
+) -> std::sync::MutexGuard<'_, Vec<PendingAppend>> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn worker(e: tokio::task::JoinError) -> StoreError {
     EmbeddedError::Worker(e.to_string()).into()
 }
@@ -280,6 +290,7 @@ impl EmbeddedStore {
                 snapshot_interval: snapshot_interval.max(1),
                 applied,
                 writer: Arc::new(Mutex::new(writer)),
+                appends: std::sync::Mutex::new(Vec::new()),
                 readers,
                 damaged: AtomicBool::new(false),
                 read_timeout_ms: AtomicU64::new(0),
@@ -702,15 +713,35 @@ impl EventStore for EmbeddedStore {
         request: AppendRequest,
         decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
-        let interval = self.inner.snapshot_interval;
-        // The whole append, decision and retries included, runs on the writer connection's
-        // blocking thread: one hand-over from async to blocking and back per append.
-        self.write(move |conn| {
-            append_plan::with_attempts_blocking(|_| {
-                append_transaction(conn, &request, interval, &decide)
-            })
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        lock_queue(&self.inner.appends).push(PendingAppend {
+            request,
+            decide,
+            reply,
+        });
+        // Whoever takes the writer next takes every append waiting, this one included unless an
+        // earlier writer already took it: one transaction and one fsync for all of them. In a
+        // task of its own, so a caller going away never leaves its append queued with nobody
+        // to take it.
+        let store = self.clone();
+        tokio::spawn(async move {
+            let conn = store.inner.writer.clone().lock_owned().await;
+            let batch = std::mem::take(&mut *lock_queue(&store.inner.appends));
+            if batch.is_empty() {
+                return;
+            }
+            let interval = store.inner.snapshot_interval;
+            let mut conn = conn;
+            // The whole batch, decisions and retries included, runs on the writer connection's
+            // blocking thread: one hand-over from async to blocking and back per batch. A
+            // failed task drops the answers, which the callers report.
+            let _ =
+                tokio::task::spawn_blocking(move || append_batch(&mut conn, batch, interval)).await;
+        });
+        let outcome = answer.await.unwrap_or_else(|_| {
+            Err(EmbeddedError::Worker("the writer stopped before answering".into()).into())
+        });
+        self.noticed(outcome)
     }
 }
 

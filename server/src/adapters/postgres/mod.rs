@@ -3,7 +3,9 @@
 //! - `migrate`: embedded SQL migrations under an advisory lock, so servers may start together.
 //! - `store`: [`PgStore`], the write port with tokio-postgres through a deadpool pool; every
 //!   statement is prepared once per connection. The append executes the shared plan
-//!   (`adapters/append_plan.rs`) in one statement.
+//!   (`adapters/append_plan.rs`) in one statement, on the head this server already knows.
+//! - `group`: the head cache and group commit: concurrent appends to different instances
+//!   share one statement and one commit.
 //! - `history`: the time-travel port for [`PgStore`].
 //! - `analytics`: the analytics port, aggregates pushed into SQL.
 //! - `timescale`: the continuous aggregate, compression and retention, where installed.
@@ -14,6 +16,7 @@
 
 mod analytics;
 mod error;
+mod group;
 mod history;
 pub mod migrate;
 pub mod outbox;
@@ -27,10 +30,11 @@ pub use error::PgError;
 /// The statements [`PgStore`] issues, each defined once where the store uses it and public so
 /// that the benchmark's direct baselines (`bench/`) issue exactly the same text.
 pub mod sql {
+    pub use super::group::GROUP_APPEND_SQL;
     pub use super::history::{history_query, snapshot_and_tail_sql};
     pub use super::rows::EVENT_COLUMNS;
-    pub use super::store::{APPEND_SQL, AppendParams, LOCK_HEAD_SQL};
+    pub use super::store::{APPEND_SQL, AppendParams, HEAD_SQL, LOCK_HEAD_SQL};
 }
 pub use outbox::PgOutbox;
-pub use store::{PgStore, PgStoreConfig};
+pub use store::{HEAD_CACHE_BYTES, PgStore, PgStoreConfig};
 pub use timescale::TimescaleSettings;

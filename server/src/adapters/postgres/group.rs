@@ -1,0 +1,399 @@
+//! The append's hot path on PostgreSQL: the heads this server knows, and group commit.
+//!
+//! - [`HeadCache`]: the current state and version of instances this server wrote or read,
+//!   bounded by their measured size. It is read and written only under the instance's
+//!   per-instance lock, so while this server is the only writer it is exact, and an append needs
+//!   no `SELECT ... FOR UPDATE`. It is never trusted for correctness: the append's statement
+//!   moves the head with a compare-and-set on the version it was decided on, so when another
+//!   replica wrote first nothing is stored, and the store reads the head again and decides again.
+//! - [`GroupCommit`]: one committer task. Every append waiting when it starts goes into one
+//!   statement ([`GROUP_APPEND_SQL`]), committed once, in one round trip. The next batch starts
+//!   as soon as that statement returns, never on a timer, so a lone writer pays no added
+//!   latency. Each append's head move is its own compare-and-set, and the events, ids,
+//!   snapshots and outbox rows of an append are written only if its head moved: a conflict
+//!   fails that append alone; a row another transaction holds is skipped, not waited for. A
+//!   statement-level failure (a unique violation from a racing idempotency key) runs the
+//!   batch's appends again one by one, so it too fails only its own append.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::PgError;
+use super::store::AppendParams;
+use crate::domain::State;
+use crate::domain::limits::measure_object;
+use crate::ports::{Head, StoreError};
+
+/// A head as this server last wrote or read it.
+#[derive(Debug, Clone)]
+pub(super) struct CachedHead {
+    pub entity_type_id: Uuid,
+    pub version: i64,
+    pub state: State,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CachedHead {
+    pub fn head(&self, snapshot_interval: i64) -> Head {
+        Head {
+            entity_type_id: self.entity_type_id,
+            version: self.version,
+            state: self.state.clone(),
+            snapshot_interval,
+        }
+    }
+}
+
+/// Heads by instance, at most `budget` bytes of them (the states' JSON size plus a fixed
+/// overhead per entry). When full, entries are dropped until a quarter of the budget is free;
+/// a dropped head costs one read at the instance's next append, nothing else.
+pub(super) struct HeadCache {
+    budget: usize,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    heads: HashMap<Uuid, (CachedHead, usize)>,
+    bytes: usize,
+}
+
+/// What an entry costs beyond its state's JSON: the key, the map slot, the record.
+const ENTRY_OVERHEAD: usize = 160;
+
+impl HeadCache {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, instance_id: Uuid) -> Option<CachedHead> {
+        self.lock().heads.get(&instance_id).map(|(h, _)| h.clone())
+    }
+
+    pub fn put(&self, instance_id: Uuid, head: CachedHead) {
+        let size = measure_object(&head.state).bytes + ENTRY_OVERHEAD;
+        if size > self.budget / 4 {
+            self.forget(instance_id);
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some((_, old)) = inner.heads.insert(instance_id, (head, size)) {
+            inner.bytes -= old;
+        }
+        inner.bytes += size;
+        if inner.bytes > self.budget {
+            let target = self.budget - self.budget / 4;
+            let mut dropped = Vec::new();
+            let mut bytes = inner.bytes;
+            for (id, (_, size)) in &inner.heads {
+                if bytes <= target {
+                    break;
+                }
+                if *id != instance_id {
+                    dropped.push(*id);
+                    bytes -= size;
+                }
+            }
+            for id in dropped {
+                if let Some((_, size)) = inner.heads.remove(&id) {
+                    inner.bytes -= size;
+                }
+            }
+        }
+    }
+
+    pub fn forget(&self, instance_id: Uuid) {
+        let mut inner = self.lock();
+        if let Some((_, size)) = inner.heads.remove(&instance_id) {
+            inner.bytes -= size;
+        }
+    }
+
+    /// Bytes held, as counted against the budget.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// Appends of several instances in one statement, each moving its own head with a
+/// compare-and-set; an append's rows are written only when its head moved. Returns the ids of
+/// the instances whose head moved.
+///
+/// A head whose row another transaction holds locked (another replica's batch, an operator)
+/// is skipped, not waited for: one busy row never holds up the batch's other appends. Its
+/// append is answered like a lost compare-and-set, decides again, and after a few tries takes
+/// the locked path, which waits for that row alone. Never waiting for a row lock also means
+/// two replicas' batches cannot deadlock.
+///
+/// Parameters: per append $1 instance id, $2 the version decided on, $3 the new version,
+/// $4 the new state, $5 recorded_at, $6 recorded_by, $7 whether the outbox is written; per
+/// event $8 instance id, $9 version, $10 event id, $11 event type, $12 payload, $13 metadata,
+/// $14 mode, $15 occurred_at, $16 content hash; per snapshot $17 instance id, $18 version,
+/// $19 state. Outbox rows are inserted in (instance, version) order, so their ids grow with
+/// the version within an instance, as the relay's per-instance order needs.
+pub const GROUP_APPEND_SQL: &str = "
+WITH u AS (
+    SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[],
+                         $5::timestamptz[], $6::text[], $7::bool[])
+        AS u(id, fv, lv, st, ra, rb, ob)
+), l AS MATERIALIZED (
+    SELECT i.id FROM instances i JOIN u ON u.id = i.id
+    WHERE i.version = u.fv
+    FOR UPDATE OF i SKIP LOCKED
+), h AS (
+    UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra
+    FROM u JOIN l ON l.id = u.id
+    WHERE i.id = u.id AND i.version = u.fv
+    RETURNING i.id, i.entity_type_id, u.ra, u.rb, u.ob
+), e AS (
+    SELECT * FROM UNNEST($8::uuid[], $9::bigint[], $10::text[], $11::text[], $12::jsonb[],
+                         $13::jsonb[], $14::text[], $15::timestamptz[], $16::bytea[])
+        AS e(iid, v, eid, et, p, m, md, oa, hsh)
+), ev AS (
+    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
+                        metadata, mode, recorded_at, occurred_at, recorded_by)
+    SELECT e.iid, e.v, e.eid, h.entity_type_id, e.et, e.p, e.m, e.md, h.ra, e.oa, h.rb
+    FROM e JOIN h ON h.id = e.iid
+), k AS (
+    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
+    SELECT e.eid, e.iid, e.v, e.hsh FROM e JOIN h ON h.id = e.iid
+), s AS (
+    INSERT INTO snapshots (instance_id, version, state)
+    SELECT x.iid, x.v, x.st FROM UNNEST($17::uuid[], $18::bigint[], $19::jsonb[]) AS x(iid, v, st)
+    JOIN h ON h.id = x.iid
+), o AS (
+    INSERT INTO outbox (instance_id, version)
+    SELECT e.iid, e.v FROM e JOIN h ON h.id = e.iid WHERE h.ob ORDER BY e.iid, e.v
+)
+SELECT id FROM h";
+
+/// Most appends in one batch, and most events: bounds the statement's size and the time the
+/// batch holds its row locks.
+const MAX_BATCH_APPENDS: usize = 256;
+const MAX_BATCH_EVENTS: usize = 4096;
+
+/// Why a submitted append did not move its head.
+#[derive(Debug)]
+pub(super) enum Submitted {
+    /// Committed: the head moved.
+    Moved,
+    /// Nothing stored: the head was not at the version the append was decided on (another
+    /// replica wrote first), or another transaction held its row.
+    Stale,
+    /// Nothing stored: one of its event ids was claimed concurrently.
+    KeyTaken,
+}
+
+struct Job {
+    params: AppendParams,
+    reply: oneshot::Sender<Result<Submitted, StoreError>>,
+}
+
+/// The committer: started on the first append (the store is built outside the runtime too).
+pub(super) struct GroupCommit {
+    sender: OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl GroupCommit {
+    pub fn new() -> Self {
+        Self {
+            sender: OnceLock::new(),
+        }
+    }
+
+    /// Submits one append (whose instance the caller keeps locked until this returns) and waits
+    /// for the batch it joined to commit.
+    pub async fn submit(&self, pool: &Pool, params: AppendParams) -> Result<Submitted, StoreError> {
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(committer(pool.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job { params, reply })
+            .map_err(|_| StoreError::Internal("the group committer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the group committer dropped an append".into()))?
+    }
+}
+
+/// Takes every append waiting (up to the bounds), commits them in one statement, answers each,
+/// and starts again. Ends when the store is dropped.
+async fn committer(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut events = first.params.event_count();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_APPENDS {
+            let Ok(job) = jobs.try_recv() else { break };
+            // Two appends of one batch claiming the same event id would fail the whole
+            // statement: the second waits for the next batch, where it finds the id recorded.
+            let clash = job
+                .params
+                .event_ids
+                .iter()
+                .any(|id| batch.iter().any(|b| b.params.event_ids.contains(id)));
+            if clash || events + job.params.event_count() > MAX_BATCH_EVENTS {
+                carried = Some(job);
+                break;
+            }
+            events += job.params.event_count();
+            batch.push(job);
+        }
+        commit_batch(&pool, batch).await;
+    }
+}
+
+async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
+    // Rows in one order for every batch (the statement never waits for a row lock, so this
+    // only makes the plans alike).
+    batch.sort_by_key(|j| j.params.instance_id);
+    let params: Vec<&AppendParams> = batch.iter().map(|j| &j.params).collect();
+    match execute(pool, &params).await {
+        Ok(moved) => {
+            for job in batch {
+                let outcome = if moved.contains(&job.params.instance_id) {
+                    Submitted::Moved
+                } else {
+                    Submitted::Stale
+                };
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.pop() {
+                let _ = job.reply.send(single(&job.params, Err(e)));
+            }
+        }
+        Err(e) if statement_failed(&e) => {
+            tracing::debug!(appends = batch.len(), error = %e, "group append failed, running its appends one by one");
+            for job in batch {
+                let outcome = execute(pool, &[&job.params]).await;
+                let _ = job.reply.send(single(&job.params, outcome));
+            }
+        }
+        Err(e) => {
+            let error = StoreError::from(e);
+            for job in batch {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Whether the statement itself was refused (a constraint, a deadlock), as opposed to the
+/// connection failing: only then can its appends succeed on their own.
+fn statement_failed(e: &PgError) -> bool {
+    matches!(e, PgError::Db(db) if db.as_db_error().is_some_and(|d| {
+        let code = d.code().code();
+        code.starts_with("23") || code.starts_with("22") || code == "40P01" || code == "40001"
+    }))
+}
+
+fn single(
+    params: &AppendParams,
+    outcome: Result<Vec<Uuid>, PgError>,
+) -> Result<Submitted, StoreError> {
+    match outcome {
+        Ok(moved) if moved.contains(&params.instance_id) => Ok(Submitted::Moved),
+        Ok(_) => Ok(Submitted::Stale),
+        Err(e) if e.unique_violation() == Some("event_ids_pkey") => Ok(Submitted::KeyTaken),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs [`GROUP_APPEND_SQL`] for `appends` in one implicit transaction.
+async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, PgError> {
+    let mut ids = Vec::with_capacity(appends.len());
+    let mut from = Vec::with_capacity(appends.len());
+    let mut last = Vec::with_capacity(appends.len());
+    let mut states: Vec<&Value> = Vec::with_capacity(appends.len());
+    let mut recorded_at = Vec::with_capacity(appends.len());
+    let mut recorded_by: Vec<&str> = Vec::with_capacity(appends.len());
+    let mut outbox = Vec::with_capacity(appends.len());
+    let mut e_ids = Vec::new();
+    let mut e_versions: Vec<i64> = Vec::new();
+    let mut e_event_ids: Vec<&str> = Vec::new();
+    let mut e_types: Vec<&str> = Vec::new();
+    let mut e_payloads: Vec<&Value> = Vec::new();
+    let mut e_metadata: Vec<&Value> = Vec::new();
+    let mut e_modes: Vec<&str> = Vec::new();
+    let mut e_occurred: Vec<DateTime<Utc>> = Vec::new();
+    let mut e_hashes: Vec<&[u8]> = Vec::new();
+    let mut s_ids = Vec::new();
+    let mut s_versions: Vec<i64> = Vec::new();
+    let mut s_states: Vec<&Value> = Vec::new();
+    for a in appends {
+        ids.push(a.instance_id);
+        from.push(a.from_version);
+        last.push(a.last_version);
+        states.push(&a.state);
+        recorded_at.push(a.recorded_at);
+        recorded_by.push(&a.recorded_by);
+        outbox.push(a.outbox);
+        for i in 0..a.event_count() {
+            e_ids.push(a.instance_id);
+            e_versions.push(a.versions[i]);
+            e_event_ids.push(&a.event_ids[i]);
+            e_types.push(&a.event_types[i]);
+            e_payloads.push(&a.payloads[i]);
+            e_metadata.push(&a.metadata[i]);
+            e_modes.push(a.modes[i]);
+            e_occurred.push(a.occurred_at[i]);
+            e_hashes.push(&a.content_hashes[i]);
+        }
+        for (v, st) in a.snapshot_versions.iter().zip(&a.snapshot_states) {
+            s_ids.push(a.instance_id);
+            s_versions.push(*v);
+            s_states.push(st);
+        }
+    }
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
+    let params: [&(dyn ToSql + Sync); 19] = [
+        &ids,
+        &from,
+        &last,
+        &states,
+        &recorded_at,
+        &recorded_by,
+        &outbox,
+        &e_ids,
+        &e_versions,
+        &e_event_ids,
+        &e_types,
+        &e_payloads,
+        &e_metadata,
+        &e_modes,
+        &e_occurred,
+        &e_hashes,
+        &s_ids,
+        &s_versions,
+        &s_states,
+    ];
+    let rows = client.query(&stmt, &params).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
