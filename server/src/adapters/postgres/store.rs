@@ -112,6 +112,11 @@ impl PgStore {
         let mut pg = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| PgError::Config(format!("DATABASE_URL: {e}")))?;
         pg.connect_timeout(config.connect_timeout);
+        if tls.check.is_none() {
+            // No TLS asked for: no TLS request either (tokio-postgres's default, prefer, would
+            // send one now that a TLS connector is present; some servers answer it wrongly).
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
         if let Some(timeout) = statement_timeout {
             let existing = pg.get_options().unwrap_or_default().to_string();
             if !existing.contains("statement_timeout") {

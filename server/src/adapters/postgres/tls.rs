@@ -35,7 +35,18 @@ pub struct PgTls {
 /// (`host=... sslmode=require`) go to tokio-postgres unchanged.
 pub fn parse(url: &str) -> Result<PgTls, String> {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
+    if !is_url {
+        // A key-value string: tokio-postgres reads its sslmode; TLS without checking the
+        // certificate when it asks for TLS at all.
+        let asks = ["sslmode=require", "sslmode=prefer"]
+            .iter()
+            .any(|m| url.split_whitespace().any(|w| w == *m));
+        return Ok(PgTls {
+            url: url.to_string(),
+            check: asks.then_some(ServerCheck::EncryptOnly),
+        });
+    }
+    let Some((base, query)) = url.split_once('?') else {
         return Ok(PgTls {
             url: url.to_string(),
             check: None,
@@ -153,6 +164,11 @@ mod tests {
         assert_eq!(p("postgres://h/db?sslmode=disable").check, None);
         // Key-value strings pass through.
         assert_eq!(p("host=h sslmode=require").url, "host=h sslmode=require");
+        assert_eq!(
+            p("host=h sslmode=require").check,
+            Some(ServerCheck::EncryptOnly)
+        );
+        assert_eq!(p("host=h").check, None);
     }
 
     #[test]
