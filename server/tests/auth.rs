@@ -1332,6 +1332,39 @@ async fn start_raw(flags: &[&str]) -> (std::net::SocketAddr, tokio::sync::onesho
     (addr, stop)
 }
 
+/// An embedded server in `dir` speaking mutual TLS: a certificate from `server_ca`, clients'
+/// certificates from `client_ca`, and the API keys file `keys` if given.
+async fn start_mtls(
+    dir: &tempfile::TempDir,
+    server_ca: &Ca,
+    client_ca: &Ca,
+    keys: Option<&str>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (cert, key) = server_ca.issue("server", true);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let data = dir.path().join("data");
+    let mut flags = vec![
+        "--data-dir".to_string(),
+        data.to_str().unwrap().to_string(),
+        "--tls-cert-file".into(),
+        write("tls.crt", &cert),
+        "--tls-key-file".into(),
+        write("tls.key", &key),
+        "--tls-client-ca-file".into(),
+        write("clients.pem", &client_ca.pem()),
+    ];
+    if let Some(keys) = keys {
+        flags.push("--auth-api-keys-file".into());
+        flags.push(write("keys.json", keys));
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_raw(&flags).await
+}
+
 /// A channel over TLS, trusting `ca` and presenting `identity` if given.
 async fn tls_channel(
     addr: std::net::SocketAddr,
@@ -1443,29 +1476,7 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("server ca");
     let client_ca = Ca::new("client ca");
-    let (cert, key) = server_ca.issue("server", true);
-    let paths = [
-        ("tls.crt", cert),
-        ("tls.key", key),
-        ("clients.pem", client_ca.pem()),
-    ]
-    .map(|(name, text)| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    });
-    let data = dir.path().join("data");
-    let (addr, _stop) = start_raw(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--tls-cert-file",
-        &paths[0],
-        "--tls-key-file",
-        &paths[1],
-        "--tls-client-ca-file",
-        &paths[2],
-    ])
-    .await;
+    let (addr, _stop) = start_mtls(&dir, &server_ca, &client_ca, None).await;
     let good = client_ca.issue("svc-a", false);
     let server_pem = server_ca.pem();
     eventually("an mTLS call", || {
@@ -1490,37 +1501,13 @@ async fn a_client_certificates_subject_is_the_principal_of_a_call_without_a_toke
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("server ca");
     let client_ca = Ca::new("client ca");
-    let (cert, key) = server_ca.issue("server", true);
     let keys = serde_json::json!([
         {"name": "reporting", "tls_subject": "CN=reporting", "scopes": ["read"]},
         {"name": "ingest", "tls_subject": "CN = ingest", "scopes": ["admin"]},
         {"name": "admin", "sha256": sha256_hex(ADMIN), "scopes": ["admin"]},
     ]);
-    let paths = [
-        ("tls.crt", cert),
-        ("tls.key", key),
-        ("clients.pem", client_ca.pem()),
-        ("keys.json", keys.to_string()),
-    ]
-    .map(|(name, text)| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    });
-    let data = dir.path().join("data");
-    let (addr, _stop) = start_raw(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--tls-cert-file",
-        &paths[0],
-        "--tls-key-file",
-        &paths[1],
-        "--tls-client-ca-file",
-        &paths[2],
-        "--auth-api-keys-file",
-        &paths[3],
-    ])
-    .await;
+    let keys = keys.to_string();
+    let (addr, _stop) = start_mtls(&dir, &server_ca, &client_ca, Some(&keys)).await;
     let server_pem = server_ca.pem();
     let as_cert = |name: &str| {
         let identity = client_ca.issue(name, false);
