@@ -72,7 +72,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
         compress_after: Some(30 * DAY),
         retain_for: Some(400 * DAY),
     };
-    let open = || {
+    let open = |settings: &TimescaleSettings| {
         PgStore::new(&PgStoreConfig {
             url: db.url.clone(),
             pool_size: 1,
@@ -82,7 +82,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
         .unwrap()
         .with_timescale(settings.clone())
     };
-    let store = open();
+    let store = open(&settings);
     assert_eq!(store.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7]);
     assert!(store.has_timescaledb());
 
@@ -147,7 +147,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
     drop(store);
 
     // Every server start configures again: nothing to migrate, the same jobs, no error.
-    let again = open();
+    let again = open(&settings);
     assert_eq!(again.migrate().await.unwrap(), Vec::<i32>::new());
     let count: i64 = rows(
         &again,
@@ -158,6 +158,26 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
     .await[0]
         .get(0);
     assert_eq!(count, 3);
+    drop(again);
+
+    // Changed settings take effect at the next start: a new compression age, retention off.
+    let changed = open(&TimescaleSettings {
+        compress_after: Some(7 * DAY),
+        retain_for: None,
+    });
+    assert_eq!(changed.migrate().await.unwrap(), Vec::<i32>::new());
+    let jobs: Vec<(String, String)> = rows(
+        &changed,
+        "SELECT proc_name, config::text FROM timescaledb_information.jobs \
+         WHERE proc_name IN ('policy_compression', 'policy_retention') ORDER BY proc_name",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert_eq!(jobs.len(), 1, "retention removed: {jobs:?}");
+    assert_eq!(jobs[0].0, "policy_compression");
+    assert!(jobs[0].1.contains("168:00:00"), "7 days: {jobs:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ fn interval(d: Duration) -> String {
     format!("{} seconds", d.as_secs())
 }
 
-/// Creates the continuous aggregate and the policies; idempotent, safe at every start.
+/// Creates the continuous aggregate and makes the policies match `settings`; idempotent, safe at
+/// every start.
 pub async fn configure(client: &Client, settings: &TimescaleSettings) -> Result<(), PgError> {
     client.batch_execute(CONTINUOUS_AGGREGATE).await?;
     client
@@ -62,7 +63,7 @@ pub async fn configure(client: &Client, settings: &TimescaleSettings) -> Result<
              if_not_exists => true)",
         )
         .await?;
-    if let Some(after) = settings.compress_after {
+    if settings.compress_after.is_some() {
         client
             .batch_execute(
                 "ALTER TABLE events SET (timescaledb.compress, \
@@ -70,25 +71,85 @@ pub async fn configure(client: &Client, settings: &TimescaleSettings) -> Result<
                  timescaledb.compress_orderby = 'occurred_at DESC, version')",
             )
             .await?;
-        client
-            .batch_execute(&format!(
-                "SELECT add_compression_policy('events', INTERVAL '{}', if_not_exists => true)",
-                interval(after)
-            ))
-            .await?;
     }
-    if let Some(keep) = settings.retain_for {
-        client
-            .batch_execute(&format!(
-                "SELECT add_retention_policy('events', INTERVAL '{}', if_not_exists => true)",
-                interval(keep)
-            ))
-            .await?;
-    }
+    set_policy(client, &COMPRESSION, settings.compress_after).await?;
+    set_policy(client, &RETENTION, settings.retain_for).await?;
     info!(
         ?settings,
         "timescaledb continuous aggregate and policies configured"
     );
+    Ok(())
+}
+
+/// A policy on the events hypertable: its job, the config key holding its age, and the functions
+/// that add and remove it.
+struct Policy {
+    job: &'static str,
+    age_key: &'static str,
+    add: &'static str,
+    remove: &'static str,
+}
+
+const COMPRESSION: Policy = Policy {
+    job: "policy_compression",
+    age_key: "compress_after",
+    add: "add_compression_policy",
+    remove: "remove_compression_policy",
+};
+
+const RETENTION: Policy = Policy {
+    job: "policy_retention",
+    age_key: "drop_after",
+    add: "add_retention_policy",
+    remove: "remove_retention_policy",
+};
+
+/// Makes the hypertable's policy match the setting: added when missing, replaced when its age
+/// differs (a changed `TIMESCALE_*_DAYS` takes effect at the next start), removed when the
+/// setting is off. A policy that already matches is left alone, so its schedule is not reset by
+/// every restart.
+async fn set_policy(
+    client: &Client,
+    policy: &Policy,
+    age: Option<Duration>,
+) -> Result<(), PgError> {
+    let current: Vec<Option<bool>> = client
+        .query(
+            &format!(
+                "SELECT (config->>'{key}')::interval = $1::text::interval \
+                 FROM timescaledb_information.jobs \
+                 WHERE proc_name = '{job}' AND hypertable_name = 'events'",
+                key = policy.age_key,
+                job = policy.job
+            ),
+            &[&age.map_or_else(|| "0".to_string(), interval)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let matches = age.is_some() && current.len() == 1 && current[0] == Some(true);
+    if matches || (age.is_none() && current.is_empty()) {
+        return Ok(());
+    }
+    if !current.is_empty() {
+        client
+            .batch_execute(&format!(
+                "SELECT {}('events', if_exists => true)",
+                policy.remove
+            ))
+            .await?;
+    }
+    if let Some(age) = age {
+        client
+            .batch_execute(&format!(
+                "SELECT {}('events', INTERVAL '{}', if_not_exists => true)",
+                policy.add,
+                interval(age)
+            ))
+            .await?;
+    }
+    info!(policy = policy.job, ?age, "timescaledb policy set");
     Ok(())
 }
 
