@@ -31,7 +31,7 @@ pub struct Args {
     pub samples: usize,
 }
 
-const BASE: &str = "2026-10-01T00:00:00Z";
+pub(crate) const BASE: &str = "2026-10-01T00:00:00Z";
 
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     ensure!(
@@ -373,7 +373,11 @@ fn row(table: &mut Table, name: &str, (server, answered): &Timed, (sql, sql_answ
 }
 
 /// Bulk-loads the dataset in SQL, as the server would have written it.
-async fn load(client: &tokio_postgres::Client, type_id: Uuid, args: &Args) -> Result<()> {
+pub(crate) async fn load(
+    client: &tokio_postgres::Client,
+    type_id: Uuid,
+    args: &Args,
+) -> Result<()> {
     let n = args.instances;
     let v = args.versions;
     let base: DateTime<Utc> = BASE.parse()?;

@@ -12,6 +12,7 @@
 //! target/release/temporal-state-bench write
 //! target/release/temporal-state-bench state-at-version
 //! target/release/temporal-state-bench console
+//! target/release/temporal-state-bench timescale
 //! ```
 
 mod analytics;
@@ -22,6 +23,7 @@ mod embedded;
 mod harness;
 mod state_at;
 mod stream;
+mod timescale;
 mod write;
 
 use anyhow::Result;
@@ -64,6 +66,9 @@ enum Command {
     /// The web console's gateway: gRPC-web GetCurrentState and Subscribe through it vs straight
     /// to the engine.
     Console(console::Args),
+    /// Time series and field aggregation over 1,000,000 events on TimescaleDB (continuous
+    /// aggregate, compressed chunks) and on plain PostgreSQL, answers checked equal.
+    Timescale(analytics::Args),
     /// The cost of authentication per call: ApplyEvent and GetCurrentState without credentials,
     /// with an API key and with an RS256 JWT (embedded store).
     Auth(auth::Args),
@@ -78,6 +83,7 @@ async fn main() -> Result<()> {
         Command::StateAtVersion(args) => state_at::run(&cli.admin_url, args).await,
         Command::Analytics(args) => analytics::run(&cli.admin_url, args).await,
         Command::CacheAndStream(args) => stream::run(&cli.admin_url, args).await,
+        Command::Timescale(args) => timescale::run(&cli.admin_url, args).await,
         Command::Embedded(args) => embedded::run(args).await,
         Command::Console(args) => console::run(args).await,
         Command::Auth(args) => auth::run(args).await,
