@@ -472,6 +472,18 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
         Code::ResourceExhausted,
         "2048",
     );
+    assert_status(
+        c.instances
+            .create_instance(pb::CreateInstanceRequest {
+                entity_type: player.id.clone(),
+                external_id: "big-metadata".into(),
+                initial_state: Some(st(json!({"username": "bob"}))),
+                metadata: Some(st(json!({ "note": big }))),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "2048",
+    );
     // A batch over MAX_BATCH_EVENTS (5), each event valid on its own.
     assert_status(
         c.events
