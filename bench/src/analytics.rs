@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use temporal_state_proto::v1 as pb;
@@ -123,7 +123,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
         let rows = client
             .query(
                 "SELECT event_type, count(*) FROM events WHERE entity_type_id = $1 \
-                 GROUP BY event_type ORDER BY 2 DESC, 1 COLLATE \"C\"",
+                 GROUP BY event_type ORDER BY 2 DESC, event_type COLLATE \"C\"",
                 &[&type_id],
             )
             .await?;
@@ -468,13 +468,18 @@ where
     Q: FnMut() -> QFut,
     QFut: Future<Output = Result<serde_json::Value>>,
 {
-    let (server_answer, sql_answer) = (server().await?, sql().await?);
+    let server_answer = server().await.with_context(|| format!("{name}: the server"))?;
+    let sql_answer = sql().await.with_context(|| format!("{name}: the SQL"))?;
     ensure!(
         server_answer == sql_answer,
         "{name}: the server answered {server_answer}\nbut the SQL answered {sql_answer}"
     );
-    let (server_timed, _) = sample(1, samples, &mut server).await?;
-    let (sql_timed, _) = sample(1, samples, &mut sql).await?;
+    let (server_timed, _) = sample(1, samples, &mut server)
+        .await
+        .with_context(|| format!("{name}: the server"))?;
+    let (sql_timed, _) = sample(1, samples, &mut sql)
+        .await
+        .with_context(|| format!("{name}: the SQL"))?;
     table.row(vec![
         name.to_string(),
         server_timed.p50().to_string(),
