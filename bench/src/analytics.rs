@@ -337,7 +337,14 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
                 .collect::<Vec<_>>()
         ))
     };
-    compare_and_time(&mut table, "GetMostActive (top 10)", args.samples, server, sql).await?;
+    compare_and_time(
+        &mut table,
+        "GetMostActive (top 10)",
+        args.samples,
+        server,
+        sql,
+    )
+    .await?;
 
     let server = || {
         let mut a = a.clone();
@@ -441,9 +448,15 @@ fn fold_scores(rows: &[tokio_postgres::Row]) -> Result<serde_json::Value> {
     }
     let n = scores.len();
     let sum: f64 = scores.iter().sum();
-    let (min, max) = scores.iter().fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), &v| {
-        (Some(lo.map_or(v, |l| l.min(v))), Some(hi.map_or(v, |h| h.max(v))))
-    });
+    let (min, max) =
+        scores
+            .iter()
+            .fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), &v| {
+                (
+                    Some(lo.map_or(v, |l| l.min(v))),
+                    Some(hi.map_or(v, |h| h.max(v))),
+                )
+            });
     Ok(stats(
         n as i64,
         min,
@@ -468,7 +481,9 @@ where
     Q: FnMut() -> QFut,
     QFut: Future<Output = Result<serde_json::Value>>,
 {
-    let server_answer = server().await.with_context(|| format!("{name}: the server"))?;
+    let server_answer = server()
+        .await
+        .with_context(|| format!("{name}: the server"))?;
     let sql_answer = sql().await.with_context(|| format!("{name}: the SQL"))?;
     ensure!(
         server_answer == sql_answer,

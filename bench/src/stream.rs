@@ -20,11 +20,11 @@ use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_server::adapters::redis::{STATE_FIELD, external_key};
 use uuid::Uuid;
 
-use crate::procs::Private;
 use crate::harness::{
     Measured, RunningServer, Table, clients, environment, fmt_rate, histogram, ratio, to_struct,
     with_dbs,
 };
+use crate::procs::Private;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,7 +58,10 @@ pub struct Args {
 const DRAIN_BOUND: Duration = Duration::from_secs(300);
 
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
-    ensure!(args.rounds > 0 && args.clients > 0, "--rounds and --clients must be positive");
+    ensure!(
+        args.rounds > 0 && args.clients > 0,
+        "--rounds and --clients must be positive"
+    );
     println!("{}", environment(admin_url).await?);
     let private_redis = match &args.redis_url {
         Some(_) => None,
@@ -268,7 +271,10 @@ async fn run_in(args: &Args, urls: &Urls<'_>, plain: &str, published: &str) -> R
     }
     cached.stop().await?;
     let published_events: i64 = on_db
-        .query_one("SELECT count(*) FROM events WHERE event_type = 'ScoreIncreased'", &[])
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'ScoreIncreased'",
+            &[],
+        )
         .await?
         .get(0);
     ensure!(
@@ -366,7 +372,10 @@ async fn measure_writes(
     .await?;
     let draining = Instant::now();
     loop {
-        let left: i64 = db.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+        let left: i64 = db
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await?
+            .get(0);
         if left == 0 {
             break;
         }

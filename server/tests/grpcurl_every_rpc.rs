@@ -257,10 +257,7 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
     assert_eq!(batch["state"]["username"], "alice2");
     // Subscribe streams: the replay of versions 1..=4, then it waits for live events. Read as
     // grpcurl prints it, and ended once version 4 arrived (`-max-time` only stops a hang).
-    let versions = g.subscribe_until(
-        serde_json::json!({"instance_id": id, "from_version": 1}),
-        4,
-    );
+    let versions = g.subscribe_until(serde_json::json!({"instance_id": id, "from_version": 1}), 4);
     assert_eq!(versions, vec![1, 2, 3, 4]);
 
     // QueryService

@@ -356,7 +356,11 @@ async fn two_publishing_servers_on_one_database_publish_each_event_once_in_order
     const ROUNDS: i64 = 25;
     let mut ids = Vec::new();
     for i in 0..INSTANCES {
-        ids.push(ca.create_instance("device", &format!("d{i}"), json!({})).await.id);
+        ids.push(
+            ca.create_instance("device", &format!("d{i}"), json!({}))
+                .await
+                .id,
+        );
     }
     let mut writers = Vec::new();
     for (w, c) in [ca.clone(), cb.clone(), ca.clone(), cb.clone()]
@@ -398,7 +402,12 @@ async fn two_publishing_servers_on_one_database_publish_each_event_once_in_order
         *sent.entry(id).or_default() += 1;
     }
     if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_secs(2), wire.next()).await {
-        let id = extra.headers.unwrap().get("Nats-Msg-Id").unwrap().to_string();
+        let id = extra
+            .headers
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .to_string();
         *sent.entry(id).or_default() += 1;
     }
     let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
@@ -422,12 +431,18 @@ async fn two_publishing_servers_on_one_database_publish_each_event_once_in_order
             .event
             .unwrap();
         if e.event_type == "Reading" {
-            seen.entry(e.instance_id.clone()).or_default().push(e.version);
+            seen.entry(e.instance_id.clone())
+                .or_default()
+                .push(e.version);
             count += 1;
         }
     }
     for id in &ids {
-        assert_eq!(seen[id], (2..=last).collect::<Vec<_>>(), "instance {id} on b");
+        assert_eq!(
+            seen[id],
+            (2..=last).collect::<Vec<_>>(),
+            "instance {id} on b"
+        );
     }
     a.stop().await;
     b.stop().await;

@@ -1013,7 +1013,12 @@ async fn damaged_postgres_data_is_data_loss_and_internal_errors_are_never_detail
         );
         assert!(status.details().is_empty(), "{sqlstate}: {status:?}");
         let typed = sdk
-            .apply_event(&inst.id, "Set", &json!({"n": 2}), &ApplyEventOptions::default())
+            .apply_event(
+                &inst.id,
+                "Set",
+                &json!({"n": 2}),
+                &ApplyEventOptions::default(),
+            )
             .await
             .expect_err(sqlstate);
         let variant = match &typed {

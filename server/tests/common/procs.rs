@@ -45,7 +45,9 @@ fn wait_for_port(port: u16, what: &str) {
 /// whoever holds it.
 fn assert_running(child: &mut Child, what: &str, port: u16) {
     if let Some(status) = child.try_wait().expect("poll the child") {
-        panic!("{what} on port {port} exited at start ({status}): the port was taken by another process");
+        panic!(
+            "{what} on port {port} exited at start ({status}): the port was taken by another process"
+        );
     }
 }
 
@@ -53,7 +55,8 @@ fn assert_running(child: &mut Child, what: &str, port: u16) {
 /// array as its elements one per line, nil as "".
 pub fn redis_command(port: u16, args: &[&str]) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut out = format!("*{}\r\n", args.len());
     for a in args {
         out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -230,7 +233,8 @@ impl Nats {
         assert_running(self.child.as_mut().unwrap(), "nats-server", self.port);
         // The greeting is `INFO {json}`; its server_name is ours only if the child answers.
         let conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut greeting = String::new();
         BufReader::new(conn).read_line(&mut greeting).unwrap();
         let info: serde_json::Value = greeting

@@ -315,7 +315,10 @@ mod redis_only {
                     break;
                 }
                 other => {
-                    assert!(Instant::now() < deadline, "redis did not come back: {other:?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "redis did not come back: {other:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
