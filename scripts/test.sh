@@ -4,6 +4,9 @@
 # Makes sure PostgreSQL, Redis and NATS (JetStream) answer on 127.0.0.1 and that the tools
 # (buf, grpcurl) are installed, then runs every test of the workspace against those services.
 # The TEST_*_URL variables below are only defaults: set them to point the tests elsewhere.
+# TEST_DATABASE_URL hosts every test's own database; TEST_REDIS_URL is the shared Redis the fuzz
+# test caches in. Every other Redis and NATS a test uses is a process of its own on a spare port
+# (server/tests/common/procs.rs), so there is no TEST_NATS_URL.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +18,6 @@ bash scripts/ensure-tools.sh
 export PATH="$ROOT/tools/bin:$ROOT/tools/node_modules/.bin:$PATH"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
-export TEST_NATS_URL="${TEST_NATS_URL:-nats://127.0.0.1:4222}"
 
 cargo test --workspace --all-targets "$@"
 # --all-targets leaves out documentation examples: they are the SDK's promised, compiling examples.

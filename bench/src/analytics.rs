@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use temporal_state_proto::v1 as pb;
@@ -15,9 +15,7 @@ use temporal_state_proto::v1::analytics_service_client::AnalyticsServiceClient;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
 use uuid::Uuid;
 
-use crate::harness::{
-    Measured, RunningServer, Table, environment, ratio, sample, to_struct, with_dbs,
-};
+use crate::harness::{RunningServer, Table, environment, ratio, sample, to_struct, with_dbs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -99,156 +97,177 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
         "server/SQL p50",
     ]);
 
+    // Each row: the server's answer and the SQL's, as the same JSON, must be equal before either
+    // is timed; any failed call fails the benchmark.
+
     // Event counts.
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_event_counts(pb::GetEventCountsRequest {
+    let server = || {
+        let mut a = a.clone();
+        async move {
+            let r = a
+                .get_event_counts(pb::GetEventCountsRequest {
                     entity_type: "player".into(),
                     ..Default::default()
                 })
-                .await
-                .map(|r| r.into_inner().counts.len())
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            client
-                .query(
-                    "SELECT event_type, count(*) FROM events WHERE entity_type_id = $1 \
-                     GROUP BY event_type ORDER BY 2 DESC, 1",
-                    &[&type_id],
-                )
-                .await
-                .map(|r| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(&mut table, "GetEventCounts", &s, &q);
+                .await?
+                .into_inner();
+            anyhow::Ok(json!(
+                r.counts
+                    .iter()
+                    .map(|c| json!([c.event_type, c.count]))
+                    .collect::<Vec<_>>()
+            ))
+        }
+    };
+    let sql = || async {
+        let rows = client
+            .query(
+                "SELECT event_type, count(*) FROM events WHERE entity_type_id = $1 \
+                 GROUP BY event_type ORDER BY 2 DESC, event_type COLLATE \"C\"",
+                &[&type_id],
+            )
+            .await?;
+        anyhow::Ok(json!(
+            rows.iter()
+                .map(|r| json!([r.get::<_, String>(0), r.get::<_, i64>(1)]))
+                .collect::<Vec<_>>()
+        ))
+    };
+    compare_and_time(&mut table, "GetEventCounts", args.samples, server, sql).await?;
 
-    // Time series: daily buckets over 31 days.
+    // Time series: daily buckets over 31 days (empty days left out of both).
     let day = 86_400_000_000i64;
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_event_time_series(pb::GetEventTimeSeriesRequest {
+    let server = || {
+        let mut a = a.clone();
+        async move {
+            let r = a
+                .get_event_time_series(pb::GetEventTimeSeriesRequest {
                     entity_type: "player".into(),
-                    interval: Some(prost_types::Duration { seconds: 86_400, nanos: 0 }),
+                    interval: Some(prost_types::Duration {
+                        seconds: 86_400,
+                        nanos: 0,
+                    }),
                     start_time: Some(ts(base)),
                     end_time: Some(ts(end)),
                     event_type: None,
                 })
-                .await
-                .map(|r| r.into_inner().buckets.len())
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            client
-                .query(
-                    "SELECT date_bin($2::bigint * interval '1 microsecond', occurred_at, $3), count(*) \
-                     FROM events WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4 \
-                     GROUP BY 1 ORDER BY 1",
-                    &[&type_id, &day, &base, &end],
-                )
-                .await
-                .map(|r| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(&mut table, "GetEventTimeSeries (31 daily buckets)", &s, &q);
+                .await?
+                .into_inner();
+            anyhow::Ok(json!(
+                r.buckets
+                    .iter()
+                    .filter(|b| b.count > 0)
+                    .map(|b| json!([micros_of(b.bucket_start.as_ref()), b.count]))
+                    .collect::<Vec<_>>()
+            ))
+        }
+    };
+    let sql = || async {
+        let rows = client
+            .query(
+                "SELECT date_bin($2::bigint * interval '1 microsecond', occurred_at, $3), count(*) \
+                 FROM events WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4 \
+                 GROUP BY 1 ORDER BY 1",
+                &[&type_id, &day, &base, &end],
+            )
+            .await?;
+        anyhow::Ok(json!(
+            rows.iter()
+                .map(|r| json!([
+                    r.get::<_, DateTime<Utc>>(0).timestamp_micros(),
+                    r.get::<_, i64>(1)
+                ]))
+                .collect::<Vec<_>>()
+        ))
+    };
+    compare_and_time(
+        &mut table,
+        "GetEventTimeSeries (31 daily buckets)",
+        args.samples,
+        server,
+        sql,
+    )
+    .await?;
 
     // Field statistics over the current states.
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_field_aggregation(pb::GetFieldAggregationRequest {
+    let aggregation = |as_of: Option<DateTime<Utc>>| {
+        let mut a = a.clone();
+        async move {
+            let r = a
+                .get_field_aggregation(pb::GetFieldAggregationRequest {
                     entity_type: "player".into(),
                     field: "score".into(),
-                    as_of: None,
-                })
-                .await
-                .map(|r| r.into_inner().count as usize)
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            // The same two statements the answer needs: the statistics and the frequent values.
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&type_id];
-            let stats = client.query(
-                "SELECT count(state->'score'), min((state->>'score')::float8), \
-                 max((state->>'score')::float8), sum((state->>'score')::float8), \
-                 avg((state->>'score')::float8) FROM instances WHERE entity_type_id = $1",
-                &params,
-            );
-            let top = client.query(
-                "SELECT state->'score', count(*) FROM instances WHERE entity_type_id = $1 \
-                 AND jsonb_typeof(state->'score') IN ('string', 'boolean') \
-                 GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-                &params,
-            );
-            futures::try_join!(stats, top)
-                .map(|(r, _)| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(&mut table, "GetFieldAggregation (current)", &s, &q);
-
-    // The same as of a past moment: the hand-written query knows every event sets `score`.
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_field_aggregation(pb::GetFieldAggregationRequest {
-                    entity_type: "player".into(),
-                    field: "score".into(),
-                    as_of: Some(prost_types::Timestamp {
-                        seconds: as_of.timestamp(),
-                        nanos: as_of.timestamp_subsec_nanos() as i32,
+                    as_of: as_of.map(|t| prost_types::Timestamp {
+                        seconds: t.timestamp(),
+                        nanos: t.timestamp_subsec_nanos() as i32,
                     }),
                 })
-                .await
-                .map(|r| r.into_inner().count as usize)
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            client
-                .query(
-                    "SELECT count(s), min(s), max(s), sum(s), avg(s) FROM ( \
-                       SELECT (e.payload->>'score')::float8 AS s FROM instances i \
-                       CROSS JOIN LATERAL (SELECT payload FROM events e \
-                         WHERE e.instance_id = i.id AND e.recorded_at <= $2 \
-                         ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) e \
-                       WHERE i.entity_type_id = $1) t",
-                    &[&type_id, &as_of],
-                )
-                .await
-                .map(|r| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(
+                .await?
+                .into_inner();
+            ensure!(
+                r.top_values.is_empty(),
+                "numeric scores have no top values, got {:?}",
+                r.top_values
+            );
+            anyhow::Ok(stats(r.count, r.min, r.max, r.sum, r.mean))
+        }
+    };
+    let sql = || async {
+        // The same two statements the answer needs: the statistics and the frequent values.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&type_id];
+        let stats_query = client.query_one(
+            "SELECT count(state->'score'), min((state->>'score')::float8), \
+             max((state->>'score')::float8), sum((state->>'score')::float8), \
+             avg((state->>'score')::float8) FROM instances WHERE entity_type_id = $1",
+            &params,
+        );
+        let top = client.query(
+            "SELECT state->'score', count(*) FROM instances WHERE entity_type_id = $1 \
+             AND jsonb_typeof(state->'score') IN ('string', 'boolean') \
+             GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+            &params,
+        );
+        let (r, top) = futures::try_join!(stats_query, top)?;
+        ensure!(top.is_empty(), "numeric scores have no top values");
+        anyhow::Ok(stats(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    };
+    compare_and_time(
+        &mut table,
+        "GetFieldAggregation (current)",
+        args.samples,
+        || aggregation(None),
+        sql,
+    )
+    .await?;
+
+    // The same as of a past moment: the hand-written query knows every event sets `score`.
+    let sql = || async {
+        let r = client
+            .query_one(
+                "SELECT count(s), min(s), max(s), sum(s), avg(s) FROM ( \
+                   SELECT (e.payload->>'score')::float8 AS s FROM instances i \
+                   CROSS JOIN LATERAL (SELECT payload FROM events e \
+                     WHERE e.instance_id = i.id AND e.recorded_at <= $2 \
+                     ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) e \
+                   WHERE i.entity_type_id = $1) t",
+                &[&type_id, &as_of],
+            )
+            .await?;
+        anyhow::Ok(stats(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    };
+    compare_and_time(
         &mut table,
         "GetFieldAggregation (as_of) vs latest-event SQL",
-        &s,
-        &q,
-    );
+        args.samples,
+        || aggregation(Some(as_of)),
+        sql,
+    )
+    .await?;
     // A general hand-written answer must fold merge patches: it reads what the server reads,
-    // each instance's latest snapshot before the moment and the events after it.
-    let q = time(args.samples, || async {
-        client
+    // each instance's latest snapshot before the moment and the events after it, and folds them
+    // here (timed with the fold).
+    let sql = || async {
+        let rows = client
             .query(
                 "WITH h AS (SELECT i.id, at.version FROM instances i CROSS JOIN LATERAL ( \
                    SELECT e.version FROM events e WHERE e.instance_id = i.id AND e.recorded_at <= $2 \
@@ -262,114 +281,229 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
                    AND e.version <= s.target ORDER BY s.id, e.version",
                 &[&type_id, &as_of],
             )
-            .await
-            .map(|r| r.len())
-            .unwrap_or(0)
-    })
-    .await;
-    row(
+            .await?;
+        fold_scores(&rows)
+    };
+    compare_and_time(
         &mut table,
         "GetFieldAggregation (as_of) vs snapshot+tail SQL",
-        &s,
-        &q,
-    );
+        args.samples,
+        || aggregation(Some(as_of)),
+        sql,
+    )
+    .await?;
 
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_most_active(pb::GetMostActiveRequest {
+    let server = || {
+        let mut a = a.clone();
+        async move {
+            let r = a
+                .get_most_active(pb::GetMostActiveRequest {
                     entity_type: "player".into(),
                     limit: 10,
                     ..Default::default()
                 })
-                .await
-                .map(|r| r.into_inner().entries.len())
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            client
-                .query(
-                    "SELECT e.instance_id, i.external_id, count(*), max(e.occurred_at) \
-                     FROM events e JOIN instances i ON i.id = e.instance_id \
-                     WHERE e.entity_type_id = $1 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 10",
-                    &[&type_id],
-                )
-                .await
-                .map(|r| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(&mut table, "GetMostActive (top 10)", &s, &q);
+                .await?
+                .into_inner();
+            anyhow::Ok(json!(
+                r.entries
+                    .iter()
+                    .map(|e| json!([
+                        e.instance_id,
+                        e.external_id,
+                        e.event_count,
+                        micros_of(e.last_event_at.as_ref())
+                    ]))
+                    .collect::<Vec<_>>()
+            ))
+        }
+    };
+    let sql = || async {
+        let rows = client
+            .query(
+                "SELECT e.instance_id, i.external_id, count(*), max(e.occurred_at) \
+                 FROM events e JOIN instances i ON i.id = e.instance_id \
+                 WHERE e.entity_type_id = $1 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 10",
+                &[&type_id],
+            )
+            .await?;
+        anyhow::Ok(json!(
+            rows.iter()
+                .map(|r| json!([
+                    r.get::<_, Uuid>(0).to_string(),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, DateTime<Utc>>(3).timestamp_micros()
+                ]))
+                .collect::<Vec<_>>()
+        ))
+    };
+    compare_and_time(
+        &mut table,
+        "GetMostActive (top 10)",
+        args.samples,
+        server,
+        sql,
+    )
+    .await?;
 
-    let since = Utc::now() - chrono::Duration::hours(24);
-    let (s, q) = (
-        time(args.samples, || {
-            let mut a = a.clone();
-            async move {
-                a.get_summary(pb::GetSummaryRequest {
+    let server = || {
+        let mut a = a.clone();
+        async move {
+            let r = a
+                .get_summary(pb::GetSummaryRequest {
                     entity_type: "player".into(),
                 })
-                .await
-                .map(|r| r.into_inner().event_count as usize)
-                .unwrap_or(0)
-            }
-        })
-        .await,
-        time(args.samples, || async {
-            client
-                .query(
-                    "SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1), count(*), \
-                     min(occurred_at), max(occurred_at), count(*) FILTER (WHERE occurred_at >= $2), \
-                     array_agg(DISTINCT event_type) FROM events WHERE entity_type_id = $1",
-                    &[&type_id, &since],
-                )
-                .await
-                .map(|r| r.len())
-                .unwrap_or(0)
-        })
-        .await,
-    );
-    row(&mut table, "GetSummary", &s, &q);
+                .await?
+                .into_inner();
+            anyhow::Ok(json!([
+                r.instance_count,
+                r.event_count,
+                micros_of(r.first_event_at.as_ref()),
+                micros_of(r.last_event_at.as_ref()),
+                r.events_last_24h,
+                r.event_types
+            ]))
+        }
+    };
+    let sql = || async {
+        let since = Utc::now() - chrono::Duration::hours(24);
+        let r = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1), count(*), \
+                 min(occurred_at), max(occurred_at), count(*) FILTER (WHERE occurred_at >= $2), \
+                 array_agg(DISTINCT event_type COLLATE \"C\" ORDER BY event_type COLLATE \"C\") \
+                 FROM events WHERE entity_type_id = $1",
+                &[&type_id, &since],
+            )
+            .await?;
+        anyhow::Ok(json!([
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, DateTime<Utc>>(2).timestamp_micros(),
+            r.get::<_, DateTime<Utc>>(3).timestamp_micros(),
+            r.get::<_, i64>(4),
+            r.get::<_, Vec<String>>(5)
+        ]))
+    };
+    compare_and_time(&mut table, "GetSummary", args.samples, server, sql).await?;
     table.print();
     Ok(())
 }
 
-/// Figures of `samples` sequential calls after one warm-up, and how many rows (or entries) the
-/// warm-up's answer had: 0 when it failed or was empty, which the table then flags.
-type Timed = (Measured, usize);
-
-/// Runs `f` once to warm up, then `samples` times, sequentially. A failed call counts as an
-/// empty answer, so one broken RPC shows in its row instead of ending the run.
-async fn time<F, Fut>(samples: usize, mut f: F) -> Timed
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = usize>,
-{
-    let calls = sample(1, samples, || {
-        let answer = f();
-        async move { Ok(answer.await) }
-    });
-    calls.await.unwrap_or_else(|_| (Measured::empty(), 0))
+/// A timestamp in microseconds (PostgreSQL's precision), so both sides compare exactly.
+fn micros_of(t: Option<&prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
 }
 
-fn row(table: &mut Table, name: &str, (server, answered): &Timed, (sql, sql_answered): &Timed) {
-    let name = if *answered == 0 || *sql_answered == 0 {
-        format!("{name} (NO ANSWER: check the run)")
-    } else {
-        name.to_string()
-    };
+/// Field statistics as JSON; the sum and mean rounded to 9 significant digits, since float sums
+/// may differ in the last bits with the order rows are added in.
+fn stats(
+    count: i64,
+    min: Option<f64>,
+    max: Option<f64>,
+    sum: Option<f64>,
+    mean: Option<f64>,
+) -> serde_json::Value {
+    let round = |v: Option<f64>| v.map(|v| format!("{v:.9e}"));
+    json!({"count": count, "min": min, "max": max, "sum": round(sum), "mean": round(mean)})
+}
+
+/// Folds (instance, version, snapshot state at the snapshot's version, payload, mode) rows, in
+/// instance and version order, into each instance's state with the server's own apply, and gives
+/// the statistics of their scores.
+fn fold_scores(rows: &[tokio_postgres::Row]) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    use temporal_state_server::domain::{ApplyMode, State, apply_event};
+    let score = |state: &State| state.get("score").and_then(Value::as_f64);
+    let mut scores = Vec::new();
+    let mut current: Option<(Uuid, State)> = None;
+    for r in rows {
+        let id: Uuid = r.get(0);
+        let state = match current.take() {
+            Some((c, state)) if c == id => state,
+            Some((_, done)) => {
+                scores.extend(score(&done));
+                State::new()
+            }
+            None => State::new(),
+        };
+        // The snapshot row's event is already in the snapshot.
+        let state = match r.get::<_, Option<Value>>(2) {
+            Some(Value::Object(snapshot)) => snapshot,
+            Some(other) => anyhow::bail!("a snapshot that is not an object: {other}"),
+            None => {
+                let Value::Object(payload) = r.get::<_, Value>(3) else {
+                    anyhow::bail!("a payload that is not an object");
+                };
+                let mode: String = r.get(4);
+                let mode = ApplyMode::parse(&mode)
+                    .ok_or_else(|| anyhow::anyhow!("unknown mode {mode:?}"))?;
+                apply_event(&state, &payload, mode)?
+            }
+        };
+        current = Some((id, state));
+    }
+    if let Some((_, state)) = current {
+        scores.extend(score(&state));
+    }
+    let n = scores.len();
+    let sum: f64 = scores.iter().sum();
+    let (min, max) =
+        scores
+            .iter()
+            .fold((None, None), |(lo, hi): (Option<f64>, Option<f64>), &v| {
+                (
+                    Some(lo.map_or(v, |l| l.min(v))),
+                    Some(hi.map_or(v, |h| h.max(v))),
+                )
+            });
+    Ok(stats(
+        n as i64,
+        min,
+        max,
+        (n > 0).then_some(sum),
+        (n > 0).then(|| sum / n as f64),
+    ))
+}
+
+/// Checks that the server and the SQL give the same answer, then times each: one warm-up and
+/// `samples` sequential calls. A failed call, or different answers, fails the benchmark.
+async fn compare_and_time<S, SFut, Q, QFut>(
+    table: &mut Table,
+    name: &str,
+    samples: usize,
+    mut server: S,
+    mut sql: Q,
+) -> Result<()>
+where
+    S: FnMut() -> SFut,
+    SFut: Future<Output = Result<serde_json::Value>>,
+    Q: FnMut() -> QFut,
+    QFut: Future<Output = Result<serde_json::Value>>,
+{
+    let server_answer = server()
+        .await
+        .with_context(|| format!("{name}: the server"))?;
+    let sql_answer = sql().await.with_context(|| format!("{name}: the SQL"))?;
+    ensure!(
+        server_answer == sql_answer,
+        "{name}: the server answered {server_answer}\nbut the SQL answered {sql_answer}"
+    );
+    let (server_timed, _) = sample(1, samples, &mut server)
+        .await
+        .with_context(|| format!("{name}: the server"))?;
+    let (sql_timed, _) = sample(1, samples, &mut sql)
+        .await
+        .with_context(|| format!("{name}: the SQL"))?;
     table.row(vec![
-        name,
-        server.p50().to_string(),
-        server.p99().to_string(),
-        sql.p50().to_string(),
-        sql.p99().to_string(),
-        ratio(server.p50() as f64, sql.p50() as f64),
+        name.to_string(),
+        server_timed.p50().to_string(),
+        server_timed.p99().to_string(),
+        sql_timed.p50().to_string(),
+        sql_timed.p99().to_string(),
+        ratio(server_timed.p50() as f64, sql_timed.p50() as f64),
     ]);
+    Ok(())
 }
 
 /// Bulk-loads the dataset in SQL, as the server would have written it.

@@ -21,6 +21,7 @@ mod auth;
 mod console;
 mod embedded;
 mod harness;
+mod procs;
 mod state_at;
 mod stream;
 mod timescale;

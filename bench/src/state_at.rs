@@ -1,8 +1,9 @@
 //! `state-at-version`: GetStateAtVersion on a short and a long history, against the store's own
 //! snapshot-plus-tail statement (`sql::snapshot_and_tail_sql`) issued directly (rows fetched, not
 //! folded); then GetHistory read page by page against the store's own history statement for an
-//! unfiltered read (`sql::history_query`) issued directly: the same rows, minus gRPC, the
-//! application and decoding.
+//! unfiltered read (`sql::history_query`) issued directly, each row decoded by the server's own
+//! reader (`sql::event_at`): the same rows and decoding, minus gRPC, protobuf and the
+//! application.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -464,7 +465,12 @@ async fn history(
                 let client = pool.get().await?;
                 let stmt = client.prepare_cached(&text).await?;
                 let found = client.query(&stmt, &params).await?;
-                let versions: Vec<i64> = found.iter().take(page).map(|r| r.get(4)).collect();
+                // Every column the server reads, decoded by the server's own row reader: the
+                // baseline does the store's work, only gRPC and protobuf are left out.
+                let mut versions = Vec::with_capacity(page);
+                for r in found.iter().take(page) {
+                    versions.push(sql::event_at(r, 0)?.version);
+                }
                 let next = (found.len() > page)
                     .then(|| versions.last().copied())
                     .flatten();

@@ -529,13 +529,19 @@ async fn stalled_subscriber(extra: &[&str]) {
 
     // The writer is never held back by the subscriber that does not read. 1,500 events of 8 KiB
     // (12 MiB) overflow every HTTP/2 window between the server and the stalled client, so the
-    // server-side buffer of 16 events fills up.
+    // server-side buffer of 16 events fills up. A writer held back would hang here: the bound,
+    // far above what 1,500 writes take on a loaded machine, turns that into a failure.
     let pad = "x".repeat(8192);
-    for n in 0..1500 {
-        c.apply(&inst.id, "Reading", json!({"n": n, "pad": pad}))
-            .await
-            .unwrap();
-    }
+    let writes = async {
+        for n in 0..1500 {
+            c.apply(&inst.id, "Reading", json!({"n": n, "pad": pad}))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), writes)
+        .await
+        .expect("the writer was held back by a subscriber that does not read");
     assert_eq!(version_of(&mut c, &inst.id).await, 1501);
 
     let mut received = 0;
@@ -654,6 +660,13 @@ impl ClusterRedis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The Redis answering is this child, not another process that took the port first.
+        let info = common::procs::redis_command(port, &["INFO", "server"]);
+        assert!(
+            info.lines()
+                .any(|l| l.trim() == format!("process_id:{}", cluster.child.id())),
+            "the Redis on port {port} is not the one this test started"
+        );
         assert_eq!(
             cluster.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]),
             "OK"
@@ -750,5 +763,164 @@ async fn the_cache_works_on_redis_cluster() {
         .instance
         .unwrap();
     assert_eq!(state.version, 2);
+    server.stop().await;
+}
+
+/// The versions GetInstance and GetCurrentState answer for `id` (external id "c" of "counter").
+async fn read_both(c: &mut Clients, id: &str) -> (i64, i64) {
+    let by_id = version_of(c, id).await;
+    let by_external = c
+        .instances
+        .get_current_state(pb::GetCurrentStateRequest {
+            entity_type: "counter".into(),
+            external_id: "c".into(),
+        })
+        .await
+        .expect("reads carry on")
+        .into_inner()
+        .instance
+        .unwrap()
+        .version;
+    (by_id, by_external)
+}
+
+/// A Redis that hangs (SIGSTOP) rather than refuses: calls still answer, bounded by
+/// REDIS_TIMEOUT_MS, and the cache write that timed out leaves an older entry in Redis (its
+/// queued command is refused by a full Redis once the process runs again). That entry is on
+/// offer to every read, and the server must not serve it until its repair has rewritten it.
+/// CACHE_TTL_SECS is the lifetime of what the server writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_redis_times_out_and_its_stale_entry_is_never_served_before_the_repair() {
+    let redis = Redis::start();
+    let db = TestDb::create().await;
+    let server = TestServer::start(
+        &db.url,
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--redis-timeout-ms",
+            "300",
+            "--cache-ttl-secs",
+            "777",
+        ],
+    )
+    .await;
+    let mut c = server.clients().await;
+    c.create_type("counter", json!({"type": "object"})).await;
+    let inst = c.create_instance("counter", "c", json!({"n": 0})).await;
+    c.apply(&inst.id, "Tick", json!({"n": 1})).await.unwrap();
+    assert_eq!(read_both(&mut c, &inst.id).await, (2, 2));
+    assert_eq!(redis_version(&redis, &inst.id).await, Some(2));
+    // CACHE_TTL_SECS: the entry lives 777 s, not the default hour.
+    let key = temporal_state_server::adapters::redis::id_key(inst.id.parse().unwrap());
+    let ttl: i64 = redis.command(&["PTTL", &key]).parse().unwrap();
+    assert!((770_000..=777_000).contains(&ttl), "PTTL {ttl}");
+
+    // Full: every write (the cache's compare-and-set script included) is refused from now on,
+    // reads are served. Then the process hangs, with the entry at version 2.
+    redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.command(&["CONFIG", "SET", "maxmemory", "1"]);
+    redis.pause();
+    // Every call answers while Redis hangs: a bound far above REDIS_TIMEOUT_MS that only a
+    // call waiting on Redis for ever would reach.
+    let bound = Duration::from_secs(20);
+    let written = tokio::time::timeout(bound, c.apply(&inst.id, "Tick", json!({"n": 2})))
+        .await
+        .expect("a write answers while Redis hangs")
+        .unwrap()
+        .event
+        .unwrap()
+        .version;
+    assert_eq!(written, 3);
+    let during = tokio::time::timeout(bound, read_both(&mut c, &inst.id))
+        .await
+        .expect("reads answer while Redis hangs");
+    assert_eq!(during, (3, 3), "reads while Redis hangs");
+    redis.resume();
+
+    // Redis answers again and still holds version 2 (the queued write was refused): a read that
+    // trusted the cache would now answer 2. Read through several repair rounds (each fails on
+    // the full Redis), checking the stale entry is still there after each read.
+    for round in 0..15 {
+        let (by_id, by_external) = read_both(&mut c, &inst.id).await;
+        let cached = redis_version(&redis, &inst.id).await;
+        assert_eq!(cached, Some(2), "round {round}: Redis keeps the old entry");
+        assert_eq!(
+            (by_id, by_external),
+            (3, 3),
+            "round {round}: the server served the entry its failed write left stale"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Writes accepted again: the repair rewrites the entry, and reads are cache hits again.
+    redis.command(&["CONFIG", "SET", "maxmemory", "0"]);
+    wait_until(
+        "the repair writes version 3 to Redis",
+        Duration::from_secs(30),
+        || {
+            let redis = &redis;
+            let id = inst.id.clone();
+            async move { redis_version(redis, &id).await == Some(3) }
+        },
+    )
+    .await;
+    assert_eq!(read_both(&mut c, &inst.id).await, (3, 3));
+}
+
+/// The cache's keys and entries as the README prints them, read raw from Redis (key names
+/// written out here, the entry decoded as plain JSON, not with the adapter's types).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_entries_have_the_documented_keys_and_fields() {
+    let redis = Redis::start();
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &["--redis-url", &redis.url()]).await;
+    let mut c = server.clients().await;
+    let entity_type = c.create_type("counter", json!({"type": "object"})).await;
+    let inst = c
+        .create_instance("counter", "a{b}%c", json!({"n": 0}))
+        .await;
+    c.apply(&inst.id, "Tick", json!({"n": 1})).await.unwrap();
+    version_of(&mut c, &inst.id).await;
+
+    let by_id = format!("tse:instance:{{{}}}", inst.id);
+    let by_external = format!("tse:external:{{{}:a%7Bb%7D%25c}}", entity_type.id);
+    let mut keys: Vec<String> = redis
+        .command(&["KEYS", "*"])
+        .lines()
+        .map(String::from)
+        .collect();
+    keys.sort();
+    let mut want = vec![by_external.clone(), by_id.clone()];
+    want.sort();
+    assert_eq!(keys, want);
+    for key in [&by_id, &by_external] {
+        assert_eq!(redis.command(&["HGET", key, "v"]), "2", "{key}");
+        assert_eq!(redis.command(&["HLEN", key]), "2", "{key}: only v and d");
+        let d: serde_json::Value =
+            serde_json::from_str(&redis.command(&["HGET", key, "d"])).unwrap();
+        let mut fields: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "created_at",
+                "entity_type_id",
+                "entity_type_name",
+                "external_id",
+                "id",
+                "state",
+                "updated_at",
+                "version"
+            ],
+            "{key}"
+        );
+        assert_eq!(d["id"], inst.id.as_str());
+        assert_eq!(d["entity_type_id"], entity_type.id.as_str());
+        assert_eq!(d["entity_type_name"], "counter");
+        assert_eq!(d["external_id"], "a{b}%c");
+        assert_eq!(d["state"], json!({"n": 1}));
+        assert_eq!(d["version"], 2);
+    }
     server.stop().await;
 }

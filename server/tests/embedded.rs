@@ -489,10 +489,37 @@ async fn damage_that_start_up_does_not_read_is_data_loss_and_unhealthy() {
     server.stop().await;
 }
 
+/// Also: with the embedded store NATS_URL is ignored. A reachable nats-server of the test's own
+/// is named, and live events still come from the in-process bus while nothing reaches NATS (no
+/// stream is created, no message published).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribe_replays_then_follows_live_on_the_embedded_store() {
+    use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
-    let inst = subscribe_contract(TestServer::start_embedded(dir.path(), &[]).await).await;
+    let nats = common::procs::Nats::start();
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut published = watcher.subscribe(">").await.unwrap();
+    watcher.flush().await.unwrap();
+    let inst = subscribe_contract(
+        TestServer::start_embedded(dir.path(), &["--nats-url", &nats.url()]).await,
+    )
+    .await;
+    // Anything the server sent (a publish, a stream creation) was routed before its calls
+    // returned; the short wait only covers delivery to this subscriber.
+    let stray = tokio::time::timeout(Duration::from_millis(500), published.next()).await;
+    assert!(
+        stray.is_err(),
+        "the embedded store sent to NATS: {:?}",
+        stray.map(|m| m.map(|m| m.subject))
+    );
+    let js = async_nats::jetstream::new(watcher.clone());
+    let streams: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
+        .await
+        .unwrap();
+    assert!(
+        streams.is_empty(),
+        "the embedded store created JetStream streams {streams:?}"
+    );
 
     // After a restart on the same DATA_DIR, a replay from the start has every event.
     let server = TestServer::start_embedded(dir.path(), &[]).await;

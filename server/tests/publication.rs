@@ -298,3 +298,244 @@ async fn an_instance_keeps_its_order_when_jetstream_refuses_one_of_its_events() 
     assert!(dead_letters(&db.url).await.is_empty());
     server.stop().await;
 }
+
+/// Two publishing servers on one database: the relay lease lets one publish at a time, so each
+/// event is published once (counted on the plain NATS subject, which sees every publish, the
+/// ones JetStream's de-duplication would hide included), the stream holds each instance's events
+/// once and in order, and a subscriber on one server sees the events written through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_publishing_servers_on_one_database_publish_each_event_once_in_order() {
+    use futures::StreamExt;
+    let nats = Nats::start();
+    let db = TestDb::create().await;
+    // A one-second window: a second relay's re-send a second later would be stored again.
+    let flags = [
+        "--nats-url",
+        &nats.url(),
+        "--nats-duplicate-window-secs",
+        "1",
+    ];
+    let a = TestServer::start(&db.url, &flags).await;
+    let b = TestServer::start(&db.url, &flags).await;
+    let mut ca = a.clients().await;
+    let mut cb = b.clients().await;
+    ca.create_type("device", json!({"type": "object"})).await;
+    ca.create_type("probe", json!({"type": "object"})).await;
+    let probe = ca.create_instance("probe", "p", json!({})).await.id;
+
+    // Every publish attempt of a device event, as the NATS server routes it.
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let mut wire = raw
+        .subscribe("temporal_state.events.device.>")
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    // A subscriber on b, live only; ready once a probe written through a reaches it.
+    let mut on_b = cb
+        .events
+        .subscribe(pb::SubscribeRequest {
+            event_types: vec!["Probe".into(), "Reading".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ready = false;
+    for _ in 0..30 {
+        ca.apply(&probe, "Probe", json!({})).await.unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_secs(1), on_b.message()).await {
+            got.unwrap().expect("the stream is open");
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "a subscriber on b never saw a write through a");
+
+    // Writers on both servers, each instance written through both.
+    const INSTANCES: usize = 4;
+    const ROUNDS: i64 = 25;
+    let mut ids = Vec::new();
+    for i in 0..INSTANCES {
+        ids.push(
+            ca.create_instance("device", &format!("d{i}"), json!({}))
+                .await
+                .id,
+        );
+    }
+    let mut writers = Vec::new();
+    for (w, c) in [ca.clone(), cb.clone(), ca.clone(), cb.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let ids = ids.clone();
+        writers.push(tokio::spawn(async move {
+            let mut c = c;
+            for n in 0..ROUNDS {
+                for id in &ids {
+                    c.apply(id, "Reading", json!({ format!("w{w}"): n }))
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let last = 1 + 4 * ROUNDS;
+    let want: Vec<(&str, Vec<i64>)> = ids
+        .iter()
+        .map(|id| (id.as_str(), (1..=last).collect()))
+        .collect();
+    wait_published(&nats.url(), &want).await;
+
+    // Each event was put on the wire once: the stream is complete, so a second relay's copy
+    // would have been routed by now; a short quiet period catches one still in flight.
+    let total = INSTANCES * last as usize;
+    let mut sent: HashMap<String, usize> = HashMap::new();
+    while sent.values().sum::<usize>() < total {
+        let msg = tokio::time::timeout(Duration::from_secs(30), wire.next())
+            .await
+            .expect("every event crosses the wire")
+            .unwrap();
+        let id = msg.headers.unwrap().get("Nats-Msg-Id").unwrap().to_string();
+        *sent.entry(id).or_default() += 1;
+    }
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_secs(2), wire.next()).await {
+        let id = extra
+            .headers
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .to_string();
+        *sent.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {total} events were published more than once (two relays at once?): {:?}",
+        twice.len(),
+        twice.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(sent.len(), total);
+
+    // The subscriber on b saw every event of every instance, a's writes included, in order.
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut count = 0;
+    while count < INSTANCES * 4 * ROUNDS as usize {
+        let e = tokio::time::timeout(Duration::from_secs(30), on_b.message())
+            .await
+            .expect("events reach the subscriber on b")
+            .unwrap()
+            .unwrap()
+            .event
+            .unwrap();
+        if e.event_type == "Reading" {
+            seen.entry(e.instance_id.clone())
+                .or_default()
+                .push(e.version);
+            count += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            seen[id],
+            (2..=last).collect::<Vec<_>>(),
+            "instance {id} on b"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The wire format as the README prints it, read raw: the subject, the headers and the body's
+/// field names and values, decoded as plain JSON rather than with the adapter's own types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_message_has_the_documented_subject_headers_and_body() {
+    let nats = Nats::start();
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &["--nats-url", &nats.url()]).await;
+    let mut c = server.clients().await;
+    let entity_type = c
+        .create_type("player_profile", json!({"type": "object"}))
+        .await;
+    let inst = c
+        .create_instance("player_profile", "player-001", json!({"score": 100}))
+        .await;
+    let applied = c
+        .events
+        .apply_event(pb::ApplyEventRequest {
+            instance_id: inst.id.clone(),
+            event_type: "ScoreIncreased".into(),
+            payload: Some(st(json!({"score": 150, "level": 2}))),
+            metadata: Some(st(json!({"source": "golden"}))),
+            event_id: "player-001-score-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    wait_published(&nats.url(), &[(inst.id.as_str(), vec![1, 2])]).await;
+
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = js.get_stream(STREAM).await.unwrap();
+    let msg = stream.get_raw_message(2).await.unwrap();
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("temporal_state.events.player_profile.{}", inst.id)
+    );
+    let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_string());
+    assert_eq!(header("Nats-Msg-Id").as_deref(), Some("player-001-score-1"));
+    assert_eq!(header("Tse-Version").as_deref(), Some("2"));
+    assert_eq!(header("Tse-Event-Type").as_deref(), Some("ScoreIncreased"));
+
+    let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    let mut fields: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "entity_type",
+            "entity_type_id",
+            "event_type",
+            "id",
+            "instance_id",
+            "metadata",
+            "mode",
+            "occurred_at",
+            "payload",
+            "recorded_at",
+            "recorded_by",
+            "version"
+        ]
+    );
+    assert_eq!(body["id"], "player-001-score-1");
+    assert_eq!(body["instance_id"], inst.id.as_str());
+    assert_eq!(body["entity_type_id"], entity_type.id.as_str());
+    assert_eq!(body["entity_type"], "player_profile");
+    assert_eq!(body["event_type"], "ScoreIncreased");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["payload"], json!({"score": 150, "level": 2}));
+    assert_eq!(body["metadata"], json!({"source": "golden"}));
+    assert_eq!(body["mode"], "merge_patch");
+    // Who wrote it (authentication is off here: nobody).
+    assert_eq!(body["recorded_by"], "");
+    // RFC 3339 in UTC with a Z, as the README shows; the same instant the API answered.
+    let recorded_at = body["recorded_at"].as_str().unwrap();
+    assert!(recorded_at.ends_with('Z'), "{recorded_at}");
+    let parsed = chrono::DateTime::parse_from_rfc3339(recorded_at).unwrap();
+    let api = applied.recorded_at.unwrap();
+    assert_eq!(
+        (parsed.timestamp(), parsed.timestamp_subsec_nanos() as i32),
+        (api.seconds, api.nanos)
+    );
+    assert_eq!(body["occurred_at"], body["recorded_at"]);
+    server.stop().await;
+}

@@ -65,6 +65,7 @@ for_each_backend!(
     bad_input_gets_its_code_and_stores_nothing: 2,
     a_batch_stores_all_of_its_events_or_none: 2,
     creation_is_version_one_and_reads_find_it_by_id_or_name: 2,
+    negative_zero_arrives_as_zero_on_both_backends: 2,
 );
 
 async fn concurrent_writers_without_expected_version_lose_no_update(backend: Backend) {
@@ -289,7 +290,9 @@ fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code
 
 async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
     let db = Store::create(backend).await;
-    let server = db.start(&["--max-payload-bytes", "2048"]).await;
+    let server = db
+        .start(&["--max-payload-bytes", "2048", "--max-batch-events", "5"])
+        .await;
     let mut c = server.clients().await;
     let player = c.create_type("player_profile", player_schema()).await;
     let instance = c
@@ -430,6 +433,74 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
             .await,
         Code::ResourceExhausted,
         "2048",
+    );
+    // Metadata, a schema or an initial state over MAX_PAYLOAD_BYTES.
+    let big = "x".repeat(4096);
+    assert_status(
+        c.events
+            .apply_event(pb::ApplyEventRequest {
+                instance_id: instance.id.clone(),
+                event_type: "Meta".into(),
+                payload: Some(st(json!({"score": 2}))),
+                metadata: Some(st(json!({ "note": big }))),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "2048",
+    );
+    assert_status(
+        c.types
+            .create_entity_type(pb::CreateEntityTypeRequest {
+                name: "big_schema".into(),
+                schema: Some(st(json!({"type": "object", "description": big}))),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "2048",
+    );
+    assert_status(
+        c.instances
+            .create_instance(pb::CreateInstanceRequest {
+                entity_type: player.id.clone(),
+                external_id: "big-initial".into(),
+                initial_state: Some(st(json!({"username": big}))),
+                metadata: None,
+            })
+            .await,
+        Code::ResourceExhausted,
+        "2048",
+    );
+    assert_status(
+        c.instances
+            .create_instance(pb::CreateInstanceRequest {
+                entity_type: player.id.clone(),
+                external_id: "big-metadata".into(),
+                initial_state: Some(st(json!({"username": "bob"}))),
+                metadata: Some(st(json!({ "note": big }))),
+            })
+            .await,
+        Code::ResourceExhausted,
+        "2048",
+    );
+    // A batch over MAX_BATCH_EVENTS (5), each event valid on its own.
+    assert_status(
+        c.events
+            .apply_events(pb::ApplyEventsRequest {
+                instance_id: instance.id.clone(),
+                events: (0..6)
+                    .map(|n| pb::EventInput {
+                        event_type: "Score".into(),
+                        payload: Some(st(json!({ "score": n }))),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "5",
     );
     // Malformed ids and versions.
     assert_status(
@@ -895,4 +966,110 @@ async fn health_is_not_serving_while_the_database_is_unreachable() {
         .list_entity_types(pb::ListEntityTypesRequest::default())
         .await
         .expect("reads work again once the database is back");
+}
+
+/// PostgreSQL reporting damaged data (`data_corrupted`, `index_corrupted`) is DATA_LOSS, which the
+/// SDK turns into its typed `Error::DataLoss`; any other database failure is INTERNAL, and its
+/// cause stays in the server's log: the client gets a fixed message. The failures are raised by a
+/// trigger on the test's own database, through the real driver and mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_postgres_data_is_data_loss_and_internal_errors_are_never_detailed() {
+    use temporal_state_client::{ApplyEventOptions, Client, Error};
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &[]).await;
+    let mut c = server.clients().await;
+    c.create_type("doc", json!({"type": "object"})).await;
+    let inst = c.create_instance("doc", "d", json!({})).await;
+    c.apply(&inst.id, "Set", json!({"n": 1})).await.unwrap();
+    let sdk = Client::connect(server.endpoint()).await.unwrap();
+    let pg = db.client().await;
+
+    for (sqlstate, want, sdk_variant) in [
+        ("data_corrupted", Code::DataLoss, "DataLoss"),
+        ("index_corrupted", Code::DataLoss, "DataLoss"),
+        ("internal_error", Code::Internal, "Internal"),
+        ("raise_exception", Code::Internal, "Internal"),
+    ] {
+        pg.batch_execute(&format!(
+            "CREATE OR REPLACE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               RAISE EXCEPTION 'secret-detail-7f3a in table %', TG_TABLE_NAME
+                 USING ERRCODE = '{sqlstate}', DETAIL = 'secret-detail-7f3a';
+             END $$;
+             CREATE OR REPLACE TRIGGER fail_insert BEFORE INSERT ON events
+               FOR EACH ROW EXECUTE FUNCTION fail_insert();"
+        ))
+        .await
+        .unwrap();
+        let status = c
+            .apply(&inst.id, "Set", json!({"n": 2}))
+            .await
+            .expect_err(sqlstate);
+        assert_eq!(status.code(), want, "{sqlstate}: {status:?}");
+        assert!(
+            !status.message().contains("secret") && !status.message().contains("events"),
+            "{sqlstate}: the cause leaked to the client: {:?}",
+            status.message()
+        );
+        assert!(status.details().is_empty(), "{sqlstate}: {status:?}");
+        let typed = sdk
+            .apply_event(
+                &inst.id,
+                "Set",
+                &json!({"n": 2}),
+                &ApplyEventOptions::default(),
+            )
+            .await
+            .expect_err(sqlstate);
+        let variant = match &typed {
+            Error::DataLoss { message } | Error::Internal { message } => {
+                assert!(!message.contains("secret"), "{sqlstate}: {message:?}");
+                if matches!(typed, Error::DataLoss { .. }) {
+                    "DataLoss"
+                } else {
+                    "Internal"
+                }
+            }
+            other => panic!("{sqlstate}: the SDK made {other:?}"),
+        };
+        assert_eq!(variant, sdk_variant, "{sqlstate}");
+        pg.batch_execute("DROP TRIGGER fail_insert ON events")
+            .await
+            .unwrap();
+    }
+    // Nothing was stored meanwhile, and the instance takes writes again.
+    assert_eq!(db.count("events").await, 2);
+    let after = c.apply(&inst.id, "Set", json!({"n": 3})).await.unwrap();
+    assert_eq!(after.event.unwrap().version, 3);
+    server.stop().await;
+}
+
+/// `-0.0` from a client is a whole number, so the server takes it as the integer 0 before any
+/// store sees it: both backends answer and keep `0`, without a sign (the embedded store could
+/// keep `-0.0`, PostgreSQL could not; at the API they agree).
+async fn negative_zero_arrives_as_zero_on_both_backends(backend: Backend) {
+    fn plain_zero(s: &Option<prost_types::Struct>, field: &str) -> bool {
+        match s.as_ref().unwrap().fields[field].kind {
+            Some(prost_types::value::Kind::NumberValue(n)) => n == 0.0 && n.is_sign_positive(),
+            ref other => panic!("{field}: {other:?}"),
+        }
+    }
+    let db = Store::create(backend).await;
+    let server = db.start(&[]).await;
+    let mut c = server.clients().await;
+    c.create_type("signed", json!({"type": "object"})).await;
+    let inst = c.create_instance("signed", "s", json!({"a": -0.0})).await;
+    assert!(plain_zero(&inst.state, "a"), "{:?}", inst.state);
+    let applied = c.apply(&inst.id, "Set", json!({"b": -0.0})).await.unwrap();
+    assert!(plain_zero(&applied.state, "a") && plain_zero(&applied.state, "b"));
+    const SQL: &str = "SELECT state FROM instances";
+    let stored: Value = match &db {
+        Store::Postgres(pg) => pg.client().await.query_one(SQL, &[]).await.unwrap().get(0),
+        Store::Embedded(dir) => {
+            let text: String = Store::sqlite(dir).query_row(SQL, [], |r| r.get(0)).unwrap();
+            serde_json::from_str(&text).unwrap()
+        }
+    };
+    assert_eq!(stored.to_string(), r#"{"a":0,"b":0}"#);
+    server.stop().await;
 }

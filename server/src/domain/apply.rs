@@ -541,6 +541,8 @@ mod tests {
         }
 
         proptest! {
+            #![proptest_config(crate::domain::proptest_config(256))]
+
             /// The metered merge is RFC 7386 (as json_patch implements it) and keeps the
             /// running size exact.
             #[test]

@@ -337,6 +337,8 @@ mod properties {
     use super::*;
 
     proptest! {
+        #![proptest_config(crate::domain::proptest_config(256))]
+
         #[test]
         fn the_patch_turns_from_into_to((a, b) in arb_state_pair()) {
             let c = compare(&a, &b);

@@ -19,6 +19,26 @@ pub mod validate;
 #[cfg(test)]
 mod properties;
 
+/// The configuration of the domain's property tests: `cases` cases from a fixed seed, so every
+/// run checks the same inputs and a failure reproduces; `PROPTEST_RNG_SEED=<n>` explores others.
+/// A failing case is kept in `server/proptest-regressions/` (proptest's default), to be committed
+/// with its fix so it is checked first from then on.
+#[cfg(test)]
+pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    use proptest::test_runner::{Config, RngSeed};
+    const SEED: u64 = 0x7473_655f_646f_6d61;
+    let default = Config::default();
+    let rng_seed = match default.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(SEED),
+        fixed => fixed,
+    };
+    Config {
+        cases,
+        rng_seed,
+        ..default
+    }
+}
+
 pub use apply::{ApplyMode, apply_event, apply_in_place};
 pub use entity_type::{EntityTypeName, EventType, ExternalId};
 pub use error::{DomainError, Violation};

@@ -88,7 +88,7 @@ fn arb_schema() -> impl Strategy<Value = State> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(crate::domain::proptest_config(512))]
 
     #[test]
     fn applying_any_payload_in_any_mode_never_panics(

@@ -136,6 +136,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::domain::proptest_config(256))]
+
         /// The tracker reports exactly the versions a naive scan of consecutive states finds.
         #[test]
         fn tracker_matches_a_naive_scan(

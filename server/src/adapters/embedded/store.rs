@@ -746,6 +746,34 @@ impl EventStore for EmbeddedStore {
 }
 
 #[cfg(test)]
+mod durability_tests {
+    use super::*;
+
+    fn pragmas(conn: &mut Connection) -> Result<(i64, String), StoreError> {
+        let synchronous = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(sql)?;
+        let journal = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(sql)?;
+        Ok((synchronous, journal))
+    }
+
+    /// The README's durability promise, read back from the connections the store writes and
+    /// reads with (the pragma is per connection, so another connection to the file proves
+    /// nothing): `synchronous=FULL` (2) and write-ahead logging.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_writes_and_reads_with_synchronous_full_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 100).unwrap();
+        assert_eq!(store.write(pragmas).await.unwrap(), (2, "wal".into()));
+        for _ in 0..=READERS {
+            assert_eq!(store.read(pragmas).await.unwrap(), (2, "wal".into()));
+        }
+    }
+}
+
+#[cfg(test)]
 mod read_interrupt_tests {
     use super::*;
 

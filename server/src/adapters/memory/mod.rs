@@ -121,3 +121,55 @@ impl EventBus for LocalBus {
         Ok(Box::pin(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: usize) -> InstanceRecord {
+        let at = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        InstanceRecord {
+            id: Uuid::from_u128(n as u128 + 1),
+            entity_type_id: Uuid::from_u128(7),
+            entity_type_name: "t".into(),
+            external_id: format!("e{n}"),
+            state: crate::domain::State::new(),
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// The README's bound: the cache holds at most MAX_ENTRIES instances, then starts afresh
+    /// (both lookups), so it cannot grow with the number of instances ever read.
+    #[tokio::test]
+    async fn the_cache_starts_afresh_past_its_bound() {
+        let cache = MemoryCache::default();
+        for n in 0..MAX_ENTRIES {
+            cache.put(&record(n)).await.unwrap();
+        }
+        let first = record(0);
+        assert_eq!(cache.get(first.id).await.unwrap(), Some(first.clone()));
+        assert_eq!(cache.by_id.read().unwrap().len(), MAX_ENTRIES);
+
+        let next = record(MAX_ENTRIES);
+        cache.put(&next).await.unwrap();
+        assert_eq!(cache.by_id.read().unwrap().len(), 1);
+        assert_eq!(cache.by_external.read().unwrap().len(), 1);
+        assert_eq!(cache.get(first.id).await.unwrap(), None);
+        assert_eq!(
+            cache
+                .get_by_external_id(first.entity_type_id, &first.external_id)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            cache
+                .get_by_external_id(next.entity_type_id, &next.external_id)
+                .await
+                .unwrap(),
+            Some(next)
+        );
+    }
+}

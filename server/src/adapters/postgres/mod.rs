@@ -32,7 +32,7 @@ pub use error::PgError;
 pub mod sql {
     pub use super::group::GROUP_APPEND_SQL;
     pub use super::history::{history_query, snapshot_and_tail_sql};
-    pub use super::rows::EVENT_COLUMNS;
+    pub use super::rows::{EVENT_COLUMNS, event_at};
     pub use super::store::{APPEND_SQL, AppendParams, HEAD_SQL, LOCK_HEAD_SQL};
 }
 pub use outbox::PgOutbox;
