@@ -16,20 +16,14 @@ use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use temporal_state_server::adapters::redis::{STATE_FIELD, external_key};
 
 use crate::harness::{
-    Measured, RunningServer, Table, clients, environment, fmt_rate, histogram, ratio, to_struct,
-    with_dbs,
+    Measured, RunningServer, Services, Table, clients, environment, fmt_rate, histogram, ratio,
+    to_struct, with_dbs,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(
-        long,
-        env = "BENCH_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    #[arg(long, env = "BENCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub services: Services,
     /// GetCurrentState calls per concurrency level.
     #[arg(long, default_value_t = 10_000)]
     pub reads: usize,
@@ -51,7 +45,7 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     })
     .await;
     // Leave the shared NATS as found: the stream was made by this run.
-    if let Ok(client) = async_nats::connect(&args.nats_url).await {
+    if let Ok(client) = async_nats::connect(&args.services.nats_url).await {
         let _ = async_nats::jetstream::new(client)
             .delete_stream("TEMPORAL_STATE_EVENTS")
             .await;
@@ -99,9 +93,9 @@ async fn setup(
 
 async fn run_in(args: &Args, plain: &str, published: &str) -> Result<()> {
     // 1. GetCurrentState from the cache vs a direct HGET of the same key.
-    let cached = RunningServer::postgres(plain, &["--redis-url", &args.redis_url]).await?;
+    let cached = RunningServer::postgres(plain, &["--redis-url", &args.services.redis_url]).await?;
     let (type_id, ids) = setup(&cached, "player", args.clients).await?;
-    let redis = Builder::from_config(Config::from_url(&args.redis_url)?).build()?;
+    let redis = Builder::from_config(Config::from_url(&args.services.redis_url)?).build()?;
     redis.init().await.context("connecting to redis")?;
     // The very key and field the server's cache reads (hash-tagged, so Redis Cluster works too).
     let key = external_key(type_id.parse()?, "p-0000");
@@ -165,7 +159,8 @@ async fn run_in(args: &Args, plain: &str, published: &str) -> Result<()> {
     // 2. ApplyEvent with publication off (no NATS) and on (outbox + relay to JetStream).
     let off = measure_writes(&cached, &ids, args.writes_per_client).await?;
     cached.stop().await?;
-    let on_server = RunningServer::postgres(published, &["--nats-url", &args.nats_url]).await?;
+    let on_server =
+        RunningServer::postgres(published, &["--nats-url", &args.services.nats_url]).await?;
     let (_, on_ids) = setup(&on_server, "player", args.clients).await?;
     let on = measure_writes(&on_server, &on_ids, args.writes_per_client).await?;
     let mut table = Table::new(&["ApplyEvent", "clients", "events/s", "p50 µs", "p99 µs"]);
