@@ -20,7 +20,7 @@ use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use tonic::transport::Channel;
 
-use crate::harness::{Measured, RunningServer, Table, sample, to_struct};
+use crate::harness::{Measured, RunningServer, Table, sample, to_struct, with_dir};
 
 const RSA_PRIVATE: &str = include_str!("../../server/tests/fixtures/auth/rs256_private.pem");
 const RSA_PUBLIC: &str = include_str!("../../server/tests/fixtures/auth/rs256_public.pem");
@@ -163,7 +163,11 @@ async fn round(s: &mut Setup, warmup: usize, samples: usize) -> Result<()> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let dir = tempfile_dir(&args.dir)?;
+    let base = args.dir.clone();
+    with_dir(&base, "auth", |dir| run_in(args, dir)).await
+}
+
+async fn run_in(args: Args, dir: PathBuf) -> Result<()> {
     let keys = dir.join("keys.json");
     let hash: String = Sha256::digest(API_KEY.as_bytes())
         .iter()
@@ -244,13 +248,5 @@ pub async fn run(args: Args) -> Result<()> {
     for s in setups {
         s.server.stop().await?;
     }
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
-}
-
-/// A fresh directory under `base` for this run.
-fn tempfile_dir(base: &std::path::Path) -> Result<PathBuf> {
-    let dir = base.join(format!("tse-bench-auth-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

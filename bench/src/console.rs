@@ -23,10 +23,10 @@ use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClien
 use temporal_state_proto::v1::event_service_client::EventServiceClient;
 use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use tokio::net::TcpListener;
-use uuid::Uuid;
 
 use crate::harness::{
     Measured, RunningServer, Table, clients, fmt_rate, machine, ratio, sample, split, to_struct,
+    with_dir,
 };
 
 #[derive(Debug, clap::Args)]
@@ -62,15 +62,11 @@ pub async fn run(args: Args) -> Result<()> {
         "counts must be positive"
     );
     ensure!(args.events >= 2, "--events must be at least 2");
-    let root = args
-        .dir
-        .join(format!("tse_bench_console_{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = run_in(&args, &root).await;
-    let removed =
-        std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()));
-    result?;
-    removed
+    let args = &args;
+    with_dir(&args.dir, "console", |root| async move {
+        run_in(args, &root).await
+    })
+    .await
 }
 
 async fn run_in(args: &Args, root: &Path) -> Result<()> {

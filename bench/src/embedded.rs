@@ -41,6 +41,7 @@ use crate::apply::{
 };
 use crate::harness::{
     Measured, RunningServer, Table, clients, fmt_rate, machine, ratio, sample, split, to_struct,
+    with_dir,
 };
 use crate::state_at::{load, server_state_at};
 
@@ -80,15 +81,11 @@ pub async fn run(args: Args) -> Result<()> {
     );
     ensure!(args.history >= 4, "--history must be at least 4");
     ensure!(args.samples > 0, "--samples must be positive");
-    let root = args
-        .dir
-        .join(format!("tse_bench_embedded_{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = run_in(&args, &root).await;
-    let removed =
-        std::fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()));
-    result?;
-    removed
+    let args = &args;
+    with_dir(&args.dir, "embedded", |root| async move {
+        run_in(args, &root).await
+    })
+    .await
 }
 
 async fn run_in(args: &Args, root: &Path) -> Result<()> {

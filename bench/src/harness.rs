@@ -25,6 +25,19 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tonic::transport::{Channel, Endpoint};
 
+/// The Redis and NATS the scenarios that use them point the server at.
+#[derive(Debug, clap::Args)]
+pub struct Services {
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+    #[arg(long, env = "BENCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
 /// A database created for one benchmark and dropped at its end.
 pub struct BenchDb {
     admin_url: String,
@@ -90,6 +103,26 @@ where
     }
     let value = result?;
     dropped?;
+    Ok(value)
+}
+
+/// Runs `body` in a fresh directory `tse_bench_<label>_<uuid>` under `base` (for DATA_DIRs and
+/// key files) and removes it afterwards, whatever `body` returned.
+pub async fn with_dir<T, F, Fut>(base: &Path, label: &str, body: F) -> Result<T>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let dir = base.join(format!(
+        "tse_bench_{label}_{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = body(dir.clone()).await;
+    let removed =
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()));
+    let value = result?;
+    removed?;
     Ok(value)
 }
 

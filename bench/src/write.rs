@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::apply::{check_server_versions, create_instances_direct, create_type_direct, schema};
 use crate::harness::{
-    Measured, RunningServer, Table, baseline_store, clients, environment, fmt_rate, ratio, split,
-    to_struct, with_dbs,
+    Measured, RunningServer, Services, Table, baseline_store, clients, environment, fmt_rate,
+    ratio, split, to_struct, with_dbs,
 };
 
 #[derive(Debug, clap::Args)]
@@ -50,14 +50,8 @@ pub struct Args {
     /// Skip the server on PostgreSQL + Redis + NATS.
     #[arg(long)]
     pub no_full_stack: bool,
-    #[arg(
-        long,
-        env = "BENCH_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    #[arg(long, env = "BENCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub services: Services,
 }
 
 pub const EVENT_TYPE: &str = "ScoreIncreased";
@@ -118,9 +112,9 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
                 &urls[2],
                 &[
                     "--redis-url",
-                    &args.redis_url,
+                    &args.services.redis_url,
                     "--nats-url",
-                    &args.nats_url,
+                    &args.services.nats_url,
                     "--nats-stream",
                     &stream_name,
                 ],
@@ -143,7 +137,7 @@ pub async fn run(admin_url: &str, args: Args) -> Result<()> {
     })
     .await;
     if !args.no_full_stack
-        && let Ok(client) = async_nats::connect(&args.nats_url).await
+        && let Ok(client) = async_nats::connect(&args.services.nats_url).await
     {
         let _ = async_nats::jetstream::new(client)
             .delete_stream(&stream)

@@ -405,19 +405,18 @@ impl Config {
             || self.auth_jwks_url.is_some()
     }
 
-    /// The database URL with any password replaced, for logs.
-    pub fn masked_database_url(&self) -> Option<String> {
-        self.database_url.as_deref().map(mask_secrets)
-    }
-
-    /// The Redis URL with any password replaced, for logs.
-    pub fn masked_redis_url(&self) -> Option<String> {
-        self.redis_url.as_deref().map(mask_secrets)
-    }
-
-    /// The NATS URL(s) with any password or token replaced, for logs.
-    pub fn masked_nats_url(&self) -> Option<String> {
-        self.nats_url.as_deref().map(mask_secrets)
+    /// This configuration with every URL's secrets masked, for the log line the binary writes at
+    /// start. Its `Debug` then shows every setting, so a field added later is logged too, and
+    /// only URLs can carry a secret here: the keys themselves are read from files.
+    pub fn masked(&self) -> Config {
+        let mask = |url: &Option<String>| url.as_deref().map(mask_secrets);
+        let mut masked = self.clone();
+        masked.database_url = mask(&self.database_url);
+        masked.redis_url = mask(&self.redis_url);
+        masked.nats_url = mask(&self.nats_url);
+        masked.auth_jwks_url = mask(&self.auth_jwks_url);
+        masked.otel_exporter_otlp_endpoint = mask(&self.otel_exporter_otlp_endpoint);
+        masked
     }
 }
 
@@ -512,6 +511,45 @@ pub(crate) fn parse_origin(origin: &str) -> Result<http::HeaderValue, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_masked_configuration_shows_every_setting_but_no_secret() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "temporal-state-server",
+            "--database-url",
+            "postgres://app:pg-secret-1@db:5432/tse",
+            "--redis-url",
+            "redis://:redis-secret-2@cache:6379",
+            "--nats-url",
+            "nats://relay:nats-secret-3@bus:4222,nats://bus2:4222",
+            "--auth-jwks-url",
+            "https://issuer.example/jwks?token=jwks-secret-4",
+            "--otel-exporter-otlp-endpoint",
+            "http://otel:otel-secret-5@collector:4317",
+            "--max-state-depth",
+            "17",
+        ])
+        .unwrap();
+        let logged = format!("{:?}", cli.config.masked());
+        for secret in [
+            "pg-secret-1",
+            "redis-secret-2",
+            "nats-secret-3",
+            "jwks-secret-4",
+            "otel-secret-5",
+        ] {
+            assert!(!logged.contains(secret), "{secret} in {logged}");
+        }
+        for shown in [
+            "db:5432/tse",
+            "cache:6379",
+            "bus2:4222",
+            "max_state_depth: 17",
+        ] {
+            assert!(logged.contains(shown), "{shown} missing from {logged}");
+        }
+    }
 
     #[test]
     fn a_bad_origin_is_refused_when_the_command_line_is_parsed() {

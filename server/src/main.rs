@@ -11,46 +11,9 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     let telemetry =
         temporal_state_server::server::telemetry::init(&config).map_err(|e| anyhow::anyhow!(e))?;
-    // One line with every setting; connection strings with their secrets masked.
-    tracing::info!(
-        database_url = ?config.masked_database_url(),
-        redis_url = ?config.masked_redis_url(),
-        nats_url = ?config.masked_nats_url(),
-        grpc_addr = %config.grpc_addr,
-        console_addr = %config.console_addr,
-        data_dir = %config.data_dir.display(),
-        snapshot_interval = config.snapshot_interval,
-        pool_size = config.pool_size,
-        db_connect_timeout_secs = config.db_connect_timeout_secs,
-        request_timeout_secs = config.request_timeout_secs,
-        max_payload_bytes = config.max_payload_bytes,
-        max_batch_events = config.max_batch_events,
-        cache_ttl_secs = config.cache_ttl_secs,
-        redis_timeout_ms = config.redis_timeout_ms,
-        nats_stream = %config.nats_stream,
-        nats_stream_replicas = config.nats_stream_replicas,
-        nats_stream_retention = %config.nats_stream_retention,
-        nats_duplicate_window_secs = config.nats_duplicate_window_secs,
-        outbox_max_attempts = config.outbox_max_attempts,
-        subscriber_buffer = config.subscriber_buffer,
-        timescale_compress_after_days = config.timescale_compress_after_days,
-        timescale_retention_days = config.timescale_retention_days,
-        grpc_web_allowed_origins = ?config.grpc_web_allowed_origins,
-        auth_api_keys_file = ?config.auth_api_keys_file,
-        auth_jwt_key_file = ?config.auth_jwt_key_file,
-        auth_jwks_url = ?config.auth_jwks_url,
-        auth_jwt_issuer = ?config.auth_jwt_issuer,
-        auth_jwt_audience = ?config.auth_jwt_audience,
-        auth_jwt_leeway_secs = config.auth_jwt_leeway_secs,
-        auth_reflection_requires_auth = config.auth_reflection_requires_auth,
-        insecure_no_auth = config.insecure_no_auth,
-        admin_addr = %config.admin_addr,
-        shutdown_grace_secs = config.shutdown_grace_secs,
-        shutdown_timeout_secs = config.shutdown_timeout_secs,
-        log_format = %config.log_format,
-        otel_exporter_otlp_endpoint = ?config.otel_exporter_otlp_endpoint,
-        "effective configuration"
-    );
+    // One line with every setting (the whole Config, so none is forgotten), connection strings
+    // with their secrets masked.
+    tracing::info!(config = ?config.masked(), "effective configuration");
     let result = run(cli.command.unwrap_or(Command::Serve), config).await;
     if let Err(e) = &result {
         tracing::error!(error = %format!("{e:#}"), "stopped by an error");

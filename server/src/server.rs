@@ -99,6 +99,17 @@ fn local_bus() -> Arc<dyn EventBus> {
     Arc::new(LocalBus::new(DEFAULT_BUS_BUFFER))
 }
 
+/// A backend at `url` (the value of `variable`) could not be used: the error names the variable
+/// and the URL with its secrets masked, and the library's message with them redacted, since it
+/// may quote the URL.
+fn unusable_url(variable: &str, url: &str, error: impl std::fmt::Display) -> ServeError {
+    ServeError::Config(format!(
+        "{variable} {}: {}",
+        crate::adapters::secrets::mask_secrets(url),
+        crate::adapters::secrets::redact(&error.to_string(), url)
+    ))
+}
+
 /// How often cache entries whose write failed are re-written.
 const CACHE_REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -145,13 +156,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 Some(nats_url) => {
                     let client = nats::connect(nats_url, config.nats_tls_ca_file.as_deref())
                         .await
-                        .map_err(|e| {
-                            ServeError::Config(format!(
-                                "NATS_URL {}: {}",
-                                crate::adapters::secrets::mask_secrets(nats_url),
-                                crate::adapters::secrets::redact(&e.to_string(), nats_url)
-                            ))
-                        })?;
+                        .map_err(|e| unusable_url("NATS_URL", nats_url, e))?;
                     // An event whose message NATS would refuse must be refused before it is
                     // stored, or it would wait in the outbox forever.
                     let max_payload = nats::server_max_payload(&client).await;
@@ -266,13 +271,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
             tls_ca_file: config.redis_tls_ca_file.clone(),
         })
         .await
-        .map_err(|e| {
-            ServeError::Config(format!(
-                "REDIS_URL {}: {}",
-                crate::adapters::secrets::mask_secrets(redis_url),
-                crate::adapters::secrets::redact(&e.to_string(), redis_url)
-            ))
-        })?;
+        .map_err(|e| unusable_url("REDIS_URL", redis_url, e))?;
         ports.state_cache = Some(Arc::new(cache));
     }
     let store = ports.store.clone();

@@ -83,31 +83,26 @@ impl TestServer {
     /// [`App`]: for tests that look at what clients cannot see, such as open subscriptions.
     pub async fn start_keeping_app(flags: &[&str]) -> (Self, App) {
         let config = config_from_flags(flags);
-        let backends = temporal_state_server::server::build(&config)
-            .await
-            .expect("build the server");
+        let backends = build(&config).await;
         let app = backends.app.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (admin, admin_addr) = admin_listener(&config).await;
-        let mut server = Self::spawn(listener, |listener, stopped| async move {
-            temporal_state_server::server::serve_with_admin(
-                &config, backends, listener, admin, stopped,
-            )
-            .await
-            .expect("server failed");
-        })
-        .await;
-        server.admin = admin_addr;
-        (server, app)
+        (Self::serve_built(listener, config, backends).await, app)
     }
 
-    /// Runs the server on `config` on `listener`; returns once it answers.
+    /// Builds the server on `config` and runs it on `listener`; returns once it answers.
     async fn serve_on(listener: TcpListener, config: temporal_state_server::Config) -> Self {
+        let backends = build(&config).await;
+        Self::serve_built(listener, config, backends).await
+    }
+
+    /// Runs the server on its built `backends` on `listener`; returns once it answers.
+    async fn serve_built(
+        listener: TcpListener,
+        config: temporal_state_server::Config,
+        backends: temporal_state_server::server::Backends,
+    ) -> Self {
         let (admin, admin_addr) = admin_listener(&config).await;
         let mut server = Self::spawn(listener, |listener, stopped| async move {
-            let backends = temporal_state_server::server::build(&config)
-                .await
-                .expect("build the server");
             temporal_state_server::server::serve_with_admin(
                 &config, backends, listener, admin, stopped,
             )
@@ -180,6 +175,13 @@ impl Drop for TestServer {
 }
 
 /// The admin listener `config` asks for (bound here, so the test learns its port), if any.
+/// The server's backends for `config`, connected and migrated.
+async fn build(config: &temporal_state_server::Config) -> temporal_state_server::server::Backends {
+    temporal_state_server::server::build(config)
+        .await
+        .expect("build the server")
+}
+
 async fn admin_listener(
     config: &temporal_state_server::Config,
 ) -> (Option<TcpListener>, Option<SocketAddr>) {

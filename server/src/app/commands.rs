@@ -436,7 +436,10 @@ impl Commands {
         let Some(max) = self.limits.max_event_bytes else {
             return Ok(());
         };
-        let size = json_len(payload).saturating_add(json_len(metadata));
+        // The domain's measure counts the bytes of the compact JSON without building it.
+        let size = measure_object(payload)
+            .bytes
+            .saturating_add(measure_object(metadata).bytes);
         if size > max {
             return Err(AppError::TooLarge(format!(
                 "payload and metadata are {size} bytes of JSON together, over the {max} bytes \
@@ -445,25 +448,6 @@ impl Commands {
         }
         Ok(())
     }
-}
-
-/// Length of a value's compact JSON, counted without building it.
-fn json_len(value: &State) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail; a value that cannot be serialized counts as nothing
-    // here and is refused where it is serialized.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 fn has_nul(v: &serde_json::Value) -> bool {

@@ -599,33 +599,20 @@ async fn recorded_keys(
 impl Catalog for PgStore {
     async fn get_entity_type(&self, key: &TypeKey) -> Result<EntityTypeRecord, StoreError> {
         let client = self.client().await?;
-        let (row, what) = match key {
-            TypeKey::Id(id) => {
-                let sql = format!(
-                    "SELECT {} FROM entity_types WHERE id = $1",
-                    rows::ENTITY_TYPE_COLUMNS
-                );
-                let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-                let row = client
-                    .query_opt(&stmt, &[id])
-                    .await
-                    .map_err(PgError::from)?;
-                (row, format!("entity type {id}"))
-            }
-            TypeKey::Name(name) => {
-                let sql = format!(
-                    "SELECT {} FROM entity_types WHERE name = $1",
-                    rows::ENTITY_TYPE_COLUMNS
-                );
-                let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-                let row = client
-                    .query_opt(&stmt, &[name])
-                    .await
-                    .map_err(PgError::from)?;
-                (row, format!("entity type {name:?}"))
-            }
+        let (column, value, what): (_, &(dyn ToSql + Sync), _) = match key {
+            TypeKey::Id(id) => ("id", id, format!("entity type {id}")),
+            TypeKey::Name(name) => ("name", name, format!("entity type {name:?}")),
         };
-        let row = row.ok_or(StoreError::NotFound(what))?;
+        let sql = format!(
+            "SELECT {} FROM entity_types WHERE {column} = $1",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let row = client
+            .query_opt(&stmt, &[value])
+            .await
+            .map_err(PgError::from)?
+            .ok_or(StoreError::NotFound(what))?;
         Ok(rows::entity_type(&row)?)
     }
 
