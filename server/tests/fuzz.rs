@@ -73,6 +73,8 @@ const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.EntityTypeService/CreateEntityType",
     "/temporal_state.v1.EntityTypeService/ListEntityTypes",
     "/temporal_state.v1.EntityTypeService/GetEntityType",
+    "/temporal_state.v1.EntityTypeService/UpdateEntityType",
+    "/temporal_state.v1.EntityTypeService/DeleteEntityType",
     "/temporal_state.v1.InstanceService/CreateInstance",
     "/temporal_state.v1.InstanceService/ListInstances",
     "/temporal_state.v1.InstanceService/GetInstance",

@@ -120,7 +120,7 @@ async fn grpcurl_calls_every_rpc_through_reflection() {
         called: BTreeSet::new(),
     }
     .listed();
-    assert_eq!(listed.len(), 21, "{listed:?}");
+    assert_eq!(listed.len(), 23, "{listed:?}");
     assert_eq!(called, listed, "every listed RPC is called, and only those");
     server.stop().await;
 }
@@ -157,6 +157,24 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         serde_json::json!({"entity_type": "player_profile"}),
     );
     assert_eq!(got["entityType"]["id"], type_id.as_str());
+    assert_eq!(int(&got["schemaVersions"][0]["version"]), 1);
+    let scratch = g.call(
+        "EntityTypeService/CreateEntityType",
+        serde_json::json!({"name": "scratch", "schema": {"type": "object"}}),
+    );
+    let updated = g.call(
+        "EntityTypeService/UpdateEntityType",
+        serde_json::json!({
+            "entity_type": "scratch", "description": "for a while",
+            "schema": {"type": "object", "required": ["a"]}, "expected_schema_version": 1
+        }),
+    );
+    assert_eq!(updated["applied"], true);
+    assert_eq!(int(&updated["entityType"]["schemaVersion"]), 2);
+    g.call(
+        "EntityTypeService/DeleteEntityType",
+        serde_json::json!({"entity_type": scratch["entityType"]["id"]}),
+    );
 
     // InstanceService
     let created = g.call(

@@ -88,7 +88,10 @@ pub use analytics::{
     GetMostActiveOptions, GetSummaryOptions,
 };
 pub use client::{Client, ClientBuilder};
-pub use entity_types::{CreateEntityTypeOptions, GetEntityTypeOptions, ListEntityTypesOptions};
+pub use entity_types::{
+    CreateEntityTypeOptions, DeleteEntityTypeOptions, GetEntityTypeOptions, ListEntityTypesOptions,
+    UpdateEntityTypeOptions,
+};
 pub use error::{Error, FieldViolation, Result};
 pub use events::{ApplyEventOptions, ApplyEventsOptions, NewEvent};
 pub use instances::{
@@ -96,8 +99,9 @@ pub use instances::{
 };
 pub use model::{
     ActiveInstance, AppliedEvent, AppliedEvents, ApplyMode, ChangeKind, Comparison,
-    CreatedInstance, EntityType, Event, EventTypeCount, FieldAggregation, FieldChange, Instance,
-    Page, StateAt, Summary, TimeBucket, TimelinePoint, ValueFrequency,
+    CreatedInstance, EntityType, EntityTypeUpdate, Event, EventTypeCount, FieldAggregation,
+    FieldChange, Instance, Page, SchemaVersion, SchemaViolation, StateAt, Summary, TimeBucket,
+    TimelinePoint, ValueFrequency,
 };
 pub use queries::{
     CompareVersionsOptions, GetFieldTimelineOptions, GetHistoryOptions, GetStateAtTimeOptions,

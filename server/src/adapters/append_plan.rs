@@ -136,6 +136,7 @@ pub fn created_records(
         recorded_at: at,
         occurred_at: at,
         recorded_by: new.recorded_by,
+        schema_version: new.schema_version,
     };
     (instance, event)
 }
@@ -156,6 +157,8 @@ pub struct AppendPlan {
     pub snapshots: Vec<(i64, State)>,
     /// The state after the last event.
     pub state: State,
+    /// The schema version the events were validated against (the head's).
+    pub schema_version: i64,
 }
 
 impl AppendPlan {
@@ -201,6 +204,7 @@ impl AppendPlan {
                 recorded_at,
                 occurred_at: p.occurred_at.unwrap_or(recorded_at),
                 recorded_by: request.recorded_by.clone(),
+                schema_version: head.schema_version,
             });
         }
         Ok(Self {
@@ -211,6 +215,7 @@ impl AppendPlan {
             content_hashes,
             snapshots,
             state,
+            schema_version: head.schema_version,
         })
     }
 
@@ -268,6 +273,7 @@ mod tests {
             version,
             state: state(version),
             snapshot_interval,
+            schema_version: 1,
         }
     }
 
