@@ -108,6 +108,8 @@ pub struct InstanceRecord {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Archived: refuses writes until restored, left out of listings unless asked for.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +164,8 @@ pub struct Head {
     /// the head only while the type is still at it, so no state is ever validated against a
     /// schema that a concurrent schema change replaced.
     pub schema_version: i64,
+    /// Whether the instance is archived: the decision refuses ordinary events then.
+    pub archived: bool,
 }
 
 /// An event decided by the application.
@@ -185,6 +189,9 @@ pub struct PendingEvent {
 pub struct Decision {
     pub events: Vec<PendingEvent>,
     pub state: State,
+    /// The archived flag after these events: None keeps it (every ordinary append), Some for
+    /// ArchiveInstance / RestoreInstance.
+    pub archived: Option<bool>,
 }
 
 /// An event id already recorded (a client's idempotency key or a server-generated id).
@@ -281,12 +288,14 @@ pub trait Catalog: Send + Sync + 'static {
         entity_type_id: Uuid,
         external_id: &str,
     ) -> Result<InstanceRecord, StoreError>;
-    /// Instances of a type ordered by external id, strictly after `after_external_id`.
+    /// Instances of a type ordered by external id, strictly after `after_external_id`;
+    /// archived ones only with `include_archived`.
     async fn list_instances(
         &self,
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError>;
     /// The entity type of an instance (never changes, so callers may cache it).
     async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError>;

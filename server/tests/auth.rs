@@ -250,6 +250,14 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
     refused!(instances.get_instance(pb::GetInstanceRequest {
         instance_id: id.clone()
     }));
+    refused!(instances.archive_instance(pb::ArchiveInstanceRequest {
+        instance_id: id.clone(),
+        ..Default::default()
+    }));
+    refused!(instances.restore_instance(pb::RestoreInstanceRequest {
+        instance_id: id.clone(),
+        ..Default::default()
+    }));
     refused!(instances.get_current_state(pb::GetCurrentStateRequest {
         entity_type: name(),
         external_id: "p1".into()
@@ -316,7 +324,7 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         entity_type: name()
     }));
     refused!(AuthServiceClient::new(ch.clone()).get_caller(pb::GetCallerRequest {}));
-    assert_eq!(refused.len(), 23, "every RPC of the six services");
+    assert_eq!(refused.len(), 25, "every RPC of the six services");
     for (call, status) in &refused {
         assert_eq!(status.code(), Code::Unauthenticated, "{call}: {status:?}");
     }

@@ -79,6 +79,8 @@ const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.InstanceService/ListInstances",
     "/temporal_state.v1.InstanceService/GetInstance",
     "/temporal_state.v1.InstanceService/GetCurrentState",
+    "/temporal_state.v1.InstanceService/ArchiveInstance",
+    "/temporal_state.v1.InstanceService/RestoreInstance",
     "/temporal_state.v1.EventService/ApplyEvent",
     "/temporal_state.v1.EventService/ApplyEvents",
     "/temporal_state.v1.QueryService/GetHistory",
@@ -523,7 +525,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
         1 => (int32(), text(&k)).prop_map(|(page_size, page_token)| Call::ListEntityTypes(pb::ListEntityTypesRequest { page_size, page_token })),
         1 => ty.clone().prop_map(|entity_type| Call::GetEntityType(pb::GetEntityTypeRequest { entity_type })),
         1 => (ty.clone(), word(&k, "[a-z0-9-]{1,20}"), pb_struct(&k), pb_struct(&k)).prop_map(|(entity_type, external_id, initial_state, metadata)| Call::CreateInstance(pb::CreateInstanceRequest { entity_type, external_id, initial_state, metadata })),
-        1 => (ty.clone(), int32(), text(&k)).prop_map(|(entity_type, page_size, page_token)| Call::ListInstances(pb::ListInstancesRequest { entity_type, page_size, page_token })),
+        1 => (ty.clone(), int32(), text(&k)).prop_map(|(entity_type, page_size, page_token)| Call::ListInstances(pb::ListInstancesRequest { include_archived: false, entity_type, page_size, page_token })),
         1 => id.clone().prop_map(|instance_id| Call::GetInstance(pb::GetInstanceRequest { instance_id })),
         1 => (ty.clone(), text(&k)).prop_map(|(entity_type, external_id)| Call::GetCurrentState(pb::GetCurrentStateRequest { entity_type, external_id })),
         4 => (id.clone(), event_input(&k), opt64.clone()).prop_map(|(instance_id, e, expected_version)| Call::ApplyEvent(pb::ApplyEventRequest {

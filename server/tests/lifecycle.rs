@@ -1,6 +1,6 @@
 //! The lifecycle of types and instances against a real server: schema versions
 //! (UpdateEntityType, with its check of every current state, dry runs, the override and the
-//! expected-version guard) and DeleteEntityType.
+//! expected-version guard), DeleteEntityType, and ArchiveInstance / RestoreInstance.
 //!
 //! Every test body runs on both stores: `postgres::<name>` on a fresh PostgreSQL database,
 //! `embedded::<name>` on the embedded store in a fresh DATA_DIR. What only several replicas
@@ -24,6 +24,7 @@ for_each_backend!(
     a_description_alone_keeps_the_schema_version,
     bad_updates_get_the_right_code_and_change_nothing,
     a_type_is_deleted_only_without_instances,
+    an_archived_instance_refuses_writes_answers_history_and_restores,
 );
 
 /// Players: a name, and a level that the later schemas require.
@@ -698,6 +699,275 @@ async fn a_replica_that_missed_a_schema_change_validates_against_it() {
             .schema_version,
         2
     );
+    one.stop().await;
+    two.stop().await;
+}
+
+async fn archive(c: &mut Clients, id: &str) -> Result<pb::ArchiveInstanceResponse, tonic::Status> {
+    c.instances
+        .archive_instance(pb::ArchiveInstanceRequest {
+            instance_id: id.into(),
+            metadata: Some(st(json!({"reason": "season over"}))),
+            expected_version: None,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn restore(c: &mut Clients, id: &str) -> Result<pb::RestoreInstanceResponse, tonic::Status> {
+    c.instances
+        .restore_instance(pb::RestoreInstanceRequest {
+            instance_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn listed(c: &mut Clients, include_archived: bool) -> Vec<(String, bool)> {
+    c.instances
+        .list_instances(pb::ListInstancesRequest {
+            entity_type: "player".into(),
+            include_archived,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instances
+        .into_iter()
+        .map(|i| (i.external_id, i.archived))
+        .collect()
+}
+
+async fn an_archived_instance_refuses_writes_answers_history_and_restores(backend: Backend) {
+    let store = Store::create(backend).await;
+    let server = store.start(&["--snapshot-interval", "3"]).await;
+    let mut c = server.clients().await;
+    c.create_type("player", v1()).await;
+    let a = c
+        .create_instance("player", "a", json!({"name": "Ann", "level": 1}))
+        .await;
+    c.create_instance("player", "b", json!({"name": "Bob"}))
+        .await;
+    c.apply(&a.id, "LevelUp", json!({"level": 2}))
+        .await
+        .unwrap();
+
+    let archived = archive(&mut c, &a.id).await.unwrap();
+    let event = archived.event.unwrap();
+    assert_eq!(event.event_type, "InstanceArchived");
+    assert_eq!(event.version, 3);
+    assert_eq!(js(&event.payload), json!({}));
+    assert_eq!(js(&event.metadata), json!({"reason": "season over"}));
+    let instance = archived.instance.unwrap();
+    assert!(instance.archived);
+    assert_eq!(instance.version, 3);
+    assert_eq!(js(&instance.state), json!({"name": "Ann", "level": 2}));
+
+    // Writes are refused, naming the state; nothing is stored.
+    let refused = c
+        .apply(&a.id, "LevelUp", json!({"level": 3}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("archived"),
+        "{}",
+        refused.message()
+    );
+    let batch = c
+        .events
+        .apply_events(pb::ApplyEventsRequest {
+            instance_id: a.id.clone(),
+            events: vec![pb::EventInput {
+                event_type: "LevelUp".into(),
+                payload: Some(st(json!({"level": 3}))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(batch.code(), Code::FailedPrecondition);
+    let twice = archive(&mut c, &a.id).await.unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    assert!(
+        twice.message().contains("already archived"),
+        "{}",
+        twice.message()
+    );
+    // Lifecycle events are the server's to record.
+    let b = b_id(&mut c).await;
+    let forged = c
+        .apply(&b, "InstanceArchived", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), Code::InvalidArgument);
+
+    // Fully queryable.
+    let got = c
+        .instances
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: a.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert!(got.archived);
+    assert_eq!(got.version, 3);
+    let current = c
+        .instances
+        .get_current_state(pb::GetCurrentStateRequest {
+            entity_type: "player".into(),
+            external_id: "a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert!(current.archived);
+    let types: Vec<String> = history(&mut c, &a.id)
+        .await
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(types, ["InstanceCreated", "LevelUp", "InstanceArchived"]);
+    let at = c
+        .queries
+        .get_state_at_version(pb::GetStateAtVersionRequest {
+            instance_id: a.id.clone(),
+            version: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(js(&at.state), json!({"name": "Ann", "level": 2}));
+
+    // Left out of listings unless asked for.
+    assert_eq!(listed(&mut c, false).await, [("b".to_string(), false)]);
+    assert_eq!(
+        listed(&mut c, true).await,
+        [("a".to_string(), true), ("b".to_string(), false)]
+    );
+
+    // The flag survives a restart.
+    server.stop().await;
+    let server = store.start(&["--snapshot-interval", "3"]).await;
+    let mut c = server.clients().await;
+    let refused = c
+        .apply(&a.id, "LevelUp", json!({"level": 3}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    // Restored, it is writable again, and both are events in its history.
+    let restored = restore(&mut c, &a.id).await.unwrap();
+    assert_eq!(restored.event.unwrap().event_type, "InstanceRestored");
+    assert!(!restored.instance.unwrap().archived);
+    let written = c
+        .apply(&a.id, "LevelUp", json!({"level": 3}))
+        .await
+        .unwrap();
+    assert_eq!(written.event.unwrap().version, 5);
+    let again = restore(&mut c, &a.id).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let versions: Vec<(i64, String)> = history(&mut c, &a.id)
+        .await
+        .into_iter()
+        .map(|e| (e.version, e.event_type))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (1, "InstanceCreated".to_string()),
+            (2, "LevelUp".to_string()),
+            (3, "InstanceArchived".to_string()),
+            (4, "InstanceRestored".to_string()),
+            (5, "LevelUp".to_string()),
+        ]
+    );
+    assert_eq!(
+        listed(&mut c, false).await,
+        [("a".to_string(), false), ("b".to_string(), false)]
+    );
+    // A guarded archive with a stale version is ABORTED.
+    let stale = c
+        .instances
+        .archive_instance(pb::ArchiveInstanceRequest {
+            instance_id: a.id.clone(),
+            metadata: None,
+            expected_version: Some(4),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    server.stop().await;
+}
+
+async fn b_id(c: &mut Clients) -> String {
+    c.instances
+        .get_current_state(pb::GetCurrentStateRequest {
+            entity_type: "player".into(),
+            external_id: "b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap()
+        .id
+}
+
+/// Two servers sharing PostgreSQL and a Redis cache: an archive made through one is what the
+/// other reads (the archive is an event like any other: the cached record moves with it), and
+/// the other refuses writes to it; a restore moves the cache back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_reaches_the_shared_cache_and_every_replica() {
+    let redis = common::procs::Redis::start();
+    let store = Store::create(Backend::Postgres).await;
+    let one = store.start(&["--redis-url", &redis.url()]).await;
+    let two = store.start(&["--redis-url", &redis.url()]).await;
+    let mut c1 = one.clients().await;
+    let mut c2 = two.clients().await;
+    c1.create_type("player", v1()).await;
+    let p = c1
+        .create_instance("player", "p", json!({"name": "x"}))
+        .await;
+    let read = |c: &mut Clients| {
+        let mut c = c.clone();
+        let id = p.id.clone();
+        async move {
+            c.instances
+                .get_instance(pb::GetInstanceRequest { instance_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .instance
+                .unwrap()
+        }
+    };
+    // Server two caches the record, unarchived.
+    assert!(!read(&mut c2).await.archived);
+    archive(&mut c1, &p.id).await.unwrap();
+    let seen = read(&mut c2).await;
+    assert!(seen.archived, "{seen:?}");
+    assert_eq!(seen.version, 2);
+    let refused = c2
+        .apply(&p.id, "Renamed", json!({"name": "y"}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    restore(&mut c2, &p.id).await.unwrap();
+    let seen = read(&mut c1).await;
+    assert!(!seen.archived);
+    assert_eq!(seen.version, 3);
+    c1.apply(&p.id, "Renamed", json!({"name": "y"}))
+        .await
+        .unwrap();
     one.stop().await;
     two.stop().await;
 }

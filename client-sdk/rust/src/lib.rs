@@ -95,13 +95,14 @@ pub use entity_types::{
 pub use error::{Error, FieldViolation, Result};
 pub use events::{ApplyEventOptions, ApplyEventsOptions, NewEvent};
 pub use instances::{
-    CreateInstanceOptions, GetCurrentStateOptions, GetInstanceOptions, ListInstancesOptions,
+    ArchiveInstanceOptions, CreateInstanceOptions, GetCurrentStateOptions, GetInstanceOptions,
+    ListInstancesOptions,
 };
 pub use model::{
     ActiveInstance, AppliedEvent, AppliedEvents, ApplyMode, ChangeKind, Comparison,
     CreatedInstance, EntityType, EntityTypeUpdate, Event, EventTypeCount, FieldAggregation,
-    FieldChange, Instance, Page, SchemaVersion, SchemaViolation, StateAt, Summary, TimeBucket,
-    TimelinePoint, ValueFrequency,
+    FieldChange, Instance, InstanceLifecycle, Page, SchemaVersion, SchemaViolation, StateAt,
+    Summary, TimeBucket, TimelinePoint, ValueFrequency,
 };
 pub use queries::{
     CompareVersionsOptions, GetFieldTimelineOptions, GetHistoryOptions, GetStateAtTimeOptions,

@@ -189,6 +189,9 @@ pub struct Instance {
     pub created_at: SystemTime,
     /// When its latest event was recorded.
     pub updated_at: SystemTime,
+    /// Archived ([`crate::Client::archive_instance`]): it refuses writes until restored and is
+    /// left out of listings unless asked for.
+    pub archived: bool,
 }
 
 impl Instance {
@@ -222,6 +225,7 @@ impl TryFrom<pb::Instance> for Instance {
             external_id: i.external_id,
             state: struct_to_json(i.state),
             version: i.version,
+            archived: i.archived,
         })
     }
 }
@@ -319,6 +323,17 @@ pub struct CreatedInstance {
     /// The instance, at version 1 (or later, when a retried create found it already written to).
     pub instance: Instance,
     /// The `InstanceCreated` event, whose payload is the initial state.
+    pub event: Event,
+}
+
+/// An instance archived or restored, and the `InstanceArchived` / `InstanceRestored` event
+/// that did it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InstanceLifecycle {
+    /// The instance after the change.
+    pub instance: Instance,
+    /// The event recorded in its history.
     pub event: Event,
 }
 

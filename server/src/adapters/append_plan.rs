@@ -123,6 +123,7 @@ pub fn created_records(
         version: 1,
         created_at: at,
         updated_at: at,
+        archived: false,
     };
     let event = EventRecord {
         event_id: new.event_id,
@@ -159,6 +160,8 @@ pub struct AppendPlan {
     pub state: State,
     /// The schema version the events were validated against (the head's).
     pub schema_version: i64,
+    /// The archived flag the head moves to; None keeps it.
+    pub archived: Option<bool>,
 }
 
 impl AppendPlan {
@@ -173,6 +176,7 @@ impl AppendPlan {
         let Decision {
             events: pending,
             state,
+            archived,
         } = decision;
         if pending.is_empty() {
             return Err(StoreError::Internal("an append decided no events".into()));
@@ -216,6 +220,7 @@ impl AppendPlan {
             snapshots,
             state,
             schema_version: head.schema_version,
+            archived,
         })
     }
 
@@ -274,6 +279,7 @@ mod tests {
             state: state(version),
             snapshot_interval,
             schema_version: 1,
+            archived: false,
         }
     }
 
@@ -295,6 +301,7 @@ mod tests {
             })
             .collect();
         Decision {
+            archived: None,
             events,
             state: state(head.version + n),
         }

@@ -355,6 +355,15 @@ impl Commands {
         let mut seen = HashSet::new();
         for input in &inputs {
             EventType::parse(&input.event_type)?;
+            if EventType::LIFECYCLE.contains(&input.event_type.as_str()) {
+                return Err(AppError::invalid(
+                    "event_type",
+                    format!(
+                        "{:?} is recorded by the server only (ArchiveInstance, RestoreInstance)",
+                        input.event_type
+                    ),
+                ));
+            }
             self.check_size("payload", &input.payload)?;
             self.check_size("metadata", &input.metadata)?;
             self.check_event_bytes(&input.payload, &input.metadata)?;
@@ -394,7 +403,7 @@ impl Commands {
         };
         let mut attempt = 1;
         let outcome = loop {
-            let decide = self.decider(&entry, &inputs, &hashes, &pending_ids);
+            let decide = self.decider(instance_id, &entry, &inputs, &hashes, &pending_ids);
             match self
                 .append_in_task(request.clone(), decide, entry.clone())
                 .await
@@ -422,6 +431,7 @@ impl Commands {
     /// resulting state against `entry`'s schema, refusing a head read at another schema version.
     fn decider(
         &self,
+        instance_id: Uuid,
         entry: &Arc<TypeEntry>,
         inputs: &Arc<Vec<EventInput>>,
         hashes: &Arc<Vec<Vec<u8>>>,
@@ -433,6 +443,11 @@ impl Commands {
         let pending_ids = pending_ids.clone();
         let entry = entry.clone();
         Box::new(move |head| {
+            if head.archived {
+                return Err(DomainError::NotNow(format!(
+                    "instance {instance_id} is archived: it refuses writes until RestoreInstance"
+                )));
+            }
             if head.schema_version != entry.record.schema_version {
                 return Err(DomainError::StaleSchema {
                     entity_type: entry.record.name.clone(),
@@ -473,8 +488,89 @@ impl Commands {
             Ok(Decision {
                 events: pending,
                 state,
+                archived: None,
             })
         })
+    }
+
+    /// Archives (`archived`) or restores an instance: one `InstanceArchived` /
+    /// `InstanceRestored` event with an empty payload (the state is unchanged), through the
+    /// same append as every event, so history, bus, cache and idempotency treat it alike.
+    /// FAILED_PRECONDITION when the instance already is in that state. Needs `write` on the
+    /// instance's type.
+    #[instrument(skip(self, principal, metadata))]
+    pub async fn set_archived(
+        &self,
+        principal: &Principal,
+        instance_id: Uuid,
+        archived: bool,
+        expected_version: Option<i64>,
+        metadata: State,
+    ) -> Result<(InstanceRecord, EventRecord), AppError> {
+        require_some(principal, Access::Write)?;
+        self.check_size("metadata", &metadata)?;
+        self.check_event_bytes(&State::new(), &metadata)?;
+        if let Some(v) = expected_version
+            && v < 1
+        {
+            return Err(AppError::invalid(
+                "expected_version",
+                format!("{v} is not a version: versions start at 1"),
+            ));
+        }
+        let entry = self.registry.type_of(instance_id).await?;
+        require(principal, Access::Write, &entry.record.name)?;
+        let event_type = if archived {
+            EventType::INSTANCE_ARCHIVED
+        } else {
+            EventType::INSTANCE_RESTORED
+        };
+        let event_id = new_event_id();
+        let hash = content_hash(event_type, ApplyMode::MergePatch, &State::new());
+        let decide: Decide = Box::new(move |head| {
+            if head.archived == archived {
+                return Err(DomainError::NotNow(if archived {
+                    format!("instance {instance_id} is already archived")
+                } else {
+                    format!("instance {instance_id} is not archived: there is nothing to restore")
+                }));
+            }
+            let version = head.version + 1;
+            let snapshot =
+                (version % head.snapshot_interval.max(1) == 0).then(|| head.state.clone());
+            Ok(Decision {
+                events: vec![PendingEvent {
+                    event_id: event_id.clone(),
+                    event_type: event_type.to_string(),
+                    payload: State::new(),
+                    metadata: metadata.clone(),
+                    mode: ApplyMode::MergePatch,
+                    occurred_at: None,
+                    snapshot,
+                    content_hash: hash.clone(),
+                }],
+                state: head.state.clone(),
+                archived: Some(archived),
+            })
+        });
+        let request = AppendRequest {
+            instance_id,
+            expected_version,
+            client_event_ids: Vec::new(),
+            recorded_by: principal.recorded_as().to_string(),
+        };
+        match self.append_in_task(request, decide, entry).await? {
+            AppendOutcome::Appended { mut events, .. } => {
+                let event = events
+                    .pop()
+                    .ok_or_else(|| AppError::Internal("an archive stored no event".into()))?;
+                let instance = self.store.get_instance(instance_id).await?;
+                Ok((instance, event))
+            }
+            AppendOutcome::AlreadyRecorded { .. } => Err(AppError::Internal(
+                "an archive without idempotency keys found one recorded".into(),
+            )),
+        }
     }
 
     /// The append and its after-commit work (bus, cache) run in a task of their own: a caller
@@ -760,9 +856,10 @@ mod tests {
             entity_type_id: Uuid,
             after: Option<&str>,
             limit: usize,
+            include_archived: bool,
         ) -> Result<Vec<InstanceRecord>, StoreError> {
             self.inner
-                .list_instances(entity_type_id, after, limit)
+                .list_instances(entity_type_id, after, limit, include_archived)
                 .await
         }
         async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {

@@ -109,6 +109,10 @@ impl From<DomainError> for AppError {
         match e {
             DomainError::TooLarge(m) => Self::TooLarge(m),
             e @ DomainError::StaleSchema { .. } => Self::Aborted(e.to_string()),
+            DomainError::NotNow(message) => Self::FailedPrecondition {
+                message,
+                violations: Vec::new(),
+            },
             other => Self::Invalid(other),
         }
     }

@@ -170,6 +170,7 @@ impl Queries {
         principal: &Principal,
         entity_type: &TypeKey,
         page: Page,
+        include_archived: bool,
     ) -> Result<(Vec<InstanceRecord>, String), AppError> {
         let entry = self
             .registry
@@ -177,7 +178,12 @@ impl Queries {
             .await?;
         let found = self
             .catalog
-            .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
+            .list_instances(
+                entry.record.id,
+                page.after.as_deref(),
+                page.size + 1,
+                include_archived,
+            )
             .await?;
         Ok(
             page.close(found, self.page_budget, budget::instance_len, |i| {

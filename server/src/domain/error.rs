@@ -53,6 +53,10 @@ pub enum DomainError {
         decided: i64,
         current: i64,
     },
+    /// The instance's lifecycle state forbids the command (an archived instance written to,
+    /// an instance archived twice): FAILED_PRECONDITION, the message names the state.
+    #[error("{0}")]
+    NotNow(String),
 }
 
 fn join(violations: &[Violation]) -> String {
@@ -80,7 +84,7 @@ impl DomainError {
             }],
             Self::InvalidSchema(v) => v.clone(),
             Self::SchemaViolation { violations, .. } => violations.clone(),
-            Self::StaleSchema { .. } => Vec::new(),
+            Self::StaleSchema { .. } | Self::NotNow(_) => Vec::new(),
             Self::InvalidPatch(reason) | Self::TooLarge(reason) => vec![Violation {
                 path: "payload".into(),
                 message: reason.clone(),

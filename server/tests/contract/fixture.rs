@@ -213,6 +213,7 @@ pub async fn append_seen(
                     });
                 }
                 Ok(Decision {
+                    archived: None,
                     events: pending,
                     state,
                 })

@@ -15,7 +15,7 @@ use crate::ports::{AppendOutcome, AppendRequest, Decide, Head, RecordedKey, Stor
 ///
 /// The instance's head and its type's schema version: ?1 instance id.
 pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
      WHERE i.id = ?1";
 /// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
 /// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by. Its
@@ -36,6 +36,9 @@ pub const INSERT_SNAPSHOT_SQL: &str =
 /// ?3 updated_at, ?4 instance id, ?5 the version read by [`HEAD_SQL`].
 pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
      updated_at = ?3 WHERE id = ?4 AND version = ?5";
+
+/// An archive or a restore moves the flag with the head: ?1 archived, ?2 instance id.
+pub const SET_ARCHIVED_SQL: &str = "UPDATE instances SET archived = ?1 WHERE id = ?2";
 
 /// An append waiting for the writer, with where its answer goes.
 pub(super) struct PendingAppend {
@@ -91,15 +94,23 @@ fn append_in(
     decide: &Decide,
 ) -> Result<Attempt, StoreError> {
     let instance = rows::id(request.instance_id);
-    let found: Option<(String, i64, String, i64, i64)> = tx
+    type HeadRow = (String, i64, String, i64, i64, bool);
+    let found: Option<HeadRow> = tx
         .prepare_cached(HEAD_SQL)
         .map_err(sql)?
         .query_row([&instance], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()
         .map_err(sql)?;
-    let Some((type_text, current, state_text, updated_at, schema_version)) = found else {
+    let Some((type_text, current, state_text, updated_at, schema_version, archived)) = found else {
         return Err(StoreError::NotFound(format!(
             "instance {}",
             request.instance_id
@@ -111,6 +122,7 @@ fn append_in(
         state: rows::object(&state_text, "state")?,
         snapshot_interval,
         schema_version,
+        archived,
     };
 
     let recorded = if request.client_event_ids.is_empty() {
@@ -178,6 +190,12 @@ fn append_in(
         ])
         .map_err(sql)?;
     plan.head_moved(request.instance_id, updated as u64)?;
+    if let Some(archived) = plan.archived {
+        tx.prepare_cached(SET_ARCHIVED_SQL)
+            .map_err(sql)?
+            .execute(params![archived, instance])
+            .map_err(sql)?;
+    }
     Ok(Attempt::Done(plan.into_outcome()))
 }
 

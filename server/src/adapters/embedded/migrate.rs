@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "schema_versions",
         include_str!("../../../../migrations/embedded/0005_schema_versions.sql"),
     ),
+    (
+        6,
+        "instance_archived",
+        include_str!("../../../../migrations/embedded/0006_instance_archived.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

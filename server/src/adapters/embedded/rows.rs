@@ -12,7 +12,7 @@ use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at";
+     i.version, i.created_at, i.updated_at, i.archived";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
@@ -87,6 +87,7 @@ pub fn instance(row: &Row) -> Result<InstanceRecord, EmbeddedError> {
         version: row.get(5)?,
         created_at: time(row.get(6)?, "created_at")?,
         updated_at: time(row.get(7)?, "updated_at")?,
+        archived: row.get(8)?,
     })
 }
 

@@ -531,18 +531,24 @@ impl Catalog for EmbeddedStore {
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit_n: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let after = after_external_id.map(str::to_string);
         self.read(move |conn| {
             // Without the cursor in the SQL when there is none, so a cursor is a range seek.
             let sql_text = format!(
                 "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.entity_type_id = ?1 AND {} ORDER BY i.external_id LIMIT ?3",
+                 WHERE i.entity_type_id = ?1 AND {} {} ORDER BY i.external_id LIMIT ?3",
                 rows::INSTANCE_COLUMNS,
                 if after.is_some() {
                     "i.external_id > ?2"
                 } else {
                     "?2 IS NULL"
+                },
+                if include_archived {
+                    ""
+                } else {
+                    "AND i.archived = 0"
                 }
             );
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;

@@ -40,6 +40,9 @@ pub(super) struct CachedHead {
     pub updated_at: DateTime<Utc>,
     /// The type's schema version as last read or written; the append's statement checks it.
     pub schema_version: i64,
+    /// Whether the instance is archived (an archive or restore moves the version too, so the
+    /// compare-and-set catches a stale flag).
+    pub archived: bool,
 }
 
 impl CachedHead {
@@ -50,6 +53,7 @@ impl CachedHead {
             state: self.state.clone(),
             snapshot_interval,
             schema_version: self.schema_version,
+            archived: self.archived,
         }
     }
 }
@@ -149,20 +153,21 @@ impl HeadCache {
 /// $19 state; per append $20 the schema version its decision validated against: its head moves
 /// only while its type is still at that version, with the type's row share-locked (a schema
 /// change holds it exclusively while it checks every state, so the append is skipped and
-/// decided again). Outbox rows are inserted in (instance, version) order, so their ids grow with
+/// decided again); $21 the archived flag the head moves to (NULL keeps it). Outbox rows are inserted in (instance, version) order, so their ids grow with
 /// the version within an instance, as the relay's per-instance order needs.
 pub const GROUP_APPEND_SQL: &str = "
 WITH u AS (
     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[],
-                         $5::timestamptz[], $6::text[], $7::bool[], $20::bigint[])
-        AS u(id, fv, lv, st, ra, rb, ob, sv)
+                         $5::timestamptz[], $6::text[], $7::bool[], $20::bigint[], $21::bool[])
+        AS u(id, fv, lv, st, ra, rb, ob, sv, ar)
 ), l AS MATERIALIZED (
     SELECT i.id FROM instances i JOIN u ON u.id = i.id
     JOIN entity_types t ON t.id = i.entity_type_id
     WHERE i.version = u.fv AND t.schema_version = u.sv
     FOR UPDATE OF i SKIP LOCKED FOR KEY SHARE OF t SKIP LOCKED
 ), h AS (
-    UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra
+    UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra,
+                           archived = COALESCE(u.ar, i.archived)
     FROM u JOIN l ON l.id = u.id
     WHERE i.id = u.id AND i.version = u.fv
     RETURNING i.id, i.entity_type_id, u.ra, u.rb, u.ob, u.sv
@@ -342,6 +347,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
     let mut recorded_by: Vec<&str> = Vec::with_capacity(appends.len());
     let mut outbox = Vec::with_capacity(appends.len());
     let mut schema_versions = Vec::with_capacity(appends.len());
+    let mut archived: Vec<Option<bool>> = Vec::with_capacity(appends.len());
     let mut e_ids = Vec::new();
     let mut e_versions: Vec<i64> = Vec::new();
     let mut e_event_ids: Vec<&str> = Vec::new();
@@ -363,6 +369,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
         recorded_by.push(&a.recorded_by);
         outbox.push(a.outbox);
         schema_versions.push(a.schema_version);
+        archived.push(a.archived);
         for i in 0..a.event_count() {
             e_ids.push(a.instance_id);
             e_versions.push(a.versions[i]);
@@ -382,7 +389,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
     }
     let client = pool.get().await?;
     let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
-    let params: [&(dyn ToSql + Sync); 20] = [
+    let params: [&(dyn ToSql + Sync); 21] = [
         &ids,
         &from,
         &last,
@@ -403,6 +410,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
         &s_versions,
         &s_states,
         &schema_versions,
+        &archived,
     ];
     let rows = client.query(&stmt, &params).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "schema_versions",
         include_str!("../../../../migrations/postgres/0008_schema_versions.sql"),
     ),
+    (
+        9,
+        "instance_archived",
+        include_str!("../../../../migrations/postgres/0009_instance_archived.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

@@ -10,7 +10,7 @@ use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at";
+     i.version, i.created_at, i.updated_at, i.archived";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
@@ -46,6 +46,7 @@ pub fn instance(row: &Row) -> Result<InstanceRecord, PgError> {
         version: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
+        archived: row.try_get(8)?,
     })
 }
 

@@ -255,6 +255,7 @@ impl PgStore {
             state: rows::object(row.get(2), "state")?,
             updated_at: row.get(3),
             schema_version: row.get(4),
+            archived: row.get(5),
         })
     }
 
@@ -309,6 +310,7 @@ impl PgStore {
                             state: plan.state.clone(),
                             updated_at: plan.recorded_at,
                             schema_version: plan.schema_version,
+                            archived: plan.archived.unwrap_or(cached.archived),
                         },
                     );
                     return Ok(plan.into_outcome());
@@ -331,6 +333,9 @@ impl PgStore {
                     state: state.clone(),
                     updated_at: last.recorded_at,
                     schema_version: last.schema_version,
+                    // Only an archive leaves an instance archived: every other append needs
+                    // (or, for a restore, ends) it unarchived.
+                    archived: last.event_type == EventType::INSTANCE_ARCHIVED,
                 },
             );
         }
@@ -359,6 +364,7 @@ impl PgStore {
             state: rows::object(row.get(2), "state")?,
             snapshot_interval: self.snapshot_interval,
             schema_version: row.get(4),
+            archived: row.get(5),
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
@@ -381,6 +387,14 @@ impl PgStore {
             Err(e) => return Err(e.into()),
         };
         plan.head_moved(request.instance_id, updated)?;
+        if let Some(archived) = plan.archived {
+            tx.execute(
+                "UPDATE instances SET archived = $2 WHERE id = $1",
+                &[&request.instance_id, &archived],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
         tx.commit().await.map_err(PgError::from)?;
         Ok(Attempt::Done(plan.into_outcome()))
     }
@@ -389,7 +403,7 @@ impl PgStore {
 /// The instance's head as stored, read without a lock by the unlocked append path, with its
 /// type's schema version. $1 = instance id.
 pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
      WHERE i.id = $1";
 
 /// The first statement of an append on the locked path: the instance's head, locked until the
@@ -397,7 +411,7 @@ pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updat
 /// commits before the append does (a schema change in progress makes this wait, then read the
 /// new version). $1 = instance id.
 pub const LOCK_HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
      WHERE i.id = $1 FOR UPDATE OF i FOR KEY SHARE OF t";
 
 /// One statement writes the events, their ids (every one, server-generated too, with its
@@ -461,6 +475,8 @@ pub struct AppendParams {
     /// The schema version the events were validated against; the group statement moves the
     /// head only while the type is still at it.
     pub schema_version: i64,
+    /// The archived flag the head moves to; None keeps it.
+    pub archived: Option<bool>,
 }
 
 impl AppendParams {
@@ -501,6 +517,7 @@ impl AppendParams {
         params.last_version = plan.last_version;
         params.recorded_by = request.recorded_by.clone();
         params.schema_version = plan.schema_version;
+        params.archived = plan.archived;
         params.state = Value::Object(plan.state.clone());
         for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
             params.push_event(
@@ -711,19 +728,25 @@ impl Catalog for PgStore {
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
              WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
-             ORDER BY i.external_id LIMIT $3",
+             AND ($4 OR NOT i.archived) ORDER BY i.external_id LIMIT $3",
             rows::INSTANCE_COLUMNS
         );
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
         let found = client
             .query(
                 &stmt,
-                &[&entity_type_id, &after_external_id, &(limit as i64)],
+                &[
+                    &entity_type_id,
+                    &after_external_id,
+                    &(limit as i64),
+                    &include_archived,
+                ],
             )
             .await
             .map_err(PgError::from)?;

@@ -163,6 +163,14 @@ export declare type Instance = Message<"temporal_state.v1.Instance"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 8;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Archived (ArchiveInstance): it refuses writes until restored, stays readable, and is left
+   * out of ListInstances unless `include_archived` is set.
+   *
+   * @generated from field: bool archived = 9;
+   */
+  archived: boolean;
 };
 
 /**
