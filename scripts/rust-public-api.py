@@ -37,6 +37,26 @@ def text(value):
     return json.dumps(clean(value), sort_keys=True, separators=(",", ":"))
 
 
+def shape(inner):
+    """A struct's or enum's own line without the ids of its fields and variants: rustdoc numbers
+    items anew on every build, so those lists change whenever any item is added. Each public
+    field and variant has a line of its own, by name."""
+    inner = json.loads(json.dumps(inner))
+    inner.pop("variants", None)
+    # An enum variant's own line: `{"variant": {"kind": ...}}`.
+    target = inner.get("variant", inner)
+    kind = target.get("kind")
+    if isinstance(kind, dict) and isinstance(kind.get("plain"), dict):
+        kind["plain"].pop("fields", None)
+    if isinstance(kind, dict) and isinstance(kind.get("struct"), dict):
+        fields = kind["struct"].get("fields")
+        if isinstance(fields, list):
+            kind["struct"]["fields"] = len(fields)
+    if isinstance(kind, dict) and isinstance(kind.get("tuple"), list):
+        kind["tuple"] = len(kind["tuple"])
+    return inner
+
+
 def type_name(ty):
     """A short readable name for the `for` type of an impl."""
     if "resolved_path" in ty:
@@ -80,7 +100,7 @@ def api_lines(doc):
                 glob = "::*" if inner.get("is_glob") else ""
                 lines.add(f"use {prefix}::{inner['name']}{glob} = {inner['source']}")
         elif kind in ("struct", "enum", "union", "trait"):
-            lines.add(f"{kind} {path} {text(inner)}")
+            lines.add(f"{kind} {path} {text(shape(inner))}")
             if kind == "struct":
                 fields = inner["kind"].get("plain", {}).get("fields", []) or inner["kind"].get("tuple", []) or []
                 for f in fields:
@@ -90,7 +110,15 @@ def api_lines(doc):
             if kind == "enum":
                 for v in inner["variants"]:
                     vi = item(v)
-                    lines.add(f"variant {path}::{vi['name']} {text(vi['inner'])}")
+                    lines.add(f"variant {path}::{vi['name']} {text(shape(vi['inner']))}")
+                    vkind = vi["inner"]["variant"]["kind"]
+                    vfields = (vkind.get("struct") or {}).get("fields") if isinstance(vkind, dict) else None
+                    if vfields is None and isinstance(vkind, dict):
+                        vfields = vkind.get("tuple")
+                    for f in vfields or []:
+                        fi = item(f) if f is not None else None
+                        if fi:
+                            lines.add(f"variant-field {path}::{vi['name']}.{fi['name']} {text(fi['inner'])}")
             if kind == "trait":
                 for m in inner["items"]:
                     mi = item(m)

@@ -32,6 +32,70 @@ pub struct EntityTypeRecord {
     pub description: String,
     pub schema: State,
     pub created_at: DateTime<Utc>,
+    /// Version of `schema`: 1 at creation, one more at each accepted schema change.
+    pub schema_version: i64,
+}
+
+/// One version of a type's schema; a type keeps them all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaVersionRecord {
+    pub version: i64,
+    pub schema: State,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a schema change treats current states that break the new schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaCheck {
+    /// Apply only if every current state satisfies the new schema.
+    Enforce,
+    /// Check and report; change nothing.
+    DryRun,
+    /// Check and report, and apply anyway.
+    AllowInvalid,
+}
+
+/// What an entity type update asks of the store.
+#[derive(Debug, Clone)]
+pub struct TypeUpdate {
+    pub entity_type_id: Uuid,
+    /// None keeps the description.
+    pub description: Option<String>,
+    /// None keeps the schema and its version.
+    pub schema: Option<State>,
+    /// When set, the update applies only if the schema is still at this version.
+    pub expected_schema_version: Option<i64>,
+    pub check: SchemaCheck,
+    /// At most this many violating instances are described in the outcome (all are counted).
+    pub max_violations: usize,
+}
+
+/// Checks one current state against the proposed schema: the violations, empty when it passes.
+/// Run by the store on each state as it streams them, so memory holds one state at a time.
+pub type StateCheck = Box<dyn Fn(&State) -> Vec<crate::domain::Violation> + Send + Sync + 'static>;
+
+/// A current state that breaks a proposed schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceViolation {
+    pub instance_id: Uuid,
+    pub external_id: String,
+    pub version: i64,
+    pub violations: Vec<crate::domain::Violation>,
+}
+
+/// What an entity type update did.
+#[derive(Debug, Clone)]
+pub struct TypeUpdateOutcome {
+    /// The type after the update, or as it stayed when nothing was applied.
+    pub record: EntityTypeRecord,
+    /// Whether the update was stored.
+    pub applied: bool,
+    /// Current states checked (0 when the schema did not change).
+    pub checked: i64,
+    /// How many of them break the new schema.
+    pub invalid: i64,
+    /// The first of them, in external id order.
+    pub violations: Vec<InstanceViolation>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +108,8 @@ pub struct InstanceRecord {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Archived: refuses writes until restored, left out of listings unless asked for.
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +127,8 @@ pub struct EventRecord {
     /// Who wrote it: the API key's name or the JWT's subject; empty when nobody was identified
     /// (authentication off, or recorded before it existed). Set by the server, never the client.
     pub recorded_by: String,
+    /// The version of the type's schema the state after this event was validated against.
+    pub schema_version: i64,
 }
 
 /// A new instance; the store records it together with its version 1.
@@ -77,6 +145,9 @@ pub struct NewInstance {
     pub content_hash: Vec<u8>,
     /// Who creates it: [`EventRecord::recorded_by`] of its version 1.
     pub recorded_by: String,
+    /// The schema version `initial_state` was validated against; the store refuses the creation
+    /// ([`crate::domain::DomainError::StaleSchema`]) if the type has moved on since.
+    pub schema_version: i64,
 }
 
 /// The instance as seen under its lock, handed to the decision.
@@ -88,6 +159,13 @@ pub struct Head {
     /// The store snapshots every version that is a multiple of this: the decision keeps a copy
     /// of the state only at those versions, never one per event.
     pub snapshot_interval: i64,
+    /// The type's schema version as read with the head. The decision refuses to validate
+    /// against another one ([`crate::domain::DomainError::StaleSchema`]), and the store moves
+    /// the head only while the type is still at it, so no state is ever validated against a
+    /// schema that a concurrent schema change replaced.
+    pub schema_version: i64,
+    /// Whether the instance is archived: the decision refuses ordinary events then.
+    pub archived: bool,
 }
 
 /// An event decided by the application.
@@ -111,6 +189,9 @@ pub struct PendingEvent {
 pub struct Decision {
     pub events: Vec<PendingEvent>,
     pub state: State,
+    /// The archived flag after these events: None keeps it (every ordinary append), Some for
+    /// ArchiveInstance / RestoreInstance.
+    pub archived: Option<bool>,
 }
 
 /// An event id already recorded (a client's idempotency key or a server-generated id).
@@ -163,6 +244,15 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("expected version {expected} but the instance is at version {current}")]
     Conflict { expected: i64, current: i64 },
+    /// An entity type update's `expected_schema_version` is not the current one.
+    #[error(
+        "expected schema version {expected} but the entity type is at schema version {current}"
+    )]
+    SchemaConflict { expected: i64, current: i64 },
+    /// The operation is refused in the current state of what it addresses (a type that still
+    /// has instances); the message says why.
+    #[error("{0}")]
+    Precondition(String),
     #[error("the domain rejected the command: {0}")]
     Rejected(#[from] DomainError),
     /// The backend cannot be reached right now; retrying later is safe.
@@ -198,15 +288,22 @@ pub trait Catalog: Send + Sync + 'static {
         entity_type_id: Uuid,
         external_id: &str,
     ) -> Result<InstanceRecord, StoreError>;
-    /// Instances of a type ordered by external id, strictly after `after_external_id`.
+    /// Instances of a type ordered by external id, strictly after `after_external_id`;
+    /// archived ones only with `include_archived`.
     async fn list_instances(
         &self,
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError>;
     /// The entity type of an instance (never changes, so callers may cache it).
     async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError>;
+    /// Every version of a type's schema, oldest first.
+    async fn schema_versions(
+        &self,
+        entity_type_id: Uuid,
+    ) -> Result<Vec<SchemaVersionRecord>, StoreError>;
 }
 
 /// Write side: creating entity types and instances, and serialized, atomic appends. It extends
@@ -223,6 +320,20 @@ pub trait EventStore: Catalog {
         description: &str,
         schema: &State,
     ) -> Result<EntityTypeRecord, StoreError>;
+
+    /// Changes a type's description and/or schema. A new schema becomes version current + 1;
+    /// before it is stored, every current state of the type is passed to `check`, streaming,
+    /// with the type locked against appends and creations (which wait), so no state escapes the
+    /// check. Whether it is stored then follows `update.check`.
+    async fn update_entity_type(
+        &self,
+        update: TypeUpdate,
+        check: StateCheck,
+    ) -> Result<TypeUpdateOutcome, StoreError>;
+
+    /// Deletes a type and its schema versions; [`StoreError::Precondition`] while it has
+    /// instances.
+    async fn delete_entity_type(&self, entity_type_id: Uuid) -> Result<(), StoreError>;
 
     /// Stores the instance and its `InstanceCreated` event (version 1) atomically.
     async fn create_instance(

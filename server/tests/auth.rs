@@ -230,6 +230,14 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
     refused!(types.get_entity_type(pb::GetEntityTypeRequest {
         entity_type: t.id.clone()
     }));
+    refused!(types.update_entity_type(pb::UpdateEntityTypeRequest {
+        entity_type: t.id.clone(),
+        description: Some("x".into()),
+        ..Default::default()
+    }));
+    refused!(types.delete_entity_type(pb::DeleteEntityTypeRequest {
+        entity_type: t.id.clone()
+    }));
     refused!(instances.create_instance(pb::CreateInstanceRequest {
         entity_type: name(),
         external_id: "p2".into(),
@@ -241,6 +249,14 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
     }));
     refused!(instances.get_instance(pb::GetInstanceRequest {
         instance_id: id.clone()
+    }));
+    refused!(instances.archive_instance(pb::ArchiveInstanceRequest {
+        instance_id: id.clone(),
+        ..Default::default()
+    }));
+    refused!(instances.restore_instance(pb::RestoreInstanceRequest {
+        instance_id: id.clone(),
+        ..Default::default()
     }));
     refused!(instances.get_current_state(pb::GetCurrentStateRequest {
         entity_type: name(),
@@ -308,7 +324,7 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         entity_type: name()
     }));
     refused!(AuthServiceClient::new(ch.clone()).get_caller(pb::GetCallerRequest {}));
-    assert_eq!(refused.len(), 21, "every RPC of the six services");
+    assert_eq!(refused.len(), 25, "every RPC of the six services");
     for (call, status) in &refused {
         assert_eq!(status.code(), Code::Unauthenticated, "{call}: {status:?}");
     }

@@ -165,7 +165,7 @@ async fn grpcurl_calls_every_rpc_through_reflection() {
         called: BTreeSet::new(),
     }
     .listed();
-    assert_eq!(listed.len(), 21, "{listed:?}");
+    assert_eq!(listed.len(), 25, "{listed:?}");
     assert_eq!(called, listed, "every listed RPC is called, and only those");
     server.stop().await;
 }
@@ -202,6 +202,24 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         serde_json::json!({"entity_type": "player_profile"}),
     );
     assert_eq!(got["entityType"]["id"], type_id.as_str());
+    assert_eq!(int(&got["schemaVersions"][0]["version"]), 1);
+    let scratch = g.call(
+        "EntityTypeService/CreateEntityType",
+        serde_json::json!({"name": "scratch", "schema": {"type": "object"}}),
+    );
+    let updated = g.call(
+        "EntityTypeService/UpdateEntityType",
+        serde_json::json!({
+            "entity_type": "scratch", "description": "for a while",
+            "schema": {"type": "object", "required": ["a"]}, "expected_schema_version": 1
+        }),
+    );
+    assert_eq!(updated["applied"], true);
+    assert_eq!(int(&updated["entityType"]["schemaVersion"]), 2);
+    g.call(
+        "EntityTypeService/DeleteEntityType",
+        serde_json::json!({"entity_type": scratch["entityType"]["id"]}),
+    );
 
     // InstanceService
     let created = g.call(
@@ -230,6 +248,29 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         serde_json::json!({"entity_type": "player_profile", "external_id": "player-001"}),
     );
     assert_eq!(current["instance"]["id"], id.as_str());
+    // Archived and restored in a type of its own, so the analytics below count one instance.
+    g.call(
+        "EntityTypeService/CreateEntityType",
+        serde_json::json!({"name": "shelf", "schema": {"type": "object"}}),
+    );
+    let second = g.call(
+        "InstanceService/CreateInstance",
+        serde_json::json!({
+            "entity_type": "shelf", "external_id": "item-1", "initial_state": {"n": 1}
+        }),
+    );
+    let second = second["instance"]["id"].as_str().unwrap().to_string();
+    let archived = g.call(
+        "InstanceService/ArchiveInstance",
+        serde_json::json!({"instance_id": second, "metadata": {"why": "left"}}),
+    );
+    assert_eq!(archived["instance"]["archived"], true);
+    assert_eq!(archived["event"]["eventType"], "InstanceArchived");
+    let restored = g.call(
+        "InstanceService/RestoreInstance",
+        serde_json::json!({"instance_id": second}),
+    );
+    assert_eq!(restored["event"]["eventType"], "InstanceRestored");
 
     // EventService
     let applied = g.call(

@@ -543,6 +543,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
     assert_status(
         c.instances
             .list_instances(pb::ListInstancesRequest {
+                include_archived: false,
                 entity_type: "player_profile".into(),
                 page_size: 10_000_000,
                 page_token: String::new(),
@@ -733,6 +734,7 @@ async fn creation_is_version_one_and_reads_find_it_by_id_or_name(backend: Backen
         let page = c
             .instances
             .list_instances(pb::ListInstancesRequest {
+                include_archived: false,
                 entity_type: "player_profile".into(),
                 page_size: 2,
                 page_token: token,

@@ -7,7 +7,7 @@ use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClien
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::json::{struct_to_json, to_struct};
-use crate::model::{EntityType, Page, required};
+use crate::model::{EntityType, EntityTypeUpdate, Page, SchemaVersion, required};
 use crate::options::{CallOptions, call_options};
 
 /// Options of [`Client::create_entity_type`].
@@ -56,6 +56,63 @@ pub struct GetEntityTypeOptions {
     call: CallOptions,
 }
 call_options!(GetEntityTypeOptions);
+
+/// Options of [`Client::update_entity_type`]: what to change, and how carefully.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateEntityTypeOptions {
+    description: Option<String>,
+    schema: Option<prost_types::Struct>,
+    schema_error: Option<String>,
+    expected_schema_version: Option<i64>,
+    dry_run: bool,
+    allow_invalid_existing: bool,
+    call: CallOptions,
+}
+
+impl UpdateEntityTypeOptions {
+    /// The new description. Default: unchanged.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// The new JSON Schema, accepted as a new schema version only if every current state
+    /// satisfies it. Default: unchanged.
+    pub fn schema(mut self, schema: &impl Serialize) -> Self {
+        match to_struct("schema", schema) {
+            Ok(s) => self.schema = Some(s),
+            Err(e) => self.schema_error = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// Apply only if the schema is still at this version ([`Error::Conflict`] otherwise). Default: no guard.
+    pub fn expected_schema_version(mut self, version: i64) -> Self {
+        self.expected_schema_version = Some(version);
+        self
+    }
+
+    /// Check the current states and report, changing nothing. Default: false.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Accept a schema that current states break; their next event must fix them. Default:
+    /// false (such a schema is FAILED_PRECONDITION).
+    pub fn allow_invalid_existing(mut self, allow: bool) -> Self {
+        self.allow_invalid_existing = allow;
+        self
+    }
+}
+call_options!(UpdateEntityTypeOptions);
+
+/// Options of [`Client::delete_entity_type`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteEntityTypeOptions {
+    call: CallOptions,
+}
+call_options!(DeleteEntityTypeOptions);
 
 impl Client {
     /// Declares an entity type: a unique `name` (`[a-z][a-z0-9_]{0,62}`) and the JSON Schema
@@ -187,5 +244,101 @@ impl Client {
             .await
             .0?;
         required("entity_type", r.entity_type)?.try_into()
+    }
+
+    /// Every version of an entity type's schema, oldest first (the last one is current).
+    pub async fn get_schema_versions(
+        &self,
+        entity_type: &str,
+        options: &GetEntityTypeOptions,
+    ) -> Result<Vec<SchemaVersion>> {
+        let request = pb::GetEntityTypeRequest {
+            entity_type: entity_type.to_string(),
+        };
+        let r = self
+            .unary("GetEntityType", &options.call, request, |t, r| async move {
+                EntityTypeServiceClient::new(t).get_entity_type(r).await
+            })
+            .await
+            .0?;
+        r.schema_versions
+            .into_iter()
+            .map(SchemaVersion::try_from)
+            .collect()
+    }
+
+    /// Changes an entity type's description and/or schema. A new schema becomes a new schema
+    /// version once every current state satisfies it.
+    ///
+    /// Errors: an error whose [`Error::code`] is `FailedPrecondition` when current states break the new schema (the
+    /// message names the first instances and paths; use `dry_run` to list them), [`Error::Conflict`]
+    /// when `expected_schema_version` is no longer current, [`Error::InvalidArgument`]
+    /// for a schema that is not a valid JSON Schema.
+    ///
+    /// ```no_run
+    /// use serde_json::json;
+    /// use temporal_state_client::{Client, UpdateEntityTypeOptions};
+    ///
+    /// # async fn run(client: Client) -> temporal_state_client::Result<()> {
+    /// let schema = json!({"type": "object", "required": ["username", "email"]});
+    /// let check = client
+    ///     .update_entity_type(
+    ///         "player_profile",
+    ///         &UpdateEntityTypeOptions::default().schema(&schema).dry_run(true),
+    ///     )
+    ///     .await?;
+    /// for v in &check.violations {
+    ///     println!("{} breaks it: {:?}", v.external_id, v.violations);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn update_entity_type(
+        &self,
+        entity_type: &str,
+        options: &UpdateEntityTypeOptions,
+    ) -> Result<EntityTypeUpdate> {
+        if let Some(reason) = &options.schema_error {
+            return Err(Error::encode("schema", reason));
+        }
+        let request = pb::UpdateEntityTypeRequest {
+            entity_type: entity_type.to_string(),
+            description: options.description.clone(),
+            schema: options.schema.clone(),
+            expected_schema_version: options.expected_schema_version,
+            dry_run: options.dry_run,
+            allow_invalid_existing: options.allow_invalid_existing,
+        };
+        let r = self
+            .unary(
+                "UpdateEntityType",
+                &options.call,
+                request,
+                |t, r| async move { EntityTypeServiceClient::new(t).update_entity_type(r).await },
+            )
+            .await
+            .0?;
+        r.try_into()
+    }
+
+    /// Deletes an entity type that has no instances (an error whose [`Error::code`] is
+    /// `FailedPrecondition` otherwise).
+    pub async fn delete_entity_type(
+        &self,
+        entity_type: &str,
+        options: &DeleteEntityTypeOptions,
+    ) -> Result<()> {
+        let request = pb::DeleteEntityTypeRequest {
+            entity_type: entity_type.to_string(),
+        };
+        self.unary(
+            "DeleteEntityType",
+            &options.call,
+            request,
+            |t, r| async move { EntityTypeServiceClient::new(t).delete_entity_type(r).await },
+        )
+        .await
+        .0?;
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::json::{encode, encoded_to_struct, struct_to_json, to_struct};
-use crate::model::{CreatedInstance, Instance, Page, required};
+use crate::model::{CreatedInstance, Instance, InstanceLifecycle, Page, required};
 use crate::options::{CallOptions, call_options};
 use crate::queries::GetHistoryOptions;
 
@@ -34,6 +34,7 @@ call_options!(CreateInstanceOptions);
 pub struct ListInstancesOptions {
     page_size: i32,
     page_token: String,
+    include_archived: bool,
     call: CallOptions,
 }
 
@@ -50,8 +51,38 @@ impl ListInstancesOptions {
         self.page_token = token.into();
         self
     }
+
+    /// Also list archived instances. Default: false (they are left out).
+    pub fn include_archived(mut self, include: bool) -> Self {
+        self.include_archived = include;
+        self
+    }
 }
 call_options!(ListInstancesOptions);
+
+/// Options of [`Client::archive_instance`] and [`Client::restore_instance`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArchiveInstanceOptions {
+    metadata: Option<std::result::Result<Value, String>>,
+    expected_version: Option<i64>,
+    call: CallOptions,
+}
+
+impl ArchiveInstanceOptions {
+    /// Context stored on the event (who, why...). Default: none (`{}`).
+    pub fn metadata(mut self, metadata: &impl Serialize) -> Self {
+        self.metadata = Some(encode(metadata));
+        self
+    }
+
+    /// Only if the instance is still at this version ([`Error::Conflict`] otherwise). Default:
+    /// no guard.
+    pub fn expected_version(mut self, version: i64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+}
+call_options!(ArchiveInstanceOptions);
 
 /// Options of [`Client::get_instance`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -170,6 +201,7 @@ impl Client {
             entity_type: entity_type.to_string(),
             page_size: options.page_size,
             page_token: options.page_token.clone(),
+            include_archived: options.include_archived,
         };
         let r = self
             .unary("ListInstances", &options.call, request, |t, r| async move {
@@ -244,5 +276,60 @@ impl Client {
             .await
             .0?;
         required("instance", r.instance)?.try_into()
+    }
+
+    /// Archives an instance: records `InstanceArchived` (its state unchanged). It then refuses
+    /// writes (an error whose [`Error::code`] is `FailedPrecondition`), stays fully readable, and
+    /// is left out of [`Client::list_instances`] unless asked for. Archiving an archived
+    /// instance is `FailedPrecondition` too.
+    pub async fn archive_instance(
+        &self,
+        instance_id: &str,
+        options: &ArchiveInstanceOptions,
+    ) -> Result<InstanceLifecycle> {
+        let request = pb::ArchiveInstanceRequest {
+            instance_id: instance_id.to_string(),
+            metadata: encoded_to_struct("metadata", &options.metadata)?,
+            expected_version: options.expected_version,
+        };
+        let r = self
+            .unary(
+                "ArchiveInstance",
+                &options.call,
+                request,
+                |t, r| async move { InstanceServiceClient::new(t).archive_instance(r).await },
+            )
+            .await
+            .0?;
+        Ok(InstanceLifecycle {
+            instance: required("instance", r.instance)?.try_into()?,
+            event: required("event", r.event)?.try_into()?,
+        })
+    }
+
+    /// Restores an archived instance: records `InstanceRestored`; it is writable again.
+    pub async fn restore_instance(
+        &self,
+        instance_id: &str,
+        options: &ArchiveInstanceOptions,
+    ) -> Result<InstanceLifecycle> {
+        let request = pb::RestoreInstanceRequest {
+            instance_id: instance_id.to_string(),
+            metadata: encoded_to_struct("metadata", &options.metadata)?,
+            expected_version: options.expected_version,
+        };
+        let r = self
+            .unary(
+                "RestoreInstance",
+                &options.call,
+                request,
+                |t, r| async move { InstanceServiceClient::new(t).restore_instance(r).await },
+            )
+            .await
+            .0?;
+        Ok(InstanceLifecycle {
+            instance: required("instance", r.instance)?.try_into()?,
+            event: required("event", r.event)?.try_into()?,
+        })
     }
 }

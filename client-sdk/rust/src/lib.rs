@@ -88,16 +88,21 @@ pub use analytics::{
     GetMostActiveOptions, GetSummaryOptions,
 };
 pub use client::{Client, ClientBuilder};
-pub use entity_types::{CreateEntityTypeOptions, GetEntityTypeOptions, ListEntityTypesOptions};
+pub use entity_types::{
+    CreateEntityTypeOptions, DeleteEntityTypeOptions, GetEntityTypeOptions, ListEntityTypesOptions,
+    UpdateEntityTypeOptions,
+};
 pub use error::{Error, FieldViolation, Result};
 pub use events::{ApplyEventOptions, ApplyEventsOptions, NewEvent};
 pub use instances::{
-    CreateInstanceOptions, GetCurrentStateOptions, GetInstanceOptions, ListInstancesOptions,
+    ArchiveInstanceOptions, CreateInstanceOptions, GetCurrentStateOptions, GetInstanceOptions,
+    ListInstancesOptions,
 };
 pub use model::{
     ActiveInstance, AppliedEvent, AppliedEvents, ApplyMode, ChangeKind, Comparison,
-    CreatedInstance, EntityType, Event, EventTypeCount, FieldAggregation, FieldChange, Instance,
-    Page, StateAt, Summary, TimeBucket, TimelinePoint, ValueFrequency,
+    CreatedInstance, EntityType, EntityTypeUpdate, Event, EventTypeCount, FieldAggregation,
+    FieldChange, Instance, InstanceLifecycle, Page, SchemaVersion, SchemaViolation, StateAt,
+    Summary, TimeBucket, TimelinePoint, ValueFrequency,
 };
 pub use queries::{
     CompareVersionsOptions, GetFieldTimelineOptions, GetHistoryOptions, GetStateAtTimeOptions,

@@ -76,6 +76,8 @@ pub struct EntityType {
     pub schema: Value,
     /// When it was created (server clock).
     pub created_at: SystemTime,
+    /// Version of `schema`: 1 at creation, one more at each accepted schema change.
+    pub schema_version: i64,
 }
 
 impl TryFrom<pb::EntityType> for EntityType {
@@ -87,6 +89,82 @@ impl TryFrom<pb::EntityType> for EntityType {
             name: t.name,
             description: t.description,
             schema: struct_to_json(t.schema),
+            schema_version: t.schema_version,
+        })
+    }
+}
+
+/// One version of an entity type's schema; a type keeps every version it had.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SchemaVersion {
+    /// 1 for the schema the type was created with, then 2, 3...
+    pub version: i64,
+    /// The JSON Schema of this version.
+    pub schema: Value,
+    /// When it was accepted (server clock).
+    pub created_at: SystemTime,
+}
+
+impl TryFrom<pb::SchemaVersion> for SchemaVersion {
+    type Error = Error;
+    fn try_from(v: pb::SchemaVersion) -> Result<Self> {
+        Ok(Self {
+            created_at: time("schema_version.created_at", v.created_at)?,
+            version: v.version,
+            schema: struct_to_json(v.schema),
+        })
+    }
+}
+
+/// A current state that breaks a proposed schema.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SchemaViolation {
+    /// UUID of the instance.
+    pub instance_id: String,
+    /// Its external id.
+    pub external_id: String,
+    /// Its current version.
+    pub version: i64,
+    /// (JSON pointer, what is wrong) for each violating location of its state.
+    pub violations: Vec<(String, String)>,
+}
+
+/// What [`crate::Client::update_entity_type`] did, or (on a dry run) would do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EntityTypeUpdate {
+    /// The type after the update (unchanged on a dry run).
+    pub entity_type: EntityType,
+    /// Current states checked against the new schema (0 when the schema did not change).
+    pub checked_instances: i64,
+    /// How many of them break it.
+    pub invalid_instances: i64,
+    /// The first of them (at most 20), in external id order.
+    pub violations: Vec<SchemaViolation>,
+    /// Whether the update was stored (false on a dry run).
+    pub applied: bool,
+}
+
+impl TryFrom<pb::UpdateEntityTypeResponse> for EntityTypeUpdate {
+    type Error = Error;
+    fn try_from(r: pb::UpdateEntityTypeResponse) -> Result<Self> {
+        Ok(Self {
+            entity_type: required("entity_type", r.entity_type)?.try_into()?,
+            checked_instances: r.checked_instances,
+            invalid_instances: r.invalid_instances,
+            violations: r
+                .violations
+                .into_iter()
+                .map(|v| SchemaViolation {
+                    instance_id: v.instance_id,
+                    external_id: v.external_id,
+                    version: v.version,
+                    violations: v.paths.into_iter().zip(v.messages).collect(),
+                })
+                .collect(),
+            applied: r.applied,
         })
     }
 }
@@ -111,6 +189,9 @@ pub struct Instance {
     pub created_at: SystemTime,
     /// When its latest event was recorded.
     pub updated_at: SystemTime,
+    /// Archived ([`crate::Client::archive_instance`]): it refuses writes until restored and is
+    /// left out of listings unless asked for.
+    pub archived: bool,
 }
 
 impl Instance {
@@ -144,6 +225,7 @@ impl TryFrom<pb::Instance> for Instance {
             external_id: i.external_id,
             state: struct_to_json(i.state),
             version: i.version,
+            archived: i.archived,
         })
     }
 }
@@ -175,6 +257,8 @@ pub struct Event {
     /// Who wrote it, as the server authenticated them (an API key's name, a JWT's subject);
     /// empty when the server runs without authentication.
     pub recorded_by: String,
+    /// The version of the entity type's schema the state after it was validated against.
+    pub schema_version: i64,
 }
 
 impl Event {
@@ -204,6 +288,7 @@ impl TryFrom<pb::Event> for Event {
             metadata: struct_to_json(e.metadata),
             mode: ApplyMode::from_proto(e.mode),
             recorded_by: e.recorded_by,
+            schema_version: e.schema_version,
         })
     }
 }
@@ -238,6 +323,17 @@ pub struct CreatedInstance {
     /// The instance, at version 1 (or later, when a retried create found it already written to).
     pub instance: Instance,
     /// The `InstanceCreated` event, whose payload is the initial state.
+    pub event: Event,
+}
+
+/// An instance archived or restored, and the `InstanceArchived` / `InstanceRestored` event
+/// that did it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct InstanceLifecycle {
+    /// The instance after the change.
+    pub instance: Instance,
+    /// The event recorded in its history.
     pub event: Event,
 }
 

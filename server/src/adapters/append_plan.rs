@@ -123,6 +123,7 @@ pub fn created_records(
         version: 1,
         created_at: at,
         updated_at: at,
+        archived: false,
     };
     let event = EventRecord {
         event_id: new.event_id,
@@ -136,6 +137,7 @@ pub fn created_records(
         recorded_at: at,
         occurred_at: at,
         recorded_by: new.recorded_by,
+        schema_version: new.schema_version,
     };
     (instance, event)
 }
@@ -156,6 +158,10 @@ pub struct AppendPlan {
     pub snapshots: Vec<(i64, State)>,
     /// The state after the last event.
     pub state: State,
+    /// The schema version the events were validated against (the head's).
+    pub schema_version: i64,
+    /// The archived flag the head moves to; None keeps it.
+    pub archived: Option<bool>,
 }
 
 impl AppendPlan {
@@ -170,6 +176,7 @@ impl AppendPlan {
         let Decision {
             events: pending,
             state,
+            archived,
         } = decision;
         if pending.is_empty() {
             return Err(StoreError::Internal("an append decided no events".into()));
@@ -201,6 +208,7 @@ impl AppendPlan {
                 recorded_at,
                 occurred_at: p.occurred_at.unwrap_or(recorded_at),
                 recorded_by: request.recorded_by.clone(),
+                schema_version: head.schema_version,
             });
         }
         Ok(Self {
@@ -211,6 +219,8 @@ impl AppendPlan {
             content_hashes,
             snapshots,
             state,
+            schema_version: head.schema_version,
+            archived,
         })
     }
 
@@ -268,6 +278,8 @@ mod tests {
             version,
             state: state(version),
             snapshot_interval,
+            schema_version: 1,
+            archived: false,
         }
     }
 
@@ -289,6 +301,7 @@ mod tests {
             })
             .collect();
         Decision {
+            archived: None,
             events,
             state: state(head.version + n),
         }

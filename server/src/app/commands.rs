@@ -17,13 +17,13 @@ use crate::domain::idempotency::content_hash;
 use crate::domain::limits::measure_object;
 use crate::domain::validate::CompiledSchema;
 use crate::domain::{
-    Access, ApplyMode, EntityTypeName, EventType, ExternalId, Meter, Principal, State,
+    Access, ApplyMode, DomainError, EntityTypeName, EventType, ExternalId, Meter, Principal, State,
     apply_in_place,
 };
 use crate::ports::{
     AppendOutcome, AppendRequest, Decide, Decision, EntityTypeRecord, EventBus, EventRecord,
-    EventStore, InstanceRecord, LiveEvent, NewInstance, PendingEvent, RecordedKey, StoreError,
-    TypeKey,
+    EventStore, InstanceRecord, InstanceViolation, LiveEvent, NewInstance, PendingEvent,
+    RecordedKey, SchemaCheck, StateCheck, StoreError, TypeKey, TypeUpdate, TypeUpdateOutcome,
 };
 
 /// One event to apply, as the caller described it.
@@ -40,6 +40,29 @@ pub struct EventInput {
 
 fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// How often a write is decided when a schema change keeps committing under it; past that it
+/// is ABORTED (safe to retry).
+const SCHEMA_ATTEMPTS: usize = 3;
+
+/// Most violating instances an entity type update describes (all are counted).
+pub const MAX_SCHEMA_VIOLATIONS: usize = 20;
+
+/// A change to an entity type, as the caller described it.
+#[derive(Debug, Clone, Default)]
+pub struct TypeChange {
+    /// None keeps the description.
+    pub description: Option<String>,
+    /// None keeps the schema and its version.
+    pub schema: Option<State>,
+    /// When set, the change applies only if the schema is still at this version (ABORTED
+    /// otherwise).
+    pub expected_schema_version: Option<i64>,
+    /// Check and report, change nothing.
+    pub dry_run: bool,
+    /// Accept a schema that current states break; their next event must fix them.
+    pub allow_invalid_existing: bool,
 }
 
 fn new_event_id() -> String {
@@ -92,15 +115,7 @@ impl Commands {
         require_some(principal, Access::Admin)?;
         let name = EntityTypeName::parse(name)?;
         require(principal, Access::Admin, name.as_str())?;
-        if description.len() > 4096 {
-            return Err(AppError::invalid(
-                "description",
-                "must be at most 4096 bytes",
-            ));
-        }
-        if description.contains('\0') {
-            return Err(AppError::invalid("description", "contains a NUL character"));
-        }
+        check_description(description)?;
         self.check_size("schema", &schema)?;
         let compiled = CompiledSchema::compile(&schema)?;
         let record = self
@@ -112,6 +127,135 @@ impl Commands {
             schema: compiled,
         }));
         Ok(record)
+    }
+
+    /// Changes a type's description and/or schema (a new schema version). A new schema is
+    /// checked against every current state of the type, in the store: with violations and
+    /// neither `dry_run` nor `allow_invalid_existing`, FAILED_PRECONDITION listing the first
+    /// violating instances and paths. Needs `admin` (or `admin:<name>`).
+    #[instrument(skip(self, principal, change), fields(dry_run = change.dry_run))]
+    pub async fn update_entity_type(
+        &self,
+        principal: &Principal,
+        entity_type: &TypeKey,
+        change: TypeChange,
+    ) -> Result<TypeUpdateOutcome, AppError> {
+        require_some(principal, Access::Admin)?;
+        if let Some(description) = &change.description {
+            check_description(description)?;
+        }
+        if let Some(v) = change.expected_schema_version
+            && v < 1
+        {
+            return Err(AppError::invalid(
+                "expected_schema_version",
+                format!("{v} is not a schema version: versions start at 1"),
+            ));
+        }
+        if change.description.is_none() && change.schema.is_none() {
+            return Err(AppError::invalid(
+                "schema",
+                "nothing to change: give a description, a schema or both",
+            ));
+        }
+        let compiled = match &change.schema {
+            Some(schema) => {
+                self.check_size("schema", schema)?;
+                Some(Arc::new(CompiledSchema::compile(schema)?))
+            }
+            None => None,
+        };
+        let entry = self.registry.resolve(entity_type).await?;
+        require(principal, Access::Admin, &entry.record.name)?;
+        let name = entry.record.name.clone();
+        let check: StateCheck = match compiled {
+            Some(schema) => Box::new(move |state| match schema.validate(&name, state) {
+                Ok(()) => Vec::new(),
+                Err(e) => e.violations(),
+            }),
+            None => Box::new(|_| Vec::new()),
+        };
+        let mode = if change.dry_run {
+            SchemaCheck::DryRun
+        } else if change.allow_invalid_existing {
+            SchemaCheck::AllowInvalid
+        } else {
+            SchemaCheck::Enforce
+        };
+        let outcome = self
+            .store
+            .update_entity_type(
+                TypeUpdate {
+                    entity_type_id: entry.record.id,
+                    description: change.description,
+                    schema: change.schema,
+                    expected_schema_version: change.expected_schema_version,
+                    check: mode,
+                    max_violations: MAX_SCHEMA_VIOLATIONS,
+                },
+                check,
+            )
+            .await?;
+        self.registry.remember_record(outcome.record.clone())?;
+        if mode == SchemaCheck::Enforce && !outcome.applied {
+            let first = &outcome.violations;
+            return Err(AppError::FailedPrecondition {
+                message: format!(
+                    "the new schema of entity type {} is refused: {} of {} current states break \
+                     it (first: {}); fix them, or pass allow_invalid_existing",
+                    outcome.record.name,
+                    outcome.invalid,
+                    outcome.checked,
+                    first
+                        .iter()
+                        .take(3)
+                        .map(describe_violation)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                violations: first
+                    .iter()
+                    .flat_map(|i| {
+                        i.violations.iter().map(move |v| {
+                            (
+                                format!(
+                                    "instance {} ({:?}) {}",
+                                    i.instance_id, i.external_id, v.path
+                                ),
+                                v.message.clone(),
+                            )
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes a type that has no instances (FAILED_PRECONDITION otherwise). Needs `admin` (or
+    /// `admin:<name>`).
+    #[instrument(skip(self, principal))]
+    pub async fn delete_entity_type(
+        &self,
+        principal: &Principal,
+        entity_type: &TypeKey,
+    ) -> Result<(), AppError> {
+        let entry = self
+            .registry
+            .resolve_for(principal, Access::Admin, entity_type)
+            .await?;
+        let result = self.store.delete_entity_type(entry.record.id).await;
+        if matches!(result, Ok(()) | Err(StoreError::NotFound(_))) {
+            self.registry
+                .forget_type(entry.record.id, &entry.record.name);
+        }
+        result.map_err(|e| match e {
+            StoreError::Precondition(why) => AppError::FailedPrecondition {
+                message: format!("entity type {} cannot be deleted: {why}", entry.record.name),
+                violations: Vec::new(),
+            },
+            other => other.into(),
+        })
     }
 
     /// Needs `write` on the type.
@@ -131,27 +275,44 @@ impl Commands {
             .state
             .check("initial_state", measure_object(&initial_state))?;
         self.check_event_bytes(&initial_state, &metadata)?;
-        let entry = self.registry.resolve(entity_type).await?;
+        let mut entry = self.registry.resolve(entity_type).await?;
         require(principal, Access::Write, &entry.record.name)?;
-        entry.schema.validate(&entry.record.name, &initial_state)?;
         let hash = content_hash(
             EventType::INSTANCE_CREATED,
             ApplyMode::Replace,
             &initial_state,
         );
-        let (instance, event) = self
-            .store
-            .create_instance(NewInstance {
-                id: Uuid::now_v7(),
-                entity_type_id: entry.record.id,
-                external_id: external_id.as_str().to_string(),
-                initial_state,
-                metadata,
-                event_id: new_event_id(),
-                content_hash: hash,
-                recorded_by: principal.recorded_as().to_string(),
-            })
-            .await?;
+        let new = NewInstance {
+            id: Uuid::now_v7(),
+            entity_type_id: entry.record.id,
+            external_id: external_id.as_str().to_string(),
+            initial_state,
+            metadata,
+            event_id: new_event_id(),
+            content_hash: hash,
+            recorded_by: principal.recorded_as().to_string(),
+            schema_version: entry.record.schema_version,
+        };
+        let mut attempt = 1;
+        let (instance, event) = loop {
+            entry
+                .schema
+                .validate(&entry.record.name, &new.initial_state)?;
+            let new = NewInstance {
+                schema_version: entry.record.schema_version,
+                ..new.clone()
+            };
+            match self.store.create_instance(new).await {
+                // A schema change committed since this server read the type: validate again.
+                Err(StoreError::Rejected(DomainError::StaleSchema { .. }))
+                    if attempt < SCHEMA_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    entry = self.registry.reload(entry.record.id).await?;
+                }
+                other => break other?,
+            }
+        };
         self.registry
             .put_instance_type(instance.id, instance.entity_type_id);
         Ok((instance, event))
@@ -194,6 +355,15 @@ impl Commands {
         let mut seen = HashSet::new();
         for input in &inputs {
             EventType::parse(&input.event_type)?;
+            if EventType::LIFECYCLE.contains(&input.event_type.as_str()) {
+                return Err(AppError::invalid(
+                    "event_type",
+                    format!(
+                        "{:?} is recorded by the server only (ArchiveInstance, RestoreInstance)",
+                        input.event_type
+                    ),
+                ));
+            }
             self.check_size("payload", &input.payload)?;
             self.check_size("metadata", &input.metadata)?;
             self.check_event_bytes(&input.payload, &input.metadata)?;
@@ -209,12 +379,14 @@ impl Commands {
             }
         }
 
-        let entry = self.registry.type_of(instance_id).await?;
+        let mut entry = self.registry.type_of(instance_id).await?;
         require(principal, Access::Write, &entry.record.name)?;
-        let pending_ids: Vec<String> = inputs
-            .iter()
-            .map(|i| i.event_id.clone().unwrap_or_else(new_event_id))
-            .collect();
+        let pending_ids: Arc<Vec<String>> = Arc::new(
+            inputs
+                .iter()
+                .map(|i| i.event_id.clone().unwrap_or_else(new_event_id))
+                .collect(),
+        );
 
         let hashes: Vec<Vec<u8>> = inputs
             .iter()
@@ -223,68 +395,203 @@ impl Commands {
 
         let inputs = Arc::new(inputs);
         let hashes = Arc::new(hashes);
-        let limits = self.limits.state;
-        let decide: Decide = {
-            let inputs = inputs.clone();
-            let hashes = hashes.clone();
-            let entry = entry.clone();
-            Box::new(move |head| {
-                // One working copy of the state, changed in place event after event; a copy is
-                // kept only where the store snapshots, never one per event.
-                let mut meter = Meter::new(limits, &head.state);
-                let mut state = head.state.clone();
-                let mut pending = Vec::with_capacity(inputs.len());
-                let events = inputs.iter().zip(&pending_ids).zip(hashes.iter());
-                for (i, ((input, id), hash)) in events.enumerate() {
-                    apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
-                    entry.schema.validate(&entry.record.name, &state)?;
-                    let version = head.version + 1 + i as i64;
-                    let snapshot = if version % head.snapshot_interval.max(1) == 0 {
-                        // A stored state: measured exactly, not estimated.
-                        limits.check("the resulting state", measure_object(&state))?;
-                        Some(state.clone())
-                    } else {
-                        None
-                    };
-                    pending.push(PendingEvent {
-                        event_id: id.clone(),
-                        event_type: input.event_type.clone(),
-                        payload: input.payload.clone(),
-                        metadata: input.metadata.clone(),
-                        mode: input.mode,
-                        // Stored with microseconds: answer what history will show.
-                        occurred_at: input.occurred_at.map(truncate_micros),
-                        snapshot,
-                        content_hash: hash.clone(),
-                    });
-                }
-                limits.check("the resulting state", measure_object(&state))?;
-                Ok(Decision {
-                    events: pending,
-                    state,
-                })
-            })
-        };
         let request = AppendRequest {
             instance_id,
             expected_version,
             client_event_ids: client_ids,
             recorded_by: principal.recorded_as().to_string(),
         };
-        // The append and its after-commit work (bus, cache) run in a task of their own: a caller
-        // that hangs up, or whose deadline passes, drops only its wait. The append still ends
-        // (committed or rolled back) and what it committed still reaches subscribers and the
-        // cache, with no second look at the store.
+        let mut attempt = 1;
+        let outcome = loop {
+            let decide = self.decider(instance_id, &entry, &inputs, &hashes, &pending_ids);
+            match self
+                .append_in_task(request.clone(), decide, entry.clone())
+                .await
+            {
+                // The type's schema changed since this server last read it: read it again and
+                // decide again against the current version.
+                Err(StoreError::Rejected(DomainError::StaleSchema { .. }))
+                    if attempt < SCHEMA_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    entry = self.registry.reload(entry.record.id).await?;
+                }
+                other => break other,
+            }
+        };
+        match outcome? {
+            AppendOutcome::Appended { events, state } => Ok((events, state)),
+            AppendOutcome::AlreadyRecorded { keys } => {
+                self.replay_retry(instance_id, &inputs, &hashes, keys).await
+            }
+        }
+    }
+
+    /// The decision of an append: folds the inputs onto the locked head and validates each
+    /// resulting state against `entry`'s schema, refusing a head read at another schema version.
+    fn decider(
+        &self,
+        instance_id: Uuid,
+        entry: &Arc<TypeEntry>,
+        inputs: &Arc<Vec<EventInput>>,
+        hashes: &Arc<Vec<Vec<u8>>>,
+        pending_ids: &Arc<Vec<String>>,
+    ) -> Decide {
+        let limits = self.limits.state;
+        let inputs = inputs.clone();
+        let hashes = hashes.clone();
+        let pending_ids = pending_ids.clone();
+        let entry = entry.clone();
+        Box::new(move |head| {
+            if head.archived {
+                return Err(DomainError::NotNow(format!(
+                    "instance {instance_id} is archived: it refuses writes until RestoreInstance"
+                )));
+            }
+            if head.schema_version != entry.record.schema_version {
+                return Err(DomainError::StaleSchema {
+                    entity_type: entry.record.name.clone(),
+                    decided: entry.record.schema_version,
+                    current: head.schema_version,
+                });
+            }
+            // One working copy of the state, changed in place event after event; a copy is
+            // kept only where the store snapshots, never one per event.
+            let mut meter = Meter::new(limits, &head.state);
+            let mut state = head.state.clone();
+            let mut pending = Vec::with_capacity(inputs.len());
+            let events = inputs.iter().zip(pending_ids.iter()).zip(hashes.iter());
+            for (i, ((input, id), hash)) in events.enumerate() {
+                apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
+                entry.schema.validate(&entry.record.name, &state)?;
+                let version = head.version + 1 + i as i64;
+                let snapshot = if version % head.snapshot_interval.max(1) == 0 {
+                    // A stored state: measured exactly, not estimated.
+                    limits.check("the resulting state", measure_object(&state))?;
+                    Some(state.clone())
+                } else {
+                    None
+                };
+                pending.push(PendingEvent {
+                    event_id: id.clone(),
+                    event_type: input.event_type.clone(),
+                    payload: input.payload.clone(),
+                    metadata: input.metadata.clone(),
+                    mode: input.mode,
+                    // Stored with microseconds: answer what history will show.
+                    occurred_at: input.occurred_at.map(truncate_micros),
+                    snapshot,
+                    content_hash: hash.clone(),
+                });
+            }
+            limits.check("the resulting state", measure_object(&state))?;
+            Ok(Decision {
+                events: pending,
+                state,
+                archived: None,
+            })
+        })
+    }
+
+    /// Archives (`archived`) or restores an instance: one `InstanceArchived` /
+    /// `InstanceRestored` event with an empty payload (the state is unchanged), through the
+    /// same append as every event, so history, bus, cache and idempotency treat it alike.
+    /// FAILED_PRECONDITION when the instance already is in that state. Needs `write` on the
+    /// instance's type.
+    #[instrument(skip(self, principal, metadata))]
+    pub async fn set_archived(
+        &self,
+        principal: &Principal,
+        instance_id: Uuid,
+        archived: bool,
+        expected_version: Option<i64>,
+        metadata: State,
+    ) -> Result<(InstanceRecord, EventRecord), AppError> {
+        require_some(principal, Access::Write)?;
+        self.check_size("metadata", &metadata)?;
+        self.check_event_bytes(&State::new(), &metadata)?;
+        if let Some(v) = expected_version
+            && v < 1
+        {
+            return Err(AppError::invalid(
+                "expected_version",
+                format!("{v} is not a version: versions start at 1"),
+            ));
+        }
+        let entry = self.registry.type_of(instance_id).await?;
+        require(principal, Access::Write, &entry.record.name)?;
+        let event_type = if archived {
+            EventType::INSTANCE_ARCHIVED
+        } else {
+            EventType::INSTANCE_RESTORED
+        };
+        let event_id = new_event_id();
+        let hash = content_hash(event_type, ApplyMode::MergePatch, &State::new());
+        let decide: Decide = Box::new(move |head| {
+            if head.archived == archived {
+                return Err(DomainError::NotNow(if archived {
+                    format!("instance {instance_id} is already archived")
+                } else {
+                    format!("instance {instance_id} is not archived: there is nothing to restore")
+                }));
+            }
+            let version = head.version + 1;
+            let snapshot =
+                (version % head.snapshot_interval.max(1) == 0).then(|| head.state.clone());
+            Ok(Decision {
+                events: vec![PendingEvent {
+                    event_id: event_id.clone(),
+                    event_type: event_type.to_string(),
+                    payload: State::new(),
+                    metadata: metadata.clone(),
+                    mode: ApplyMode::MergePatch,
+                    occurred_at: None,
+                    snapshot,
+                    content_hash: hash.clone(),
+                }],
+                state: head.state.clone(),
+                archived: Some(archived),
+            })
+        });
+        let request = AppendRequest {
+            instance_id,
+            expected_version,
+            client_event_ids: Vec::new(),
+            recorded_by: principal.recorded_as().to_string(),
+        };
+        match self.append_in_task(request, decide, entry).await? {
+            AppendOutcome::Appended { mut events, .. } => {
+                let event = events
+                    .pop()
+                    .ok_or_else(|| AppError::Internal("an archive stored no event".into()))?;
+                let instance = self.store.get_instance(instance_id).await?;
+                Ok((instance, event))
+            }
+            AppendOutcome::AlreadyRecorded { .. } => Err(AppError::Internal(
+                "an archive without idempotency keys found one recorded".into(),
+            )),
+        }
+    }
+
+    /// The append and its after-commit work (bus, cache) run in a task of their own: a caller
+    /// that hangs up, or whose deadline passes, drops only its wait. The append still ends
+    /// (committed or rolled back) and what it committed still reaches subscribers and the
+    /// cache, with no second look at the store.
+    async fn append_in_task(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+        entry: Arc<TypeEntry>,
+    ) -> Result<AppendOutcome, StoreError> {
         let app = self.clone();
-        let task_entry = entry.clone();
-        let outcome = tokio::spawn(
+        let instance_id = request.instance_id;
+        tokio::spawn(
             async move {
                 match app.store.append(request, decide).await {
                     Ok(AppendOutcome::Appended { events, state }) => {
                         metrics::histogram!(super::metrics::APPEND_BATCH_EVENTS)
                             .record(events.len() as f64);
-                        app.after_commit(&task_entry, instance_id, &events, &state)
-                            .await;
+                        app.after_commit(&entry, instance_id, &events, &state).await;
                         Ok(AppendOutcome::Appended { events, state })
                     }
                     Ok(recorded) => Ok(recorded),
@@ -307,13 +614,7 @@ impl Commands {
             .in_current_span(),
         )
         .await
-        .map_err(|e| AppError::Internal(format!("append task failed: {e}")))?;
-        match outcome? {
-            AppendOutcome::Appended { events, state } => Ok((events, state)),
-            AppendOutcome::AlreadyRecorded { keys } => {
-                self.replay_retry(instance_id, &inputs, &hashes, keys).await
-            }
-        }
+        .map_err(|e| StoreError::Internal(format!("append task failed: {e}")))?
     }
 
     /// Some idempotency keys were already recorded. A faithful retry (every event keyed, each
@@ -450,6 +751,30 @@ impl Commands {
     }
 }
 
+fn check_description(description: &str) -> Result<(), AppError> {
+    if description.len() > 4096 {
+        return Err(AppError::invalid(
+            "description",
+            "must be at most 4096 bytes",
+        ));
+    }
+    if description.contains('\0') {
+        return Err(AppError::invalid("description", "contains a NUL character"));
+    }
+    Ok(())
+}
+
+fn describe_violation(i: &InstanceViolation) -> String {
+    let paths: Vec<String> = i.violations.iter().map(ToString::to_string).collect();
+    format!(
+        "instance {} ({:?}) at version {}: {}",
+        i.instance_id,
+        i.external_id,
+        i.version,
+        paths.join(", ")
+    )
+}
+
 fn has_nul(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::String(s) => s.contains('\0'),
@@ -515,13 +840,20 @@ mod tests {
             entity_type_id: Uuid,
             after: Option<&str>,
             limit: usize,
+            include_archived: bool,
         ) -> Result<Vec<InstanceRecord>, StoreError> {
             self.inner
-                .list_instances(entity_type_id, after, limit)
+                .list_instances(entity_type_id, after, limit, include_archived)
                 .await
         }
         async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
             self.inner.instance_type(instance_id).await
+        }
+        async fn schema_versions(
+            &self,
+            entity_type_id: Uuid,
+        ) -> Result<Vec<crate::ports::SchemaVersionRecord>, StoreError> {
+            self.inner.schema_versions(entity_type_id).await
         }
     }
 
@@ -546,6 +878,16 @@ mod tests {
             new: NewInstance,
         ) -> Result<(InstanceRecord, EventRecord), StoreError> {
             self.inner.create_instance(new).await
+        }
+        async fn update_entity_type(
+            &self,
+            update: TypeUpdate,
+            check: StateCheck,
+        ) -> Result<TypeUpdateOutcome, StoreError> {
+            self.inner.update_entity_type(update, check).await
+        }
+        async fn delete_entity_type(&self, entity_type_id: Uuid) -> Result<(), StoreError> {
+            self.inner.delete_entity_type(entity_type_id).await
         }
         async fn append(
             &self,

@@ -149,6 +149,9 @@ impl CurrentStates {
                 version: last.version,
                 created_at: meta.created_at,
                 updated_at: last.recorded_at,
+                // Only an archive leaves an instance archived: every other append needs (or,
+                // for a restore, ends) it unarchived.
+                archived: last.event_type == crate::domain::EventType::INSTANCE_ARCHIVED,
             },
             // Unknown here yet: the stored record is at least as new as what was just written.
             None => match self.catalog.get_instance(instance_id).await {

@@ -18,6 +18,18 @@ pub enum AppError {
     /// ABORTED: the caller's expected version is not the current one.
     #[error("expected version {expected} but instance is at version {current}")]
     Conflict { expected: i64, current: i64 },
+    /// ABORTED: a concurrent change won (a stale expected schema version); retrying after
+    /// re-reading is safe.
+    #[error("{0}")]
+    Aborted(String),
+    /// FAILED_PRECONDITION: refused in the current state of what the call addresses (a schema
+    /// that current states break, a type that still has instances). `violations` (subject,
+    /// description) travel as `google.rpc.PreconditionFailure` details.
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        violations: Vec<(String, String)>,
+    },
     /// RESOURCE_EXHAUSTED: over a size or count limit.
     #[error("{0}")]
     TooLarge(String),
@@ -96,6 +108,11 @@ impl From<DomainError> for AppError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::TooLarge(m) => Self::TooLarge(m),
+            e @ DomainError::StaleSchema { .. } => Self::Aborted(e.to_string()),
+            DomainError::NotNow(message) => Self::FailedPrecondition {
+                message,
+                violations: Vec::new(),
+            },
             other => Self::Invalid(other),
         }
     }
@@ -109,6 +126,11 @@ impl From<StoreError> for AppError {
                 Self::AlreadyExists(format!("{what} already exists"))
             }
             StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
+            e @ StoreError::SchemaConflict { .. } => Self::Aborted(e.to_string()),
+            StoreError::Precondition(message) => Self::FailedPrecondition {
+                message,
+                violations: Vec::new(),
+            },
             StoreError::Rejected(d) => Self::from(d),
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::TimedOut(m) => Self::DeadlineExceeded(m),

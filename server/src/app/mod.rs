@@ -27,7 +27,7 @@ mod subscriptions;
 use std::sync::Arc;
 
 pub use analytics::Analytics;
-pub use commands::{Commands, EventInput};
+pub use commands::{Commands, EventInput, MAX_SCHEMA_VIOLATIONS, TypeChange};
 pub use current::CurrentStates;
 pub use error::AppError;
 pub use paging::Page;

@@ -15,7 +15,8 @@ use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
 use crate::domain::{Access, Principal, State, apply_event};
 use crate::ports::{
-    Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord, TypeKey,
+    Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord,
+    SchemaVersionRecord, TypeKey,
 };
 
 /// Events read per round trip while folding a long range.
@@ -108,13 +109,19 @@ impl Queries {
         &self,
         principal: &Principal,
         key: &TypeKey,
-    ) -> Result<EntityTypeRecord, AppError> {
-        Ok(self
+    ) -> Result<(EntityTypeRecord, Vec<SchemaVersionRecord>), AppError> {
+        let known = self
             .registry
             .resolve_for(principal, Access::Read, key)
-            .await?
-            .record
-            .clone())
+            .await?;
+        // Read as stored now: the type may have changed on another replica.
+        let record = self
+            .catalog
+            .get_entity_type(&TypeKey::Id(known.record.id))
+            .await?;
+        let versions = self.catalog.schema_versions(record.id).await?;
+        self.registry.remember_record(record.clone())?;
+        Ok((record, versions))
     }
 
     /// A page of the entity types `principal` may read, by name, and the token of the next page.
@@ -163,6 +170,7 @@ impl Queries {
         principal: &Principal,
         entity_type: &TypeKey,
         page: Page,
+        include_archived: bool,
     ) -> Result<(Vec<InstanceRecord>, String), AppError> {
         let entry = self
             .registry
@@ -170,7 +178,12 @@ impl Queries {
             .await?;
         let found = self
             .catalog
-            .list_instances(entry.record.id, page.after.as_deref(), page.size + 1)
+            .list_instances(
+                entry.record.id,
+                page.after.as_deref(),
+                page.size + 1,
+                include_archived,
+            )
             .await?;
         Ok(
             page.close(found, self.page_budget, budget::instance_len, |i| {

@@ -1,7 +1,11 @@
-//! The type registry: facts that never change once written, kept in memory in front of the
-//! [`Catalog`]. An entity type (with its compiled schema), the type of an instance, and what
-//! else is fixed about an instance. It keeps schema compilation and type lookups off the write
-//! path. Every handler shares one.
+//! The type registry: entity types (with their compiled schemas), the type of an instance, and
+//! what else is fixed about an instance, kept in memory in front of the [`Catalog`]. It keeps
+//! schema compilation and type lookups off the write path. Every handler shares one.
+//!
+//! A type's schema can change (UpdateEntityType) on any replica, so a remembered type may be
+//! behind. That never lets a state through unchecked: a write is decided against the schema
+//! version the store reads with the instance's head, and a mismatch makes the command
+//! [`TypeRegistry::reload`] the type and decide again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -80,6 +84,44 @@ impl TypeRegistry {
         let entry = Arc::new(TypeEntry { record, schema });
         self.put_type(entry.clone());
         Ok(entry)
+    }
+
+    /// The type as stored now, read from the catalog and remembered (after a schema change, or
+    /// when a write found the remembered one behind).
+    pub async fn reload(&self, id: Uuid) -> Result<Arc<TypeEntry>, AppError> {
+        let record = self.catalog.get_entity_type(&TypeKey::Id(id)).await?;
+        self.remember_record(record)
+    }
+
+    /// Remembers `record`, compiling its schema, unless what is remembered is at least as new.
+    pub fn remember_record(&self, record: EntityTypeRecord) -> Result<Arc<TypeEntry>, AppError> {
+        if let Some(known) = self.type_by_id(record.id)
+            && known.record == record
+        {
+            return Ok(known);
+        }
+        // A stored schema passed the meta-schema check when it was accepted.
+        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
+            AppError::Internal(format!(
+                "stored schema of {} does not compile: {e}",
+                record.name
+            ))
+        })?;
+        let entry = Arc::new(TypeEntry { record, schema });
+        self.put_type(entry.clone());
+        Ok(entry)
+    }
+
+    /// Forgets a deleted type.
+    pub fn forget_type(&self, id: Uuid, name: &str) {
+        if let Ok(mut names) = self.type_names.write()
+            && names.get(name) == Some(&id)
+        {
+            names.remove(name);
+        }
+        if let Ok(mut types) = self.types.write() {
+            types.remove(&id);
+        }
     }
 
     /// The type of an instance, from memory or the catalog.

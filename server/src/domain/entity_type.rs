@@ -65,6 +65,12 @@ pub struct EventType(String);
 impl EventType {
     /// The type of every instance's version 1.
     pub const INSTANCE_CREATED: &'static str = "InstanceCreated";
+    /// Recorded by ArchiveInstance; reserved, like the other lifecycle events.
+    pub const INSTANCE_ARCHIVED: &'static str = "InstanceArchived";
+    /// Recorded by RestoreInstance.
+    pub const INSTANCE_RESTORED: &'static str = "InstanceRestored";
+    /// Event types only the server records, never a client's ApplyEvent.
+    pub const LIFECYCLE: [&'static str; 2] = [Self::INSTANCE_ARCHIVED, Self::INSTANCE_RESTORED];
 
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         check_label("event_type", raw, 128)?;

@@ -42,6 +42,21 @@ pub enum DomainError {
     /// The result would be over a size limit (RESOURCE_EXHAUSTED); the message names the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The decision was made with schema version `decided` but the type is now at `current`:
+    /// a schema change committed meanwhile. The application decides again with the current
+    /// schema; if that keeps failing it is ABORTED (safe to retry).
+    #[error(
+        "the schema of entity type {entity_type} changed (version {decided} -> {current}) while the write was decided; retry"
+    )]
+    StaleSchema {
+        entity_type: String,
+        decided: i64,
+        current: i64,
+    },
+    /// The instance's lifecycle state forbids the command (an archived instance written to,
+    /// an instance archived twice): FAILED_PRECONDITION, the message names the state.
+    #[error("{0}")]
+    NotNow(String),
 }
 
 fn join(violations: &[Violation]) -> String {
@@ -69,6 +84,7 @@ impl DomainError {
             }],
             Self::InvalidSchema(v) => v.clone(),
             Self::SchemaViolation { violations, .. } => violations.clone(),
+            Self::StaleSchema { .. } | Self::NotNow(_) => Vec::new(),
             Self::InvalidPatch(reason) | Self::TooLarge(reason) => vec![Violation {
                 path: "payload".into(),
                 message: reason.clone(),

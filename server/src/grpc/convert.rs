@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::app::{AppError, Page};
 use crate::domain::{ApplyMode, EntityTypeName, ExternalId, State};
-use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord, TypeKey};
+use crate::ports::{
+    EntityTypeRecord, EventRecord, InstanceRecord, SchemaVersionRecord, TypeKey, TypeUpdateOutcome,
+};
 
 /// Largest integer a double represents exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -187,6 +189,35 @@ pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
         description: r.description,
         schema: Some(struct_from_state(&r.schema)),
         created_at: Some(timestamp_from_time(r.created_at)),
+        schema_version: r.schema_version,
+    }
+}
+
+pub fn schema_version_from_record(r: SchemaVersionRecord) -> pb::SchemaVersion {
+    pb::SchemaVersion {
+        version: r.version,
+        schema: Some(struct_from_state(&r.schema)),
+        created_at: Some(timestamp_from_time(r.created_at)),
+    }
+}
+
+pub fn update_from_outcome(o: TypeUpdateOutcome) -> pb::UpdateEntityTypeResponse {
+    pb::UpdateEntityTypeResponse {
+        entity_type: Some(entity_type_from_record(o.record)),
+        checked_instances: o.checked,
+        invalid_instances: o.invalid,
+        violations: o
+            .violations
+            .into_iter()
+            .map(|i| pb::SchemaViolation {
+                instance_id: i.instance_id.to_string(),
+                external_id: i.external_id,
+                version: i.version,
+                paths: i.violations.iter().map(|v| v.path.clone()).collect(),
+                messages: i.violations.into_iter().map(|v| v.message).collect(),
+            })
+            .collect(),
+        applied: o.applied,
     }
 }
 
@@ -200,6 +231,7 @@ pub fn instance_from_record(r: InstanceRecord) -> pb::Instance {
         version: r.version,
         created_at: Some(timestamp_from_time(r.created_at)),
         updated_at: Some(timestamp_from_time(r.updated_at)),
+        archived: r.archived,
     }
 }
 
@@ -216,6 +248,7 @@ pub fn event_from_record(r: EventRecord) -> pb::Event {
         recorded_at: Some(timestamp_from_time(r.recorded_at)),
         occurred_at: Some(timestamp_from_time(r.occurred_at)),
         recorded_by: r.recorded_by,
+        schema_version: r.schema_version,
     }
 }
 

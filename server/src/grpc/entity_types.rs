@@ -8,7 +8,7 @@ use tracing::instrument;
 use super::auth::caller;
 use super::convert::{self, state_from_struct};
 use super::status::{Reply, reply};
-use crate::app::App;
+use crate::app::{App, TypeChange};
 
 /// The entity type service over the application.
 pub struct EntityTypeApi(pub App);
@@ -68,10 +68,61 @@ impl EntityTypeService for EntityTypeApi {
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
-                let found = self.0.queries.get_entity_type(&who, &key).await?;
+                let (found, versions) = self.0.queries.get_entity_type(&who, &key).await?;
                 Ok(pb::GetEntityTypeResponse {
                     entity_type: Some(convert::entity_type_from_record(found)),
+                    schema_versions: versions
+                        .into_iter()
+                        .map(convert::schema_version_from_record)
+                        .collect(),
                 })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, dry_run = request.get_ref().dry_run))]
+    async fn update_entity_type(
+        &self,
+        request: Request<pb::UpdateEntityTypeRequest>,
+    ) -> Reply<pb::UpdateEntityTypeResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                let schema = match r.schema {
+                    Some(s) => Some(state_from_struct("schema", Some(s))?),
+                    None => None,
+                };
+                let change = TypeChange {
+                    description: r.description,
+                    schema,
+                    expected_schema_version: r.expected_schema_version,
+                    dry_run: r.dry_run,
+                    allow_invalid_existing: r.allow_invalid_existing,
+                };
+                let outcome = self
+                    .0
+                    .commands
+                    .update_entity_type(&who, &key, change)
+                    .await?;
+                Ok(convert::update_from_outcome(outcome))
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type))]
+    async fn delete_entity_type(
+        &self,
+        request: Request<pb::DeleteEntityTypeRequest>,
+    ) -> Reply<pb::DeleteEntityTypeResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let key = convert::type_key_from_field(&r.entity_type)?;
+                self.0.commands.delete_entity_type(&who, &key).await?;
+                Ok(pb::DeleteEntityTypeResponse {})
             }
             .await,
         )

@@ -51,7 +51,11 @@ impl InstanceService for InstanceApi {
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
                 let page = convert::page_from_fields(r.page_size, &r.page_token)?;
-                let (found, next) = self.0.queries.list_instances(&who, &key, page).await?;
+                let (found, next) = self
+                    .0
+                    .queries
+                    .list_instances(&who, &key, page, r.include_archived)
+                    .await?;
                 Ok(pb::ListInstancesResponse {
                     instances: found
                         .into_iter()
@@ -99,6 +103,54 @@ impl InstanceService for InstanceApi {
                     .await?;
                 Ok(pb::GetCurrentStateResponse {
                     instance: Some(convert::instance_from_record(found)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn archive_instance(
+        &self,
+        request: Request<pb::ArchiveInstanceRequest>,
+    ) -> Reply<pb::ArchiveInstanceResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let metadata = convert::state_from_struct("metadata", r.metadata)?;
+                let (instance, event) = self
+                    .0
+                    .commands
+                    .set_archived(&who, id, true, r.expected_version, metadata)
+                    .await?;
+                Ok(pb::ArchiveInstanceResponse {
+                    instance: Some(convert::instance_from_record(instance)),
+                    event: Some(convert::event_from_record(event)),
+                })
+            }
+            .await,
+        )
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn restore_instance(
+        &self,
+        request: Request<pb::RestoreInstanceRequest>,
+    ) -> Reply<pb::RestoreInstanceResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let metadata = convert::state_from_struct("metadata", r.metadata)?;
+                let (instance, event) = self
+                    .0
+                    .commands
+                    .set_archived(&who, id, false, r.expected_version, metadata)
+                    .await?;
+                Ok(pb::RestoreInstanceResponse {
+                    instance: Some(convert::instance_from_record(instance)),
+                    event: Some(convert::event_from_record(event)),
                 })
             }
             .await,

@@ -61,6 +61,25 @@ pub fn to_status(error: AppError) -> Status {
         AppError::NotFound(msg) => Status::not_found(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::AlreadyExists(msg) => Status::already_exists(clip(&msg, MAX_MESSAGE_BYTES)),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
+        AppError::Aborted(msg) => Status::aborted(clip(&msg, MAX_MESSAGE_BYTES)),
+        AppError::FailedPrecondition {
+            message,
+            violations,
+        } => {
+            let mut details = ErrorDetails::new();
+            for (subject, description) in violations.into_iter().take(MAX_VIOLATIONS) {
+                details.add_precondition_failure_violation(
+                    "SCHEMA",
+                    clip(&subject, MAX_VIOLATION_BYTES),
+                    clip(&description, MAX_VIOLATION_BYTES),
+                );
+            }
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                clip(&message, MAX_MESSAGE_BYTES),
+                details,
+            )
+        }
         AppError::TooLarge(msg) | AppError::Lagged(msg) => {
             Status::resource_exhausted(clip(&msg, MAX_MESSAGE_BYTES))
         }

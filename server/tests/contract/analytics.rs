@@ -225,7 +225,10 @@ async fn dataset(b: Backend) -> Dataset {
         appended(s, o.id, vec![e]).await;
     }
 
-    let instances = s.list_instances(player.id, None, 1000).await.unwrap();
+    let instances = s
+        .list_instances(player.id, None, 1000, false)
+        .await
+        .unwrap();
     assert_eq!(instances.len(), 7);
     let mut events = Vec::new();
     for i in &instances {

@@ -82,6 +82,8 @@ fn cached(id: Uuid, entity_type_id: Uuid, external_id: &str, version: i64) -> In
         version,
         created_at: created,
         updated_at: created + TimeDelta::seconds(version),
+        // Odd versions archived: the flag must survive the round trip too.
+        archived: version % 2 == 1,
     }
 }
 

@@ -213,6 +213,7 @@ pub async fn append_seen(
                     });
                 }
                 Ok(Decision {
+                    archived: None,
                     events: pending,
                     state,
                 })
@@ -280,6 +281,7 @@ pub fn new_instance(entity_type_id: Uuid, external_id: &str, state: Value) -> Ne
         event_id: Uuid::now_v7().to_string(),
         content_hash: vec![0],
         recorded_by: WRITER.into(),
+        schema_version: 1,
     }
 }
 

@@ -246,7 +246,7 @@ async fn instance_external_ids_are_unique_per_type(b: Backend) {
         &format!("instance {dup_id}"),
     );
     assert_eq!(
-        f.store.list_instances(a.id, None, 10).await.unwrap(),
+        f.store.list_instances(a.id, None, 10, false).await.unwrap(),
         vec![first.clone()]
     );
     assert_eq!(
@@ -299,31 +299,31 @@ async fn instances_list_in_external_id_order_after_cursor(b: Backend) {
     let s = f.store.as_ref();
     // Byte (code point) order, as PostgreSQL with the "C" collation.
     assert_eq!(
-        ids(s.list_instances(t.id, None, 100).await.unwrap()),
+        ids(s.list_instances(t.id, None, 100, false).await.unwrap()),
         ["10", "9", "B", "a", "a-1", "a_1", "b", "é"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, None, 3).await.unwrap()),
+        ids(s.list_instances(t.id, None, 3, false).await.unwrap()),
         ["10", "9", "B"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, Some("B"), 3).await.unwrap()),
+        ids(s.list_instances(t.id, Some("B"), 3, false).await.unwrap()),
         ["a", "a-1", "a_1"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, Some("a_1"), 3).await.unwrap()),
+        ids(s.list_instances(t.id, Some("a_1"), 3, false).await.unwrap()),
         ["b", "é"]
     );
     assert!(
-        s.list_instances(t.id, Some("é"), 3)
+        s.list_instances(t.id, Some("é"), 3, false)
             .await
             .unwrap()
             .is_empty()
     );
-    let listed = s.list_instances(t.id, None, 1).await.unwrap();
+    let listed = s.list_instances(t.id, None, 1, false).await.unwrap();
     assert_eq!(listed[0], s.find_instance(t.id, "10").await.unwrap());
     assert!(
-        s.list_instances(Uuid::now_v7(), None, 10)
+        s.list_instances(Uuid::now_v7(), None, 10, false)
             .await
             .unwrap()
             .is_empty()
@@ -646,6 +646,7 @@ async fn rejected_decision_stores_nothing(b: Backend) {
             },
             Box::new(|_head: &Head| {
                 Ok(Decision {
+                    archived: None,
                     events: vec![],
                     state: State::new(),
                 })
@@ -1070,6 +1071,7 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
                             let state = apply_event(&head.state, &payload, ApplyMode::MergePatch)?;
                             let version = head.version + 1;
                             Ok(Decision {
+                                archived: None,
                                 events: vec![PendingEvent {
                                     event_id: id.clone(),
                                     event_type: "Inc".into(),

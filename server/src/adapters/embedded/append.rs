@@ -13,14 +13,18 @@ use crate::ports::{AppendOutcome, AppendRequest, Decide, Head, RecordedKey, Stor
 /// An append's statements, in the order `append_transaction` runs them, each defined once
 /// here and public so the benchmark's raw baseline (`bench/`) runs the same text.
 ///
-/// The instance's head: ?1 instance id.
-pub const HEAD_SQL: &str =
-    "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = ?1";
+/// The instance's head and its type's schema version: ?1 instance id.
+pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     WHERE i.id = ?1";
 /// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
-/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by.
+/// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by. Its
+/// schema version is the type's: the writer is the only one, so it is still the version read
+/// with the head, which the decision validated against.
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
-     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at, recorded_by) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+     entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at, recorded_by, \
+     schema_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+     (SELECT schema_version FROM entity_types WHERE id = ?4))";
 /// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
 /// ?4 content hash.
 pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
@@ -32,6 +36,9 @@ pub const INSERT_SNAPSHOT_SQL: &str =
 /// ?3 updated_at, ?4 instance id, ?5 the version read by [`HEAD_SQL`].
 pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, \
      updated_at = ?3 WHERE id = ?4 AND version = ?5";
+
+/// An archive or a restore moves the flag with the head: ?1 archived, ?2 instance id.
+pub const SET_ARCHIVED_SQL: &str = "UPDATE instances SET archived = ?1 WHERE id = ?2";
 
 /// An append waiting for the writer, with where its answer goes.
 pub(super) struct PendingAppend {
@@ -87,15 +94,23 @@ fn append_in(
     decide: &Decide,
 ) -> Result<Attempt, StoreError> {
     let instance = rows::id(request.instance_id);
-    let found: Option<(String, i64, String, i64)> = tx
+    type HeadRow = (String, i64, String, i64, i64, bool);
+    let found: Option<HeadRow> = tx
         .prepare_cached(HEAD_SQL)
         .map_err(sql)?
         .query_row([&instance], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()
         .map_err(sql)?;
-    let Some((type_text, current, state_text, updated_at)) = found else {
+    let Some((type_text, current, state_text, updated_at, schema_version, archived)) = found else {
         return Err(StoreError::NotFound(format!(
             "instance {}",
             request.instance_id
@@ -106,6 +121,8 @@ fn append_in(
         version: current,
         state: rows::object(&state_text, "state")?,
         snapshot_interval,
+        schema_version,
+        archived,
     };
 
     let recorded = if request.client_event_ids.is_empty() {
@@ -173,6 +190,12 @@ fn append_in(
         ])
         .map_err(sql)?;
     plan.head_moved(request.instance_id, updated as u64)?;
+    if let Some(archived) = plan.archived {
+        tx.prepare_cached(SET_ARCHIVED_SQL)
+            .map_err(sql)?
+            .execute(params![archived, instance])
+            .map_err(sql)?;
+    }
     Ok(Attempt::Done(plan.into_outcome()))
 }
 

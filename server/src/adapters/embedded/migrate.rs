@@ -35,6 +35,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_recorded_by",
         include_str!("../../../../migrations/embedded/0004_event_recorded_by.sql"),
     ),
+    (
+        5,
+        "schema_versions",
+        include_str!("../../../../migrations/embedded/0005_schema_versions.sql"),
+    ),
+    (
+        6,
+        "instance_archived",
+        include_str!("../../../../migrations/embedded/0006_instance_archived.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

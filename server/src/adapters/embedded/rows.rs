@@ -9,13 +9,14 @@ use super::EmbeddedError;
 use crate::domain::{ApplyMode, State};
 use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 
-pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at";
+pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at";
+     i.version, i.created_at, i.updated_at, i.archived";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
-     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by";
+     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
+     e.schema_version";
 
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -72,6 +73,7 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, EmbeddedError> {
         description: row.get(2)?,
         schema: object(&text(row, 3)?, "schema")?,
         created_at: time(row.get(4)?, "created_at")?,
+        schema_version: row.get(5)?,
     })
 }
 
@@ -85,6 +87,7 @@ pub fn instance(row: &Row) -> Result<InstanceRecord, EmbeddedError> {
         version: row.get(5)?,
         created_at: time(row.get(6)?, "created_at")?,
         updated_at: time(row.get(7)?, "updated_at")?,
+        archived: row.get(8)?,
     })
 }
 
@@ -104,6 +107,7 @@ pub fn event(row: &Row) -> Result<EventRecord, EmbeddedError> {
         recorded_at: time(row.get(8)?, "recorded_at")?,
         occurred_at: time(row.get(9)?, "occurred_at")?,
         recorded_by: row.get(10)?,
+        schema_version: row.get(11)?,
     })
 }
 

@@ -44,10 +44,11 @@ use uuid::Uuid;
 use super::append::{PendingAppend, append_batch};
 use super::{EmbeddedError, migrate, rows};
 use crate::adapters::append_plan;
-use crate::domain::{ApplyMode, EventType, State};
+use crate::domain::{ApplyMode, DomainError, EventType, State};
 use crate::ports::{
     AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore,
-    InstanceRecord, NewInstance, StoreError, TypeKey,
+    InstanceRecord, InstanceViolation, NewInstance, SchemaCheck, SchemaVersionRecord, StateCheck,
+    StoreError, TypeKey, TypeUpdate, TypeUpdateOutcome,
 };
 
 /// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
@@ -530,18 +531,24 @@ impl Catalog for EmbeddedStore {
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit_n: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let after = after_external_id.map(str::to_string);
         self.read(move |conn| {
             // Without the cursor in the SQL when there is none, so a cursor is a range seek.
             let sql_text = format!(
                 "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.entity_type_id = ?1 AND {} ORDER BY i.external_id LIMIT ?3",
+                 WHERE i.entity_type_id = ?1 AND {} {} ORDER BY i.external_id LIMIT ?3",
                 rows::INSTANCE_COLUMNS,
                 if after.is_some() {
                     "i.external_id > ?2"
                 } else {
                     "?2 IS NULL"
+                },
+                if include_archived {
+                    ""
+                } else {
+                    "AND i.archived = 0"
                 }
             );
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
@@ -565,6 +572,29 @@ impl Catalog for EmbeddedStore {
             })
             .await?;
         Ok(rows::uuid(&text, "entity type id")?)
+    }
+
+    async fn schema_versions(
+        &self,
+        entity_type_id: Uuid,
+    ) -> Result<Vec<SchemaVersionRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT version, schema, created_at FROM entity_type_schemas \
+                     WHERE entity_type_id = ?1 ORDER BY version",
+                )
+                .map_err(sql)?;
+            let found = stmt.query([rows::id(entity_type_id)]).map_err(sql)?;
+            Ok(rows::collect(found, |r| {
+                Ok(SchemaVersionRecord {
+                    version: r.get(0)?,
+                    schema: rows::object(&r.get::<_, String>(1)?, "schema")?,
+                    created_at: rows::time(r.get(2)?, "created_at")?,
+                })
+            })?)
+        })
+        .await
     }
 }
 
@@ -596,10 +626,14 @@ impl EventStore for EmbeddedStore {
             description: description.to_string(),
             schema: schema.clone(),
             created_at: rows::time(now_micros(), "created_at")?,
+            schema_version: 1,
         };
         let schema_text = rows::json(schema)?;
         self.write(move |conn| {
-            let inserted = conn
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let inserted = tx
                 .prepare_cached(
                     "INSERT INTO entity_types (id, name, description, schema, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -613,12 +647,177 @@ impl EventStore for EmbeddedStore {
                     rows::micros(record.created_at),
                 ]);
             match inserted.map_err(EmbeddedError::from) {
-                Ok(_) => Ok(record),
-                Err(e) if e.unique_violation() == Some("entity_types.name") => Err(
-                    StoreError::AlreadyExists(format!("entity type {:?}", record.name)),
-                ),
-                Err(e) => Err(e.into()),
+                Ok(_) => {}
+                Err(e) if e.unique_violation() == Some("entity_types.name") => {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "entity type {:?}",
+                        record.name
+                    )));
+                }
+                Err(e) => return Err(e.into()),
             }
+            tx.prepare_cached(
+                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at) \
+                 SELECT id, 1, schema, created_at FROM entity_types WHERE id = ?1",
+            )
+            .map_err(sql)?
+            .execute([rows::id(record.id)])
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    #[instrument(skip(self, update, check), fields(entity_type_id = %update.entity_type_id))]
+    async fn update_entity_type(
+        &self,
+        update: TypeUpdate,
+        check: StateCheck,
+    ) -> Result<TypeUpdateOutcome, StoreError> {
+        // On the writer connection: appends and creations wait until this ends, so the states
+        // checked are all there are. The rows stream from SQLite one at a time.
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let type_id = rows::id(update.entity_type_id);
+            let select = format!(
+                "SELECT {} FROM entity_types WHERE id = ?1",
+                rows::ENTITY_TYPE_COLUMNS
+            );
+            let current = tx
+                .prepare_cached(&select)
+                .map_err(sql)?
+                .query_row([&type_id], |r| Ok(rows::entity_type(r)))
+                .optional()
+                .map_err(sql)?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("entity type {}", update.entity_type_id))
+                })??;
+            if let Some(expected) = update.expected_schema_version
+                && expected != current.schema_version
+            {
+                return Err(StoreError::SchemaConflict {
+                    expected,
+                    current: current.schema_version,
+                });
+            }
+            let mut outcome = TypeUpdateOutcome {
+                record: current.clone(),
+                applied: false,
+                checked: 0,
+                invalid: 0,
+                violations: Vec::new(),
+            };
+            if update.schema.is_some() {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, external_id, version, state FROM instances \
+                         WHERE entity_type_id = ?1 ORDER BY external_id",
+                    )
+                    .map_err(sql)?;
+                let mut found = stmt.query([&type_id]).map_err(sql)?;
+                while let Some(r) = found.next().map_err(sql)? {
+                    outcome.checked += 1;
+                    let state = rows::object(&r.get::<_, String>(3).map_err(sql)?, "state")?;
+                    let violations = check(&state);
+                    if violations.is_empty() {
+                        continue;
+                    }
+                    outcome.invalid += 1;
+                    if outcome.violations.len() < update.max_violations {
+                        outcome.violations.push(InstanceViolation {
+                            instance_id: rows::uuid(
+                                &r.get::<_, String>(0).map_err(sql)?,
+                                "instance id",
+                            )?,
+                            external_id: r.get(1).map_err(sql)?,
+                            version: r.get(2).map_err(sql)?,
+                            violations,
+                        });
+                    }
+                }
+            }
+            let refused = outcome.invalid > 0 && update.check == SchemaCheck::Enforce;
+            if update.check == SchemaCheck::DryRun || refused {
+                // Rolled back when dropped: nothing changes.
+                return Ok(outcome);
+            }
+            let mut record = current.clone();
+            if let Some(schema) = update.schema {
+                record.schema = schema;
+                record.schema_version += 1;
+                tx.prepare_cached(
+                    "INSERT INTO entity_type_schemas (entity_type_id, version, schema, \
+                     created_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    type_id,
+                    record.schema_version,
+                    rows::json(&record.schema)?,
+                    now_micros()
+                ])
+                .map_err(sql)?;
+            }
+            if let Some(description) = update.description {
+                record.description = description;
+            }
+            tx.prepare_cached(
+                "UPDATE entity_types SET description = ?2, schema = ?3, schema_version = ?4 \
+                 WHERE id = ?1",
+            )
+            .map_err(sql)?
+            .execute(params![
+                type_id,
+                record.description,
+                rows::json(&record.schema)?,
+                record.schema_version
+            ])
+            .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            outcome.record = record;
+            outcome.applied = true;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    #[instrument(skip(self))]
+    async fn delete_entity_type(&self, entity_type_id: Uuid) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let type_id = rows::id(entity_type_id);
+            let (exists, has_instances): (bool, bool) = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM entity_types WHERE id = ?1), \
+                     EXISTS (SELECT 1 FROM instances WHERE entity_type_id = ?1)",
+                    [&type_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!(
+                    "entity type {entity_type_id}"
+                )));
+            }
+            if has_instances {
+                return Err(StoreError::Precondition(
+                    "it still has instances; only a type without instances can be deleted".into(),
+                ));
+            }
+            tx.execute(
+                "DELETE FROM entity_type_schemas WHERE entity_type_id = ?1",
+                [&type_id],
+            )
+            .map_err(sql)?;
+            tx.execute("DELETE FROM entity_types WHERE id = ?1", [&type_id])
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(())
         })
         .await
     }
@@ -634,15 +833,22 @@ impl EventStore for EmbeddedStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql)?;
             let type_id = rows::id(new.entity_type_id);
-            let type_name: String = tx
-                .prepare_cached("SELECT name FROM entity_types WHERE id = ?1")
+            let (type_name, schema_version): (String, i64) = tx
+                .prepare_cached("SELECT name, schema_version FROM entity_types WHERE id = ?1")
                 .map_err(sql)?
-                .query_row([&type_id], |r| r.get(0))
+                .query_row([&type_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(sql)?
                 .ok_or_else(|| {
                     StoreError::NotFound(format!("entity type {}", new.entity_type_id))
                 })?;
+            if schema_version != new.schema_version {
+                return Err(StoreError::Rejected(DomainError::StaleSchema {
+                    entity_type: type_name,
+                    decided: new.schema_version,
+                    current: schema_version,
+                }));
+            }
             let now = now_micros();
             let at = rows::time(now, "created_at")?;
             let id = rows::id(new.id);
@@ -670,8 +876,8 @@ impl EventStore for EmbeddedStore {
             }
             tx.prepare_cached(
                 "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at, recorded_by) \
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                 payload, metadata, mode, recorded_at, occurred_at, recorded_by, schema_version) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
             )
             .map_err(sql)?
             .execute(params![
@@ -684,6 +890,7 @@ impl EventStore for EmbeddedStore {
                 ApplyMode::Replace.as_str(),
                 now,
                 new.recorded_by,
+                new.schema_version,
             ])
             .map_err(sql)?;
             tx.prepare_cached(

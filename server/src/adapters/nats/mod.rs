@@ -66,6 +66,14 @@ pub struct WireEvent {
     /// Who wrote it (empty: nobody identified). Absent from messages published before it existed.
     #[serde(default)]
     pub recorded_by: String,
+    /// The schema version that validated it. Absent from messages published before it existed
+    /// (read as 1, the only version there was).
+    #[serde(default = "first_schema_version")]
+    pub schema_version: i64,
+}
+
+fn first_schema_version() -> i64 {
+    1
 }
 
 impl WireEvent {
@@ -84,6 +92,7 @@ impl WireEvent {
             recorded_at: e.recorded_at,
             occurred_at: e.occurred_at,
             recorded_by: e.recorded_by.clone(),
+            schema_version: e.schema_version,
         }
     }
 
@@ -102,6 +111,7 @@ impl WireEvent {
                 recorded_at: self.recorded_at,
                 occurred_at: self.occurred_at,
                 recorded_by: self.recorded_by,
+                schema_version: self.schema_version,
             },
         })
     }
@@ -361,6 +371,7 @@ mod tests {
                     occurred_at: DateTime::<Utc>::MIN_UTC,
                     // A JWT subject is at most 256 bytes.
                     recorded_by: wide.repeat(256 / wide.len()),
+                    schema_version: i64::MAX,
                 },
             };
             let message = Message::encode(&live).unwrap();

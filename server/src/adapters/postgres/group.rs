@@ -38,6 +38,11 @@ pub(super) struct CachedHead {
     pub version: i64,
     pub state: State,
     pub updated_at: DateTime<Utc>,
+    /// The type's schema version as last read or written; the append's statement checks it.
+    pub schema_version: i64,
+    /// Whether the instance is archived (an archive or restore moves the version too, so the
+    /// compare-and-set catches a stale flag).
+    pub archived: bool,
 }
 
 impl CachedHead {
@@ -47,6 +52,8 @@ impl CachedHead {
             version: self.version,
             state: self.state.clone(),
             snapshot_interval,
+            schema_version: self.schema_version,
+            archived: self.archived,
         }
     }
 }
@@ -143,30 +150,35 @@ impl HeadCache {
 /// $4 the new state, $5 recorded_at, $6 recorded_by, $7 whether the outbox is written; per
 /// event $8 instance id, $9 version, $10 event id, $11 event type, $12 payload, $13 metadata,
 /// $14 mode, $15 occurred_at, $16 content hash; per snapshot $17 instance id, $18 version,
-/// $19 state. Outbox rows are inserted in (instance, version) order, so their ids grow with
+/// $19 state; per append $20 the schema version its decision validated against: its head moves
+/// only while its type is still at that version, with the type's row share-locked (a schema
+/// change holds it exclusively while it checks every state, so the append is skipped and
+/// decided again); $21 the archived flag the head moves to (NULL keeps it). Outbox rows are inserted in (instance, version) order, so their ids grow with
 /// the version within an instance, as the relay's per-instance order needs.
 pub const GROUP_APPEND_SQL: &str = "
 WITH u AS (
     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[],
-                         $5::timestamptz[], $6::text[], $7::bool[])
-        AS u(id, fv, lv, st, ra, rb, ob)
+                         $5::timestamptz[], $6::text[], $7::bool[], $20::bigint[], $21::bool[])
+        AS u(id, fv, lv, st, ra, rb, ob, sv, ar)
 ), l AS MATERIALIZED (
     SELECT i.id FROM instances i JOIN u ON u.id = i.id
-    WHERE i.version = u.fv
-    FOR UPDATE OF i SKIP LOCKED
+    JOIN entity_types t ON t.id = i.entity_type_id
+    WHERE i.version = u.fv AND t.schema_version = u.sv
+    FOR UPDATE OF i SKIP LOCKED FOR KEY SHARE OF t SKIP LOCKED
 ), h AS (
-    UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra
+    UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra,
+                           archived = COALESCE(u.ar, i.archived)
     FROM u JOIN l ON l.id = u.id
     WHERE i.id = u.id AND i.version = u.fv
-    RETURNING i.id, i.entity_type_id, u.ra, u.rb, u.ob
+    RETURNING i.id, i.entity_type_id, u.ra, u.rb, u.ob, u.sv
 ), e AS (
     SELECT * FROM UNNEST($8::uuid[], $9::bigint[], $10::text[], $11::text[], $12::jsonb[],
                          $13::jsonb[], $14::text[], $15::timestamptz[], $16::bytea[])
         AS e(iid, v, eid, et, p, m, md, oa, hsh)
 ), ev AS (
     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
-                        metadata, mode, recorded_at, occurred_at, recorded_by)
-    SELECT e.iid, e.v, e.eid, h.entity_type_id, e.et, e.p, e.m, e.md, h.ra, e.oa, h.rb
+                        metadata, mode, recorded_at, occurred_at, recorded_by, schema_version)
+    SELECT e.iid, e.v, e.eid, h.entity_type_id, e.et, e.p, e.m, e.md, h.ra, e.oa, h.rb, h.sv
     FROM e JOIN h ON h.id = e.iid
 ), k AS (
     INSERT INTO event_ids (event_id, instance_id, version, content_hash)
@@ -334,6 +346,8 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
     let mut recorded_at = Vec::with_capacity(appends.len());
     let mut recorded_by: Vec<&str> = Vec::with_capacity(appends.len());
     let mut outbox = Vec::with_capacity(appends.len());
+    let mut schema_versions = Vec::with_capacity(appends.len());
+    let mut archived: Vec<Option<bool>> = Vec::with_capacity(appends.len());
     let mut e_ids = Vec::new();
     let mut e_versions: Vec<i64> = Vec::new();
     let mut e_event_ids: Vec<&str> = Vec::new();
@@ -354,6 +368,8 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
         recorded_at.push(a.recorded_at);
         recorded_by.push(&a.recorded_by);
         outbox.push(a.outbox);
+        schema_versions.push(a.schema_version);
+        archived.push(a.archived);
         for i in 0..a.event_count() {
             e_ids.push(a.instance_id);
             e_versions.push(a.versions[i]);
@@ -373,7 +389,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
     }
     let client = pool.get().await?;
     let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
-    let params: [&(dyn ToSql + Sync); 19] = [
+    let params: [&(dyn ToSql + Sync); 21] = [
         &ids,
         &from,
         &last,
@@ -393,6 +409,8 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
         &s_ids,
         &s_versions,
         &s_states,
+        &schema_versions,
+        &archived,
     ];
     let rows = client.query(&stmt, &params).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

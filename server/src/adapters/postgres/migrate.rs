@@ -47,6 +47,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_recorded_by",
         include_str!("../../../../migrations/postgres/0007_event_recorded_by.sql"),
     ),
+    (
+        8,
+        "schema_versions",
+        include_str!("../../../../migrations/postgres/0008_schema_versions.sql"),
+    ),
+    (
+        9,
+        "instance_archived",
+        include_str!("../../../../migrations/postgres/0009_instance_archived.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

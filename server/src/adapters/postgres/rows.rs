@@ -7,13 +7,14 @@ use super::PgError;
 use crate::domain::{ApplyMode, State};
 use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 
-pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at";
+pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at";
+     i.version, i.created_at, i.updated_at, i.archived";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
-     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by";
+     e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
+     e.schema_version";
 
 pub fn object(value: Value, what: &str) -> Result<State, PgError> {
     match value {
@@ -31,6 +32,7 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, PgError> {
         description: row.try_get(2)?,
         schema: object(row.try_get(3)?, "schema")?,
         created_at: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
     })
 }
 
@@ -44,6 +46,7 @@ pub fn instance(row: &Row) -> Result<InstanceRecord, PgError> {
         version: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
+        archived: row.try_get(8)?,
     })
 }
 
@@ -63,6 +66,7 @@ pub fn event_at(row: &Row, at: usize) -> Result<EventRecord, PgError> {
         recorded_at: row.try_get(at + 8)?,
         occurred_at: row.try_get(at + 9)?,
         recorded_by: row.try_get(at + 10)?,
+        schema_version: row.try_get(at + 11)?,
     })
 }
 

@@ -17,10 +17,11 @@ use uuid::Uuid;
 use super::group::{CachedHead, GroupCommit, HeadCache, Submitted};
 use super::{PgError, migrate, rows};
 use crate::adapters::append_plan::{self, AppendPlan, Attempt};
-use crate::domain::{ApplyMode, EventType, State};
+use crate::domain::{ApplyMode, DomainError, EventType, State};
 use crate::ports::{
     AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
-    InstanceRecord, NewInstance, RecordedKey, StoreError, TypeKey,
+    InstanceRecord, InstanceViolation, NewInstance, RecordedKey, SchemaCheck, SchemaVersionRecord,
+    StateCheck, StoreError, TypeKey, TypeUpdate, TypeUpdateOutcome,
 };
 
 /// How to reach and use the database.
@@ -50,6 +51,9 @@ pub struct PgStore {
     /// The committer every append's statement goes through.
     group: Arc<GroupCommit>,
 }
+
+/// States read per round trip while a schema change checks a type's current states.
+const SCHEMA_CHECK_BATCH: i32 = 256;
 
 /// Default bound of the head cache: states' JSON bytes plus a fixed cost per entry.
 pub const HEAD_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -250,6 +254,8 @@ impl PgStore {
             version: row.get(1),
             state: rows::object(row.get(2), "state")?,
             updated_at: row.get(3),
+            schema_version: row.get(4),
+            archived: row.get(5),
         })
     }
 
@@ -303,6 +309,8 @@ impl PgStore {
                             version: plan.last_version,
                             state: plan.state.clone(),
                             updated_at: plan.recorded_at,
+                            schema_version: plan.schema_version,
+                            archived: plan.archived.unwrap_or(cached.archived),
                         },
                     );
                     return Ok(plan.into_outcome());
@@ -324,6 +332,10 @@ impl PgStore {
                     version: last.version,
                     state: state.clone(),
                     updated_at: last.recorded_at,
+                    schema_version: last.schema_version,
+                    // Only an archive leaves an instance archived: every other append needs
+                    // (or, for a restore, ends) it unarchived.
+                    archived: last.event_type == EventType::INSTANCE_ARCHIVED,
                 },
             );
         }
@@ -351,6 +363,8 @@ impl PgStore {
             version: row.get(1),
             state: rows::object(row.get(2), "state")?,
             snapshot_interval: self.snapshot_interval,
+            schema_version: row.get(4),
+            archived: row.get(5),
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
@@ -373,21 +387,32 @@ impl PgStore {
             Err(e) => return Err(e.into()),
         };
         plan.head_moved(request.instance_id, updated)?;
+        if let Some(archived) = plan.archived {
+            tx.execute(
+                "UPDATE instances SET archived = $2 WHERE id = $1",
+                &[&request.instance_id, &archived],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
         tx.commit().await.map_err(PgError::from)?;
         Ok(Attempt::Done(plan.into_outcome()))
     }
 }
 
-/// The instance's head as stored, read without a lock by the unlocked append path.
-/// $1 = instance id.
-pub const HEAD_SQL: &str =
-    "SELECT entity_type_id, version, state, updated_at FROM instances WHERE id = $1";
+/// The instance's head as stored, read without a lock by the unlocked append path, with its
+/// type's schema version. $1 = instance id.
+pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     WHERE i.id = $1";
 
 /// The first statement of an append on the locked path: the instance's head, locked until the
-/// transaction ends.
-/// $1 = instance id.
-pub const LOCK_HEAD_SQL: &str = "SELECT entity_type_id, version, state, updated_at FROM instances \
-     WHERE id = $1 FOR UPDATE";
+/// transaction ends, and its type's schema version, share-locked so that no schema change
+/// commits before the append does (a schema change in progress makes this wait, then read the
+/// new version). $1 = instance id.
+pub const LOCK_HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
+     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+     WHERE i.id = $1 FOR UPDATE OF i FOR KEY SHARE OF t";
 
 /// One statement writes the events, their ids (every one, server-generated too, with its
 /// content hash) and snapshots, and moves the instance's head with a compare-and-set on its
@@ -395,12 +420,14 @@ pub const LOCK_HEAD_SQL: &str = "SELECT entity_type_id, version, state, updated_
 /// $3 recorded_at, $4..$10 the events' versions, ids, types, payloads, metadata, modes and
 /// occurred_at, $11 their content hashes, $12/$13 snapshot versions and states, $14 the new
 /// version, $15 the new state, $16 the version the head was locked at, $17 whether the outbox
-/// is written, $18 who writes them (recorded_by).
+/// is written, $18 who writes them (recorded_by). The events' schema version is the type's,
+/// share-locked since [`LOCK_HEAD_SQL`]: the one the decision validated against.
 pub const APPEND_SQL: &str = "
 WITH ev AS (
     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
-                        metadata, mode, recorded_at, occurred_at, recorded_by)
-    SELECT $1, u.v, u.eid, $2, u.et, u.p, u.m, u.md, $3, u.oa, $18
+                        metadata, mode, recorded_at, occurred_at, recorded_by, schema_version)
+    SELECT $1, u.v, u.eid, $2, u.et, u.p, u.m, u.md, $3, u.oa, $18,
+           (SELECT schema_version FROM entity_types WHERE id = $2)
     FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[],
                 $10::timestamptz[]) AS u(v, eid, et, p, m, md, oa)
 ), k AS (
@@ -445,6 +472,11 @@ pub struct AppendParams {
     pub outbox: bool,
     /// Who writes the events (empty: nobody identified).
     pub recorded_by: String,
+    /// The schema version the events were validated against; the group statement moves the
+    /// head only while the type is still at it.
+    pub schema_version: i64,
+    /// The archived flag the head moves to; None keeps it.
+    pub archived: Option<bool>,
 }
 
 impl AppendParams {
@@ -484,6 +516,8 @@ impl AppendParams {
         );
         params.last_version = plan.last_version;
         params.recorded_by = request.recorded_by.clone();
+        params.schema_version = plan.schema_version;
+        params.archived = plan.archived;
         params.state = Value::Object(plan.state.clone());
         for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
             params.push_event(
@@ -681,19 +715,25 @@ impl Catalog for PgStore {
         entity_type_id: Uuid,
         after_external_id: Option<&str>,
         limit: usize,
+        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
              WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
-             ORDER BY i.external_id LIMIT $3",
+             AND ($4 OR NOT i.archived) ORDER BY i.external_id LIMIT $3",
             rows::INSTANCE_COLUMNS
         );
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
         let found = client
             .query(
                 &stmt,
-                &[&entity_type_id, &after_external_id, &(limit as i64)],
+                &[
+                    &entity_type_id,
+                    &after_external_id,
+                    &(limit as i64),
+                    &include_archived,
+                ],
             )
             .await
             .map_err(PgError::from)?;
@@ -712,6 +752,34 @@ impl Catalog for PgStore {
             .map_err(PgError::from)?
             .ok_or_else(|| StoreError::NotFound(format!("instance {instance_id}")))?;
         Ok(row.get(0))
+    }
+
+    async fn schema_versions(
+        &self,
+        entity_type_id: Uuid,
+    ) -> Result<Vec<SchemaVersionRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT version, schema, created_at FROM entity_type_schemas \
+                 WHERE entity_type_id = $1 ORDER BY version",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let found = client
+            .query(&stmt, &[&entity_type_id])
+            .await
+            .map_err(PgError::from)?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(SchemaVersionRecord {
+                    version: r.get(0),
+                    schema: rows::object(r.get(1), "schema")?,
+                    created_at: r.get(2),
+                })
+            })
+            .collect()
     }
 }
 
@@ -736,9 +804,15 @@ impl EventStore for PgStore {
     ) -> Result<EntityTypeRecord, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "INSERT INTO entity_types (id, name, description, schema, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
-             RETURNING {}",
+            "WITH t AS (
+                INSERT INTO entity_types (id, name, description, schema, created_at)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING
+                RETURNING {}
+            ), v AS (
+                INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at)
+                SELECT id, 1, schema, created_at FROM t
+            )
+            SELECT * FROM t",
             rows::ENTITY_TYPE_COLUMNS
         );
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
@@ -754,6 +828,174 @@ impl EventStore for PgStore {
         Ok(rows::entity_type(&row)?)
     }
 
+    #[instrument(skip(self, update, check), fields(entity_type_id = %update.entity_type_id))]
+    async fn update_entity_type(
+        &self,
+        update: TypeUpdate,
+        check: StateCheck,
+    ) -> Result<TypeUpdateOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        // FOR UPDATE conflicts with the KEY SHARE lock every append and creation takes on the
+        // type's row: the ones in flight finish first, the next ones wait until this commits
+        // and then see the new version. So the states checked below are all there are.
+        let sql = format!(
+            "SELECT {} FROM entity_types WHERE id = $1 FOR UPDATE",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let row = tx
+            .query_opt(&sql, &[&update.entity_type_id])
+            .await
+            .map_err(PgError::from)?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("entity type {}", update.entity_type_id))
+            })?;
+        let current = rows::entity_type(&row)?;
+        if let Some(expected) = update.expected_schema_version
+            && expected != current.schema_version
+        {
+            return Err(StoreError::SchemaConflict {
+                expected,
+                current: current.schema_version,
+            });
+        }
+        let mut outcome = TypeUpdateOutcome {
+            record: current.clone(),
+            applied: false,
+            checked: 0,
+            invalid: 0,
+            violations: Vec::new(),
+        };
+        if update.schema.is_some() {
+            // Streamed through a portal, a batch at a time: memory holds one batch of states.
+            let portal = tx
+                .bind(
+                    "SELECT id, external_id, version, state FROM instances \
+                     WHERE entity_type_id = $1 ORDER BY external_id",
+                    &[&update.entity_type_id],
+                )
+                .await
+                .map_err(PgError::from)?;
+            loop {
+                let batch = tx
+                    .query_portal(&portal, SCHEMA_CHECK_BATCH)
+                    .await
+                    .map_err(PgError::from)?;
+                for r in &batch {
+                    outcome.checked += 1;
+                    let state = rows::object(r.get(3), "state")?;
+                    let violations = check(&state);
+                    if violations.is_empty() {
+                        continue;
+                    }
+                    outcome.invalid += 1;
+                    if outcome.violations.len() < update.max_violations {
+                        outcome.violations.push(InstanceViolation {
+                            instance_id: r.get(0),
+                            external_id: r.get(1),
+                            version: r.get(2),
+                            violations,
+                        });
+                    }
+                }
+                if batch.len() < SCHEMA_CHECK_BATCH as usize {
+                    break;
+                }
+            }
+        }
+        let refused = outcome.invalid > 0 && update.check == SchemaCheck::Enforce;
+        if update.check == SchemaCheck::DryRun || refused {
+            // Rolled back when dropped: nothing changes.
+            return Ok(outcome);
+        }
+        let now = now_micros();
+        let (schema, version) = match &update.schema {
+            Some(schema) => (Value::Object(schema.clone()), current.schema_version + 1),
+            None => (
+                Value::Object(current.schema.clone()),
+                current.schema_version,
+            ),
+        };
+        if update.schema.is_some() {
+            tx.execute(
+                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+                &[&update.entity_type_id, &version, &schema, &now],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        let sql = format!(
+            "UPDATE entity_types SET description = COALESCE($2, description), schema = $3, \
+             schema_version = $4 WHERE id = $1 RETURNING {}",
+            rows::ENTITY_TYPE_COLUMNS
+        );
+        let row = tx
+            .query_one(
+                &sql,
+                &[
+                    &update.entity_type_id,
+                    &update.description,
+                    &schema,
+                    &version,
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        outcome.record = rows::entity_type(&row)?;
+        tx.commit().await.map_err(PgError::from)?;
+        outcome.applied = true;
+        Ok(outcome)
+    }
+
+    #[instrument(skip(self))]
+    async fn delete_entity_type(&self, entity_type_id: Uuid) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        // Locked first: a creation in flight finishes (and is then seen below), the next one
+        // waits and then fails its foreign key check.
+        tx.query_opt(
+            "SELECT 1 FROM entity_types WHERE id = $1 FOR UPDATE",
+            &[&entity_type_id],
+        )
+        .await
+        .map_err(PgError::from)?
+        .ok_or_else(|| StoreError::NotFound(format!("entity type {entity_type_id}")))?;
+        let has_instances: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM instances WHERE entity_type_id = $1)",
+                &[&entity_type_id],
+            )
+            .await
+            .map_err(PgError::from)?
+            .get(0);
+        if has_instances {
+            return Err(StoreError::Precondition(
+                "it still has instances; only a type without instances can be deleted".into(),
+            ));
+        }
+        tx.execute(
+            "DELETE FROM entity_type_schemas WHERE entity_type_id = $1",
+            &[&entity_type_id],
+        )
+        .await
+        .map_err(PgError::from)?;
+        let deleted = tx
+            .execute("DELETE FROM entity_types WHERE id = $1", &[&entity_type_id])
+            .await
+            .map_err(PgError::from);
+        match deleted {
+            Err(e) if e.is_foreign_key_violation() => {
+                return Err(StoreError::Precondition(
+                    "it still has instances; only a type without instances can be deleted".into(),
+                ));
+            }
+            other => other?,
+        };
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
+    }
+
     #[instrument(skip(self, new), fields(instance_id = %new.id))]
     async fn create_instance(
         &self,
@@ -762,17 +1004,19 @@ impl EventStore for PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "WITH i AS (
+                "WITH tv AS (
+                    SELECT name, schema_version FROM entity_types WHERE id = $2 FOR KEY SHARE
+                ), i AS (
                     INSERT INTO instances (id, entity_type_id, external_id, state, version,
                                            created_at, updated_at)
-                    VALUES ($1, $2, $3, $4, 1, $5, $5)
+                    SELECT $1, $2, $3, $4, 1, $5, $5 FROM tv WHERE tv.schema_version = $14
                     ON CONFLICT (entity_type_id, external_id) DO NOTHING
                     RETURNING id
                 ), e AS (
                     INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
                                         payload, metadata, mode, recorded_at, occurred_at,
-                                        recorded_by)
-                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5, $13 FROM i
+                                        recorded_by, schema_version)
+                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5, $13, $14 FROM i
                 ), k AS (
                     INSERT INTO event_ids (event_id, instance_id, version, content_hash)
                     SELECT $6, id, 1, $12 FROM i
@@ -782,7 +1026,7 @@ impl EventStore for PgStore {
                 ), o AS (
                     INSERT INTO outbox (instance_id, version) SELECT id, 1 FROM i WHERE $11
                 )
-                SELECT t.name, (SELECT count(*) FROM i) FROM entity_types t WHERE t.id = $2",
+                SELECT tv.name, (SELECT count(*) FROM i), tv.schema_version FROM tv",
             )
             .await
             .map_err(PgError::from)?;
@@ -807,6 +1051,7 @@ impl EventStore for PgStore {
                     &self.outbox,
                     &new.content_hash,
                     &new.recorded_by,
+                    &new.schema_version,
                 ],
             )
             .await
@@ -818,6 +1063,16 @@ impl EventStore for PgStore {
         .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
         let type_name: String = row.get(0);
         let inserted: i64 = row.get(1);
+        let current: i64 = row.get(2);
+        if current != new.schema_version {
+            // The type share-locked above is at another version: a schema change committed
+            // since the initial state was validated.
+            return Err(StoreError::Rejected(DomainError::StaleSchema {
+                entity_type: type_name,
+                decided: new.schema_version,
+                current,
+            }));
+        }
         if inserted == 0 {
             return Err(StoreError::AlreadyExists(format!(
                 "instance with external_id {:?} of entity type {type_name:?}",

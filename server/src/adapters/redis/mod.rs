@@ -61,6 +61,9 @@ struct Cached {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Absent from entries written before archiving existed: they were not archived.
+    #[serde(default)]
+    archived: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> CacheError {
@@ -155,6 +158,7 @@ impl RedisCache {
             version: c.version,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            archived: c.archived,
         }))
     }
 }
@@ -190,6 +194,7 @@ impl StateCache for RedisCache {
             version: i.version,
             created_at: i.created_at,
             updated_at: i.updated_at,
+            archived: i.archived,
         })
         .map_err(err)?;
         let args = vec![i.version.to_string(), data, self.ttl_ms.to_string()];

@@ -50,6 +50,16 @@ class EntityTypeServiceStub:
                 request_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeRequest.SerializeToString,
                 response_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeResponse.FromString,
                 _registered_method=True)
+        self.UpdateEntityType = channel.unary_unary(
+                '/temporal_state.v1.EntityTypeService/UpdateEntityType',
+                request_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeResponse.FromString,
+                _registered_method=True)
+        self.DeleteEntityType = channel.unary_unary(
+                '/temporal_state.v1.EntityTypeService/DeleteEntityType',
+                request_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeResponse.FromString,
+                _registered_method=True)
 
 
 class EntityTypeServiceServicer:
@@ -72,7 +82,26 @@ class EntityTypeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEntityType(self, request, context):
-        """Reads one entity type by id or by name.
+        """Reads one entity type by id or by name, with every version of its schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEntityType(self, request, context):
+        """Changes a type's description and/or its schema. A new schema becomes a new schema version,
+        accepted only if every current state of the type satisfies it: otherwise FAILED_PRECONDITION,
+        listing the first violating instances and paths (unless `allow_invalid_existing`). A stale
+        `expected_schema_version` is ABORTED. With `dry_run` nothing changes and the violations are
+        returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEntityType(self, request, context):
+        """Deletes an entity type that has no instances (FAILED_PRECONDITION otherwise), with all its
+        schema versions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +124,16 @@ def add_EntityTypeServiceServicer_to_server(servicer, server):
                     servicer.GetEntityType,
                     request_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeRequest.FromString,
                     response_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeResponse.SerializeToString,
+            ),
+            'UpdateEntityType': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEntityType,
+                    request_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeResponse.SerializeToString,
+            ),
+            'DeleteEntityType': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEntityType,
+                    request_deserializer=temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +218,60 @@ class EntityTypeService:
             '/temporal_state.v1.EntityTypeService/GetEntityType',
             temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeRequest.SerializeToString,
             temporal__state_dot_v1_dot_entity__type__service__pb2.GetEntityTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEntityType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.EntityTypeService/UpdateEntityType',
+            temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeRequest.SerializeToString,
+            temporal__state_dot_v1_dot_entity__type__service__pb2.UpdateEntityTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEntityType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.EntityTypeService/DeleteEntityType',
+            temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeRequest.SerializeToString,
+            temporal__state_dot_v1_dot_entity__type__service__pb2.DeleteEntityTypeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from temporal_state.v1 import types_pb2 as temporal__state_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(temporal_state/v1/instance_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtemporal_state/v1/types.proto\"\xcc\x01\n\x15\x43reateInstanceRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12<\n\rinitial_state\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialState\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\"\x81\x01\n\x16\x43reateInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"s\n\x14ListInstancesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"z\n\x15ListInstancesResponse\x12\x39\n\tinstances\x18\x01 \x03(\x0b\x32\x1b.temporal_state.v1.InstanceR\tinstances\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n\x12GetInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\"N\n\x13GetInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"Z\n\x16GetCurrentStateRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\"R\n\x17GetCurrentStateResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance2\xa4\x03\n\x0fInstanceService\x12\x65\n\x0e\x43reateInstance\x12(.temporal_state.v1.CreateInstanceRequest\x1a).temporal_state.v1.CreateInstanceResponse\x12\x62\n\rListInstances\x12\'.temporal_state.v1.ListInstancesRequest\x1a(.temporal_state.v1.ListInstancesResponse\x12\\\n\x0bGetInstance\x12%.temporal_state.v1.GetInstanceRequest\x1a&.temporal_state.v1.GetInstanceResponse\x12h\n\x0fGetCurrentState\x12).temporal_state.v1.GetCurrentStateRequest\x1a*.temporal_state.v1.GetCurrentStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(temporal_state/v1/instance_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtemporal_state/v1/types.proto\"\xcc\x01\n\x15\x43reateInstanceRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12<\n\rinitial_state\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialState\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\"\x81\x01\n\x16\x43reateInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\x9e\x01\n\x14ListInstancesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12)\n\x10include_archived\x18\x04 \x01(\x08R\x0fincludeArchived\"z\n\x15ListInstancesResponse\x12\x39\n\tinstances\x18\x01 \x03(\x0b\x32\x1b.temporal_state.v1.InstanceR\tinstances\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n\x12GetInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\"N\n\x13GetInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"Z\n\x16GetCurrentStateRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\"R\n\x17GetCurrentStateResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"\xb3\x01\n\x16\x41rchiveInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x42\x13\n\x11_expected_version\"\x82\x01\n\x17\x41rchiveInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\xb3\x01\n\x16RestoreInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x42\x13\n\x11_expected_version\"\x82\x01\n\x17RestoreInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent2\xf8\x04\n\x0fInstanceService\x12\x65\n\x0e\x43reateInstance\x12(.temporal_state.v1.CreateInstanceRequest\x1a).temporal_state.v1.CreateInstanceResponse\x12\x62\n\rListInstances\x12\'.temporal_state.v1.ListInstancesRequest\x1a(.temporal_state.v1.ListInstancesResponse\x12\\\n\x0bGetInstance\x12%.temporal_state.v1.GetInstanceRequest\x1a&.temporal_state.v1.GetInstanceResponse\x12h\n\x0fGetCurrentState\x12).temporal_state.v1.GetCurrentStateRequest\x1a*.temporal_state.v1.GetCurrentStateResponse\x12h\n\x0f\x41rchiveInstance\x12).temporal_state.v1.ArchiveInstanceRequest\x1a*.temporal_state.v1.ArchiveInstanceResponse\x12h\n\x0fRestoreInstance\x12).temporal_state.v1.RestoreInstanceRequest\x1a*.temporal_state.v1.RestoreInstanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +37,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEINSTANCEREQUEST']._serialized_end=329
   _globals['_CREATEINSTANCERESPONSE']._serialized_start=332
   _globals['_CREATEINSTANCERESPONSE']._serialized_end=461
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=463
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=578
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=580
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=702
-  _globals['_GETINSTANCEREQUEST']._serialized_start=704
-  _globals['_GETINSTANCEREQUEST']._serialized_end=757
-  _globals['_GETINSTANCERESPONSE']._serialized_start=759
-  _globals['_GETINSTANCERESPONSE']._serialized_end=837
-  _globals['_GETCURRENTSTATEREQUEST']._serialized_start=839
-  _globals['_GETCURRENTSTATEREQUEST']._serialized_end=929
-  _globals['_GETCURRENTSTATERESPONSE']._serialized_start=931
-  _globals['_GETCURRENTSTATERESPONSE']._serialized_end=1013
-  _globals['_INSTANCESERVICE']._serialized_start=1016
-  _globals['_INSTANCESERVICE']._serialized_end=1436
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=464
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=622
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=624
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=746
+  _globals['_GETINSTANCEREQUEST']._serialized_start=748
+  _globals['_GETINSTANCEREQUEST']._serialized_end=801
+  _globals['_GETINSTANCERESPONSE']._serialized_start=803
+  _globals['_GETINSTANCERESPONSE']._serialized_end=881
+  _globals['_GETCURRENTSTATEREQUEST']._serialized_start=883
+  _globals['_GETCURRENTSTATEREQUEST']._serialized_end=973
+  _globals['_GETCURRENTSTATERESPONSE']._serialized_start=975
+  _globals['_GETCURRENTSTATERESPONSE']._serialized_end=1057
+  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_start=1060
+  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_end=1239
+  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_start=1242
+  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_end=1372
+  _globals['_RESTOREINSTANCEREQUEST']._serialized_start=1375
+  _globals['_RESTOREINSTANCEREQUEST']._serialized_end=1554
+  _globals['_RESTOREINSTANCERESPONSE']._serialized_start=1557
+  _globals['_RESTOREINSTANCERESPONSE']._serialized_end=1687
+  _globals['_INSTANCESERVICE']._serialized_start=1690
+  _globals['_INSTANCESERVICE']._serialized_end=2322
 # @@protoc_insertion_point(module_scope)

@@ -29,14 +29,16 @@ class CreateInstanceResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class ListInstancesRequest(_message.Message):
-    __slots__ = ("entity_type", "page_size", "page_token")
+    __slots__ = ("entity_type", "page_size", "page_token", "include_archived")
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     entity_type: str
     page_size: int
     page_token: str
-    def __init__(self, entity_type: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    include_archived: bool
+    def __init__(self, entity_type: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_archived: _Optional[bool] = ...) -> None: ...
 
 class ListInstancesResponse(_message.Message):
     __slots__ = ("instances", "next_page_token")
@@ -71,3 +73,39 @@ class GetCurrentStateResponse(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     instance: _types_pb2.Instance
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
+
+class ArchiveInstanceRequest(_message.Message):
+    __slots__ = ("instance_id", "metadata", "expected_version")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    metadata: _struct_pb2.Struct
+    expected_version: int
+    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ArchiveInstanceResponse(_message.Message):
+    __slots__ = ("instance", "event")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    event: _types_pb2.Event
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class RestoreInstanceRequest(_message.Message):
+    __slots__ = ("instance_id", "metadata", "expected_version")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    metadata: _struct_pb2.Struct
+    expected_version: int
+    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class RestoreInstanceResponse(_message.Message):
+    __slots__ = ("instance", "event")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    event: _types_pb2.Event
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,16 @@ class InstanceServiceStub:
                 request_serializer=temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateRequest.SerializeToString,
                 response_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateResponse.FromString,
                 _registered_method=True)
+        self.ArchiveInstance = channel.unary_unary(
+                '/temporal_state.v1.InstanceService/ArchiveInstance',
+                request_serializer=temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceResponse.FromString,
+                _registered_method=True)
+        self.RestoreInstance = channel.unary_unary(
+                '/temporal_state.v1.InstanceService/RestoreInstance',
+                request_serializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -90,6 +100,24 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveInstance(self, request, context):
+        """Archives an instance: records an `InstanceArchived` event (state unchanged). An archived
+        instance refuses writes (FAILED_PRECONDITION naming its state), stays fully queryable, and is
+        left out of ListInstances unless asked for. Archiving an archived instance is
+        FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreInstance(self, request, context):
+        """Restores an archived instance: records an `InstanceRestored` event; it is writable again.
+        Restoring an instance that is not archived is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +140,16 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.GetCurrentState,
                     request_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateRequest.FromString,
                     response_serializer=temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateResponse.SerializeToString,
+            ),
+            'ArchiveInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveInstance,
+                    request_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceResponse.SerializeToString,
+            ),
+            'RestoreInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreInstance,
+                    request_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +261,60 @@ class InstanceService:
             '/temporal_state.v1.InstanceService/GetCurrentState',
             temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateRequest.SerializeToString,
             temporal__state_dot_v1_dot_instance__service__pb2.GetCurrentStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.InstanceService/ArchiveInstance',
+            temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceRequest.SerializeToString,
+            temporal__state_dot_v1_dot_instance__service__pb2.ArchiveInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.InstanceService/RestoreInstance',
+            temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.SerializeToString,
+            temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

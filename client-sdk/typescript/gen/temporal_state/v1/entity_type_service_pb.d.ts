@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
-import type { EntityType } from "./types_pb.js";
+import type { EntityType, SchemaVersion } from "./types_pb.js";
 
 /**
  * Describes the file temporal_state/v1/entity_type_service.proto.
@@ -151,6 +151,13 @@ export declare type GetEntityTypeResponse = Message<"temporal_state.v1.GetEntity
    * @generated from field: temporal_state.v1.EntityType entity_type = 1;
    */
   entityType?: EntityType | undefined;
+
+  /**
+   * Every version of the type's schema, oldest first; the last is `entity_type.schema`.
+   *
+   * @generated from field: repeated temporal_state.v1.SchemaVersion schema_versions = 2;
+   */
+  schemaVersions: SchemaVersion[];
 };
 
 /**
@@ -158,6 +165,193 @@ export declare type GetEntityTypeResponse = Message<"temporal_state.v1.GetEntity
  * Use `create(GetEntityTypeResponseSchema)` to create a new message.
  */
 export declare const GetEntityTypeResponseSchema: GenMessage<GetEntityTypeResponse>;
+
+/**
+ * Input of UpdateEntityType.
+ *
+ * @generated from message temporal_state.v1.UpdateEntityTypeRequest
+ */
+export declare type UpdateEntityTypeRequest = Message<"temporal_state.v1.UpdateEntityTypeRequest"> & {
+  /**
+   * The type's id or its name.
+   *
+   * @generated from field: string entity_type = 1;
+   */
+  entityType: string;
+
+  /**
+   * The new description; unset keeps the current one.
+   *
+   * @generated from field: optional string description = 2;
+   */
+  description?: string | undefined;
+
+  /**
+   * The new JSON Schema; unset keeps the current schema (and its version).
+   *
+   * @generated from field: google.protobuf.Struct schema = 3;
+   */
+  schema?: JsonObject | undefined;
+
+  /**
+   * When set, the update applies only if the type's schema is still at this version
+   * (ABORTED otherwise, naming the current version): two concurrent updates, one winner.
+   *
+   * @generated from field: optional int64 expected_schema_version = 4;
+   */
+  expectedSchemaVersion?: bigint | undefined;
+
+  /**
+   * Check every current state against `schema` and report, changing nothing.
+   *
+   * @generated from field: bool dry_run = 5;
+   */
+  dryRun: boolean;
+
+  /**
+   * Accept `schema` even if some current states break it. Those instances must then be fixed by
+   * their next event: every event is validated against the newest schema.
+   *
+   * @generated from field: bool allow_invalid_existing = 6;
+   */
+  allowInvalidExisting: boolean;
+};
+
+/**
+ * Describes the message temporal_state.v1.UpdateEntityTypeRequest.
+ * Use `create(UpdateEntityTypeRequestSchema)` to create a new message.
+ */
+export declare const UpdateEntityTypeRequestSchema: GenMessage<UpdateEntityTypeRequest>;
+
+/**
+ * One current state that breaks a proposed schema.
+ *
+ * @generated from message temporal_state.v1.SchemaViolation
+ */
+export declare type SchemaViolation = Message<"temporal_state.v1.SchemaViolation"> & {
+  /**
+   * UUID of the instance.
+   *
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * Its external id.
+   *
+   * @generated from field: string external_id = 2;
+   */
+  externalId: string;
+
+  /**
+   * Its current version.
+   *
+   * @generated from field: int64 version = 3;
+   */
+  version: bigint;
+
+  /**
+   * The JSON pointer of each violating location in its state.
+   *
+   * @generated from field: repeated string paths = 4;
+   */
+  paths: string[];
+
+  /**
+   * What is wrong, one message per path (same order).
+   *
+   * @generated from field: repeated string messages = 5;
+   */
+  messages: string[];
+};
+
+/**
+ * Describes the message temporal_state.v1.SchemaViolation.
+ * Use `create(SchemaViolationSchema)` to create a new message.
+ */
+export declare const SchemaViolationSchema: GenMessage<SchemaViolation>;
+
+/**
+ * Output of UpdateEntityType.
+ *
+ * @generated from message temporal_state.v1.UpdateEntityTypeResponse
+ */
+export declare type UpdateEntityTypeResponse = Message<"temporal_state.v1.UpdateEntityTypeResponse"> & {
+  /**
+   * The type after the update (unchanged on a dry run).
+   *
+   * @generated from field: temporal_state.v1.EntityType entity_type = 1;
+   */
+  entityType?: EntityType | undefined;
+
+  /**
+   * Current states checked against the new schema (0 when the schema was not changed).
+   *
+   * @generated from field: int64 checked_instances = 2;
+   */
+  checkedInstances: bigint;
+
+  /**
+   * How many of them break the new schema.
+   *
+   * @generated from field: int64 invalid_instances = 3;
+   */
+  invalidInstances: bigint;
+
+  /**
+   * The first of them (at most 20), in external id order.
+   *
+   * @generated from field: repeated temporal_state.v1.SchemaViolation violations = 4;
+   */
+  violations: SchemaViolation[];
+
+  /**
+   * Whether the update was applied (false on a dry run).
+   *
+   * @generated from field: bool applied = 5;
+   */
+  applied: boolean;
+};
+
+/**
+ * Describes the message temporal_state.v1.UpdateEntityTypeResponse.
+ * Use `create(UpdateEntityTypeResponseSchema)` to create a new message.
+ */
+export declare const UpdateEntityTypeResponseSchema: GenMessage<UpdateEntityTypeResponse>;
+
+/**
+ * Input of DeleteEntityType.
+ *
+ * @generated from message temporal_state.v1.DeleteEntityTypeRequest
+ */
+export declare type DeleteEntityTypeRequest = Message<"temporal_state.v1.DeleteEntityTypeRequest"> & {
+  /**
+   * The type's id or its name.
+   *
+   * @generated from field: string entity_type = 1;
+   */
+  entityType: string;
+};
+
+/**
+ * Describes the message temporal_state.v1.DeleteEntityTypeRequest.
+ * Use `create(DeleteEntityTypeRequestSchema)` to create a new message.
+ */
+export declare const DeleteEntityTypeRequestSchema: GenMessage<DeleteEntityTypeRequest>;
+
+/**
+ * Output of DeleteEntityType.
+ *
+ * @generated from message temporal_state.v1.DeleteEntityTypeResponse
+ */
+export declare type DeleteEntityTypeResponse = Message<"temporal_state.v1.DeleteEntityTypeResponse"> & {
+};
+
+/**
+ * Describes the message temporal_state.v1.DeleteEntityTypeResponse.
+ * Use `create(DeleteEntityTypeResponseSchema)` to create a new message.
+ */
+export declare const DeleteEntityTypeResponseSchema: GenMessage<DeleteEntityTypeResponse>;
 
 /**
  * Declares and lists entity types: the schemas instances are validated against.
@@ -187,7 +381,7 @@ export declare const EntityTypeService: GenService<{
     output: typeof ListEntityTypesResponseSchema;
   },
   /**
-   * Reads one entity type by id or by name.
+   * Reads one entity type by id or by name, with every version of its schema.
    *
    * @generated from rpc temporal_state.v1.EntityTypeService.GetEntityType
    */
@@ -195,6 +389,31 @@ export declare const EntityTypeService: GenService<{
     methodKind: "unary";
     input: typeof GetEntityTypeRequestSchema;
     output: typeof GetEntityTypeResponseSchema;
+  },
+  /**
+   * Changes a type's description and/or its schema. A new schema becomes a new schema version,
+   * accepted only if every current state of the type satisfies it: otherwise FAILED_PRECONDITION,
+   * listing the first violating instances and paths (unless `allow_invalid_existing`). A stale
+   * `expected_schema_version` is ABORTED. With `dry_run` nothing changes and the violations are
+   * returned.
+   *
+   * @generated from rpc temporal_state.v1.EntityTypeService.UpdateEntityType
+   */
+  updateEntityType: {
+    methodKind: "unary";
+    input: typeof UpdateEntityTypeRequestSchema;
+    output: typeof UpdateEntityTypeResponseSchema;
+  },
+  /**
+   * Deletes an entity type that has no instances (FAILED_PRECONDITION otherwise), with all its
+   * schema versions.
+   *
+   * @generated from rpc temporal_state.v1.EntityTypeService.DeleteEntityType
+   */
+  deleteEntityType: {
+    methodKind: "unary";
+    input: typeof DeleteEntityTypeRequestSchema;
+    output: typeof DeleteEntityTypeResponseSchema;
   },
 }>;
 

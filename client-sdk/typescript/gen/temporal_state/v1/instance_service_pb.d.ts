@@ -105,6 +105,13 @@ export declare type ListInstancesRequest = Message<"temporal_state.v1.ListInstan
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * Also list archived instances (left out by default).
+   *
+   * @generated from field: bool include_archived = 4;
+   */
+  includeArchived: boolean;
 };
 
 /**
@@ -228,6 +235,128 @@ export declare type GetCurrentStateResponse = Message<"temporal_state.v1.GetCurr
 export declare const GetCurrentStateResponseSchema: GenMessage<GetCurrentStateResponse>;
 
 /**
+ * Input of ArchiveInstance.
+ *
+ * @generated from message temporal_state.v1.ArchiveInstanceRequest
+ */
+export declare type ArchiveInstanceRequest = Message<"temporal_state.v1.ArchiveInstanceRequest"> & {
+  /**
+   * UUID of the instance.
+   *
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * Context stored on the `InstanceArchived` event (who, why...).
+   *
+   * @generated from field: google.protobuf.Struct metadata = 2;
+   */
+  metadata?: JsonObject | undefined;
+
+  /**
+   * When set, archive only if the instance is still at this version (ABORTED otherwise).
+   *
+   * @generated from field: optional int64 expected_version = 3;
+   */
+  expectedVersion?: bigint | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.ArchiveInstanceRequest.
+ * Use `create(ArchiveInstanceRequestSchema)` to create a new message.
+ */
+export declare const ArchiveInstanceRequestSchema: GenMessage<ArchiveInstanceRequest>;
+
+/**
+ * Output of ArchiveInstance.
+ *
+ * @generated from message temporal_state.v1.ArchiveInstanceResponse
+ */
+export declare type ArchiveInstanceResponse = Message<"temporal_state.v1.ArchiveInstanceResponse"> & {
+  /**
+   * The instance, archived.
+   *
+   * @generated from field: temporal_state.v1.Instance instance = 1;
+   */
+  instance?: Instance | undefined;
+
+  /**
+   * The `InstanceArchived` event.
+   *
+   * @generated from field: temporal_state.v1.Event event = 2;
+   */
+  event?: Event | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.ArchiveInstanceResponse.
+ * Use `create(ArchiveInstanceResponseSchema)` to create a new message.
+ */
+export declare const ArchiveInstanceResponseSchema: GenMessage<ArchiveInstanceResponse>;
+
+/**
+ * Input of RestoreInstance.
+ *
+ * @generated from message temporal_state.v1.RestoreInstanceRequest
+ */
+export declare type RestoreInstanceRequest = Message<"temporal_state.v1.RestoreInstanceRequest"> & {
+  /**
+   * UUID of the instance.
+   *
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * Context stored on the `InstanceRestored` event.
+   *
+   * @generated from field: google.protobuf.Struct metadata = 2;
+   */
+  metadata?: JsonObject | undefined;
+
+  /**
+   * When set, restore only if the instance is still at this version (ABORTED otherwise).
+   *
+   * @generated from field: optional int64 expected_version = 3;
+   */
+  expectedVersion?: bigint | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.RestoreInstanceRequest.
+ * Use `create(RestoreInstanceRequestSchema)` to create a new message.
+ */
+export declare const RestoreInstanceRequestSchema: GenMessage<RestoreInstanceRequest>;
+
+/**
+ * Output of RestoreInstance.
+ *
+ * @generated from message temporal_state.v1.RestoreInstanceResponse
+ */
+export declare type RestoreInstanceResponse = Message<"temporal_state.v1.RestoreInstanceResponse"> & {
+  /**
+   * The instance, writable again.
+   *
+   * @generated from field: temporal_state.v1.Instance instance = 1;
+   */
+  instance?: Instance | undefined;
+
+  /**
+   * The `InstanceRestored` event.
+   *
+   * @generated from field: temporal_state.v1.Event event = 2;
+   */
+  event?: Event | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.RestoreInstanceResponse.
+ * Use `create(RestoreInstanceResponseSchema)` to create a new message.
+ */
+export declare const RestoreInstanceResponseSchema: GenMessage<RestoreInstanceResponse>;
+
+/**
  * Creates and reads instances of entity types.
  *
  * @generated from service temporal_state.v1.InstanceService
@@ -273,6 +402,30 @@ export declare const InstanceService: GenService<{
     methodKind: "unary";
     input: typeof GetCurrentStateRequestSchema;
     output: typeof GetCurrentStateResponseSchema;
+  },
+  /**
+   * Archives an instance: records an `InstanceArchived` event (state unchanged). An archived
+   * instance refuses writes (FAILED_PRECONDITION naming its state), stays fully queryable, and is
+   * left out of ListInstances unless asked for. Archiving an archived instance is
+   * FAILED_PRECONDITION.
+   *
+   * @generated from rpc temporal_state.v1.InstanceService.ArchiveInstance
+   */
+  archiveInstance: {
+    methodKind: "unary";
+    input: typeof ArchiveInstanceRequestSchema;
+    output: typeof ArchiveInstanceResponseSchema;
+  },
+  /**
+   * Restores an archived instance: records an `InstanceRestored` event; it is writable again.
+   * Restoring an instance that is not archived is FAILED_PRECONDITION.
+   *
+   * @generated from rpc temporal_state.v1.InstanceService.RestoreInstance
+   */
+  restoreInstance: {
+    methodKind: "unary";
+    input: typeof RestoreInstanceRequestSchema;
+    output: typeof RestoreInstanceResponseSchema;
   },
 }>;
 

@@ -52,6 +52,14 @@ export declare type EntityType = Message<"temporal_state.v1.EntityType"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 5;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * Version of `schema`: 1 at creation, one more at each accepted schema change
+   * (UpdateEntityType). Every event records the version that validated it.
+   *
+   * @generated from field: int64 schema_version = 6;
+   */
+  schemaVersion: bigint;
 };
 
 /**
@@ -59,6 +67,40 @@ export declare type EntityType = Message<"temporal_state.v1.EntityType"> & {
  * Use `create(EntityTypeSchema)` to create a new message.
  */
 export declare const EntityTypeSchema: GenMessage<EntityType>;
+
+/**
+ * One version of an entity type's schema. A type keeps every version it ever had.
+ *
+ * @generated from message temporal_state.v1.SchemaVersion
+ */
+export declare type SchemaVersion = Message<"temporal_state.v1.SchemaVersion"> & {
+  /**
+   * 1 for the schema the type was created with, then 2, 3...
+   *
+   * @generated from field: int64 version = 1;
+   */
+  version: bigint;
+
+  /**
+   * The JSON Schema of this version.
+   *
+   * @generated from field: google.protobuf.Struct schema = 2;
+   */
+  schema?: JsonObject | undefined;
+
+  /**
+   * When this version was accepted (server clock).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.SchemaVersion.
+ * Use `create(SchemaVersionSchema)` to create a new message.
+ */
+export declare const SchemaVersionSchema: GenMessage<SchemaVersion>;
 
 /**
  * One entity: its identity and its current state.
@@ -121,6 +163,14 @@ export declare type Instance = Message<"temporal_state.v1.Instance"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 8;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Archived (ArchiveInstance): it refuses writes until restored, stays readable, and is left
+   * out of ListInstances unless `include_archived` is set.
+   *
+   * @generated from field: bool archived = 9;
+   */
+  archived: boolean;
 };
 
 /**
@@ -214,6 +264,14 @@ export declare type Event = Message<"temporal_state.v1.Event"> & {
    * @generated from field: string recorded_by = 11;
    */
   recordedBy: string;
+
+  /**
+   * The version of the entity type's schema the state after this event was validated against
+   * (1 for events recorded before schema versions existed).
+   *
+   * @generated from field: int64 schema_version = 12;
+   */
+  schemaVersion: bigint;
 };
 
 /**
