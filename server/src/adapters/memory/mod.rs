@@ -137,6 +137,7 @@ mod tests {
             version: 1,
             created_at: at,
             updated_at: at,
+            archived: false,
         }
     }
 
