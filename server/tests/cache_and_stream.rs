@@ -904,6 +904,7 @@ async fn cached_entries_have_the_documented_keys_and_fields() {
         assert_eq!(
             fields,
             [
+                "archived",
                 "created_at",
                 "entity_type_id",
                 "entity_type_name",
@@ -915,6 +916,7 @@ async fn cached_entries_have_the_documented_keys_and_fields() {
             ],
             "{key}"
         );
+        assert_eq!(d["archived"], false);
         assert_eq!(d["id"], inst.id.as_str());
         assert_eq!(d["entity_type_id"], entity_type.id.as_str());
         assert_eq!(d["entity_type_name"], "counter");
