@@ -29,6 +29,21 @@ pub struct Args {
     pub samples: usize,
 }
 
+/// Hand-written time series: buckets of `$2` µs from `$3` to `$4` of type `$1`'s events.
+pub(crate) const RAW_TIME_SERIES_SQL: &str = "SELECT date_bin($2::bigint * interval '1 microsecond', \
+     occurred_at, $3), count(*) FROM events WHERE entity_type_id = $1 AND occurred_at >= $3 \
+     AND occurred_at < $4 GROUP BY 1 ORDER BY 1";
+
+/// Hand-written statistics of `score` over type `$1`'s current states, and its frequent
+/// non-numeric values: the two statements a field aggregation needs.
+pub(crate) const RAW_SCORE_STATS_SQL: &str = "SELECT count(state->'score'), \
+     min((state->>'score')::float8), max((state->>'score')::float8), \
+     sum((state->>'score')::float8), avg((state->>'score')::float8) \
+     FROM instances WHERE entity_type_id = $1";
+pub(crate) const RAW_SCORE_TOP_SQL: &str = "SELECT state->'score', count(*) FROM instances \
+     WHERE entity_type_id = $1 AND jsonb_typeof(state->'score') IN ('string', 'boolean') \
+     GROUP BY 1 ORDER BY 2 DESC LIMIT 10";
+
 pub(crate) const BASE: &str = "2026-10-01T00:00:00Z";
 
 pub async fn run(admin_url: &str, args: Args) -> Result<()> {
@@ -60,18 +75,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let loading = Instant::now();
-    load(&client, type_id, args).await?;
-    let total: i64 = client
-        .query_one(
-            "SELECT count(*) FROM events WHERE entity_type_id = $1",
-            &[&type_id],
-        )
-        .await?
-        .get(0);
-    ensure!(
-        total == args.instances * args.versions,
-        "loaded {total} events"
-    );
+    let total = load(&client, type_id, args).await?;
     println!(
         "analytics over {total} events ({} instances x {} versions), loaded in {:.1} s",
         args.instances,
@@ -164,12 +168,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
     };
     let sql = || async {
         let rows = client
-            .query(
-                "SELECT date_bin($2::bigint * interval '1 microsecond', occurred_at, $3), count(*) \
-                 FROM events WHERE entity_type_id = $1 AND occurred_at >= $3 AND occurred_at < $4 \
-                 GROUP BY 1 ORDER BY 1",
-                &[&type_id, &day, &base, &end],
-            )
+            .query(RAW_TIME_SERIES_SQL, &[&type_id, &day, &base, &end])
             .await?;
         anyhow::Ok(json!(
             rows.iter()
@@ -215,18 +214,8 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
     let sql = || async {
         // The same two statements the answer needs: the statistics and the frequent values.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&type_id];
-        let stats_query = client.query_one(
-            "SELECT count(state->'score'), min((state->>'score')::float8), \
-             max((state->>'score')::float8), sum((state->>'score')::float8), \
-             avg((state->>'score')::float8) FROM instances WHERE entity_type_id = $1",
-            &params,
-        );
-        let top = client.query(
-            "SELECT state->'score', count(*) FROM instances WHERE entity_type_id = $1 \
-             AND jsonb_typeof(state->'score') IN ('string', 'boolean') \
-             GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-            &params,
-        );
+        let stats_query = client.query_one(RAW_SCORE_STATS_SQL, &params);
+        let top = client.query(RAW_SCORE_TOP_SQL, &params);
         let (r, top) = futures::try_join!(stats_query, top)?;
         ensure!(top.is_empty(), "numeric scores have no top values");
         anyhow::Ok(stats(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
@@ -506,12 +495,13 @@ where
     Ok(())
 }
 
-/// Bulk-loads the dataset in SQL, as the server would have written it.
+/// Bulk-loads the dataset in SQL, as the server would have written it, and checks that the type
+/// holds `instances × versions` events; returns that count.
 pub(crate) async fn load(
     client: &tokio_postgres::Client,
     type_id: Uuid,
     args: &Args,
-) -> Result<()> {
+) -> Result<i64> {
     let n = args.instances;
     let v = args.versions;
     let base: DateTime<Utc> = BASE.parse()?;
@@ -556,5 +546,13 @@ pub(crate) async fn load(
         )
         .await?;
     client.batch_execute("ANALYZE").await?;
-    Ok(())
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE entity_type_id = $1",
+            &[&type_id],
+        )
+        .await?
+        .get(0);
+    ensure!(total == n * v, "loaded {total} events, not {}", n * v);
+    Ok(total)
 }

@@ -30,13 +30,10 @@ use temporal_state_server::ports::{AnalyticsReader, EventStore};
 use temporal_state_test_support::timescaledb::TimescaleDb;
 use uuid::Uuid;
 
-use crate::analytics::{Args, BASE, load};
+use crate::analytics::{
+    Args, BASE, RAW_SCORE_STATS_SQL, RAW_SCORE_TOP_SQL, RAW_TIME_SERIES_SQL, load,
+};
 use crate::harness::{Measured, Table, environment, ratio, sample, with_dbs};
-
-/// The raw time series a user would write by hand: daily buckets of the type's events.
-const RAW_TIME_SERIES_SQL: &str = "SELECT date_bin($2::bigint * interval '1 microsecond', \
-     occurred_at, $3), count(*) FROM events WHERE entity_type_id = $1 AND occurred_at >= $3 \
-     AND occurred_at < $4 GROUP BY 1 ORDER BY 1";
 
 type Series = Vec<(DateTime<Utc>, i64)>;
 
@@ -96,18 +93,9 @@ async fn prepare(name: &'static str, url: &str, args: &Args) -> Result<Side> {
     let loading = Instant::now();
     {
         let client = store.pool().get().await?;
-        load(&client, type_id, args).await?;
-        let total: i64 = client
-            .query_one(
-                "SELECT count(*) FROM events WHERE entity_type_id = $1",
-                &[&type_id],
-            )
-            .await?
-            .get(0);
-        ensure!(
-            total == args.instances * args.versions,
-            "{name}: loaded {total} events"
-        );
+        load(&client, type_id, args)
+            .await
+            .with_context(|| format!("loading {name}"))?;
     }
     println!(
         "{name}: {} events loaded in {:.1} s",
@@ -267,18 +255,8 @@ async fn store_stats(side: &Side) -> Result<FieldStats> {
 async fn raw_stats(side: &Side) -> Result<usize> {
     let client = side.store.pool().get().await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&side.type_id];
-    let stats = client.query(
-        "SELECT count(state->'score'), min((state->>'score')::float8), \
-         max((state->>'score')::float8), sum((state->>'score')::float8), \
-         avg((state->>'score')::float8) FROM instances WHERE entity_type_id = $1",
-        &params,
-    );
-    let top = client.query(
-        "SELECT state->'score', count(*) FROM instances WHERE entity_type_id = $1 \
-         AND jsonb_typeof(state->'score') IN ('string', 'boolean') \
-         GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-        &params,
-    );
+    let stats = client.query(RAW_SCORE_STATS_SQL, &params);
+    let top = client.query(RAW_SCORE_TOP_SQL, &params);
     let (rows, _) = futures::try_join!(stats, top)?;
     Ok(rows.len())
 }

@@ -513,6 +513,7 @@ async fn a_published_message_has_the_documented_subject_headers_and_body() {
             "payload",
             "recorded_at",
             "recorded_by",
+            "schema_version",
             "version"
         ]
     );
@@ -527,6 +528,8 @@ async fn a_published_message_has_the_documented_subject_headers_and_body() {
     assert_eq!(body["mode"], "merge_patch");
     // Who wrote it (authentication is off here: nobody).
     assert_eq!(body["recorded_by"], "");
+    // The schema version that validated it: the type's first.
+    assert_eq!(body["schema_version"], 1);
     // RFC 3339 in UTC with a Z, as the README shows; the same instant the API answered.
     let recorded_at = body["recorded_at"].as_str().unwrap();
     assert!(recorded_at.ends_with('Z'), "{recorded_at}");
