@@ -153,8 +153,9 @@ impl HeadCache {
 /// $19 state; per append $20 the schema version its decision validated against: its head moves
 /// only while its type is still at that version, with the type's row share-locked (a schema
 /// change holds it exclusively while it checks every state, so the append is skipped and
-/// decided again); $21 the archived flag the head moves to (NULL keeps it). Outbox rows are inserted in (instance, version) order, so their ids grow with
-/// the version within an instance, as the relay's per-instance order needs.
+/// decided again); $21 the archived flag the head moves to (NULL keeps it). Outbox rows are
+/// inserted in (instance, version) order, so their ids grow with the version within an
+/// instance, as the relay's per-instance order needs.
 pub const GROUP_APPEND_SQL: &str = "
 WITH u AS (
     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[],
