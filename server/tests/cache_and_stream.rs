@@ -325,8 +325,24 @@ fn spawn_server(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_server_killed_while_publishing_publishes_everything_after_a_restart() {
+/// What a SIGKILL under load left: each writer's instance with the last version the server
+/// acknowledged to it, and each instance's version as stored after the restart.
+struct AfterKill {
+    acknowledged: Vec<(String, i64)>,
+    stored: HashMap<String, i64>,
+}
+
+/// Starts a server on a fresh database with a private NATS, sets `writers` writers going (each
+/// on an instance of its own, one call at a time, at most `per_writer` events), SIGKILLs the
+/// server once more than `committed` events are stored (waiting at most `wait`), restarts it,
+/// and waits for its outbox to drain. Checks what holds whatever the load: the stored versions
+/// account for every stored event, and JetStream holds each stored event once, in order.
+async fn kill_under_writers(
+    writers: usize,
+    per_writer: usize,
+    committed: i64,
+    wait: Duration,
+) -> AfterKill {
     let nats = Nats::start();
     let db = TestDb::create().await;
     let port = free_port();
@@ -334,22 +350,18 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
     let mut server = spawn_server(logs.path(), "first", &db.url, &nats.url(), port);
     let mut c = server.wait_ready(&format!("127.0.0.1:{port}")).await;
     c.create_type("device", json!({"type": "object"})).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(
-            c.create_instance("device", &format!("d-{i}"), json!({}))
-                .await
-                .id,
-        );
-    }
-    // Writers keep going; the server is killed mid-stream.
-    let mut writers = Vec::new();
-    for id in ids.clone() {
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let id = c
+            .create_instance("device", &format!("d-{i}"), json!({}))
+            .await
+            .id;
         let mut c = c.clone();
-        writers.push(tokio::spawn(async move {
-            // The last version the server acknowledged to this writer.
+        tasks.push(tokio::spawn(async move {
+            // The last version the server acknowledged to this writer (each writer is its
+            // instance's only one, one call at a time).
             let mut acknowledged = 1;
-            for n in 0..400 {
+            for n in 0..per_writer {
                 match c.apply(&id, "Reading", json!({"n": n})).await {
                     Ok(r) => acknowledged = r.event.unwrap().version,
                     Err(_) => break,
@@ -358,16 +370,16 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
             (id, acknowledged)
         }));
     }
-    wait_until("some events are committed", Duration::from_secs(30), || {
+    wait_until("events are committed", wait, || {
         let db = &db;
-        async move { db.count("events").await > 200 }
+        async move { db.count("events").await > committed }
     })
     .await;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     let mut acknowledged = Vec::new();
-    for w in writers {
-        acknowledged.push(w.await.unwrap());
+    for t in tasks {
+        acknowledged.push(t.await.unwrap());
     }
 
     let mut server = spawn_server(logs.path(), "restarted", &db.url, &nats.url(), port);
@@ -381,28 +393,37 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
     )
     .await;
     let client = db.client().await;
-    let mut expected = HashMap::new();
+    let mut stored = HashMap::new();
     for row in client
         .query("SELECT id::text, version FROM instances", &[])
         .await
         .unwrap()
     {
-        expected.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
+        stored.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
     }
     // Counted now, not right after the kill: a COMMIT the killed server had already sent may
     // still be finishing inside PostgreSQL at that moment.
-    assert_eq!(expected.values().sum::<i64>(), db.count("events").await);
-    // Every acknowledged event is stored (an unacknowledged one may be too: its answer was lost).
-    for (id, version) in &acknowledged {
-        assert!(
-            expected[id] >= *version,
-            "{id}: version {version} was acknowledged but only {} is stored",
-            expected[id]
-        );
-    }
-    assert_published_once_in_order(&stream_messages(&nats.url()).await, &expected);
+    assert_eq!(stored.values().sum::<i64>(), db.count("events").await);
+    assert_published_once_in_order(&stream_messages(&nats.url()).await, &stored);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    AfterKill {
+        acknowledged,
+        stored,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_while_publishing_publishes_everything_after_a_restart() {
+    let after = kill_under_writers(3, 400, 200, Duration::from_secs(30)).await;
+    // Every acknowledged event is stored (an unacknowledged one may be too: its answer was lost).
+    for (id, version) in &after.acknowledged {
+        assert!(
+            after.stored[id] >= *version,
+            "{id}: version {version} was acknowledged but only {} is stored",
+            after.stored[id]
+        );
+    }
 }
 
 /// SIGKILL while 32 writers keep the group committer's batches full: after a restart every
@@ -410,76 +431,14 @@ async fn a_server_killed_while_publishing_publishes_everything_after_a_restart()
 /// acknowledged is visible except, per writer, the one append whose answer the kill cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_killed_during_loaded_batches_keeps_exactly_what_it_acknowledged() {
-    const WRITERS: usize = 32;
-    let nats = Nats::start();
-    let db = TestDb::create().await;
-    let port = free_port();
-    let logs = tempfile::tempdir().unwrap();
-    let mut server = spawn_server(logs.path(), "first", &db.url, &nats.url(), port);
-    let mut c = server.wait_ready(&format!("127.0.0.1:{port}")).await;
-    c.create_type("device", json!({"type": "object"})).await;
-    let mut writers = Vec::new();
-    for i in 0..WRITERS {
-        let id = c
-            .create_instance("device", &format!("d-{i}"), json!({}))
-            .await
-            .id;
-        let mut c = c.clone();
-        writers.push(tokio::spawn(async move {
-            // The last version the server acknowledged to this writer (each writer is its
-            // instance's only one, one call at a time).
-            let mut acknowledged = 1;
-            for n in 0..2000 {
-                match c.apply(&id, "Reading", json!({"n": n})).await {
-                    Ok(r) => acknowledged = r.event.unwrap().version,
-                    Err(_) => break,
-                }
-            }
-            (id, acknowledged)
-        }));
-    }
-    wait_until("batches are committed", Duration::from_secs(60), || {
-        let db = &db;
-        async move { db.count("events").await > 1500 }
-    })
-    .await;
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
-    let mut acknowledged = Vec::new();
-    for w in writers {
-        acknowledged.push(w.await.unwrap());
-    }
-
-    let mut server = spawn_server(logs.path(), "restarted", &db.url, &nats.url(), port);
-    wait_until(
-        "the outbox is drained after the restart",
-        Duration::from_secs(60),
-        || {
-            let db = &db;
-            async move { db.count("outbox").await == 0 }
-        },
-    )
-    .await;
-    let client = db.client().await;
-    let mut expected = HashMap::new();
-    for row in client
-        .query("SELECT id::text, version FROM instances", &[])
-        .await
-        .unwrap()
-    {
-        expected.insert(row.get::<_, String>(0), row.get::<_, i64>(1));
-    }
-    assert_eq!(expected.values().sum::<i64>(), db.count("events").await);
-    for (id, version) in &acknowledged {
-        let stored = expected[id];
+    let after = kill_under_writers(32, 2000, 1500, Duration::from_secs(60)).await;
+    for (id, version) in &after.acknowledged {
+        let stored = after.stored[id];
         assert!(
             stored == *version || stored == *version + 1,
             "{id}: version {version} was acknowledged, {stored} is stored"
         );
     }
-    assert_published_once_in_order(&stream_messages(&nats.url()).await, &expected);
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }
 
 async fn subscribe(
