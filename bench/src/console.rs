@@ -1,6 +1,8 @@
 //! `console`: what the web gateway (`web-gateway/`) costs a browser. The same gRPC-web requests,
-//! over HTTP/1.1 keep-alive connections as a browser makes them, go once straight to the engine
-//! (which answers gRPC-web itself) and once through the gateway in front of it, in alternating
+//! over HTTP/1.1 keep-alive connections as a browser makes them, go straight to the engine (which
+//! answers gRPC-web itself), through the server's own console (the gateway library in the
+//! engine's process, calling its service stack directly), and through a separate gateway in
+//! front of it (one more HTTP/2 hop, as a deployment with its own gateway has), in rotating
 //! rounds: GetCurrentState latency (one client, then several at once), and the rate at which a
 //! Subscribe stream delivers events (the replay of a long history, which the engine sends as
 //! fast as the reader takes it). The engine runs on the embedded store; gateway, engine and the
@@ -70,13 +72,42 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 async fn run_in(args: &Args, root: &Path) -> Result<()> {
-    let server = RunningServer::embedded(&root.join("data")).await?;
-    let result = with_gateway(args, &server).await;
+    let console = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+        free.local_addr()?
+    };
+    let server = RunningServer::embedded_with_console(&root.join("data"), console).await?;
+    let result = async {
+        wait_ready(console).await?;
+        with_gateway(args, &server, console).await
+    }
+    .await;
     server.stop_after(result).await
 }
 
-/// The gateway in front of `server`, as the server's console or a separate gateway runs it.
-async fn with_gateway(args: &Args, server: &RunningServer) -> Result<()> {
+/// Waits until the console at `addr` says it is ready (its engine answered a health check).
+async fn wait_ready(addr: SocketAddr) -> Result<()> {
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = http::Request::get(format!("http://{addr}/readyz"))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        if let Ok(response) = client.request(request).await
+            && response.status() == 200
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the console at {addr} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A separate gateway in front of `server`, as a deployment with its own gateway runs it.
+async fn with_gateway(args: &Args, server: &RunningServer, console: SocketAddr) -> Result<()> {
     let upstream = temporal_state_gateway::config::upstream_arg(&server.addr.to_string())
         .map_err(anyhow::Error::msg)?;
     let gateway =
@@ -89,7 +120,7 @@ async fn with_gateway(args: &Args, server: &RunningServer) -> Result<()> {
     let handle = tokio::spawn(gateway.serve(listener, async move {
         let _ = stopped.await;
     }));
-    let result = measure(args, server, gateway_addr).await;
+    let result = measure(args, server, console, gateway_addr).await;
     let _ = stop.send(());
     handle.await?;
     result
@@ -102,7 +133,12 @@ struct Route {
     addr: SocketAddr,
 }
 
-async fn measure(args: &Args, server: &RunningServer, gateway: SocketAddr) -> Result<()> {
+async fn measure(
+    args: &Args,
+    server: &RunningServer,
+    console: SocketAddr,
+    gateway: SocketAddr,
+) -> Result<()> {
     let channel = server.channel().await?;
     EntityTypeServiceClient::new(channel.clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
@@ -147,14 +183,20 @@ async fn measure(args: &Args, server: &RunningServer, gateway: SocketAddr) -> Re
         version += n;
     }
 
-    let direct = Route {
-        name: "straight to the engine",
-        addr: server.addr,
-    };
-    let through = Route {
-        name: "through the gateway",
-        addr: gateway,
-    };
+    let routes = [
+        Route {
+            name: "straight to the engine",
+            addr: server.addr,
+        },
+        Route {
+            name: "the server's console (in process)",
+            addr: console,
+        },
+        Route {
+            name: "a separate gateway (HTTP/2 hop)",
+            addr: gateway,
+        },
+    ];
     let read = pb::GetCurrentStateRequest {
         entity_type: TYPE_NAME.into(),
         external_id: "player-001".into(),
@@ -165,13 +207,14 @@ async fn measure(args: &Args, server: &RunningServer, gateway: SocketAddr) -> Re
         ..Default::default()
     };
 
-    let mut one = [Measured::empty(), Measured::empty()];
-    let mut many = [Measured::empty(), Measured::empty()];
-    let mut streamed = [(0u64, Duration::ZERO), (0u64, Duration::ZERO)];
+    let mut one = [Measured::empty(), Measured::empty(), Measured::empty()];
+    let mut many = [Measured::empty(), Measured::empty(), Measured::empty()];
+    let mut streamed = [(0u64, Duration::ZERO); 3];
     for round in 0..args.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for which in order {
-            let path = [direct, through][which];
+        // Each route goes first, second and last in turn.
+        for offset in 0..routes.len() {
+            let which = (round + offset) % routes.len();
+            let path = routes[which];
             one[which].absorb(read_one(path, &read, args).await?)?;
             many[which].absorb(read_many(path, &read, args).await?)?;
             let (n, took) = stream_replay(path, &subscribe, args.events).await?;
@@ -192,39 +235,46 @@ async fn measure(args: &Args, server: &RunningServer, gateway: SocketAddr) -> Re
         "p99 µs",
         "CPU µs/call",
     ]);
-    for (label, m, clients) in [
-        (direct.name, &one[0], 1),
-        (through.name, &one[1], 1),
-        (direct.name, &many[0], args.clients),
-        (through.name, &many[1], args.clients),
-    ] {
-        table.row(vec![
-            label.to_string(),
-            clients.to_string(),
-            fmt_rate(m.per_sec()),
-            m.p50().to_string(),
-            m.p99().to_string(),
-            format!("{:.0}", m.cpu_per_op()),
-        ]);
+    for (clients, measured) in [(1, &one), (args.clients, &many)] {
+        for (route, m) in routes.iter().zip(measured) {
+            table.row(vec![
+                route.name.to_string(),
+                clients.to_string(),
+                fmt_rate(m.per_sec()),
+                m.p50().to_string(),
+                m.p99().to_string(),
+                format!("{:.0}", m.cpu_per_op()),
+            ]);
+        }
     }
     table.print();
     for (clients, m) in [(1, &one), (args.clients, &many)] {
-        println!(
-            "GetCurrentState through/direct, {clients} client(s): p50 {}x, p99 {}x (goal <= 1.3x)",
-            ratio(m[1].p50() as f64, m[0].p50() as f64),
-            ratio(m[1].p99() as f64, m[0].p99() as f64),
-        );
+        for which in [1, 2] {
+            println!(
+                "GetCurrentState {} / direct, {clients} client(s): p50 {}x, p99 {}x (goal <= 1.3x)",
+                routes[which].name,
+                ratio(m[which].p50() as f64, m[0].p50() as f64),
+                ratio(m[which].p99() as f64, m[0].p99() as f64),
+            );
+        }
     }
     let rate = |(n, took): (u64, Duration)| n as f64 / took.as_secs_f64();
     let mut table = Table::new(&["Subscribe replay", "events", "events/s"]);
-    for (label, s) in [(direct.name, streamed[0]), (through.name, streamed[1])] {
-        table.row(vec![label.to_string(), s.0.to_string(), fmt_rate(rate(s))]);
+    for (route, s) in routes.iter().zip(streamed) {
+        table.row(vec![
+            route.name.to_string(),
+            s.0.to_string(),
+            fmt_rate(rate(s)),
+        ]);
     }
     table.print();
-    println!(
-        "Subscribe events/s through/direct: {}x (goal >= 0.8x)",
-        ratio(rate(streamed[1]), rate(streamed[0]))
-    );
+    for which in [1, 2] {
+        println!(
+            "Subscribe events/s {} / direct: {}x (goal >= 0.8x)",
+            routes[which].name,
+            ratio(rate(streamed[which]), rate(streamed[0]))
+        );
+    }
     Ok(())
 }
 

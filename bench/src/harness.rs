@@ -228,6 +228,17 @@ impl RunningServer {
         Self::start(config).await
     }
 
+    /// [`Self::embedded`] with the server's own console on `console` (its gateway in process).
+    pub async fn embedded_with_console(data_dir: &Path, console: SocketAddr) -> Result<Self> {
+        let data_dir = data_dir.display().to_string();
+        let mut config = config(&["--data-dir", data_dir.as_str()])?;
+        config.database_url = None;
+        config.redis_url = None;
+        config.nats_url = None;
+        config.console_addr = console.to_string();
+        Self::start(config).await
+    }
+
     async fn start(config: Config) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -343,14 +343,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let admin =
-        match config.admin_addr() {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                ServeError::Config(format!("ADMIN_ADDR {addr}: cannot listen: {e}"))
-            })?),
-            None => None,
-        };
-    serve_with_admin(config, backends, listener, admin, shutdown).await
+    let admin = bind_admin(config).await?;
+    serve_all(config, backends, listener, admin, None, shutdown).await
+}
+
+/// The admin listener on ADMIN_ADDR, unless it is empty.
+async fn bind_admin(config: &Config) -> Result<Option<TcpListener>, ServeError> {
+    match config.admin_addr() {
+        Some(addr) => Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
+            ServeError::Config(format!("ADMIN_ADDR {addr}: cannot listen: {e}"))
+        })?)),
+        None => Ok(None),
+    }
 }
 
 /// [`serve`] with the admin endpoints on a listener the caller bound (tests bind
@@ -360,6 +364,19 @@ pub async fn serve_with_admin(
     backends: Backends,
     listener: TcpListener,
     admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_all(config, backends, listener, admin, None, shutdown).await
+}
+
+/// [`serve_with_admin`], handing the service stack to an in-process console through `console`
+/// once it serves, and taking it back when new calls are refused.
+async fn serve_all(
+    config: &Config,
+    backends: Backends,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    console: Option<temporal_state_gateway::EngineSlot>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let Backends {
@@ -412,6 +429,7 @@ pub async fn serve_with_admin(
     let (grace, drain_timeout) = (config.shutdown_grace(), config.shutdown_timeout());
     let (refusing, mut refused_since) = tokio::sync::watch::channel(None);
     let health_abort = health_task.abort_handle();
+    let console_slot = console.clone();
     let shutdown = async move {
         shutdown.await;
         health_abort.abort();
@@ -427,6 +445,10 @@ pub async fn serve_with_admin(
             "refusing new calls: ending Subscribe streams, finishing calls in flight"
         );
         let _ = stop_streams.send(true);
+        if let Some(slot) = &console_slot {
+            // The console refuses new calls with the listener, as a remote gateway would find.
+            slot.close();
+        }
         refusing.send_replace(Some(tokio::time::Instant::now()));
     };
 
@@ -454,24 +476,7 @@ pub async fn serve_with_admin(
         )),
         None => None,
     };
-    let router = tonic::transport::Server::builder()
-        // Pings find clients that vanished without closing their connection; their calls and
-        // Subscribe streams then end instead of living forever.
-        .http2_keepalive_interval(config.grpc_keepalive_interval())
-        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()))
-        // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
-        .accept_http1(true)
-        .layer(tower::util::option_layer(cors))
-        .layer(tonic_web::GrpcWebLayer::new())
-        // Inside tonic-web, so gRPC-web calls are counted like plain ones; outside the guard, so
-        // shed calls and cut-off deadlines are counted with the code the client saw.
-        .layer(crate::grpc::telemetry::TelemetryLayer)
-        // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
-        .layer(guard)
-        // Inside the guard: checking a token (a JWKS fetch) counts against the deadline and the
-        // concurrency limit like any other work.
-        .layer(auth)
-        .add_service(health)
+    let routes = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -502,17 +507,49 @@ pub async fn serve_with_admin(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(out),
         )
-        .add_service(AuthServiceServer::new(AuthApi));
+        .add_service(AuthServiceServer::new(AuthApi))
+        .prepare();
+    // Every call, from the listener or from the in-process console, passes the same layers (the
+    // first is the outermost).
+    let stack = tower::ServiceBuilder::new()
+        .option_layer(cors)
+        // gRPC-web (HTTP/1.1 or HTTP/2) for browsers, next to plain gRPC on the same port.
+        .layer(tonic_web::GrpcWebLayer::new())
+        // Inside tonic-web, so gRPC-web calls are counted like plain ones; outside the guard, so
+        // shed calls and cut-off deadlines are counted with the code the client saw.
+        .layer(crate::grpc::telemetry::TelemetryLayer)
+        // Inside tonic-web, so gRPC-web calls get the same deadline, shedding and codes.
+        .layer(guard)
+        // Inside the guard: checking a token (a JWKS fetch) counts against the deadline and the
+        // concurrency limit like any other work.
+        .layer(auth)
+        .service(routes);
+    if let Some(slot) = &console {
+        use tower::ServiceExt;
+        type Call = http::Request<tonic::body::Body>;
+        let engine = ServiceExt::<Call>::map_response(stack.clone(), |response| {
+            response.map(tonic::body::Body::new)
+        });
+        let engine = ServiceExt::<Call>::map_err(engine, Into::into);
+        slot.set(temporal_state_gateway::Engine::new(engine));
+    }
+    let server = tonic::transport::Server::builder()
+        // Pings find clients that vanished without closing their connection; their calls and
+        // Subscribe streams then end instead of living forever.
+        .http2_keepalive_interval(config.grpc_keepalive_interval())
+        .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout()))
+        .accept_http1(true);
     let serving = async {
         match tls {
             Some(tls) => {
-                router
-                    .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                server
+                    .serve_with_incoming_shutdown(stack, tls_incoming(listener, tls), shutdown)
                     .await
             }
             None => {
-                router
+                server
                     .serve_with_incoming_shutdown(
+                        stack,
                         // Small request/response messages: do not let Nagle hold them back.
                         TcpListenerStream::new(listener).inspect(|conn| {
                             if let Ok(stream) = conn {
@@ -640,9 +677,18 @@ pub async fn run(
     // Before any store is opened or migrated.
     refuse_open_exposure(&config, &listener)?;
     let backends = build(&config).await?;
-    // After the store is open, so the console's first health check finds the engine answering.
-    let console = start_console(&config, &listener).await?;
-    let result = serve(&config, backends, listener, shutdown).await;
+    let engine = temporal_state_gateway::EngineSlot::new();
+    let console = start_console(&config, engine.clone()).await?;
+    let admin = bind_admin(&config).await?;
+    let result = serve_all(
+        &config,
+        backends,
+        listener,
+        admin,
+        console.is_some().then_some(engine),
+        shutdown,
+    )
+    .await;
     if let Some((stop, console)) = console {
         let _ = stop.send(());
         let _ = console.await;
@@ -650,12 +696,13 @@ pub async fn run(
     result
 }
 
-/// Binds CONSOLE_ADDR and serves the console there, with this server's gRPC address as its only
-/// upstream; returns the sender that stops it. A taken address stops the server, naming the
+/// Binds CONSOLE_ADDR and serves the console there, calling this server's service stack in
+/// process (through `engine`, filled once the server serves: no second connection, no HTTP/2
+/// hop); returns the sender that stops it. A taken address stops the server, naming the
 /// variable, rather than leaving the user without the console they were told to open.
 async fn start_console(
     config: &Config,
-    grpc: &TcpListener,
+    engine: temporal_state_gateway::EngineSlot,
 ) -> Result<
     Option<(
         tokio::sync::oneshot::Sender<()>,
@@ -666,21 +713,9 @@ async fn start_console(
     let Some(addr) = config.console_addr() else {
         return Ok(None);
     };
-    let mut engine = grpc
-        .local_addr()
-        .map_err(|e| ServeError::Config(format!("the gRPC listener's address: {e}")))?;
-    if engine.ip().is_unspecified() {
-        engine.set_ip(if engine.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let upstream = temporal_state_gateway::config::upstream_arg(&engine.to_string())
-        .map_err(ServeError::Config)?;
-    let mut console = temporal_state_gateway::GatewayConfig::new(vec![upstream]);
+    let mut console = temporal_state_gateway::GatewayConfig::new(Vec::new());
     console.oidc = config.console_oidc.clone();
-    let gateway = temporal_state_gateway::Gateway::new(console)
+    let gateway = temporal_state_gateway::Gateway::in_process(console, engine)
         .map_err(|e| ServeError::Config(format!("console: {e}")))?;
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         ServeError::Config(format!(

@@ -1348,6 +1348,31 @@ async fn start_raw(flags: &[&str]) -> (std::net::SocketAddr, tokio::sync::onesho
     (addr, stop)
 }
 
+/// Whether the console at `addr` answers `GET /readyz` with 200.
+async fn console_ready(addr: std::net::SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(
+            format!("GET /readyz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(answer.into_owned())
+    }
+}
+
 /// An embedded server in `dir` speaking mutual TLS: a certificate from `server_ca`, clients'
 /// certificates from `client_ca`, and the API keys file `keys` if given.
 async fn start_mtls(
@@ -1444,6 +1469,10 @@ async fn tls_serves_and_reloads_its_certificate_without_a_restart() {
     std::fs::write(&cert_path, &cert).unwrap();
     std::fs::write(&key_path, &key).unwrap();
     let data = dir.path().join("data");
+    let console = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
     let (addr, _stop) = start_raw(&[
         "--data-dir",
         data.to_str().unwrap(),
@@ -1451,10 +1480,18 @@ async fn tls_serves_and_reloads_its_certificate_without_a_restart() {
         cert_path.to_str().unwrap(),
         "--tls-key-file",
         key_path.to_str().unwrap(),
+        "--console-addr",
+        &console.to_string(),
     ])
     .await;
     let first_pem = first.pem();
     eventually("a TLS call", || list_over_tls(addr, &first_pem, None)).await;
+    // The server's console reaches the engine in process, so TLS on the gRPC port does not stand
+    // between them: it becomes ready (its health check of the engine says SERVING).
+    eventually("the console ready behind a TLS engine", || async move {
+        console_ready(console).await
+    })
+    .await;
 
     // Plain HTTP/2 is not served, and a client that does not trust the CA refuses the server.
     let plain = Channel::from_shared(format!("http://{addr}"))

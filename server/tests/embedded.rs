@@ -91,9 +91,9 @@ fn tcp_sockets_of(pid: u32) -> Vec<(u16, u16)> {
 }
 
 /// Proves no backend service is used: every TCP socket of the server is its gRPC listener, its
-/// console's listener (when it runs one), a connection accepted on one of them, or the console's
-/// own connection to the server's gRPC port; it holds no connection to PostgreSQL, Redis, NATS or
-/// anything else.
+/// console's listener (when it runs one), or a connection accepted on one of them. It holds no
+/// connection to PostgreSQL, Redis, NATS or anything else, nor one of its console to its own
+/// gRPC port: the console calls the engine in process.
 fn assert_only_own_sockets(pid: u32, grpc_port: u16, console_port: Option<u16>) {
     if !Path::new("/proc/self/net/tcp").exists() {
         eprintln!("no /proc: socket check skipped");
@@ -111,9 +111,7 @@ fn assert_only_own_sockets(pid: u32, grpc_port: u16, console_port: Option<u16>) 
     }
     for (local, remote) in &sockets {
         assert!(
-            *local == grpc_port
-                || Some(*local) == console_port
-                || (console_port.is_some() && *remote == grpc_port),
+            *local == grpc_port || Some(*local) == console_port,
             "the server holds a TCP connection of its own making (to port {remote}): {sockets:?}"
         );
         assert!(
@@ -546,4 +544,227 @@ async fn subscribe_replays_then_follows_live_on_the_embedded_store() {
         versions.push(e.version);
     }
     assert_eq!(versions, (1..=132).collect::<Vec<_>>());
+}
+
+/// One gRPC-web call to `addr` over HTTP/1.1, by hand, as a browser's transport sends it (with
+/// `authorization: Bearer <token>` when given); the connection is returned once the request is
+/// written, for the caller to read the answer from.
+async fn send_grpc_web(
+    addr: &str,
+    path: &str,
+    message: &impl prost::Message,
+    token: Option<&str>,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+        frame.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    stream
+}
+
+/// Reads `stream` until the bytes received contain `needle` (true) or the answer ends (false).
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let contains = |seen: &[u8]| String::from_utf8_lossy(seen).contains(needle);
+    while !contains(seen) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within 20 s: {}",
+                    String::from_utf8_lossy(seen)
+                )
+            })
+            .unwrap();
+        if n == 0 {
+            return false;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    true
+}
+
+/// The `grpc-status` of a whole gRPC-web answer.
+async fn grpc_web_status(mut stream: tokio::net::TcpStream) -> String {
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, "\u{0}never").await;
+    let text = String::from_utf8_lossy(&seen).to_lowercase();
+    let at = text
+        .find("grpc-status:")
+        .unwrap_or_else(|| panic!("a grpc-status in {text:?}"))
+        + "grpc-status:".len();
+    text[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}
+
+/// The server's own console calls its service stack in process (`assert_only_own_sockets` above
+/// shows there is no connection to the gRPC port): every layer still applies (authentication
+/// here, as on the gRPC port), a Subscribe stream follows live events through it, and at shutdown
+/// the stream ends and the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_reaches_the_engine_in_process_through_every_layer() {
+    use sha2::Digest as _;
+    const KEY: &str = "console-in-process-key";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let sha: String = sha2::Sha256::digest(KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        &keys,
+        serde_json::json!([{"name": "console", "sha256": sha, "scopes": ["admin"]}]).to_string(),
+    )
+    .unwrap();
+    let console = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let config = temporal_state_test_support::server::config_from_flags(&[
+        "--data-dir",
+        &data.display().to_string(),
+        "--console-addr",
+        &console,
+        "--auth-api-keys-file",
+        &keys.display().to_string(),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(temporal_state_server::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let ready = {
+        let console = console.clone();
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            // Refused until the server has opened its store and bound the console's port.
+            while std::net::TcpStream::connect(&console).is_err()
+                || http_get(&console, "/readyz").0 != 200
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the console never became ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    tokio::task::spawn_blocking(ready).await.unwrap();
+
+    // Set up over the gRPC port, with the key.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    fn authed<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        request
+    }
+    let mut types =
+        temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient::new(
+            channel.clone(),
+        );
+    types
+        .create_entity_type(authed(pb::CreateEntityTypeRequest {
+            name: "console_player".into(),
+            schema: Some(st(player_schema())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let mut instances =
+        temporal_state_proto::v1::instance_service_client::InstanceServiceClient::new(
+            channel.clone(),
+        );
+    let instance = instances
+        .create_instance(authed(pb::CreateInstanceRequest {
+            entity_type: "console_player".into(),
+            external_id: "p-1".into(),
+            initial_state: Some(st(serde_json::json!({"username": "ann", "score": 1}))),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+
+    // Through the console: refused without the key, answered with it.
+    const GET_STATE: &str = "/temporal_state.v1.InstanceService/GetCurrentState";
+    let read = pb::GetCurrentStateRequest {
+        entity_type: "console_player".into(),
+        external_id: "p-1".into(),
+    };
+    assert_eq!(
+        grpc_web_status(send_grpc_web(&console, GET_STATE, &read, None).await).await,
+        "16",
+        "the console's calls pass the engine's authentication"
+    );
+    assert_eq!(
+        grpc_web_status(send_grpc_web(&console, GET_STATE, &read, Some(KEY)).await).await,
+        "0"
+    );
+
+    // A Subscribe through the console sees an event written over the gRPC port.
+    let subscribe = pb::SubscribeRequest {
+        instance_id: instance.id.clone(),
+        ..Default::default()
+    };
+    let mut stream = send_grpc_web(
+        &console,
+        "/temporal_state.v1.EventService/Subscribe",
+        &subscribe,
+        Some(KEY),
+    )
+    .await;
+    let mut seen = Vec::new();
+    // The answer's headers come when the stream is open on the engine.
+    assert!(read_until(&mut stream, &mut seen, "\r\n\r\n").await);
+    let mut events =
+        temporal_state_proto::v1::event_service_client::EventServiceClient::new(channel.clone());
+    events
+        .apply_event(authed(pb::ApplyEventRequest {
+            instance_id: instance.id.clone(),
+            event_type: "ConsoleLiveMarker".into(),
+            payload: Some(st(serde_json::json!({"score": 2}))),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(
+        read_until(&mut stream, &mut seen, "ConsoleLiveMarker").await,
+        "the live event arrives through the console"
+    );
+
+    // Shutdown: the stream ends with a status, and the server stops by itself.
+    drop(channel);
+    let _ = stop.send(());
+    assert!(!read_until(&mut stream, &mut seen, "\u{0}never").await);
+    assert!(
+        String::from_utf8_lossy(&seen).contains("grpc-status"),
+        "the stream ends with a status: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
 }

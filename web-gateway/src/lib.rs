@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - [`config`]: the typed configuration (flags and environment variables).
-//! - `upstreams`: the engines, their gRPC health, and the choice of one for each call.
+//! - `upstreams`: the engines (over the network, or in this process), their gRPC health, and the
+//!   choice of one for each call.
 //! - `proxy`: the generic gRPC-web forwarder (no code per RPC), deadlines and size limits.
 //! - `grpc_web`: the bits of the gRPC-web protocol the forwarder needs.
 //! - `assets`, `precompress`: the console's files, embedded at compile time or read from a folder,
@@ -50,6 +51,7 @@ use crate::console_config::ConsoleConfig;
 use crate::grpc_web::Mode;
 use crate::proxy::Forwarder;
 use crate::upstreams::Pool;
+pub use crate::upstreams::{Engine, EngineSlot};
 
 /// The body of every response the gateway sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -105,6 +107,20 @@ impl Gateway {
         if config.upstreams.is_empty() {
             return Err(GatewayError::NoUpstream);
         }
+        let pool = Pool::new(&config.upstreams, config.connect_timeout());
+        Self::with_pool(config, pool)
+    }
+
+    /// A gateway in the engine's own process (the server's console): calls go to the service
+    /// stack in `slot` directly, with no network hop, instead of to `config.upstreams` (which are
+    /// ignored). Everything else (limits, deadlines, health, `/readyz`, the console) is as with
+    /// [`Gateway::new`].
+    pub fn in_process(config: GatewayConfig, slot: EngineSlot) -> Result<Self, GatewayError> {
+        let pool = Pool::in_process(slot, config.connect_timeout());
+        Self::with_pool(config, pool)
+    }
+
+    fn with_pool(config: GatewayConfig, pool: Pool) -> Result<Self, GatewayError> {
         let assets = match &config.assets {
             Some(dir) => {
                 let assets = Assets::from_dir(dir).map_err(|source| GatewayError::Assets {
@@ -119,10 +135,10 @@ impl Gateway {
             None => Assets::embedded(),
         };
         let console_config = ConsoleConfig::new(&config.oidc).map_err(GatewayError::Oidc)?;
-        let pool = Arc::new(Pool::new(&config.upstreams, config.connect_timeout()));
+        let pool = Arc::new(pool);
         let forwarder = Forwarder::new(pool.clone(), &config);
         info!(
-            upstreams = ?config.upstreams.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            upstreams = ?pool.names(),
             console_files = assets.len(),
             console_from = %config.assets.as_ref().map_or_else(|| "embedded".to_string(), |d| d.display().to_string()),
             max_request_bytes = config.max_request_bytes,

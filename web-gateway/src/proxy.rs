@@ -33,11 +33,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prost::Message as _;
 use tokio::time::{Instant, Sleep};
 use tonic::Code;
+use tower::ServiceExt as _;
 use tracing::{info, warn};
 
 use crate::config::GatewayConfig;
 use crate::grpc_web::{self, FrameTracker, Mode};
-use crate::upstreams::Pool;
+use crate::upstreams::{Pool, Target};
 use crate::{Body, BoxError};
 
 /// Forwards gRPC-web calls to the pool's engines.
@@ -204,49 +205,101 @@ impl Forwarder {
             };
             tried.push(index);
             let upstream = self.pool.get(index);
-            let authority = upstream.authority.to_string();
-            let uri = match format!("http://{authority}{path_and_query}").parse::<http::Uri>() {
-                Ok(uri) => uri,
-                Err(_) => return answer(Code::InvalidArgument, "malformed request path", None),
+            let call = RelayedCall {
+                path: path.clone(),
+                upstream: upstream.name.clone(),
+                started,
+                deadline,
+                mode,
+                content_type: content_type.clone(),
             };
-            let mut outgoing = Request::new(Full::new(body.clone()));
-            *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
-            *outgoing.version_mut() = Version::HTTP_2;
-            *outgoing.headers_mut() = headers.clone();
-            match tokio::time::timeout_at(headers_deadline, self.client.request(outgoing)).await {
-                Err(_) => {
-                    return answer(
-                        Code::DeadlineExceeded,
-                        "the engine did not answer in time",
-                        Some(&authority),
-                    );
+            match &upstream.target {
+                Target::InProcess(slot) => {
+                    let Some(engine) = slot.get() else {
+                        return answer(
+                            Code::Unavailable,
+                            "the engine is not serving (starting or shutting down); try again shortly",
+                            Some(&upstream.name),
+                        );
+                    };
+                    let uri = match path_and_query.parse::<http::Uri>() {
+                        Ok(uri) => uri,
+                        Err(_) => {
+                            return answer(Code::InvalidArgument, "malformed request path", None);
+                        }
+                    };
+                    let mut outgoing =
+                        Request::new(tonic::body::Body::new(Full::new(body.clone())));
+                    *outgoing.method_mut() = parts.method.clone();
+                    *outgoing.uri_mut() = uri;
+                    *outgoing.version_mut() = Version::HTTP_2;
+                    *outgoing.headers_mut() = headers.clone();
+                    // What the engine's own listener would record of a browser that called it.
+                    outgoing
+                        .extensions_mut()
+                        .insert(tonic::transport::server::TcpConnectInfo {
+                            local_addr: None,
+                            remote_addr: Some(peer),
+                        });
+                    return match tokio::time::timeout_at(headers_deadline, engine.oneshot(outgoing))
+                        .await
+                    {
+                        Err(_) => answer(
+                            Code::DeadlineExceeded,
+                            "the engine did not answer in time",
+                            Some(&upstream.name),
+                        ),
+                        Ok(Err(e)) => {
+                            warn!(path = %path, upstream = %upstream.name, error = %error_chain(e.as_ref()), "the engine failed the call");
+                            answer(
+                                Code::Internal,
+                                "the engine failed the call",
+                                Some(&upstream.name),
+                            )
+                        }
+                        Ok(Ok(response)) => relay(response, call),
+                    };
                 }
-                Ok(Err(e)) if e.is_connect() => {
-                    // Nothing was sent: safe to try another engine.
-                    self.pool.mark_down(index, &error_chain(&e));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    warn!(path = %path, upstream = %authority, error = %error_chain(&e), "forwarding failed");
-                    return answer(
-                        Code::Unavailable,
-                        "the connection to the engine failed; try again",
-                        Some(&authority),
-                    );
-                }
-                Ok(Ok(response)) => {
-                    return relay(
-                        response,
-                        RelayedCall {
-                            path,
-                            upstream: authority,
-                            started,
-                            deadline,
-                            mode,
-                            content_type,
-                        },
-                    );
+                Target::Network(authority) => {
+                    let authority = authority.as_str();
+                    let uri = match format!("http://{authority}{path_and_query}")
+                        .parse::<http::Uri>()
+                    {
+                        Ok(uri) => uri,
+                        Err(_) => {
+                            return answer(Code::InvalidArgument, "malformed request path", None);
+                        }
+                    };
+                    let mut outgoing = Request::new(Full::new(body.clone()));
+                    *outgoing.method_mut() = parts.method.clone();
+                    *outgoing.uri_mut() = uri;
+                    *outgoing.version_mut() = Version::HTTP_2;
+                    *outgoing.headers_mut() = headers.clone();
+                    match tokio::time::timeout_at(headers_deadline, self.client.request(outgoing))
+                        .await
+                    {
+                        Err(_) => {
+                            return answer(
+                                Code::DeadlineExceeded,
+                                "the engine did not answer in time",
+                                Some(authority),
+                            );
+                        }
+                        Ok(Err(e)) if e.is_connect() => {
+                            // Nothing was sent: safe to try another engine.
+                            self.pool.mark_down(index, &error_chain(&e));
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(path = %path, upstream = %authority, error = %error_chain(&e), "forwarding failed");
+                            return answer(
+                                Code::Unavailable,
+                                "the connection to the engine failed; try again",
+                                Some(authority),
+                            );
+                        }
+                        Ok(Ok(response)) => return relay(response, call),
+                    }
                 }
             }
         }
@@ -264,7 +317,11 @@ struct RelayedCall {
 }
 
 /// The engine's answer, on its way to the browser.
-fn relay(response: Response<Incoming>, call: RelayedCall) -> Response<Body> {
+fn relay<B>(response: Response<B>, call: RelayedCall) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let header_status = grpc_web::status_of_headers(&parts.headers);
@@ -312,8 +369,8 @@ fn relay(response: Response<Incoming>, call: RelayedCall) -> Response<Body> {
 /// A response body passed through frame by frame. It ends the call with a status frame of its own
 /// when the deadline passes or the engine's connection breaks between two messages (in the middle
 /// of one, only breaking the response is honest), and logs the call when it is done or dropped.
-struct CallBody {
-    inner: Incoming,
+struct CallBody<B> {
+    inner: B,
     deadline: Option<Pin<Box<Sleep>>>,
     tracker: FrameTracker,
     mode: Mode,
@@ -327,7 +384,7 @@ struct CallBody {
     started: Instant,
 }
 
-impl CallBody {
+impl<B> CallBody<B> {
     fn status(&self) -> Option<i32> {
         self.header_status.or(self.tracker.status)
     }
@@ -358,7 +415,11 @@ impl CallBody {
     }
 }
 
-impl http_body::Body for CallBody {
+impl<B> http_body::Body for CallBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -390,7 +451,8 @@ impl http_body::Body for CallBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                warn!(path = %this.path, upstream = %this.upstream, error = %error_chain(&e), "the engine's response broke off");
+                let e: BoxError = e.into();
+                warn!(path = %this.path, upstream = %this.upstream, error = %error_chain(e.as_ref()), "the engine's response broke off");
                 this.end(
                     Code::Unavailable,
                     "the connection to the engine was lost",
@@ -414,7 +476,7 @@ impl http_body::Body for CallBody {
     }
 }
 
-impl Drop for CallBody {
+impl<B> Drop for CallBody<B> {
     fn drop(&mut self) {
         let outcome = match (self.ended, self.done) {
             (Some(why), _) => why,

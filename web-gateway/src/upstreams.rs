@@ -2,17 +2,23 @@
 //! with the gRPC health protocol every few seconds; one that refuses a connection is taken out of
 //! rotation at once, without waiting for the next check, and comes back when a check says
 //! SERVING again. Calls go round-robin over those that may take one.
+//!
+//! An engine is reached over the network (`--upstream`), or, when the server mounts the console,
+//! in this very process: its gRPC service stack is called directly ([`EngineSlot`]), with no
+//! socket, no HTTP/2 framing and no second connection between the two, and is checked the same
+//! way.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http::Uri;
-use http::uri::Authority;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
 use tracing::{info, warn};
 
 /// What the gateway knows of one engine.
@@ -45,12 +51,83 @@ impl Health {
     }
 }
 
+/// An engine's gRPC service stack (tonic-web and every layer of the server included), called in
+/// this process. Requests are gRPC-web, as the browser sent them; so are the answers.
+pub type Engine = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    crate::BoxError,
+>;
+
+/// Where the gateway finds an engine that runs in the same process: empty until the engine
+/// serves, and emptied again when it starts refusing calls at shutdown (calls through the
+/// gateway are then refused as the engine's own listener refuses them: UNAVAILABLE, safe to
+/// retry). Cloning shares the slot.
+#[derive(Clone, Default)]
+pub struct EngineSlot(Arc<RwLock<Option<Engine>>>);
+
+impl EngineSlot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The engine is serving: calls go to it from now on.
+    pub fn set(&self, engine: Engine) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(engine);
+    }
+
+    /// The engine refuses new calls from now on.
+    pub fn close(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The engine, while it takes calls.
+    pub fn get(&self) -> Option<Engine> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How calls reach one engine.
+pub enum Target {
+    /// Over HTTP/2 (prior knowledge, as gRPC speaks it), at this authority.
+    Network(http::uri::Authority),
+    /// In this process.
+    InProcess(EngineSlot),
+}
+
+/// What health checks are sent through: a gRPC channel, or the in-process engine.
+type Checker = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    CheckError,
+>;
+
+/// Why a health check got no answer. A type of its own rather than a bare boxed error: the health
+/// client's `Into<StdError>` bound on a `Box<dyn Error>` trips rustc's lifetime erasure in the
+/// spawned futures ("implementation of `From` is not general enough").
+#[derive(Debug)]
+pub struct CheckError(crate::BoxError);
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CheckError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// One engine.
 pub struct Upstream {
-    pub authority: Authority,
+    /// How the logs name it: its authority, or `in-process`.
+    pub name: String,
+    pub target: Target,
     health: AtomicU8,
     /// A gRPC channel of its own for the health checks, so a check never queues behind calls.
-    checker: HealthClient<Channel>,
+    checker: HealthClient<Checker>,
 }
 
 impl Upstream {
@@ -63,9 +140,9 @@ impl Upstream {
         let before = Health::from_u8(self.health.swap(health as u8, Ordering::Relaxed));
         if before != health {
             if health == Health::Serving {
-                info!(upstream = %self.authority, ?before, "upstream is serving");
+                info!(upstream = %self.name, ?before, "upstream is serving");
             } else {
-                warn!(upstream = %self.authority, ?before, now = ?health, reason = why, "upstream out of rotation");
+                warn!(upstream = %self.name, ?before, now = ?health, reason = why, "upstream out of rotation");
             }
         }
     }
@@ -103,20 +180,56 @@ impl Pool {
                     .timeout(connect_timeout)
                     .connect_lazy();
                 Upstream {
-                    authority,
+                    name: authority.to_string(),
+                    target: Target::Network(authority),
                     health: AtomicU8::new(Health::Unknown as u8),
-                    checker: HealthClient::new(channel),
+                    checker: HealthClient::new(BoxCloneSyncService::new(
+                        channel.map_err(|e| CheckError(Box::new(e))),
+                    )),
                 }
             })
             .collect();
+        Self::of(upstreams, connect_timeout)
+    }
+
+    /// The pool of the one engine in `slot`, in this process. It is [`Health::Down`] until its
+    /// first health check, so no call is tried before the engine serves.
+    pub fn in_process(slot: EngineSlot, check_timeout: Duration) -> Self {
+        let through = slot.clone();
+        let checker = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+            let engine = through.get();
+            async move {
+                match engine {
+                    Some(engine) => engine.oneshot(request).await.map_err(CheckError),
+                    None => Err(CheckError(
+                        "the engine in this process is not serving".into(),
+                    )),
+                }
+            }
+        });
+        let upstream = Upstream {
+            name: "in-process".to_string(),
+            target: Target::InProcess(slot),
+            health: AtomicU8::new(Health::Down as u8),
+            checker: HealthClient::new(BoxCloneSyncService::new(checker)),
+        };
+        Self::of(vec![upstream], check_timeout)
+    }
+
+    fn of(upstreams: Vec<Upstream>, check_timeout: Duration) -> Self {
         Self {
             upstreams,
             next: AtomicUsize::new(0),
-            check_timeout: connect_timeout,
+            check_timeout,
             born: Instant::now(),
             last_check: AtomicU64::new(0),
             rechecking: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// How the logs name each engine.
+    pub fn names(&self) -> Vec<&str> {
+        self.upstreams.iter().map(|u| u.name.as_str()).collect()
     }
 
     pub fn get(&self, index: usize) -> &Upstream {
