@@ -425,9 +425,9 @@ describe("archived instances", () => {
     const schemaCol = rows.map((r) => r.querySelector('[data-col="schema-version"]')!.textContent);
     expect(schemaCol).toEqual(["v2", "v2", "v2", "v1"]);
     expect(rows[1].textContent).toMatch(/InstanceArchived.*archived/);
-    expect(rows[1].textContent).toMatch(/Archived: writes refused from here on; state unchanged\./);
+    expect(rows[1].textContent).toMatch(/Writes refused from here on; state unchanged\./);
     expect(rows[1].textContent).toContain('{"reason":"season over"}');
-    expect(rows[0].textContent).toMatch(/Restored: writable again/);
+    expect(rows[0].textContent).toMatch(/Writable again; state unchanged/);
     expect(rows[2].textContent).toContain("merge patch");
   });
 });

@@ -95,16 +95,24 @@ export default function InstancePage() {
         </div>
       ) : null}
       <dl className="facts">
-        <dt>Version</dt>
-        <dd data-testid="current-version">{inst.version.toString()}</dd>
-        <dt>Created</dt>
-        <dd>{formatTs(inst.createdAt)}</dd>
-        <dt>Updated</dt>
-        <dd>{formatTs(inst.updatedAt)}</dd>
-        <dt>Id</dt>
-        <dd>
-          <code>{inst.id}</code>
-        </dd>
+        <div>
+          <dt>Version</dt>
+          <dd data-testid="current-version">{inst.version.toString()}</dd>
+        </div>
+        <div>
+          <dt>Created</dt>
+          <dd>{formatTs(inst.createdAt)}</dd>
+        </div>
+        <div>
+          <dt>Updated</dt>
+          <dd>{formatTs(inst.updatedAt)}</dd>
+        </div>
+        <div>
+          <dt>Id</dt>
+          <dd>
+            <code>{inst.id}</code>
+          </dd>
+        </div>
       </dl>
       {arrived.length > 0 ? (
         <ul className="arrived" aria-live="polite" data-testid="arrived">

@@ -70,18 +70,28 @@ export default function TypeDetail() {
       <DeleteTypeDialog type={et.name} instanceCount={summary.data?.instanceCount} state={deletion} />
       <Description key={et.description} type={et.name} description={et.description} editable={isAdmin} />
       <dl className="facts">
-        <dt>Id</dt>
-        <dd>
-          <code>{et.id}</code>
-        </dd>
-        <dt>Created</dt>
-        <dd>{formatTs(et.createdAt)}</dd>
-        <dt>Schema version</dt>
-        <dd data-testid="schema-version">{et.schemaVersion.toString()}</dd>
-        <dt>Instances</dt>
-        <dd>{summary.data ? summary.data.instanceCount.toString() : "…"}</dd>
-        <dt>Events</dt>
-        <dd>{summary.data ? summary.data.eventCount.toString() : "…"}</dd>
+        <div>
+          <dt>Id</dt>
+          <dd>
+            <code>{et.id}</code>
+          </dd>
+        </div>
+        <div>
+          <dt>Created</dt>
+          <dd>{formatTs(et.createdAt)}</dd>
+        </div>
+        <div>
+          <dt>Schema version</dt>
+          <dd data-testid="schema-version">{et.schemaVersion.toString()}</dd>
+        </div>
+        <div>
+          <dt>Instances</dt>
+          <dd>{summary.data ? summary.data.instanceCount.toString() : "…"}</dd>
+        </div>
+        <div>
+          <dt>Events</dt>
+          <dd>{summary.data ? summary.data.eventCount.toString() : "…"}</dd>
+        </div>
       </dl>
       {saved ? (
         <div className="state state-ok" role="status" data-testid="schema-saved">

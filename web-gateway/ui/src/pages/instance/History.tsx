@@ -7,7 +7,7 @@ import { useQuery } from "@connectrpc/connect-query";
 import { ApplyMode, QueryService, type Instance } from "@temporal-state/client";
 import { ErrorView, Empty, Loading } from "../../components/Status";
 import { Pager, usePageToken } from "../../components/Pager";
-import { formatTs, fromLocalInput, isoOrUndefined, toLocalInput, toTimestamp } from "../../lib/time";
+import { formatTsParts, fromLocalInput, isoOrUndefined, toLocalInput, toTimestamp } from "../../lib/time";
 import { shortJson } from "../../lib/json";
 import { instancePath, updateParams } from "../../lib/url";
 
@@ -15,8 +15,8 @@ const PAGE_SIZE = 20;
 
 /** The event types only the engine records, and what they mean. */
 export const LIFECYCLE: Record<string, { badge: string; note: string }> = {
-  InstanceArchived: { badge: "archived", note: "Archived: writes refused from here on; state unchanged." },
-  InstanceRestored: { badge: "restored", note: "Restored: writable again; state unchanged." },
+  InstanceArchived: { badge: "archived", note: "Writes refused from here on; state unchanged." },
+  InstanceRestored: { badge: "restored", note: "Writable again; state unchanged." },
 };
 
 const modeName: Record<ApplyMode, string> = {
@@ -137,7 +137,11 @@ export function History({ instance }: { instance: Instance }) {
                     <td className="num" data-col="schema-version">
                       v{e.schemaVersion.toString()}
                     </td>
-                    <td>{formatTs(e.recordedAt)}</td>
+                    <td className="when">
+                      {formatTsParts(e.recordedAt).map((part, i) => (
+                        <span key={i}>{part}</span>
+                      ))}
+                    </td>
                     <td>
                       {life ? (
                         <>
