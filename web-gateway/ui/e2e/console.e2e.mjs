@@ -280,6 +280,8 @@ async function flow({ consoleUrl, browser, other }, label) {
   // The dry run changed nothing; a plain save is refused with the engine's own words.
   await tp.getByRole("button", { name: "Save", exact: true }).click();
   await tp.locator('[role="alert"][data-code="FAILED_PRECONDITION"]', { hasText: "allow_invalid_existing" }).waitFor();
+  await tp.locator(`[data-testid="dry-run-violations"] tr[data-external-id="${ext}"]`).waitFor();
+  await tp.screenshot({ path: join(SHOTS, `type-save-refused-${label}.png`), fullPage: true });
   // "Save anyway" asks first; Escape backs out and nothing is sent.
   await tp.getByRole("button", { name: "Save anyway (allow invalid existing)" }).click();
   await tp.getByRole("dialog", { name: "Save a schema that current states break?" }).waitFor();
