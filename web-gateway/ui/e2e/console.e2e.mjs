@@ -7,7 +7,10 @@
 // The flow: create a type and see a schema violation; create an instance and apply events (and
 // meet a version conflict); move the slider and see the old state; compare two versions and see
 // the highlighted change; open the field chart; watch an event written by another client arrive
-// without a reload; check the analytics buckets against what was written. Screenshots land in
+// without a reload; check the analytics buckets against what was written; then the lifecycle:
+// save a compatible schema version, see the current state a stricter one would break (dry run)
+// and the engine refuse it, archive an instance (writes refused in the UI, the badge in the table,
+// the events in its history), restore it, and delete a type. Screenshots land in
 // e2e/screenshots/. Any CSP violation fails the run.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -250,6 +253,119 @@ async function flow({ consoleUrl, browser, other }, label) {
   await an.screenshot({ path: join(SHOTS, `analytics-${label}.png`), fullPage: true });
   await assertClean(an, anProblems);
 
+  // 9. Schema versions: a compatible change is saved as version 2; a stricter one is checked (dry
+  //    run) and the current state that breaks it is listed, linked; a plain save is refused.
+  const { page: tp, problems: tpProblems } = await newPage(browser);
+  await tp.goto(`${consoleUrl}/types/${type}`);
+  await tp.getByRole("button", { name: "Edit schema" }).click();
+  const v2 = { ...schema, properties: { ...schema.properties, nickname: { type: "string" } } };
+  await setEditor(tp, "edit-schema-text", JSON.stringify(v2, null, 2));
+  await tp.locator('[data-testid="edit-schema-check"]').getByText("Valid JSON Schema (2020-12).").waitFor();
+  await tp.getByRole("button", { name: "Save", exact: true }).click();
+  await tp.locator('[data-testid="schema-saved"]', { hasText: "Saved as schema version 2." }).waitFor();
+  await tp.locator('[data-testid="schema-version"]', { hasText: "2" }).waitFor();
+  await tp.locator('[data-testid="schema-versions"] tbody tr').nth(1).waitFor();
+  assert.equal(await tp.locator('[data-testid="schema-versions"] tbody tr').count(), 2);
+  const strict = { ...v2, properties: { ...v2.properties, score: { type: "integer", minimum: 0, maximum: 20 } } };
+  await tp.getByRole("button", { name: "Edit schema" }).click();
+  await setEditor(tp, "edit-schema-text", JSON.stringify(strict, null, 2));
+  await tp.getByRole("button", { name: "Check", exact: true }).click();
+  const bad = tp.locator(`[data-testid="dry-run-violations"] tr[data-external-id="${ext}"]`);
+  await bad.locator(".violation-path", { hasText: "/score" }).waitFor();
+  assert.equal(await tp.locator('[data-testid="dry-run-violations"] tbody tr').count(), 1, "only player-001 (score 31) breaks maximum 20");
+  assert.equal(await bad.getByRole("link", { name: ext }).getAttribute("href"), `/types/${type}/instances/${ext}`);
+  await tp.locator('[data-testid="dry-run"]', { hasText: "1 of 2 current states breaks the new schema." }).waitFor();
+  await tp.getByRole("button", { name: "Save anyway (allow invalid existing)" }).waitFor();
+  await tp.screenshot({ path: join(SHOTS, `type-versions-dry-run-${label}.png`), fullPage: true });
+  // The dry run changed nothing; a plain save is refused with the engine's own words.
+  await tp.getByRole("button", { name: "Save", exact: true }).click();
+  await tp.locator('[role="alert"][data-code="FAILED_PRECONDITION"]', { hasText: "allow_invalid_existing" }).waitFor();
+  await tp.locator(`[data-testid="dry-run-violations"] tr[data-external-id="${ext}"]`).waitFor();
+  await tp.screenshot({ path: join(SHOTS, `type-save-refused-${label}.png`), fullPage: true });
+  // "Save anyway" asks first; Escape backs out and nothing is sent.
+  await tp.getByRole("button", { name: "Save anyway (allow invalid existing)" }).click();
+  await tp.getByRole("dialog", { name: "Save a schema that current states break?" }).waitFor();
+  await tp.keyboard.press("Escape");
+  await tp.getByRole("dialog").waitFor({ state: "detached" });
+  const after = await other.entityTypes.getEntityType({ entityType: type });
+  assert.equal(after.entityType.schemaVersion, 2n, "neither the dry run nor the refused save made a version");
+  assert.deepEqual(after.schemaVersions.map((v) => v.version), [1n, 2n]);
+  // Version 1 can still be viewed.
+  await tp.getByRole("link", { name: "View schema version 1" }).click();
+  await tp.locator('[data-testid="shown-schema-version"]', { hasText: "version 1 of 2" }).waitFor();
+  assert.equal(await tp.locator('[data-testid="schema-tree"] [data-path="/properties/nickname"]').count(), 0);
+  await assertClean(tp, tpProblems);
+
+  // 10. Archive player-002 from its page: a banner, the apply-event form disabled (saying why),
+  //     the engine refusing writes, the event in its history; the list hides it unless asked.
+  const ext2 = "player-002";
+  const { page: ip, problems: ipProblems } = await newPage(browser);
+  await ip.goto(`${consoleUrl}/types/${type}/instances/${ext2}`);
+  await ip.locator('[data-testid="live-status"]', { hasText: "live" }).waitFor();
+  await ip.getByRole("button", { name: "Archive", exact: true }).click();
+  const archiveDialog = ip.getByRole("dialog", { name: `Archive ${ext2}?` });
+  await archiveDialog.getByLabel(/Reason/).fill("season over");
+  await archiveDialog.getByRole("button", { name: "Archive", exact: true }).click();
+  await ip.locator('[data-testid="archived-banner"]').waitFor();
+  await ip.locator('[data-testid="apply-disabled"]', { hasText: "Restore it to apply events" }).waitFor();
+  assert.ok(await ip.getByRole("button", { name: "Apply event" }).isDisabled());
+  assert.ok(await ip.locator("#ev-type").isDisabled());
+  await assert.rejects(
+    other.events.applyEvent({ instanceId: second.instance.id, eventType: "Sneaky", payload: { score: 6 } }),
+    (e) => e.code === 9 && /archived/.test(e.rawMessage),
+    "the engine refuses writes to an archived instance",
+  );
+  await ip.getByRole("tab", { name: "History" }).click();
+  const archivedRow = ip.locator('[data-testid="history-table"] tr[data-event-type="InstanceArchived"]');
+  await archivedRow.locator(".badge-archived").waitFor();
+  assert.match(await archivedRow.textContent(), /season over/);
+  assert.equal(await archivedRow.locator('[data-col="schema-version"]').textContent(), "v2");
+  assert.equal(await ip.locator('[data-testid="history-table"] tbody tr').last().locator('[data-col="schema-version"]').textContent(), "v1");
+  await ip.screenshot({ path: join(SHOTS, `instance-archived-${label}.png`), fullPage: true });
+
+  const { page: lp, problems: lpProblems } = await newPage(browser);
+  await lp.goto(`${consoleUrl}/types/${type}/instances`);
+  await lp.getByRole("link", { name: ext, exact: true }).waitFor();
+  assert.equal(await lp.getByRole("link", { name: ext2, exact: true }).count(), 0, "archived instances are left out by default");
+  await lp.getByLabel("Show archived").check();
+  await lp.waitForURL(/archived=1/);
+  await lp.locator(`tr[data-external-id="${ext2}"] .badge-archived`).waitFor();
+  assert.equal(await lp.locator(`tr[data-external-id="${ext}"] .badge-archived`).count(), 0);
+  await lp.screenshot({ path: join(SHOTS, `instances-archived-${label}.png`), fullPage: true });
+  // The shareable URL keeps the filter.
+  await lp.goto(`${consoleUrl}/types/${type}/instances?archived=1`);
+  await lp.locator(`tr[data-external-id="${ext2}"] .badge-archived`).waitFor();
+  await assertClean(lp, lpProblems);
+
+  // Restore it: writable again from the form, and the new event carries schema version 2.
+  await ip.getByRole("button", { name: "Restore", exact: true }).click();
+  await ip.getByRole("dialog", { name: `Restore ${ext2}?` }).getByRole("button", { name: "Restore", exact: true }).click();
+  await ip.locator('[data-testid="archived-banner"]').waitFor({ state: "detached" });
+  await ip.locator('[data-testid="history-table"] tr[data-event-type="InstanceRestored"] .badge-restored').waitFor();
+  await ip.locator("#ev-type").fill("ScoreIncreased");
+  await setEditor(ip, "ev-payload", '{"score": 7}');
+  await ip.getByRole("button", { name: "Apply event" }).click();
+  await ip.getByText(/Applied as version \d+\./).waitFor();
+  await ip.locator('[data-testid="history-table"] tr[data-event-type="ScoreIncreased"] [data-col="schema-version"]', { hasText: "v2" }).first().waitFor();
+  await assertClean(ip, ipProblems);
+
+  // 11. Delete a type: refused while it has instances (the engine's message), done for an empty
+  //     one, back on the list.
+  const empty = `${type}_empty`;
+  await other.entityTypes.createEntityType({ name: empty, schema: { type: "object" } });
+  const { page: dp0, problems: dpProblems } = await newPage(browser);
+  await dp0.goto(`${consoleUrl}/types/${type}`);
+  await dp0.getByRole("button", { name: "Delete type" }).click();
+  await dp0.getByRole("dialog", { name: `Delete the entity type ${type}?` }).getByRole("button", { name: "Delete type" }).click();
+  await dp0.locator('[role="alert"][data-code="FAILED_PRECONDITION"]').waitFor();
+  await dp0.goto(`${consoleUrl}/types/${empty}`);
+  await dp0.getByRole("button", { name: "Delete type" }).click();
+  await dp0.getByRole("dialog", { name: `Delete the entity type ${empty}?` }).getByRole("button", { name: "Delete type" }).click();
+  await dp0.waitForURL(/\/types$/);
+  await dp0.locator('[data-testid="notice"]', { hasText: `Deleted the entity type ${empty}.` }).waitFor();
+  await assert.rejects(other.entityTypes.getEntityType({ entityType: empty }), (e) => e.code === 5);
+  await assertClean(dp0, dpProblems);
+
   // Phone width: the instance page still lays out in one column without sideways scrolling.
   const { page: phone } = await newPage(browser, { width: 390, height: 844 });
   await phone.goto(`${consoleUrl}/types/${type}/instances/${ext}?version=3`);
@@ -257,6 +373,13 @@ async function flow({ consoleUrl, browser, other }, label) {
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the phone layout scrolls sideways by ${overflow}px`);
   await phone.screenshot({ path: join(SHOTS, `instance-phone-${label}.png`), fullPage: true });
+
+  await phone.goto(`${consoleUrl}/types/${type}?edit=1`);
+  await phone.locator('[data-testid="schema-versions"]').waitFor();
+  await phone.locator('[data-testid="edit-schema-text"] .cm-content').waitFor();
+  const typeOverflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(typeOverflow <= 1, `the phone layout of the type page scrolls sideways by ${typeOverflow}px`);
+  await phone.screenshot({ path: join(SHOTS, `type-phone-${label}.png`), fullPage: true });
 
   // Dark mode follows the system.
   const dark = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "dark" });
@@ -266,6 +389,22 @@ async function flow({ consoleUrl, browser, other }, label) {
   const bg = await dp.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
   assert.equal(bg, "rgb(17, 20, 24)");
   await dp.screenshot({ path: join(SHOTS, `compare-dark-${label}.png`), fullPage: true });
+  await other.instances.archiveInstance({ instanceId: second.instance.id });
+  await dp.goto(`${consoleUrl}/types/${type}/instances/${ext2}?view=history`);
+  await dp.locator('[data-testid="archived-banner"]').waitFor();
+  await dp.locator('[data-testid="history-table"] tr[data-event-type="InstanceArchived"]').first().waitFor();
+  await dp.screenshot({ path: join(SHOTS, `instance-archived-dark-${label}.png`), fullPage: true });
+  await dp.goto(`${consoleUrl}/types/${type}?edit=1`);
+  await setEditor(dp, "edit-schema-text", JSON.stringify(strict, null, 2));
+  await dp.getByRole("button", { name: "Check", exact: true }).click();
+  await dp.locator(`[data-testid="dry-run-violations"] tr[data-external-id="${ext}"]`).waitFor();
+  await dp.screenshot({ path: join(SHOTS, `type-versions-dry-run-dark-${label}.png`), fullPage: true });
+  await phone.goto(`${consoleUrl}/types/${type}/instances/${ext2}`);
+  await phone.locator('[data-testid="archived-banner"]').waitFor();
+  await phone.locator('[data-testid="apply-disabled"]').waitFor();
+  const archivedOverflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(archivedOverflow <= 1, `the phone layout of an archived instance scrolls sideways by ${archivedOverflow}px`);
+  await phone.screenshot({ path: join(SHOTS, `instance-archived-phone-${label}.png`), fullPage: true });
   await dark.close();
   await context.close();
 }

@@ -1,6 +1,8 @@
-// What the console shows of a failed call: the gRPC code's name, the message, and the schema
-// violations the engine sends as google.rpc.BadRequest field violations in
-// grpc-status-details-bin (server/src/grpc/status.rs), listed per path.
+// What the console shows of a failed call: the gRPC code's name, the message, and the violations
+// the engine sends in grpc-status-details-bin (server/src/grpc/status.rs), listed per path:
+// google.rpc.BadRequest field violations (INVALID_ARGUMENT: a schema or a state is wrong) and
+// google.rpc.PreconditionFailure violations (FAILED_PRECONDITION: e.g. the current states a new
+// schema version would break).
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 
@@ -19,6 +21,7 @@ export interface ShownError {
 }
 
 const BAD_REQUEST = "google.rpc.BadRequest";
+const PRECONDITION_FAILURE = "google.rpc.PreconditionFailure";
 
 /** The canonical upper-snake name of a gRPC code (Code.InvalidArgument -> INVALID_ARGUMENT). */
 export function codeName(code: Code): string {
@@ -51,13 +54,40 @@ export function decodeBadRequest(bytes: Uint8Array): Violation[] {
   return out;
 }
 
+/** Decodes google.rpc.PreconditionFailure { repeated Violation violations = 1; }
+ *  Violation { string type = 1; string subject = 2; string description = 3; }: the subject
+ *  becomes the path, the description the message. */
+export function decodePreconditionFailure(bytes: Uint8Array): Violation[] {
+  const out: Violation[] = [];
+  const reader = new BinaryReader(bytes);
+  while (reader.pos < reader.len) {
+    const [field, wire] = reader.tag();
+    if (field !== 1) {
+      reader.skip(wire);
+      continue;
+    }
+    const inner = new BinaryReader(reader.bytes());
+    const v: Violation = { path: "", message: "" };
+    while (inner.pos < inner.len) {
+      const [f, w] = inner.tag();
+      if (f === 2) v.path = inner.string();
+      else if (f === 3) v.message = inner.string();
+      else inner.skip(w);
+    }
+    out.push(v);
+  }
+  return out;
+}
+
 export function toShownError(error: unknown): ShownError {
   const err = ConnectError.from(error);
   const violations: Violation[] = [];
   for (const d of err.details) {
-    if ("type" in d && d.type === BAD_REQUEST) {
+    if (!("type" in d)) continue;
+    const decode = d.type === BAD_REQUEST ? decodeBadRequest : d.type === PRECONDITION_FAILURE ? decodePreconditionFailure : undefined;
+    if (decode) {
       try {
-        violations.push(...decodeBadRequest(d.value));
+        violations.push(...decode(d.value));
       } catch {
         // A detail that does not decode is left out; the message still says what went wrong.
       }

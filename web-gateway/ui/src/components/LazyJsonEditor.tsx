@@ -15,6 +15,7 @@ export function JsonEditor(props: JsonEditorProps) {
           value={props.value}
           onChange={(e) => props.onChange(e.target.value)}
           rows={6}
+          readOnly={props.readOnly}
         />
       }
     >

@@ -19,10 +19,13 @@ export function ErrorView({
   error,
   title,
   children,
+  hideViolations = false,
 }: {
   error: unknown;
   title?: string;
   children?: ReactNode;
+  /** For a page that lists the violations itself, in more detail. */
+  hideViolations?: boolean;
 }) {
   const e = toShownError(error);
   return (
@@ -31,7 +34,7 @@ export function ErrorView({
         {title ? <strong>{title}: </strong> : null}
         <code className="code-name">{e.codeName}</code> {e.message}
       </p>
-      {e.violations.length > 0 ? (
+      {e.violations.length > 0 && !hideViolations ? (
         <ul className="violations" aria-label="Schema violations">
           {e.violations.map((v, i) => (
             <li key={i}>

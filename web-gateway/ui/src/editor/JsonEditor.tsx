@@ -32,6 +32,8 @@ export interface JsonEditorProps {
   value: string;
   onChange: (text: string) => void;
   minHeight?: string;
+  /** Shown but not editable (a disabled form). */
+  readOnly?: boolean;
 }
 
 const look = EditorView.theme({
@@ -40,7 +42,7 @@ const look = EditorView.theme({
   "&.cm-focused": { outline: "3px solid #f0a000", outlineOffset: "-3px" },
 });
 
-export default function JsonEditor({ id, label, value, onChange, minHeight = "8rem" }: JsonEditorProps) {
+export default function JsonEditor({ id, label, value, onChange, minHeight = "8rem", readOnly = false }: JsonEditorProps) {
   const dark = usePrefersDark();
   const host = useRef<HTMLDivElement>(null);
   const [shadow, setShadow] = useState<ShadowRoot | null>(null);
@@ -68,6 +70,8 @@ export default function JsonEditor({ id, label, value, onChange, minHeight = "8r
               extensions={extensions}
               theme={dark ? "dark" : "light"}
               minHeight={minHeight}
+              readOnly={readOnly}
+              editable={!readOnly}
               maxHeight="28rem"
               root={shadow}
               basicSetup={{ closeBrackets: false, autocompletion: false }}

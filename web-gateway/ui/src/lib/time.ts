@@ -26,6 +26,16 @@ export function formatDate(d: Date): string {
   });
 }
 
+/** The date and the time of formatTs apart, for a narrow column that shows them on two lines. */
+export function formatTsParts(ts: Timestamp | undefined): [string, string] {
+  const d = tsDate(ts);
+  if (!d) return ["—", ""];
+  return [
+    d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "2-digit" }),
+    d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" }),
+  ];
+}
+
 /** `<input type="datetime-local" step="1">` value (local wall time) of a Date. */
 export function toLocalInput(d: Date): string {
   const p = (n: number) => String(n).padStart(2, "0");

@@ -1,5 +1,5 @@
-// One instance, the heart of the console: its current state, live; the apply-event form; and
-// the time-travel views (slider and moment, compare, field timeline, history), each with its
+// One instance, the heart of the console: its current state, live; the apply-event form (disabled
+// while the instance is archived); archive and restore; and the time-travel views (slider and moment, compare, field timeline, history), each with its
 // state in the URL (`?version=12`, `?view=compare&from=3&to=7`, ...).
 import { useCallback, useRef, useState } from "react";
 import { Link, useParams, useSearchParams } from "react-router";
@@ -17,6 +17,8 @@ import { TimeTravel } from "./instance/TimeTravel";
 import { Compare } from "./instance/Compare";
 import { FieldTimeline } from "./instance/FieldTimeline";
 import { History } from "./instance/History";
+import { LifecycleButton, LifecycleDialog, useLifecycle } from "./instance/Lifecycle";
+import { ArchivedBadge } from "../components/Badges";
 
 const VIEWS = [
   ["travel", "Time travel"],
@@ -36,6 +38,7 @@ export default function InstancePage() {
   const current = useQuery(InstanceService.method.getCurrentState, { entityType: type, externalId });
   const instance = current.data?.instance;
   const qc = useQueryClient();
+  const lifecycle = useLifecycle(() => void current.refetch());
 
   // Live updates: subscribe from the version first loaded (+1), so nothing committed after the
   // page loaded is missed; after a reconnect, resume after the last event seen.
@@ -75,22 +78,41 @@ export default function InstancePage() {
       <div className="page-head">
         <h1>
           <Link to={typePath(type)}>{type}</Link> / <span data-testid="external-id">{inst.externalId}</span>
+          {inst.archived ? <ArchivedBadge /> : null}
         </h1>
-        <span className={`live live-${live.status}`} data-testid="live-status" aria-live="polite">
-          {liveLabel(live)}
-        </span>
+        <div className="actions head-actions">
+          <span className={`live live-${live.status}`} data-testid="live-status" aria-live="polite">
+            {liveLabel(live)}
+          </span>
+          {can("write", type) ? <LifecycleButton instance={inst} state={lifecycle} /> : null}
+        </div>
       </div>
+      <LifecycleDialog instance={inst} state={lifecycle} />
+      {inst.archived ? (
+        <div className="banner banner-archived" role="status" data-testid="archived-banner">
+          <strong>Archived.</strong> This instance refuses events until it is restored. Its state, history and time
+          travel stay readable.
+        </div>
+      ) : null}
       <dl className="facts">
-        <dt>Version</dt>
-        <dd data-testid="current-version">{inst.version.toString()}</dd>
-        <dt>Created</dt>
-        <dd>{formatTs(inst.createdAt)}</dd>
-        <dt>Updated</dt>
-        <dd>{formatTs(inst.updatedAt)}</dd>
-        <dt>Id</dt>
-        <dd>
-          <code>{inst.id}</code>
-        </dd>
+        <div>
+          <dt>Version</dt>
+          <dd data-testid="current-version">{inst.version.toString()}</dd>
+        </div>
+        <div>
+          <dt>Created</dt>
+          <dd>{formatTs(inst.createdAt)}</dd>
+        </div>
+        <div>
+          <dt>Updated</dt>
+          <dd>{formatTs(inst.updatedAt)}</dd>
+        </div>
+        <div>
+          <dt>Id</dt>
+          <dd>
+            <code>{inst.id}</code>
+          </dd>
+        </div>
       </dl>
       {arrived.length > 0 ? (
         <ul className="arrived" aria-live="polite" data-testid="arrived">
@@ -108,7 +130,7 @@ export default function InstancePage() {
             <JsonTree value={inst.state} label="current state" testId="current-state" />
           </section>
           {can("write", type) ? (
-            <ApplyEventForm instance={inst} onReload={async () => (await current.refetch()).data?.instance?.version} />
+            <ApplyEventForm instance={inst} archived={inst.archived} onReload={async () => (await current.refetch()).data?.instance?.version} />
           ) : (
             <p className="muted" data-testid="read-only">
               Your scopes let you read {type}, not write it: no events can be applied from here.

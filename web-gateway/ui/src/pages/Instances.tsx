@@ -1,5 +1,6 @@
-// The instances of one type: a paged table, search by external id, and a form that creates an
-// instance, its initial state checked against the type's schema as you type.
+// The instances of one type: a paged table (archived ones only with `?archived=1`, marked),
+// search by external id, and a form that creates an instance, its initial state checked against
+// the type's schema as you type.
 import { useMemo, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { useMutation, useQuery } from "@connectrpc/connect-query";
@@ -11,6 +12,7 @@ import { useCaller } from "../auth/AuthGate";
 import { isCode } from "../api/errors";
 import { Empty, ErrorView, Loading } from "../components/Status";
 import { Pager, usePageToken } from "../components/Pager";
+import { ArchivedBadge } from "../components/Badges";
 import { JsonEditor } from "../components/LazyJsonEditor";
 import { checkState } from "../lib/stateCheck";
 import { parseObject } from "../lib/json";
@@ -27,7 +29,13 @@ export default function Instances() {
   const [search, setSearch] = useState(q);
   const mayCreate = useCaller().can("write", type);
   const creating = params.get("create") === "1" && mayCreate;
-  const list = useQuery(InstanceService.method.listInstances, { entityType: type, pageSize: PAGE_SIZE, pageToken: pager.token });
+  const showArchived = params.get("archived") === "1";
+  const list = useQuery(InstanceService.method.listInstances, {
+    entityType: type,
+    pageSize: PAGE_SIZE,
+    pageToken: pager.token,
+    includeArchived: showArchived,
+  });
   const found = useQuery(InstanceService.method.getCurrentState, q ? { entityType: type, externalId: q } : skipToken);
   const submitSearch = (e: FormEvent) => {
     e.preventDefault();
@@ -57,6 +65,19 @@ export default function Instances() {
             Clear
           </button>
         ) : null}
+        <span className="toggle">
+          <input
+            id="show-archived"
+            type="checkbox"
+            checked={showArchived}
+            onChange={(e) => {
+              // Another list, so its pages start over.
+              pager.reset();
+              setParams((p) => updateParams(p, { archived: e.target.checked ? "1" : undefined, page: undefined }));
+            }}
+          />
+          <label htmlFor="show-archived">Show archived</label>
+        </span>
       </form>
       {q ? (
         <div className="card" aria-live="polite">
@@ -71,7 +92,8 @@ export default function Instances() {
           ) : (
             <p>
               Found <Link to={instancePath(type, found.data.instance!.externalId)}>{found.data.instance!.externalId}</Link> at
-              version {found.data.instance!.version.toString()}.
+              version {found.data.instance!.version.toString()}
+              {found.data.instance!.archived ? <ArchivedBadge /> : null}.
             </p>
           )}
         </div>
@@ -81,7 +103,10 @@ export default function Instances() {
       ) : list.isError ? (
         <ErrorView error={list.error} title={`Listing instances of ${type} failed`} />
       ) : list.data.instances.length === 0 ? (
-        <Empty>No instances{pager.hasPrev ? " on this page" : " yet"}.</Empty>
+        <Empty>
+          No {showArchived ? "" : "active "}instances{pager.hasPrev ? " on this page" : " yet"}.
+          {showArchived ? null : " Archived ones are listed with “Show archived”."}
+        </Empty>
       ) : (
         <div className="table-wrap">
           <table>
@@ -95,9 +120,10 @@ export default function Instances() {
             </thead>
             <tbody>
               {list.data.instances.map((i) => (
-                <tr key={i.id}>
+                <tr key={i.id} data-external-id={i.externalId} className={i.archived ? "archived" : undefined}>
                   <th scope="row">
                     <Link to={instancePath(type, i.externalId)}>{i.externalId}</Link>
+                    {i.archived ? <ArchivedBadge /> : null}
                   </th>
                   <td className="num">{i.version.toString()}</td>
                   <td>{formatTs(i.createdAt)}</td>

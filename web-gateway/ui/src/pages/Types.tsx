@@ -1,7 +1,7 @@
 // Entity types: a paged list, and the form that creates a type. The schema editor checks the
 // schema against its meta-schema as you type; the engine's own errors are listed per path.
 import { useMemo, useState, type FormEvent } from "react";
-import { Link, useNavigate, useSearchParams } from "react-router";
+import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
 import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { EntityTypeService } from "@temporal-state/client";
@@ -23,6 +23,8 @@ export default function Types() {
   // Creating a type takes `admin` (for that type's name): offered to any admin scope.
   const mayCreate = useCaller().can("admin");
   const creating = params.get("create") === "1" && mayCreate;
+  // Set by the type page after a deletion.
+  const notice = (useLocation().state as { notice?: string } | null)?.notice;
   return (
     <section>
       <div className="page-head">
@@ -37,6 +39,11 @@ export default function Types() {
           </button>
         ) : null}
       </div>
+      {notice ? (
+        <p className="state state-ok" role="status" data-testid="notice">
+          {notice}
+        </p>
+      ) : null}
       {creating ? <CreateType /> : null}
       {list.isPending ? (
         <Loading what="entity types" />

@@ -1,5 +1,6 @@
 // The apply-event form: event type, payload, mode, and expected_version prefilled with the
 // current version. ABORTED means someone else changed the instance first: say so, offer a reload.
+// While the instance is archived the form is disabled, saying why (the engine would refuse).
 import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { useMutation } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
@@ -16,7 +17,15 @@ const MODES: [ApplyMode, string][] = [
   [ApplyMode.JSON_PATCH, "JSON Patch (RFC 6902)"],
 ];
 
-export function ApplyEventForm({ instance, onReload }: { instance: Instance; onReload: () => Promise<bigint | undefined> }) {
+export function ApplyEventForm({
+  instance,
+  archived = false,
+  onReload,
+}: {
+  instance: Instance;
+  archived?: boolean;
+  onReload: () => Promise<bigint | undefined>;
+}) {
   const [eventType, setEventType] = useState("");
   const [mode, setMode] = useState<ApplyMode>(ApplyMode.MERGE_PATCH);
   const [payload, setPayload] = useState("{}");
@@ -54,8 +63,14 @@ export function ApplyEventForm({ instance, onReload }: { instance: Instance; onR
     });
   };
   return (
-    <form className="card form" onSubmit={submit} aria-labelledby="apply-h">
+    <form className="card form" onSubmit={submit} aria-labelledby="apply-h" aria-describedby={archived ? "apply-disabled" : undefined}>
       <h2 id="apply-h">Apply an event</h2>
+      {archived ? (
+        <p className="notice" id="apply-disabled" data-testid="apply-disabled">
+          Disabled: the instance is archived, and an archived instance refuses events. Restore it to apply events.
+        </p>
+      ) : null}
+      <fieldset className="plain" disabled={archived}>
       <label htmlFor="ev-type">Event type</label>
       <input id="ev-type" value={eventType} onChange={(e) => setEventType(e.target.value)} placeholder="ScoreIncreased" required maxLength={128} autoComplete="off" />
       <label htmlFor="ev-mode">Mode</label>
@@ -67,7 +82,7 @@ export function ApplyEventForm({ instance, onReload }: { instance: Instance; onR
         ))}
       </select>
       <label htmlFor="ev-payload">Payload</label>
-      <JsonEditor id="ev-payload" label="Payload" value={payload} onChange={setPayload} />
+      <JsonEditor id="ev-payload" label="Payload" value={payload} onChange={setPayload} readOnly={archived} />
       {mode === ApplyMode.JSON_PATCH ? (
         <small className="muted">{'{"patch": [{"op": "replace", "path": "/score", "value": 1}]}'}</small>
       ) : null}
@@ -111,10 +126,11 @@ export function ApplyEventForm({ instance, onReload }: { instance: Instance; onR
         </p>
       ) : null}
       <div className="actions">
-        <button type="submit" className="primary" disabled={apply.isPending || !parsed.value}>
+        <button type="submit" className="primary" disabled={archived || apply.isPending || !parsed.value}>
           {apply.isPending ? "Applying…" : "Apply event"}
         </button>
       </div>
+      </fieldset>
     </form>
   );
 }

@@ -1,15 +1,23 @@
 // The instance's history: newest first, paged, filtered by event type and recording time range.
+// Each event shows the schema version that validated it; the lifecycle events the engine records
+// (InstanceArchived, InstanceRestored) read as what they are, not as empty patches.
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useQuery } from "@connectrpc/connect-query";
 import { ApplyMode, QueryService, type Instance } from "@temporal-state/client";
 import { ErrorView, Empty, Loading } from "../../components/Status";
 import { Pager, usePageToken } from "../../components/Pager";
-import { formatTs, fromLocalInput, isoOrUndefined, toLocalInput, toTimestamp } from "../../lib/time";
+import { formatTsParts, fromLocalInput, isoOrUndefined, toLocalInput, toTimestamp } from "../../lib/time";
 import { shortJson } from "../../lib/json";
 import { instancePath, updateParams } from "../../lib/url";
 
 const PAGE_SIZE = 20;
+
+/** The event types only the engine records, and what they mean. */
+export const LIFECYCLE: Record<string, { badge: string; note: string }> = {
+  InstanceArchived: { badge: "archived", note: "Writes refused from here on; state unchanged." },
+  InstanceRestored: { badge: "restored", note: "Writable again; state unchanged." },
+};
 
 const modeName: Record<ApplyMode, string> = {
   [ApplyMode.UNSPECIFIED]: "merge patch",
@@ -100,37 +108,66 @@ export function History({ instance }: { instance: Instance }) {
                 <th scope="col" className="num">Version</th>
                 <th scope="col">Event type</th>
                 <th scope="col">Mode</th>
+                <th scope="col" className="num">
+                  <abbr title="The schema version the state after this event was validated against">Schema</abbr>
+                </th>
                 <th scope="col">Recorded</th>
                 <th scope="col">Payload</th>
               </tr>
             </thead>
             <tbody>
-              {history.data.events.map((e) => (
-                <tr key={e.version.toString()}>
-                  <td className="num">
-                    <Link
-                      to={instancePath(instance.entityTypeName, instance.externalId, { version: e.version.toString() })}
-                      aria-label={`State after version ${e.version}`}
-                    >
-                      {e.version.toString()}
-                    </Link>
-                  </td>
-                  <td>{e.eventType}</td>
-                  <td>{modeName[e.mode]}</td>
-                  <td>{formatTs(e.recordedAt)}</td>
-                  <td>
-                    <details>
-                      <summary>
-                        <code>{shortJson(e.payload, 48)}</code>
-                      </summary>
-                      <pre>{JSON.stringify(e.payload, null, 2)}</pre>
-                      {e.metadata && Object.keys(e.metadata).length > 0 ? (
-                        <pre aria-label="metadata">{JSON.stringify(e.metadata, null, 2)}</pre>
-                      ) : null}
-                    </details>
-                  </td>
-                </tr>
-              ))}
+              {history.data.events.map((e) => {
+                const life = LIFECYCLE[e.eventType];
+                const hasMetadata = e.metadata !== undefined && Object.keys(e.metadata).length > 0;
+                return (
+                  <tr key={e.version.toString()} className={life ? "lifecycle" : undefined} data-event-type={e.eventType}>
+                    <td className="num">
+                      <Link
+                        to={instancePath(instance.entityTypeName, instance.externalId, { version: e.version.toString() })}
+                        aria-label={`State after version ${e.version}`}
+                      >
+                        {e.version.toString()}
+                      </Link>
+                    </td>
+                    <td>
+                      {e.eventType}
+                      {life ? <span className={`badge badge-${life.badge}`}>{life.badge}</span> : null}
+                    </td>
+                    <td>{life ? <span className="muted">—</span> : modeName[e.mode]}</td>
+                    <td className="num" data-col="schema-version">
+                      v{e.schemaVersion.toString()}
+                    </td>
+                    <td className="when">
+                      {formatTsParts(e.recordedAt).map((part, i) => (
+                        <span key={i}>{part}</span>
+                      ))}
+                    </td>
+                    <td>
+                      {life ? (
+                        <>
+                          <span className="muted">{life.note}</span>
+                          {hasMetadata ? (
+                            <details>
+                              <summary>
+                                <code>{shortJson(e.metadata, 48)}</code>
+                              </summary>
+                              <pre aria-label="metadata">{JSON.stringify(e.metadata, null, 2)}</pre>
+                            </details>
+                          ) : null}
+                        </>
+                      ) : (
+                        <details>
+                          <summary>
+                            <code>{shortJson(e.payload, 48)}</code>
+                          </summary>
+                          <pre>{JSON.stringify(e.payload, null, 2)}</pre>
+                          {hasMetadata ? <pre aria-label="metadata">{JSON.stringify(e.metadata, null, 2)}</pre> : null}
+                        </details>
+                      )}
+                    </td>
+                  </tr>
+                );
+              })}
             </tbody>
           </table>
         </div>

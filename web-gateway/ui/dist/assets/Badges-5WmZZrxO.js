@@ -1,0 +1,1 @@
+import{t as e}from"./jsx-runtime-DH40Aenh.js";var t=e();function n(){return(0,t.jsx)(`span`,{className:`badge badge-archived`,title:`Archived: refuses writes until restored`,children:`archived`})}export{n as t};
