@@ -16,6 +16,9 @@
 //!   loses its older snapshots and events;
 //! - analytics report the horizon as `covered_from`;
 //! - new writes still work, and a second pass drops nothing more.
+//!
+//! On PostgreSQL alone: a pass yields to another server's retention transaction (the advisory
+//! lock), and never drops a version still waiting in the outbox.
 
 mod common;
 
@@ -531,5 +534,96 @@ async fn thirty_days_with_a_ten_day_horizon(backend: Backend) {
         "{again:?}"
     );
     assert!(again.horizon >= horizon);
+    server.stop().await;
+}
+
+/// Two things only PostgreSQL has: other replicas, and the outbox. A pass that finds another
+/// server's retention transaction in progress stops and deletes nothing; and a version still
+/// waiting for publication is never dropped (the kept version stops at it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_yield_to_another_server_and_keep_what_awaits_publication() {
+    use temporal_state_server::adapters::postgres::retention::RETENTION_LOCK_KEY;
+    let store = Store::create(Backend::Postgres).await;
+    let Store::Postgres(db) = &store else {
+        unreachable!()
+    };
+    let server = store.start(&["--snapshot-interval", "5"]).await;
+    let mut c = server.clients().await;
+    c.create_type("meter", json!({"type": "object"})).await;
+    let inst = c.create_instance("meter", "m", json!({"n": 0})).await;
+    let now = Utc::now();
+    for i in 0..12 {
+        c.events
+            .apply_event(pb::ApplyEventRequest {
+                instance_id: inst.id.clone(),
+                event_type: "Read".into(),
+                payload: Some(st(json!({"n": i + 1}))),
+                occurred_at: Some(ts(now - Duration::days(30) + Duration::days(i))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    backdate(&store).await;
+    let mut flags = store.flags();
+    flags.extend(["--retention-days", "10", "--snapshot-interval", "5"]);
+    let config = config_from_flags(&flags);
+
+    // Another server is in a retention transaction: this pass leaves the work to it.
+    let mut other = db.client().await;
+    let tx = other.transaction().await.unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RETENTION_LOCK_KEY])
+        .await
+        .unwrap();
+    let report = temporal_state_server::server::run_retention(&config)
+        .await
+        .unwrap();
+    assert!(report.busy, "{report:?}");
+    assert_eq!(report.events_deleted, 0);
+    assert_eq!(
+        stored(&store, &inst.id).await.0,
+        (1..=13).collect::<Vec<_>>()
+    );
+    // The horizon is in force already: nothing before it is answered meanwhile.
+    out_of_range(
+        c.queries
+            .get_state_at_time(pb::GetStateAtTimeRequest {
+                instance_id: inst.id.clone(),
+                timestamp: Some(ts(now - Duration::days(20))),
+            })
+            .await,
+        report.horizon,
+    );
+    tx.rollback().await.unwrap();
+
+    // Version 4 still waits for publication: 1..=3 go, 4 is kept (with a new snapshot), though
+    // everything up to 13 was recorded before the horizon.
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO outbox (instance_id, version) VALUES ($1::text::uuid, 4)",
+            &[&inst.id],
+        )
+        .await
+        .unwrap();
+    let report = temporal_state_server::server::run_retention(&config)
+        .await
+        .unwrap();
+    assert!(!report.busy);
+    assert_eq!(report.events_deleted, 3, "{report:?}");
+    assert_eq!(
+        stored(&store, &inst.id).await,
+        ((4..=13).collect(), vec![4, 5, 10])
+    );
+    let state = c
+        .queries
+        .get_state_at_version(pb::GetStateAtVersionRequest {
+            instance_id: inst.id.clone(),
+            version: 13,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(js(&state.state), json!({"n": 12}));
     server.stop().await;
 }

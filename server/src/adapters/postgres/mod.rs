@@ -22,7 +22,7 @@ mod group;
 mod history;
 pub mod migrate;
 pub mod outbox;
-mod retention;
+pub mod retention;
 mod rows;
 mod store;
 pub mod timescale;

@@ -21,7 +21,7 @@ use super::{PgError, PgStore};
 use crate::ports::{RetentionCandidate, RetentionStore, StoreError, Trim, TrimOutcome};
 
 /// Arbitrary but fixed key of the advisory lock held by each retention transaction.
-const RETENTION_LOCK_KEY: i64 = 0x7465_6d70_5245_5400;
+pub const RETENTION_LOCK_KEY: i64 = 0x7465_6d70_5245_5400;
 
 /// $1 horizon, $2 the last instance id already examined, $3 how many instances to examine.
 /// For each: the version to keep (the last recorded before the horizon, capped below versions
