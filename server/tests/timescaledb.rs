@@ -595,14 +595,27 @@ async fn folded(store: &PgStore, instance: Uuid, version: i64) -> serde_json::Va
     serde_json::Value::Object(state)
 }
 
-/// Retention on TimescaleDB: the same batched deletes as plain PostgreSQL, then `drop_chunks` of
-/// the chunks they emptied, and never a chunk still holding an event a state needs, such as a
+/// Retention on TimescaleDB: the same batched deletes as plain PostgreSQL (from compressed
+/// chunks too), then `drop_chunks` of the chunks they emptied, and never a chunk still holding an event a state needs, such as a
 /// recently recorded import whose business time (the partitioning column) lies far in the past,
 /// which a blind `drop_chunks` by age would have dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_only_what_states_do_not_need_then_the_chunks_it_emptied() {
     let db = TimescaleDb::start().await;
-    let store = pg_store(&db.url, 1, 5, Duration::from_secs(120)).await;
+    // As the server configures it by default: old chunks get compressed, and retention deletes
+    // from compressed chunks.
+    let store = PgStore::new(&PgStoreConfig {
+        url: db.url.clone(),
+        pool_size: 1,
+        snapshot_interval: 5,
+        connect_timeout: Duration::from_secs(120),
+    })
+    .unwrap()
+    .with_timescale(TimescaleSettings {
+        compress_after: Some(30 * DAY),
+    });
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
     assert!(store.has_timescaledb());
     let t = store
         .create_entity_type(Uuid::new_v4(), "meter", "", &obj(json!({"type": "object"})))
@@ -652,6 +665,20 @@ async fn retention_drops_only_what_states_do_not_need_then_the_chunks_it_emptied
     let chunks = |store: Arc<PgStore>| async move {
         rows(&store, "SELECT count(*) FROM show_chunks('events')").await[0].get::<_, i64>(0)
     };
+    // What the compression policy would have done by now: every chunk older than 15 days.
+    execute(
+        &store,
+        "SELECT compress_chunk(c) FROM show_chunks('events', older_than => now() - INTERVAL '15 days') AS c",
+    )
+    .await;
+    let compressed: i64 = rows(
+        &store,
+        "SELECT count(*) FROM timescaledb_information.chunks \
+         WHERE hypertable_name = 'events' AND is_compressed",
+    )
+    .await[0]
+        .get(0);
+    assert!(compressed >= 4, "{compressed} chunks compressed");
     let chunks_before = chunks(store.clone()).await;
     let mut before = Vec::new();
     for v in 41..=46 {
