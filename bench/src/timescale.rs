@@ -79,7 +79,6 @@ async fn prepare(name: &'static str, url: &str, args: &Args) -> Result<Side> {
     // The server's defaults: compression after 30 days, no retention.
     .with_timescale(TimescaleSettings {
         compress_after: Some(Duration::from_secs(30 * 86_400)),
-        retain_for: None,
     });
     store.migrate().await.context("migrating")?;
     let type_id = Uuid::new_v4();

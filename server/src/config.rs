@@ -33,6 +33,9 @@ pub enum Command {
         /// Where the copy goes (a new file).
         path: PathBuf,
     },
+    /// Run one retention pass now (RETENTION_DAYS must be set) and exit; a serving server runs
+    /// them every RETENTION_INTERVAL_SECS.
+    Retention,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -154,10 +157,23 @@ pub struct Config {
     #[arg(long, env = "TIMESCALE_COMPRESS_AFTER_DAYS", default_value_t = 30)]
     pub timescale_compress_after_days: u64,
 
-    /// TimescaleDB only: drop events older than this many days (0 = keep forever, the default;
-    /// past states before the horizon can then no longer be rebuilt).
-    #[arg(long, env = "TIMESCALE_RETENTION_DAYS", default_value_t = 0)]
+    /// Keep this many days of history (0, the default: keep everything). Older history is
+    /// dropped by a background pass, on PostgreSQL, TimescaleDB and the embedded store alike,
+    /// but never what rebuilding a current state needs: each instance keeps its state at its last
+    /// version recorded before the horizon (as a snapshot) and everything after. Time travel
+    /// before the horizon then answers OUT_OF_RANGE; analytics say where their events begin.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=365_000))]
+    pub retention_days: u64,
+
+    /// Deprecated: the old name of RETENTION_DAYS, used when that is 0. It used to add a
+    /// TimescaleDB policy that dropped chunks blindly; that policy is now removed at start.
+    #[arg(long, env = "TIMESCALE_RETENTION_DAYS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=365_000))]
     pub timescale_retention_days: u64,
+
+    /// Seconds between retention passes (with RETENTION_DAYS). Each pass works in bounded
+    /// batches; with several replicas on one PostgreSQL, one of them works at a time.
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub retention_interval_secs: u64,
 
     /// Browser origins (`scheme://host[:port]`) that may call the API over gRPC-web from another
     /// origin, comma-separated, or `*` for any. Empty (the default) sends no CORS headers:
@@ -342,8 +358,21 @@ impl Config {
         let days = |d: u64| (d > 0).then(|| Duration::from_secs(d * 86_400));
         crate::adapters::postgres::TimescaleSettings {
             compress_after: days(self.timescale_compress_after_days),
-            retain_for: days(self.timescale_retention_days),
         }
+    }
+
+    /// How much history to keep (RETENTION_DAYS, or its deprecated alias); None keeps it all.
+    pub fn retention(&self) -> Option<chrono::Duration> {
+        let days = if self.retention_days > 0 {
+            self.retention_days
+        } else {
+            self.timescale_retention_days
+        };
+        (days > 0).then(|| chrono::Duration::days(days as i64))
+    }
+
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval_secs)
     }
 
     pub fn nats(&self) -> crate::adapters::nats::NatsConfig {

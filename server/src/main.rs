@@ -69,6 +69,10 @@ async fn run(command: Command, config: temporal_state_server::Config) -> anyhow:
                 "backup written"
             );
         }
+        Command::Retention => {
+            let report = temporal_state_server::server::run_retention(&config).await?;
+            tracing::info!(?report, "retention pass done");
+        }
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.grpc_addr)
                 .await

@@ -8,6 +8,8 @@
 //! - [`StateCache`]: current states close to the readers (Redis, or in memory).
 //! - [`EventBus`]: committed events to live subscribers, in process or through NATS.
 //! - [`Outbox`]: events committed but not yet published, for the relay to NATS.
+//! - [`RetentionStore`]: dropping what lies before the retention horizon, keeping what
+//!   rebuilding each current state needs.
 //!
 //! Adapters under `adapters/` implement them for a technology; the same contract tests run
 //! against every implementation. Records here are plain data: no SQL, no protobuf.
@@ -395,6 +397,9 @@ pub trait HistoryReader: Send + Sync + 'static {
         instance_id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
+    /// The retention horizon in force ([`RetentionStore::advance_horizon`]): events recorded
+    /// before it may have been dropped. None while retention never ran.
+    async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// Events of one event type.
@@ -578,4 +583,71 @@ pub struct Backlog {
     pub rows: i64,
     /// When the oldest waiting entry's event was recorded; None when nothing waits.
     pub oldest_recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One instance as a retention pass sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionCandidate {
+    pub instance_id: Uuid,
+    /// The version whose state is kept: the last one recorded before the horizon, or an earlier
+    /// one still waiting in the outbox (or its dead letters), which must stay readable. Every
+    /// version before it may go; it stays, as a snapshot and as its event.
+    pub keep: i64,
+    /// Whether a snapshot at `keep` is stored already.
+    pub has_snapshot: bool,
+}
+
+/// What a retention pass asks the store to drop from one instance.
+#[derive(Debug, Clone)]
+pub struct Trim {
+    pub instance_id: Uuid,
+    /// See [`RetentionCandidate::keep`].
+    pub keep: i64,
+    /// The state at `keep`, to store as its snapshot when none is stored yet.
+    pub snapshot: Option<State>,
+}
+
+/// What one [`RetentionStore::trim`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrimOutcome {
+    pub events_deleted: u64,
+    pub snapshots_deleted: u64,
+    pub snapshots_written: u64,
+    /// The event bound was reached: call again for the rest.
+    pub more: bool,
+    /// Another server is running retention now: nothing was done.
+    pub busy: bool,
+}
+
+/// The write side of retention. A pass moves the horizon forward, then walks the instances in
+/// bounded batches: for each, the state at [`RetentionCandidate::keep`] is made a snapshot
+/// before the events and snapshots older than it are deleted, so the current state (and every
+/// state from `keep` on) can always be rebuilt.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Moves the stored horizon to `horizon` unless it is already later; returns the horizon in
+    /// force. Written before anything is deleted, so readers never take a dropped version for
+    /// one that never existed.
+    async fn advance_horizon(&self, horizon: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
+    /// Examines up to `limit` instances with ids after `after`, in id order. Returns those with
+    /// something to drop before `horizon` (older events or snapshots than their `keep`), and
+    /// the last id examined (None when no instance was left).
+    async fn retention_candidates(
+        &self,
+        horizon: DateTime<Utc>,
+        after: Uuid,
+        limit: usize,
+    ) -> Result<(Vec<RetentionCandidate>, Option<Uuid>), StoreError>;
+    /// In one transaction: stores the given snapshots, then, for each instance whose snapshot
+    /// at `keep` is stored, deletes its older snapshots and up to `max_events` of its events
+    /// before `keep` in all (oldest first). Idempotency keys stay, so a retry of a dropped
+    /// event is still never applied twice.
+    async fn trim(&self, trims: &[Trim], max_events: usize) -> Result<TrimOutcome, StoreError>;
+    /// After a pass: gives back the space of what is left empty where the backend needs it
+    /// (TimescaleDB: drops the chunks wholly below the oldest remaining event). Returns the
+    /// number of chunks dropped.
+    async fn reclaim(&self, horizon: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _ = horizon;
+        Ok(0)
+    }
 }

@@ -29,7 +29,7 @@ use crate::adapters::memory::{LocalBus, MemoryCache};
 use crate::adapters::nats;
 use crate::adapters::postgres::{PgError, PgOutbox, PgStore, PgStoreConfig};
 use crate::adapters::redis::{RedisCache, RedisCacheConfig};
-use crate::app::{App, Limits, Ports};
+use crate::app::{App, Limits, Ports, Retention, RetentionBatch, RetentionReport};
 use crate::config::Config;
 use crate::grpc::{AnalyticsApi, AuthApi, EntityTypeApi, EventApi, InstanceApi, QueryApi};
 use crate::ports::{EventBus, EventStore, StateCache};
@@ -47,6 +47,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("retention: {0}")]
+    Retention(#[from] crate::app::AppError),
 }
 
 /// The backends the application runs on, and the background work they need.
@@ -134,6 +136,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
     };
     let mut tasks = Vec::new();
     let mut relay = None;
+    let retention: Retention;
     let sample: Sampler;
     let mut ports = match &config.database_url {
         Some(url) => {
@@ -213,6 +216,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 _ => local_bus(),
             };
             let store = Arc::new(store);
+            retention = Retention::new(store.clone(), store.clone());
             Ports {
                 store: store.clone(),
                 catalog: store.clone(),
@@ -241,6 +245,7 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
                 "no DATABASE_URL: using the embedded store"
             );
             let store = Arc::new(store.with_read_timeout(config.request_timeout()));
+            retention = Retention::new(store.clone(), store.clone());
             sample = {
                 let store = store.clone();
                 Arc::new(move || {
@@ -274,6 +279,23 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         .map_err(|e| unusable_url("REDIS_URL", redis_url, e))?;
         ports.state_cache = Some(Arc::new(cache));
     }
+    if let Some(keep) = config.retention() {
+        if config.retention_days == 0 {
+            warn!("TIMESCALE_RETENTION_DAYS is deprecated: set RETENTION_DAYS instead");
+        }
+        let every = config.retention_interval();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = retention
+                    .run(chrono::Utc::now() - keep, RetentionBatch::default())
+                    .await
+                {
+                    warn!(error = %e, "retention pass failed; the next one tries again");
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
     let store = ports.store.clone();
     let app = App::new(ports, limits);
     if config.redis_url.is_some() {
@@ -292,6 +314,43 @@ pub async fn build(config: &Config) -> Result<Backends, ServeError> {
         sample,
         relay,
     })
+}
+
+/// One retention pass now on the store the config names, as the serving server runs them
+/// (`temporal-state-server retention`): RETENTION_DAYS must be set.
+pub async fn run_retention(config: &Config) -> Result<RetentionReport, ServeError> {
+    let keep = config
+        .retention()
+        .ok_or_else(|| ServeError::Config("RETENTION_DAYS is not set: nothing to drop".into()))?;
+    let retention = match &config.database_url {
+        Some(url) => {
+            let store = PgStore::new(&PgStoreConfig {
+                url: url.clone(),
+                pool_size: 1,
+                snapshot_interval: config.snapshot_interval,
+                connect_timeout: config.db_connect_timeout(),
+            })?
+            .with_timescale(config.timescale());
+            store.migrate().await?;
+            let store = Arc::new(store);
+            Retention::new(store.clone(), store)
+        }
+        None => {
+            let dir = config.data_dir.clone();
+            let interval = config.snapshot_interval;
+            let store = tokio::task::spawn_blocking(move || {
+                crate::adapters::embedded::EmbeddedStore::open(&dir, interval)
+            })
+            .await
+            .map_err(|e| ServeError::Config(format!("opening the embedded store: {e}")))?
+            .map_err(|e| ServeError::Config(format!("embedded store: {e}")))?;
+            let store = Arc::new(store);
+            Retention::new(store.clone(), store)
+        }
+    };
+    Ok(retention
+        .run(chrono::Utc::now() - keep, RetentionBatch::default())
+        .await?)
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -257,6 +257,9 @@ fn compose_gives_the_server_only_settings_it_reads_with_values_it_accepts() {
         match cli.command {
             Some(ServerCommand::Migrate) => assert_eq!(name, "migrate"),
             Some(ServerCommand::Backup { .. }) => panic!("{name}: backup is not a service"),
+            Some(ServerCommand::Retention) => {
+                panic!("{name}: a one-off retention pass is not a service (servers run them)")
+            }
             Some(ServerCommand::Serve) | None => {
                 assert!(name.starts_with("server-"), "{name} serves");
                 assert_eq!(

@@ -8,6 +8,8 @@
 //!   (history, time travel, analytics, the hourly aggregate's time series) must be equal before
 //!   and after `refresh_continuous_aggregate` and `compress_chunk`, and after more events land in
 //!   compressed chunks, and after a restart configures TimescaleDB again over compressed chunks.
+//! - Retention (RETENTION_DAYS): the batched deletes keep every state from the horizon on, then
+//!   `drop_chunks` drops only the chunks they emptied, never one holding a back-dated import.
 //!
 //! Background jobs never run in this build, so each test calls what the policies would.
 
@@ -32,12 +34,12 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use common::{TestDb, TimescaleDb, json};
 use fixture::{Ev, append, ev, new_instance, obj, pg_store};
 use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig, TimescaleSettings};
 use temporal_state_server::ports::{
-    AnalyticsReader, AppendOutcome, EventRecord, EventStore, HistoryFilter, HistoryReader,
+    AnalyticsReader, AppendOutcome, Catalog, EventRecord, EventStore, HistoryFilter, HistoryReader,
     TimeRange, TypeSummary,
 };
 use uuid::Uuid;
@@ -65,12 +67,11 @@ async fn execute(store: &PgStore, sql: &str) {
 // Migrations
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retention() {
+async fn migrations_make_a_hypertable_with_its_aggregate_and_compression_and_no_blind_retention() {
     let db = TimescaleDb::start().await;
     eprintln!("timescaledb answered in {:?}", db.started_in);
     let settings = TimescaleSettings {
         compress_after: Some(30 * DAY),
-        retain_for: Some(400 * DAY),
     };
     let open = |settings: &TimescaleSettings| {
         PgStore::new(&PgStoreConfig {
@@ -83,7 +84,10 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
         .with_timescale(settings.clone())
     };
     let store = open(&settings);
-    assert_eq!(store.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 11]
+    );
     assert!(store.has_timescaledb());
 
     let version: String = rows(
@@ -135,18 +139,19 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
     let names: Vec<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        [
-            "policy_compression",
-            "policy_refresh_continuous_aggregate",
-            "policy_retention"
-        ],
-        "{jobs:?}"
+        ["policy_compression", "policy_refresh_continuous_aggregate"],
+        "no retention policy: it would drop events states still need: {jobs:?}"
     );
     assert!(jobs[0].1.contains("720:00:00"), "30 days: {jobs:?}");
-    assert!(jobs[2].1.contains("9600:00:00"), "400 days: {jobs:?}");
+    // The blind policy an older server added (TIMESCALE_RETENTION_DAYS) ...
+    execute(
+        &store,
+        "SELECT add_retention_policy('events', INTERVAL '400 days')",
+    )
+    .await;
     drop(store);
 
-    // Every server start configures again: nothing to migrate, the same jobs, no error.
+    // ... goes at the next start, which configures again: nothing to migrate, no error.
     let again = open(&settings);
     assert_eq!(again.migrate().await.unwrap(), Vec::<i32>::new());
     let count: i64 = rows(
@@ -157,13 +162,12 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
     )
     .await[0]
         .get(0);
-    assert_eq!(count, 3);
+    assert_eq!(count, 2, "the old retention policy was removed");
     drop(again);
 
-    // Changed settings take effect at the next start: a new compression age, retention off.
+    // Changed settings take effect at the next start: a new compression age.
     let changed = open(&TimescaleSettings {
         compress_after: Some(7 * DAY),
-        retain_for: None,
     });
     assert_eq!(changed.migrate().await.unwrap(), Vec::<i32>::new());
     let jobs: Vec<(String, String)> = rows(
@@ -175,7 +179,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect();
-    assert_eq!(jobs.len(), 1, "retention removed: {jobs:?}");
+    assert_eq!(jobs.len(), 1, "no retention policy: {jobs:?}");
     assert_eq!(jobs[0].0, "policy_compression");
     assert!(jobs[0].1.contains("168:00:00"), "7 days: {jobs:?}");
 }
@@ -378,7 +382,7 @@ async fn answers(side: &Side, plan: &Plan) -> Vec<(String, String)> {
             (hour, b, b + TimeDelta::days(40)),
             (day, b - TimeDelta::days(3), b + TimeDelta::days(45)),
             (6 * hour, b + TimeDelta::hours(5), b + TimeDelta::days(12)),
-            (7 * day, b - TimeDelta::days(30), b + TimeDelta::days(60)),
+            (day * 7, b - TimeDelta::days(30), b + TimeDelta::days(60)),
             (day, b + TimeDelta::days(2), b + TimeDelta::days(5)),
             (
                 7_919_000_013,
@@ -485,7 +489,6 @@ async fn answers_equal_plain_postgresql_through_refresh_compression_and_backfill
         .unwrap()
         .with_timescale(TimescaleSettings {
             compress_after: Some(30 * DAY),
-            retain_for: None,
         });
         store
             .migrate()
@@ -564,5 +567,184 @@ async fn answers_equal_plain_postgresql_through_refresh_compression_and_backfill
         &expected,
         &answers(&ts, &plan).await,
         "after the next refresh and compression",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+/// The state at `version` as time travel folds it: the snapshot at or before it, then the events
+/// after the snapshot.
+async fn folded(store: &PgStore, instance: Uuid, version: i64) -> serde_json::Value {
+    let (snapshot, tail) = store.snapshot_and_tail(instance, version).await.unwrap();
+    let from = snapshot.as_ref().map_or(0, |s| s.version);
+    let mut state = snapshot.map(|s| s.state).unwrap_or_default();
+    let versions: Vec<i64> = tail
+        .iter()
+        .filter(|e| e.version > from)
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(
+        versions,
+        (from + 1..=version).collect::<Vec<_>>(),
+        "a whole tail"
+    );
+    for e in tail.iter().filter(|e| e.version > from) {
+        state = temporal_state_server::domain::apply_event(&state, &e.payload, e.mode).unwrap();
+    }
+    serde_json::Value::Object(state)
+}
+
+/// Retention on TimescaleDB: the same batched deletes as plain PostgreSQL (from compressed
+/// chunks too), then `drop_chunks` of the chunks they emptied, and never a chunk still holding an event a state needs, such as a
+/// recently recorded import whose business time (the partitioning column) lies far in the past,
+/// which a blind `drop_chunks` by age would have dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_only_what_states_do_not_need_then_the_chunks_it_emptied() {
+    let db = TimescaleDb::start().await;
+    // As the server configures it by default: old chunks get compressed, and retention deletes
+    // from compressed chunks.
+    let store = PgStore::new(&PgStoreConfig {
+        url: db.url.clone(),
+        pool_size: 1,
+        snapshot_interval: 5,
+        connect_timeout: Duration::from_secs(120),
+    })
+    .unwrap()
+    .with_timescale(TimescaleSettings {
+        compress_after: Some(30 * DAY),
+    });
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    assert!(store.has_timescaledb());
+    let t = store
+        .create_entity_type(Uuid::new_v4(), "meter", "", &obj(json!({"type": "object"})))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let day = TimeDelta::days(1);
+    // `kept`: 40 daily events 60 to 21 days ago, then 5 in the last 5 days (versions 2..=46);
+    // `imported`: recorded now, business times 35 to 31 days ago.
+    let (kept, _) = store
+        .create_instance(new_instance(t.id, "kept", json!({"n": 0})))
+        .await
+        .unwrap();
+    let times: Vec<DateTime<Utc>> = (0..40)
+        .map(|i| now - day * 60 + day * i)
+        .chain((0..5).map(|i| now - day * 5 + day * i))
+        .collect();
+    for (i, at) in times.iter().enumerate() {
+        let mut e = ev("Read", json!({"n": i + 1, format!("k{}", i % 3): i}));
+        e.occurred_at = Some(*at);
+        append(store.as_ref(), kept.id, None, vec![e])
+            .await
+            .unwrap();
+    }
+    let (imported, _) = store
+        .create_instance(new_instance(t.id, "imported", json!({"n": 0})))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let mut e = ev("Read", json!({"n": i + 1}));
+        e.occurred_at = Some(now - day * 35 + day * i);
+        append(store.as_ref(), imported.id, None, vec![e])
+            .await
+            .unwrap();
+    }
+    // As if `kept` had been recorded on its days (the engine's clock cannot be turned back).
+    execute(
+        &store,
+        &format!(
+            "UPDATE events SET recorded_at = occurred_at WHERE instance_id = '{id}' AND version > 1;
+             UPDATE events SET recorded_at = '{first}' WHERE instance_id = '{id}' AND version = 1;",
+            id = kept.id,
+            first = (now - day * 61).to_rfc3339()
+        ),
+    )
+    .await;
+    let chunks = |store: Arc<PgStore>| async move {
+        rows(&store, "SELECT count(*) FROM show_chunks('events')").await[0].get::<_, i64>(0)
+    };
+    // What the compression policy would have done by now: every chunk older than 15 days.
+    execute(
+        &store,
+        "SELECT compress_chunk(c) FROM show_chunks('events', older_than => now() - INTERVAL '15 days') AS c",
+    )
+    .await;
+    let compressed: i64 = rows(
+        &store,
+        "SELECT count(*) FROM timescaledb_information.chunks \
+         WHERE hypertable_name = 'events' AND is_compressed",
+    )
+    .await[0]
+        .get(0);
+    assert!(compressed >= 4, "{compressed} chunks compressed");
+    let chunks_before = chunks(store.clone()).await;
+    let mut before = Vec::new();
+    for v in 41..=46 {
+        before.push(folded(&store, kept.id, v).await);
+    }
+    let imported_before = folded(&store, imported.id, 6).await;
+
+    let retention = temporal_state_server::app::Retention::new(store.clone(), store.clone());
+    let horizon = now - day * 10;
+    let report = retention
+        .run(horizon, Default::default())
+        .await
+        .expect("retention pass");
+    // `kept` keeps version 41 (its last before the horizon, 21 days ago) as a new snapshot and
+    // loses 1..=40 and the snapshots 5..=40; `imported` was recorded after the horizon.
+    assert_eq!(
+        report.horizon,
+        horizon.duration_trunc(TimeDelta::microseconds(1)).unwrap()
+    );
+    assert_eq!(report.events_deleted, 40, "{report:?}");
+    assert_eq!(report.snapshots_written, 1, "{report:?}");
+    assert_eq!(report.snapshots_deleted, 8, "{report:?}");
+    let chunks_after = chunks(store.clone()).await;
+    assert!(report.chunks_dropped >= 2, "{report:?}");
+    assert_eq!(chunks_after, chunks_before - report.chunks_dropped as i64);
+    eprintln!("chunks: {chunks_before} before, {chunks_after} after retention: {report:?}");
+
+    // Every state from the kept version on is unchanged; the import is whole.
+    for (v, state) in (41..=46).zip(&before) {
+        assert_eq!(&folded(&store, kept.id, v).await, state, "version {v}");
+    }
+    assert_eq!(folded(&store, imported.id, 6).await, imported_before);
+    let kept_versions: Vec<i64> = store
+        .events(kept.id, &HistoryFilter::default(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(kept_versions, (41..=46).collect::<Vec<_>>());
+    assert_eq!(
+        store
+            .events(imported.id, &HistoryFilter::default(), 100)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    assert_eq!(store.horizon().await.unwrap(), Some(report.horizon));
+    assert_eq!(
+        serde_json::Value::Object(store.get_instance(kept.id).await.unwrap().state),
+        before[5]
+    );
+
+    // Writes go on, a back-dated one into the range of a dropped chunk too; a second pass has
+    // nothing left to drop.
+    let mut e = ev("Read", json!({"n": 100}));
+    e.occurred_at = Some(now - day * 59);
+    append(store.as_ref(), kept.id, None, vec![e])
+        .await
+        .unwrap();
+    assert_eq!(folded(&store, kept.id, 47).await["n"], json!(100));
+    let again = retention.run(horizon, Default::default()).await.unwrap();
+    assert_eq!(
+        (again.events_deleted, again.snapshots_deleted),
+        (0, 0),
+        "{again:?}"
     );
 }

@@ -99,6 +99,13 @@ pub enum Error {
         /// Which deadline passed.
         message: String,
     },
+    /// OUT_OF_RANGE: the history asked for lies before the server's retention horizon
+    /// (RETENTION_DAYS), which the message names; what is kept can still be asked for.
+    #[error("out of range: {message}")]
+    OutOfRange {
+        /// The server's message, naming the horizon.
+        message: String,
+    },
     /// UNIMPLEMENTED: this server does not offer the call (yet).
     #[error("unimplemented: {message}")]
     Unimplemented {
@@ -236,6 +243,7 @@ impl Error {
             Code::PermissionDenied => Self::PermissionDenied { message },
             Code::Internal => Self::Internal { message },
             Code::DataLoss => Self::DataLoss { message },
+            Code::OutOfRange => Self::OutOfRange { message },
             code => Self::Rpc { code, message },
         }
     }
@@ -263,6 +271,7 @@ impl Error {
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::Internal { .. } => Code::Internal,
             Self::DataLoss { .. } => Code::DataLoss,
+            Self::OutOfRange { .. } => Code::OutOfRange,
             Self::Rpc { code, .. } => *code,
             Self::InvalidEndpoint { .. } | Self::Encode { .. } | Self::Decode { .. } => {
                 return None;
@@ -402,6 +411,16 @@ mod tests {
         let e = Error::from(tonic::Status::data_loss("stored data is damaged"));
         assert!(matches!(e, Error::DataLoss { .. }), "{e:?}");
         assert_eq!(e.code(), Some(Code::DataLoss));
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn before_the_retention_horizon_is_its_own_variant_and_not_retried() {
+        let e = Error::from(tonic::Status::out_of_range(
+            "version 3 was recorded before the retention horizon",
+        ));
+        assert!(matches!(e, Error::OutOfRange { .. }), "{e:?}");
+        assert_eq!(e.code(), Some(Code::OutOfRange));
         assert!(!e.is_retryable());
     }
 

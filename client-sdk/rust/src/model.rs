@@ -594,6 +594,10 @@ pub struct Summary {
     pub events_last_24h: i64,
     /// Every event type seen, sorted.
     pub event_types: Vec<String>,
+    /// Where the counted events begin: the server's retention horizon (events recorded before it
+    /// are no longer kept, so what occurred before it is counted in part); `None` while nothing
+    /// was ever dropped.
+    pub covered_from: Option<SystemTime>,
 }
 
 impl TryFrom<pb::GetSummaryResponse> for Summary {
@@ -606,6 +610,7 @@ impl TryFrom<pb::GetSummaryResponse> for Summary {
             event_count: r.event_count,
             events_last_24h: r.events_last_24h,
             event_types: r.event_types,
+            covered_from: opt_time("summary covered_from", r.covered_from)?,
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::analytics::{FieldStats, bucket_count, fill_buckets};
 use crate::domain::field_path::parse_field_path;
 use crate::domain::{Access, Principal};
 use crate::ports::{
-    ActiveInstance, AnalyticsReader, EventTypeCount, TimeRange, TypeKey, TypeSummary,
+    ActiveInstance, AnalyticsReader, EventTypeCount, HistoryReader, TimeRange, TypeKey, TypeSummary,
 };
 
 /// How many frequent values a field aggregation returns.
@@ -46,15 +46,30 @@ fn range(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Result<Tim
 pub struct Analytics {
     /// None on backends without analytics: every use case answers UNIMPLEMENTED.
     reader: Option<Arc<dyn AnalyticsReader>>,
+    /// Where the retention horizon is read: what the aggregates cover.
+    history: Arc<dyn HistoryReader>,
     registry: Arc<TypeRegistry>,
 }
 
 impl Analytics {
     pub(crate) fn new(
         reader: Option<Arc<dyn AnalyticsReader>>,
+        history: Arc<dyn HistoryReader>,
         registry: Arc<TypeRegistry>,
     ) -> Self {
-        Self { reader, registry }
+        Self {
+            reader,
+            history,
+            registry,
+        }
+    }
+
+    /// Where the events every aggregate counts begin: the retention horizon, before which
+    /// events recorded are no longer kept (only each instance's last one before it). None while
+    /// retention never ran: everything is covered. Read after an aggregate, so that it is never
+    /// earlier than the horizon the aggregate saw.
+    pub async fn covered_from(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        Ok(self.history.horizon().await?)
     }
 
     fn analytics(&self) -> Result<&dyn AnalyticsReader, AppError> {
@@ -139,6 +154,16 @@ impl Analytics {
                     .await?
             }
             Some(at) => {
+                if let Some(horizon) = self.history.horizon().await?
+                    && at < horizon
+                {
+                    return Err(AppError::OutOfRange(format!(
+                        "as_of {} is before the retention horizon {}: states before it are no \
+                         longer kept",
+                        at.to_rfc3339(),
+                        horizon.to_rfc3339()
+                    )));
+                }
                 analytics
                     .field_stats_as_of(entry.record.id, &pointer, at, TOP_VALUES)
                     .await?

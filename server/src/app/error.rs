@@ -30,6 +30,10 @@ pub enum AppError {
         message: String,
         violations: Vec<(String, String)>,
     },
+    /// OUT_OF_RANGE: the history asked for lies before the retention horizon (the message names
+    /// it); what is kept can still be asked for.
+    #[error("{0}")]
+    OutOfRange(String),
     /// RESOURCE_EXHAUSTED: over a size or count limit.
     #[error("{0}")]
     TooLarge(String),

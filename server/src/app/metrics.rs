@@ -46,6 +46,12 @@ pub const SUBSCRIPTIONS_CUT_OFF: &str = "tse_subscriptions_cut_off_total";
 /// Snapshots stored by committed appends (one at every SNAPSHOT_INTERVAL-th version of an
 /// instance). Counter.
 pub const SNAPSHOTS_WRITTEN: &str = "tse_snapshots_written_total";
+/// Events deleted by retention (RETENTION_DAYS). Counter.
+pub const RETENTION_EVENTS_DELETED: &str = "tse_retention_events_deleted_total";
+/// Snapshots deleted by retention: those older than the one each instance keeps. Counter.
+pub const RETENTION_SNAPSHOTS_DELETED: &str = "tse_retention_snapshots_deleted_total";
+/// The retention horizon in force after the last pass, in Unix time. Gauge.
+pub const RETENTION_HORIZON: &str = "tse_retention_horizon_timestamp_seconds";
 
 /// Every name above: what dashboards and alerts may use (`_bucket`, `_sum` and `_count` added to
 /// the histograms').
@@ -67,6 +73,9 @@ pub const ALL: &[&str] = &[
     SUBSCRIPTIONS_OPEN,
     SUBSCRIPTIONS_CUT_OFF,
     SNAPSHOTS_WRITTEN,
+    RETENTION_EVENTS_DELETED,
+    RETENTION_SNAPSHOTS_DELETED,
+    RETENTION_HORIZON,
 ];
 
 /// Buckets of [`GRPC_DURATION`], in seconds: from a cached read to the longest deadline.
@@ -114,4 +123,14 @@ pub fn describe() {
         "Subscribe streams cut off for falling behind"
     );
     describe_counter!(SNAPSHOTS_WRITTEN, "snapshots stored");
+    describe_counter!(RETENTION_EVENTS_DELETED, "events deleted by retention");
+    describe_counter!(
+        RETENTION_SNAPSHOTS_DELETED,
+        "snapshots deleted by retention"
+    );
+    describe_gauge!(
+        RETENTION_HORIZON,
+        Unit::Seconds,
+        "unix time of the retention horizon in force"
+    );
 }

@@ -8,6 +8,8 @@
 //! - [`CurrentStates`] (`current.rs`): current states through the state cache, and its upkeep.
 //! - [`Subscriptions`] (`subscriptions.rs`): Subscribe, replay then live, over the bus.
 //! - [`Analytics`] (`analytics.rs`): aggregates over a type's events.
+//! - [`Retention`] (`retention.rs`): RETENTION_DAYS, dropping old history while every current
+//!   state stays rebuildable.
 //! - `registry.rs`: the `TypeRegistry` they share: types and fixed instance facts in memory.
 //! - `budget.rs`, `paging.rs`: what a page may hold and how it continues.
 //! - [`metrics`]: the name and meaning of every exported metric (recorded through the `metrics`
@@ -22,6 +24,7 @@ pub mod metrics;
 mod paging;
 mod queries;
 mod registry;
+mod retention;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use current::CurrentStates;
 pub use error::AppError;
 pub use paging::Page;
 pub use queries::{Queries, StateAt, TimelineEntry};
+pub use retention::{Retention, RetentionBatch, RetentionReport};
 pub use subscriptions::{EventStream, Subscriptions};
 
 use registry::TypeRegistry;
@@ -113,6 +117,7 @@ impl App {
         );
         let current =
             CurrentStates::new(ports.catalog.clone(), registry.clone(), ports.state_cache);
+        let analytics = Analytics::new(ports.analytics, ports.history.clone(), registry.clone());
         let subscriptions = Subscriptions::new(
             ports.catalog,
             registry.clone(),
@@ -120,7 +125,6 @@ impl App {
             ports.bus.clone(),
             limits.subscriber_buffer,
         );
-        let analytics = Analytics::new(ports.analytics, registry.clone());
         let commands = Commands::new(
             ports.store,
             registry,

@@ -16,7 +16,7 @@ use crate::domain::timeline::FieldTracker;
 use crate::domain::{Access, Principal, State, apply_event};
 use crate::ports::{
     Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord,
-    SchemaVersionRecord, TypeKey,
+    SchemaVersionRecord, Snapshot, TypeKey,
 };
 
 /// Events read per round trip while folding a long range.
@@ -212,6 +212,12 @@ impl Queries {
         filter.after_version = version_cursor(&page)?;
         // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds up.
         filter.start_time = filter.start_time.map(ceil_micros);
+        // Without bounds, history starts at the first retained version; bounds that reach
+        // before the retention horizon are refused rather than answered with a silent gap.
+        if filter.start_time.is_some() || filter.from_version.is_some() {
+            self.check_retained(id, filter.from_version, filter.start_time)
+                .await?;
+        }
         let events = self.history.events(id, &filter, page.size + 1).await?;
         if events.is_empty() {
             // Tell an unknown instance from an empty filter result.
@@ -249,34 +255,21 @@ impl Queries {
             ));
         }
         let (snapshot, tail) = self.history.snapshot_and_tail(id, version).await?;
-        let Some(last) = tail.last().filter(|e| e.version == version) else {
-            let instance = self.catalog.get_instance(id).await?;
-            return Err(AppError::invalid(
-                "version",
-                format!(
-                    "version {version} is past the latest version {} of instance {id}",
-                    instance.version
-                ),
-            ));
-        };
-        let recorded_at = last.recorded_at;
-        let (mut state, from) = match snapshot {
-            Some(s) => (s.state, s.version),
-            None => (State::new(), 0),
-        };
-        for event in tail.iter().filter(|e| e.version > from) {
-            state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
-                AppError::Internal(format!(
-                    "stored event {} does not apply: {e}",
-                    event.version
-                ))
-            })?;
+        if let Some(at) = fold(snapshot, &tail, version)? {
+            return Ok(at);
         }
-        Ok(StateAt {
-            state,
-            version,
-            recorded_at,
-        })
+        let instance = self.catalog.get_instance(id).await?;
+        if version <= instance.version {
+            // It existed, and is gone: retention dropped it.
+            return Err(self.dropped(id, version).await);
+        }
+        Err(AppError::invalid(
+            "version",
+            format!(
+                "version {version} is past the latest version {} of instance {id}",
+                instance.version
+            ),
+        ))
     }
 
     /// The state as the engine knew it at `at`: after the last event recorded at or before it.
@@ -289,6 +282,7 @@ impl Queries {
         self.registry
             .check_instance(principal, Access::Read, id)
             .await?;
+        self.check_retained(id, None, Some(at)).await?;
         match self.history.version_at(id, at).await? {
             Some(version) => self.state_at(id, version).await,
             None => {
@@ -357,6 +351,18 @@ impl Queries {
         // version.
         let latest = self.catalog.get_instance(id).await?.version;
         let mut start = filter.from_version.unwrap_or(1);
+        if filter.start_time.is_some() {
+            self.check_retained(id, None, filter.start_time).await?;
+        }
+        if filter.from_version.is_none()
+            && let Some(first) = self.first_retained(id).await?
+            && first > 1
+        {
+            // An open range starts where history is kept: after the first retained version,
+            // whose state (a snapshot) is the value the changes are measured from. Whether that
+            // version itself changed the field is no longer known.
+            start = start.max(first + 1);
+        }
         let mut end = filter.to_version.unwrap_or(latest).min(latest);
         // recorded_at never decreases along an instance's versions, so a time range is a
         // version range: find it instead of folding through everything before it.
@@ -470,15 +476,133 @@ impl Queries {
             }
             start = end + 1;
         }
-        versions
-            .iter()
-            .map(|v| {
-                found.get(v).cloned().ok_or_else(|| {
-                    AppError::Internal(format!("recorded version {v} of {instance_id} is missing"))
-                })
-            })
-            .collect()
+        let mut events = Vec::with_capacity(versions.len());
+        for v in versions {
+            match found.get(v) {
+                Some(e) => events.push(e.clone()),
+                // Its key outlives it, so a retry is still never applied twice.
+                None if self.history.horizon().await?.is_some() => {
+                    return Err(self.dropped(instance_id, *v).await);
+                }
+                None => {
+                    return Err(AppError::Internal(format!(
+                        "recorded version {v} of {instance_id} is missing"
+                    )));
+                }
+            }
+        }
+        Ok(events)
     }
+
+    /// OUT_OF_RANGE unless what a read asks for is retained: `from_version` at or after the
+    /// first retained version, `from_time` at or after the retention horizon.
+    pub(crate) async fn check_retained(
+        &self,
+        id: Uuid,
+        from_version: Option<i64>,
+        from_time: Option<DateTime<Utc>>,
+    ) -> Result<(), AppError> {
+        let Some(horizon) = self.history.horizon().await? else {
+            return Ok(());
+        };
+        if let Some(t) = from_time
+            && t < horizon
+        {
+            return Err(AppError::OutOfRange(format!(
+                "{} is before the retention horizon {}: history recorded before it is no \
+                 longer kept",
+                t.to_rfc3339(),
+                horizon.to_rfc3339()
+            )));
+        }
+        if let Some(v) = from_version
+            && self
+                .first_retained(id)
+                .await?
+                .is_some_and(|first| v < first)
+        {
+            return Err(self.dropped(id, v).await);
+        }
+        Ok(())
+    }
+
+    /// The oldest version of an instance still kept, once retention has run; None before it
+    /// ever ran (every version is kept then) or when the instance has no events.
+    async fn first_retained(&self, id: Uuid) -> Result<Option<i64>, AppError> {
+        if self.history.horizon().await?.is_none() {
+            return Ok(None);
+        }
+        let first = self
+            .history
+            .events(id, &HistoryFilter::default(), 1)
+            .await?;
+        Ok(first.first().map(|e| e.version))
+    }
+
+    /// The error for a version that retention dropped: OUT_OF_RANGE naming the horizon and the
+    /// first version kept. Without a horizon nothing was ever dropped, so a missing version is
+    /// damaged data.
+    async fn dropped(&self, id: Uuid, version: i64) -> AppError {
+        let horizon = match self.history.horizon().await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return AppError::DataLoss(format!(
+                    "version {version} of instance {id} is missing from the stored history"
+                ));
+            }
+            Err(e) => return e.into(),
+        };
+        let first = self
+            .history
+            .events(id, &HistoryFilter::default(), 1)
+            .await
+            .ok()
+            .and_then(|found| found.first().map(|e| e.version));
+        AppError::OutOfRange(format!(
+            "version {version} of instance {id} was recorded before the retention horizon {} \
+             and is no longer kept{}",
+            horizon.to_rfc3339(),
+            first.map_or(String::new(), |f| format!(
+                "; the oldest version kept is {f}"
+            ))
+        ))
+    }
+}
+
+/// The state right after `version`, from the snapshot at or before it and the events after the
+/// snapshot up to `version` ([`HistoryReader::snapshot_and_tail`]). None when an event the fold
+/// needs is missing: `version` is past the end, or retention dropped it (retention drops the
+/// oldest first, so a gap means the version lies before what is kept).
+pub(crate) fn fold(
+    snapshot: Option<Snapshot>,
+    tail: &[EventRecord],
+    version: i64,
+) -> Result<Option<StateAt>, AppError> {
+    let Some(last) = tail.last().filter(|e| e.version == version) else {
+        return Ok(None);
+    };
+    let recorded_at = last.recorded_at;
+    let (mut state, from) = match snapshot {
+        Some(s) => (s.state, s.version),
+        None => (State::new(), 0),
+    };
+    let folded = tail.iter().filter(|e| e.version > from);
+    if folded.clone().map(|e| e.version).ne(from + 1..=version) {
+        return Ok(None);
+    }
+    for event in folded {
+        state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+            AppError::Internal(format!(
+                "stored event {} does not apply: {e}",
+                event.version
+            ))
+        })?;
+    }
+    Ok(Some(StateAt {
+        state,
+        version,
+        recorded_at,
+    }))
 }
 
 /// Bytes a timeline point takes in the response.

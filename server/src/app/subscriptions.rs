@@ -150,6 +150,24 @@ impl Subscriptions {
                 ));
             }
         };
+        if let Some((id, v)) = replay
+            && let Some(horizon) = self.history.horizon().await?
+        {
+            // A replay from a version retention dropped would silently start later.
+            let first = self
+                .history
+                .events(id, &crate::ports::HistoryFilter::default(), 1)
+                .await?;
+            if let Some(first) = first.first().map(|e| e.version)
+                && v < first
+            {
+                return Err(AppError::OutOfRange(format!(
+                    "from_version {v} was recorded before the retention horizon {} and is no \
+                     longer kept; the oldest version kept is {first}",
+                    horizon.to_rfc3339()
+                )));
+            }
+        }
         // In replay mode the event-type filter is applied here, so versions stay contiguous and
         // a gap can be told from a filtered event.
         let filter = LiveFilter {

@@ -16,6 +16,18 @@ use crate::ports::TypeKey;
 /// The analytics service over the application (UNIMPLEMENTED on backends without analytics).
 pub struct AnalyticsApi(pub App);
 
+impl AnalyticsApi {
+    /// Every answer's `covered_from`: the retention horizon, read after the aggregate.
+    async fn covered_from(&self) -> Result<Option<prost_types::Timestamp>, AppError> {
+        Ok(self
+            .0
+            .analytics
+            .covered_from()
+            .await?
+            .map(timestamp_from_time))
+    }
+}
+
 /// Longest time-series interval: the whole range a `Timestamp` can express (years 1 to 9999).
 /// Anything longer means the same single bucket, and bounding it keeps every later computation
 /// (microseconds, bucket arithmetic, the database's interval type) far from overflowing.
@@ -94,6 +106,7 @@ impl AnalyticsService for AnalyticsApi {
                             count: c.count,
                         })
                         .collect(),
+                    covered_from: self.covered_from().await?,
                 })
             }
             .await,
@@ -129,6 +142,7 @@ impl AnalyticsService for AnalyticsApi {
                             count,
                         })
                         .collect(),
+                    covered_from: self.covered_from().await?,
                 })
             }
             .await,
@@ -165,6 +179,7 @@ impl AnalyticsService for AnalyticsApi {
                             count: *count,
                         })
                         .collect(),
+                    covered_from: self.covered_from().await?,
                 })
             }
             .await,
@@ -195,6 +210,7 @@ impl AnalyticsService for AnalyticsApi {
                             last_event_at: Some(timestamp_from_time(e.last_event_at)),
                         })
                         .collect(),
+                    covered_from: self.covered_from().await?,
                 })
             }
             .await,
@@ -210,17 +226,18 @@ impl AnalyticsService for AnalyticsApi {
         reply(
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
-                self.0.analytics.summary(&who, &key).await
+                let s = self.0.analytics.summary(&who, &key).await?;
+                Ok(pb::GetSummaryResponse {
+                    instance_count: s.instance_count,
+                    event_count: s.event_count,
+                    first_event_at: s.first_event_at.map(timestamp_from_time),
+                    last_event_at: s.last_event_at.map(timestamp_from_time),
+                    events_last_24h: s.events_since,
+                    event_types: s.event_types,
+                    covered_from: self.covered_from().await?,
+                })
             }
-            .await
-            .map(|s| pb::GetSummaryResponse {
-                instance_count: s.instance_count,
-                event_count: s.event_count,
-                first_event_at: s.first_event_at.map(timestamp_from_time),
-                last_event_at: s.last_event_at.map(timestamp_from_time),
-                events_last_24h: s.events_since,
-                event_types: s.event_types,
-            }),
+            .await,
         )
     }
 }

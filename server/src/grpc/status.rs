@@ -62,6 +62,7 @@ pub fn to_status(error: AppError) -> Status {
         AppError::AlreadyExists(msg) => Status::already_exists(clip(&msg, MAX_MESSAGE_BYTES)),
         e @ AppError::Conflict { .. } => Status::aborted(e.to_string()),
         AppError::Aborted(msg) => Status::aborted(clip(&msg, MAX_MESSAGE_BYTES)),
+        AppError::OutOfRange(msg) => Status::out_of_range(clip(&msg, MAX_MESSAGE_BYTES)),
         AppError::FailedPrecondition {
             message,
             violations,

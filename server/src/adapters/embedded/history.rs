@@ -155,4 +155,19 @@ impl HistoryReader for EmbeddedStore {
         })
         .await
     }
+
+    async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let micros: Option<i64> = self
+            .read(|conn| {
+                conn.prepare_cached("SELECT horizon FROM retention_horizon")
+                    .map_err(sql)?
+                    .query_row([], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .await?;
+        Ok(micros
+            .map(|m| rows::time(m, "retention horizon"))
+            .transpose()?)
+    }
 }

@@ -45,6 +45,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/embedded/0006_instance_archived.sql"),
     ),
+    // 7 is left to the erasure work of the same issue.
+    (
+        8,
+        "retention",
+        include_str!("../../../../migrations/embedded/0008_retention.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

@@ -12,6 +12,8 @@
 //!   PostgreSQL does (same orders, ranges, buckets and JSON field semantics).
 //! - `sql`: the store's statements and connection settings, shared with the benchmark.
 //! - `error`: SQLite failures mapped to [`crate::ports::StoreError`].
+//! - `retention`: RETENTION_DAYS on SQLite: the same pass as PostgreSQL's, in batched
+//!   write transactions.
 //! - `backup`: a consistent online copy of the store (`temporal-state-server backup <path>`).
 
 mod analytics;
@@ -20,6 +22,7 @@ mod backup;
 mod error;
 mod history;
 pub mod migrate;
+mod retention;
 mod rows;
 mod store;
 

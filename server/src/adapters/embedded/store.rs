@@ -352,7 +352,7 @@ impl EmbeddedStore {
     }
 
     /// Runs `f` on the writer connection, on the blocking pool, once the write lock is ours.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,

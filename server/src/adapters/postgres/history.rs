@@ -83,6 +83,16 @@ impl HistoryReader for PgStore {
             .map_err(PgError::from)?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT horizon FROM retention_horizon")
+            .await
+            .map_err(PgError::from)?;
+        let row = client.query_opt(&stmt, &[]).await.map_err(PgError::from)?;
+        Ok(row.map(|r| r.get(0)))
+    }
 }
 
 /// The history read of one instance ([`HistoryReader::events`]): its SQL and parameters for

@@ -57,6 +57,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/postgres/0009_instance_archived.sql"),
     ),
+    // 10 is left to the erasure work of the same issue.
+    (
+        11,
+        "retention",
+        include_str!("../../../../migrations/postgres/0011_retention.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.

@@ -8,7 +8,9 @@
 //!   share one statement and one commit.
 //! - `history`: the time-travel port for [`PgStore`].
 //! - `analytics`: the analytics port, aggregates pushed into SQL.
-//! - `timescale`: the continuous aggregate, compression and retention, where installed.
+//! - `retention`: RETENTION_DAYS: batched deletes that keep each current state rebuildable,
+//!   then, on TimescaleDB, `drop_chunks` of what they left empty.
+//! - `timescale`: the continuous aggregate and compression, where installed.
 //! - `outbox`: the transactional outbox read by the NATS relay.
 //! - `sql`: the store's statements, shared with the benchmark's direct baselines.
 //! - `tls`: TLS to PostgreSQL as `sslmode` / `sslrootcert` in DATABASE_URL say.
@@ -20,6 +22,7 @@ mod group;
 mod history;
 pub mod migrate;
 pub mod outbox;
+pub mod retention;
 mod rows;
 mod store;
 pub mod timescale;

@@ -5,9 +5,12 @@
 //!   occurred_at, with real-time aggregation so recent events count too. Time series over wide,
 //!   hour-aligned ranges read it instead of the raw events.
 //! - compression of event chunks older than a configurable age;
-//! - backfilled hours re-materialized as they are written ([`refresh_backfilled`]);
-//! - an optional retention policy. Off by default: dropping events drops history, and past states
-//!   before the retention horizon can no longer be rebuilt.
+//! - backfilled hours re-materialized as they are written ([`refresh_backfilled`]).
+//!
+//! Retention is not a TimescaleDB policy: `add_retention_policy` drops chunks by `occurred_at`
+//! blindly, including events that current states still need. RETENTION_DAYS runs the server's
+//! own pass instead (`retention.rs`, which ends with `drop_chunks` where that is safe), and
+//! [`configure`] removes a policy an older server (TIMESCALE_RETENTION_DAYS) had added.
 
 use std::time::Duration;
 
@@ -17,13 +20,11 @@ use tracing::{info, warn};
 
 use super::PgError;
 
-/// Compression and retention of the event hypertable.
+/// Compression of the event hypertable.
 #[derive(Debug, Clone, Default)]
 pub struct TimescaleSettings {
     /// Compress event chunks older than this; None leaves chunks uncompressed.
     pub compress_after: Option<Duration>,
-    /// Drop event chunks older than this; None keeps every event forever.
-    pub retain_for: Option<Duration>,
 }
 
 const CONTINUOUS_AGGREGATE: &str = "
@@ -73,7 +74,8 @@ pub async fn configure(client: &Client, settings: &TimescaleSettings) -> Result<
             .await?;
     }
     set_policy(client, &COMPRESSION, settings.compress_after).await?;
-    set_policy(client, &RETENTION, settings.retain_for).await?;
+    // Never a blind retention policy (see the module's doc): one left by an older server goes.
+    set_policy(client, &RETENTION, None).await?;
     info!(
         ?settings,
         "timescaledb continuous aggregate and policies configured"

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)temporal_state/v1/analytics_service.proto\x12\x11temporal_state.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n\x15GetEventCountsRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"E\n\x0e\x45ventTypeCount\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"S\n\x16GetEventCountsResponse\x12\x39\n\x06\x63ounts\x18\x01 \x03(\x0b\x32!.temporal_state.v1.EventTypeCountR\x06\x63ounts\"\x98\x02\n\x19GetEventTimeSeriesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x35\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08interval\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\"\n\nevent_type\x18\x05 \x01(\tH\x00R\teventType\x88\x01\x01\x42\r\n\x0b_event_type\"a\n\nTimeBucket\x12=\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x62ucketStart\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"U\n\x1aGetEventTimeSeriesResponse\x12\x37\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1d.temporal_state.v1.TimeBucketR\x07\x62uckets\"\x84\x01\n\x1aGetFieldAggregationRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x14\n\x05\x66ield\x18\x02 \x01(\tR\x05\x66ield\x12/\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x61sOf\"T\n\x0eValueFrequency\x12,\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x8e\x02\n\x1bGetFieldAggregationResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x03R\x05\x63ount\x12\x18\n\x07missing\x18\x02 \x01(\x03R\x07missing\x12\x15\n\x03min\x18\x03 \x01(\x01H\x00R\x03min\x88\x01\x01\x12\x15\n\x03max\x18\x04 \x01(\x01H\x01R\x03max\x88\x01\x01\x12\x15\n\x03sum\x18\x05 \x01(\x01H\x02R\x03sum\x88\x01\x01\x12\x17\n\x04mean\x18\x06 \x01(\x01H\x03R\x04mean\x88\x01\x01\x12@\n\ntop_values\x18\x07 \x03(\x0b\x32!.temporal_state.v1.ValueFrequencyR\ttopValuesB\x06\n\x04_minB\x06\n\x04_maxB\x06\n\x04_sumB\x07\n\x05_mean\"\xbf\x01\n\x14GetMostActiveRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xb3\x01\n\x0e\x41\x63tiveInstance\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12\x1f\n\x0b\x65vent_count\x18\x03 \x01(\x03R\neventCount\x12>\n\rlast_event_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blastEventAt\"T\n\x15GetMostActiveResponse\x12;\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.temporal_state.v1.ActiveInstanceR\x07\x65ntries\"4\n\x11GetSummaryRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\xa7\x02\n\x12GetSummaryResponse\x12%\n\x0einstance_count\x18\x01 \x01(\x03R\rinstanceCount\x12\x1f\n\x0b\x65vent_count\x18\x02 \x01(\x03R\neventCount\x12@\n\x0e\x66irst_event_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x66irstEventAt\x12>\n\rlast_event_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blastEventAt\x12&\n\x0f\x65vents_last_24h\x18\x05 \x01(\x03R\reventsLast24h\x12\x1f\n\x0b\x65vent_types\x18\x06 \x03(\tR\neventTypes2\xa1\x04\n\x10\x41nalyticsService\x12\x65\n\x0eGetEventCounts\x12(.temporal_state.v1.GetEventCountsRequest\x1a).temporal_state.v1.GetEventCountsResponse\x12q\n\x12GetEventTimeSeries\x12,.temporal_state.v1.GetEventTimeSeriesRequest\x1a-.temporal_state.v1.GetEventTimeSeriesResponse\x12t\n\x13GetFieldAggregation\x12-.temporal_state.v1.GetFieldAggregationRequest\x1a..temporal_state.v1.GetFieldAggregationResponse\x12\x62\n\rGetMostActive\x12\'.temporal_state.v1.GetMostActiveRequest\x1a(.temporal_state.v1.GetMostActiveResponse\x12Y\n\nGetSummary\x12$.temporal_state.v1.GetSummaryRequest\x1a%.temporal_state.v1.GetSummaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)temporal_state/v1/analytics_service.proto\x12\x11temporal_state.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n\x15GetEventCountsRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"E\n\x0e\x45ventTypeCount\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x92\x01\n\x16GetEventCountsResponse\x12\x39\n\x06\x63ounts\x18\x01 \x03(\x0b\x32!.temporal_state.v1.EventTypeCountR\x06\x63ounts\x12=\n\x0c\x63overed_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63overedFrom\"\x98\x02\n\x19GetEventTimeSeriesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x35\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08interval\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\"\n\nevent_type\x18\x05 \x01(\tH\x00R\teventType\x88\x01\x01\x42\r\n\x0b_event_type\"a\n\nTimeBucket\x12=\n\x0c\x62ucket_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x62ucketStart\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x94\x01\n\x1aGetEventTimeSeriesResponse\x12\x37\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1d.temporal_state.v1.TimeBucketR\x07\x62uckets\x12=\n\x0c\x63overed_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63overedFrom\"\x84\x01\n\x1aGetFieldAggregationRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x14\n\x05\x66ield\x18\x02 \x01(\tR\x05\x66ield\x12/\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x61sOf\"T\n\x0eValueFrequency\x12,\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\xcd\x02\n\x1bGetFieldAggregationResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x03R\x05\x63ount\x12\x18\n\x07missing\x18\x02 \x01(\x03R\x07missing\x12\x15\n\x03min\x18\x03 \x01(\x01H\x00R\x03min\x88\x01\x01\x12\x15\n\x03max\x18\x04 \x01(\x01H\x01R\x03max\x88\x01\x01\x12\x15\n\x03sum\x18\x05 \x01(\x01H\x02R\x03sum\x88\x01\x01\x12\x17\n\x04mean\x18\x06 \x01(\x01H\x03R\x04mean\x88\x01\x01\x12@\n\ntop_values\x18\x07 \x03(\x0b\x32!.temporal_state.v1.ValueFrequencyR\ttopValues\x12=\n\x0c\x63overed_from\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63overedFromB\x06\n\x04_minB\x06\n\x04_maxB\x06\n\x04_sumB\x07\n\x05_mean\"\xbf\x01\n\x14GetMostActiveRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x14\n\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x39\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xb3\x01\n\x0e\x41\x63tiveInstance\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12\x1f\n\x0b\x65vent_count\x18\x03 \x01(\x03R\neventCount\x12>\n\rlast_event_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blastEventAt\"\x93\x01\n\x15GetMostActiveResponse\x12;\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.temporal_state.v1.ActiveInstanceR\x07\x65ntries\x12=\n\x0c\x63overed_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63overedFrom\"4\n\x11GetSummaryRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\xe6\x02\n\x12GetSummaryResponse\x12%\n\x0einstance_count\x18\x01 \x01(\x03R\rinstanceCount\x12\x1f\n\x0b\x65vent_count\x18\x02 \x01(\x03R\neventCount\x12@\n\x0e\x66irst_event_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x66irstEventAt\x12>\n\rlast_event_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0blastEventAt\x12&\n\x0f\x65vents_last_24h\x18\x05 \x01(\x03R\reventsLast24h\x12\x1f\n\x0b\x65vent_types\x18\x06 \x03(\tR\neventTypes\x12=\n\x0c\x63overed_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63overedFrom2\xa1\x04\n\x10\x41nalyticsService\x12\x65\n\x0eGetEventCounts\x12(.temporal_state.v1.GetEventCountsRequest\x1a).temporal_state.v1.GetEventCountsResponse\x12q\n\x12GetEventTimeSeries\x12,.temporal_state.v1.GetEventTimeSeriesRequest\x1a-.temporal_state.v1.GetEventTimeSeriesResponse\x12t\n\x13GetFieldAggregation\x12-.temporal_state.v1.GetFieldAggregationRequest\x1a..temporal_state.v1.GetFieldAggregationResponse\x12\x62\n\rGetMostActive\x12\'.temporal_state.v1.GetMostActiveRequest\x1a(.temporal_state.v1.GetMostActiveResponse\x12Y\n\nGetSummary\x12$.temporal_state.v1.GetSummaryRequest\x1a%.temporal_state.v1.GetSummaryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,30 +38,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETEVENTCOUNTSREQUEST']._serialized_end=330
   _globals['_EVENTTYPECOUNT']._serialized_start=332
   _globals['_EVENTTYPECOUNT']._serialized_end=401
-  _globals['_GETEVENTCOUNTSRESPONSE']._serialized_start=403
-  _globals['_GETEVENTCOUNTSRESPONSE']._serialized_end=486
-  _globals['_GETEVENTTIMESERIESREQUEST']._serialized_start=489
-  _globals['_GETEVENTTIMESERIESREQUEST']._serialized_end=769
-  _globals['_TIMEBUCKET']._serialized_start=771
-  _globals['_TIMEBUCKET']._serialized_end=868
-  _globals['_GETEVENTTIMESERIESRESPONSE']._serialized_start=870
-  _globals['_GETEVENTTIMESERIESRESPONSE']._serialized_end=955
-  _globals['_GETFIELDAGGREGATIONREQUEST']._serialized_start=958
-  _globals['_GETFIELDAGGREGATIONREQUEST']._serialized_end=1090
-  _globals['_VALUEFREQUENCY']._serialized_start=1092
-  _globals['_VALUEFREQUENCY']._serialized_end=1176
-  _globals['_GETFIELDAGGREGATIONRESPONSE']._serialized_start=1179
-  _globals['_GETFIELDAGGREGATIONRESPONSE']._serialized_end=1449
-  _globals['_GETMOSTACTIVEREQUEST']._serialized_start=1452
-  _globals['_GETMOSTACTIVEREQUEST']._serialized_end=1643
-  _globals['_ACTIVEINSTANCE']._serialized_start=1646
-  _globals['_ACTIVEINSTANCE']._serialized_end=1825
-  _globals['_GETMOSTACTIVERESPONSE']._serialized_start=1827
-  _globals['_GETMOSTACTIVERESPONSE']._serialized_end=1911
-  _globals['_GETSUMMARYREQUEST']._serialized_start=1913
-  _globals['_GETSUMMARYREQUEST']._serialized_end=1965
-  _globals['_GETSUMMARYRESPONSE']._serialized_start=1968
-  _globals['_GETSUMMARYRESPONSE']._serialized_end=2263
-  _globals['_ANALYTICSSERVICE']._serialized_start=2266
-  _globals['_ANALYTICSSERVICE']._serialized_end=2811
+  _globals['_GETEVENTCOUNTSRESPONSE']._serialized_start=404
+  _globals['_GETEVENTCOUNTSRESPONSE']._serialized_end=550
+  _globals['_GETEVENTTIMESERIESREQUEST']._serialized_start=553
+  _globals['_GETEVENTTIMESERIESREQUEST']._serialized_end=833
+  _globals['_TIMEBUCKET']._serialized_start=835
+  _globals['_TIMEBUCKET']._serialized_end=932
+  _globals['_GETEVENTTIMESERIESRESPONSE']._serialized_start=935
+  _globals['_GETEVENTTIMESERIESRESPONSE']._serialized_end=1083
+  _globals['_GETFIELDAGGREGATIONREQUEST']._serialized_start=1086
+  _globals['_GETFIELDAGGREGATIONREQUEST']._serialized_end=1218
+  _globals['_VALUEFREQUENCY']._serialized_start=1220
+  _globals['_VALUEFREQUENCY']._serialized_end=1304
+  _globals['_GETFIELDAGGREGATIONRESPONSE']._serialized_start=1307
+  _globals['_GETFIELDAGGREGATIONRESPONSE']._serialized_end=1640
+  _globals['_GETMOSTACTIVEREQUEST']._serialized_start=1643
+  _globals['_GETMOSTACTIVEREQUEST']._serialized_end=1834
+  _globals['_ACTIVEINSTANCE']._serialized_start=1837
+  _globals['_ACTIVEINSTANCE']._serialized_end=2016
+  _globals['_GETMOSTACTIVERESPONSE']._serialized_start=2019
+  _globals['_GETMOSTACTIVERESPONSE']._serialized_end=2166
+  _globals['_GETSUMMARYREQUEST']._serialized_start=2168
+  _globals['_GETSUMMARYREQUEST']._serialized_end=2220
+  _globals['_GETSUMMARYRESPONSE']._serialized_start=2223
+  _globals['_GETSUMMARYRESPONSE']._serialized_end=2581
+  _globals['_ANALYTICSSERVICE']._serialized_start=2584
+  _globals['_ANALYTICSSERVICE']._serialized_end=3129
 # @@protoc_insertion_point(module_scope)

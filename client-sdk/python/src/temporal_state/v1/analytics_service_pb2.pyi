@@ -30,10 +30,12 @@ class EventTypeCount(_message.Message):
     def __init__(self, event_type: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetEventCountsResponse(_message.Message):
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "covered_from")
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    COVERED_FROM_FIELD_NUMBER: _ClassVar[int]
     counts: _containers.RepeatedCompositeFieldContainer[EventTypeCount]
-    def __init__(self, counts: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ...) -> None: ...
+    covered_from: _timestamp_pb2.Timestamp
+    def __init__(self, counts: _Optional[_Iterable[_Union[EventTypeCount, _Mapping]]] = ..., covered_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetEventTimeSeriesRequest(_message.Message):
     __slots__ = ("entity_type", "interval", "start_time", "end_time", "event_type")
@@ -58,10 +60,12 @@ class TimeBucket(_message.Message):
     def __init__(self, bucket_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetEventTimeSeriesResponse(_message.Message):
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "covered_from")
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    COVERED_FROM_FIELD_NUMBER: _ClassVar[int]
     buckets: _containers.RepeatedCompositeFieldContainer[TimeBucket]
-    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeBucket, _Mapping]]] = ...) -> None: ...
+    covered_from: _timestamp_pb2.Timestamp
+    def __init__(self, buckets: _Optional[_Iterable[_Union[TimeBucket, _Mapping]]] = ..., covered_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetFieldAggregationRequest(_message.Message):
     __slots__ = ("entity_type", "field", "as_of")
@@ -82,7 +86,7 @@ class ValueFrequency(_message.Message):
     def __init__(self, value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetFieldAggregationResponse(_message.Message):
-    __slots__ = ("count", "missing", "min", "max", "sum", "mean", "top_values")
+    __slots__ = ("count", "missing", "min", "max", "sum", "mean", "top_values", "covered_from")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +94,7 @@ class GetFieldAggregationResponse(_message.Message):
     SUM_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     TOP_VALUES_FIELD_NUMBER: _ClassVar[int]
+    COVERED_FROM_FIELD_NUMBER: _ClassVar[int]
     count: int
     missing: int
     min: float
@@ -97,7 +102,8 @@ class GetFieldAggregationResponse(_message.Message):
     sum: float
     mean: float
     top_values: _containers.RepeatedCompositeFieldContainer[ValueFrequency]
-    def __init__(self, count: _Optional[int] = ..., missing: _Optional[int] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., sum: _Optional[float] = ..., mean: _Optional[float] = ..., top_values: _Optional[_Iterable[_Union[ValueFrequency, _Mapping]]] = ...) -> None: ...
+    covered_from: _timestamp_pb2.Timestamp
+    def __init__(self, count: _Optional[int] = ..., missing: _Optional[int] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., sum: _Optional[float] = ..., mean: _Optional[float] = ..., top_values: _Optional[_Iterable[_Union[ValueFrequency, _Mapping]]] = ..., covered_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetMostActiveRequest(_message.Message):
     __slots__ = ("entity_type", "limit", "start_time", "end_time")
@@ -124,10 +130,12 @@ class ActiveInstance(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., external_id: _Optional[str] = ..., event_count: _Optional[int] = ..., last_event_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetMostActiveResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "covered_from")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COVERED_FROM_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[ActiveInstance]
-    def __init__(self, entries: _Optional[_Iterable[_Union[ActiveInstance, _Mapping]]] = ...) -> None: ...
+    covered_from: _timestamp_pb2.Timestamp
+    def __init__(self, entries: _Optional[_Iterable[_Union[ActiveInstance, _Mapping]]] = ..., covered_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetSummaryRequest(_message.Message):
     __slots__ = ("entity_type",)
@@ -136,17 +144,19 @@ class GetSummaryRequest(_message.Message):
     def __init__(self, entity_type: _Optional[str] = ...) -> None: ...
 
 class GetSummaryResponse(_message.Message):
-    __slots__ = ("instance_count", "event_count", "first_event_at", "last_event_at", "events_last_24h", "event_types")
+    __slots__ = ("instance_count", "event_count", "first_event_at", "last_event_at", "events_last_24h", "event_types", "covered_from")
     INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     FIRST_EVENT_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_AT_FIELD_NUMBER: _ClassVar[int]
     EVENTS_LAST_24H_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    COVERED_FROM_FIELD_NUMBER: _ClassVar[int]
     instance_count: int
     event_count: int
     first_event_at: _timestamp_pb2.Timestamp
     last_event_at: _timestamp_pb2.Timestamp
     events_last_24h: int
     event_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, instance_count: _Optional[int] = ..., event_count: _Optional[int] = ..., first_event_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events_last_24h: _Optional[int] = ..., event_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    covered_from: _timestamp_pb2.Timestamp
+    def __init__(self, instance_count: _Optional[int] = ..., event_count: _Optional[int] = ..., first_event_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events_last_24h: _Optional[int] = ..., event_types: _Optional[_Iterable[str]] = ..., covered_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

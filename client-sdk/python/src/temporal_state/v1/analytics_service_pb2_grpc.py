@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AnalyticsServiceStub:
-    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`.
+    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`. Every answer
+    says, in `covered_from`, where the retained events begin.
     """
 
     def __init__(self, channel):
@@ -63,7 +64,8 @@ class AnalyticsServiceStub:
 
 
 class AnalyticsServiceServicer:
-    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`.
+    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`. Every answer
+    says, in `covered_from`, where the retained events begin.
     """
 
     def GetEventCounts(self, request, context):
@@ -138,7 +140,8 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnalyticsService:
-    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`.
+    """Aggregates over all instances of an entity type. Buckets follow `occurred_at`. Every answer
+    says, in `covered_from`, where the retained events begin.
     """
 
     @staticmethod

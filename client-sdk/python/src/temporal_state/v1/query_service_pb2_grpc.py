@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class QueryServiceStub:
-    """Time travel: what an instance was, when, and how it changed.
+    """Time travel: what an instance was, when, and how it changed. With retention (RETENTION_DAYS),
+    what lies before the retention horizon is OUT_OF_RANGE, the message naming the horizon: a
+    dropped version, a moment before the horizon, a range starting before what is kept. Without
+    bounds, GetHistory starts at the first version kept.
     """
 
     def __init__(self, channel):
@@ -63,7 +66,10 @@ class QueryServiceStub:
 
 
 class QueryServiceServicer:
-    """Time travel: what an instance was, when, and how it changed.
+    """Time travel: what an instance was, when, and how it changed. With retention (RETENTION_DAYS),
+    what lies before the retention horizon is OUT_OF_RANGE, the message naming the horizon: a
+    dropped version, a moment before the horizon, a range starting before what is kept. Without
+    bounds, GetHistory starts at the first version kept.
     """
 
     def GetHistory(self, request, context):
@@ -140,7 +146,10 @@ def add_QueryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
-    """Time travel: what an instance was, when, and how it changed.
+    """Time travel: what an instance was, when, and how it changed. With retention (RETENTION_DAYS),
+    what lies before the retention horizon is OUT_OF_RANGE, the message naming the horizon: a
+    dropped version, a moment before the horizon, a range starting before what is kept. Without
+    bounds, GetHistory starts at the first version kept.
     """
 
     @staticmethod

@@ -84,6 +84,15 @@ export declare type GetEventCountsResponse = Message<"temporal_state.v1.GetEvent
    * @generated from field: repeated temporal_state.v1.EventTypeCount counts = 1;
    */
   counts: EventTypeCount[];
+
+  /**
+   * Retention (RETENTION_DAYS): events recorded before this moment are no longer kept (each
+   * instance keeps only its state at its last version before it), so what lies before it is
+   * partial. Unset while retention never dropped anything: every event is counted.
+   *
+   * @generated from field: google.protobuf.Timestamp covered_from = 2;
+   */
+  coveredFrom?: Timestamp | undefined;
 };
 
 /**
@@ -179,6 +188,15 @@ export declare type GetEventTimeSeriesResponse = Message<"temporal_state.v1.GetE
    * @generated from field: repeated temporal_state.v1.TimeBucket buckets = 1;
    */
   buckets: TimeBucket[];
+
+  /**
+   * Retention (RETENTION_DAYS): events recorded before this moment are no longer kept (each
+   * instance keeps only its state at its last version before it), so what lies before it is
+   * partial. Unset while retention never dropped anything: every event is counted.
+   *
+   * @generated from field: google.protobuf.Timestamp covered_from = 2;
+   */
+  coveredFrom?: Timestamp | undefined;
 };
 
 /**
@@ -302,6 +320,15 @@ export declare type GetFieldAggregationResponse = Message<"temporal_state.v1.Get
    * @generated from field: repeated temporal_state.v1.ValueFrequency top_values = 7;
    */
   topValues: ValueFrequency[];
+
+  /**
+   * Retention (RETENTION_DAYS): events recorded before this moment are no longer kept (each
+   * instance keeps only its state at its last version before it), so what lies before it is
+   * partial. Unset while retention never dropped anything: every event is counted.
+   *
+   * @generated from field: google.protobuf.Timestamp covered_from = 8;
+   */
+  coveredFrom?: Timestamp | undefined;
 };
 
 /**
@@ -404,6 +431,15 @@ export declare type GetMostActiveResponse = Message<"temporal_state.v1.GetMostAc
    * @generated from field: repeated temporal_state.v1.ActiveInstance entries = 1;
    */
   entries: ActiveInstance[];
+
+  /**
+   * Retention (RETENTION_DAYS): events recorded before this moment are no longer kept (each
+   * instance keeps only its state at its last version before it), so what lies before it is
+   * partial. Unset while retention never dropped anything: every event is counted.
+   *
+   * @generated from field: google.protobuf.Timestamp covered_from = 2;
+   */
+  coveredFrom?: Timestamp | undefined;
 };
 
 /**
@@ -479,6 +515,15 @@ export declare type GetSummaryResponse = Message<"temporal_state.v1.GetSummaryRe
    * @generated from field: repeated string event_types = 6;
    */
   eventTypes: string[];
+
+  /**
+   * Retention (RETENTION_DAYS): events recorded before this moment are no longer kept (each
+   * instance keeps only its state at its last version before it), so what lies before it is
+   * partial. Unset while retention never dropped anything: every event is counted.
+   *
+   * @generated from field: google.protobuf.Timestamp covered_from = 7;
+   */
+  coveredFrom?: Timestamp | undefined;
 };
 
 /**
@@ -488,7 +533,8 @@ export declare type GetSummaryResponse = Message<"temporal_state.v1.GetSummaryRe
 export declare const GetSummaryResponseSchema: GenMessage<GetSummaryResponse>;
 
 /**
- * Aggregates over all instances of an entity type. Buckets follow `occurred_at`.
+ * Aggregates over all instances of an entity type. Buckets follow `occurred_at`. Every answer
+ * says, in `covered_from`, where the retained events begin.
  *
  * @generated from service temporal_state.v1.AnalyticsService
  */

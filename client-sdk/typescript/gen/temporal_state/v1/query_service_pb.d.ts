@@ -533,7 +533,10 @@ export enum ChangeKind {
 export declare const ChangeKindSchema: GenEnum<ChangeKind>;
 
 /**
- * Time travel: what an instance was, when, and how it changed.
+ * Time travel: what an instance was, when, and how it changed. With retention (RETENTION_DAYS),
+ * what lies before the retention horizon is OUT_OF_RANGE, the message naming the horizon: a
+ * dropped version, a moment before the horizon, a range starting before what is kept. Without
+ * bounds, GetHistory starts at the first version kept.
  *
  * @generated from service temporal_state.v1.QueryService
  */
