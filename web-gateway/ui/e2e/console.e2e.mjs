@@ -327,8 +327,11 @@ async function flow({ consoleUrl, browser, other }, label) {
   await lp.goto(`${consoleUrl}/types/${type}/instances`);
   await lp.getByRole("link", { name: ext, exact: true }).waitFor();
   assert.equal(await lp.getByRole("link", { name: ext2, exact: true }).count(), 0, "archived instances are left out by default");
-  await lp.getByLabel("Show archived").check();
+  // The box follows the URL: it shows checked once the navigation it starts has happened, which
+  // `check()` (asserting at once after its click) does not wait for.
+  await lp.getByLabel("Show archived").click();
   await lp.waitForURL(/archived=1/);
+  await lp.waitForFunction(() => document.getElementById("show-archived")?.checked === true);
   await lp.locator(`tr[data-external-id="${ext2}"] .badge-archived`).waitFor();
   assert.equal(await lp.locator(`tr[data-external-id="${ext}"] .badge-archived`).count(), 0);
   await lp.screenshot({ path: join(SHOTS, `instances-archived-${label}.png`), fullPage: true });
