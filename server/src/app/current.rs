@@ -152,6 +152,8 @@ impl CurrentStates {
                 // Only an archive leaves an instance archived: every other append needs (or,
                 // for a restore, ends) it unarchived.
                 archived: last.event_type == crate::domain::EventType::INSTANCE_ARCHIVED,
+                // Nothing is appended after an erasure.
+                erased: false,
             },
             // Unknown here yet: the stored record is at least as new as what was just written.
             None => match self.catalog.get_instance(instance_id).await {
@@ -166,6 +168,23 @@ impl CurrentStates {
             },
         };
         self.put(&record).await;
+    }
+
+    /// After an erasure: the cached entry by id becomes the erased record (so a state read
+    /// before the erasure can never be put back over it) and the entry by the former external
+    /// id is deleted. On failure the instance is untrusted, as for any failed cache write: this
+    /// server reads the store for it until a repair rewrote the entry by id.
+    pub(crate) async fn erased(&self, erased: &InstanceRecord, former_external_id: &str) {
+        let Some(cache) = &self.state_cache else {
+            return;
+        };
+        match cache.erase(erased, former_external_id).await {
+            Ok(()) => self.untrusted.remove(erased.id),
+            Err(e) => {
+                tracing::warn!(instance_id = %erased.id, error = %e, "state cache not cleared after an erasure; entries expire with their ttl");
+                self.untrusted.insert(erased.id);
+            }
+        }
     }
 
     /// Whether a write committed is unknown: stop trusting the cached state of the instance

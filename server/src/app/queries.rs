@@ -44,6 +44,21 @@ pub struct TimelineEntry {
     pub value: Option<Value>,
 }
 
+/// Time travel on an erased instance: its states are gone, so there is nothing to travel to.
+fn refuse_erased(instance: &InstanceRecord) -> Result<(), AppError> {
+    if instance.erased {
+        return Err(AppError::FailedPrecondition {
+            message: format!(
+                "instance {} is erased: its states, payloads and metadata are gone; only its \
+                 history's facts (versions, event types, times) remain",
+                instance.id
+            ),
+            violations: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
 fn check_range(
     from: Option<i64>,
     to: Option<i64>,
@@ -249,8 +264,10 @@ impl Queries {
             ));
         }
         let (snapshot, tail) = self.history.snapshot_and_tail(id, version).await?;
+        // An erased instance's stores answer no tail (see `HistoryReader::snapshot_and_tail`).
         let Some(last) = tail.last().filter(|e| e.version == version) else {
             let instance = self.catalog.get_instance(id).await?;
+            refuse_erased(&instance)?;
             return Err(AppError::invalid(
                 "version",
                 format!(
@@ -293,6 +310,7 @@ impl Queries {
             Some(version) => self.state_at(id, version).await,
             None => {
                 let instance = self.catalog.get_instance(id).await?;
+                refuse_erased(&instance)?;
                 Err(AppError::NotFound(format!(
                     "instance {id} did not exist at {}: it was created at {}",
                     at.to_rfc3339(),
@@ -355,7 +373,9 @@ impl Queries {
         let cursor = version_cursor(&page)?;
         // Tells an unknown instance from an empty timeline, and a range past the end from a bad
         // version.
-        let latest = self.catalog.get_instance(id).await?.version;
+        let instance = self.catalog.get_instance(id).await?;
+        refuse_erased(&instance)?;
+        let latest = instance.version;
         let mut start = filter.from_version.unwrap_or(1);
         let mut end = filter.to_version.unwrap_or(latest).min(latest);
         // recorded_at never decreases along an instance's versions, so a time range is a

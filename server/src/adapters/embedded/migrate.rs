@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/embedded/0006_instance_archived.sql"),
     ),
+    (
+        7,
+        "instance_erased",
+        include_str!("../../../../migrations/embedded/0007_instance_erased.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

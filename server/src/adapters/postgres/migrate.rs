@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/postgres/0009_instance_archived.sql"),
     ),
+    (
+        10,
+        "instance_erased",
+        include_str!("../../../../migrations/postgres/0010_instance_erased.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.
