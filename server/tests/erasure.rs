@@ -22,7 +22,10 @@ use temporal_state_proto::v1::analytics_service_client::AnalyticsServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-for_each_backend!(an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table: 4,);
+for_each_backend!(
+    an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table: 4,
+    an_erasure_racing_writers_erases_all_they_committed_and_refuses_the_rest: 4,
+);
 
 /// Unique strings this test writes into the instance that it erases, and nowhere else.
 struct Markers {
@@ -636,5 +639,152 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
         .await;
     assert_ne!(reborn.id, id);
     assert_eq!(reborn.version, 1);
+    server.stop().await;
+}
+
+/// Writers keep appending to an instance while it is erased: each of their events either
+/// committed before the erasure (and is erased with the rest) or is refused after it; the
+/// history stays 1..N without a gap, ending with `InstanceErased`, and no value of any writer
+/// is left in the answers, the cache, the stream or the store.
+async fn an_erasure_racing_writers_erases_all_they_committed_and_refuses_the_rest(
+    backend: Backend,
+) {
+    let markers = Markers::new();
+    let redis = Redis::start();
+    let nats = matches!(backend, Backend::Postgres).then(Nats::start);
+    let store = Store::create(backend).await;
+    let redis_url = redis.url();
+    let mut flags = vec!["--snapshot-interval", "5", "--redis-url", redis_url.as_str()];
+    let nats_url = nats.as_ref().map(|n| n.url());
+    if let Some(url) = &nats_url {
+        flags.extend(["--nats-url", url.as_str()]);
+    }
+    let server = store.start(&flags).await;
+    let mut c = server.clients().await;
+    c.create_type("person", json!({"type": "object"})).await;
+    let id = c
+        .create_instance(
+            "person",
+            &markers.external_id,
+            json!({"email": markers.named("init")}),
+        )
+        .await
+        .id;
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut c = c.clone();
+            let id = id.clone();
+            let payload = markers.named("payload");
+            let external_id = markers.external_id.clone();
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for n in 0..5000 {
+                    let written = c
+                        .apply(&id, "Noted", json!({ "note": format!("{payload}-{w}-{n}") }))
+                        .await;
+                    match written {
+                        Ok(r) => versions.push(r.event.unwrap().version),
+                        Err(refused) => return (versions, refused),
+                    }
+                    // Every writer reads too, by external id: a miss fills the cache from
+                    // the store, racing the erasure's scrub.
+                    c.instances
+                        .get_current_state(pb::GetCurrentStateRequest {
+                            entity_type: "person".into(),
+                            external_id: external_id.clone(),
+                        })
+                        .await
+                        .ok();
+                }
+                panic!("writer {w} was never refused");
+            })
+        })
+        .collect();
+    // Erase in the middle of the writes.
+    loop {
+        let got = c
+            .instances
+            .get_current_state(pb::GetCurrentStateRequest {
+                entity_type: "person".into(),
+                external_id: markers.external_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .instance
+            .unwrap();
+        if got.version >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let erased = c
+        .instances
+        .erase_instance(pb::EraseInstanceRequest {
+            instance_id: id.clone(),
+            reason: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .event
+        .unwrap();
+    let mut committed = Vec::new();
+    for w in writers {
+        let (versions, refused) = w.await.unwrap();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("erased"), "{refused:?}");
+        committed.extend(versions);
+    }
+    committed.sort_unstable();
+    assert_eq!(
+        committed,
+        (2..erased.version).collect::<Vec<_>>(),
+        "every version before the erasure was a writer's, none after"
+    );
+    let history = c
+        .queries
+        .get_history(pb::GetHistoryRequest {
+            instance_id: id.clone(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(
+        history.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=erased.version).collect::<Vec<_>>()
+    );
+    assert_eq!(history.last().unwrap().event_type, "InstanceErased");
+    let answers = format!("{history:?}");
+    assert!(markers.found_in(&answers).is_empty(), "{answers}");
+    let cached = redis_dump(&redis);
+    assert!(
+        markers.found_in(&cached).is_empty(),
+        "{:?} in redis:\n{cached}",
+        markers.found_in(&cached)
+    );
+    let stored = store_dump(&store).await;
+    assert!(
+        markers.found_in_bytes(&stored).is_empty(),
+        "{:?} in the store",
+        markers.found_in_bytes(&stored)
+    );
+    if let Some(url) = &nats_url {
+        let mut published = (String::new(), Vec::new());
+        for _ in 0..200 {
+            published = stream_dump(url, &id).await;
+            if published.1.contains(&"InstanceErased".to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (text, types) = published;
+        assert_eq!(types, ["InstanceErased"], "{text}");
+        assert!(markers.found_in(&text).is_empty(), "{text}");
+    }
     server.stop().await;
 }
