@@ -181,7 +181,11 @@ async fn every_answer(
     };
     let refused = |what: &str, status: tonic::Status| {
         assert!(erased, "{what} refused before the erasure: {status:?}");
-        assert_eq!(status.code(), Code::FailedPrecondition, "{what}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{what}: {status:?}"
+        );
         assert!(status.message().contains("erased"), "{what}: {status:?}");
         format!("{status:?}")
     };
@@ -363,7 +367,12 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
     let nats = matches!(backend, Backend::Postgres).then(Nats::start);
     let store = Store::create(backend).await;
     let redis_url = redis.url();
-    let mut flags = vec!["--snapshot-interval", "3", "--redis-url", redis_url.as_str()];
+    let mut flags = vec![
+        "--snapshot-interval",
+        "3",
+        "--redis-url",
+        redis_url.as_str(),
+    ];
     let nats_url = nats.as_ref().map(|n| n.url());
     if let Some(url) = &nats_url {
         flags.extend(["--nats-url", url.as_str()]);
@@ -429,11 +438,20 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
         .unwrap();
     // Before: every search finds the markers (so each one can fail).
     let before = every_answer(&mut c, &mut analytics, &id, &markers.external_id, false).await;
-    assert_eq!(markers.found_in(&before).len(), markers.all.len(), "{before}");
+    assert_eq!(
+        markers.found_in(&before).len(),
+        markers.all.len(),
+        "{before}"
+    );
     let cached = redis_dump(&redis);
     assert!(!markers.found_in(&cached).is_empty(), "{cached}");
     assert_eq!(
-        store.snapshots().await.iter().map(|s| s.0).collect::<Vec<_>>(),
+        store
+            .snapshots()
+            .await
+            .iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>(),
         [3, 6, 9]
     );
     let stored = store_dump(&store).await;
@@ -510,7 +528,9 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
 
     // Writes are refused, naming the erasure.
     let writes = [
-        c.apply(&id, "Noted", json!({"note": "again"})).await.map(|_| ()),
+        c.apply(&id, "Noted", json!({"note": "again"}))
+            .await
+            .map(|_| ()),
         c.events
             .apply_events(pb::ApplyEventsRequest {
                 instance_id: id.clone(),
@@ -546,7 +566,10 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
         .event
         .unwrap();
     assert_eq!(seen.event_type, "InstanceErased");
-    assert!(markers.found_in(&format!("{seen:?}")).is_empty(), "{seen:?}");
+    assert!(
+        markers.found_in(&format!("{seen:?}")).is_empty(),
+        "{seen:?}"
+    );
 
     // After: no marker in any answer (time travel refused), the cache, the stream or the store.
     let after = every_answer(&mut c, &mut analytics, &id, &markers.external_id, true).await;
@@ -606,7 +629,10 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
             "{:?} in the stream:\n{text}",
             markers.found_in(&text)
         );
-        assert!(text.contains("still here"), "the other instance's messages stay");
+        assert!(
+            text.contains("still here"),
+            "the other instance's messages stay"
+        );
     }
 
     // The other instance is untouched.
@@ -654,7 +680,12 @@ async fn an_erasure_racing_writers_erases_all_they_committed_and_refuses_the_res
     let nats = matches!(backend, Backend::Postgres).then(Nats::start);
     let store = Store::create(backend).await;
     let redis_url = redis.url();
-    let mut flags = vec!["--snapshot-interval", "5", "--redis-url", redis_url.as_str()];
+    let mut flags = vec![
+        "--snapshot-interval",
+        "5",
+        "--redis-url",
+        redis_url.as_str(),
+    ];
     let nats_url = nats.as_ref().map(|n| n.url());
     if let Some(url) = &nats_url {
         flags.extend(["--nats-url", url.as_str()]);
@@ -681,7 +712,11 @@ async fn an_erasure_racing_writers_erases_all_they_committed_and_refuses_the_res
                 let mut versions = Vec::new();
                 for n in 0..5000 {
                     let written = c
-                        .apply(&id, "Noted", json!({ "note": format!("{payload}-{w}-{n}") }))
+                        .apply(
+                            &id,
+                            "Noted",
+                            json!({ "note": format!("{payload}-{w}-{n}") }),
+                        )
                         .await;
                     match written {
                         Ok(r) => versions.push(r.event.unwrap().version),

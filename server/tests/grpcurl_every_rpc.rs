@@ -277,7 +277,10 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
     );
     assert_eq!(erased["instance"]["erased"], true);
     assert_eq!(erased["event"]["eventType"], "InstanceErased");
-    assert_eq!(erased["event"]["metadata"]["reason"], "asked to be forgotten");
+    assert_eq!(
+        erased["event"]["metadata"]["reason"],
+        "asked to be forgotten"
+    );
 
     // EventService
     let applied = g.call(

@@ -83,7 +83,10 @@ async fn migrations_make_a_hypertable_with_its_aggregate_compression_and_retenti
         .with_timescale(settings.clone())
     };
     let store = open(&settings);
-    assert_eq!(store.migrate().await.unwrap(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    );
     assert!(store.has_timescaledb());
 
     let version: String = rows(

@@ -338,12 +338,9 @@ impl Client {
             reason: options.reason.clone(),
         };
         let r = self
-            .unary(
-                "EraseInstance",
-                &options.call,
-                request,
-                |t, r| async move { InstanceServiceClient::new(t).erase_instance(r).await },
-            )
+            .unary("EraseInstance", &options.call, request, |t, r| async move {
+                InstanceServiceClient::new(t).erase_instance(r).await
+            })
             .await
             .0?;
         Ok(InstanceLifecycle {

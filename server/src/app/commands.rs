@@ -903,7 +903,10 @@ fn check_reason(reason: &str) -> Result<(), AppError> {
         ));
     }
     if reason.contains('\0') {
-        return Err(AppError::invalid("reason", "must not contain NUL characters"));
+        return Err(AppError::invalid(
+            "reason",
+            "must not contain NUL characters",
+        ));
     }
     Ok(())
 }

@@ -166,11 +166,7 @@ impl InstanceService for InstanceApi {
         reply(
             async {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let (instance, event) = self
-                    .0
-                    .commands
-                    .erase_instance(&who, id, r.reason)
-                    .await?;
+                let (instance, event) = self.0.commands.erase_instance(&who, id, r.reason).await?;
                 Ok(pb::EraseInstanceResponse {
                     instance: Some(convert::instance_from_record(instance)),
                     event: Some(convert::event_from_record(event)),

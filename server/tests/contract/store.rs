@@ -1189,10 +1189,7 @@ async fn erasure_scrubs_the_instance_and_every_later_head_says_erased(b: Backend
         "instance with external_id \"secret@example.org\"",
     );
     let listed = s.list_instances(t.id, None, 10, true).await.unwrap();
-    assert_eq!(
-        listed.iter().map(|i| i.id).collect::<Vec<_>>(),
-        [other.id]
-    );
+    assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [other.id]);
     // The facts stay, the payloads and metadata do not (but the erasure's own reason).
     let history = f
         .history

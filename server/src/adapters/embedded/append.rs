@@ -125,7 +125,8 @@ pub(super) fn append_in(
         })
         .optional()
         .map_err(sql)?;
-    let Some((type_text, current, state_text, updated_at, schema_version, archived, erased)) = found
+    let Some((type_text, current, state_text, updated_at, schema_version, archived, erased)) =
+        found
     else {
         return Err(StoreError::NotFound(format!(
             "instance {}",

@@ -84,11 +84,7 @@ pub fn instance(row: &Row) -> Result<InstanceRecord, EmbeddedError> {
         entity_type_id: uuid(&text(row, 1)?, "entity type id")?,
         entity_type_name: row.get(2)?,
         // An erased instance's stored external id is a placeholder no client chose: shown empty.
-        external_id: if erased {
-            String::new()
-        } else {
-            row.get(3)?
-        },
+        external_id: if erased { String::new() } else { row.get(3)? },
         state: object(&text(row, 4)?, "state")?,
         version: row.get(5)?,
         created_at: time(row.get(6)?, "created_at")?,

@@ -380,7 +380,11 @@ impl Relay {
             .filter(subject)
             .await
             .map_err(|e| format!("purging {subject}: {e}"))?;
-        info!(subject, purged = purged.purged, "erased instance purged from the stream");
+        info!(
+            subject,
+            purged = purged.purged,
+            "erased instance purged from the stream"
+        );
         Ok(())
     }
 
