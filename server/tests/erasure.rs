@@ -659,6 +659,21 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
         .into_inner();
     assert_eq!(js(&at_one.state), json!({"note": "keep me", "n": 1}));
 
+    // An erased instance's empty state is not a current state: a schema the other instance
+    // satisfies is accepted, though `{}` breaks it.
+    let updated = c
+        .types
+        .update_entity_type(pb::UpdateEntityTypeRequest {
+            entity_type: "person".into(),
+            schema: Some(st(json!({"type": "object", "required": ["n"]}))),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(updated.applied);
+    assert_eq!(updated.checked_instances, 1, "only the other instance");
+
     // The former external id is free: a new instance may take it.
     let reborn = c
         .create_instance("person", &markers.external_id, json!({"n": 1}))

@@ -722,7 +722,7 @@ impl EventStore for EmbeddedStore {
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT id, external_id, version, state FROM instances \
-                         WHERE entity_type_id = ?1 ORDER BY external_id",
+                         WHERE entity_type_id = ?1 AND erased = 0 ORDER BY external_id",
                     )
                     .map_err(sql)?;
                 let mut found = stmt.query([&type_id]).map_err(sql)?;

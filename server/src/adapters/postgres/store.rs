@@ -910,10 +910,11 @@ impl EventStore for PgStore {
         };
         if update.schema.is_some() {
             // Streamed through a portal, a batch at a time: memory holds one batch of states.
+            // Erased instances have no state left to check (and never take an event again).
             let portal = tx
                 .bind(
                     "SELECT id, external_id, version, state FROM instances \
-                     WHERE entity_type_id = $1 ORDER BY external_id",
+                     WHERE entity_type_id = $1 AND NOT erased ORDER BY external_id",
                     &[&update.entity_type_id],
                 )
                 .await
