@@ -651,18 +651,34 @@ impl Commands {
         let outcome = tokio::spawn(
             async move {
                 let outcome = app.store.erase_instance(request, decide).await;
-                if let Ok(AppendOutcome::Appended { events, .. }) = &outcome {
-                    app.registry.forget_instance(instance_id);
-                    let live: Vec<LiveEvent> = events
-                        .iter()
-                        .map(|e| LiveEvent {
-                            entity_type_name: entry.record.name.clone(),
-                            event: e.clone(),
-                        })
-                        .collect();
-                    app.bus.committed(&live).await;
+                let committed = match &outcome {
+                    Ok(AppendOutcome::Appended { events, .. }) => {
+                        let live: Vec<LiveEvent> = events
+                            .iter()
+                            .map(|e| LiveEvent {
+                                entity_type_name: entry.record.name.clone(),
+                                event: e.clone(),
+                            })
+                            .collect();
+                        app.bus.committed(&live).await;
+                        true
+                    }
+                    // Whether it committed is unknown: scrub the cache if it did (the former
+                    // external id is known only now).
+                    Err(
+                        StoreError::Unavailable(_)
+                        | StoreError::TimedOut(_)
+                        | StoreError::Internal(_),
+                    ) => true,
+                    _ => false,
+                };
+                if committed {
                     match app.store.get_instance(instance_id).await {
-                        Ok(erased) => app.current.erased(&erased, &former).await,
+                        Ok(erased) if erased.erased => {
+                            app.registry.forget_instance(instance_id);
+                            app.current.erased(&erased, &former).await;
+                        }
+                        Ok(_) => {}
                         Err(_) => app.current.outcome_unknown(instance_id),
                     }
                 }
