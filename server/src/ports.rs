@@ -112,6 +112,10 @@ pub struct InstanceRecord {
     pub updated_at: DateTime<Utc>,
     /// Archived: refuses writes until restored, left out of listings unless asked for.
     pub archived: bool,
+    /// Erased (EraseInstance): its state, payloads, metadata and snapshots are destroyed and
+    /// `external_id` is empty; only the facts remain (id, versions, event types, timestamps).
+    /// It refuses writes and time travel, and is left out of listings.
+    pub erased: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +172,8 @@ pub struct Head {
     pub schema_version: i64,
     /// Whether the instance is archived: the decision refuses ordinary events then.
     pub archived: bool,
+    /// Whether the instance is erased: the decision refuses everything then.
+    pub erased: bool,
 }
 
 /// An event decided by the application.
@@ -351,6 +357,24 @@ pub trait EventStore: Catalog {
         request: AppendRequest,
         decide: Decide,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// Erases an instance: as [`EventStore::append`] (its lock, its decision, which records the
+    /// `InstanceErased` event with an empty state), and in the same transaction destroys what it
+    /// held: every earlier event's payload and metadata are emptied, its snapshots and
+    /// unpublished outbox rows deleted, and its external id replaced by one no client can name
+    /// (so it can no longer be found by it, and a new instance may take it). The instance stays
+    /// erased: [`Head::erased`] for every later decision.
+    async fn erase_instance(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<AppendOutcome, StoreError>;
+}
+
+/// The external id an erased instance keeps in place of its own: unique per instance, and
+/// never one a client can create or look up (external ids may not contain control characters).
+pub fn erased_external_id(instance_id: Uuid) -> String {
+    format!("\u{1}erased:{instance_id}")
 }
 
 /// Which events of one instance a history read returns.
@@ -384,7 +408,8 @@ pub trait HistoryReader: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError>;
     /// The latest snapshot at or before `version` (None when there is none), and the events
-    /// after it up to `version` inclusive, read consistently.
+    /// after it up to `version` inclusive, read consistently. No events for an erased
+    /// instance: its states are gone, and the caller reads the instance to say so.
     async fn snapshot_and_tail(
         &self,
         instance_id: Uuid,
@@ -507,6 +532,14 @@ pub trait StateCache: Send + Sync + 'static {
     /// Stores the record under both keys unless a version at least as new is already there, so
     /// racing writers never replace a newer state with an older one.
     async fn put(&self, instance: &InstanceRecord) -> Result<(), CacheError>;
+    /// After an erasure: `erased` (its record as erased, at the erasure's version) replaces the
+    /// entry by id, so no older state can be put back there; the entry under the instance's
+    /// former external id is deleted (its key would name the erased external id).
+    async fn erase(
+        &self,
+        erased: &InstanceRecord,
+        former_external_id: &str,
+    ) -> Result<(), CacheError>;
 }
 
 /// A committed event on its way to subscribers.

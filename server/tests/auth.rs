@@ -258,6 +258,10 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         instance_id: id.clone(),
         ..Default::default()
     }));
+    refused!(instances.erase_instance(pb::EraseInstanceRequest {
+        instance_id: id.clone(),
+        ..Default::default()
+    }));
     refused!(instances.get_current_state(pb::GetCurrentStateRequest {
         entity_type: name(),
         external_id: "p1".into()
@@ -324,7 +328,7 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         entity_type: name()
     }));
     refused!(AuthServiceClient::new(ch.clone()).get_caller(pb::GetCallerRequest {}));
-    assert_eq!(refused.len(), 25, "every RPC of the six services");
+    assert_eq!(refused.len(), 26, "every RPC of the six services");
     for (call, status) in &refused {
         assert_eq!(status.code(), Code::Unauthenticated, "{call}: {status:?}");
     }
@@ -441,6 +445,21 @@ async fn scopes_decide_and_nothing_is_stored_when_they_do_not_allow() {
 
     // write:orders writes orders, not player_profile.
     f.apply(ORDERS_WRITER, &order_id, 1).await.unwrap();
+    // Erasure needs admin: a writer of the type (and a reader) is refused, nothing is stored.
+    for token in [ORDERS_WRITER, READER, NOBODY] {
+        let erase = f
+            .instances()
+            .erase_instance(authed(
+                token,
+                pb::EraseInstanceRequest {
+                    instance_id: order_id.clone(),
+                    reason: Some("asked".into()),
+                },
+            ))
+            .await;
+        let denied = erase.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{token}: {denied:?}");
+    }
     assert_eq!(
         code(f.apply(ORDERS_WRITER, &player_id, 1).await),
         Code::PermissionDenied

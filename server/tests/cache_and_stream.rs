@@ -867,6 +867,7 @@ async fn cached_entries_have_the_documented_keys_and_fields() {
                 "created_at",
                 "entity_type_id",
                 "entity_type_name",
+                "erased",
                 "external_id",
                 "id",
                 "state",
@@ -876,6 +877,7 @@ async fn cached_entries_have_the_documented_keys_and_fields() {
             "{key}"
         );
         assert_eq!(d["archived"], false);
+        assert_eq!(d["erased"], false);
         assert_eq!(d["id"], inst.id.as_str());
         assert_eq!(d["entity_type_id"], entity_type.id.as_str());
         assert_eq!(d["entity_type_name"], "counter");

@@ -81,6 +81,7 @@ const UNARY_METHODS: &[&str] = &[
     "/temporal_state.v1.InstanceService/GetCurrentState",
     "/temporal_state.v1.InstanceService/ArchiveInstance",
     "/temporal_state.v1.InstanceService/RestoreInstance",
+    "/temporal_state.v1.InstanceService/EraseInstance",
     "/temporal_state.v1.EventService/ApplyEvent",
     "/temporal_state.v1.EventService/ApplyEvents",
     "/temporal_state.v1.QueryService/GetHistory",
@@ -787,7 +788,12 @@ async fn fuzz(mut server: Binary, addr: &str, backend: &str) {
         tonic_health::pb::health_check_response::ServingStatus::Serving,
     )
     .await;
-    let id = known.instance_ids[0].clone();
+    // A fresh instance: the run may have erased the ones it knew (a raw ApplyEvent body is
+    // also a valid EraseInstance request).
+    let id = c
+        .create_instance(&known.type_names[0], "after-fuzz", json!({}))
+        .await
+        .id;
     c.events
         .apply_event(pb::ApplyEventRequest {
             instance_id: id,
@@ -1016,10 +1022,9 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
         .get_field_aggregation(pb::GetFieldAggregationRequest {
             entity_type: "big".into(),
             field: "blob".into(),
-            as_of: Some(Timestamp {
-                seconds: chrono::Utc::now().timestamp(),
-                nanos: 0,
-            }),
+            // Now to the nanosecond: cut to the second, it fell before the instance's creation
+            // whenever both happened in the same second (NOT_FOUND: no state had the field).
+            as_of: Some(std::time::SystemTime::now().into()),
         })
         .await
         .map(drop);

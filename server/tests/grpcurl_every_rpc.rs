@@ -165,7 +165,7 @@ async fn grpcurl_calls_every_rpc_through_reflection() {
         called: BTreeSet::new(),
     }
     .listed();
-    assert_eq!(listed.len(), 25, "{listed:?}");
+    assert_eq!(listed.len(), 26, "{listed:?}");
     assert_eq!(called, listed, "every listed RPC is called, and only those");
     server.stop().await;
 }
@@ -271,6 +271,16 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         serde_json::json!({"instance_id": second}),
     );
     assert_eq!(restored["event"]["eventType"], "InstanceRestored");
+    let erased = g.call(
+        "InstanceService/EraseInstance",
+        serde_json::json!({"instance_id": second, "reason": "asked to be forgotten"}),
+    );
+    assert_eq!(erased["instance"]["erased"], true);
+    assert_eq!(erased["event"]["eventType"], "InstanceErased");
+    assert_eq!(
+        erased["event"]["metadata"]["reason"],
+        "asked to be forgotten"
+    );
 
     // EventService
     let applied = g.call(

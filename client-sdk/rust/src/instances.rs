@@ -84,6 +84,23 @@ impl ArchiveInstanceOptions {
 }
 call_options!(ArchiveInstanceOptions);
 
+/// Options of [`Client::erase_instance`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EraseInstanceOptions {
+    reason: Option<String>,
+    call: CallOptions,
+}
+
+impl EraseInstanceOptions {
+    /// Why, kept in the `InstanceErased` event's metadata as `reason` (at most 1024
+    /// characters); it outlives the erasure, so it must not hold the erased data. Default: none.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+call_options!(EraseInstanceOptions);
+
 /// Options of [`Client::get_instance`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GetInstanceOptions {
@@ -299,6 +316,31 @@ impl Client {
                 request,
                 |t, r| async move { InstanceServiceClient::new(t).archive_instance(r).await },
             )
+            .await
+            .0?;
+        Ok(InstanceLifecycle {
+            instance: required("instance", r.instance)?.try_into()?,
+            event: required("event", r.event)?.try_into()?,
+        })
+    }
+
+    /// Erases an instance (the right to erasure; needs the admin scope): its state, payloads,
+    /// metadata, snapshots, external id, cached entries and stream messages are destroyed, and
+    /// `InstanceErased` is recorded. Afterwards writes and time travel are [`Error::Rpc`] with
+    /// FAILED_PRECONDITION; the history keeps only the facts (versions, event types, times). Erasing an erased instance succeeds with the same event, so a retry is safe.
+    pub async fn erase_instance(
+        &self,
+        instance_id: &str,
+        options: &EraseInstanceOptions,
+    ) -> Result<InstanceLifecycle> {
+        let request = pb::EraseInstanceRequest {
+            instance_id: instance_id.to_string(),
+            reason: options.reason.clone(),
+        };
+        let r = self
+            .unary("EraseInstance", &options.call, request, |t, r| async move {
+                InstanceServiceClient::new(t).erase_instance(r).await
+            })
             .await
             .0?;
         Ok(InstanceLifecycle {

@@ -95,8 +95,8 @@ pub use entity_types::{
 pub use error::{Error, FieldViolation, Result};
 pub use events::{ApplyEventOptions, ApplyEventsOptions, NewEvent};
 pub use instances::{
-    ArchiveInstanceOptions, CreateInstanceOptions, GetCurrentStateOptions, GetInstanceOptions,
-    ListInstancesOptions,
+    ArchiveInstanceOptions, CreateInstanceOptions, EraseInstanceOptions, GetCurrentStateOptions,
+    GetInstanceOptions, ListInstancesOptions,
 };
 pub use model::{
     ActiveInstance, AppliedEvent, AppliedEvents, ApplyMode, ChangeKind, Comparison,

@@ -192,6 +192,9 @@ pub struct Instance {
     /// Archived ([`crate::Client::archive_instance`]): it refuses writes until restored and is
     /// left out of listings unless asked for.
     pub archived: bool,
+    /// Erased ([`crate::Client::erase_instance`]): its state, payloads and metadata are gone
+    /// and `external_id` is empty; it refuses writes and time travel.
+    pub erased: bool,
 }
 
 impl Instance {
@@ -226,6 +229,7 @@ impl TryFrom<pb::Instance> for Instance {
             state: struct_to_json(i.state),
             version: i.version,
             archived: i.archived,
+            erased: i.erased,
         })
     }
 }
@@ -326,8 +330,8 @@ pub struct CreatedInstance {
     pub event: Event,
 }
 
-/// An instance archived or restored, and the `InstanceArchived` / `InstanceRestored` event
-/// that did it.
+/// An instance archived, restored or erased, and the `InstanceArchived` / `InstanceRestored` /
+/// `InstanceErased` event that did it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct InstanceLifecycle {

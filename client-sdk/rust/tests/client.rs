@@ -551,6 +551,43 @@ async fn every_call_of_every_service() {
     // Open streams would hold the server's graceful shutdown.
     drop((replay, live));
 
+    // EraseInstance: the state and external id are gone, time travel is refused, a retry
+    // answers the same event.
+    let gone = client
+        .create_instance(
+            "player_profile",
+            "player-erased",
+            &json!({"username": "eve", "email": "eve@example.com"}),
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .instance
+        .id;
+    let erased = client
+        .erase_instance(&gone, &EraseInstanceOptions::default().reason("asked"))
+        .await
+        .unwrap();
+    assert!(erased.instance.erased);
+    assert_eq!(erased.instance.external_id, "");
+    assert_eq!(erased.instance.state, json!({}));
+    assert_eq!(erased.event.event_type, "InstanceErased");
+    assert_eq!(erased.event.metadata, json!({"reason": "asked"}));
+    let again = client
+        .erase_instance(&gone, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(again.event, erased.event);
+    let refused = client
+        .get_state_at_version(&gone, 1, &Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{refused}"
+    );
+
     server.stop().await;
 }
 

@@ -124,6 +124,7 @@ pub fn created_records(
         created_at: at,
         updated_at: at,
         archived: false,
+        erased: false,
     };
     let event = EventRecord {
         event_id: new.event_id,
@@ -280,6 +281,7 @@ mod tests {
             snapshot_interval,
             schema_version: 1,
             archived: false,
+            erased: false,
         }
     }
 

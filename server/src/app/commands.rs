@@ -65,6 +65,16 @@ pub struct TypeChange {
     pub allow_invalid_existing: bool,
 }
 
+/// An erased instance refuses every write, whatever it is.
+fn refuse_erased(instance_id: Uuid, head: &crate::ports::Head) -> Result<(), DomainError> {
+    if head.erased {
+        return Err(DomainError::NotNow(format!(
+            "instance {instance_id} is erased: it refuses writes, and its data is gone"
+        )));
+    }
+    Ok(())
+}
+
 fn new_event_id() -> String {
     Uuid::now_v7().to_string()
 }
@@ -359,7 +369,8 @@ impl Commands {
                 return Err(AppError::invalid(
                     "event_type",
                     format!(
-                        "{:?} is recorded by the server only (ArchiveInstance, RestoreInstance)",
+                        "{:?} is recorded by the server only (ArchiveInstance, RestoreInstance, \
+                         EraseInstance)",
                         input.event_type
                     ),
                 ));
@@ -443,6 +454,7 @@ impl Commands {
         let pending_ids = pending_ids.clone();
         let entry = entry.clone();
         Box::new(move |head| {
+            refuse_erased(instance_id, head)?;
             if head.archived {
                 return Err(DomainError::NotNow(format!(
                     "instance {instance_id} is archived: it refuses writes until RestoreInstance"
@@ -528,6 +540,7 @@ impl Commands {
         let event_id = new_event_id();
         let hash = content_hash(event_type, ApplyMode::MergePatch, &State::new());
         let decide: Decide = Box::new(move |head| {
+            refuse_erased(instance_id, head)?;
             if head.archived == archived {
                 return Err(DomainError::NotNow(if archived {
                     format!("instance {instance_id} is already archived")
@@ -571,6 +584,150 @@ impl Commands {
                 "an archive without idempotency keys found one recorded".into(),
             )),
         }
+    }
+
+    /// Erases an instance (the right to erasure): one `InstanceErased` event, recorded under the
+    /// instance's lock like every append, whose transaction destroys the instance's state,
+    /// payloads, metadata, snapshots, unpublished outbox rows and external id; then the cached
+    /// entries go (the entry by id becomes the erased record, so no stale state can be put
+    /// back). Its metadata holds `reason` when one is given; `recorded_by` says who erased it.
+    /// With NATS, the relay purges the instance's subject from the stream before it publishes
+    /// the `InstanceErased` event. Erasing an erased instance is a success that changes
+    /// nothing and answers the same event. Needs `admin` on the instance's type.
+    #[instrument(skip(self, principal, reason))]
+    pub async fn erase_instance(
+        &self,
+        principal: &Principal,
+        instance_id: Uuid,
+        reason: Option<String>,
+    ) -> Result<(InstanceRecord, EventRecord), AppError> {
+        require_some(principal, Access::Admin)?;
+        let mut metadata = State::new();
+        if let Some(reason) = reason {
+            check_reason(&reason)?;
+            metadata.insert("reason".into(), serde_json::Value::String(reason));
+        }
+        let entry = self.registry.type_of(instance_id).await?;
+        require(principal, Access::Admin, &entry.record.name)?;
+        // The external id is about to be destroyed: its cache key must be known to delete it.
+        let before = self.store.get_instance(instance_id).await?;
+        if before.erased {
+            return self.erased_already(instance_id).await;
+        }
+        let event_id = new_event_id();
+        let hash = content_hash(
+            EventType::INSTANCE_ERASED,
+            ApplyMode::Replace,
+            &State::new(),
+        );
+        let decide: Decide = Box::new(move |head| {
+            refuse_erased(instance_id, head)?;
+            let version = head.version + 1;
+            Ok(Decision {
+                events: vec![PendingEvent {
+                    event_id: event_id.clone(),
+                    event_type: EventType::INSTANCE_ERASED.to_string(),
+                    payload: State::new(),
+                    metadata: metadata.clone(),
+                    mode: ApplyMode::Replace,
+                    occurred_at: None,
+                    snapshot: (version % head.snapshot_interval.max(1) == 0).then(State::new),
+                    content_hash: hash.clone(),
+                }],
+                state: State::new(),
+                archived: Some(false),
+            })
+        });
+        let request = AppendRequest {
+            instance_id,
+            expected_version: None,
+            client_event_ids: Vec::new(),
+            recorded_by: principal.recorded_as().to_string(),
+        };
+        let app = self.clone();
+        let former = before.external_id;
+        // In a task of its own, as appends: a caller gone away never stops the scrub of the
+        // cache half-way.
+        let outcome = tokio::spawn(
+            async move {
+                let outcome = app.store.erase_instance(request, decide).await;
+                let committed = match &outcome {
+                    Ok(AppendOutcome::Appended { events, .. }) => {
+                        let live: Vec<LiveEvent> = events
+                            .iter()
+                            .map(|e| LiveEvent {
+                                entity_type_name: entry.record.name.clone(),
+                                event: e.clone(),
+                            })
+                            .collect();
+                        app.bus.committed(&live).await;
+                        true
+                    }
+                    // Whether it committed is unknown: scrub the cache if it did (the former
+                    // external id is known only now).
+                    Err(
+                        StoreError::Unavailable(_)
+                        | StoreError::TimedOut(_)
+                        | StoreError::Internal(_),
+                    ) => true,
+                    _ => false,
+                };
+                if committed {
+                    match app.store.get_instance(instance_id).await {
+                        Ok(erased) if erased.erased => {
+                            app.registry.forget_instance(instance_id);
+                            app.current.erased(&erased, &former).await;
+                        }
+                        Ok(_) => {}
+                        Err(_) => app.current.outcome_unknown(instance_id),
+                    }
+                }
+                outcome
+            }
+            .in_current_span(),
+        )
+        .await
+        .map_err(|e| AppError::Internal(format!("erase task failed: {e}")))?;
+        match outcome {
+            Ok(AppendOutcome::Appended { mut events, .. }) => {
+                let event = events
+                    .pop()
+                    .ok_or_else(|| AppError::Internal("an erasure stored no event".into()))?;
+                let instance = self.store.get_instance(instance_id).await?;
+                Ok((instance, event))
+            }
+            Ok(AppendOutcome::AlreadyRecorded { .. }) => Err(AppError::Internal(
+                "an erasure without idempotency keys found one recorded".into(),
+            )),
+            // A concurrent erasure won the lock: this one is its retry.
+            Err(StoreError::Rejected(DomainError::NotNow(_))) => {
+                self.erased_already(instance_id).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The answer to erasing an erased instance: as it is, with its `InstanceErased` event (its
+    /// last: nothing is recorded after it). The cache entry by id is written again, in case the
+    /// first erasure could not reach the cache.
+    async fn erased_already(
+        &self,
+        instance_id: Uuid,
+    ) -> Result<(InstanceRecord, EventRecord), AppError> {
+        let instance = self.store.get_instance(instance_id).await?;
+        if !instance.erased {
+            return Err(AppError::Internal(format!(
+                "instance {instance_id} refused an erasure but is not erased"
+            )));
+        }
+        let event = self
+            .queries
+            .recorded_events(instance_id, &[instance.version])
+            .await?
+            .pop()
+            .ok_or_else(|| AppError::Internal("an erased instance has no last event".into()))?;
+        self.current.erased(&instance, "").await;
+        Ok((instance, event))
     }
 
     /// The append and its after-commit work (bus, cache) run in a task of their own: a caller
@@ -751,6 +908,25 @@ impl Commands {
     }
 }
 
+/// Longest erasure reason, in characters: it is stored, so it is bounded like a description.
+const MAX_REASON_CHARS: usize = 1024;
+
+fn check_reason(reason: &str) -> Result<(), AppError> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(AppError::invalid(
+            "reason",
+            format!("must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if reason.contains('\0') {
+        return Err(AppError::invalid(
+            "reason",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(())
+}
+
 fn check_description(description: &str) -> Result<(), AppError> {
     if description.len() > 4096 {
         return Err(AppError::invalid(
@@ -900,6 +1076,13 @@ mod tests {
                 self.release.notified().await;
             }
             outcome
+        }
+        async fn erase_instance(
+            &self,
+            request: AppendRequest,
+            decide: Decide,
+        ) -> Result<AppendOutcome, StoreError> {
+            self.inner.erase_instance(request, decide).await
         }
     }
     /// Remembers what it was told.

@@ -23,6 +23,55 @@ pub struct CurrentStates {
     state_cache: Option<Arc<dyn StateCache>>,
     /// Instances whose cached entry may be stale (see [`Untrusted`]).
     untrusted: Arc<Untrusted>,
+    /// Orders cache writes against erasures (see [`Erasures`]).
+    erasures: Arc<Erasures>,
+}
+
+/// Instances erased through this server, and per-instance (striped) locks that order every
+/// cache write against an erasure's scrub: a write holds its stripe shared for as long as it
+/// runs, an erasure exclusively while it marks the instance erased and scrubs the cache. So a
+/// write of a state read before the erasure (a fill after a read, the after-commit write of an
+/// append that committed just before) either reaches Redis before the scrub, or sees the mark
+/// and is dropped: it can never put the entry by the former external id back.
+struct Erasures {
+    stripes: Vec<tokio::sync::RwLock<()>>,
+    erased: RwLock<HashSet<Uuid>>,
+}
+
+impl Default for Erasures {
+    fn default() -> Self {
+        Self {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::RwLock::new(()))
+                .collect(),
+            erased: RwLock::default(),
+        }
+    }
+}
+
+impl Erasures {
+    const STRIPES: usize = 256;
+    /// Erased ids remembered; past it the set starts afresh. Only writes in flight during an
+    /// erasure need the mark (the entry by id refuses older versions by itself), so forgetting
+    /// old ones costs nothing.
+    const MAX_ERASED: usize = 100_000;
+
+    fn stripe(&self, instance: Uuid) -> &tokio::sync::RwLock<()> {
+        &self.stripes[(instance.as_u128() as usize) % self.stripes.len()]
+    }
+
+    fn contains(&self, instance: Uuid) -> bool {
+        self.erased.read().is_ok_and(|e| e.contains(&instance))
+    }
+
+    fn insert(&self, instance: Uuid) {
+        if let Ok(mut e) = self.erased.write() {
+            if e.len() >= Self::MAX_ERASED {
+                e.clear();
+            }
+            e.insert(instance);
+        }
+    }
 }
 
 /// Instances whose latest state could not be written to the state cache: their cached entry may
@@ -66,6 +115,7 @@ impl CurrentStates {
             registry,
             state_cache,
             untrusted: Arc::default(),
+            erasures: Arc::default(),
         }
     }
 
@@ -111,6 +161,7 @@ impl CurrentStates {
                 .get_by_external_id(entry.record.id, external_id.as_str())
                 .await
             && !self.untrusted.contains(hit.id)
+            && !self.erasures.contains(hit.id)
         {
             metrics::counter!(super::metrics::CACHE_HITS).increment(1);
             return Ok(hit);
@@ -152,6 +203,8 @@ impl CurrentStates {
                 // Only an archive leaves an instance archived: every other append needs (or,
                 // for a restore, ends) it unarchived.
                 archived: last.event_type == crate::domain::EventType::INSTANCE_ARCHIVED,
+                // Nothing is appended after an erasure.
+                erased: false,
             },
             // Unknown here yet: the stored record is at least as new as what was just written.
             None => match self.catalog.get_instance(instance_id).await {
@@ -168,6 +221,25 @@ impl CurrentStates {
         self.put(&record).await;
     }
 
+    /// After an erasure: the cached entry by id becomes the erased record (so a state read
+    /// before the erasure can never be put back over it) and the entry by the former external
+    /// id is deleted. On failure the instance is untrusted, as for any failed cache write: this
+    /// server reads the store for it until a repair rewrote the entry by id.
+    pub(crate) async fn erased(&self, erased: &InstanceRecord, former_external_id: &str) {
+        let Some(cache) = &self.state_cache else {
+            return;
+        };
+        let _exclusive = self.erasures.stripe(erased.id).write().await;
+        self.erasures.insert(erased.id);
+        match cache.erase(erased, former_external_id).await {
+            Ok(()) => self.untrusted.remove(erased.id),
+            Err(e) => {
+                tracing::warn!(instance_id = %erased.id, error = %e, "state cache not cleared after an erasure; entries expire with their ttl");
+                self.untrusted.insert(erased.id);
+            }
+        }
+    }
+
     /// Whether a write committed is unknown: stop trusting the cached state of the instance
     /// until the background repair has read the catalog again.
     pub(crate) fn outcome_unknown(&self, instance_id: Uuid) {
@@ -180,6 +252,10 @@ impl CurrentStates {
         let Some(cache) = &self.state_cache else {
             return;
         };
+        let _shared = self.erasures.stripe(record.id).read().await;
+        if !record.erased && self.erasures.contains(record.id) {
+            return; // read before its erasure
+        }
         match cache.put(record).await {
             Ok(()) => {
                 if self.untrusted.contains(record.id) {
@@ -204,6 +280,10 @@ impl CurrentStates {
             let Ok(record) = self.catalog.get_instance(id).await else {
                 continue;
             };
+            let _shared = self.erasures.stripe(id).read().await;
+            if !record.erased && self.erasures.contains(id) {
+                continue;
+            }
             if cache.put(&record).await.is_ok() {
                 self.untrusted.remove(id);
                 repaired += 1;

@@ -44,6 +44,21 @@ pub struct TimelineEntry {
     pub value: Option<Value>,
 }
 
+/// Time travel on an erased instance: its states are gone, so there is nothing to travel to.
+fn refuse_erased(instance: &InstanceRecord) -> Result<(), AppError> {
+    if instance.erased {
+        return Err(AppError::FailedPrecondition {
+            message: format!(
+                "instance {} is erased: its states, payloads and metadata are gone; only its \
+                 history's facts (versions, event types, times) remain",
+                instance.id
+            ),
+            violations: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
 fn check_range(
     from: Option<i64>,
     to: Option<i64>,
@@ -258,7 +273,9 @@ impl Queries {
         if let Some(at) = fold(snapshot, &tail, version)? {
             return Ok(at);
         }
+        // An erased instance's stores answer no tail (see `HistoryReader::snapshot_and_tail`).
         let instance = self.catalog.get_instance(id).await?;
+        refuse_erased(&instance)?;
         if version <= instance.version {
             // It existed, and is gone: retention dropped it.
             return Err(self.dropped(id, version).await);
@@ -287,6 +304,7 @@ impl Queries {
             Some(version) => self.state_at(id, version).await,
             None => {
                 let instance = self.catalog.get_instance(id).await?;
+                refuse_erased(&instance)?;
                 Err(AppError::NotFound(format!(
                     "instance {id} did not exist at {}: it was created at {}",
                     at.to_rfc3339(),
@@ -349,7 +367,9 @@ impl Queries {
         let cursor = version_cursor(&page)?;
         // Tells an unknown instance from an empty timeline, and a range past the end from a bad
         // version.
-        let latest = self.catalog.get_instance(id).await?.version;
+        let instance = self.catalog.get_instance(id).await?;
+        refuse_erased(&instance)?;
+        let latest = instance.version;
         let mut start = filter.from_version.unwrap_or(1);
         if filter.start_time.is_some() {
             self.check_retained(id, None, filter.start_time).await?;

@@ -217,6 +217,14 @@ impl TypeRegistry {
         }
     }
 
+    /// Forgets the external id of an erased instance (the one fact that was fixed until then);
+    /// its type stays known.
+    pub fn forget_instance(&self, instance: Uuid) {
+        if let Ok(mut map) = self.instance_meta.write() {
+            map.remove(&instance);
+        }
+    }
+
     pub fn put_instance_type(&self, instance: Uuid, entity_type: Uuid) {
         if let Ok(mut map) = self.instance_types.write() {
             if map.len() >= MAX_INSTANCES {

@@ -69,8 +69,14 @@ impl EventType {
     pub const INSTANCE_ARCHIVED: &'static str = "InstanceArchived";
     /// Recorded by RestoreInstance.
     pub const INSTANCE_RESTORED: &'static str = "InstanceRestored";
+    /// Recorded by EraseInstance: the last event of an erased instance.
+    pub const INSTANCE_ERASED: &'static str = "InstanceErased";
     /// Event types only the server records, never a client's ApplyEvent.
-    pub const LIFECYCLE: [&'static str; 2] = [Self::INSTANCE_ARCHIVED, Self::INSTANCE_RESTORED];
+    pub const LIFECYCLE: [&'static str; 3] = [
+        Self::INSTANCE_ARCHIVED,
+        Self::INSTANCE_RESTORED,
+        Self::INSTANCE_ERASED,
+    ];
 
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         check_label("event_type", raw, 128)?;

@@ -232,6 +232,7 @@ pub fn instance_from_record(r: InstanceRecord) -> pb::Instance {
         created_at: Some(timestamp_from_time(r.created_at)),
         updated_at: Some(timestamp_from_time(r.updated_at)),
         archived: r.archived,
+        erased: r.erased,
     }
 }
 

@@ -156,4 +156,23 @@ impl InstanceService for InstanceApi {
             .await,
         )
     }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    async fn erase_instance(
+        &self,
+        request: Request<pb::EraseInstanceRequest>,
+    ) -> Reply<pb::EraseInstanceResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let (instance, event) = self.0.commands.erase_instance(&who, id, r.reason).await?;
+                Ok(pb::EraseInstanceResponse {
+                    instance: Some(convert::instance_from_record(instance)),
+                    event: Some(convert::event_from_record(event)),
+                })
+            }
+            .await,
+        )
+    }
 }

@@ -19,6 +19,7 @@ for_each_backend!(
     cache_misses_then_hits_by_both_keys,
     cache_never_replaces_a_newer_version,
     cache_concurrent_shuffled_puts_keep_the_newest,
+    cache_erase_keeps_only_the_erased_record_by_id,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -84,6 +85,7 @@ fn cached(id: Uuid, entity_type_id: Uuid, external_id: &str, version: i64) -> In
         updated_at: created + TimeDelta::seconds(version),
         // Odd versions archived: the flag must survive the round trip too.
         archived: version % 2 == 1,
+        erased: false,
     }
 }
 
@@ -332,4 +334,33 @@ mod redis_only {
             (Some(v3.clone()), Some(v3))
         );
     }
+}
+
+async fn cache_erase_keeps_only_the_erased_record_by_id(b: CacheBackend) {
+    let f = b.open(Duration::from_secs(60)).await;
+    let c = f.cache.as_ref();
+    let (id, t) = (Uuid::now_v7(), Uuid::now_v7());
+    let v5 = cached(id, t, "someone@example.org", 5);
+    c.put(&v5).await.unwrap();
+    let erased = InstanceRecord {
+        external_id: String::new(),
+        state: obj(json!({})),
+        version: 6,
+        archived: false,
+        erased: true,
+        ..v5.clone()
+    };
+    c.erase(&erased, &v5.external_id).await.unwrap();
+    assert_eq!(c.get(id).await.unwrap(), Some(erased.clone()));
+    assert_eq!(
+        c.get_by_external_id(t, &v5.external_id).await.unwrap(),
+        None,
+        "the entry by the former external id is gone"
+    );
+    // A state read before the erasure, put after it, is refused by id.
+    c.put(&v5).await.unwrap();
+    assert_eq!(c.get(id).await.unwrap(), Some(erased.clone()));
+    // Erasing again (a retry, the former external id unknown) keeps the erased record.
+    c.erase(&erased, "").await.unwrap();
+    assert_eq!(c.get(id).await.unwrap(), Some(erased));
 }

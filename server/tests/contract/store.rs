@@ -40,6 +40,7 @@ on_each_store!(
     history_filters_and_paging,
     version_at_follows_recorded_at,
     concurrent_appends_lose_no_update,
+    erasure_scrubs_the_instance_and_every_later_head_says_erased,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1124,4 +1125,108 @@ async fn concurrent_appends_lose_no_update(b: Backend) {
     assert_eq!(snap.version, TASKS * EACH);
     assert_eq!(snap.state["count"], json!(TASKS * EACH - 1));
     assert_eq!(versions(&tail), [TASKS * EACH, TASKS * EACH + 1]);
+}
+
+/// The decision of an erasure as the application makes it: `InstanceErased` with an empty state,
+/// refused on a head already erased.
+fn erase_decision(reason: &str) -> temporal_state_server::ports::Decide {
+    let reason = reason.to_string();
+    Box::new(move |head: &Head| {
+        if head.erased {
+            return Err(DomainError::NotNow("erased".into()));
+        }
+        let version = head.version + 1;
+        Ok(Decision {
+            events: vec![PendingEvent {
+                event_id: Uuid::now_v7().to_string(),
+                event_type: "InstanceErased".into(),
+                payload: State::new(),
+                metadata: obj(json!({ "reason": reason })),
+                mode: ApplyMode::Replace,
+                occurred_at: None,
+                snapshot: (version % head.snapshot_interval == 0).then(State::new),
+                content_hash: vec![9],
+            }],
+            state: State::new(),
+            archived: Some(false),
+        })
+    })
+}
+
+async fn erasure_scrubs_the_instance_and_every_later_head_says_erased(b: Backend) {
+    let f = b.open(3).await;
+    let s = f.store.as_ref();
+    let t = new_type(s, "player").await;
+    let (inst, _) = instance(s, t.id, "secret@example.org", json!({"secret": 0})).await;
+    let (other, _) = instance(s, t.id, "bob", json!({"n": 1})).await;
+    for n in 1..=6 {
+        appended(s, inst.id, vec![ev("N", json!({ "secret": n }))]).await;
+    }
+    appended(s, other.id, vec![ev("N", json!({"n": 2}))]).await;
+    let request = || AppendRequest {
+        instance_id: inst.id,
+        expected_version: None,
+        client_event_ids: Vec::new(),
+        recorded_by: WRITER.into(),
+    };
+    let erased = match s.erase_instance(request(), erase_decision("asked")).await {
+        Ok(AppendOutcome::Appended { events, state }) => {
+            assert_eq!(state, State::new());
+            events
+        }
+        other => panic!("expected Appended, got {other:?}"),
+    };
+    assert_eq!(versions(&erased), [8]);
+
+    let record = s.get_instance(inst.id).await.unwrap();
+    assert!(record.erased);
+    assert_eq!(
+        (record.external_id.as_str(), record.version, &record.state),
+        ("", 8, &State::new())
+    );
+    expect_not_found(
+        s.find_instance(t.id, "secret@example.org").await,
+        "instance with external_id \"secret@example.org\"",
+    );
+    let listed = s.list_instances(t.id, None, 10, true).await.unwrap();
+    assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [other.id]);
+    // The facts stay, the payloads and metadata do not (but the erasure's own reason).
+    let history = f
+        .history
+        .events(inst.id, &HistoryFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(versions(&history), (1..=8).collect::<Vec<_>>());
+    for e in &history[..7] {
+        assert_eq!((&e.payload, &e.metadata), (&State::new(), &State::new()));
+    }
+    assert_eq!(history[7].metadata, obj(json!({"reason": "asked"})));
+    // No state to travel to: no tail.
+    let (_, tail) = f.history.snapshot_and_tail(inst.id, 5).await.unwrap();
+    assert!(tail.is_empty(), "{tail:?}");
+
+    // Every later head says erased, so the decision can refuse; a second erasure is refused.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let saw = seen.clone();
+    let later = s
+        .append(
+            request(),
+            Box::new(move |head: &Head| {
+                *saw.lock().unwrap() = Some(head.erased);
+                Err(DomainError::NotNow("erased".into()))
+            }),
+        )
+        .await;
+    assert!(matches!(later, Err(StoreError::Rejected(_))), "{later:?}");
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+    assert!(matches!(
+        s.erase_instance(request(), erase_decision("again")).await,
+        Err(StoreError::Rejected(_))
+    ));
+
+    // The other instance is untouched, and the external id is free again.
+    let kept = s.get_instance(other.id).await.unwrap();
+    assert_eq!((kept.version, kept.state), (2, obj(json!({"n": 2}))));
+    assert!(!kept.erased);
+    instance(s, t.id, "secret@example.org", json!({})).await;
 }

@@ -124,7 +124,7 @@ WITH h AS (
             WHERE e.instance_id = i.id AND e.recorded_at <= ?2
             ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) AS target
     FROM instances i
-    WHERE i.entity_type_id = ?1 AND i.created_at <= ?2
+    WHERE i.entity_type_id = ?1 AND i.created_at <= ?2 AND i.erased = 0
 ), s AS (
     SELECT h.id, h.target,
            (SELECT sn.version FROM snapshots sn
@@ -273,7 +273,9 @@ impl AnalyticsReader for EmbeddedStore {
         let mut stats = self
             .read(move |conn| {
                 let mut stmt = conn
-                    .prepare_cached("SELECT state FROM instances WHERE entity_type_id = ?1")
+                    .prepare_cached(
+                        "SELECT state FROM instances WHERE entity_type_id = ?1 AND erased = 0",
+                    )
                     .map_err(sql)?;
                 let mut found = stmt.query([rows::id(entity_type_id)]).map_err(sql)?;
                 // Only the running totals are kept, not the states nor their values.
@@ -316,7 +318,8 @@ impl AnalyticsReader for EmbeddedStore {
         let conditions = range_conditions(range, &mut values);
         values.push(SqlValue::Integer(limit(limit_n)));
         let sql_text = format!(
-            "SELECT a.instance_id, i.external_id, a.n, a.last FROM (
+            "SELECT a.instance_id, CASE WHEN i.erased THEN '' ELSE i.external_id END, a.n, a.last
+             FROM (
                  SELECT instance_id, count(*) AS n, max(occurred_at) AS last FROM events
                  WHERE entity_type_id = ?{conditions}
                  GROUP BY instance_id ORDER BY n DESC, instance_id LIMIT ?

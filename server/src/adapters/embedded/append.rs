@@ -15,8 +15,8 @@ use crate::ports::{AppendOutcome, AppendRequest, Decide, Head, RecordedKey, Stor
 ///
 /// The instance's head and its type's schema version: ?1 instance id.
 pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-     WHERE i.id = ?1";
+     t.schema_version, i.archived, i.erased FROM instances i \
+     JOIN entity_types t ON t.id = i.entity_type_id WHERE i.id = ?1";
 /// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
 /// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by. Its
 /// schema version is the type's: the writer is the only one, so it is still the version read
@@ -39,6 +39,18 @@ pub const MOVE_HEAD_SQL: &str = "UPDATE instances SET version = ?1, state = ?2, 
 
 /// An archive or a restore moves the flag with the head: ?1 archived, ?2 instance id.
 pub const SET_ARCHIVED_SQL: &str = "UPDATE instances SET archived = ?1 WHERE id = ?2";
+
+/// An erasure's scrub, before its own event is written (as `postgres::ERASE_SQL`, without the
+/// outbox this store does not have): ?1 instance id.
+pub const ERASE_SQL: &[&str] = &[
+    "UPDATE event_ids SET content_hash = NULL \
+     WHERE event_id IN (SELECT event_id FROM events WHERE instance_id = ?1)",
+    "UPDATE events SET payload = '{}', metadata = '{}' WHERE instance_id = ?1",
+    "DELETE FROM snapshots WHERE instance_id = ?1",
+];
+
+/// The erased head keeps a placeholder external id: ?1 instance id, ?2 placeholder.
+pub const SET_ERASED_SQL: &str = "UPDATE instances SET erased = 1, external_id = ?2 WHERE id = ?1";
 
 /// An append waiting for the writer, with where its answer goes.
 pub(super) struct PendingAppend {
@@ -65,7 +77,7 @@ pub(super) fn append_batch(
         for job in batch {
             let outcome = append_plan::with_attempts_blocking(|_| {
                 let sp = tx.savepoint().map_err(sql)?;
-                let attempt = append_in(&sp, &job.request, snapshot_interval, &job.decide);
+                let attempt = append_in(&sp, &job.request, snapshot_interval, &job.decide, false);
                 if matches!(attempt, Ok(Attempt::Done(AppendOutcome::Appended { .. }))) {
                     sp.commit().map_err(sql)?;
                 }
@@ -86,15 +98,17 @@ pub(super) fn append_batch(
 }
 
 /// One append inside the batch's transaction: read the head, check keys then the expected
-/// version, run the decision on the head, write its plan.
-fn append_in(
+/// version, run the decision on the head, write its plan. With `erase`, the erasure's scrub
+/// too (see [`crate::ports::EventStore::erase_instance`]).
+pub(super) fn append_in(
     tx: &Connection,
     request: &AppendRequest,
     snapshot_interval: i64,
     decide: &Decide,
+    erase: bool,
 ) -> Result<Attempt, StoreError> {
     let instance = rows::id(request.instance_id);
-    type HeadRow = (String, i64, String, i64, i64, bool);
+    type HeadRow = (String, i64, String, i64, i64, bool, bool);
     let found: Option<HeadRow> = tx
         .prepare_cached(HEAD_SQL)
         .map_err(sql)?
@@ -106,11 +120,14 @@ fn append_in(
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
             ))
         })
         .optional()
         .map_err(sql)?;
-    let Some((type_text, current, state_text, updated_at, schema_version, archived)) = found else {
+    let Some((type_text, current, state_text, updated_at, schema_version, archived, erased)) =
+        found
+    else {
         return Err(StoreError::NotFound(format!(
             "instance {}",
             request.instance_id
@@ -123,6 +140,7 @@ fn append_in(
         snapshot_interval,
         schema_version,
         archived,
+        erased,
     };
 
     let recorded = if request.client_event_ids.is_empty() {
@@ -139,6 +157,15 @@ fn append_in(
     let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decision)?;
 
     let recorded_micros = rows::micros(plan.recorded_at);
+    if erase {
+        // Before the erasure's own event is written, so its metadata (the reason) stays.
+        for statement in ERASE_SQL {
+            tx.prepare_cached(statement)
+                .map_err(sql)?
+                .execute([&instance])
+                .map_err(sql)?;
+        }
+    }
     {
         let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
         let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
@@ -194,6 +221,15 @@ fn append_in(
         tx.prepare_cached(SET_ARCHIVED_SQL)
             .map_err(sql)?
             .execute(params![archived, instance])
+            .map_err(sql)?;
+    }
+    if erase {
+        tx.prepare_cached(SET_ERASED_SQL)
+            .map_err(sql)?
+            .execute(params![
+                instance,
+                crate::ports::erased_external_id(request.instance_id)
+            ])
             .map_err(sql)?;
     }
     Ok(Attempt::Done(plan.into_outcome()))

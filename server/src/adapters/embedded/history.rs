@@ -21,7 +21,9 @@ pub const SNAPSHOT_SQL: &str = "SELECT version, state FROM snapshots WHERE insta
 pub fn tail_sql() -> String {
     format!(
         "SELECT {} FROM events e WHERE e.instance_id = ?1 \
-         AND e.version >= ?2 AND e.version <= ?3 ORDER BY e.version",
+         AND e.version >= ?2 AND e.version <= ?3 \
+         AND NOT EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND erased = 1) \
+         ORDER BY e.version",
         rows::EVENT_COLUMNS
     )
 }

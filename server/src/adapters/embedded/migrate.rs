@@ -45,7 +45,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/embedded/0006_instance_archived.sql"),
     ),
-    // 7 is left to the erasure work of the same issue.
+    (
+        7,
+        "instance_erased",
+        include_str!("../../../../migrations/embedded/0007_instance_erased.sql"),
+    ),
     (
         8,
         "retention",

@@ -12,7 +12,7 @@ use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at, i.archived";
+     i.version, i.created_at, i.updated_at, i.archived, i.erased";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
@@ -78,16 +78,19 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, EmbeddedError> {
 }
 
 pub fn instance(row: &Row) -> Result<InstanceRecord, EmbeddedError> {
+    let erased: bool = row.get(9)?;
     Ok(InstanceRecord {
         id: uuid(&text(row, 0)?, "instance id")?,
         entity_type_id: uuid(&text(row, 1)?, "entity type id")?,
         entity_type_name: row.get(2)?,
-        external_id: row.get(3)?,
+        // An erased instance's stored external id is a placeholder no client chose: shown empty.
+        external_id: if erased { String::new() } else { row.get(3)? },
         state: object(&text(row, 4)?, "state")?,
         version: row.get(5)?,
         created_at: time(row.get(6)?, "created_at")?,
         updated_at: time(row.get(7)?, "updated_at")?,
         archived: row.get(8)?,
+        erased,
     })
 }
 

@@ -229,6 +229,14 @@ pub fn connect(path: &Path, reader: bool) -> Result<Connection, EmbeddedError> {
     if reader {
         conn.pragma_update(None, "query_only", true)
             .map_err(open_error)?;
+    } else {
+        // Erasure: what a write deletes or overwrites is zeroed in the file (freed cells and
+        // freed pages alike), so a value once replaced (an older state, an erased payload)
+        // does not linger in free space for anyone reading the file's bytes. Every write pays
+        // for it (zeroing in pages it writes anyway, and writing freed pages), not only an
+        // erasure: a value overwritten before its instance was erased must be gone too.
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(open_error)?;
     }
     Ok(conn)
 }
@@ -546,9 +554,9 @@ impl Catalog for EmbeddedStore {
                     "?2 IS NULL"
                 },
                 if include_archived {
-                    ""
+                    "AND i.erased = 0"
                 } else {
-                    "AND i.archived = 0"
+                    "AND i.archived = 0 AND i.erased = 0"
                 }
             );
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
@@ -714,7 +722,7 @@ impl EventStore for EmbeddedStore {
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT id, external_id, version, state FROM instances \
-                         WHERE entity_type_id = ?1 ORDER BY external_id",
+                         WHERE entity_type_id = ?1 AND erased = 0 ORDER BY external_id",
                     )
                     .map_err(sql)?;
                 let mut found = stmt.query([&type_id]).map_err(sql)?;
@@ -949,6 +957,46 @@ impl EventStore for EmbeddedStore {
             Err(EmbeddedError::Worker("the writer stopped before answering".into()).into())
         });
         self.noticed(outcome)
+    }
+
+    #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
+    async fn erase_instance(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<AppendOutcome, StoreError> {
+        let interval = self.inner.snapshot_interval;
+        // On the writer, which serializes it with every append: those after it see it erased.
+        self.write(move |conn| {
+            let outcome = append_plan::with_attempts_blocking(|_| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let attempt = super::append::append_in(&tx, &request, interval, &decide, true)?;
+                if matches!(
+                    attempt,
+                    append_plan::Attempt::Done(AppendOutcome::Appended { .. })
+                ) {
+                    tx.commit().map_err(sql)?;
+                }
+                Ok(attempt)
+            })?;
+            // The WAL still holds the pages as they were before: copy the erased pages into
+            // the database file and empty the WAL. A reader in the middle of a read keeps its
+            // frames (the checkpoint cannot take them); the next checkpoint does.
+            let (busy, _, _): (i64, i64, i64) = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sql)?;
+            if busy != 0 {
+                tracing::warn!(
+                    "the write-ahead log could not be emptied after an erasure (a read was running); the next checkpoint overwrites it"
+                );
+            }
+            Ok(outcome)
+        })
+        .await
     }
 }
 

@@ -65,6 +65,9 @@ impl StateCache for MemoryCache {
         }
         map.insert(instance.id, instance.clone());
         drop(map);
+        if instance.erased {
+            return Ok(());
+        }
         let mut ext = self
             .by_external
             .write()
@@ -73,6 +76,27 @@ impl StateCache for MemoryCache {
             (instance.entity_type_id, instance.external_id.clone()),
             instance.id,
         );
+        Ok(())
+    }
+
+    async fn erase(
+        &self,
+        erased: &InstanceRecord,
+        former_external_id: &str,
+    ) -> Result<(), CacheError> {
+        let mut map = self.by_id.write().map_err(|e| CacheError(e.to_string()))?;
+        if map
+            .get(&erased.id)
+            .is_none_or(|cached| cached.version < erased.version)
+        {
+            map.insert(erased.id, erased.clone());
+        }
+        drop(map);
+        let mut ext = self
+            .by_external
+            .write()
+            .map_err(|e| CacheError(e.to_string()))?;
+        ext.remove(&(erased.entity_type_id, former_external_id.to_string()));
         Ok(())
     }
 }
@@ -138,6 +162,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             archived: false,
+            erased: false,
         }
     }
 

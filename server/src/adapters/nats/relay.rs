@@ -13,6 +13,11 @@
 //!   [`dead_lettered_total`] counts it; the instance's later events are published after it.
 //! - Outages (NATS down, timeouts, no stream) never count as refusals: publication waits, and
 //!   JetStream's duplicate window absorbs re-sends.
+//! - Erasure: before an `InstanceErased` event is sent, every message of its instance's subject
+//!   is purged from the stream. The erasure deleted the instance's unpublished outbox rows in
+//!   its transaction, and the instance's events go out in order, so whatever reached the
+//!   stream before it (even from a batch read just before the erasure committed) is gone
+//!   after it; a failed purge is an outage, retried like any.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use super::{Message, NatsConfig};
 use crate::app::metrics::{
     RELAY_DEAD_LETTERED, RELAY_FAILURES, RELAY_LAST_PUBLISH, RELAY_PUBLISHED,
 };
+use crate::domain::EventType;
 use crate::ports::{LiveEvent, Outbox};
 
 /// Entries read per round.
@@ -123,6 +129,7 @@ pub async fn run(
 ) {
     let mut relay = Relay {
         js: jetstream::new(client),
+        stream: config.stream.clone(),
         outbox,
         max_attempts: config.max_attempts.max(1),
         refusals: HashMap::new(),
@@ -198,6 +205,8 @@ struct Stalled {
 
 struct Relay {
     js: jetstream::Context,
+    /// The stream's name, for the purge of an erased instance's subject.
+    stream: String,
     outbox: Arc<dyn Outbox>,
     max_attempts: u32,
     /// Refusals so far of each outbox row still pending. Kept in memory: a restart (or a lease
@@ -308,6 +317,16 @@ impl Relay {
                         continue;
                     }
                 };
+                if live.event.event_type == EventType::INSTANCE_ERASED
+                    && let Err(error) = self.purge(&message.subject).await
+                {
+                    let failure = Failure::Outage {
+                        error,
+                        stream_missing: false,
+                    };
+                    self.settle(&mut round, queue, id, &live, failure).await?;
+                    break;
+                }
                 let (subject, publish) = message.into_publish();
                 match self.js.send_publish(subject, publish).await {
                     Ok(ack) => acks.push((id, live, ack)),
@@ -347,6 +366,26 @@ impl Relay {
                 return Ok(round);
             }
         }
+    }
+
+    /// Removes every message of `subject` (one instance's) from the stream.
+    async fn purge(&self, subject: &str) -> Result<(), String> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| format!("purging {subject}: {e}"))?;
+        let purged = stream
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| format!("purging {subject}: {e}"))?;
+        info!(
+            subject,
+            purged = purged.purged,
+            "erased instance purged from the stream"
+        );
+        Ok(())
     }
 
     /// Decides what a failure does to the row at the head of `queue`: dead-letter it (the queue

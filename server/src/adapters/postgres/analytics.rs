@@ -35,7 +35,9 @@ WHERE entity_type_id = $1 AND occurred_at >= $3::timestamptz AND occurred_at < $
 GROUP BY bucket ORDER BY bucket";
 
 const FIELD_STATS_SQL: &str = "
-WITH v AS (SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1)
+WITH v AS (
+    SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1 AND NOT erased
+)
 SELECT count(v), count(*) - count(v),
        min((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
        max((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
@@ -45,7 +47,7 @@ FROM v";
 
 const TOP_VALUES_SQL: &str = "
 SELECT v, count(*) FROM (
-    SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1
+    SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1 AND NOT erased
 ) AS f
 WHERE jsonb_typeof(v) IN ('string', 'boolean')
 GROUP BY v ORDER BY count(*) DESC, v::text COLLATE \"C\" LIMIT $3";
@@ -62,7 +64,7 @@ WITH h AS (
         WHERE e.instance_id = i.id AND e.recorded_at <= $2
         ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1
     ) AS at
-    WHERE i.entity_type_id = $1 AND i.created_at <= $2
+    WHERE i.entity_type_id = $1 AND i.created_at <= $2 AND NOT i.erased
 ), s AS (
     SELECT h.id, h.version AS target, sn.version AS snap_version, sn.state AS snap_state
     FROM h LEFT JOIN LATERAL (
@@ -78,7 +80,7 @@ FROM s JOIN events e ON e.instance_id = s.id
 ORDER BY s.id, e.version";
 
 const MOST_ACTIVE_SQL: &str = "
-SELECT a.instance_id, i.external_id, a.n, a.last
+SELECT a.instance_id, CASE WHEN i.erased THEN '' ELSE i.external_id END, a.n, a.last
 FROM (
     SELECT instance_id, count(*) AS n, max(occurred_at) AS last FROM events
     WHERE entity_type_id = $1 {range}

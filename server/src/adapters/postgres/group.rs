@@ -43,6 +43,9 @@ pub(super) struct CachedHead {
     /// Whether the instance is archived (an archive or restore moves the version too, so the
     /// compare-and-set catches a stale flag).
     pub archived: bool,
+    /// Whether the instance is erased (an erasure forgets the cached head; a head read since
+    /// says so, and every decision on it refuses).
+    pub erased: bool,
 }
 
 impl CachedHead {
@@ -54,6 +57,7 @@ impl CachedHead {
             snapshot_interval,
             schema_version: self.schema_version,
             archived: self.archived,
+            erased: self.erased,
         }
     }
 }

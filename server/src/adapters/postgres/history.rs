@@ -157,7 +157,8 @@ pub fn snapshot_and_tail_sql() -> String {
 }
 
 /// The latest snapshot at or before $2 and the events after it up to $2, in one round trip.
-/// The outer LEFT JOINs keep the snapshot row even when the tail is empty.
+/// The outer LEFT JOINs keep the snapshot row even when the tail is empty. An erased instance
+/// has no tail: the caller then reads the instance and refuses the time travel.
 const SNAPSHOT_AND_TAIL_SQL_HEAD: &str = "
 WITH s AS (
     SELECT version, state FROM snapshots
@@ -169,4 +170,5 @@ FROM (SELECT 1) AS one
 LEFT JOIN s ON true
 LEFT JOIN events e ON e.instance_id = $1 AND e.version >= COALESCE(s.version, 1)
                   AND e.version <= $2
+                  AND NOT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND erased)
 ORDER BY e.version";

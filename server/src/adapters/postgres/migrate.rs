@@ -57,7 +57,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "instance_archived",
         include_str!("../../../../migrations/postgres/0009_instance_archived.sql"),
     ),
-    // 10 is left to the erasure work of the same issue.
+    (
+        10,
+        "instance_erased",
+        include_str!("../../../../migrations/postgres/0010_instance_erased.sql"),
+    ),
     (
         11,
         "retention",

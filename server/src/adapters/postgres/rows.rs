@@ -10,7 +10,7 @@ use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
-     i.version, i.created_at, i.updated_at, i.archived";
+     i.version, i.created_at, i.updated_at, i.archived, i.erased";
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
@@ -37,16 +37,23 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, PgError> {
 }
 
 pub fn instance(row: &Row) -> Result<InstanceRecord, PgError> {
+    let erased: bool = row.try_get(9)?;
     Ok(InstanceRecord {
         id: row.try_get(0)?,
         entity_type_id: row.try_get(1)?,
         entity_type_name: row.try_get(2)?,
-        external_id: row.try_get(3)?,
+        // An erased instance's stored external id is a placeholder no client chose: shown empty.
+        external_id: if erased {
+            String::new()
+        } else {
+            row.try_get(3)?
+        },
         state: object(row.try_get(4)?, "state")?,
         version: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
         archived: row.try_get(8)?,
+        erased,
     })
 }
 

@@ -256,6 +256,7 @@ impl PgStore {
             updated_at: row.get(3),
             schema_version: row.get(4),
             archived: row.get(5),
+            erased: row.get(6),
         })
     }
 
@@ -311,6 +312,7 @@ impl PgStore {
                             updated_at: plan.recorded_at,
                             schema_version: plan.schema_version,
                             archived: plan.archived.unwrap_or(cached.archived),
+                            erased: false,
                         },
                     );
                     return Ok(plan.into_outcome());
@@ -321,7 +323,8 @@ impl PgStore {
                 }
             }
         }
-        let outcome = append_plan::with_attempts(|_| self.try_append(request, decide)).await?;
+        let outcome =
+            append_plan::with_attempts(|_| self.try_append(request, decide, false)).await?;
         if let AppendOutcome::Appended { events, state } = &outcome
             && let Some(last) = events.last()
         {
@@ -336,16 +339,20 @@ impl PgStore {
                     // Only an archive leaves an instance archived: every other append needs
                     // (or, for a restore, ends) it unarchived.
                     archived: last.event_type == EventType::INSTANCE_ARCHIVED,
+                    erased: false,
                 },
             );
         }
         Ok(outcome)
     }
 
+    /// The append on the locked path; with `erase`, also the erasure's scrub of everything the
+    /// instance held, in the same transaction (see [`EventStore::erase_instance`]).
     async fn try_append(
         &self,
         request: &AppendRequest,
         decide: &Decide,
+        erase: bool,
     ) -> Result<Attempt, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
@@ -365,6 +372,7 @@ impl PgStore {
             snapshot_interval: self.snapshot_interval,
             schema_version: row.get(4),
             archived: row.get(5),
+            erased: row.get(6),
         };
         let updated_at: DateTime<Utc> = row.get(3);
 
@@ -378,6 +386,14 @@ impl PgStore {
         }
         let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
+        if erase {
+            // Before the erasure's own event is written, so its metadata (the reason) stays.
+            for statement in ERASE_SQL {
+                tx.execute(*statement, &[&request.instance_id])
+                    .await
+                    .map_err(PgError::from)?;
+            }
+        }
         let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
         let updated = match params.execute(&tx).await.map_err(PgError::from) {
             Ok(updated) => updated,
@@ -395,24 +411,50 @@ impl PgStore {
             .await
             .map_err(PgError::from)?;
         }
+        if erase {
+            tx.execute(
+                "UPDATE instances SET erased = true, external_id = $2 WHERE id = $1",
+                &[
+                    &request.instance_id,
+                    &crate::ports::erased_external_id(request.instance_id),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
         tx.commit().await.map_err(PgError::from)?;
         Ok(Attempt::Done(plan.into_outcome()))
     }
 }
 
+/// An erasure's scrub, in its transaction, before its own event is written: every event keeps
+/// its facts (version, type, times, ids, who wrote it) but not its payload nor its metadata,
+/// and its idempotency key loses the hash of its content (a hash of a payload confirms a
+/// guess of it); the snapshots go, and so do the outbox rows not yet published (their events
+/// must never reach the stream now). The head's state is emptied by the erasure's append.
+/// $1 = instance id. Old row versions stay in the table files until (auto)vacuum reclaims
+/// them, and in the WAL and backups: see the README's "Erasure".
+pub const ERASE_SQL: &[&str] = &[
+    "UPDATE event_ids SET content_hash = NULL \
+     WHERE event_id IN (SELECT event_id FROM events WHERE instance_id = $1)",
+    "UPDATE events SET payload = '{}', metadata = '{}' WHERE instance_id = $1",
+    "DELETE FROM snapshots WHERE instance_id = $1",
+    "DELETE FROM outbox WHERE instance_id = $1",
+];
+
 /// The instance's head as stored, read without a lock by the unlocked append path, with its
 /// type's schema version. $1 = instance id.
 pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-     WHERE i.id = $1";
+     t.schema_version, i.archived, i.erased FROM instances i \
+     JOIN entity_types t ON t.id = i.entity_type_id WHERE i.id = $1";
 
 /// The first statement of an append on the locked path: the instance's head, locked until the
 /// transaction ends, and its type's schema version, share-locked so that no schema change
 /// commits before the append does (a schema change in progress makes this wait, then read the
 /// new version). $1 = instance id.
 pub const LOCK_HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updated_at, \
-     t.schema_version, i.archived FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-     WHERE i.id = $1 FOR UPDATE OF i FOR KEY SHARE OF t";
+     t.schema_version, i.archived, i.erased FROM instances i \
+     JOIN entity_types t ON t.id = i.entity_type_id WHERE i.id = $1 FOR UPDATE OF i FOR KEY SHARE OF t";
 
 /// One statement writes the events, their ids (every one, server-generated too, with its
 /// content hash) and snapshots, and moves the instance's head with a compare-and-set on its
@@ -721,7 +763,7 @@ impl Catalog for PgStore {
         let sql = format!(
             "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
              WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
-             AND ($4 OR NOT i.archived) ORDER BY i.external_id LIMIT $3",
+             AND ($4 OR NOT i.archived) AND NOT i.erased ORDER BY i.external_id LIMIT $3",
             rows::INSTANCE_COLUMNS
         );
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
@@ -868,10 +910,11 @@ impl EventStore for PgStore {
         };
         if update.schema.is_some() {
             // Streamed through a portal, a batch at a time: memory holds one batch of states.
+            // Erased instances have no state left to check (and never take an event again).
             let portal = tx
                 .bind(
                     "SELECT id, external_id, version, state FROM instances \
-                     WHERE entity_type_id = $1 ORDER BY external_id",
+                     WHERE entity_type_id = $1 AND NOT erased ORDER BY external_id",
                     &[&update.entity_type_id],
                 )
                 .await
@@ -1114,6 +1157,21 @@ impl EventStore for PgStore {
             }
             Ok(_) => {}
         }
+        outcome
+    }
+
+    #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
+    async fn erase_instance(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _writer = self.writers.lock(request.instance_id).await;
+        // Always the locked path: the row lock makes every concurrent append (on any server)
+        // wait for the erasure, then see the erased head and refuse.
+        let outcome =
+            append_plan::with_attempts(|_| self.try_append(&request, &decide, true)).await;
+        self.heads.forget(request.instance_id);
         outcome
     }
 }

@@ -64,6 +64,9 @@ struct Cached {
     /// Absent from entries written before archiving existed: they were not archived.
     #[serde(default)]
     archived: bool,
+    /// Absent from entries written before erasure existed: they were not erased.
+    #[serde(default)]
+    erased: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> CacheError {
@@ -159,6 +162,7 @@ impl RedisCache {
             created_at: c.created_at,
             updated_at: c.updated_at,
             archived: c.archived,
+            erased: c.erased,
         }))
     }
 }
@@ -185,6 +189,50 @@ impl StateCache for RedisCache {
         fields(db.system = "redis", instance_id = %i.id, version = i.version)
     )]
     async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
+        let args = self.put_args(i)?;
+        let put = |key: String| self.put_key(key, args.clone());
+        // Both sent at once (pipelined, or to two cluster nodes in parallel); either failing
+        // fails the put, which the application then repairs.
+        if i.erased {
+            // No external id any more: only the entry by id.
+            return put(id_key(i.id)).await;
+        }
+        futures::try_join!(
+            put(id_key(i.id)),
+            put(external_key(i.entity_type_id, &i.external_id))
+        )?;
+        Ok(())
+    }
+
+    #[tracing::instrument(
+        name = "redis erase",
+        skip_all,
+        fields(db.system = "redis", instance_id = %erased.id, version = erased.version)
+    )]
+    async fn erase(
+        &self,
+        erased: &InstanceRecord,
+        former_external_id: &str,
+    ) -> Result<(), CacheError> {
+        // The entry by id becomes the erased record at the erasure's version: a put of an older
+        // state (a read or a commit from before the erasure, on any server) is refused by the
+        // compare-and-set. The erased record has no external id, so it gets no key by one.
+        self.put_key(id_key(erased.id), self.put_args(erased)?)
+            .await?;
+        if !former_external_id.is_empty() {
+            let _: i64 = self
+                .client
+                .del(external_key(erased.entity_type_id, former_external_id))
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisCache {
+    /// The compare-and-set's arguments for `i`: version, record, ttl.
+    fn put_args(&self, i: &InstanceRecord) -> Result<Vec<String>, CacheError> {
         let data = serde_json::to_string(&Cached {
             id: i.id,
             entity_type_id: i.entity_type_id,
@@ -195,26 +243,19 @@ impl StateCache for RedisCache {
             created_at: i.created_at,
             updated_at: i.updated_at,
             archived: i.archived,
+            erased: i.erased,
         })
         .map_err(err)?;
-        let args = vec![i.version.to_string(), data, self.ttl_ms.to_string()];
-        let put = |key: String| {
-            let args = args.clone();
-            async move {
-                let _: i64 = self
-                    .put
-                    .evalsha_with_reload(&self.client, vec![key], args)
-                    .await
-                    .map_err(err)?;
-                Ok::<_, CacheError>(())
-            }
-        };
-        // Both sent at once (pipelined, or to two cluster nodes in parallel); either failing
-        // fails the put, which the application then repairs.
-        futures::try_join!(
-            put(id_key(i.id)),
-            put(external_key(i.entity_type_id, &i.external_id))
-        )?;
+        Ok(vec![i.version.to_string(), data, self.ttl_ms.to_string()])
+    }
+
+    /// The compare-and-set of one key.
+    async fn put_key(&self, key: String, args: Vec<String>) -> Result<(), CacheError> {
+        let _: i64 = self
+            .put
+            .evalsha_with_reload(&self.client, vec![key], args)
+            .await
+            .map_err(err)?;
         Ok(())
     }
 }

@@ -109,3 +109,19 @@ class RestoreInstanceResponse(_message.Message):
     instance: _types_pb2.Instance
     event: _types_pb2.Event
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class EraseInstanceRequest(_message.Message):
+    __slots__ = ("instance_id", "reason")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    reason: str
+    def __init__(self, instance_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EraseInstanceResponse(_message.Message):
+    __slots__ = ("instance", "event")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    instance: _types_pb2.Instance
+    event: _types_pb2.Event
+    def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...

@@ -65,6 +65,11 @@ class InstanceServiceStub:
                 request_serializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.SerializeToString,
                 response_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.FromString,
                 _registered_method=True)
+        self.EraseInstance = channel.unary_unary(
+                '/temporal_state.v1.InstanceService/EraseInstance',
+                request_serializer=temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class InstanceServiceServicer:
@@ -118,6 +123,20 @@ class InstanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseInstance(self, request, context):
+        """Erases an instance (the right to erasure); needs the admin scope. Its state, every event's
+        payload and metadata, its snapshots, its external id, its cached entries and its messages
+        in the JetStream stream are destroyed; what remains is the fact that it existed (its id,
+        versions, event types, times, who wrote them) and an `InstanceErased` event saying who
+        erased it, when, and why. Afterwards every write and every time travel answers
+        FAILED_PRECONDITION "erased"; GetHistory lists the facts with empty payloads and metadata;
+        the former external id finds nothing, and a new instance may take it. Erasing an erased
+        instance succeeds and answers the same event (a retry is safe).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +169,11 @@ def add_InstanceServiceServicer_to_server(servicer, server):
                     servicer.RestoreInstance,
                     request_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.FromString,
                     response_serializer=temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.SerializeToString,
+            ),
+            'EraseInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseInstance,
+                    request_deserializer=temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +339,33 @@ class InstanceService:
             '/temporal_state.v1.InstanceService/RestoreInstance',
             temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceRequest.SerializeToString,
             temporal__state_dot_v1_dot_instance__service__pb2.RestoreInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.InstanceService/EraseInstance',
+            temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceRequest.SerializeToString,
+            temporal__state_dot_v1_dot_instance__service__pb2.EraseInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,7 +48,7 @@ class SchemaVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Instance(_message.Message):
-    __slots__ = ("id", "entity_type_id", "entity_type_name", "external_id", "state", "version", "created_at", "updated_at", "archived")
+    __slots__ = ("id", "entity_type_id", "entity_type_name", "external_id", "state", "version", "created_at", "updated_at", "archived", "erased")
     ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Instance(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_FIELD_NUMBER: _ClassVar[int]
     id: str
     entity_type_id: str
     entity_type_name: str
@@ -67,7 +68,8 @@ class Instance(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     archived: bool
-    def __init__(self, id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., entity_type_name: _Optional[str] = ..., external_id: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived: _Optional[bool] = ...) -> None: ...
+    erased: bool
+    def __init__(self, id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., entity_type_name: _Optional[str] = ..., external_id: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived: _Optional[bool] = ..., erased: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "instance_id", "entity_type_id", "event_type", "version", "payload", "metadata", "mode", "recorded_at", "occurred_at", "recorded_by", "schema_version")

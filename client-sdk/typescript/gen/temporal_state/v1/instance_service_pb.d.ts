@@ -357,6 +357,61 @@ export declare type RestoreInstanceResponse = Message<"temporal_state.v1.Restore
 export declare const RestoreInstanceResponseSchema: GenMessage<RestoreInstanceResponse>;
 
 /**
+ * Input of EraseInstance.
+ *
+ * @generated from message temporal_state.v1.EraseInstanceRequest
+ */
+export declare type EraseInstanceRequest = Message<"temporal_state.v1.EraseInstanceRequest"> & {
+  /**
+   * UUID of the instance.
+   *
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
+
+  /**
+   * Why it is erased (at most 1024 characters), kept in the `InstanceErased` event's metadata
+   * as `reason`. It outlives the erasure: it must not itself hold the erased data.
+   *
+   * @generated from field: optional string reason = 2;
+   */
+  reason?: string | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.EraseInstanceRequest.
+ * Use `create(EraseInstanceRequestSchema)` to create a new message.
+ */
+export declare const EraseInstanceRequestSchema: GenMessage<EraseInstanceRequest>;
+
+/**
+ * Output of EraseInstance.
+ *
+ * @generated from message temporal_state.v1.EraseInstanceResponse
+ */
+export declare type EraseInstanceResponse = Message<"temporal_state.v1.EraseInstanceResponse"> & {
+  /**
+   * The instance as it remains: erased, empty state, no external id.
+   *
+   * @generated from field: temporal_state.v1.Instance instance = 1;
+   */
+  instance?: Instance | undefined;
+
+  /**
+   * The `InstanceErased` event.
+   *
+   * @generated from field: temporal_state.v1.Event event = 2;
+   */
+  event?: Event | undefined;
+};
+
+/**
+ * Describes the message temporal_state.v1.EraseInstanceResponse.
+ * Use `create(EraseInstanceResponseSchema)` to create a new message.
+ */
+export declare const EraseInstanceResponseSchema: GenMessage<EraseInstanceResponse>;
+
+/**
  * Creates and reads instances of entity types.
  *
  * @generated from service temporal_state.v1.InstanceService
@@ -426,6 +481,23 @@ export declare const InstanceService: GenService<{
     methodKind: "unary";
     input: typeof RestoreInstanceRequestSchema;
     output: typeof RestoreInstanceResponseSchema;
+  },
+  /**
+   * Erases an instance (the right to erasure); needs the admin scope. Its state, every event's
+   * payload and metadata, its snapshots, its external id, its cached entries and its messages
+   * in the JetStream stream are destroyed; what remains is the fact that it existed (its id,
+   * versions, event types, times, who wrote them) and an `InstanceErased` event saying who
+   * erased it, when, and why. Afterwards every write and every time travel answers
+   * FAILED_PRECONDITION "erased"; GetHistory lists the facts with empty payloads and metadata;
+   * the former external id finds nothing, and a new instance may take it. Erasing an erased
+   * instance succeeds and answers the same event (a retry is safe).
+   *
+   * @generated from rpc temporal_state.v1.InstanceService.EraseInstance
+   */
+  eraseInstance: {
+    methodKind: "unary";
+    input: typeof EraseInstanceRequestSchema;
+    output: typeof EraseInstanceResponseSchema;
   },
 }>;
 

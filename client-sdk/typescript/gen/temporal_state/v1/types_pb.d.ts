@@ -171,6 +171,14 @@ export declare type Instance = Message<"temporal_state.v1.Instance"> & {
    * @generated from field: bool archived = 9;
    */
   archived: boolean;
+
+  /**
+   * Erased (EraseInstance): its state, payloads and metadata are gone, `external_id` is empty;
+   * it refuses writes and time travel, and ListInstances leaves it out.
+   *
+   * @generated from field: bool erased = 10;
+   */
+  erased: boolean;
 };
 
 /**
