@@ -352,6 +352,30 @@ async function flow({ consoleUrl, browser, other }, label) {
   await ip.locator('[data-testid="history-table"] tr[data-event-type="ScoreIncreased"] [data-col="schema-version"]', { hasText: "v2" }).first().waitFor();
   await assertClean(ip, ipProblems);
 
+  // 10b. Erase an instance: the button works once the external id is typed out; the user lands on
+  //      the list with a notice, the instance is gone from it, and the engine answers it erased.
+  const ext3 = "player-erase-me";
+  const third = await other.instances.createInstance({ entityType: type, externalId: ext3, initialState: { name: "Secret Name", score: 3 } });
+  const { page: ep, problems: epProblems } = await newPage(browser);
+  await ep.goto(`${consoleUrl}/types/${type}/instances/${ext3}`);
+  await ep.getByRole("button", { name: "Erase", exact: true }).click();
+  const eraseDialog = ep.getByRole("dialog", { name: `Erase ${ext3}?` });
+  const eraseConfirm = eraseDialog.getByRole("button", { name: "Erase for good" });
+  assert.equal(await eraseConfirm.isDisabled(), true, "erasing waits for the external id typed out");
+  await eraseDialog.getByLabel(/Type/).fill(ext3);
+  await eraseDialog.getByLabel(/Reason/).fill("e2e erasure");
+  await ep.screenshot({ path: join(SHOTS, `instance-erase-dialog-${label}.png`), fullPage: true });
+  await eraseConfirm.click();
+  await ep.waitForURL(new RegExp(`/types/${type}/instances$`));
+  await ep.locator('[data-testid="notice"]', { hasText: `Erased instance ${third.instance.id}` }).waitFor();
+  await ep.getByRole("link", { name: ext, exact: true }).waitFor();
+  assert.equal(await ep.getByRole("link", { name: ext3, exact: true }).count(), 0, "an erased instance is not listed");
+  const erased = await other.instances.getInstance({ instanceId: third.instance.id });
+  assert.equal(erased.instance.erased, true);
+  assert.equal(erased.instance.externalId, "");
+  assert.ok(!JSON.stringify(erased.instance.state ?? {}).includes("Secret Name"), "the erased state is gone");
+  await assertClean(ep, epProblems);
+
   // 11. Delete a type: refused while it has instances (the engine's message), done for an empty
   //     one, back on the list.
   const empty = `${type}_empty`;

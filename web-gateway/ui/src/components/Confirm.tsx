@@ -10,6 +10,7 @@ export function ConfirmDialog({
   children,
   confirmLabel,
   danger = false,
+  confirmDisabled = false,
   onConfirm,
   onCancel,
 }: {
@@ -18,6 +19,8 @@ export function ConfirmDialog({
   confirmLabel: string;
   /** The confirm button in the danger colour (deletions). */
   danger?: boolean;
+  /** The confirm button disabled (until the user has typed what the dialog asks for). */
+  confirmDisabled?: boolean;
   onConfirm: () => void;
   onCancel: () => void;
 }) {
@@ -60,13 +63,13 @@ export function ConfirmDialog({
           // React events bubble through portals: the form this dialog was opened from must not
           // see this submit as its own.
           e.stopPropagation();
-          onConfirm();
+          if (!confirmDisabled) onConfirm();
         }}
       >
         <h2 id={titleId}>{title}</h2>
         <div className="dialog-body">{children}</div>
         <div className="actions">
-          <button type="submit" className={danger ? "danger" : "primary"}>
+          <button type="submit" className={danger ? "danger" : "primary"} disabled={confirmDisabled}>
             {confirmLabel}
           </button>
           <button type="button" ref={cancelRef} onClick={onCancel}>

@@ -18,6 +18,7 @@ import { Compare } from "./instance/Compare";
 import { FieldTimeline } from "./instance/FieldTimeline";
 import { History } from "./instance/History";
 import { LifecycleButton, LifecycleDialog, useLifecycle } from "./instance/Lifecycle";
+import { EraseButton, EraseDialog, useErase } from "./instance/Erase";
 import { ArchivedBadge } from "../components/Badges";
 
 const VIEWS = [
@@ -39,6 +40,7 @@ export default function InstancePage() {
   const instance = current.data?.instance;
   const qc = useQueryClient();
   const lifecycle = useLifecycle(() => void current.refetch());
+  const erasing = useErase(type);
 
   // Live updates: subscribe from the version first loaded (+1), so nothing committed after the
   // page loaded is missed; after a reconnect, resume after the last event seen.
@@ -85,9 +87,11 @@ export default function InstancePage() {
             {liveLabel(live)}
           </span>
           {can("write", type) ? <LifecycleButton instance={inst} state={lifecycle} /> : null}
+          {can("admin", type) ? <EraseButton state={erasing} /> : null}
         </div>
       </div>
       <LifecycleDialog instance={inst} state={lifecycle} />
+      <EraseDialog instance={inst} state={erasing} />
       {inst.archived ? (
         <div className="banner banner-archived" role="status" data-testid="archived-banner">
           <strong>Archived.</strong> This instance refuses events until it is restored. Its state, history and time

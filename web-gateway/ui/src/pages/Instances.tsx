@@ -2,7 +2,7 @@
 // search by external id, and a form that creates an instance, its initial state checked against
 // the type's schema as you type.
 import { useMemo, useState, type FormEvent } from "react";
-import { Link, useNavigate, useParams, useSearchParams } from "react-router";
+import { Link, useLocation, useNavigate, useParams, useSearchParams } from "react-router";
 import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { skipToken, useQueryClient } from "@tanstack/react-query";
 import { Code } from "@connectrpc/connect";
@@ -30,6 +30,7 @@ export default function Instances() {
   const mayCreate = useCaller().can("write", type);
   const creating = params.get("create") === "1" && mayCreate;
   const showArchived = params.get("archived") === "1";
+  const notice = (useLocation().state as { notice?: string } | null)?.notice;
   const list = useQuery(InstanceService.method.listInstances, {
     entityType: type,
     pageSize: PAGE_SIZE,
@@ -55,6 +56,11 @@ export default function Instances() {
           </button>
         ) : null}
       </div>
+      {notice ? (
+        <p className="state state-ok" role="status" data-testid="notice">
+          {notice}
+        </p>
+      ) : null}
       {creating ? <CreateInstance type={type} /> : null}
       <form className="search" role="search" onSubmit={submitSearch}>
         <label htmlFor="search-id">External id</label>
