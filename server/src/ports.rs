@@ -628,6 +628,9 @@ pub struct RetentionCandidate {
     pub keep: i64,
     /// Whether a snapshot at `keep` is stored already.
     pub has_snapshot: bool,
+    /// Whether the instance was erased: its kept state is then the empty one (its payloads are
+    /// gone, so no fold could rebuild it), and its old facts go like any instance's.
+    pub erased: bool,
 }
 
 /// What a retention pass asks the store to drop from one instance.

@@ -126,7 +126,10 @@ fn out_of_range<T: std::fmt::Debug>(
     );
 }
 
-for_each_backend!(thirty_days_with_a_ten_day_horizon: 4);
+for_each_backend!(
+    thirty_days_with_a_ten_day_horizon: 4,
+    an_erased_instance_loses_its_old_facts_like_any_other,
+);
 
 async fn thirty_days_with_a_ten_day_horizon(backend: Backend) {
     let store = Store::create(backend).await;
@@ -626,4 +629,59 @@ async fn postgres_passes_yield_to_another_server_and_keep_what_awaits_publicatio
         .into_inner();
     assert_eq!(js(&state.state), json!({"n": 12}));
     server.stop().await;
+}
+
+/// An erased instance keeps only facts, and retention drops the old ones like any instance's:
+/// its kept state is the empty one (no fold could rebuild it from destroyed payloads), so it is
+/// never skipped, and it stays erased.
+async fn an_erased_instance_loses_its_old_facts_like_any_other(backend: Backend) {
+    let store = Store::create(backend).await;
+    let server = store.start(&["--snapshot-interval", "5"]).await;
+    let mut c = server.clients().await;
+    c.create_type("meter", json!({"type": "object"})).await;
+    let inst = c.create_instance("meter", "m-1", json!({"n": 0})).await;
+    let start = Utc::now() - Duration::days(20);
+    for i in 0..8 {
+        c.events
+            .apply_event(pb::ApplyEventRequest {
+                instance_id: inst.id.clone(),
+                event_type: "Reading".into(),
+                payload: Some(st(json!({"n": i + 1}))),
+                occurred_at: Some(ts(start + Duration::hours(i))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    backdate(&store).await;
+    // Erased now: versions 1..=9 lie 20 days back, the InstanceErased event (10) after the horizon.
+    c.instances
+        .erase_instance(pb::EraseInstanceRequest {
+            instance_id: inst.id.clone(),
+            reason: Some("retention test".into()),
+        })
+        .await
+        .unwrap();
+
+    let mut flags = store.flags();
+    flags.extend(["--retention-days", "10", "--snapshot-interval", "5"]);
+    temporal_state_server::server::run_retention(&config_from_flags(&flags))
+        .await
+        .expect("retention pass");
+    let (events, snapshots) = stored(&store, &inst.id).await;
+    assert_eq!(events, [9, 10], "the facts before the kept version go");
+    assert_eq!(snapshots.first(), Some(&9), "{snapshots:?}");
+    let after = c
+        .instances
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: inst.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert!(after.erased);
+    assert_eq!(js(&after.state), json!({}));
+    assert_eq!(after.version, 10);
 }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::AppError;
 use super::metrics;
 use super::queries::fold;
+use crate::domain::State;
 use crate::ports::{HistoryReader, RetentionStore, Trim};
 
 /// How much one retention transaction may do.
@@ -102,6 +103,9 @@ impl Retention {
             for c in candidates {
                 let snapshot = if c.has_snapshot {
                     None
+                } else if c.erased {
+                    // Its payloads are destroyed: the state it keeps is the empty one it has.
+                    Some(State::new())
                 } else {
                     let (snapshot, tail) = self
                         .history

@@ -16,9 +16,9 @@ use crate::ports::{RetentionCandidate, RetentionStore, StoreError, Trim, TrimOut
 /// PostgreSQL's: the version to keep, capped below nothing (the embedded store has no outbox).
 const CANDIDATES_SQL: &str = "
 WITH b AS (
-    SELECT id FROM instances WHERE id > ?2 ORDER BY id LIMIT ?3
+    SELECT id, erased FROM instances WHERE id > ?2 ORDER BY id LIMIT ?3
 ), c AS (
-    SELECT b.id, (SELECT e.version FROM events e WHERE e.instance_id = b.id AND e.recorded_at < ?1
+    SELECT b.id, b.erased, (SELECT e.version FROM events e WHERE e.instance_id = b.id AND e.recorded_at < ?1
                   ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) AS k
     FROM b
 )
@@ -26,7 +26,8 @@ SELECT c.id, c.k,
        EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version = c.k),
        c.k IS NOT NULL AND (
            EXISTS (SELECT 1 FROM events e WHERE e.instance_id = c.id AND e.version < c.k)
-           OR EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version < c.k))
+           OR EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version < c.k)),
+       c.erased
 FROM c ORDER BY c.id";
 
 #[async_trait]
@@ -72,6 +73,7 @@ impl RetentionStore for EmbeddedStore {
                         r.get::<_, Option<i64>>(1)?,
                         r.get::<_, bool>(2)?,
                         r.get::<_, bool>(3)?,
+                        r.get::<_, bool>(4)?,
                     ))
                 })
                 .map_err(sql)?
@@ -79,7 +81,7 @@ impl RetentionStore for EmbeddedStore {
                 .map_err(sql)?;
             let mut last = None;
             let mut candidates = Vec::new();
-            for (id, keep, has_snapshot, todo) in found {
+            for (id, keep, has_snapshot, todo, erased) in found {
                 let instance_id = rows::uuid(&id, "instance id")?;
                 last = Some(instance_id);
                 if let (Some(keep), true) = (keep, todo) {
@@ -87,6 +89,7 @@ impl RetentionStore for EmbeddedStore {
                         instance_id,
                         keep,
                         has_snapshot,
+                        erased,
                     });
                 }
             }

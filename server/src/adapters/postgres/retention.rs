@@ -28,25 +28,26 @@ pub const RETENTION_LOCK_KEY: i64 = 0x7465_6d70_5245_5400;
 /// still waiting for publication), whether it has a snapshot, and whether anything is older.
 const CANDIDATES_SQL: &str = "
 WITH b AS (
-    SELECT id FROM instances WHERE id > $2 ORDER BY id LIMIT $3
+    SELECT id, erased FROM instances WHERE id > $2 ORDER BY id LIMIT $3
 ), p AS (
     SELECT instance_id, min(version) AS v FROM (
         SELECT instance_id, version FROM outbox
         UNION ALL SELECT instance_id, version FROM outbox_dead_letters
     ) x WHERE instance_id IN (SELECT id FROM b) GROUP BY instance_id
 ), m AS (
-    SELECT b.id, (SELECT e.version FROM events e WHERE e.instance_id = b.id AND e.recorded_at < $1
+    SELECT b.id, b.erased, (SELECT e.version FROM events e WHERE e.instance_id = b.id AND e.recorded_at < $1
                   ORDER BY e.recorded_at DESC, e.version DESC LIMIT 1) AS k
     FROM b
 ), c AS (
-    SELECT m.id, CASE WHEN m.k IS NULL THEN NULL ELSE LEAST(m.k, p.v) END AS k
+    SELECT m.id, m.erased, CASE WHEN m.k IS NULL THEN NULL ELSE LEAST(m.k, p.v) END AS k
     FROM m LEFT JOIN p ON p.instance_id = m.id
 )
 SELECT c.id, c.k,
        EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version = c.k),
        c.k IS NOT NULL AND (
            EXISTS (SELECT 1 FROM events e WHERE e.instance_id = c.id AND e.version < c.k)
-           OR EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version < c.k))
+           OR EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = c.id AND s.version < c.k)),
+       c.erased
 FROM c ORDER BY c.id";
 
 /// $1 ids, $2 versions, $3 states: snapshots retention writes (at versions appends never
@@ -123,6 +124,7 @@ impl RetentionStore for PgStore {
                 instance_id: r.get(0),
                 keep: r.get(1),
                 has_snapshot: r.get(2),
+                erased: r.get(4),
             })
             .collect();
         Ok((candidates, last))
