@@ -25,6 +25,7 @@ for_each_backend!(
     bad_updates_get_the_right_code_and_change_nothing,
     a_type_is_deleted_only_without_instances,
     an_archived_instance_refuses_writes_answers_history_and_restores,
+    archive_and_restore_retries_with_an_event_id_answer_the_event_recorded_first,
 );
 
 /// Players: a name, and a level that the later schemas require.
@@ -708,7 +709,7 @@ async fn archive(c: &mut Clients, id: &str) -> Result<pb::ArchiveInstanceRespons
         .archive_instance(pb::ArchiveInstanceRequest {
             instance_id: id.into(),
             metadata: Some(st(json!({"reason": "season over"}))),
-            expected_version: None,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -901,6 +902,7 @@ async fn an_archived_instance_refuses_writes_answers_history_and_restores(backen
             instance_id: a.id.clone(),
             metadata: None,
             expected_version: Some(4),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -970,4 +972,90 @@ async fn an_archive_reaches_the_shared_cache_and_every_replica() {
         .unwrap();
     one.stop().await;
     two.stop().await;
+}
+
+/// Archive and restore take an `event_id`, as ApplyEvent does: a retry (the answer was lost)
+/// answers the event recorded first instead of FAILED_PRECONDITION, and records nothing more. An
+/// id already used for another event is ALREADY_EXISTS; a malformed one INVALID_ARGUMENT. Without
+/// an id, archiving an archived instance is still FAILED_PRECONDITION.
+async fn archive_and_restore_retries_with_an_event_id_answer_the_event_recorded_first(
+    backend: Backend,
+) {
+    let store = Store::create(backend).await;
+    let server = store.start(&[]).await;
+    let mut c = server.clients().await;
+    c.create_type("player", v1()).await;
+    let a = c
+        .create_instance("player", "a", json!({"name": "Ann"}))
+        .await;
+    let archive_with = |c: &Clients, id: &str, event_id: Option<&str>| {
+        let mut c = c.clone();
+        let request = pb::ArchiveInstanceRequest {
+            instance_id: id.into(),
+            event_id: event_id.map(str::to_string),
+            ..Default::default()
+        };
+        async move {
+            c.instances
+                .archive_instance(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let restore_with = |c: &Clients, id: &str, event_id: &str| {
+        let mut c = c.clone();
+        let request = pb::RestoreInstanceRequest {
+            instance_id: id.into(),
+            event_id: Some(event_id.into()),
+            ..Default::default()
+        };
+        async move {
+            c.instances
+                .restore_instance(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+
+    let first = archive_with(&c, &a.id, Some("archive-1")).await.unwrap();
+    let event = first.event.unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.version, event.id.as_str()),
+        ("InstanceArchived", 2, "archive-1")
+    );
+    let retry = archive_with(&c, &a.id, Some("archive-1")).await.unwrap();
+    assert_eq!(
+        retry.event.unwrap(),
+        event,
+        "a retry answers the same event"
+    );
+    assert!(retry.instance.unwrap().archived);
+    assert_eq!(history(&mut c, &a.id).await.len(), 2, "and records nothing");
+    // Without an id, or with a new one, archiving an archived instance is refused as before.
+    for id in [None, Some("archive-2")] {
+        let refused = archive_with(&c, &a.id, id).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    // The archive's id cannot stand for the restore.
+    let reused = restore_with(&c, &a.id, "archive-1").await.unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    let bad = archive_with(&c, &a.id, Some("")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+
+    let restored = restore_with(&c, &a.id, "restore-1").await.unwrap();
+    let event = restored.event.unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.version),
+        ("InstanceRestored", 3)
+    );
+    let retry = restore_with(&c, &a.id, "restore-1").await.unwrap();
+    assert_eq!(retry.event.unwrap(), event);
+    assert!(!retry.instance.unwrap().archived);
+    // Writes go on; the retried restore still answers its own event afterwards.
+    c.apply(&a.id, "LevelUp", json!({"level": 2}))
+        .await
+        .unwrap();
+    let late = restore_with(&c, &a.id, "restore-1").await.unwrap();
+    assert_eq!(late.event.unwrap(), event);
+    assert_eq!(history(&mut c, &a.id).await.len(), 4);
 }

@@ -65,6 +65,7 @@ call_options!(ListInstancesOptions);
 pub struct ArchiveInstanceOptions {
     metadata: Option<std::result::Result<Value, String>>,
     expected_version: Option<i64>,
+    event_id: Option<String>,
     call: CallOptions,
 }
 
@@ -81,8 +82,24 @@ impl ArchiveInstanceOptions {
         self.expected_version = Some(version);
         self
     }
+
+    /// The event's idempotency key. Default: a fresh UUIDv7 per call, fixed before the first
+    /// attempt, so the client's own retries answer the event recorded first instead of
+    /// `FailedPrecondition` ("already archived" / "not archived").
+    pub fn event_id(mut self, event_id: impl Into<String>) -> Self {
+        self.event_id = Some(event_id.into());
+        self
+    }
 }
 call_options!(ArchiveInstanceOptions);
+
+/// The event id an archive or restore sends: the caller's, or a fresh one for this call.
+fn lifecycle_event_id(options: &ArchiveInstanceOptions) -> String {
+    options
+        .event_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
 
 /// Options of [`Client::erase_instance`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -298,7 +315,9 @@ impl Client {
     /// Archives an instance: records `InstanceArchived` (its state unchanged). It then refuses
     /// writes (an error whose [`Error::code`] is `FailedPrecondition`), stays fully readable, and
     /// is left out of [`Client::list_instances`] unless asked for. Archiving an archived
-    /// instance is `FailedPrecondition` too.
+    /// instance is `FailedPrecondition` too, except for a retry of this very call (same
+    /// [`ArchiveInstanceOptions::event_id`], set per call by default), which answers the event
+    /// recorded first.
     pub async fn archive_instance(
         &self,
         instance_id: &str,
@@ -308,6 +327,7 @@ impl Client {
             instance_id: instance_id.to_string(),
             metadata: encoded_to_struct("metadata", &options.metadata)?,
             expected_version: options.expected_version,
+            event_id: Some(lifecycle_event_id(options)),
         };
         let r = self
             .unary(
@@ -359,6 +379,7 @@ impl Client {
             instance_id: instance_id.to_string(),
             metadata: encoded_to_struct("metadata", &options.metadata)?,
             expected_version: options.expected_version,
+            event_id: Some(lifecycle_event_id(options)),
         };
         let r = self
             .unary(

@@ -508,8 +508,9 @@ impl Commands {
     /// Archives (`archived`) or restores an instance: one `InstanceArchived` /
     /// `InstanceRestored` event with an empty payload (the state is unchanged), through the
     /// same append as every event, so history, bus, cache and idempotency treat it alike.
-    /// FAILED_PRECONDITION when the instance already is in that state. Needs `write` on the
-    /// instance's type.
+    /// FAILED_PRECONDITION when the instance already is in that state, unless `client_id` names
+    /// the event recorded first (a retry): then that event is the answer, as for ApplyEvent.
+    /// Needs `write` on the instance's type.
     #[instrument(skip(self, principal, metadata))]
     pub async fn set_archived(
         &self,
@@ -517,9 +518,13 @@ impl Commands {
         instance_id: Uuid,
         archived: bool,
         expected_version: Option<i64>,
+        client_id: Option<String>,
         metadata: State,
     ) -> Result<(InstanceRecord, EventRecord), AppError> {
         require_some(principal, Access::Write)?;
+        if let Some(id) = &client_id {
+            check_event_id(id)?;
+        }
         self.check_size("metadata", &metadata)?;
         self.check_event_bytes(&State::new(), &metadata)?;
         if let Some(v) = expected_version
@@ -537,8 +542,17 @@ impl Commands {
         } else {
             EventType::INSTANCE_RESTORED
         };
-        let event_id = new_event_id();
+        let event_id = client_id.clone().unwrap_or_else(new_event_id);
         let hash = content_hash(event_type, ApplyMode::MergePatch, &State::new());
+        let retry = EventInput {
+            event_type: event_type.to_string(),
+            payload: State::new(),
+            metadata: metadata.clone(),
+            event_id: client_id.clone(),
+            occurred_at: None,
+            mode: ApplyMode::MergePatch,
+        };
+        let retry_hash = hash.clone();
         let decide: Decide = Box::new(move |head| {
             refuse_erased(instance_id, head)?;
             if head.archived == archived {
@@ -569,21 +583,23 @@ impl Commands {
         let request = AppendRequest {
             instance_id,
             expected_version,
-            client_event_ids: Vec::new(),
+            client_event_ids: client_id.into_iter().collect(),
             recorded_by: principal.recorded_as().to_string(),
         };
-        match self.append_in_task(request, decide, entry).await? {
-            AppendOutcome::Appended { mut events, .. } => {
-                let event = events
-                    .pop()
-                    .ok_or_else(|| AppError::Internal("an archive stored no event".into()))?;
-                let instance = self.store.get_instance(instance_id).await?;
-                Ok((instance, event))
+        let mut events = match self.append_in_task(request, decide, entry).await? {
+            AppendOutcome::Appended { events, .. } => events,
+            // A retry: the event recorded first, if it is this very one (same type).
+            AppendOutcome::AlreadyRecorded { keys } => {
+                self.replay_retry(instance_id, &[retry], &[retry_hash], keys)
+                    .await?
+                    .0
             }
-            AppendOutcome::AlreadyRecorded { .. } => Err(AppError::Internal(
-                "an archive without idempotency keys found one recorded".into(),
-            )),
-        }
+        };
+        let event = events
+            .pop()
+            .ok_or_else(|| AppError::Internal("an archive stored no event".into()))?;
+        let instance = self.store.get_instance(instance_id).await?;
+        Ok((instance, event))
     }
 
     /// Erases an instance (the right to erasure): one `InstanceErased` event, recorded under the

@@ -122,7 +122,7 @@ impl InstanceService for InstanceApi {
                 let (instance, event) = self
                     .0
                     .commands
-                    .set_archived(&who, id, true, r.expected_version, metadata)
+                    .set_archived(&who, id, true, r.expected_version, r.event_id, metadata)
                     .await?;
                 Ok(pb::ArchiveInstanceResponse {
                     instance: Some(convert::instance_from_record(instance)),
@@ -146,7 +146,7 @@ impl InstanceService for InstanceApi {
                 let (instance, event) = self
                     .0
                     .commands
-                    .set_archived(&who, id, false, r.expected_version, metadata)
+                    .set_archived(&who, id, false, r.expected_version, r.event_id, metadata)
                     .await?;
                 Ok(pb::RestoreInstanceResponse {
                     instance: Some(convert::instance_from_record(instance)),

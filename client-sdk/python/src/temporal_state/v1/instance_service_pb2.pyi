@@ -75,14 +75,16 @@ class GetCurrentStateResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ...) -> None: ...
 
 class ArchiveInstanceRequest(_message.Message):
-    __slots__ = ("instance_id", "metadata", "expected_version")
+    __slots__ = ("instance_id", "metadata", "expected_version", "event_id")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     metadata: _struct_pb2.Struct
     expected_version: int
-    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    event_id: str
+    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class ArchiveInstanceResponse(_message.Message):
     __slots__ = ("instance", "event")
@@ -93,14 +95,16 @@ class ArchiveInstanceResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[_types_pb2.Instance, _Mapping]] = ..., event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class RestoreInstanceRequest(_message.Message):
-    __slots__ = ("instance_id", "metadata", "expected_version")
+    __slots__ = ("instance_id", "metadata", "expected_version", "event_id")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     metadata: _struct_pb2.Struct
     expected_version: int
-    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    event_id: str
+    def __init__(self, instance_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class RestoreInstanceResponse(_message.Message):
     __slots__ = ("instance", "event")

@@ -260,6 +260,15 @@ export declare type ArchiveInstanceRequest = Message<"temporal_state.v1.ArchiveI
    * @generated from field: optional int64 expected_version = 3;
    */
   expectedVersion?: bigint | undefined;
+
+  /**
+   * Idempotency key of the `InstanceArchived` event, as ApplyEvent's `event_id`: a retry with
+   * the same id answers the event recorded first instead of FAILED_PRECONDITION "already
+   * archived". Unset: the server generates one (and a retry is refused).
+   *
+   * @generated from field: optional string event_id = 4;
+   */
+  eventId?: string | undefined;
 };
 
 /**
@@ -321,6 +330,13 @@ export declare type RestoreInstanceRequest = Message<"temporal_state.v1.RestoreI
    * @generated from field: optional int64 expected_version = 3;
    */
   expectedVersion?: bigint | undefined;
+
+  /**
+   * Idempotency key of the `InstanceRestored` event, as ArchiveInstanceRequest's.
+   *
+   * @generated from field: optional string event_id = 4;
+   */
+  eventId?: string | undefined;
 };
 
 /**
