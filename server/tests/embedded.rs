@@ -546,77 +546,14 @@ async fn subscribe_replays_then_follows_live_on_the_embedded_store() {
     assert_eq!(versions, (1..=132).collect::<Vec<_>>());
 }
 
-/// One gRPC-web call to `addr` over HTTP/1.1, by hand, as a browser's transport sends it (with
-/// `authorization: Bearer <token>` when given); the connection is returned once the request is
-/// written, for the caller to read the answer from.
-async fn send_grpc_web(
-    addr: &str,
-    path: &str,
-    message: &impl prost::Message,
-    token: Option<&str>,
-) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt as _;
-    let payload = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\n\
-         x-grpc-web: 1\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
-        frame.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&frame).await.unwrap();
-    stream
-}
-
-/// Reads `stream` until the bytes received contain `needle` (true) or the answer ends (false).
-async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) -> bool {
-    use tokio::io::AsyncReadExt as _;
-    let contains = |seen: &[u8]| String::from_utf8_lossy(seen).contains(needle);
-    while !contains(seen) {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {needle:?} within 20 s: {}",
-                    String::from_utf8_lossy(seen)
-                )
-            })
-            .unwrap();
-        if n == 0 {
-            return false;
-        }
-        seen.extend_from_slice(&chunk[..n]);
-    }
-    true
-}
-
-/// The `grpc-status` of a whole gRPC-web answer.
-async fn grpc_web_status(mut stream: tokio::net::TcpStream) -> String {
-    let mut seen = Vec::new();
-    read_until(&mut stream, &mut seen, "\u{0}never").await;
-    let text = String::from_utf8_lossy(&seen).to_lowercase();
-    let at = text
-        .find("grpc-status:")
-        .unwrap_or_else(|| panic!("a grpc-status in {text:?}"))
-        + "grpc-status:".len();
-    text[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect()
-}
-
 /// The server's own console calls its service stack in process (`assert_only_own_sockets` above
 /// shows there is no connection to the gRPC port): every layer still applies (authentication
 /// here, as on the gRPC port), a Subscribe stream follows live events through it, and at shutdown
 /// the stream ends and the server stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_reaches_the_engine_in_process_through_every_layer() {
+    use common::raw::{grpc_web_send, grpc_web_status, read_until};
+    use prost::Message as _;
     use sha2::Digest as _;
     const KEY: &str = "console-in-process-key";
     let dir = tempfile::tempdir().unwrap();
@@ -713,12 +650,14 @@ async fn the_console_reaches_the_engine_in_process_through_every_layer() {
         external_id: "p-1".into(),
     };
     assert_eq!(
-        grpc_web_status(send_grpc_web(&console, GET_STATE, &read, None).await).await,
+        grpc_web_status(grpc_web_send(&console, GET_STATE, &read.encode_to_vec(), None).await)
+            .await,
         "16",
         "the console's calls pass the engine's authentication"
     );
     assert_eq!(
-        grpc_web_status(send_grpc_web(&console, GET_STATE, &read, Some(KEY)).await).await,
+        grpc_web_status(grpc_web_send(&console, GET_STATE, &read.encode_to_vec(), Some(KEY)).await)
+            .await,
         "0"
     );
 
@@ -727,10 +666,10 @@ async fn the_console_reaches_the_engine_in_process_through_every_layer() {
         instance_id: instance.id.clone(),
         ..Default::default()
     };
-    let mut stream = send_grpc_web(
+    let mut stream = grpc_web_send(
         &console,
         "/temporal_state.v1.EventService/Subscribe",
-        &subscribe,
+        &subscribe.encode_to_vec(),
         Some(KEY),
     )
     .await;

@@ -361,15 +361,24 @@ async fn every_answer(
     out
 }
 
-async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(backend: Backend) {
-    let markers = Markers::new();
+/// A server on `backend` with a private Redis, and on PostgreSQL a private NATS (the embedded
+/// store publishes to none): every place an erasure must reach. Holding `nats` keeps it running.
+struct Served {
+    redis: Redis,
+    nats: Option<Nats>,
+    nats_url: Option<String>,
+    store: Store,
+    server: TestServer,
+}
+
+async fn served(backend: Backend, snapshot_interval: &str) -> Served {
     let redis = Redis::start();
     let nats = matches!(backend, Backend::Postgres).then(Nats::start);
     let store = Store::create(backend).await;
     let redis_url = redis.url();
     let mut flags = vec![
         "--snapshot-interval",
-        "3",
+        snapshot_interval,
         "--redis-url",
         redis_url.as_str(),
     ];
@@ -378,6 +387,24 @@ async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(
         flags.extend(["--nats-url", url.as_str()]);
     }
     let server = store.start(&flags).await;
+    Served {
+        redis,
+        nats,
+        nats_url,
+        store,
+        server,
+    }
+}
+
+async fn an_erased_instance_leaves_no_trace_in_any_answer_cache_stream_or_table(backend: Backend) {
+    let markers = Markers::new();
+    let Served {
+        redis,
+        nats: _nats,
+        nats_url,
+        store,
+        server,
+    } = served(backend, "3").await;
     let mut c = server.clients().await;
     let mut analytics = AnalyticsServiceClient::new(server.channel().await);
     // Every field declared, so field statistics answer (empty) once no state has it.
@@ -691,21 +718,13 @@ async fn an_erasure_racing_writers_erases_all_they_committed_and_refuses_the_res
     backend: Backend,
 ) {
     let markers = Markers::new();
-    let redis = Redis::start();
-    let nats = matches!(backend, Backend::Postgres).then(Nats::start);
-    let store = Store::create(backend).await;
-    let redis_url = redis.url();
-    let mut flags = vec![
-        "--snapshot-interval",
-        "5",
-        "--redis-url",
-        redis_url.as_str(),
-    ];
-    let nats_url = nats.as_ref().map(|n| n.url());
-    if let Some(url) = &nats_url {
-        flags.extend(["--nats-url", url.as_str()]);
-    }
-    let server = store.start(&flags).await;
+    let Served {
+        redis,
+        nats: _nats,
+        nats_url,
+        store,
+        server,
+    } = served(backend, "5").await;
     let mut c = server.clients().await;
     c.create_type("person", json!({"type": "object"})).await;
     let id = c

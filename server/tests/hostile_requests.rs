@@ -921,30 +921,8 @@ async fn undecodable_and_oversized_messages_are_client_codes_on_the_embedded_sto
 
 /// One gRPC-web call over HTTP/1.1, by hand: returns the `grpc-status` the server answered.
 async fn grpc_web_status(addr: std::net::SocketAddr, path: &str, message: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\n\
-         x-grpc-web: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        frame.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&frame).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer).to_lowercase();
-    let at = text.find("grpc-status:").expect("a grpc-status") + "grpc-status:".len();
-    text[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect()
+    let addr = addr.to_string();
+    common::raw::grpc_web_status(common::raw::grpc_web_send(&addr, path, message, None).await).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

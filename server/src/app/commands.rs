@@ -38,6 +38,17 @@ pub struct EventInput {
     pub mode: ApplyMode,
 }
 
+/// What the bus carries of committed `events` of an instance of `entry`'s type.
+fn live_events(entry: &TypeEntry, events: &[EventRecord]) -> Vec<LiveEvent> {
+    events
+        .iter()
+        .map(|e| LiveEvent {
+            entity_type_name: entry.record.name.clone(),
+            event: e.clone(),
+        })
+        .collect()
+}
+
 fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
@@ -669,14 +680,7 @@ impl Commands {
                 let outcome = app.store.erase_instance(request, decide).await;
                 let committed = match &outcome {
                     Ok(AppendOutcome::Appended { events, .. }) => {
-                        let live: Vec<LiveEvent> = events
-                            .iter()
-                            .map(|e| LiveEvent {
-                                entity_type_name: entry.record.name.clone(),
-                                event: e.clone(),
-                            })
-                            .collect();
-                        app.bus.committed(&live).await;
+                        app.bus.committed(&live_events(&entry, events)).await;
                         true
                     }
                     // Whether it committed is unknown: scrub the cache if it did (the former
@@ -860,14 +864,7 @@ impl Commands {
         events: &[EventRecord],
         state: &State,
     ) {
-        let live: Vec<LiveEvent> = events
-            .iter()
-            .map(|e| LiveEvent {
-                entity_type_name: entry.record.name.clone(),
-                event: e.clone(),
-            })
-            .collect();
-        self.bus.committed(&live).await;
+        self.bus.committed(&live_events(entry, events)).await;
         self.current
             .committed(entry, instance_id, events, state)
             .await;

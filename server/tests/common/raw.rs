@@ -71,3 +71,72 @@ pub async fn raw_call(
     .await
     .map(|r| r.into_inner())
 }
+
+/// One gRPC-web call to `addr` over HTTP/1.1, written by hand as a browser's transport sends it:
+/// `payload` framed as one message, `authorization: Bearer <token>` when given, `connection:
+/// close`. Returns the connection once the request is written, for the caller to read the answer.
+pub async fn grpc_web_send(
+    addr: &str,
+    path: &str,
+    payload: &[u8],
+    token: Option<&str>,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+        frame.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&frame).await.unwrap();
+    stream
+}
+
+/// Reads `stream` into `seen` until it contains `needle` (true) or the answer ends (false); at
+/// most 20 s between reads.
+pub async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    seen: &mut Vec<u8>,
+    needle: &str,
+) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let contains = |seen: &[u8]| String::from_utf8_lossy(seen).contains(needle);
+    while !contains(seen) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {needle:?} within 20 s: {}",
+                    String::from_utf8_lossy(seen)
+                )
+            })
+            .unwrap();
+        if n == 0 {
+            return false;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    true
+}
+
+/// The `grpc-status` of a whole gRPC-web answer on `stream` (read to its end).
+pub async fn grpc_web_status(mut stream: tokio::net::TcpStream) -> String {
+    let mut seen = Vec::new();
+    read_until(&mut stream, &mut seen, "\u{0}never").await;
+    let text = String::from_utf8_lossy(&seen).to_lowercase();
+    let at = text
+        .find("grpc-status:")
+        .unwrap_or_else(|| panic!("a grpc-status in {text:?}"))
+        + "grpc-status:".len();
+    text[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}
