@@ -536,10 +536,7 @@ impl Queries {
             )));
         }
         if let Some(v) = from_version
-            && self
-                .first_retained(id)
-                .await?
-                .is_some_and(|first| v < first)
+            && self.first_version(id).await?.is_some_and(|first| v < first)
         {
             return Err(self.dropped(id, v).await);
         }
@@ -552,6 +549,11 @@ impl Queries {
         if self.history.horizon().await?.is_none() {
             return Ok(None);
         }
+        self.first_version(id).await
+    }
+
+    /// The oldest version of an instance in the store (None without events).
+    async fn first_version(&self, id: Uuid) -> Result<Option<i64>, AppError> {
         let first = self
             .history
             .events(id, &HistoryFilter::default(), 1)
@@ -572,12 +574,7 @@ impl Queries {
             }
             Err(e) => return e.into(),
         };
-        let first = self
-            .history
-            .events(id, &HistoryFilter::default(), 1)
-            .await
-            .ok()
-            .and_then(|found| found.first().map(|e| e.version));
+        let first = self.first_version(id).await.ok().flatten();
         AppError::OutOfRange(format!(
             "version {version} of instance {id} was recorded before the retention horizon {} \
              and is no longer kept{}",
