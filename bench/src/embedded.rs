@@ -340,7 +340,7 @@ fn now_micros() -> i64 {
 }
 
 /// The raw baseline's own database: the store's schema (its migrations), one writer connection.
-struct RawStore {
+pub(crate) struct RawStore {
     /// The store's writer lock: a FIFO tokio mutex, so with 32 clients none starves.
     writer: Arc<tokio::sync::Mutex<Connection>>,
     type_id: String,
@@ -348,7 +348,7 @@ struct RawStore {
 }
 
 impl RawStore {
-    fn create(dir: &Path, interval: i64) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, interval: i64) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
         let mut conn = sql::connect(&path, false)?;
@@ -366,7 +366,7 @@ impl RawStore {
         })
     }
 
-    fn create_instances(&self, prefix: &str, n: usize) -> Result<Vec<String>> {
+    pub(crate) fn create_instances(&self, prefix: &str, n: usize) -> Result<Vec<String>> {
         let mut conn = self.writer.try_lock()?;
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
@@ -412,13 +412,26 @@ impl RawStore {
     /// One task per client, each applying its share to its own instance; every transaction
     /// runs on the blocking pool once the writer lock is taken, as in `EmbeddedStore::write`.
     async fn apply_clients(&self, targets: &[String], per_client: &[usize]) -> Result<Measured> {
+        self.apply_picked(targets, per_client, |c, _| c).await
+    }
+
+    /// As [`Self::apply_clients`], with client `c`'s call `i` going to `targets[pick(c, i)]`.
+    pub(crate) async fn apply_picked(
+        &self,
+        targets: &[String],
+        per_client: &[usize],
+        pick: impl Fn(usize, usize) -> usize,
+    ) -> Result<Measured> {
+        let targets: Arc<Vec<Arc<String>>> =
+            Arc::new(targets.iter().map(|t| Arc::new(t.clone())).collect());
         clients(per_client, |c| {
             let writer = self.writer.clone();
             let interval = self.interval;
-            let target = Arc::new(targets[c].clone());
+            let picks: Vec<usize> = (0..per_client[c]).map(|i| pick(c, i)).collect();
+            let targets = targets.clone();
             move |i| {
                 let writer = writer.clone();
-                let target = target.clone();
+                let target = targets[picks[i]].clone();
                 let patch = object(payload((c * 1_000_000 + i) as u64));
                 async move {
                     let mut conn = writer.lock_owned().await;
@@ -432,7 +445,7 @@ impl RawStore {
         .await
     }
 
-    fn check_versions(&self, ids: &[String], expected: &[i64]) -> Result<()> {
+    pub(crate) fn check_versions(&self, ids: &[String], expected: &[i64]) -> Result<()> {
         let conn = self.writer.try_lock()?;
         for (id, want) in ids.iter().zip(expected) {
             let (version, count, ids): (i64, i64, i64) = conn.query_row(

@@ -26,6 +26,7 @@ mod state_at;
 mod stream;
 mod timescale;
 mod write;
+mod write_scale;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
