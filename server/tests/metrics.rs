@@ -258,6 +258,14 @@ async fn metrics_show_the_traffic_the_server_handled() {
         at("tse_append_batch_events_bucket", &[("le", "1")]),
         Some(9.0)
     );
+    // Group commits: the calls came one after another, so each commit held one append.
+    let commits = at("tse_group_commit_appends_count", &[]).unwrap();
+    assert!(commits >= 10.0, "{commits} group commits for ten appends");
+    assert_eq!(at("tse_group_commit_appends_sum", &[]), Some(commits));
+    assert_eq!(
+        at("tse_group_commit_appends_bucket", &[("le", "1")]),
+        Some(commits)
+    );
     assert_eq!(at("tse_snapshots_written_total", &[]), Some(2.0));
     assert_eq!(at("tse_cache_hits_total", &[]), Some(2.0));
     assert_eq!(at("tse_cache_misses_total", &[]), Some(1.0));

@@ -45,6 +45,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     names::BATCH_BUCKETS,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::GROUP_COMMIT_APPENDS.into()),
+                    names::BATCH_BUCKETS,
+                )
+            })
             .expect("bucket lists are not empty")
             .build_recorder();
         let handle = recorder.handle();

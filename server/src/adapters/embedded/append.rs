@@ -69,6 +69,7 @@ pub(super) fn append_batch(
     batch: Vec<PendingAppend>,
     snapshot_interval: i64,
 ) {
+    metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(batch.len() as f64);
     let mut answered = Vec::with_capacity(batch.len());
     let committed = (|| {
         let mut tx = conn

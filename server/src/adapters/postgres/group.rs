@@ -288,6 +288,7 @@ async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
     // Rows in one order for every batch (the statement never waits for a row lock, so this
     // only makes the plans alike).
     batch.sort_by_key(|j| j.params.instance_id);
+    metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(batch.len() as f64);
     let params: Vec<&AppendParams> = batch.iter().map(|j| &j.params).collect();
     match execute(pool, &params).await {
         Ok(moved) => {
