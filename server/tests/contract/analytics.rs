@@ -24,6 +24,7 @@ on_each_store!(
     analytics_field_values_as_of_fold_from_snapshots,
     analytics_most_active_ranks_with_ties_by_id,
     analytics_summary_totals,
+    analytics_rollups_answer_as_the_raw_events_for_any_range,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -829,5 +830,131 @@ async fn analytics_summary_totals(b: Backend) {
                 event_types: vec![],
             }
         );
+    }
+}
+
+/// One generated question: a range, a bucket width and an event type.
+#[derive(Debug, Clone)]
+struct RangeCase {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    interval: i64,
+    event_type: Option<&'static str>,
+}
+
+/// Ranges around the dataset's five days, half of their bounds on whole hours (where the
+/// rollups answer) and half anywhere to the microsecond (where the edges come from the events),
+/// some shorter than two hours (within one hour, or across one boundary); buckets of whole hours
+/// (rollups) or of any width (raw events).
+fn range_cases(base: DateTime<Utc>, n: usize) -> Vec<RangeCase> {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    const HOUR: i64 = 3_600_000_000;
+    let day = 24 * HOUR;
+    let instant = prop_oneof![
+        (-48_i64..7 * 24).prop_map(move |h| h * HOUR),
+        (-2 * day..7 * day),
+    ];
+    let length = prop_oneof![
+        (1_i64..8 * 24).prop_map(move |h| h * HOUR),
+        (1..8 * day),
+        (1..2 * HOUR),
+    ];
+    let interval = prop_oneof![
+        prop::sample::select(vec![HOUR, 2 * HOUR, 6 * HOUR, 24 * HOUR, 7 * day]),
+        (1_000_000_i64..2 * day),
+    ];
+    let event_type = prop::option::of(prop::sample::select(EVENT_TYPES.to_vec()));
+    let strategy = (instant, length, interval, event_type);
+    let mut runner = TestRunner::deterministic();
+    (0..n)
+        .map(|_| {
+            let (s, len, interval, event_type) = strategy.new_tree(&mut runner).unwrap().current();
+            RangeCase {
+                start: base + TimeDelta::microseconds(s),
+                end: base + TimeDelta::microseconds(s + len),
+                interval,
+                event_type,
+            }
+        })
+        .collect()
+}
+
+/// The rollups (hourly counts kept by the store's triggers) give exactly the raw events'
+/// answers: event counts over ranges with both, one or no bound, time series of any bucket and
+/// the summary since any moment, for generated ranges whose bounds fall on or off whole hours.
+async fn analytics_rollups_answer_as_the_raw_events_for_any_range(b: Backend) {
+    let d = dataset(b).await;
+    let a = d.f.analytics.as_ref();
+    // A dense type beside the dataset's sparse one: 600 events over three days, several in
+    // most hours, so the partial hours at a range's edges hold events on both sides.
+    let s = d.f.store.as_ref();
+    let dense = new_type(s, "dense").await;
+    let inst = create_with_random_id(s, dense.id, "dense-1", json!({"n": 0})).await;
+    let mut offsets: Vec<i64> = (0..600_i64)
+        .map(|i| (i * 7_919_000_003 + i * i * 104_729) % (72 * 3_600_000_000))
+        .collect();
+    offsets.sort_unstable();
+    for chunk in offsets.chunks(100) {
+        let evs = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, &us)| Ev {
+                event_type: EVENT_TYPES[j % 3].into(),
+                occurred_at: Some(d.base + TimeDelta::microseconds(us)),
+                ..ev("", json!({"n": us}))
+            })
+            .collect();
+        appended(s, inst.id, evs).await;
+    }
+    let dense_events = all_events(d.f.history.as_ref(), inst.id).await;
+    assert_eq!(dense_events.len(), 601);
+    let cases = range_cases(d.base, 150);
+    let on_hours = cases
+        .iter()
+        .filter(|c| c.start.timestamp() % 3600 == 0 && c.interval % 3_600_000_000 == 0)
+        .count();
+    assert!(
+        on_hours > 10,
+        "too few cases the rollups answer: {on_hours}"
+    );
+    for c in cases {
+        let ranges = [
+            TimeRange {
+                start: Some(c.start),
+                end: Some(c.end),
+            },
+            TimeRange {
+                start: Some(c.start),
+                end: None,
+            },
+            TimeRange {
+                start: None,
+                end: Some(c.end),
+            },
+        ];
+        for (id, events, instances) in [(d.player.id, &d.events, 7), (dense.id, &dense_events, 1)] {
+            for range in ranges {
+                assert_eq!(
+                    a.event_counts(id, range).await.unwrap(),
+                    naive_counts(events, range),
+                    "{range:?}"
+                );
+            }
+            assert_eq!(
+                a.time_series(id, c.interval, c.start, c.end, c.event_type)
+                    .await
+                    .unwrap(),
+                naive_series(events, c.interval, c.start, c.end, c.event_type),
+                "{c:?}"
+            );
+            assert_eq!(
+                a.summary(id, c.start).await.unwrap(),
+                naive_summary(instances, events, c.start),
+                "since {}",
+                c.start
+            );
+        }
     }
 }

@@ -56,6 +56,69 @@ fn range_conditions(range: TimeRange, values: &mut Vec<SqlValue>) -> String {
     conditions
 }
 
+/// An hour in microseconds: the width of a row of `event_rollups` (migration 0012).
+const HOUR: i64 = 3_600_000_000;
+
+/// `t` rounded down to a whole hour since the Unix epoch.
+fn hour_floor(t: i64) -> i64 {
+    t - t.rem_euclid(HOUR)
+}
+
+/// `t` rounded up to a whole hour since the Unix epoch (itself when already whole).
+fn hour_ceil(t: i64) -> i64 {
+    match t.rem_euclid(HOUR) {
+        0 => t,
+        r => t.saturating_add(HOUR - r),
+    }
+}
+
+/// Event counts from the rollups: the whole hours `[a, b)` inside the range from
+/// `event_rollups`, the partial hour at each edge (`[start, a)`, `[b, end)`) from the events.
+/// When the range lies within less than a whole hour, `a > b`: the rollups give nothing and the
+/// left edge alone covers `[start, end)`. Returns the statement and its values.
+fn event_counts_from_rollups(entity_type_id: &str, range: TimeRange) -> (String, Vec<SqlValue>) {
+    let start = range.start.map(rows::micros);
+    let end = range.end.map(rows::micros);
+    let a = start.map_or(i64::MIN, hour_ceil);
+    let b = end.map_or(i64::MAX, hour_floor);
+    let mut values = vec![
+        SqlValue::Text(entity_type_id.to_string()),
+        SqlValue::Integer(a),
+        SqlValue::Integer(b),
+    ];
+    let mut parts = vec![
+        "SELECT event_type, events AS n FROM event_rollups \
+         WHERE entity_type_id = ?1 AND hour >= ?2 AND hour < ?3"
+            .to_string(),
+    ];
+    let mut raw = |lower: i64, upper: i64, values: &mut Vec<SqlValue>| {
+        let n = values.len();
+        values.push(SqlValue::Integer(lower));
+        values.push(SqlValue::Integer(upper));
+        parts.push(format!(
+            "SELECT event_type, count(*) FROM events \
+             WHERE entity_type_id = ?1 AND occurred_at >= ?{} AND occurred_at < ?{} \
+             GROUP BY event_type",
+            n + 1,
+            n + 2
+        ));
+    };
+    if let Some(s) = start {
+        raw(s, end.map_or(a, |e| e.min(a)), &mut values);
+    }
+    if let Some(e) = end {
+        raw(b.max(a), e, &mut values);
+    }
+    (
+        format!(
+            "SELECT event_type, sum(n) AS n FROM ({}) \
+             GROUP BY event_type HAVING sum(n) > 0 ORDER BY n DESC, event_type",
+            parts.join(" UNION ALL ")
+        ),
+        values,
+    )
+}
+
 /// An array index as PostgreSQL's `#>` reads a path element: `strtol` semantics (leading
 /// whitespace, an optional sign, decimal digits and nothing after them, within `int`), negative
 /// indices counting from the end. None where PostgreSQL yields SQL NULL.
@@ -196,12 +259,7 @@ impl AnalyticsReader for EmbeddedStore {
         entity_type_id: Uuid,
         range: TimeRange,
     ) -> Result<Vec<EventTypeCount>, StoreError> {
-        let mut values = vec![SqlValue::Text(rows::id(entity_type_id))];
-        let sql_text = format!(
-            "SELECT event_type, count(*) FROM events WHERE entity_type_id = ?{} \
-             GROUP BY event_type ORDER BY count(*) DESC, event_type",
-            range_conditions(range, &mut values)
-        );
+        let (sql_text, values) = event_counts_from_rollups(&rows::id(entity_type_id), range);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
             let found = stmt.query(params_from_iter(values)).map_err(sql)?;
@@ -235,15 +293,36 @@ impl AnalyticsReader for EmbeddedStore {
             SqlValue::Integer(interval_micros),
             SqlValue::Integer(rows::micros(end)),
         ];
-        let mut sql_text = String::from(
-            "SELECT (occurred_at - ?2) / ?3 AS k, count(*) FROM events \
-             WHERE entity_type_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?4",
-        );
-        if let Some(t) = event_type {
-            sql_text.push_str(" AND event_type = ?5");
+        let filter = if let Some(t) = event_type {
             values.push(SqlValue::Text(t.to_string()));
-        }
-        sql_text.push_str(" GROUP BY k ORDER BY k");
+            " AND event_type = ?5"
+        } else {
+            ""
+        };
+        // Buckets that are unions of whole hours: the hours before the end's from the rollups,
+        // that last partial hour from the events (?6: the end's hour, or the start if later).
+        let sql_text = if interval_micros % HOUR == 0 && start.rem_euclid(HOUR) == 0 {
+            if event_type.is_none() {
+                values.push(SqlValue::Null); // ?5, unused
+            }
+            values.push(SqlValue::Integer(hour_floor(rows::micros(end)).max(start)));
+            format!(
+                "SELECT k, sum(n) FROM (
+                    SELECT (hour - ?2) / ?3 AS k, events AS n FROM event_rollups
+                    WHERE entity_type_id = ?1 AND hour >= ?2 AND hour < ?6{filter}
+                    UNION ALL
+                    SELECT (occurred_at - ?2) / ?3 AS k, count(*) FROM events
+                    WHERE entity_type_id = ?1 AND occurred_at >= ?6 AND occurred_at < ?4{filter}
+                    GROUP BY k
+                 ) GROUP BY k HAVING sum(n) > 0 ORDER BY k"
+            )
+        } else {
+            format!(
+                "SELECT (occurred_at - ?2) / ?3 AS k, count(*) FROM events \
+                 WHERE entity_type_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?4{filter} \
+                 GROUP BY k ORDER BY k"
+            )
+        };
         let found: Vec<(i64, i64)> = self
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
@@ -351,15 +430,23 @@ impl AnalyticsReader for EmbeddedStore {
         self.read(move |conn| {
             // One read transaction: the totals and the event types see the same data.
             let tx = conn.transaction().map_err(sql)?;
+            // Counts from the rollups (events since: whole hours from the rollups, the partial
+            // hour after `since` from the events); first and last are one index probe each.
             let totals = tx
                 .prepare_cached(
                     "SELECT (SELECT count(*) FROM instances WHERE entity_type_id = ?1),
-                            count(*), min(occurred_at), max(occurred_at),
-                            count(*) FILTER (WHERE occurred_at >= ?2)
-                     FROM events WHERE entity_type_id = ?1",
+                            (SELECT COALESCE(sum(events), 0) FROM event_rollups
+                             WHERE entity_type_id = ?1),
+                            (SELECT min(occurred_at) FROM events WHERE entity_type_id = ?1),
+                            (SELECT max(occurred_at) FROM events WHERE entity_type_id = ?1),
+                            (SELECT COALESCE(sum(events), 0) FROM event_rollups
+                             WHERE entity_type_id = ?1 AND hour >= ?3)
+                            + (SELECT count(*) FROM events
+                               WHERE entity_type_id = ?1 AND occurred_at >= ?2
+                                 AND occurred_at < ?3)",
                 )
                 .map_err(sql)?
-                .query_row(params![id, since], |r| {
+                .query_row(params![id, since, hour_ceil(since)], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,
@@ -374,8 +461,8 @@ impl AnalyticsReader for EmbeddedStore {
             let event_types = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT DISTINCT event_type FROM events WHERE entity_type_id = ?1 \
-                         ORDER BY event_type",
+                        "SELECT event_type FROM event_rollups WHERE entity_type_id = ?1 \
+                         GROUP BY event_type HAVING sum(events) > 0 ORDER BY event_type",
                     )
                     .map_err(sql)?;
                 let found = stmt.query([&id]).map_err(sql)?;

@@ -1,6 +1,12 @@
 //! Analytics on PostgreSQL: every aggregate is one SQL statement over an index that makes it
 //! proportional to the rows it reads; those over events are planned for each call's parameters.
 //! Buckets come from `time_bucket` where TimescaleDB is installed and `date_bin` otherwise.
+//!
+//! On plain PostgreSQL, event counts, time series (hour-multiple buckets from an hour) and the
+//! summary read whole hours from `event_rollups` (migration 0015: hourly counts kept by triggers
+//! in the appending transaction) and only the partial hours at a range's edges from the events,
+//! all in one statement, so one snapshot: the same answer as the raw events, from a row per
+//! hour. With TimescaleDB the hourly continuous aggregate plays that part for time series.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -96,6 +102,116 @@ SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1),
        COALESCE(array_agg(DISTINCT event_type COLLATE \"C\" ORDER BY event_type COLLATE \"C\"), '{}'::text[])
 FROM events WHERE entity_type_id = $1";
 
+/// `$n` rounded up to a whole hour since the Unix epoch (itself when already whole).
+fn hour_ceil(n: usize) -> String {
+    format!(
+        "(CASE WHEN date_bin('1 hour', ${n}::timestamptz, timestamptz 'epoch') = ${n}::timestamptz \
+         THEN ${n}::timestamptz \
+         ELSE date_bin('1 hour', ${n}::timestamptz, timestamptz 'epoch') + interval '1 hour' END)"
+    )
+}
+
+/// `$n` rounded down to a whole hour since the Unix epoch.
+fn hour_floor(n: usize) -> String {
+    format!("date_bin('1 hour', ${n}::timestamptz, timestamptz 'epoch')")
+}
+
+/// Event counts from the rollups: the whole hours `[a, b)` inside the range from
+/// `event_rollups`, the partial hour at each edge (`[start, a)`, `[b, end)`) from the events.
+/// When the range lies within less than a whole hour, `a > b`: the rollups give nothing and the
+/// left edge alone covers `[start, end)`. Unset bounds are unbounded sides.
+fn event_counts_from_rollups(range: &TimeRange) -> String {
+    // Parameters: $1 the type, $2 the start, $3 the end (only those set are sent; `$3` is the
+    // end's number when the start is set, `$2` otherwise).
+    let (start, end) = match (range.start.is_some(), range.end.is_some()) {
+        (true, true) => (Some(2), Some(3)),
+        (true, false) => (Some(2), None),
+        (false, true) => (None, Some(2)),
+        (false, false) => (None, None),
+    };
+    let a = start.map_or_else(|| "'-infinity'::timestamptz".into(), hour_ceil);
+    let b = end.map_or_else(|| "'infinity'::timestamptz".into(), hour_floor);
+    let mut parts = vec![format!(
+        "SELECT event_type, events AS n FROM event_rollups \
+         WHERE entity_type_id = $1 AND hour >= {a} AND hour < {b}"
+    )];
+    if let Some(s) = start {
+        let upper = match end {
+            Some(e) => format!("LEAST({a}, ${e}::timestamptz)"),
+            None => a.clone(),
+        };
+        parts.push(format!(
+            "SELECT event_type, count(*) FROM events \
+             WHERE entity_type_id = $1 AND occurred_at >= ${s} AND occurred_at < {upper} \
+             GROUP BY event_type"
+        ));
+    }
+    if let Some(e) = end {
+        let lower = match start {
+            Some(_) => format!("GREATEST({b}, {a})"),
+            None => b.clone(),
+        };
+        parts.push(format!(
+            "SELECT event_type, count(*) FROM events \
+             WHERE entity_type_id = $1 AND occurred_at >= {lower} AND occurred_at < ${e} \
+             GROUP BY event_type"
+        ));
+    }
+    format!(
+        "SELECT event_type, sum(n)::bigint AS n FROM ({}) AS x \
+         GROUP BY event_type HAVING sum(n) > 0 ORDER BY n DESC, event_type COLLATE \"C\"",
+        parts.join(" UNION ALL ")
+    )
+}
+
+/// A time series whose buckets are whole hours from a start on a whole hour: the hours before
+/// the end's hour from `event_rollups`, that last partial hour from the events. Parameters as
+/// [`TIME_SERIES_SQL`]'s.
+const TIME_SERIES_FROM_ROLLUPS_SQL: &str = "
+SELECT bucket, sum(n)::bigint FROM (
+    SELECT date_bin($2::bigint * interval '1 microsecond', hour, $3::timestamptz) AS bucket,
+           events AS n
+    FROM event_rollups
+    WHERE entity_type_id = $1 AND hour >= $3::timestamptz
+      AND hour < date_bin('1 hour', $4::timestamptz, timestamptz 'epoch') {event_type}
+    UNION ALL
+    SELECT date_bin($2::bigint * interval '1 microsecond', occurred_at, $3::timestamptz), count(*)
+    FROM events
+    WHERE entity_type_id = $1
+      AND occurred_at >= GREATEST($3::timestamptz, date_bin('1 hour', $4::timestamptz, timestamptz 'epoch'))
+      AND occurred_at < $4::timestamptz {event_type}
+    GROUP BY 1
+) AS x
+GROUP BY bucket HAVING sum(n) > 0 ORDER BY bucket";
+
+/// The summary with its counts from the rollups (events since `$2`: whole hours from the
+/// rollups, the partial hour after `$2` from the events); the first and last event are one
+/// index probe each.
+fn summary_from_rollups() -> String {
+    let since = hour_ceil(2);
+    format!(
+        "SELECT (SELECT count(*) FROM instances WHERE entity_type_id = $1),
+                (SELECT COALESCE(sum(events), 0)::bigint FROM event_rollups WHERE entity_type_id = $1),
+                (SELECT min(occurred_at) FROM events WHERE entity_type_id = $1),
+                (SELECT max(occurred_at) FROM events WHERE entity_type_id = $1),
+                (SELECT COALESCE(sum(events), 0)::bigint FROM event_rollups
+                 WHERE entity_type_id = $1 AND hour >= {since})
+                + (SELECT count(*) FROM events
+                   WHERE entity_type_id = $1 AND occurred_at >= $2 AND occurred_at < {since}),
+                (SELECT COALESCE(array_agg(event_type COLLATE \"C\" ORDER BY event_type COLLATE \"C\"), '{{}}'::text[])
+                 FROM (SELECT event_type FROM event_rollups WHERE entity_type_id = $1
+                       GROUP BY event_type HAVING sum(events) > 0) AS t)"
+    )
+}
+
+/// Whether buckets of `interval_micros` from `start` are unions of whole hours since the epoch.
+fn hour_aligned(interval_micros: i64, start: DateTime<Utc>) -> bool {
+    interval_micros > 0
+        && interval_micros % timescale::HOUR_MICROS == 0
+        && start.timestamp_subsec_nanos() == 0
+        && start.timestamp().rem_euclid(3600) == 0
+}
+
 /// The range conditions of `range`, numbered from `$first`, and their parameters.
 fn range_sql(range: &TimeRange, first: usize) -> (String, Vec<DateTime<Utc>>) {
     let mut sql = String::new();
@@ -138,7 +254,11 @@ impl AnalyticsReader for PgStore {
     ) -> Result<Vec<EventTypeCount>, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
         let (cond, bounds) = range_sql(&range, 2);
-        let sql = EVENT_COUNTS_SQL.replace("{range}", &cond);
+        let sql = if self.has_timescaledb() {
+            EVENT_COUNTS_SQL.replace("{range}", &cond)
+        } else {
+            event_counts_from_rollups(&range)
+        };
         let stmt = planned(&client, &sql).await?;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&entity_type_id];
         params.extend(bounds.iter().map(|b| b as &(dyn ToSql + Sync)));
@@ -167,9 +287,13 @@ impl AnalyticsReader for PgStore {
             ""
         };
         let sql = if !self.has_timescaledb() {
-            TIME_SERIES_SQL
-                .replace("{bucket}", "date_bin")
-                .replace("{event_type}", filter)
+            if hour_aligned(interval_micros, start) {
+                TIME_SERIES_FROM_ROLLUPS_SQL.replace("{event_type}", filter)
+            } else {
+                TIME_SERIES_SQL
+                    .replace("{bucket}", "date_bin")
+                    .replace("{event_type}", filter)
+            }
         } else if timescale::use_aggregate(
             interval_micros,
             start.timestamp_micros(),
@@ -312,7 +436,11 @@ impl AnalyticsReader for PgStore {
         since: DateTime<Utc>,
     ) -> Result<TypeSummary, StoreError> {
         let client = self.pool().get().await.map_err(PgError::from)?;
-        let stmt = planned(&client, SUMMARY_SQL).await?;
+        let stmt = if self.has_timescaledb() {
+            planned(&client, SUMMARY_SQL).await?
+        } else {
+            planned(&client, &summary_from_rollups()).await?
+        };
         let r = client
             .query_one(&stmt, &[&entity_type_id, &since])
             .await
