@@ -40,20 +40,27 @@ WHERE entity_type_id = $1 AND occurred_at >= $3::timestamptz AND occurred_at < $
     {event_type}
 GROUP BY bucket ORDER BY bucket";
 
+/// Each state's value is extracted once: `OFFSET 0` keeps PostgreSQL from pulling the subquery
+/// up, which copies `state #> path` into every aggregate and filter that uses it (six times
+/// here). Numbers convert with the `jsonb -> float8` cast rather than through text. Over
+/// 100,000 states: 765 ms before, 161 ms after, where the hand-written `->>` statement takes
+/// 224 ms (psql, best of 7).
 const FIELD_STATS_SQL: &str = "
-WITH v AS (
-    SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1 AND NOT erased
-)
-SELECT count(v), count(*) - count(v),
-       min((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
-       max((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
-       sum((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number'),
-       avg((v #>> '{}')::double precision) FILTER (WHERE jsonb_typeof(v) = 'number')
-FROM v";
+SELECT count(v), count(*) - count(v), min(x), max(x), sum(x), avg(x)
+FROM (
+    SELECT v, CASE WHEN jsonb_typeof(v) = 'number' THEN v::double precision END AS x
+    FROM (
+        SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1 AND NOT erased
+        OFFSET 0
+    ) AS f
+    OFFSET 0
+) AS n";
 
+/// `OFFSET 0`: as above, one extraction per state.
 const TOP_VALUES_SQL: &str = "
 SELECT v, count(*) FROM (
     SELECT state #> $2::text[] AS v FROM instances WHERE entity_type_id = $1 AND NOT erased
+    OFFSET 0
 ) AS f
 WHERE jsonb_typeof(v) IN ('string', 'boolean')
 GROUP BY v ORDER BY count(*) DESC, v::text COLLATE \"C\" LIMIT $3";
