@@ -117,6 +117,31 @@ pub fn struct_from_state(state: &State) -> Struct {
     }
 }
 
+/// [`struct_from_state`] for a state the caller no longer needs: keys and strings move into
+/// the message instead of being copied (a history page holds thousands of them).
+pub fn struct_from_owned(state: State) -> Struct {
+    Struct {
+        fields: state
+            .into_iter()
+            .map(|(k, v)| (k, value_from_owned(v)))
+            .collect(),
+    }
+}
+
+fn value_from_owned(v: Value) -> PbValue {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(a) => Kind::ListValue(ListValue {
+            values: a.into_iter().map(value_from_owned).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(struct_from_owned(o)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
 pub fn value_from_json(v: &Value) -> PbValue {
     let kind = match v {
         Value::Null => Kind::NullValue(0),
@@ -187,7 +212,7 @@ pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
         id: r.id.to_string(),
         name: r.name,
         description: r.description,
-        schema: Some(struct_from_state(&r.schema)),
+        schema: Some(struct_from_owned(r.schema)),
         created_at: Some(timestamp_from_time(r.created_at)),
         schema_version: r.schema_version,
     }
@@ -196,7 +221,7 @@ pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
 pub fn schema_version_from_record(r: SchemaVersionRecord) -> pb::SchemaVersion {
     pb::SchemaVersion {
         version: r.version,
-        schema: Some(struct_from_state(&r.schema)),
+        schema: Some(struct_from_owned(r.schema)),
         created_at: Some(timestamp_from_time(r.created_at)),
     }
 }
@@ -227,7 +252,7 @@ pub fn instance_from_record(r: InstanceRecord) -> pb::Instance {
         entity_type_id: r.entity_type_id.to_string(),
         entity_type_name: r.entity_type_name,
         external_id: r.external_id,
-        state: Some(struct_from_state(&r.state)),
+        state: Some(struct_from_owned(r.state)),
         version: r.version,
         created_at: Some(timestamp_from_time(r.created_at)),
         updated_at: Some(timestamp_from_time(r.updated_at)),
@@ -243,8 +268,8 @@ pub fn event_from_record(r: EventRecord) -> pb::Event {
         entity_type_id: r.entity_type_id.to_string(),
         event_type: r.event_type,
         version: r.version,
-        payload: Some(struct_from_state(&r.payload)),
-        metadata: Some(struct_from_state(&r.metadata)),
+        payload: Some(struct_from_owned(r.payload)),
+        metadata: Some(struct_from_owned(r.metadata)),
         mode: pb_from_mode(r.mode) as i32,
         recorded_at: Some(timestamp_from_time(r.recorded_at)),
         occurred_at: Some(timestamp_from_time(r.occurred_at)),
@@ -291,6 +316,16 @@ mod tests {
         let back = state_from_struct("payload", Some(struct_from_state(&state))).unwrap();
         assert_eq!(back, state);
         assert!(back["score"].is_i64());
+    }
+
+    #[test]
+    fn moving_a_state_builds_the_message_copying_builds() {
+        let state = json!({
+            "score": 150, "ratio": -0.5, "name": "ada", "none": null, "ok": false,
+            "nested": {"list": [1, "a", null, true, {"deep": [[]]}], "empty": {}}
+        });
+        let state = state.as_object().unwrap().clone();
+        assert_eq!(struct_from_owned(state.clone()), struct_from_state(&state));
     }
 
     #[test]

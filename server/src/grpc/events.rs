@@ -10,7 +10,7 @@ use tracing::instrument;
 
 use super::auth::caller;
 use super::convert::{
-    self, event_type_filters, state_from_struct, struct_from_state, time_from_timestamp,
+    self, event_type_filters, state_from_struct, struct_from_owned, time_from_timestamp,
 };
 use super::status::{Reply, reply, to_status};
 use crate::app::{App, AppError, EventInput};
@@ -68,7 +68,7 @@ impl EventService for EventApi {
                     .await?;
                 Ok(pb::ApplyEventResponse {
                     event: events.pop().map(convert::event_from_record),
-                    state: Some(struct_from_state(&state)),
+                    state: Some(struct_from_owned(state)),
                 })
             }
             .await,
@@ -105,7 +105,7 @@ impl EventService for EventApi {
                     .await?;
                 Ok(pb::ApplyEventsResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),
-                    state: Some(struct_from_state(&state)),
+                    state: Some(struct_from_owned(state)),
                 })
             }
             .await,

@@ -7,8 +7,8 @@ use tracing::instrument;
 
 use super::auth::caller;
 use super::convert::{
-    self, event_type_filters, struct_from_state, time_from_timestamp, timestamp_from_time,
-    value_from_json,
+    self, event_type_filters, struct_from_owned, struct_from_state, time_from_timestamp,
+    timestamp_from_time, value_from_json,
 };
 use super::status::{Reply, reply};
 use crate::app::{App, AppError};
@@ -70,7 +70,7 @@ impl QueryService for QueryApi {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let s = self.0.queries.state_at_version(&who, id, r.version).await?;
                 Ok(pb::GetStateAtVersionResponse {
-                    state: Some(struct_from_state(&s.state)),
+                    state: Some(struct_from_owned(s.state)),
                     version: s.version,
                     recorded_at: Some(timestamp_from_time(s.recorded_at)),
                 })
@@ -92,7 +92,7 @@ impl QueryService for QueryApi {
                     .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
                 let s = self.0.queries.state_at_time(&who, id, at).await?;
                 Ok(pb::GetStateAtTimeResponse {
-                    state: Some(struct_from_state(&s.state)),
+                    state: Some(struct_from_owned(s.state)),
                     version: s.version,
                     recorded_at: Some(timestamp_from_time(s.recorded_at)),
                 })
@@ -117,8 +117,8 @@ impl QueryService for QueryApi {
             }
             .await
             .map(|(first, second, cmp)| pb::CompareVersionsResponse {
-                state1: Some(struct_from_state(&first.state)),
-                state2: Some(struct_from_state(&second.state)),
+                state1: Some(struct_from_owned(first.state)),
+                state2: Some(struct_from_owned(second.state)),
                 patch: cmp
                     .patch
                     .iter()
