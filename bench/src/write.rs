@@ -266,6 +266,19 @@ async fn measure(
     );
     let store = baseline_store(direct_url, most, &plain.config).await?;
     store.migrate().await.context("migrating the baseline db")?;
+    // The hand-written event store keeps no analytics rollups: its events table goes without
+    // the server's triggers, so the baseline is the plain durable append.
+    store
+        .pool()
+        .get()
+        .await?
+        .batch_execute(
+            "DROP TRIGGER IF EXISTS event_rollups_insert ON events;
+             DROP TRIGGER IF EXISTS event_rollups_delete ON events;
+             DROP TRIGGER IF EXISTS event_rollups_update ON events;",
+        )
+        .await
+        .context("dropping the rollup triggers from the baseline db")?;
     let direct_type = create_type_direct(store.pool()).await?;
     let direct_ids =
         create_instances_direct(store.pool(), direct_type, "w", args.instances).await?;
