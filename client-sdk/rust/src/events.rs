@@ -27,6 +27,7 @@ pub struct ApplyEventOptions {
     event_id: Option<String>,
     occurred_at: Option<SystemTime>,
     mode: ApplyMode,
+    dry_run: bool,
     call: CallOptions,
 }
 
@@ -68,6 +69,13 @@ impl ApplyEventOptions {
         self.mode = mode;
         self
     }
+
+    /// Preview: the server decides the event (payload schema, guards, transform, schema) and
+    /// answers it as it would be recorded, storing nothing. Default: false.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
 }
 call_options!(ApplyEventOptions);
 
@@ -75,6 +83,7 @@ call_options!(ApplyEventOptions);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApplyEventsOptions {
     expected_version: Option<i64>,
+    dry_run: bool,
     call: CallOptions,
 }
 
@@ -83,6 +92,12 @@ impl ApplyEventsOptions {
     /// otherwise [`Error::Conflict`]. Default: none.
     pub fn expected_version(mut self, version: i64) -> Self {
         self.expected_version = Some(version);
+        self
+    }
+
+    /// Preview the batch, storing nothing, as [`ApplyEventOptions::dry_run`]. Default: false.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 }
@@ -213,6 +228,7 @@ impl Client {
             event_id: options.event_id.clone().unwrap_or_else(new_event_id),
             occurred_at: options.occurred_at.map(Into::into),
             mode: options.mode.to_proto() as i32,
+            dry_run: options.dry_run,
         };
         let r = self
             .unary("ApplyEvent", &options.call, request, |t, r| async move {
@@ -262,6 +278,7 @@ impl Client {
                 .iter()
                 .map(NewEvent::to_proto)
                 .collect::<Result<_>>()?,
+            dry_run: options.dry_run,
         };
         let r = self
             .unary("ApplyEvents", &options.call, request, |t, r| async move {

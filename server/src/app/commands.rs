@@ -1280,9 +1280,10 @@ mod tests {
             name: &str,
             description: &str,
             schema: &State,
+            declarations: Option<&State>,
         ) -> Result<EntityTypeRecord, StoreError> {
             self.inner
-                .create_entity_type(id, name, description, schema)
+                .create_entity_type(id, name, description, schema, declarations)
                 .await
         }
         async fn create_instance(
@@ -1366,6 +1367,7 @@ mod tests {
                 "doc",
                 "",
                 json!({"type": "object"}).as_object().unwrap().clone(),
+                None,
             )
             .await
             .unwrap();
@@ -1392,10 +1394,10 @@ mod tests {
                     metadata: State::new(),
                     event_id: None,
                     occurred_at: None,
-                    mode: ApplyMode::MergePatch,
+                    mode: None,
                 };
                 app.commands
-                    .apply_events(&Principal::anonymous(), id, None, vec![input])
+                    .apply_events(&Principal::anonymous(), id, None, vec![input], false)
                     .await
             })
         };

@@ -167,7 +167,16 @@ impl Expression {
             refused: None,
         };
         check.walk(&expr);
-        let at = |id: u64| info.offset_for(id);
+        // The parser keeps each node's offsets (in characters): turned into a line and column
+        // here, never slicing the source (an offset is no byte boundary).
+        let at = |id: u64| {
+            info.offset_for(id).map(|(start, _)| {
+                let before: String = source.chars().take(start as usize).collect();
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                (line as u32, column as u32)
+            })
+        };
         if let Some((id, message)) = check.refused {
             return Err(refuse(at(id), message));
         }
