@@ -148,10 +148,7 @@ fn declared_change(
         ),
         None => (
             None,
-            input
-                .mode
-                .or(decided.mode)
-                .unwrap_or(ApplyMode::MergePatch),
+            input.mode.or(decided.mode).unwrap_or(ApplyMode::MergePatch),
         ),
     })
 }
@@ -278,9 +275,7 @@ impl Commands {
                 format!("{v} is not a schema version: versions start at 1"),
             ));
         }
-        if change.description.is_none()
-            && change.schema.is_none()
-            && change.declarations.is_none()
+        if change.description.is_none() && change.schema.is_none() && change.declarations.is_none()
         {
             return Err(AppError::invalid(
                 "schema",

@@ -232,10 +232,7 @@ impl Expression {
         let program = ENV.compile(source).map_err(|e| {
             refuse(
                 None,
-                e.errors
-                    .first()
-                    .map(|e| e.msg.clone())
-                    .unwrap_or_default(),
+                e.errors.first().map(|e| e.msg.clone()).unwrap_or_default(),
             )
         })?;
         Ok(Self {
@@ -493,12 +490,14 @@ mod tests {
         let g = Expression::compile("state.balance >= payload.amount", Yields::Bool).unwrap();
         let state = obj(json!({"balance": 10}));
         let event = State::new();
-        let inputs = |p: &State| g.eval_bool(&Inputs {
-            state: &state,
-            payload: p,
-            metadata: &event,
-            event: &event,
-        });
+        let inputs = |p: &State| {
+            g.eval_bool(&Inputs {
+                state: &state,
+                payload: p,
+                metadata: &event,
+                event: &event,
+            })
+        };
         assert_eq!(inputs(&obj(json!({"amount": 5}))), Ok(true));
         assert_eq!(inputs(&obj(json!({"amount": 11}))), Ok(false));
         for f in [

@@ -163,12 +163,16 @@ impl Declarations {
             };
             let mode = match d.mode.as_deref() {
                 None | Some("") => None,
-                Some(m) => Some(ApplyMode::parse(m).filter(|m| *m != ApplyMode::Transformed).ok_or_else(|| {
-                    DomainError::invalid(
-                        format!("event_types[{name}].mode"),
-                        format!("{m:?} is not merge_patch, replace or json_patch"),
-                    )
-                })?),
+                Some(m) => Some(
+                    ApplyMode::parse(m)
+                        .filter(|m| *m != ApplyMode::Transformed)
+                        .ok_or_else(|| {
+                            DomainError::invalid(
+                                format!("event_types[{name}].mode"),
+                                format!("{m:?} is not merge_patch, replace or json_patch"),
+                            )
+                        })?,
+                ),
             };
             let transform = match d.transform.as_deref() {
                 None | Some("") => None,
@@ -345,7 +349,12 @@ mod tests {
         Declarations::compile(&doc).unwrap()
     }
 
-    fn decide(d: &Declarations, t: &str, state: Value, payload: Value) -> Result<Decided, DomainError> {
+    fn decide(
+        d: &Declarations,
+        t: &str,
+        state: Value,
+        payload: Value,
+    ) -> Result<Decided, DomainError> {
         let (state, payload, empty) = (obj(state), obj(payload), State::new());
         d.lookup(t)?.unwrap().decide(
             "account",
@@ -362,11 +371,29 @@ mod tests {
     #[test]
     fn given_a_balance_when_withdrawing_then_the_guard_decides() {
         let d = account();
-        let ok = decide(&d, "Withdrawn", json!({"balance": 10}), json!({"amount": 10})).unwrap();
+        let ok = decide(
+            &d,
+            "Withdrawn",
+            json!({"balance": 10}),
+            json!({"amount": 10}),
+        )
+        .unwrap();
         assert_eq!(ok.change, Some(obj(json!({"balance": 0}))));
-        let err = decide(&d, "Withdrawn", json!({"balance": 10}), json!({"amount": 11})).unwrap_err();
+        let err = decide(
+            &d,
+            "Withdrawn",
+            json!({"balance": 10}),
+            json!({"amount": 11}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("insufficient funds"), "{err}");
-        let err = decide(&d, "Withdrawn", json!({"balance": 10}), json!({"amount": "x"})).unwrap_err();
+        let err = decide(
+            &d,
+            "Withdrawn",
+            json!({"balance": 10}),
+            json!({"amount": "x"}),
+        )
+        .unwrap_err();
         assert!(matches!(err, DomainError::PayloadViolation { .. }), "{err}");
     }
 
@@ -383,7 +410,11 @@ mod tests {
         }))
         .unwrap();
         let err = Declarations::compile(&doc).unwrap_err();
-        assert!(err.to_string().contains("event_types[X].guards[0].expression"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("event_types[X].guards[0].expression"),
+            "{err}"
+        );
         assert!(err.to_string().contains("line 1"), "{err}");
     }
 }

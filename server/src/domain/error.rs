@@ -101,9 +101,8 @@ impl DomainError {
                 message: reason.clone(),
             }],
             Self::InvalidSchema(v) => v.clone(),
-            Self::SchemaViolation { violations, .. } | Self::PayloadViolation { violations, .. } => {
-                violations.clone()
-            }
+            Self::SchemaViolation { violations, .. }
+            | Self::PayloadViolation { violations, .. } => violations.clone(),
             Self::GuardFailed { failed, .. } => failed
                 .iter()
                 .map(|f| Violation {
