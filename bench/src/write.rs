@@ -319,6 +319,7 @@ async fn load_server(channel: &Channel, n: usize) -> Result<Vec<String>> {
         );
     let created = types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: crate::apply::TYPE_NAME.into(),
             description: "benchmark player profile".into(),
             schema: Some(to_struct(schema())),

@@ -56,6 +56,13 @@ pub struct Applied {
 /// refusing to commit it.
 type Preview = Arc<Mutex<Option<(i64, Decision)>>>;
 
+/// What a decision hands back beside itself: the guards it evaluated and, in a dry run, the
+/// decision it refused to commit.
+struct Outlets {
+    guards: Arc<Mutex<Vec<GuardOutcome>>>,
+    preview: Option<Preview>,
+}
+
 /// What the bus carries of committed `events` of an instance of `entry`'s type.
 fn live_events(entry: &TypeEntry, events: &[EventRecord]) -> Vec<LiveEvent> {
     events
@@ -555,8 +562,10 @@ impl Commands {
                 &inputs,
                 &hashes,
                 &pending_ids,
-                &guards,
-                dry_run.then(|| preview.clone()),
+                Outlets {
+                    guards: guards.clone(),
+                    preview: dry_run.then(|| preview.clone()),
+                },
             );
             let appended = if dry_run {
                 self.store.append(request.clone(), decide).await
@@ -643,12 +652,11 @@ impl Commands {
         inputs: &Arc<Vec<EventInput>>,
         hashes: &Arc<Vec<Vec<u8>>>,
         pending_ids: &Arc<Vec<String>>,
-        guards: &Arc<Mutex<Vec<GuardOutcome>>>,
-        preview: Option<Preview>,
+        outlets: Outlets,
     ) -> Decide {
         let limits = self.limits.state;
         let max_event_bytes = self.limits.max_event_bytes;
-        let guards = guards.clone();
+        let Outlets { guards, preview } = outlets;
         let inputs = inputs.clone();
         let hashes = hashes.clone();
         let pending_ids = pending_ids.clone();

@@ -220,7 +220,7 @@ async fn a_held_write_lock_is_unavailable() {
     let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let r = store
-        .create_entity_type(Uuid::now_v7(), "player", "", &State::new())
+        .create_entity_type(Uuid::now_v7(), "player", "", &State::new(), None)
         .await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     other.execute_batch("ROLLBACK").unwrap();
