@@ -24,8 +24,7 @@ use tonic::transport::Channel;
 
 use crate::apply::{create_instances_via_server, schema};
 use crate::harness::{
-    Measured, RunningServer, Table, clients, fmt_rate, ratio, split, to_struct, with_dbs,
-    with_dir,
+    Measured, RunningServer, Table, clients, fmt_rate, ratio, split, to_struct, with_dbs, with_dir,
 };
 
 #[derive(Debug, clap::Args)]
@@ -214,7 +213,10 @@ async fn measure(
         }
         check_states(&channels[0], &plain_ids, &done).await?;
         check_states(&channels[0], &declared_ids, &done).await?;
-        for (path, m) in [("plain merge patch", &plain), ("transform + guard", &declared)] {
+        for (path, m) in [
+            ("plain merge patch", &plain),
+            ("transform + guard", &declared),
+        ] {
             table.row(vec![
                 store.into(),
                 n.to_string(),
@@ -261,7 +263,11 @@ async fn check_states(channel: &Channel, ids: &[String], done: &[usize]) -> Resu
             "instance {id}: score {} after {n} events",
             state["score"]
         );
-        ensure!(got.version == n as i64 + 1, "instance {id}: version {}", got.version);
+        ensure!(
+            got.version == n as i64 + 1,
+            "instance {id}: version {}",
+            got.version
+        );
     }
     Ok(())
 }
