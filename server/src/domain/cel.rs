@@ -270,7 +270,13 @@ impl Expression {
                 context.add_variable_from_value(*name, object_to_cel(value));
             }
         }
-        self.program.execute(&context).map_err(|e| e.to_string())
+        // A defect of the interpreter on some value must refuse one event, not take down the
+        // task deciding it (and the instance's lock with it).
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.program.execute(&context)
+        }))
+        .map_err(|_| "the expression could not be evaluated".to_string())?
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -548,6 +554,63 @@ mod tests {
         assert!(err.to_string().contains("variables"), "{err}");
         let err = Expression::compile("state.a > 1 && nope", Yields::Bool).unwrap_err();
         assert_eq!(err.position, Some((1, 16)), "{err}");
+    }
+
+    #[test]
+    fn hostile_values_at_run_time_are_errors_not_panics() {
+        let payload = json!({"l": [1, 2], "s": "x", "n": 9223372036854775807_i64, "f": 1e308});
+        for source in [
+            "payload.l[-1] == 1",
+            "payload.l[99999999999] == 1",
+            "int('x') == 1",
+            "-(-9223372036854775807 - 1) == 1",
+            "payload.n * 2 == 1",
+            "payload.n + 1 == 1",
+            "payload.f * 10.0 == 1.0",
+            "uint(-1) == 1u",
+            "int(1e300) == 1",
+            "payload.s.contains(1)",
+            "payload.l + payload.s == []",
+            "payload.missing.deeper == 1",
+            "state == payload",
+            "string(payload) == ''",
+            "size(payload.n) == 1",
+            "payload.s < 1",
+        ] {
+            let g = Expression::compile(source, Yields::Bool).unwrap();
+            let empty = State::new();
+            let _ = g.eval_bool(&Inputs {
+                state: &empty,
+                payload: &obj(payload.clone()),
+                metadata: &empty,
+                event: &empty,
+            });
+        }
+        assert!(run(r#"{"a": 1.0 / 0.0}"#, json!({}), json!({})).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::domain::proptest_config(256))]
+
+        /// Whatever text a client declares, compiling it answers; it never panics.
+        #[test]
+        fn any_source_compiles_or_is_refused(source in "\\PC{0,120}") {
+            let _ = Expression::compile(&source, Yields::Bool);
+            let _ = Expression::compile(&source, Yields::Fields);
+        }
+
+        /// Sources made of CEL's own tokens reach deeper into the parser.
+        #[test]
+        fn token_soup_compiles_or_is_refused(tokens in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "state", "payload", ".", "a", "(", ")", "[", "]", "{", "}", ",", ":", "+", "-",
+                "*", "/", "%", "==", "!=", "<", ">=", "&&", "||", "!", "?", "1", "1u", "2.5",
+                "'s'", "\"k\"", "true", "null", "size", "in", "has", "map", "x", "b'\\xff'",
+            ]), 0..40)) {
+            let source = tokens.join(" ");
+            let _ = Expression::compile(&source, Yields::Bool);
+            let _ = Expression::compile(&source, Yields::Fields);
+        }
     }
 
     #[test]
