@@ -404,6 +404,50 @@ mod tests {
     }
 
     #[test]
+    fn counts_names_and_modes_are_bounded_when_declared() {
+        let refused = |doc: Value, expect: &str| {
+            let doc: DeclarationsDoc = serde_json::from_value(doc).unwrap();
+            let err = Declarations::compile(&doc).unwrap_err();
+            assert!(err.to_string().contains(expect), "{expect}: {err}");
+        };
+        let many: Vec<Value> = (0..=MAX_EVENT_TYPES)
+            .map(|i| json!({"event_type": format!("E{i}")}))
+            .collect();
+        refused(json!({"event_types": many}), "over the limit");
+        let guards: Vec<Value> = (0..=MAX_GUARDS)
+            .map(|_| json!({"expression": "true"}))
+            .collect();
+        refused(
+            json!({"event_types": [{"event_type": "E", "guards": guards}]}),
+            "guards",
+        );
+        refused(
+            json!({"event_types": [{"event_type": "E"}, {"event_type": "E"}]}),
+            "twice",
+        );
+        refused(
+            json!({"event_types": [{"event_type": "InstanceErased"}]}),
+            "recorded by the server",
+        );
+        refused(
+            json!({"event_types": [{"event_type": "E", "mode": "json_patch",
+                                    "transform": "{\"a\": 1}"}]}),
+            "merge patch",
+        );
+        refused(
+            json!({"event_types": [{"event_type": "E", "mode": "transformed"}]}),
+            "not merge_patch",
+        );
+        refused(
+            json!({"event_types": [{"event_type": "E", "payload_schema": {"type": "bogus"}}]}),
+            "payload_schema",
+        );
+        assert!(
+            serde_json::from_value::<DeclarationsDoc>(json!({"strict": true, "x": 1})).is_err()
+        );
+    }
+
+    #[test]
     fn a_bad_expression_names_its_event_type_and_position() {
         let doc: DeclarationsDoc = serde_json::from_value(json!({
             "event_types": [{"event_type": "X", "guards": [{"expression": "state.a >"}]}]
