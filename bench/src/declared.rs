@@ -259,7 +259,7 @@ async fn check_states(channel: &Channel, ids: &[String], done: &[usize]) -> Resu
             "state", got.state,
         )?);
         ensure!(
-            state["score"] == Value::from(n as u64),
+            state["score"] == n as u64,
             "instance {id}: score {} after {n} events",
             state["score"]
         );
