@@ -26,7 +26,8 @@ pub struct ApplyEventOptions {
     expected_version: Option<i64>,
     event_id: Option<String>,
     occurred_at: Option<SystemTime>,
-    mode: ApplyMode,
+    /// None: unspecified on the wire (the declared event type's mode, or merge patch).
+    mode: Option<ApplyMode>,
     dry_run: bool,
     call: CallOptions,
 }
@@ -64,9 +65,10 @@ impl ApplyEventOptions {
         self
     }
 
-    /// How the payload changes the state. Default: [`ApplyMode::MergePatch`].
+    /// How the payload changes the state. Default: the mode the event type declares, otherwise
+    /// [`ApplyMode::MergePatch`] (the request leaves it unspecified).
     pub fn mode(mut self, mode: ApplyMode) -> Self {
-        self.mode = mode;
+        self.mode = Some(mode);
         self
     }
 
@@ -124,7 +126,8 @@ pub struct NewEvent {
     metadata: Option<std::result::Result<Value, String>>,
     event_id: Option<String>,
     occurred_at: Option<SystemTime>,
-    mode: ApplyMode,
+    /// None: unspecified on the wire (the declared event type's mode, or merge patch).
+    mode: Option<ApplyMode>,
 }
 
 impl NewEvent {
@@ -138,7 +141,7 @@ impl NewEvent {
             metadata: None,
             event_id: None,
             occurred_at: None,
-            mode: ApplyMode::default(),
+            mode: None,
         }
     }
 
@@ -160,9 +163,10 @@ impl NewEvent {
         self
     }
 
-    /// How the payload changes the state. Default: [`ApplyMode::MergePatch`].
+    /// How the payload changes the state. Default: the mode the event type declares, otherwise
+    /// [`ApplyMode::MergePatch`] (the request leaves it unspecified).
     pub fn mode(mut self, mode: ApplyMode) -> Self {
-        self.mode = mode;
+        self.mode = Some(mode);
         self
     }
 
@@ -177,7 +181,9 @@ impl NewEvent {
             metadata: encoded_to_struct("metadata", &self.metadata)?,
             event_id: self.event_id.clone().unwrap_or_else(new_event_id),
             occurred_at: self.occurred_at.map(Into::into),
-            mode: self.mode.to_proto() as i32,
+            mode: self
+                .mode
+                .map_or(pb::ApplyMode::Unspecified, ApplyMode::to_proto) as i32,
         })
     }
 }
@@ -227,7 +233,9 @@ impl Client {
             // Fixed once, before the first attempt: every retry sends the same key.
             event_id: options.event_id.clone().unwrap_or_else(new_event_id),
             occurred_at: options.occurred_at.map(Into::into),
-            mode: options.mode.to_proto() as i32,
+            mode: options
+                .mode
+                .map_or(pb::ApplyMode::Unspecified, ApplyMode::to_proto) as i32,
             dry_run: options.dry_run,
         };
         let r = self
