@@ -63,6 +63,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
     let channel = server.channel().await?;
     let created = EntityTypeServiceClient::new(channel.clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: "player".into(),
             description: String::new(),
             schema: Some(to_struct(json!({"type": "object"}))),

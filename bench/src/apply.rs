@@ -294,6 +294,7 @@ async fn create_type_via_server(channel: &Channel) -> Result<String> {
     let mut types = EntityTypeServiceClient::new(channel.clone());
     let created = types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: TYPE_NAME.into(),
             description: "benchmark player profile".into(),
             schema: Some(to_struct(schema())),

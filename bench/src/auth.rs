@@ -77,6 +77,7 @@ async fn setup(
         .create_entity_type(authed(
             &token,
             pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "bench_doc".into(),
                 description: String::new(),
                 schema: Some(to_struct(json!({"type": "object"}))),

@@ -142,6 +142,7 @@ async fn measure(
     let channel = server.channel().await?;
     EntityTypeServiceClient::new(channel.clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: TYPE_NAME.into(),
             description: "console benchmark".into(),
             schema: Some(to_struct(json!({
@@ -175,6 +176,7 @@ async fn measure(
             .collect();
         events
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: instance.id.clone(),
                 expected_version: Some(version),
                 events: batch,

@@ -116,6 +116,7 @@ async fn measure(args: &Args, root: &Path, server: &RunningServer) -> Result<()>
     let channels = server.channels(most).await?;
     let type_id = EntityTypeServiceClient::new(channels[0].clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: TYPE_NAME.into(),
             description: "benchmark player profile".into(),
             schema: Some(to_struct(schema())),

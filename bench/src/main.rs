@@ -13,12 +13,14 @@
 //! target/release/temporal-state-bench state-at-version
 //! target/release/temporal-state-bench console
 //! target/release/temporal-state-bench timescale
+//! target/release/temporal-state-bench declared
 //! ```
 
 mod analytics;
 mod apply;
 mod auth;
 mod console;
+mod declared;
 mod embedded;
 mod harness;
 mod procs;
@@ -74,6 +76,9 @@ enum Command {
     /// The cost of authentication per call: ApplyEvent and GetCurrentState without credentials,
     /// with an API key and with an RS256 JWT (embedded store).
     Auth(auth::Args),
+    /// Declared event types (issue 22): ApplyEvent with a payload schema, a CEL transform and a
+    /// CEL guard against a plain merge patch, on the embedded store and PostgreSQL.
+    Declared(declared::Args),
 }
 
 #[tokio::main]
@@ -89,5 +94,6 @@ async fn main() -> Result<()> {
         Command::Embedded(args) => embedded::run(args).await,
         Command::Console(args) => console::run(args).await,
         Command::Auth(args) => auth::run(args).await,
+        Command::Declared(args) => declared::run(&cli.admin_url, args).await,
     }
 }

@@ -123,6 +123,7 @@ pub async fn load(
             .collect();
         writer
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: id.clone(),
                 expected_version: Some(next - 1),
                 events: inputs,
@@ -180,6 +181,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
     let mut types = EntityTypeServiceClient::new(channel.clone());
     let type_id = types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: TYPE_NAME.into(),
             description: "benchmark player profile".into(),
             schema: Some(to_struct(schema())),

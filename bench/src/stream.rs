@@ -115,6 +115,7 @@ async fn setup(
     let channel = server.channel().await?;
     let t = EntityTypeServiceClient::new(channel.clone())
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: name.into(),
             description: String::new(),
             schema: Some(to_struct(

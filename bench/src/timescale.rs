@@ -87,7 +87,7 @@ async fn prepare(name: &'static str, url: &str, args: &Args) -> Result<Side> {
         .cloned()
         .context("schema object")?;
     store
-        .create_entity_type(type_id, "player", "", &schema)
+        .create_entity_type(type_id, "player", "", &schema, None)
         .await?;
     let loading = Instant::now();
     {

@@ -511,6 +511,7 @@ pub(crate) async fn load_server(channel: &Channel, n: usize) -> Result<Vec<Strin
         );
     let created = types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: crate::apply::TYPE_NAME.into(),
             description: "benchmark player profile".into(),
             schema: Some(to_struct(schema())),

@@ -90,6 +90,7 @@ async fn batch_client(
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             };
             async move {
                 let events = client.apply_events(request).await?.into_inner().events;

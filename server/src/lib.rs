@@ -6,6 +6,7 @@
 //! `cargo test --lib`, naming the file and line of any import that breaks it.
 //!
 //! - [`domain`]: pure and synchronous: entity types, applying events, schemas, diffs, timelines,
+//!   declared event types with their CEL expressions (compiled programs are plain values),
 //!   and the `Principal` (who calls, with which scopes).
 //! - [`ports`]: the traits the application needs, one per capability.
 //! - [`app`]: the use cases, split as CQRS: `Commands` (the only holder of the event store),

@@ -36,6 +36,9 @@ pub struct EntityTypeRecord {
     pub created_at: DateTime<Utc>,
     /// Version of `schema`: 1 at creation, one more at each accepted schema change.
     pub schema_version: i64,
+    /// The event types this schema version declares
+    /// ([`crate::domain::declared::DeclarationsDoc`] as JSON); None declares none.
+    pub declarations: Option<State>,
 }
 
 /// One version of a type's schema; a type keeps them all.
@@ -44,6 +47,8 @@ pub struct SchemaVersionRecord {
     pub version: i64,
     pub schema: State,
     pub created_at: DateTime<Utc>,
+    /// The event types this version declares, as [`EntityTypeRecord::declarations`].
+    pub declarations: Option<State>,
 }
 
 /// How a schema change treats current states that break the new schema.
@@ -65,6 +70,9 @@ pub struct TypeUpdate {
     pub description: Option<String>,
     /// None keeps the schema and its version.
     pub schema: Option<State>,
+    /// With a new schema: the declarations of the new version (Some(None) declares none);
+    /// None carries the current ones over.
+    pub declarations: Option<Option<State>>,
     /// When set, the update applies only if the schema is still at this version.
     pub expected_schema_version: Option<i64>,
     pub check: SchemaCheck,
@@ -327,6 +335,7 @@ pub trait EventStore: Catalog {
         name: &str,
         description: &str,
         schema: &State,
+        declarations: Option<&State>,
     ) -> Result<EntityTypeRecord, StoreError>;
 
     /// Changes a type's description and/or schema. A new schema becomes version current + 1;

@@ -117,6 +117,7 @@ async fn dataset() -> Dataset {
             .collect();
         c.events
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: id.clone(),
                 expected_version: None,
                 events,

@@ -126,6 +126,7 @@ impl Fixture {
             .create_entity_type(authed(
                 token,
                 pb::CreateEntityTypeRequest {
+                    declarations: None,
                     name: name.into(),
                     description: String::new(),
                     schema: Some(st(json!({"type": "object"}))),
@@ -222,6 +223,7 @@ async fn every_rpc_without_credentials_is_unauthenticated_and_health_answers() {
         };
     }
     refused!(types.create_entity_type(pb::CreateEntityTypeRequest {
+        declarations: None,
         name: "other".into(),
         description: String::new(),
         schema: Some(st(json!({})))
@@ -878,6 +880,7 @@ async fn jwts_are_checked_and_every_forgery_is_refused() {
         .create_entity_type(authed(
             &good,
             pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "orders".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "object"}))),
@@ -898,6 +901,7 @@ async fn jwts_are_checked_and_every_forgery_is_refused() {
         .create_entity_type(authed(
             &no_scope,
             pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "more".into(),
                 description: String::new(),
                 schema: Some(st(json!({}))),
@@ -1172,6 +1176,7 @@ async fn recorded_by_is_set_on_every_event(backend: Backend) {
         .create_entity_type(authed(
             key,
             pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "orders".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "object"}))),
@@ -1598,6 +1603,7 @@ async fn a_client_certificates_subject_is_the_principal_of_a_call_without_a_toke
         }
     };
     let new_type = |name: &str| pb::CreateEntityTypeRequest {
+        declarations: None,
         name: name.into(),
         description: String::new(),
         schema: Some(st(json!({"type": "object"}))),

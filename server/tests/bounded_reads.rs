@@ -65,6 +65,7 @@ async fn append(c: &mut Clients, id: &str, event_type: &str, payloads: Vec<serde
     for chunk in payloads.chunks(1000) {
         c.events
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: id.into(),
                 expected_version: None,
                 events: chunk

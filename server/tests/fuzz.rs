@@ -522,7 +522,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
     let ty = prop_oneof![4 => pick(&known.type_names), 1 => text(known)].boxed();
     let opt64 = proptest::option::of(int64()).boxed();
     prop_oneof![
-        1 => (word(&k, "[a-z][a-z0-9_]{0,20}"), text(&k), pb_struct(&k)).prop_map(|(name, description, schema)| Call::CreateEntityType(pb::CreateEntityTypeRequest { name, description, schema })),
+        1 => (word(&k, "[a-z][a-z0-9_]{0,20}"), text(&k), pb_struct(&k)).prop_map(|(name, description, schema)| Call::CreateEntityType(pb::CreateEntityTypeRequest { name, description, schema, declarations: None })),
         1 => (int32(), text(&k)).prop_map(|(page_size, page_token)| Call::ListEntityTypes(pb::ListEntityTypesRequest { page_size, page_token })),
         1 => ty.clone().prop_map(|entity_type| Call::GetEntityType(pb::GetEntityTypeRequest { entity_type })),
         1 => (ty.clone(), word(&k, "[a-z0-9-]{1,20}"), pb_struct(&k), pb_struct(&k)).prop_map(|(entity_type, external_id, initial_state, metadata)| Call::CreateInstance(pb::CreateInstanceRequest { entity_type, external_id, initial_state, metadata })),
@@ -530,6 +530,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
         1 => id.clone().prop_map(|instance_id| Call::GetInstance(pb::GetInstanceRequest { instance_id })),
         1 => (ty.clone(), text(&k)).prop_map(|(entity_type, external_id)| Call::GetCurrentState(pb::GetCurrentStateRequest { entity_type, external_id })),
         4 => (id.clone(), event_input(&k), opt64.clone()).prop_map(|(instance_id, e, expected_version)| Call::ApplyEvent(pb::ApplyEventRequest {
+            dry_run: false,
             instance_id,
             event_type: e.event_type,
             payload: e.payload,
@@ -540,7 +541,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
             mode: e.mode,
         })),
         2 => (id.clone(), opt64.clone(), prop_oneof![4 => proptest::collection::vec(event_input(&k), 0..6), 1 => (1000usize..1100).prop_map(|n| vec![pb::EventInput { event_type: "Bulk".into(), ..Default::default() }; n])])
-            .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events })),
+            .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, dry_run: false })),
         1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version })),
         2 => (id.clone(), int32(), text(&k), opt64.clone(), opt64.clone(), timestamp(), timestamp(), proptest::collection::vec(text(&k), 0..3), any::<bool>())
             .prop_map(|(instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending)| Call::GetHistory(pb::GetHistoryRequest { instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending })),
@@ -644,6 +645,7 @@ async fn set_up(c: &mut Clients) -> Known {
         let t = c
             .types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: name.into(),
                 description: "fuzzed".into(),
                 schema: Some(st(schema)),
@@ -887,6 +889,7 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
     let id = big.id.clone();
 
     let thousand = pb::ApplyEventsRequest {
+        dry_run: false,
         instance_id: id.clone(),
         expected_version: None,
         events: (0..1000)
@@ -950,6 +953,7 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
     step(&server, "an 8 MB request", r, Code::ResourceExhausted);
 
     let growing = pb::ApplyEventsRequest {
+        dry_run: false,
         instance_id: id.clone(),
         expected_version: None,
         events: (0..5)

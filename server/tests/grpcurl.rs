@@ -149,4 +149,25 @@ async fn the_readme_walkthrough_runs_as_written() {
     assert_eq!(version, 2);
     assert_eq!(state["score"], json!(150));
     assert_eq!(state["level"], json!(2));
+
+    // The declared ScoreIncreased: previewed, applied once with its recorded change, refused by
+    // its guard.
+    assert!(stdout.contains(r#""dryRun": true"#), "{stdout}");
+    assert!(stdout.contains(r#""change": {"#), "{stdout}");
+    assert!(
+        stderr.contains("FailedPrecondition") && stderr.contains("at most 1000 points per event"),
+        "{stderr}"
+    );
+    let row = client
+        .query_one(
+            "SELECT version, state FROM instances WHERE external_id = 'player-002'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let version: i64 = row.get(0);
+    let state: serde_json::Value = row.get(1);
+    assert_eq!(version, 2, "the preview and the refusal stored nothing");
+    assert_eq!(state["score"], json!(120));
+    assert_eq!(state["level"], json!(2));
 }

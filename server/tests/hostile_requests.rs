@@ -505,6 +505,7 @@ async fn every_string_field(f: &mut Fixture, value: &str, label: &str) {
     let r = c
         .types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: v(),
             description: String::new(),
             schema: Some(st(json!({"type": "object"}))),
@@ -515,6 +516,7 @@ async fn every_string_field(f: &mut Fixture, value: &str, label: &str) {
         let r = c
             .types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "hostile".into(),
                 description: v(),
                 schema: Some(st(json!({"type": "object"}))),
@@ -526,6 +528,7 @@ async fn every_string_field(f: &mut Fixture, value: &str, label: &str) {
         let r = c
             .types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "hostile".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "object", "title": value}))),

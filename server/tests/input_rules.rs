@@ -41,6 +41,7 @@ async fn a_nul_character_is_refused_everywhere_and_stores_nothing() {
     let status = c
         .types
         .create_entity_type(pb::CreateEntityTypeRequest {
+            declarations: None,
             name: "other".into(),
             description: "bad\u{0}".into(),
             schema: Some(st(json!({"type": "object"}))),

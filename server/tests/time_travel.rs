@@ -60,7 +60,8 @@ fn shift(t: &Timestamp, nanos: i64) -> Timestamp {
 
 fn pb_mode(mode: ApplyMode) -> pb::ApplyMode {
     match mode {
-        ApplyMode::MergePatch => pb::ApplyMode::MergePatch,
+        // A transformed event's change is a merge patch (the test generates none).
+        ApplyMode::MergePatch | ApplyMode::Transformed => pb::ApplyMode::MergePatch,
         ApplyMode::Replace => pb::ApplyMode::Replace,
         ApplyMode::JsonPatch => pb::ApplyMode::JsonPatch,
     }
@@ -620,6 +621,7 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
         } else {
             rpc!(
                 c.events.apply_events(pb::ApplyEventsRequest {
+                    dry_run: false,
                     instance_id: id.clone(),
                     expected_version: Some(chunk[0] as i64),
                     events: chunk

@@ -86,7 +86,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_and_compression_and_no_
     let store = open(&settings);
     assert_eq!(
         store.migrate().await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 15]
     );
     assert!(store.has_timescaledb());
 
@@ -247,7 +247,7 @@ async fn load_phase(side: &mut Side, plan: &Plan, phase: usize, events: &[Vec<Ve
     let s = side.store.as_ref();
     if phase == 0 {
         for (id, name) in [(plan.player, "player"), (plan.order, "order")] {
-            s.create_entity_type(id, name, "", &obj(json!({"type": "object"})))
+            s.create_entity_type(id, name, "", &obj(json!({"type": "object"})), None)
                 .await
                 .unwrap();
         }
@@ -618,7 +618,13 @@ async fn retention_drops_only_what_states_do_not_need_then_the_chunks_it_emptied
     let store = Arc::new(store);
     assert!(store.has_timescaledb());
     let t = store
-        .create_entity_type(Uuid::new_v4(), "meter", "", &obj(json!({"type": "object"})))
+        .create_entity_type(
+            Uuid::new_v4(),
+            "meter",
+            "",
+            &obj(json!({"type": "object"})),
+            None,
+        )
         .await
         .unwrap();
     let now = Utc::now();

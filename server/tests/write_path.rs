@@ -355,6 +355,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
     assert_status(
         c.types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "broken".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "bogus"}))),
@@ -367,6 +368,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
     assert_status(
         c.types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "Player-Profile".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "object"}))),
@@ -378,6 +380,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
     assert_status(
         c.types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: "player_profile".into(),
                 description: String::new(),
                 schema: Some(st(json!({"type": "object"}))),
@@ -599,6 +602,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
     let status = c
         .events
         .apply_events(pb::ApplyEventsRequest {
+            dry_run: false,
             instance_id: instance.id.clone(),
             expected_version: None,
             events: vec![
@@ -616,6 +620,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
     assert_eq!(db.count("snapshots").await, 0);
 
     let batch = pb::ApplyEventsRequest {
+        dry_run: false,
         instance_id: instance.id.clone(),
         expected_version: Some(1),
         events: vec![
@@ -652,6 +657,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
     assert_status(
         c.events
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: instance.id.clone(),
                 expected_version: None,
                 events: vec![input("A", json!({}), "dup"), input("B", json!({}), "dup")],
@@ -664,6 +670,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
     assert_status(
         c.events
             .apply_events(pb::ApplyEventsRequest {
+                dry_run: false,
                 instance_id: instance.id.clone(),
                 expected_version: None,
                 events: vec![

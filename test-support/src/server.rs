@@ -294,6 +294,7 @@ impl Clients {
     pub async fn create_type(&mut self, name: &str, schema: serde_json::Value) -> pb::EntityType {
         self.types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: name.into(),
                 description: String::new(),
                 schema: Some(st(schema)),

@@ -35,6 +35,7 @@ async fn a_unary_call_is_forwarded_and_its_result_is_real() {
         &gw,
         "/temporal_state.v1.EntityTypeService/CreateEntityType",
         &pb::CreateEntityTypeRequest {
+            declarations: None,
             name: name.clone(),
             description: "through the gateway".into(),
             schema: Some(st(schema())),
@@ -72,6 +73,7 @@ async fn a_unary_call_is_forwarded_and_its_result_is_real() {
         &gw,
         "/temporal_state.v1.EntityTypeService/CreateEntityType",
         &pb::CreateEntityTypeRequest {
+            declarations: None,
             name: name.clone(),
             description: String::new(),
             schema: Some(st(schema())),

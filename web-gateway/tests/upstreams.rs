@@ -109,6 +109,7 @@ async fn calls_are_spread_over_every_healthy_engine() {
             .await
             .types
             .create_entity_type(pb::CreateEntityTypeRequest {
+                declarations: None,
                 name: name.clone(),
                 description: label.into(),
                 schema: Some(st(json!({"type": "object"}))),

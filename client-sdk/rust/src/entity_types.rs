@@ -14,6 +14,7 @@ use crate::options::{CallOptions, call_options};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateEntityTypeOptions {
     description: String,
+    declarations: Option<pb::EventDeclarations>,
     call: CallOptions,
 }
 
@@ -21,6 +22,13 @@ impl CreateEntityTypeOptions {
     /// Free text for humans. Default: empty.
     pub fn description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
+        self
+    }
+
+    /// Declared event types: payload schemas, CEL transforms and guards, strict mode (checked by
+    /// the server, which refuses a bad expression with its position). Default: none.
+    pub fn declarations(mut self, declarations: pb::EventDeclarations) -> Self {
+        self.declarations = Some(declarations);
         self
     }
 }
@@ -66,6 +74,7 @@ pub struct UpdateEntityTypeOptions {
     expected_schema_version: Option<i64>,
     dry_run: bool,
     allow_invalid_existing: bool,
+    declarations: Option<pb::EventDeclarations>,
     call: CallOptions,
 }
 
@@ -95,6 +104,13 @@ impl UpdateEntityTypeOptions {
     /// Check the current states and report, changing nothing. Default: false.
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// The event types the new schema version declares (an empty message declares none); the
+    /// schema is kept when no new one is given. Default: the current declarations.
+    pub fn declarations(mut self, declarations: pb::EventDeclarations) -> Self {
+        self.declarations = Some(declarations);
         self
     }
 
@@ -148,6 +164,7 @@ impl Client {
             name: name.to_string(),
             description: options.description.clone(),
             schema: Some(to_struct("schema", schema)?),
+            declarations: options.declarations.clone(),
         };
         let (result, attempts) = self
             .unary(
@@ -308,6 +325,7 @@ impl Client {
             expected_schema_version: options.expected_schema_version,
             dry_run: options.dry_run,
             allow_invalid_existing: options.allow_invalid_existing,
+            declarations: options.declarations.clone(),
         };
         let r = self
             .unary(

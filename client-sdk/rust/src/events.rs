@@ -26,7 +26,9 @@ pub struct ApplyEventOptions {
     expected_version: Option<i64>,
     event_id: Option<String>,
     occurred_at: Option<SystemTime>,
-    mode: ApplyMode,
+    /// None: unspecified on the wire (the declared event type's mode, or merge patch).
+    mode: Option<ApplyMode>,
+    dry_run: bool,
     call: CallOptions,
 }
 
@@ -63,9 +65,17 @@ impl ApplyEventOptions {
         self
     }
 
-    /// How the payload changes the state. Default: [`ApplyMode::MergePatch`].
+    /// How the payload changes the state. Default: the mode the event type declares, otherwise
+    /// [`ApplyMode::MergePatch`] (the request leaves it unspecified).
     pub fn mode(mut self, mode: ApplyMode) -> Self {
-        self.mode = mode;
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Preview: the server decides the event (payload schema, guards, transform, schema) and
+    /// answers it as it would be recorded, storing nothing. Default: false.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 }
@@ -75,6 +85,7 @@ call_options!(ApplyEventOptions);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApplyEventsOptions {
     expected_version: Option<i64>,
+    dry_run: bool,
     call: CallOptions,
 }
 
@@ -83,6 +94,12 @@ impl ApplyEventsOptions {
     /// otherwise [`Error::Conflict`]. Default: none.
     pub fn expected_version(mut self, version: i64) -> Self {
         self.expected_version = Some(version);
+        self
+    }
+
+    /// Preview the batch, storing nothing, as [`ApplyEventOptions::dry_run`]. Default: false.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 }
@@ -109,7 +126,8 @@ pub struct NewEvent {
     metadata: Option<std::result::Result<Value, String>>,
     event_id: Option<String>,
     occurred_at: Option<SystemTime>,
-    mode: ApplyMode,
+    /// None: unspecified on the wire (the declared event type's mode, or merge patch).
+    mode: Option<ApplyMode>,
 }
 
 impl NewEvent {
@@ -123,7 +141,7 @@ impl NewEvent {
             metadata: None,
             event_id: None,
             occurred_at: None,
-            mode: ApplyMode::default(),
+            mode: None,
         }
     }
 
@@ -145,9 +163,10 @@ impl NewEvent {
         self
     }
 
-    /// How the payload changes the state. Default: [`ApplyMode::MergePatch`].
+    /// How the payload changes the state. Default: the mode the event type declares, otherwise
+    /// [`ApplyMode::MergePatch`] (the request leaves it unspecified).
     pub fn mode(mut self, mode: ApplyMode) -> Self {
-        self.mode = mode;
+        self.mode = Some(mode);
         self
     }
 
@@ -162,7 +181,9 @@ impl NewEvent {
             metadata: encoded_to_struct("metadata", &self.metadata)?,
             event_id: self.event_id.clone().unwrap_or_else(new_event_id),
             occurred_at: self.occurred_at.map(Into::into),
-            mode: self.mode.to_proto() as i32,
+            mode: self
+                .mode
+                .map_or(pb::ApplyMode::Unspecified, ApplyMode::to_proto) as i32,
         })
     }
 }
@@ -212,7 +233,10 @@ impl Client {
             // Fixed once, before the first attempt: every retry sends the same key.
             event_id: options.event_id.clone().unwrap_or_else(new_event_id),
             occurred_at: options.occurred_at.map(Into::into),
-            mode: options.mode.to_proto() as i32,
+            mode: options
+                .mode
+                .map_or(pb::ApplyMode::Unspecified, ApplyMode::to_proto) as i32,
+            dry_run: options.dry_run,
         };
         let r = self
             .unary("ApplyEvent", &options.call, request, |t, r| async move {
@@ -262,6 +286,7 @@ impl Client {
                 .iter()
                 .map(NewEvent::to_proto)
                 .collect::<Result<_>>()?,
+            dry_run: options.dry_run,
         };
         let r = self
             .unary("ApplyEvents", &options.call, request, |t, r| async move {

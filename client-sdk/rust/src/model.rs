@@ -78,6 +78,9 @@ pub struct EntityType {
     pub created_at: SystemTime,
     /// Version of `schema`: 1 at creation, one more at each accepted schema change.
     pub schema_version: i64,
+    /// The event types the current schema version declares (payload schemas, CEL transforms
+    /// and guards, strict mode); None when it declares none.
+    pub declarations: Option<pb::EventDeclarations>,
 }
 
 impl TryFrom<pb::EntityType> for EntityType {
@@ -90,6 +93,7 @@ impl TryFrom<pb::EntityType> for EntityType {
             description: t.description,
             schema: struct_to_json(t.schema),
             schema_version: t.schema_version,
+            declarations: t.declarations,
         })
     }
 }
@@ -263,6 +267,9 @@ pub struct Event {
     pub recorded_by: String,
     /// The version of the entity type's schema the state after it was validated against.
     pub schema_version: i64,
+    /// The change its declared transform computed (fields set as a merge patch), recorded
+    /// beside `payload`, what the client sent; None when the payload itself was the change.
+    pub change: Option<Value>,
 }
 
 impl Event {
@@ -293,6 +300,7 @@ impl TryFrom<pb::Event> for Event {
             mode: ApplyMode::from_proto(e.mode),
             recorded_by: e.recorded_by,
             schema_version: e.schema_version,
+            change: e.change.map(|c| struct_to_json(Some(c))),
         })
     }
 }

@@ -1410,3 +1410,75 @@ async fn a_bearer_token_goes_with_every_call_and_refusals_are_typed() {
     assert_eq!(applied.event.version, 2, "the refused write stored nothing");
     assert_eq!(applied.event.recorded_by, "sdk-admin");
 }
+
+/// Declared event types through the SDK: declarations on create (read back on the type), a
+/// dry run that stores nothing, the recorded change, and a guard's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_event_types_dry_run_and_recorded_change() {
+    use temporal_state_client::proto::v1 as pb;
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &[]).await;
+    let client = server.client().await;
+    let declarations = pb::EventDeclarations {
+        strict: true,
+        event_types: vec![pb::EventTypeDeclaration {
+            event_type: "Withdrawn".into(),
+            transform: r#"{"balance": state.balance - payload.amount}"#.into(),
+            guards: vec![pb::EventGuard {
+                expression: "state.balance >= payload.amount".into(),
+                message: "insufficient funds".into(),
+            }],
+            ..Default::default()
+        }],
+    };
+    let created = client
+        .create_entity_type(
+            "account",
+            &json!({"type": "object"}),
+            &CreateEntityTypeOptions::default().declarations(declarations.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.declarations, Some(declarations));
+    let id = client
+        .create_instance("account", "a", &json!({"balance": 10}), &Default::default())
+        .await
+        .unwrap()
+        .instance
+        .id;
+
+    let preview = client
+        .apply_event(
+            &id,
+            "Withdrawn",
+            &json!({"amount": 4}),
+            &ApplyEventOptions::default().dry_run(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(preview.state, json!({"balance": 6}));
+    assert_eq!(preview.event.version, 2);
+    assert_eq!(preview.event.change, Some(json!({"balance": 6})));
+    let history = client.get_history(&id, &Default::default()).await.unwrap();
+    assert_eq!(history.items.len(), 1, "the dry run stored nothing");
+
+    let applied = client
+        .apply_event(&id, "Withdrawn", &json!({"amount": 4}), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(applied.event.payload, json!({"amount": 4}));
+    assert_eq!(applied.event.change, Some(json!({"balance": 6})));
+    let refused = client
+        .apply_event(&id, "Withdrawn", &json!({"amount": 7}), &Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("insufficient funds"),
+        "{refused}"
+    );
+}

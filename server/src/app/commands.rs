@@ -1,7 +1,7 @@
 //! The write side: entity types, instances and events.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tracing::{Instrument as _, instrument};
@@ -12,6 +12,9 @@ use super::error::{require, require_some};
 use super::queries::Queries;
 use super::registry::{TypeEntry, TypeRegistry};
 use super::{AppError, Limits};
+use crate::domain::apply::transformed_payload;
+use crate::domain::cel::Inputs;
+use crate::domain::declared::{Declarations, DeclarationsDoc, GuardOutcome};
 use crate::domain::entity_type::check_event_id;
 use crate::domain::idempotency::content_hash;
 use crate::domain::limits::measure_object;
@@ -35,7 +38,29 @@ pub struct EventInput {
     /// Client idempotency key; None lets the server generate one.
     pub event_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
-    pub mode: ApplyMode,
+    /// None: the declared event type's mode, or merge patch.
+    pub mode: Option<ApplyMode>,
+}
+
+/// What ApplyEvent(s) answers: the events recorded (or, in a dry run, as they would be), the
+/// state after the last one, and every guard evaluated on the way.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub events: Vec<EventRecord>,
+    pub state: State,
+    pub guards: Vec<GuardOutcome>,
+    pub dry_run: bool,
+}
+
+/// Where a dry run's decide keeps its decision (with the version of its first event) before
+/// refusing to commit it.
+type Preview = Arc<Mutex<Option<(i64, Decision)>>>;
+
+/// What a decision hands back beside itself: the guards it evaluated and, in a dry run, the
+/// decision it refused to commit.
+struct Outlets {
+    guards: Arc<Mutex<Vec<GuardOutcome>>>,
+    preview: Option<Preview>,
 }
 
 /// What the bus carries of committed `events` of an instance of `entry`'s type.
@@ -74,6 +99,65 @@ pub struct TypeChange {
     pub dry_run: bool,
     /// Accept a schema that current states break; their next event must fix them.
     pub allow_invalid_existing: bool,
+    /// Some: the new schema version declares these event types (the schema is kept when none is
+    /// given); None keeps the current declarations.
+    pub declarations: Option<DeclarationsDoc>,
+}
+
+/// What a declared event type makes of `input` on `state` (the state before it, at `version`
+/// less one): the payload to store when its transform computed the change (what the client sent
+/// beside the change), and the mode to apply it in. Guards evaluated are added to `evaluated`.
+fn declared_change(
+    entry: &TypeEntry,
+    input: &EventInput,
+    state: &State,
+    version: i64,
+    evaluated: &mut Vec<GuardOutcome>,
+) -> Result<(Option<State>, ApplyMode), DomainError> {
+    let Some(declared) = entry.declarations.lookup(&input.event_type)? else {
+        return Ok((None, input.mode.unwrap_or(ApplyMode::MergePatch)));
+    };
+    if declared.transform.is_some() && input.mode.is_some_and(|m| m != ApplyMode::MergePatch) {
+        return Err(DomainError::invalid(
+            "mode",
+            format!(
+                "{} declares a transform, whose fields are applied as a merge patch: leave the \
+                 mode unspecified",
+                input.event_type
+            ),
+        ));
+    }
+    let mut event = State::new();
+    event.insert("type".into(), input.event_type.clone().into());
+    event.insert(
+        "occurred_at".into(),
+        input
+            .occurred_at
+            .map(|t| serde_json::Value::String(t.to_rfc3339()))
+            .unwrap_or(serde_json::Value::Null),
+    );
+    event.insert("version".into(), version.into());
+    let decided = declared.decide(
+        &entry.record.name,
+        &input.event_type,
+        &Inputs {
+            state,
+            payload: &input.payload,
+            metadata: &input.metadata,
+            event: &event,
+        },
+    )?;
+    evaluated.extend(decided.guards);
+    Ok(match decided.change {
+        Some(change) => (
+            Some(transformed_payload(input.payload.clone(), change)),
+            ApplyMode::Transformed,
+        ),
+        None => (
+            None,
+            input.mode.or(decided.mode).unwrap_or(ApplyMode::MergePatch),
+        ),
+    })
 }
 
 /// An erased instance refuses every write, whatever it is.
@@ -125,13 +209,14 @@ impl Commands {
     }
 
     /// Needs `admin` (or `admin:<name>`).
-    #[instrument(skip(self, principal, description, schema))]
+    #[instrument(skip(self, principal, description, schema, declarations))]
     pub async fn create_entity_type(
         &self,
         principal: &Principal,
         name: &str,
         description: &str,
         schema: State,
+        declarations: Option<DeclarationsDoc>,
     ) -> Result<EntityTypeRecord, AppError> {
         require_some(principal, Access::Admin)?;
         let name = EntityTypeName::parse(name)?;
@@ -139,15 +224,39 @@ impl Commands {
         check_description(description)?;
         self.check_size("schema", &schema)?;
         let compiled = CompiledSchema::compile(&schema)?;
+        let declarations = self.check_declarations(declarations)?;
+        let doc = declarations.as_ref().map(|(doc, _)| doc.clone());
         let record = self
             .store
-            .create_entity_type(Uuid::now_v7(), name.as_str(), description, &schema)
+            .create_entity_type(
+                Uuid::now_v7(),
+                name.as_str(),
+                description,
+                &schema,
+                doc.as_ref(),
+            )
             .await?;
         self.registry.put_type(Arc::new(TypeEntry {
             record: record.clone(),
             schema: compiled,
+            declarations: declarations.map(|(_, d)| d).unwrap_or_default(),
         }));
         Ok(record)
+    }
+
+    /// Compiles declarations (refusing them with the failing expression's position) and sizes
+    /// their stored form; None, or none declared, stores nothing.
+    fn check_declarations(
+        &self,
+        declarations: Option<DeclarationsDoc>,
+    ) -> Result<Option<(State, Declarations)>, AppError> {
+        let Some(doc) = declarations.filter(|d| !d.is_empty()) else {
+            return Ok(None);
+        };
+        let compiled = Declarations::compile(&doc)?;
+        let json = doc.to_json();
+        self.check_size("declarations", &json)?;
+        Ok(Some((json, compiled)))
     }
 
     /// Changes a type's description and/or schema (a new schema version). A new schema is
@@ -159,7 +268,7 @@ impl Commands {
         &self,
         principal: &Principal,
         entity_type: &TypeKey,
-        change: TypeChange,
+        mut change: TypeChange,
     ) -> Result<TypeUpdateOutcome, AppError> {
         require_some(principal, Access::Admin)?;
         if let Some(description) = &change.description {
@@ -173,12 +282,17 @@ impl Commands {
                 format!("{v} is not a schema version: versions start at 1"),
             ));
         }
-        if change.description.is_none() && change.schema.is_none() {
+        if change.description.is_none() && change.schema.is_none() && change.declarations.is_none()
+        {
             return Err(AppError::invalid(
                 "schema",
-                "nothing to change: give a description, a schema or both",
+                "nothing to change: give a description, a schema, declarations or several",
             ));
         }
+        let declarations = match change.declarations.take() {
+            Some(doc) => Some(self.check_declarations(Some(doc))?.map(|(json, _)| json)),
+            None => None,
+        };
         let compiled = match &change.schema {
             Some(schema) => {
                 self.check_size("schema", schema)?;
@@ -188,6 +302,10 @@ impl Commands {
         };
         let entry = self.registry.resolve(entity_type).await?;
         require(principal, Access::Admin, &entry.record.name)?;
+        // New declarations make a new schema version; without a new schema it keeps the schema.
+        if declarations.is_some() && change.schema.is_none() {
+            change.schema = Some(entry.record.schema.clone());
+        }
         let name = entry.record.name.clone();
         let check: StateCheck = match compiled {
             Some(schema) => Box::new(move |state| match schema.validate(&name, state) {
@@ -210,6 +328,7 @@ impl Commands {
                     entity_type_id: entry.record.id,
                     description: change.description,
                     schema: change.schema,
+                    declarations,
                     expected_schema_version: change.expected_schema_version,
                     check: mode,
                     max_violations: MAX_SCHEMA_VIOLATIONS,
@@ -341,7 +460,9 @@ impl Commands {
 
     /// Applies events to one instance atomically. Returns the recorded events and the state
     /// after the last one; a retry of recorded events returns them as they were recorded.
-    /// Needs `write` on the instance's type.
+    /// With `dry_run` the events are decided on the instance's locked head exactly as for a
+    /// write (declarations, guards, transforms, schema), then rolled back: the answer is what
+    /// would be recorded. Needs `write` on the instance's type.
     #[instrument(skip(self, principal, inputs), fields(events = inputs.len()))]
     pub async fn apply_events(
         &self,
@@ -349,7 +470,8 @@ impl Commands {
         instance_id: Uuid,
         expected_version: Option<i64>,
         inputs: Vec<EventInput>,
-    ) -> Result<(Vec<EventRecord>, State), AppError> {
+        dry_run: bool,
+    ) -> Result<Applied, AppError> {
         require_some(principal, Access::Write)?;
         if inputs.is_empty() {
             return Err(AppError::invalid(
@@ -412,7 +534,13 @@ impl Commands {
 
         let hashes: Vec<Vec<u8>> = inputs
             .iter()
-            .map(|i| content_hash(&i.event_type, i.mode, &i.payload))
+            .map(|i| {
+                content_hash(
+                    &i.event_type,
+                    i.mode.unwrap_or(ApplyMode::MergePatch),
+                    &i.payload,
+                )
+            })
             .collect();
 
         let inputs = Arc::new(inputs);
@@ -423,13 +551,29 @@ impl Commands {
             client_event_ids: client_ids,
             recorded_by: principal.recorded_as().to_string(),
         };
+        let guards: Arc<Mutex<Vec<GuardOutcome>>> = Arc::default();
+        // A dry run keeps its decision here and refuses to commit it.
+        let preview: Preview = Arc::default();
         let mut attempt = 1;
         let outcome = loop {
-            let decide = self.decider(instance_id, &entry, &inputs, &hashes, &pending_ids);
-            match self
-                .append_in_task(request.clone(), decide, entry.clone())
-                .await
-            {
+            let decide = self.decider(
+                instance_id,
+                &entry,
+                &inputs,
+                &hashes,
+                &pending_ids,
+                Outlets {
+                    guards: guards.clone(),
+                    preview: dry_run.then(|| preview.clone()),
+                },
+            );
+            let appended = if dry_run {
+                self.store.append(request.clone(), decide).await
+            } else {
+                self.append_in_task(request.clone(), decide, entry.clone())
+                    .await
+            };
+            match appended {
                 // The type's schema changed since this server last read it: read it again and
                 // decide again against the current version.
                 Err(StoreError::Rejected(DomainError::StaleSchema { .. }))
@@ -441,12 +585,62 @@ impl Commands {
                 other => break other,
             }
         };
-        match outcome? {
-            AppendOutcome::Appended { events, state } => Ok((events, state)),
-            AppendOutcome::AlreadyRecorded { keys } => {
-                self.replay_retry(instance_id, &inputs, &hashes, keys).await
+        let guards = std::mem::take(&mut *guards.lock().unwrap_or_else(|p| p.into_inner()));
+        let (events, state) = match outcome {
+            Err(StoreError::Rejected(DomainError::DryRun)) if dry_run => {
+                let (first, decision) = preview
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .ok_or_else(|| AppError::Internal("a dry run kept no decision".into()))?;
+                self.previewed(instance_id, &entry, principal, first, decision)
             }
-        }
+            other => match other? {
+                AppendOutcome::Appended { events, state } => (events, state),
+                AppendOutcome::AlreadyRecorded { keys } => {
+                    self.replay_retry(instance_id, &inputs, &hashes, keys)
+                        .await?
+                }
+            },
+        };
+        Ok(Applied {
+            events,
+            state,
+            guards,
+            dry_run,
+        })
+    }
+
+    /// The events a dry run would record, as history would show them.
+    fn previewed(
+        &self,
+        instance_id: Uuid,
+        entry: &TypeEntry,
+        principal: &Principal,
+        first: i64,
+        decision: Decision,
+    ) -> (Vec<EventRecord>, State) {
+        let now = truncate_micros(Utc::now());
+        let events = decision
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| EventRecord {
+                event_id: e.event_id,
+                instance_id,
+                entity_type_id: entry.record.id,
+                event_type: e.event_type,
+                version: first + i as i64,
+                payload: e.payload,
+                metadata: e.metadata,
+                mode: e.mode,
+                recorded_at: now,
+                occurred_at: e.occurred_at.unwrap_or(now),
+                recorded_by: principal.recorded_as().to_string(),
+                schema_version: entry.record.schema_version,
+            })
+            .collect();
+        (events, decision.state)
     }
 
     /// The decision of an append: folds the inputs onto the locked head and validates each
@@ -458,8 +652,11 @@ impl Commands {
         inputs: &Arc<Vec<EventInput>>,
         hashes: &Arc<Vec<Vec<u8>>>,
         pending_ids: &Arc<Vec<String>>,
+        outlets: Outlets,
     ) -> Decide {
         let limits = self.limits.state;
+        let max_event_bytes = self.limits.max_event_bytes;
+        let Outlets { guards, preview } = outlets;
         let inputs = inputs.clone();
         let hashes = hashes.clone();
         let pending_ids = pending_ids.clone();
@@ -484,10 +681,30 @@ impl Commands {
             let mut state = head.state.clone();
             let mut pending = Vec::with_capacity(inputs.len());
             let events = inputs.iter().zip(pending_ids.iter()).zip(hashes.iter());
+            let mut evaluated = Vec::new();
             for (i, ((input, id), hash)) in events.enumerate() {
-                apply_in_place(&mut state, &input.payload, input.mode, &mut meter)?;
-                entry.schema.validate(&entry.record.name, &state)?;
                 let version = head.version + 1 + i as i64;
+                let (payload, mode) =
+                    declared_change(&entry, input, &state, version, &mut evaluated)?;
+                let payload = match payload {
+                    Some(stored) => {
+                        if let Some(max) = max_event_bytes {
+                            let size = measure_object(&stored)
+                                .bytes
+                                .saturating_add(measure_object(&input.metadata).bytes);
+                            if size > max {
+                                return Err(DomainError::TooLarge(format!(
+                                    "the event with its recorded change is {size} bytes, over \
+                                     the {max} bytes one published event may carry"
+                                )));
+                            }
+                        }
+                        stored
+                    }
+                    None => input.payload.clone(),
+                };
+                apply_in_place(&mut state, &payload, mode, &mut meter)?;
+                entry.schema.validate(&entry.record.name, &state)?;
                 let snapshot = if version % head.snapshot_interval.max(1) == 0 {
                     // A stored state: measured exactly, not estimated.
                     limits.check("the resulting state", measure_object(&state))?;
@@ -498,9 +715,9 @@ impl Commands {
                 pending.push(PendingEvent {
                     event_id: id.clone(),
                     event_type: input.event_type.clone(),
-                    payload: input.payload.clone(),
+                    payload,
                     metadata: input.metadata.clone(),
-                    mode: input.mode,
+                    mode,
                     // Stored with microseconds: answer what history will show.
                     occurred_at: input.occurred_at.map(truncate_micros),
                     snapshot,
@@ -508,11 +725,20 @@ impl Commands {
                 });
             }
             limits.check("the resulting state", measure_object(&state))?;
-            Ok(Decision {
+            *guards.lock().unwrap_or_else(|p| p.into_inner()) = evaluated;
+            let decision = Decision {
                 events: pending,
                 state,
                 archived: None,
-            })
+            };
+            match &preview {
+                Some(keep) => {
+                    *keep.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((head.version + 1, decision));
+                    Err(DomainError::DryRun)
+                }
+                None => Ok(decision),
+            }
         })
     }
 
@@ -561,7 +787,7 @@ impl Commands {
             metadata: metadata.clone(),
             event_id: client_id.clone(),
             occurred_at: None,
-            mode: ApplyMode::MergePatch,
+            mode: Some(ApplyMode::MergePatch),
         };
         let retry_hash = hash.clone();
         let decide: Decide = Box::new(move |head| {
@@ -1057,9 +1283,10 @@ mod tests {
             name: &str,
             description: &str,
             schema: &State,
+            declarations: Option<&State>,
         ) -> Result<EntityTypeRecord, StoreError> {
             self.inner
-                .create_entity_type(id, name, description, schema)
+                .create_entity_type(id, name, description, schema, declarations)
                 .await
         }
         async fn create_instance(
@@ -1143,6 +1370,7 @@ mod tests {
                 "doc",
                 "",
                 json!({"type": "object"}).as_object().unwrap().clone(),
+                None,
             )
             .await
             .unwrap();
@@ -1169,10 +1397,10 @@ mod tests {
                     metadata: State::new(),
                     event_id: None,
                     occurred_at: None,
-                    mode: ApplyMode::MergePatch,
+                    mode: None,
                 };
                 app.commands
-                    .apply_events(&Principal::anonymous(), id, None, vec![input])
+                    .apply_events(&Principal::anonymous(), id, None, vec![input], false)
                     .await
             })
         };

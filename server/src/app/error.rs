@@ -117,6 +117,14 @@ impl From<DomainError> for AppError {
                 message,
                 violations: Vec::new(),
             },
+            e @ DomainError::GuardFailed { .. } => Self::FailedPrecondition {
+                message: e.to_string(),
+                violations: e
+                    .violations()
+                    .into_iter()
+                    .map(|v| (v.path, v.message))
+                    .collect(),
+            },
             other => Self::Invalid(other),
         }
     }

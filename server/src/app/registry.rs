@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::AppError;
 use super::error::{require, require_some};
+use crate::domain::declared::{Declarations, DeclarationsDoc};
 use crate::domain::validate::CompiledSchema;
 use crate::domain::{Access, Principal};
 use crate::ports::{Catalog, EntityTypeRecord, InstanceRecord, TypeKey};
@@ -27,6 +28,38 @@ pub struct TypeEntry {
     pub record: EntityTypeRecord,
     /// `record.schema`, compiled once: validating a state is then cheap.
     pub schema: CompiledSchema,
+    /// `record.declarations`, compiled once per (type, schema version): the CEL programs of
+    /// its transforms and guards are pure values, shared by every write.
+    pub declarations: Declarations,
+}
+
+impl TypeEntry {
+    /// Compiles a stored type: its schema and declarations passed their checks when accepted,
+    /// so a failure here is damaged data.
+    pub fn compile(record: EntityTypeRecord) -> Result<Self, AppError> {
+        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
+            AppError::Internal(format!(
+                "stored schema of {} does not compile: {e}",
+                record.name
+            ))
+        })?;
+        let declarations = match &record.declarations {
+            Some(doc) => DeclarationsDoc::from_json(doc)
+                .and_then(|doc| Declarations::compile(&doc))
+                .map_err(|e| {
+                    AppError::Internal(format!(
+                        "stored declarations of {} do not compile: {e}",
+                        record.name
+                    ))
+                })?,
+            None => Declarations::default(),
+        };
+        Ok(Self {
+            record,
+            schema,
+            declarations,
+        })
+    }
 }
 
 /// What never changes about an instance: enough, with a new state and version, to build the
@@ -74,14 +107,7 @@ impl TypeRegistry {
             return Ok(entry);
         }
         let record = self.catalog.get_entity_type(key).await?;
-        // A stored schema passed the meta-schema check when it was created.
-        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
-            AppError::Internal(format!(
-                "stored schema of {} does not compile: {e}",
-                record.name
-            ))
-        })?;
-        let entry = Arc::new(TypeEntry { record, schema });
+        let entry = Arc::new(TypeEntry::compile(record)?);
         self.put_type(entry.clone());
         Ok(entry)
     }
@@ -100,14 +126,7 @@ impl TypeRegistry {
         {
             return Ok(known);
         }
-        // A stored schema passed the meta-schema check when it was accepted.
-        let schema = CompiledSchema::compile(&record.schema).map_err(|e| {
-            AppError::Internal(format!(
-                "stored schema of {} does not compile: {e}",
-                record.name
-            ))
-        })?;
-        let entry = Arc::new(TypeEntry { record, schema });
+        let entry = Arc::new(TypeEntry::compile(record)?);
         self.put_type(entry.clone());
         Ok(entry)
     }

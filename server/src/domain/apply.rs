@@ -19,6 +19,11 @@ pub enum ApplyMode {
     Replace,
     /// RFC 6902 operations under the payload's `patch` key.
     JsonPatch,
+    /// Stored form of an event whose declared transform computed its change: the payload is
+    /// `{"payload": <what the client sent>, "change": <the fields set>}` and applying it merges
+    /// `change` (RFC 7386). Never asked for by a client; folding it never runs the transform
+    /// again, so a later transform cannot rewrite history.
+    Transformed,
 }
 
 impl ApplyMode {
@@ -28,6 +33,7 @@ impl ApplyMode {
             Self::MergePatch => "merge_patch",
             Self::Replace => "replace",
             Self::JsonPatch => "json_patch",
+            Self::Transformed => "transformed",
         }
     }
 
@@ -36,9 +42,36 @@ impl ApplyMode {
             "merge_patch" => Some(Self::MergePatch),
             "replace" => Some(Self::Replace),
             "json_patch" => Some(Self::JsonPatch),
+            "transformed" => Some(Self::Transformed),
             _ => None,
         }
     }
+}
+
+/// Key of a transformed event's stored payload holding what the client sent.
+pub const TRANSFORMED_PAYLOAD: &str = "payload";
+/// Key of a transformed event's stored payload holding the change it made.
+pub const TRANSFORMED_CHANGE: &str = "change";
+
+/// The stored payload of a transformed event: what the client sent beside the change made.
+pub fn transformed_payload(sent: State, change: State) -> State {
+    let mut stored = State::new();
+    stored.insert(TRANSFORMED_PAYLOAD.into(), Value::Object(sent));
+    stored.insert(TRANSFORMED_CHANGE.into(), Value::Object(change));
+    stored
+}
+
+/// Splits a stored payload into what the client sent and, for a transformed event, the change
+/// recorded beside it.
+pub fn split_recorded(mode: ApplyMode, mut stored: State) -> (State, Option<State>) {
+    if mode != ApplyMode::Transformed {
+        return (stored, None);
+    }
+    let mut part = |key: &str| match stored.remove(key) {
+        Some(Value::Object(o)) => o,
+        _ => State::new(),
+    };
+    (part(TRANSFORMED_PAYLOAD), Some(part(TRANSFORMED_CHANGE)))
 }
 
 /// Returns the state after applying `payload` to `state` in `mode`, without limits (for
@@ -61,6 +94,14 @@ pub fn apply_in_place(
     meter: &mut Meter,
 ) -> Result<(), DomainError> {
     match mode {
+        ApplyMode::Transformed => {
+            let Some(Value::Object(change)) = payload.get(TRANSFORMED_CHANGE) else {
+                return Err(DomainError::InvalidPatch(
+                    "a transformed event holds no recorded change".into(),
+                ));
+            };
+            apply_in_place(state, change, ApplyMode::MergePatch, meter)
+        }
         ApplyMode::Replace => {
             let m = measure_object(payload);
             meter.limits().check("the resulting state", m)?;

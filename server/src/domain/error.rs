@@ -53,6 +53,24 @@ pub enum DomainError {
         decided: i64,
         current: i64,
     },
+    /// The payload breaks its declared event type's payload schema (INVALID_ARGUMENT, one
+    /// violation per path, each under `payload`).
+    #[error("payload does not satisfy the payload schema of event type {event_type}: {}", join(.violations))]
+    PayloadViolation {
+        event_type: String,
+        violations: Vec<Violation>,
+    },
+    /// Guards of a declared event type are false on the current state (FAILED_PRECONDITION,
+    /// naming each failing guard).
+    #[error("event type {event_type} refused by its guards: {}", .failed.join("; "))]
+    GuardFailed {
+        event_type: String,
+        failed: Vec<String>,
+    },
+    /// A dry run's decision, refused on purpose so that nothing is stored; never reaches a
+    /// caller (the application answers the decision instead).
+    #[error("dry run: nothing is stored")]
+    DryRun,
     /// The instance's lifecycle state forbids the command (an archived instance written to,
     /// an instance archived twice): FAILED_PRECONDITION, the message names the state.
     #[error("{0}")]
@@ -83,8 +101,16 @@ impl DomainError {
                 message: reason.clone(),
             }],
             Self::InvalidSchema(v) => v.clone(),
-            Self::SchemaViolation { violations, .. } => violations.clone(),
-            Self::StaleSchema { .. } | Self::NotNow(_) => Vec::new(),
+            Self::SchemaViolation { violations, .. }
+            | Self::PayloadViolation { violations, .. } => violations.clone(),
+            Self::GuardFailed { failed, .. } => failed
+                .iter()
+                .map(|f| Violation {
+                    path: "guards".into(),
+                    message: f.clone(),
+                })
+                .collect(),
+            Self::StaleSchema { .. } | Self::NotNow(_) | Self::DryRun => Vec::new(),
             Self::InvalidPatch(reason) | Self::TooLarge(reason) => vec![Violation {
                 path: "payload".into(),
                 message: reason.clone(),

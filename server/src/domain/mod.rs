@@ -6,6 +6,8 @@
 
 pub mod analytics;
 pub mod apply;
+pub mod cel;
+pub mod declared;
 pub mod diff;
 pub mod entity_type;
 pub mod error;

@@ -12,6 +12,8 @@ use temporal_state_proto::v1 as pb;
 use uuid::Uuid;
 
 use crate::app::{AppError, Page};
+use crate::domain::apply::split_recorded;
+use crate::domain::declared::{DeclarationsDoc, EventTypeDoc, GuardDoc, GuardOutcome};
 use crate::domain::{ApplyMode, EntityTypeName, ExternalId, State};
 use crate::ports::{
     EntityTypeRecord, EventRecord, InstanceRecord, SchemaVersionRecord, TypeKey, TypeUpdateOutcome,
@@ -187,24 +189,102 @@ pub fn time_from_timestamp(
         .ok_or_else(|| AppError::invalid(field, "is not a valid timestamp"))
 }
 
-pub fn mode_from_pb(raw: i32) -> Result<ApplyMode, AppError> {
+/// A request's mode; None when unspecified (the declared event type's mode, or merge patch).
+pub fn mode_from_pb(field: &str, raw: i32) -> Result<Option<ApplyMode>, AppError> {
     match pb::ApplyMode::try_from(raw) {
-        Ok(pb::ApplyMode::Unspecified | pb::ApplyMode::MergePatch) => Ok(ApplyMode::MergePatch),
-        Ok(pb::ApplyMode::Replace) => Ok(ApplyMode::Replace),
-        Ok(pb::ApplyMode::JsonPatch) => Ok(ApplyMode::JsonPatch),
+        Ok(pb::ApplyMode::Unspecified) => Ok(None),
+        Ok(pb::ApplyMode::MergePatch) => Ok(Some(ApplyMode::MergePatch)),
+        Ok(pb::ApplyMode::Replace) => Ok(Some(ApplyMode::Replace)),
+        Ok(pb::ApplyMode::JsonPatch) => Ok(Some(ApplyMode::JsonPatch)),
         Err(_) => Err(AppError::invalid(
-            "mode",
+            field,
             format!("{raw} is not an ApplyMode"),
         )),
     }
 }
 
+/// A transformed event's change is a merge patch.
 pub fn pb_from_mode(mode: ApplyMode) -> pb::ApplyMode {
     match mode {
-        ApplyMode::MergePatch => pb::ApplyMode::MergePatch,
+        ApplyMode::MergePatch | ApplyMode::Transformed => pb::ApplyMode::MergePatch,
         ApplyMode::Replace => pb::ApplyMode::Replace,
         ApplyMode::JsonPatch => pb::ApplyMode::JsonPatch,
     }
+}
+
+pub fn declarations_from_pb(d: pb::EventDeclarations) -> Result<DeclarationsDoc, AppError> {
+    let event_types = d
+        .event_types
+        .into_iter()
+        .map(|t| {
+            let field = format!("declarations.event_types[{}]", t.event_type);
+            Ok(EventTypeDoc {
+                payload_schema: t
+                    .payload_schema
+                    .map(|s| state_from_struct(&format!("{field}.payload_schema"), Some(s)))
+                    .transpose()?,
+                mode: mode_from_pb(&format!("{field}.mode"), t.mode)?
+                    .map(|m| m.as_str().to_string()),
+                transform: (!t.transform.is_empty()).then_some(t.transform),
+                guards: t
+                    .guards
+                    .into_iter()
+                    .map(|g| GuardDoc {
+                        expression: g.expression,
+                        message: g.message,
+                    })
+                    .collect(),
+                event_type: t.event_type,
+            })
+        })
+        .collect::<Result<_, AppError>>()?;
+    Ok(DeclarationsDoc {
+        strict: d.strict,
+        event_types,
+    })
+}
+
+/// Stored declarations as the API shows them; None when there are none (or they are damaged,
+/// which the registry reports when it compiles them).
+pub fn pb_from_declarations(doc: &State) -> Option<pb::EventDeclarations> {
+    let doc = DeclarationsDoc::from_json(doc).ok()?;
+    Some(pb::EventDeclarations {
+        strict: doc.strict,
+        event_types: doc
+            .event_types
+            .into_iter()
+            .map(|t| pb::EventTypeDeclaration {
+                event_type: t.event_type,
+                payload_schema: t.payload_schema.as_ref().map(struct_from_state),
+                mode: t
+                    .mode
+                    .as_deref()
+                    .and_then(ApplyMode::parse)
+                    .map(|m| pb_from_mode(m) as i32)
+                    .unwrap_or_default(),
+                transform: t.transform.unwrap_or_default(),
+                guards: t
+                    .guards
+                    .into_iter()
+                    .map(|g| pb::EventGuard {
+                        expression: g.expression,
+                        message: g.message,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+pub fn pb_from_guards(guards: Vec<GuardOutcome>) -> Vec<pb::GuardResult> {
+    guards
+        .into_iter()
+        .map(|g| pb::GuardResult {
+            expression: g.expression,
+            message: g.message,
+            passed: g.passed,
+        })
+        .collect()
 }
 
 pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
@@ -215,6 +295,7 @@ pub fn entity_type_from_record(r: EntityTypeRecord) -> pb::EntityType {
         schema: Some(struct_from_owned(r.schema)),
         created_at: Some(timestamp_from_time(r.created_at)),
         schema_version: r.schema_version,
+        declarations: r.declarations.as_ref().and_then(pb_from_declarations),
     }
 }
 
@@ -262,15 +343,17 @@ pub fn instance_from_record(r: InstanceRecord) -> pb::Instance {
 }
 
 pub fn event_from_record(r: EventRecord) -> pb::Event {
+    let (payload, change) = split_recorded(r.mode, r.payload);
     pb::Event {
         id: r.event_id,
         instance_id: r.instance_id.to_string(),
         entity_type_id: r.entity_type_id.to_string(),
         event_type: r.event_type,
         version: r.version,
-        payload: Some(struct_from_owned(r.payload)),
+        payload: Some(struct_from_owned(payload)),
         metadata: Some(struct_from_owned(r.metadata)),
         mode: pb_from_mode(r.mode) as i32,
+        change: change.map(struct_from_owned),
         recorded_at: Some(timestamp_from_time(r.recorded_at)),
         occurred_at: Some(timestamp_from_time(r.occurred_at)),
         recorded_by: r.recorded_by,

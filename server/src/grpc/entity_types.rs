@@ -24,10 +24,14 @@ impl EntityTypeService for EntityTypeApi {
         reply(
             async {
                 let schema = state_from_struct("schema", r.schema)?;
+                let declarations = r
+                    .declarations
+                    .map(convert::declarations_from_pb)
+                    .transpose()?;
                 let created = self
                     .0
                     .commands
-                    .create_entity_type(&who, &r.name, &r.description, schema)
+                    .create_entity_type(&who, &r.name, &r.description, schema, declarations)
                     .await?;
                 Ok(pb::CreateEntityTypeResponse {
                     entity_type: Some(convert::entity_type_from_record(created)),
@@ -100,6 +104,10 @@ impl EntityTypeService for EntityTypeApi {
                     expected_schema_version: r.expected_schema_version,
                     dry_run: r.dry_run,
                     allow_invalid_existing: r.allow_invalid_existing,
+                    declarations: r
+                        .declarations
+                        .map(convert::declarations_from_pb)
+                        .transpose()?,
                 };
                 let outcome = self
                     .0

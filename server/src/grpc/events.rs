@@ -36,7 +36,7 @@ fn event_input(
         metadata: state_from_struct("metadata", metadata)?,
         event_id: (!event_id.is_empty()).then_some(event_id),
         occurred_at: time_from_timestamp("occurred_at", occurred_at)?,
-        mode: convert::mode_from_pb(mode)?,
+        mode: convert::mode_from_pb("mode", mode)?,
     })
 }
 
@@ -61,14 +61,16 @@ impl EventService for EventApi {
                     r.mode,
                 )?;
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let (mut events, state) = self
+                let mut applied = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, vec![input])
+                    .apply_events(&who, id, r.expected_version, vec![input], r.dry_run)
                     .await?;
                 Ok(pb::ApplyEventResponse {
-                    event: events.pop().map(convert::event_from_record),
-                    state: Some(struct_from_owned(state)),
+                    event: applied.events.pop().map(convert::event_from_record),
+                    state: Some(struct_from_owned(applied.state)),
+                    guards: convert::pb_from_guards(applied.guards),
+                    dry_run: applied.dry_run,
                 })
             }
             .await,
@@ -98,14 +100,20 @@ impl EventService for EventApi {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let (events, state) = self
+                let applied = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, inputs)
+                    .apply_events(&who, id, r.expected_version, inputs, r.dry_run)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
-                    events: events.into_iter().map(convert::event_from_record).collect(),
-                    state: Some(struct_from_owned(state)),
+                    events: applied
+                        .events
+                        .into_iter()
+                        .map(convert::event_from_record)
+                        .collect(),
+                    state: Some(struct_from_owned(applied.state)),
+                    guards: convert::pb_from_guards(applied.guards),
+                    dry_run: applied.dry_run,
                 })
             }
             .await,

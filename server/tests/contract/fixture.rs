@@ -266,7 +266,13 @@ pub fn expect_already_exists<T: std::fmt::Debug>(r: Result<T, StoreError>, what:
 
 pub async fn new_type(store: &dyn EventStore, name: &str) -> EntityTypeRecord {
     store
-        .create_entity_type(Uuid::now_v7(), name, "", &obj(json!({"type": "object"})))
+        .create_entity_type(
+            Uuid::now_v7(),
+            name,
+            "",
+            &obj(json!({"type": "object"})),
+            None,
+        )
         .await
         .expect("create entity type")
 }

@@ -62,7 +62,7 @@ async fn entity_type_create_get_and_not_found(b: Backend) {
     let before = Utc::now() - TimeDelta::seconds(1);
     let created = f
         .store
-        .create_entity_type(id, "player", "Players of the game", &schema)
+        .create_entity_type(id, "player", "Players of the game", &schema, None)
         .await
         .unwrap();
     assert_eq!(created.id, id);
@@ -104,6 +104,7 @@ async fn entity_type_names_are_unique(b: Backend) {
             "player",
             "other",
             &obj(json!({"type": "object"})),
+            None,
         )
         .await;
     expect_already_exists(again, "entity type \"player\"");

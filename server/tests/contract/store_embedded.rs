@@ -25,7 +25,7 @@ async fn data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let (t, inst, events, snapshot_and_tail) = {
         let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-        assert_eq!(store.applied_migrations(), [1, 2, 3, 4, 5, 6, 7, 8, 12]);
+        assert_eq!(store.applied_migrations(), [1, 2, 3, 4, 5, 6, 7, 8, 11, 12]);
         assert_eq!(store.path(), dir.path().join(DB_FILE));
         let t = new_type(&store, "player").await;
         let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;
@@ -220,7 +220,7 @@ async fn a_held_write_lock_is_unavailable() {
     let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let r = store
-        .create_entity_type(Uuid::now_v7(), "player", "", &State::new())
+        .create_entity_type(Uuid::now_v7(), "player", "", &State::new(), None)
         .await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     other.execute_batch("ROLLBACK").unwrap();

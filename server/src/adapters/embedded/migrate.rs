@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/embedded/0008_retention.sql"),
     ),
     (
+        11,
+        "event_declarations",
+        include_str!("../../../../migrations/embedded/0011_event_declarations.sql"),
+    ),
+    (
         12,
         "event_rollups",
         include_str!("../../../../migrations/embedded/0012_event_rollups.sql"),

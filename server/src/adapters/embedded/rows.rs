@@ -9,7 +9,8 @@ use super::EmbeddedError;
 use crate::domain::{ApplyMode, State};
 use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 
-pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
+pub const ENTITY_TYPE_COLUMNS: &str =
+    "id, name, description, schema, created_at, schema_version, declarations";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
      i.version, i.created_at, i.updated_at, i.archived, i.erased";
@@ -74,6 +75,10 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, EmbeddedError> {
         schema: object(&text(row, 3)?, "schema")?,
         created_at: time(row.get(4)?, "created_at")?,
         schema_version: row.get(5)?,
+        declarations: row
+            .get::<_, Option<String>>(6)?
+            .map(|d| object(&d, "declarations"))
+            .transpose()?,
     })
 }
 

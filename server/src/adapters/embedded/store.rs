@@ -589,7 +589,7 @@ impl Catalog for EmbeddedStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT version, schema, created_at FROM entity_type_schemas \
+                    "SELECT version, schema, created_at, declarations FROM entity_type_schemas \
                      WHERE entity_type_id = ?1 ORDER BY version",
                 )
                 .map_err(sql)?;
@@ -599,6 +599,10 @@ impl Catalog for EmbeddedStore {
                     version: r.get(0)?,
                     schema: rows::object(&r.get::<_, String>(1)?, "schema")?,
                     created_at: rows::time(r.get(2)?, "created_at")?,
+                    declarations: r
+                        .get::<_, Option<String>>(3)?
+                        .map(|d| rows::object(&d, "declarations"))
+                        .transpose()?,
                 })
             })?)
         })
@@ -620,13 +624,14 @@ impl EventStore for EmbeddedStore {
         .await
     }
 
-    #[instrument(skip(self, schema, description))]
+    #[instrument(skip(self, schema, description, declarations))]
     async fn create_entity_type(
         &self,
         id: Uuid,
         name: &str,
         description: &str,
         schema: &State,
+        declarations: Option<&State>,
     ) -> Result<EntityTypeRecord, StoreError> {
         let record = EntityTypeRecord {
             id,
@@ -635,16 +640,18 @@ impl EventStore for EmbeddedStore {
             schema: schema.clone(),
             created_at: rows::time(now_micros(), "created_at")?,
             schema_version: 1,
+            declarations: declarations.cloned(),
         };
         let schema_text = rows::json(schema)?;
+        let declarations_text = declarations.map(rows::json).transpose()?;
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql)?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO entity_types (id, name, description, schema, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO entity_types (id, name, description, schema, created_at, \
+                     declarations) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql)?
                 .execute(params![
@@ -653,6 +660,7 @@ impl EventStore for EmbeddedStore {
                     record.description,
                     schema_text,
                     rows::micros(record.created_at),
+                    declarations_text,
                 ]);
             match inserted.map_err(EmbeddedError::from) {
                 Ok(_) => {}
@@ -665,8 +673,9 @@ impl EventStore for EmbeddedStore {
                 Err(e) => return Err(e.into()),
             }
             tx.prepare_cached(
-                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at) \
-                 SELECT id, 1, schema, created_at FROM entity_types WHERE id = ?1",
+                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at, \
+                 declarations) \
+                 SELECT id, 1, schema, created_at, declarations FROM entity_types WHERE id = ?1",
             )
             .map_err(sql)?
             .execute([rows::id(record.id)])
@@ -756,16 +765,22 @@ impl EventStore for EmbeddedStore {
             if let Some(schema) = update.schema {
                 record.schema = schema;
                 record.schema_version += 1;
+                // The new version declares what the update says, or carries the current
+                // declarations over.
+                if let Some(declared) = update.declarations {
+                    record.declarations = declared;
+                }
                 tx.prepare_cached(
                     "INSERT INTO entity_type_schemas (entity_type_id, version, schema, \
-                     created_at) VALUES (?1, ?2, ?3, ?4)",
+                     created_at, declarations) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sql)?
                 .execute(params![
                     type_id,
                     record.schema_version,
                     rows::json(&record.schema)?,
-                    now_micros()
+                    now_micros(),
+                    record.declarations.as_ref().map(rows::json).transpose()?,
                 ])
                 .map_err(sql)?;
             }
@@ -773,15 +788,16 @@ impl EventStore for EmbeddedStore {
                 record.description = description;
             }
             tx.prepare_cached(
-                "UPDATE entity_types SET description = ?2, schema = ?3, schema_version = ?4 \
-                 WHERE id = ?1",
+                "UPDATE entity_types SET description = ?2, schema = ?3, schema_version = ?4, \
+                 declarations = ?5 WHERE id = ?1",
             )
             .map_err(sql)?
             .execute(params![
                 type_id,
                 record.description,
                 rows::json(&record.schema)?,
-                record.schema_version
+                record.schema_version,
+                record.declarations.as_ref().map(rows::json).transpose()?,
             ])
             .map_err(sql)?;
             tx.commit().map_err(sql)?;

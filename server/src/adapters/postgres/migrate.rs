@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/postgres/0011_retention.sql"),
     ),
     (
+        14,
+        "event_declarations",
+        include_str!("../../../../migrations/postgres/0014_event_declarations.sql"),
+    ),
+    (
         15,
         "event_rollups",
         include_str!("../../../../migrations/postgres/0015_event_rollups.sql"),

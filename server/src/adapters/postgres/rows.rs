@@ -7,7 +7,8 @@ use super::PgError;
 use crate::domain::{ApplyMode, State};
 use crate::ports::{EntityTypeRecord, EventRecord, InstanceRecord};
 
-pub const ENTITY_TYPE_COLUMNS: &str = "id, name, description, schema, created_at, schema_version";
+pub const ENTITY_TYPE_COLUMNS: &str =
+    "id, name, description, schema, created_at, schema_version, declarations";
 
 pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_id, i.state, \
      i.version, i.created_at, i.updated_at, i.archived, i.erased";
@@ -33,6 +34,10 @@ pub fn entity_type(row: &Row) -> Result<EntityTypeRecord, PgError> {
         schema: object(row.try_get(3)?, "schema")?,
         created_at: row.try_get(4)?,
         schema_version: row.try_get(5)?,
+        declarations: row
+            .try_get::<_, Option<Value>>(6)?
+            .map(|d| object(d, "declarations"))
+            .transpose()?,
     })
 }
 

@@ -803,7 +803,7 @@ impl Catalog for PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT version, schema, created_at FROM entity_type_schemas \
+                "SELECT version, schema, created_at, declarations FROM entity_type_schemas \
                  WHERE entity_type_id = $1 ORDER BY version",
             )
             .await
@@ -819,6 +819,10 @@ impl Catalog for PgStore {
                     version: r.get(0),
                     schema: rows::object(r.get(1), "schema")?,
                     created_at: r.get(2),
+                    declarations: r
+                        .get::<_, Option<Value>>(3)
+                        .map(|d| rows::object(d, "declarations"))
+                        .transpose()?,
                 })
             })
             .collect()
@@ -836,33 +840,43 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    #[instrument(skip(self, schema, description))]
+    #[instrument(skip(self, schema, description, declarations))]
     async fn create_entity_type(
         &self,
         id: Uuid,
         name: &str,
         description: &str,
         schema: &State,
+        declarations: Option<&State>,
     ) -> Result<EntityTypeRecord, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "WITH t AS (
-                INSERT INTO entity_types (id, name, description, schema, created_at)
-                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING
+                INSERT INTO entity_types (id, name, description, schema, created_at, declarations)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
                 RETURNING {}
             ), v AS (
-                INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at)
-                SELECT id, 1, schema, created_at FROM t
+                INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at,
+                                                 declarations)
+                SELECT id, 1, schema, created_at, declarations FROM t
             )
             SELECT * FROM t",
             rows::ENTITY_TYPE_COLUMNS
         );
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
         let schema_json = Value::Object(schema.clone());
+        let declarations = declarations.map(|d| Value::Object(d.clone()));
         let row = client
             .query_opt(
                 &stmt,
-                &[&id, &name, &description, &schema_json, &now_micros()],
+                &[
+                    &id,
+                    &name,
+                    &description,
+                    &schema_json,
+                    &now_micros(),
+                    &declarations,
+                ],
             )
             .await
             .map_err(PgError::from)?
@@ -959,18 +973,30 @@ impl EventStore for PgStore {
                 current.schema_version,
             ),
         };
+        // A new version declares what the update says, or carries the current declarations over.
+        let declarations = match &update.declarations {
+            Some(declared) => declared.clone(),
+            None => current.declarations.clone(),
+        }
+        .map(Value::Object);
         if update.schema.is_some() {
             tx.execute(
-                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at) \
-                 VALUES ($1, $2, $3, $4)",
-                &[&update.entity_type_id, &version, &schema, &now],
+                "INSERT INTO entity_type_schemas (entity_type_id, version, schema, created_at, \
+                 declarations) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &update.entity_type_id,
+                    &version,
+                    &schema,
+                    &now,
+                    &declarations,
+                ],
             )
             .await
             .map_err(PgError::from)?;
         }
         let sql = format!(
             "UPDATE entity_types SET description = COALESCE($2, description), schema = $3, \
-             schema_version = $4 WHERE id = $1 RETURNING {}",
+             schema_version = $4, declarations = $5 WHERE id = $1 RETURNING {}",
             rows::ENTITY_TYPE_COLUMNS
         );
         let row = tx
@@ -981,6 +1007,7 @@ impl EventStore for PgStore {
                     &update.description,
                     &schema,
                     &version,
+                    &declarations,
                 ],
             )
             .await

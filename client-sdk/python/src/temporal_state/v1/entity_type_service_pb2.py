@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from temporal_state.v1 import types_pb2 as temporal__state_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+temporal_state/v1/entity_type_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtemporal_state/v1/types.proto\"\x80\x01\n\x17\x43reateEntityTypeRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12/\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\"Z\n\x18\x43reateEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\"T\n\x16ListEntityTypesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x83\x01\n\x17ListEntityTypesResponse\x12@\n\x0c\x65ntity_types\x18\x01 \x03(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\x0b\x65ntityTypes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"7\n\x14GetEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\xa2\x01\n\x15GetEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\x12I\n\x0fschema_versions\x18\x02 \x03(\x0b\x32 .temporal_state.v1.SchemaVersionR\x0eschemaVersions\"\xca\x02\n\x17UpdateEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12%\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00R\x0b\x64\x65scription\x88\x01\x01\x12/\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12;\n\x17\x65xpected_schema_version\x18\x04 \x01(\x03H\x01R\x15\x65xpectedSchemaVersion\x88\x01\x01\x12\x17\n\x07\x64ry_run\x18\x05 \x01(\x08R\x06\x64ryRun\x12\x34\n\x16\x61llow_invalid_existing\x18\x06 \x01(\x08R\x14\x61llowInvalidExistingB\x0e\n\x0c_descriptionB\x1a\n\x18_expected_schema_version\"\x9f\x01\n\x0fSchemaViolation\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12\x18\n\x07version\x18\x03 \x01(\x03R\x07version\x12\x14\n\x05paths\x18\x04 \x03(\tR\x05paths\x12\x1a\n\x08messages\x18\x05 \x03(\tR\x08messages\"\x92\x02\n\x18UpdateEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\x12+\n\x11\x63hecked_instances\x18\x02 \x01(\x03R\x10\x63heckedInstances\x12+\n\x11invalid_instances\x18\x03 \x01(\x03R\x10invalidInstances\x12\x42\n\nviolations\x18\x04 \x03(\x0b\x32\".temporal_state.v1.SchemaViolationR\nviolations\x12\x18\n\x07\x61pplied\x18\x05 \x01(\x08R\x07\x61pplied\":\n\x17\x44\x65leteEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\x1a\n\x18\x44\x65leteEntityTypeResponse2\xa8\x04\n\x11\x45ntityTypeService\x12k\n\x10\x43reateEntityType\x12*.temporal_state.v1.CreateEntityTypeRequest\x1a+.temporal_state.v1.CreateEntityTypeResponse\x12h\n\x0fListEntityTypes\x12).temporal_state.v1.ListEntityTypesRequest\x1a*.temporal_state.v1.ListEntityTypesResponse\x12\x62\n\rGetEntityType\x12\'.temporal_state.v1.GetEntityTypeRequest\x1a(.temporal_state.v1.GetEntityTypeResponse\x12k\n\x10UpdateEntityType\x12*.temporal_state.v1.UpdateEntityTypeRequest\x1a+.temporal_state.v1.UpdateEntityTypeResponse\x12k\n\x10\x44\x65leteEntityType\x12*.temporal_state.v1.DeleteEntityTypeRequest\x1a+.temporal_state.v1.DeleteEntityTypeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+temporal_state/v1/entity_type_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtemporal_state/v1/types.proto\"\xca\x01\n\x17\x43reateEntityTypeRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\x12/\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12H\n\x0c\x64\x65\x63larations\x18\x14 \x01(\x0b\x32$.temporal_state.v1.EventDeclarationsR\x0c\x64\x65\x63larations\"Z\n\x18\x43reateEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\"T\n\x16ListEntityTypesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"\x83\x01\n\x17ListEntityTypesResponse\x12@\n\x0c\x65ntity_types\x18\x01 \x03(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\x0b\x65ntityTypes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"7\n\x14GetEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\xa2\x01\n\x15GetEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\x12I\n\x0fschema_versions\x18\x02 \x03(\x0b\x32 .temporal_state.v1.SchemaVersionR\x0eschemaVersions\"\x94\x03\n\x17UpdateEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12%\n\x0b\x64\x65scription\x18\x02 \x01(\tH\x00R\x0b\x64\x65scription\x88\x01\x01\x12/\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12;\n\x17\x65xpected_schema_version\x18\x04 \x01(\x03H\x01R\x15\x65xpectedSchemaVersion\x88\x01\x01\x12\x17\n\x07\x64ry_run\x18\x05 \x01(\x08R\x06\x64ryRun\x12\x34\n\x16\x61llow_invalid_existing\x18\x06 \x01(\x08R\x14\x61llowInvalidExisting\x12H\n\x0c\x64\x65\x63larations\x18\x14 \x01(\x0b\x32$.temporal_state.v1.EventDeclarationsR\x0c\x64\x65\x63larationsB\x0e\n\x0c_descriptionB\x1a\n\x18_expected_schema_version\"\x9f\x01\n\x0fSchemaViolation\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12\x18\n\x07version\x18\x03 \x01(\x03R\x07version\x12\x14\n\x05paths\x18\x04 \x03(\tR\x05paths\x12\x1a\n\x08messages\x18\x05 \x03(\tR\x08messages\"\x92\x02\n\x18UpdateEntityTypeResponse\x12>\n\x0b\x65ntity_type\x18\x01 \x01(\x0b\x32\x1d.temporal_state.v1.EntityTypeR\nentityType\x12+\n\x11\x63hecked_instances\x18\x02 \x01(\x03R\x10\x63heckedInstances\x12+\n\x11invalid_instances\x18\x03 \x01(\x03R\x10invalidInstances\x12\x42\n\nviolations\x18\x04 \x03(\x0b\x32\".temporal_state.v1.SchemaViolationR\nviolations\x12\x18\n\x07\x61pplied\x18\x05 \x01(\x08R\x07\x61pplied\":\n\x17\x44\x65leteEntityTypeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\"\x1a\n\x18\x44\x65leteEntityTypeResponse2\xa8\x04\n\x11\x45ntityTypeService\x12k\n\x10\x43reateEntityType\x12*.temporal_state.v1.CreateEntityTypeRequest\x1a+.temporal_state.v1.CreateEntityTypeResponse\x12h\n\x0fListEntityTypes\x12).temporal_state.v1.ListEntityTypesRequest\x1a*.temporal_state.v1.ListEntityTypesResponse\x12\x62\n\rGetEntityType\x12\'.temporal_state.v1.GetEntityTypeRequest\x1a(.temporal_state.v1.GetEntityTypeResponse\x12k\n\x10UpdateEntityType\x12*.temporal_state.v1.UpdateEntityTypeRequest\x1a+.temporal_state.v1.UpdateEntityTypeResponse\x12k\n\x10\x44\x65leteEntityType\x12*.temporal_state.v1.DeleteEntityTypeRequest\x1a+.temporal_state.v1.DeleteEntityTypeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'temporal_state.v1.entity_ty
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEENTITYTYPEREQUEST']._serialized_start=128
-  _globals['_CREATEENTITYTYPEREQUEST']._serialized_end=256
-  _globals['_CREATEENTITYTYPERESPONSE']._serialized_start=258
-  _globals['_CREATEENTITYTYPERESPONSE']._serialized_end=348
-  _globals['_LISTENTITYTYPESREQUEST']._serialized_start=350
-  _globals['_LISTENTITYTYPESREQUEST']._serialized_end=434
-  _globals['_LISTENTITYTYPESRESPONSE']._serialized_start=437
-  _globals['_LISTENTITYTYPESRESPONSE']._serialized_end=568
-  _globals['_GETENTITYTYPEREQUEST']._serialized_start=570
-  _globals['_GETENTITYTYPEREQUEST']._serialized_end=625
-  _globals['_GETENTITYTYPERESPONSE']._serialized_start=628
-  _globals['_GETENTITYTYPERESPONSE']._serialized_end=790
-  _globals['_UPDATEENTITYTYPEREQUEST']._serialized_start=793
-  _globals['_UPDATEENTITYTYPEREQUEST']._serialized_end=1123
-  _globals['_SCHEMAVIOLATION']._serialized_start=1126
-  _globals['_SCHEMAVIOLATION']._serialized_end=1285
-  _globals['_UPDATEENTITYTYPERESPONSE']._serialized_start=1288
-  _globals['_UPDATEENTITYTYPERESPONSE']._serialized_end=1562
-  _globals['_DELETEENTITYTYPEREQUEST']._serialized_start=1564
-  _globals['_DELETEENTITYTYPEREQUEST']._serialized_end=1622
-  _globals['_DELETEENTITYTYPERESPONSE']._serialized_start=1624
-  _globals['_DELETEENTITYTYPERESPONSE']._serialized_end=1650
-  _globals['_ENTITYTYPESERVICE']._serialized_start=1653
-  _globals['_ENTITYTYPESERVICE']._serialized_end=2205
+  _globals['_CREATEENTITYTYPEREQUEST']._serialized_end=330
+  _globals['_CREATEENTITYTYPERESPONSE']._serialized_start=332
+  _globals['_CREATEENTITYTYPERESPONSE']._serialized_end=422
+  _globals['_LISTENTITYTYPESREQUEST']._serialized_start=424
+  _globals['_LISTENTITYTYPESREQUEST']._serialized_end=508
+  _globals['_LISTENTITYTYPESRESPONSE']._serialized_start=511
+  _globals['_LISTENTITYTYPESRESPONSE']._serialized_end=642
+  _globals['_GETENTITYTYPEREQUEST']._serialized_start=644
+  _globals['_GETENTITYTYPEREQUEST']._serialized_end=699
+  _globals['_GETENTITYTYPERESPONSE']._serialized_start=702
+  _globals['_GETENTITYTYPERESPONSE']._serialized_end=864
+  _globals['_UPDATEENTITYTYPEREQUEST']._serialized_start=867
+  _globals['_UPDATEENTITYTYPEREQUEST']._serialized_end=1271
+  _globals['_SCHEMAVIOLATION']._serialized_start=1274
+  _globals['_SCHEMAVIOLATION']._serialized_end=1433
+  _globals['_UPDATEENTITYTYPERESPONSE']._serialized_start=1436
+  _globals['_UPDATEENTITYTYPERESPONSE']._serialized_end=1710
+  _globals['_DELETEENTITYTYPEREQUEST']._serialized_start=1712
+  _globals['_DELETEENTITYTYPEREQUEST']._serialized_end=1770
+  _globals['_DELETEENTITYTYPERESPONSE']._serialized_start=1772
+  _globals['_DELETEENTITYTYPERESPONSE']._serialized_end=1798
+  _globals['_ENTITYTYPESERVICE']._serialized_start=1801
+  _globals['_ENTITYTYPESERVICE']._serialized_end=2353
 # @@protoc_insertion_point(module_scope)

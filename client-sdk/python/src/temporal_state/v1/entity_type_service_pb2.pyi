@@ -9,14 +9,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateEntityTypeRequest(_message.Message):
-    __slots__ = ("name", "description", "schema")
+    __slots__ = ("name", "description", "schema", "declarations")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    DECLARATIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     schema: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    declarations: _types_pb2.EventDeclarations
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., declarations: _Optional[_Union[_types_pb2.EventDeclarations, _Mapping]] = ...) -> None: ...
 
 class CreateEntityTypeResponse(_message.Message):
     __slots__ = ("entity_type",)
@@ -55,20 +57,22 @@ class GetEntityTypeResponse(_message.Message):
     def __init__(self, entity_type: _Optional[_Union[_types_pb2.EntityType, _Mapping]] = ..., schema_versions: _Optional[_Iterable[_Union[_types_pb2.SchemaVersion, _Mapping]]] = ...) -> None: ...
 
 class UpdateEntityTypeRequest(_message.Message):
-    __slots__ = ("entity_type", "description", "schema", "expected_schema_version", "dry_run", "allow_invalid_existing")
+    __slots__ = ("entity_type", "description", "schema", "expected_schema_version", "dry_run", "allow_invalid_existing", "declarations")
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     ALLOW_INVALID_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    DECLARATIONS_FIELD_NUMBER: _ClassVar[int]
     entity_type: str
     description: str
     schema: _struct_pb2.Struct
     expected_schema_version: int
     dry_run: bool
     allow_invalid_existing: bool
-    def __init__(self, entity_type: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_schema_version: _Optional[int] = ..., dry_run: _Optional[bool] = ..., allow_invalid_existing: _Optional[bool] = ...) -> None: ...
+    declarations: _types_pb2.EventDeclarations
+    def __init__(self, entity_type: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_schema_version: _Optional[int] = ..., dry_run: _Optional[bool] = ..., allow_invalid_existing: _Optional[bool] = ..., declarations: _Optional[_Union[_types_pb2.EventDeclarations, _Mapping]] = ...) -> None: ...
 
 class SchemaViolation(_message.Message):
     __slots__ = ("instance_id", "external_id", "version", "paths", "messages")

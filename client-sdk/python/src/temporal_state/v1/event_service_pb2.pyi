@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApplyEventRequest(_message.Message):
-    __slots__ = ("instance_id", "event_type", "payload", "metadata", "expected_version", "event_id", "occurred_at", "mode")
+    __slots__ = ("instance_id", "event_type", "payload", "metadata", "expected_version", "event_id", "occurred_at", "mode", "dry_run")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class ApplyEventRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     event_type: str
     payload: _struct_pb2.Struct
@@ -29,15 +30,20 @@ class ApplyEventRequest(_message.Message):
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     mode: _types_pb2.ApplyMode
-    def __init__(self, instance_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, instance_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class ApplyEventResponse(_message.Message):
-    __slots__ = ("event", "state")
+    __slots__ = ("event", "state", "guards", "dry_run")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    GUARDS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     event: _types_pb2.Event
     state: _struct_pb2.Struct
-    def __init__(self, event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    guards: _containers.RepeatedCompositeFieldContainer[_types_pb2.GuardResult]
+    dry_run: bool
+    def __init__(self, event: _Optional[_Union[_types_pb2.Event, _Mapping]] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[_types_pb2.GuardResult, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class EventInput(_message.Message):
     __slots__ = ("event_type", "payload", "metadata", "event_id", "occurred_at", "mode")
@@ -56,22 +62,28 @@ class EventInput(_message.Message):
     def __init__(self, event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ...) -> None: ...
 
 class ApplyEventsRequest(_message.Message):
-    __slots__ = ("instance_id", "expected_version", "events")
+    __slots__ = ("instance_id", "expected_version", "events", "dry_run")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     expected_version: int
     events: _containers.RepeatedCompositeFieldContainer[EventInput]
-    def __init__(self, instance_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventInput, _Mapping]]] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, instance_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventInput, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class ApplyEventsResponse(_message.Message):
-    __slots__ = ("events", "state")
+    __slots__ = ("events", "state", "guards", "dry_run")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    GUARDS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
     state: _struct_pb2.Struct
-    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    guards: _containers.RepeatedCompositeFieldContainer[_types_pb2.GuardResult]
+    dry_run: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[_types_pb2.GuardResult, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("entity_type", "instance_id", "event_types", "from_version")

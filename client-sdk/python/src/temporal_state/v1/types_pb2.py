@@ -26,21 +26,29 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtemporal_state/v1/types.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x01\n\nEntityType\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12/\n\x06schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12%\n\x0eschema_version\x18\x06 \x01(\x03R\rschemaVersion\"\x95\x01\n\rSchemaVersion\x12\x18\n\x07version\x18\x01 \x01(\x03R\x07version\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12\x39\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\xfe\x02\n\x08Instance\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12$\n\x0e\x65ntity_type_id\x18\x02 \x01(\tR\x0c\x65ntityTypeId\x12(\n\x10\x65ntity_type_name\x18\x03 \x01(\tR\x0e\x65ntityTypeName\x12\x1f\n\x0b\x65xternal_id\x18\x04 \x01(\tR\nexternalId\x12-\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n\x08\x61rchived\x18\t \x01(\x08R\x08\x61rchived\x12\x16\n\x06\x65rased\x18\n \x01(\x08R\x06\x65rased\"\xf3\x03\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12$\n\x0e\x65ntity_type_id\x18\x03 \x01(\tR\x0c\x65ntityTypeId\x12\x1d\n\nevent_type\x18\x04 \x01(\tR\teventType\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12\x31\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x30\n\x04mode\x18\x08 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\x12;\n\x0brecorded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12;\n\x0boccurred_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x1f\n\x0brecorded_by\x18\x0b \x01(\tR\nrecordedBy\x12%\n\x0eschema_version\x18\x0c \x01(\x03R\rschemaVersion*v\n\tApplyMode\x12\x1a\n\x16\x41PPLY_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPLY_MODE_MERGE_PATCH\x10\x01\x12\x16\n\x12\x41PPLY_MODE_REPLACE\x10\x02\x12\x19\n\x15\x41PPLY_MODE_JSON_PATCH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtemporal_state/v1/types.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\nEntityType\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12/\n\x06schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12%\n\x0eschema_version\x18\x06 \x01(\x03R\rschemaVersion\x12H\n\x0c\x64\x65\x63larations\x18\x14 \x01(\x0b\x32$.temporal_state.v1.EventDeclarationsR\x0c\x64\x65\x63larations\"\x95\x01\n\rSchemaVersion\x12\x18\n\x07version\x18\x01 \x01(\x03R\x07version\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06schema\x12\x39\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\xfe\x02\n\x08Instance\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12$\n\x0e\x65ntity_type_id\x18\x02 \x01(\tR\x0c\x65ntityTypeId\x12(\n\x10\x65ntity_type_name\x18\x03 \x01(\tR\x0e\x65ntityTypeName\x12\x1f\n\x0b\x65xternal_id\x18\x04 \x01(\tR\nexternalId\x12-\n\x05state\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12\x39\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n\x08\x61rchived\x18\t \x01(\x08R\x08\x61rchived\x12\x16\n\x06\x65rased\x18\n \x01(\x08R\x06\x65rased\"\xa4\x04\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12$\n\x0e\x65ntity_type_id\x18\x03 \x01(\tR\x0c\x65ntityTypeId\x12\x1d\n\nevent_type\x18\x04 \x01(\tR\teventType\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12\x31\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x30\n\x04mode\x18\x08 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\x12;\n\x0brecorded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12;\n\x0boccurred_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x1f\n\x0brecorded_by\x18\x0b \x01(\tR\nrecordedBy\x12%\n\x0eschema_version\x18\x0c \x01(\x03R\rschemaVersion\x12/\n\x06\x63hange\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x63hange\"u\n\x11\x45ventDeclarations\x12\x16\n\x06strict\x18\x01 \x01(\x08R\x06strict\x12H\n\x0b\x65vent_types\x18\x02 \x03(\x0b\x32\'.temporal_state.v1.EventTypeDeclarationR\neventTypes\"\xfc\x01\n\x14\x45ventTypeDeclaration\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12>\n\x0epayload_schema\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\rpayloadSchema\x12\x30\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\x12\x1c\n\ttransform\x18\x04 \x01(\tR\ttransform\x12\x35\n\x06guards\x18\x05 \x03(\x0b\x32\x1d.temporal_state.v1.EventGuardR\x06guards\"F\n\nEventGuard\x12\x1e\n\nexpression\x18\x01 \x01(\tR\nexpression\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"_\n\x0bGuardResult\x12\x1e\n\nexpression\x18\x01 \x01(\tR\nexpression\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x16\n\x06passed\x18\x03 \x01(\x08R\x06passed*v\n\tApplyMode\x12\x1a\n\x16\x41PPLY_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPLY_MODE_MERGE_PATCH\x10\x01\x12\x16\n\x12\x41PPLY_MODE_REPLACE\x10\x02\x12\x19\n\x15\x41PPLY_MODE_JSON_PATCH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'temporal_state.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYMODE']._serialized_start=1386
-  _globals['_APPLYMODE']._serialized_end=1504
+  _globals['_APPLYMODE']._serialized_start=2052
+  _globals['_APPLYMODE']._serialized_end=2170
   _globals['_ENTITYTYPE']._serialized_start=116
-  _globals['_ENTITYTYPE']._serialized_end=345
-  _globals['_SCHEMAVERSION']._serialized_start=348
-  _globals['_SCHEMAVERSION']._serialized_end=497
-  _globals['_INSTANCE']._serialized_start=500
-  _globals['_INSTANCE']._serialized_end=882
-  _globals['_EVENT']._serialized_start=885
-  _globals['_EVENT']._serialized_end=1384
+  _globals['_ENTITYTYPE']._serialized_end=419
+  _globals['_SCHEMAVERSION']._serialized_start=422
+  _globals['_SCHEMAVERSION']._serialized_end=571
+  _globals['_INSTANCE']._serialized_start=574
+  _globals['_INSTANCE']._serialized_end=956
+  _globals['_EVENT']._serialized_start=959
+  _globals['_EVENT']._serialized_end=1507
+  _globals['_EVENTDECLARATIONS']._serialized_start=1509
+  _globals['_EVENTDECLARATIONS']._serialized_end=1626
+  _globals['_EVENTTYPEDECLARATION']._serialized_start=1629
+  _globals['_EVENTTYPEDECLARATION']._serialized_end=1881
+  _globals['_EVENTGUARD']._serialized_start=1883
+  _globals['_EVENTGUARD']._serialized_end=1953
+  _globals['_GUARDRESULT']._serialized_start=1955
+  _globals['_GUARDRESULT']._serialized_end=2050
 # @@protoc_insertion_point(module_scope)

@@ -2,10 +2,11 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -22,20 +23,22 @@ APPLY_MODE_REPLACE: ApplyMode
 APPLY_MODE_JSON_PATCH: ApplyMode
 
 class EntityType(_message.Message):
-    __slots__ = ("id", "name", "description", "schema", "created_at", "schema_version")
+    __slots__ = ("id", "name", "description", "schema", "created_at", "schema_version", "declarations")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECLARATIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
     schema: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     schema_version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    declarations: EventDeclarations
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[int] = ..., declarations: _Optional[_Union[EventDeclarations, _Mapping]] = ...) -> None: ...
 
 class SchemaVersion(_message.Message):
     __slots__ = ("version", "schema", "created_at")
@@ -72,7 +75,7 @@ class Instance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., entity_type_name: _Optional[str] = ..., external_id: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived: _Optional[bool] = ..., erased: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "instance_id", "entity_type_id", "event_type", "version", "payload", "metadata", "mode", "recorded_at", "occurred_at", "recorded_by", "schema_version")
+    __slots__ = ("id", "instance_id", "entity_type_id", "event_type", "version", "payload", "metadata", "mode", "recorded_at", "occurred_at", "recorded_by", "schema_version", "change")
     ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +88,7 @@ class Event(_message.Message):
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     RECORDED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance_id: str
     entity_type_id: str
@@ -97,4 +101,45 @@ class Event(_message.Message):
     occurred_at: _timestamp_pb2.Timestamp
     recorded_by: str
     schema_version: int
-    def __init__(self, id: _Optional[str] = ..., instance_id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., event_type: _Optional[str] = ..., version: _Optional[int] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
+    change: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., instance_id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., event_type: _Optional[str] = ..., version: _Optional[int] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., change: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class EventDeclarations(_message.Message):
+    __slots__ = ("strict", "event_types")
+    STRICT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    strict: bool
+    event_types: _containers.RepeatedCompositeFieldContainer[EventTypeDeclaration]
+    def __init__(self, strict: _Optional[bool] = ..., event_types: _Optional[_Iterable[_Union[EventTypeDeclaration, _Mapping]]] = ...) -> None: ...
+
+class EventTypeDeclaration(_message.Message):
+    __slots__ = ("event_type", "payload_schema", "mode", "transform", "guards")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    GUARDS_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    payload_schema: _struct_pb2.Struct
+    mode: ApplyMode
+    transform: str
+    guards: _containers.RepeatedCompositeFieldContainer[EventGuard]
+    def __init__(self, event_type: _Optional[str] = ..., payload_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., transform: _Optional[str] = ..., guards: _Optional[_Iterable[_Union[EventGuard, _Mapping]]] = ...) -> None: ...
+
+class EventGuard(_message.Message):
+    __slots__ = ("expression", "message")
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    expression: str
+    message: str
+    def __init__(self, expression: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GuardResult(_message.Message):
+    __slots__ = ("expression", "message", "passed")
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    expression: str
+    message: str
+    passed: bool
+    def __init__(self, expression: _Optional[str] = ..., message: _Optional[str] = ..., passed: _Optional[bool] = ...) -> None: ...

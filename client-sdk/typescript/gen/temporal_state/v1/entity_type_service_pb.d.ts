@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
-import type { EntityType, SchemaVersion } from "./types_pb.js";
+import type { EntityType, EventDeclarations, SchemaVersion } from "./types_pb.js";
 
 /**
  * Describes the file temporal_state/v1/entity_type_service.proto.
@@ -37,6 +37,14 @@ export declare type CreateEntityTypeRequest = Message<"temporal_state.v1.CreateE
    * @generated from field: google.protobuf.Struct schema = 3;
    */
   schema?: JsonObject | undefined;
+
+  /**
+   * Declared event types: payload schemas, CEL transforms and guards, strict mode. Checked here;
+   * an expression that does not compile, or could run away, is INVALID_ARGUMENT with its position.
+   *
+   * @generated from field: temporal_state.v1.EventDeclarations declarations = 20;
+   */
+  declarations?: EventDeclarations | undefined;
 };
 
 /**
@@ -215,6 +223,15 @@ export declare type UpdateEntityTypeRequest = Message<"temporal_state.v1.UpdateE
    * @generated from field: bool allow_invalid_existing = 6;
    */
   allowInvalidExisting: boolean;
+
+  /**
+   * When set, the new schema version declares these event types (an empty message declares
+   * none); unset keeps the current declarations. Set without `schema`, the schema is kept and a
+   * new version holds the new declarations.
+   *
+   * @generated from field: temporal_state.v1.EventDeclarations declarations = 20;
+   */
+  declarations?: EventDeclarations | undefined;
 };
 
 /**

@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { ApplyMode, Event } from "./types_pb.js";
+import type { ApplyMode, Event, GuardResult } from "./types_pb.js";
 
 /**
  * Describes the file temporal_state/v1/event_service.proto.
@@ -74,6 +74,14 @@ export declare type ApplyEventRequest = Message<"temporal_state.v1.ApplyEventReq
    * @generated from field: temporal_state.v1.ApplyMode mode = 8;
    */
   mode: ApplyMode;
+
+  /**
+   * Preview: decide the event (payload schema, every guard, transform, state schema) and answer
+   * the resulting state and the event as it would be recorded, storing nothing.
+   *
+   * @generated from field: bool dry_run = 20;
+   */
+  dryRun: boolean;
 };
 
 /**
@@ -101,6 +109,20 @@ export declare type ApplyEventResponse = Message<"temporal_state.v1.ApplyEventRe
    * @generated from field: google.protobuf.Struct state = 2;
    */
   state?: JsonObject | undefined;
+
+  /**
+   * Every guard of the event's declared type, evaluated over the state before it.
+   *
+   * @generated from field: repeated temporal_state.v1.GuardResult guards = 10;
+   */
+  guards: GuardResult[];
+
+  /**
+   * True when this answers a dry run: nothing was stored.
+   *
+   * @generated from field: bool dry_run = 11;
+   */
+  dryRun: boolean;
 };
 
 /**
@@ -190,6 +212,14 @@ export declare type ApplyEventsRequest = Message<"temporal_state.v1.ApplyEventsR
    * @generated from field: repeated temporal_state.v1.EventInput events = 3;
    */
   events: EventInput[];
+
+  /**
+   * Preview: decide every event and answer the events and state as they would be recorded,
+   * storing nothing.
+   *
+   * @generated from field: bool dry_run = 20;
+   */
+  dryRun: boolean;
 };
 
 /**
@@ -217,6 +247,20 @@ export declare type ApplyEventsResponse = Message<"temporal_state.v1.ApplyEvents
    * @generated from field: google.protobuf.Struct state = 2;
    */
   state?: JsonObject | undefined;
+
+  /**
+   * Every guard of the events' declared types, evaluated, in event order.
+   *
+   * @generated from field: repeated temporal_state.v1.GuardResult guards = 10;
+   */
+  guards: GuardResult[];
+
+  /**
+   * True when this answers a dry run: nothing was stored.
+   *
+   * @generated from field: bool dry_run = 11;
+   */
+  dryRun: boolean;
 };
 
 /**

@@ -60,6 +60,13 @@ export declare type EntityType = Message<"temporal_state.v1.EntityType"> & {
    * @generated from field: int64 schema_version = 6;
    */
   schemaVersion: bigint;
+
+  /**
+   * The event types the current schema version declares; unset when it declares none.
+   *
+   * @generated from field: temporal_state.v1.EventDeclarations declarations = 20;
+   */
+  declarations?: EventDeclarations | undefined;
 };
 
 /**
@@ -280,6 +287,16 @@ export declare type Event = Message<"temporal_state.v1.Event"> & {
    * @generated from field: int64 schema_version = 12;
    */
   schemaVersion: bigint;
+
+  /**
+   * Set when the event type's declared transform computed the change: the fields it set, applied
+   * as a JSON merge patch (`mode` is then APPLY_MODE_MERGE_PATCH and `payload` is what the client
+   * sent). Time travel folds this recorded change, never the transform again, so a transform
+   * edited in a later schema version never rewrites a past state.
+   *
+   * @generated from field: google.protobuf.Struct change = 14;
+   */
+  change?: JsonObject | undefined;
 };
 
 /**
@@ -287,6 +304,147 @@ export declare type Event = Message<"temporal_state.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export declare const EventSchema: GenMessage<Event>;
+
+/**
+ * The event types a schema version declares (see the README's "Declared event types").
+ *
+ * @generated from message temporal_state.v1.EventDeclarations
+ */
+export declare type EventDeclarations = Message<"temporal_state.v1.EventDeclarations"> & {
+  /**
+   * Refuse every event type not declared here (INVALID_ARGUMENT naming the declared ones).
+   *
+   * @generated from field: bool strict = 1;
+   */
+  strict: boolean;
+
+  /**
+   * At most 64.
+   *
+   * @generated from field: repeated temporal_state.v1.EventTypeDeclaration event_types = 2;
+   */
+  eventTypes: EventTypeDeclaration[];
+};
+
+/**
+ * Describes the message temporal_state.v1.EventDeclarations.
+ * Use `create(EventDeclarationsSchema)` to create a new message.
+ */
+export declare const EventDeclarationsSchema: GenMessage<EventDeclarations>;
+
+/**
+ * What one event type's events must look like and do. Expressions are CEL over `state` (before
+ * the event), `payload`, `metadata` and `event` (`type`, `occurred_at` as an RFC 3339 string,
+ * `version`); they are compiled and checked when declared, and refused there with their position.
+ *
+ * @generated from message temporal_state.v1.EventTypeDeclaration
+ */
+export declare type EventTypeDeclaration = Message<"temporal_state.v1.EventTypeDeclaration"> & {
+  /**
+   * The event type, for example `ScoreIncreased`.
+   *
+   * @generated from field: string event_type = 1;
+   */
+  eventType: string;
+
+  /**
+   * JSON Schema the payload must satisfy (checked before anything is applied); unset: any.
+   *
+   * @generated from field: google.protobuf.Struct payload_schema = 2;
+   */
+  payloadSchema?: JsonObject | undefined;
+
+  /**
+   * Mode used when the request leaves `mode` unspecified; unset: merge patch.
+   *
+   * @generated from field: temporal_state.v1.ApplyMode mode = 3;
+   */
+  mode: ApplyMode;
+
+  /**
+   * Optional CEL map literal of the fields to set, for example
+   * `{"score": state.score + payload.points}`: applied to the state as a JSON merge patch
+   * (`null` removes a field) and recorded as the event's `change`.
+   *
+   * @generated from field: string transform = 4;
+   */
+  transform: string;
+
+  /**
+   * CEL boolean expressions over the state before the event: if one is false the event is
+   * refused with FAILED_PRECONDITION naming it, and nothing is stored. At most 16.
+   *
+   * @generated from field: repeated temporal_state.v1.EventGuard guards = 5;
+   */
+  guards: EventGuard[];
+};
+
+/**
+ * Describes the message temporal_state.v1.EventTypeDeclaration.
+ * Use `create(EventTypeDeclarationSchema)` to create a new message.
+ */
+export declare const EventTypeDeclarationSchema: GenMessage<EventTypeDeclaration>;
+
+/**
+ * A guard of a declared event type.
+ *
+ * @generated from message temporal_state.v1.EventGuard
+ */
+export declare type EventGuard = Message<"temporal_state.v1.EventGuard"> & {
+  /**
+   * CEL boolean expression, for example `state.balance >= payload.amount`.
+   *
+   * @generated from field: string expression = 1;
+   */
+  expression: string;
+
+  /**
+   * What a refusal says, for example `insufficient funds`.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message temporal_state.v1.EventGuard.
+ * Use `create(EventGuardSchema)` to create a new message.
+ */
+export declare const EventGuardSchema: GenMessage<EventGuard>;
+
+/**
+ * A guard evaluated for an event (every one of them, in a dry run's answer).
+ *
+ * @generated from message temporal_state.v1.GuardResult
+ */
+export declare type GuardResult = Message<"temporal_state.v1.GuardResult"> & {
+  /**
+   * The guard's CEL expression.
+   *
+   * @generated from field: string expression = 1;
+   */
+  expression: string;
+
+  /**
+   * The guard's message.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * Whether it held on the state before the event.
+   *
+   * @generated from field: bool passed = 3;
+   */
+  passed: boolean;
+};
+
+/**
+ * Describes the message temporal_state.v1.GuardResult.
+ * Use `create(GuardResultSchema)` to create a new message.
+ */
+export declare const GuardResultSchema: GenMessage<GuardResult>;
 
 /**
  * How an event's payload turns the previous state into the next one.
