@@ -323,6 +323,18 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         .map(|e| int(&e["version"]))
         .collect();
     assert_eq!(versions, vec![4, 3]);
+    let log = g.call(
+        "QueryService/ReadEvents",
+        serde_json::json!({"from_position": 0, "entity_types": ["player_profile"], "event_types": ["LevelUp"]}),
+    );
+    let positions: Vec<i64> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| int(&e["position"]))
+        .collect();
+    assert_eq!(positions.len(), 1, "{log}");
+    assert!(int(&log["nextPosition"]) >= positions[0], "{log}");
     let at1 = g.call(
         "QueryService/GetStateAtVersion",
         serde_json::json!({"instance_id": id, "version": 1}),

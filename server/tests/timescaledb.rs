@@ -282,6 +282,8 @@ fn unrecorded(e: &EventRecord) -> EventRecord {
         } else {
             e.occurred_at
         },
+        // Each store numbers the global log itself.
+        position: 0,
         ..e.clone()
     }
 }

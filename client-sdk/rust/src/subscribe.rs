@@ -215,6 +215,8 @@ impl Client {
             instance_id: options.instance_id.clone(),
             event_types: options.event_types.clone(),
             from_version: options.from_version,
+            from_position: None,
+            entity_types: Vec::new(),
         };
         self.call(
             "Subscribe",
