@@ -263,6 +263,9 @@ pub struct Event {
     pub recorded_by: String,
     /// The version of the entity type's schema the state after it was validated against.
     pub schema_version: i64,
+    /// Its place in the global event log ([`Client::read_events`](crate::Client::read_events)):
+    /// strictly increasing in commit order across the whole store; 0 where unknown.
+    pub position: i64,
 }
 
 impl Event {
@@ -293,6 +296,7 @@ impl TryFrom<pb::Event> for Event {
             mode: ApplyMode::from_proto(e.mode),
             recorded_by: e.recorded_by,
             schema_version: e.schema_version,
+            position: e.position,
         })
     }
 }
