@@ -131,7 +131,6 @@ async fn read_events_pages_filters_and_refuses(backend: Backend) {
         .erase_instance(pb::EraseInstanceRequest {
             instance_id: p2.id.clone(),
             reason: Some("asked".into()),
-            ..Default::default()
         })
         .await
         .unwrap();
