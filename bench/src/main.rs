@@ -14,6 +14,7 @@
 //! target/release/temporal-state-bench console
 //! target/release/temporal-state-bench timescale
 //! target/release/temporal-state-bench declared
+//! target/release/temporal-state-bench read-events
 //! ```
 
 mod analytics;
@@ -23,6 +24,7 @@ mod console;
 mod declared;
 mod embedded;
 mod harness;
+mod log;
 mod procs;
 mod state_at;
 mod stream;
@@ -73,6 +75,9 @@ enum Command {
     /// Time series and field aggregation over 1,000,000 events on TimescaleDB (continuous
     /// aggregate, compressed chunks) and on plain PostgreSQL, answers checked equal.
     Timescale(analytics::Args),
+    /// QueryService.ReadEvents over a global log of 1,000,000 events vs raw keyset SQL on the
+    /// same table.
+    ReadEvents(log::Args),
     /// The cost of authentication per call: ApplyEvent and GetCurrentState without credentials,
     /// with an API key and with an RS256 JWT (embedded store).
     Auth(auth::Args),
@@ -95,5 +100,6 @@ async fn main() -> Result<()> {
         Command::Console(args) => console::run(args).await,
         Command::Auth(args) => auth::run(args).await,
         Command::Declared(args) => declared::run(&cli.admin_url, args).await,
+        Command::ReadEvents(args) => log::run(&cli.admin_url, args).await,
     }
 }

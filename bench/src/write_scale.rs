@@ -6,8 +6,8 @@
 //! - **A large store**: append latency with `--stored-events` events already stored against an
 //!   empty store. Two servers on PostgreSQL only, each on a database of its own; the same
 //!   entity type and 1,000 instances are created in both with the store's own statements, and
-//!   the large one is then filled in SQL (events, their ids and the snapshots the server would
-//!   have written), with progress, before either server has seen an instance. One client,
+//!   the large one is then filled in SQL (events with their log positions, their ids and the
+//!   snapshots the server would have written), with progress, before either server has seen an instance. One client,
 //!   sequential calls, the two stores taking turns in rounds.
 
 use std::slice;
@@ -294,11 +294,12 @@ async fn fill(
         client
             .execute(
                 "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
-                                     payload, metadata, mode, recorded_at, occurred_at)
+                                     payload, metadata, mode, recorded_at, occurred_at, position)
                  SELECT i.id, k, md5(i.id::text || '-' || k)::uuid::text, i.entity_type_id, $3,
                         jsonb_build_object('score', k - 1), '{}', 'merge_patch',
                         i.created_at + k * interval '1 microsecond',
-                        i.created_at + k * interval '1 microsecond'
+                        i.created_at + k * interval '1 microsecond',
+                        nextval('events_position_seq')
                  FROM instances i, generate_series(2, $2::bigint + 1) k
                  WHERE i.id = ANY($1)",
                 &[&chunk, &per_instance, &EVENT_TYPE],

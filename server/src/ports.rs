@@ -143,6 +143,10 @@ pub struct EventRecord {
     pub recorded_by: String,
     /// The version of the type's schema the state after this event was validated against.
     pub schema_version: i64,
+    /// Its place in the global event log: strictly increasing in commit order across the whole
+    /// store (see `QueryService.ReadEvents`), never reused. 0 only where it is not known (an
+    /// event built before it was stored).
+    pub position: i64,
 }
 
 /// A new instance; the store records it together with its version 1.
@@ -399,6 +403,29 @@ pub struct HistoryFilter {
     pub after_version: Option<i64>,
 }
 
+/// Which events of the global log a read returns: those with a position in `(after, through]`,
+/// in position order. `through` bounds how far one read scans past events the filters skip.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub after: i64,
+    pub through: i64,
+    /// Only events of these entity types; None: every type (Some(empty): none).
+    pub entity_type_ids: Option<Vec<Uuid>>,
+    /// Only events of these types; empty: every type.
+    pub event_types: Vec<String>,
+}
+
+/// A read of the global log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogPage {
+    /// The matching events, in position order.
+    pub events: Vec<EventRecord>,
+    /// The highest position committed when the read started: every position at or below it is
+    /// final (committed, or never to be used), so a reader that has read through it has missed
+    /// nothing. The read never returns events past it.
+    pub head: i64,
+}
+
 /// A stored snapshot: the state right after `version`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -434,6 +461,12 @@ pub trait HistoryReader: Send + Sync + 'static {
     /// The retention horizon in force ([`RetentionStore::advance_horizon`]): events recorded
     /// before it may have been dropped. None while retention never ran.
     async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// The global log: at most `limit` events matching `filter` (never past
+    /// [`LogPage::head`]), in position order, with the head read first.
+    async fn read_log(&self, filter: &LogFilter, limit: usize) -> Result<LogPage, StoreError>;
+    /// The highest position retention ever deleted (0 when it never deleted an event): a read
+    /// of the log from before it would miss events.
+    async fn dropped_through(&self) -> Result<i64, StoreError>;
 }
 
 /// Events of one event type.

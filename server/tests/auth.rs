@@ -553,6 +553,48 @@ async fn scopes_decide_and_nothing_is_stored_when_they_do_not_allow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_events_with_read_orders_reads_only_orders() {
+    let f = Fixture::start(&[]).await;
+    f.create_type(ADMIN, "orders").await.unwrap();
+    f.create_type(ADMIN, "player_profile").await.unwrap();
+    let order = f.create_instance(ADMIN, "orders", "o1").await.unwrap();
+    let order_id = order.instance.unwrap().id;
+    f.create_instance(ADMIN, "player_profile", "p1")
+        .await
+        .unwrap();
+    let read = |token: &'static str, entity_types: Vec<String>| {
+        let mut q = f.queries();
+        async move {
+            q.read_events(authed(
+                token,
+                pb::ReadEventsRequest {
+                    entity_types,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    // Naming another type is refused; naming none reads only orders; a reader of everything
+    // reads both; nobody reads nothing.
+    let named = read(ORDERS_READER, vec!["player_profile".into()]).await;
+    assert_eq!(code(named.map(|_| ())), Code::PermissionDenied);
+    let narrowed = read(ORDERS_READER, Vec::new()).await.unwrap();
+    let ids: Vec<String> = narrowed
+        .events
+        .iter()
+        .map(|e| e.instance_id.clone())
+        .collect();
+    assert_eq!(ids, [order_id]);
+    assert_eq!(read(READER, Vec::new()).await.unwrap().events.len(), 2);
+    assert_eq!(
+        code(read(NOBODY, Vec::new()).await.map(|_| ())),
+        Code::PermissionDenied
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_with_read_orders_sees_no_other_types_events() {
     let f = Fixture::start(&[]).await;
     f.create_type(ADMIN, "orders").await.unwrap();

@@ -542,7 +542,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
         })),
         2 => (id.clone(), opt64.clone(), prop_oneof![4 => proptest::collection::vec(event_input(&k), 0..6), 1 => (1000usize..1100).prop_map(|n| vec![pb::EventInput { event_type: "Bulk".into(), ..Default::default() }; n])])
             .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, dry_run: false })),
-        1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version })),
+        1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version, from_position: None, entity_types: Vec::new(), })),
         2 => (id.clone(), int32(), text(&k), opt64.clone(), opt64.clone(), timestamp(), timestamp(), proptest::collection::vec(text(&k), 0..3), any::<bool>())
             .prop_map(|(instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending)| Call::GetHistory(pb::GetHistoryRequest { instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending })),
         1 => (id.clone(), int64()).prop_map(|(instance_id, version)| Call::GetStateAtVersion(pb::GetStateAtVersionRequest { instance_id, version })),

@@ -165,7 +165,7 @@ async fn grpcurl_calls_every_rpc_through_reflection() {
         called: BTreeSet::new(),
     }
     .listed();
-    assert_eq!(listed.len(), 26, "{listed:?}");
+    assert_eq!(listed.len(), 27, "{listed:?}");
     assert_eq!(called, listed, "every listed RPC is called, and only those");
     server.stop().await;
 }
@@ -323,6 +323,18 @@ fn every_rpc(addr: String) -> BTreeSet<String> {
         .map(|e| int(&e["version"]))
         .collect();
     assert_eq!(versions, vec![4, 3]);
+    let log = g.call(
+        "QueryService/ReadEvents",
+        serde_json::json!({"from_position": 0, "entity_types": ["player_profile"], "event_types": ["LevelUp"]}),
+    );
+    let positions: Vec<i64> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| int(&e["position"]))
+        .collect();
+    assert_eq!(positions.len(), 1, "{log}");
+    assert!(int(&log["nextPosition"]) >= positions[0], "{log}");
     let at1 = g.call(
         "QueryService/GetStateAtVersion",
         serde_json::json!({"instance_id": id, "version": 1}),

@@ -511,6 +511,7 @@ async fn a_published_message_has_the_documented_subject_headers_and_body() {
             "mode",
             "occurred_at",
             "payload",
+            "position",
             "recorded_at",
             "recorded_by",
             "schema_version",
@@ -530,6 +531,8 @@ async fn a_published_message_has_the_documented_subject_headers_and_body() {
     assert_eq!(body["recorded_by"], "");
     // The schema version that validated it: the type's first.
     assert_eq!(body["schema_version"], 1);
+    // Its place in the global log, as the API answered.
+    assert_eq!(body["position"], applied.position);
     // RFC 3339 in UTC with a Z, as the README shows; the same instant the API answered.
     let recorded_at = body["recorded_at"].as_str().unwrap();
     assert!(recorded_at.ends_with('Z'), "{recorded_at}");

@@ -337,6 +337,38 @@ async fn thirty_days_with_a_ten_day_horizon(backend: Backend) {
     assert_eq!(report.instances, 2, "{report:?}");
     assert!(!report.busy);
 
+    // The global log: a read from before what was deleted would skip events, so it is refused,
+    // naming where a read can start; from there it answers.
+    let refused = c
+        .queries
+        .read_events(pb::ReadEventsRequest {
+            from_position: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    let dropped: i64 = refused
+        .message()
+        .rsplit("read from ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no position in {:?}", refused.message()));
+    assert!(dropped > 0);
+    let log = c
+        .queries
+        .read_events(pb::ReadEventsRequest {
+            from_position: dropped,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!log.events.is_empty());
+    assert!(log.events.iter().all(|e| e.position > dropped));
+    assert_eq!(log.next_position, log.head_position);
+
     // What is stored: one snapshot at or before the horizon per instance, nothing older.
     assert_eq!(
         stored(&store, &span).await,

@@ -43,6 +43,9 @@
 //! - One module per service, each adding its calls to [`Client`] with one options struct per
 //!   call: entity types, instances, events (writes and [`Client::subscribe`]), queries (time
 //!   travel) and analytics.
+//! - [`Client::run_consumer`] (`consumer`): a read model's loop over the global event log
+//!   ([`Client::read_events`], then Subscribe from a position), resuming from a
+//!   [`CheckpointStore`] after a crash.
 //! - `model`: what the calls return ([`Instance`], [`Event`], [`StateAt`], ...), with JSON
 //!   values and `*_as::<T>()` accessors that deserialize into your own types.
 //! - [`Error`]: one variant per gRPC code the server uses, rebuilt from the status and its
@@ -72,6 +75,7 @@
 
 mod analytics;
 mod client;
+mod consumer;
 mod entity_types;
 mod error;
 mod events;
@@ -88,6 +92,10 @@ pub use analytics::{
     GetMostActiveOptions, GetSummaryOptions,
 };
 pub use client::{Client, ClientBuilder};
+pub use consumer::{
+    CheckpointStore, ConsumerError, ConsumerOptions, EventLogPage, FileCheckpoint,
+    ReadEventsOptions,
+};
 pub use entity_types::{
     CreateEntityTypeOptions, DeleteEntityTypeOptions, GetEntityTypeOptions, ListEntityTypesOptions,
     UpdateEntityTypeOptions,

@@ -270,6 +270,9 @@ pub struct Event {
     /// The change its declared transform computed (fields set as a merge patch), recorded
     /// beside `payload`, what the client sent; None when the payload itself was the change.
     pub change: Option<Value>,
+    /// Its place in the global event log ([`Client::read_events`](crate::Client::read_events)):
+    /// strictly increasing in commit order across the whole store; 0 where unknown.
+    pub position: i64,
 }
 
 impl Event {
@@ -301,6 +304,7 @@ impl TryFrom<pb::Event> for Event {
             recorded_by: e.recorded_by,
             schema_version: e.schema_version,
             change: e.change.map(|c| struct_to_json(Some(c))),
+            position: e.position,
         })
     }
 }

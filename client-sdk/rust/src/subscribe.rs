@@ -20,6 +20,8 @@ pub struct SubscribeOptions {
     instance_id: String,
     event_types: Vec<String>,
     from_version: Option<i64>,
+    from_position: Option<i64>,
+    entity_types: Vec<String>,
     resume: bool,
     call: CallOptions,
 }
@@ -51,6 +53,26 @@ impl SubscribeOptions {
     /// continue live, with no gap and no duplicate. Default: live events only.
     pub fn from_version(mut self, version: i64) -> Self {
         self.from_version = Some(version);
+        self
+    }
+
+    /// The global log after this position (0: from the start), then live, in commit order with
+    /// no gap and no duplicate, filtered by [`Self::entity_type`] or [`Self::entity_types`] and
+    /// [`Self::event_types`]; not with [`Self::instance_id`]. With [`Self::resume`], a broken
+    /// stream re-opens after the last position received. Default: live events only.
+    pub fn from_position(mut self, position: i64) -> Self {
+        self.from_position = Some(position);
+        self
+    }
+
+    /// With [`Self::from_position`]: only events of these entity types (ids or names).
+    /// Default: every type.
+    pub fn entity_types<I, S>(mut self, entity_types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.entity_types = entity_types.into_iter().map(Into::into).collect();
         self
     }
 
@@ -123,6 +145,9 @@ impl Subscription {
                     let event = required("event", r.event).and_then(Event::try_from);
                     if let Ok(e) = &event {
                         self.next_version = Some(e.version + 1);
+                        if self.options.from_position.is_some() {
+                            self.options.from_position = Some(e.position);
+                        }
                     }
                     return Some((event, self));
                 }
@@ -135,7 +160,9 @@ impl Subscription {
                     }
                     tracing::debug!(%error, from_version = ?self.next_version, "subscription broke; re-opening");
                     let mut options = self.options.clone();
-                    options.from_version = self.next_version;
+                    if options.from_position.is_none() {
+                        options.from_version = self.next_version;
+                    }
                     match self.client.open(&options).await {
                         Ok(stream) => self.stream = stream,
                         Err(error) => {
@@ -170,11 +197,11 @@ impl Client {
     /// ```
     pub async fn subscribe(&self, options: &SubscribeOptions) -> Result<EventStream> {
         let mut options = options.clone();
-        if options.resume {
+        if options.resume && options.from_position.is_none() {
             if options.instance_id.is_empty() {
                 return Err(Error::InvalidArgument {
-                    message: "resume needs an instance_id: only one instance's versions say \
-                              where to resume"
+                    message: "resume needs an instance_id or from_position: only one \
+                              instance's versions or a position say where to resume"
                         .into(),
                     violations: vec![crate::error::FieldViolation {
                         field: "resume".into(),
@@ -215,6 +242,8 @@ impl Client {
             instance_id: options.instance_id.clone(),
             event_types: options.event_types.clone(),
             from_version: options.from_version,
+            from_position: options.from_position,
+            entity_types: options.entity_types.clone(),
         };
         self.call(
             "Subscribe",

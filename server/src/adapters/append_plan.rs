@@ -139,6 +139,7 @@ pub fn created_records(
         occurred_at: at,
         recorded_by: new.recorded_by,
         schema_version: new.schema_version,
+        position: 0,
     };
     (instance, event)
 }
@@ -210,6 +211,7 @@ impl AppendPlan {
                 occurred_at: p.occurred_at.unwrap_or(recorded_at),
                 recorded_by: request.recorded_by.clone(),
                 schema_version: head.schema_version,
+                position: 0,
             });
         }
         Ok(Self {
@@ -234,6 +236,16 @@ impl AppendPlan {
             Err(StoreError::Internal(format!(
                 "instance {instance_id} changed under its lock"
             )))
+        }
+    }
+
+    /// Records the global positions the store drew for the plan's events, as (version,
+    /// position); an event not named keeps position 0.
+    pub fn set_positions(&mut self, positions: &[(i64, i64)]) {
+        for e in &mut self.events {
+            if let Some((_, p)) = positions.iter().find(|(v, _)| *v == e.version) {
+                e.position = *p;
+            }
         }
     }
 

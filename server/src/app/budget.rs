@@ -68,6 +68,8 @@ pub(crate) fn event_len(e: &EventRecord) -> usize {
         + delimited(e.event_type.len())
         + state_len(&e.payload)
         + state_len(&e.metadata)
+        // The global position: a tag and a varint of at most 10 bytes.
+        + 11
 }
 
 pub(crate) fn instance_len(i: &InstanceRecord) -> usize {

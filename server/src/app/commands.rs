@@ -638,6 +638,8 @@ impl Commands {
                 occurred_at: e.occurred_at.unwrap_or(now),
                 recorded_by: principal.recorded_as().to_string(),
                 schema_version: entry.record.schema_version,
+                // Not stored, so no place in the log.
+                position: 0,
             })
             .collect();
         (events, decision.state)

@@ -7,6 +7,7 @@
 //! - [`Queries`] (`queries.rs`): listings and time travel over the [`Catalog`] and the history.
 //! - [`CurrentStates`] (`current.rs`): current states through the state cache, and its upkeep.
 //! - [`Subscriptions`] (`subscriptions.rs`): Subscribe, replay then live, over the bus.
+//! - [`GlobalLog`] (`log.rs`): ReadEvents, the global event log in commit order from a position.
 //! - [`Analytics`] (`analytics.rs`): aggregates over a type's events.
 //! - [`Retention`] (`retention.rs`): RETENTION_DAYS, dropping old history while every current
 //!   state stays rebuildable.
@@ -20,6 +21,7 @@ mod budget;
 mod commands;
 mod current;
 mod error;
+mod log;
 pub mod metrics;
 mod paging;
 mod queries;
@@ -33,6 +35,7 @@ pub use analytics::Analytics;
 pub use commands::{Commands, EventInput, MAX_SCHEMA_VIOLATIONS, TypeChange};
 pub use current::CurrentStates;
 pub use error::AppError;
+pub use log::{GlobalLog, LogRead, LogScope};
 pub use paging::Page;
 pub use queries::{Queries, StateAt, TimelineEntry};
 pub use retention::{Retention, RetentionBatch, RetentionReport};
@@ -104,6 +107,7 @@ pub struct App {
     pub current: CurrentStates,
     pub subscriptions: Subscriptions,
     pub analytics: Analytics,
+    pub log: GlobalLog,
 }
 
 impl App {
@@ -118,12 +122,18 @@ impl App {
         let current =
             CurrentStates::new(ports.catalog.clone(), registry.clone(), ports.state_cache);
         let analytics = Analytics::new(ports.analytics, ports.history.clone(), registry.clone());
+        let log = GlobalLog::new(
+            registry.clone(),
+            ports.history.clone(),
+            budget::page_budget(limits.max_response_bytes),
+        );
         let subscriptions = Subscriptions::new(
             ports.catalog,
             registry.clone(),
             ports.history,
             ports.bus.clone(),
             limits.subscriber_buffer,
+            log.clone(),
         );
         let commands = Commands::new(
             ports.store,
@@ -139,6 +149,7 @@ impl App {
             current,
             subscriptions,
             analytics,
+            log,
         }
     }
 }

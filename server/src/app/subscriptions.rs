@@ -1,7 +1,15 @@
 //! Live subscriptions: an instance's history from a version, then live events, with no gap and
 //! no duplicate; a reader that falls behind is cut off, never waited for.
+//!
+//! From a position ([`Subscriptions::subscribe_log`]), the global log instead: the store is the
+//! only source of events, read page by page from the position, and the bus only wakes the
+//! reader when something committed. Listening starts before the first read, so an event
+//! committed at any moment is either in a read or announced after it; and each read continues
+//! from the position the previous one covered, so the stream has no gap and no duplicate with
+//! or without NATS, and in whatever order the bus announces events. Such a stream waits for a
+//! slow reader (the store can always be read again) instead of cutting it off.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +19,7 @@ use uuid::Uuid;
 
 use super::AppError;
 use super::error::require_some;
+use super::log::{GlobalLog, LogScope};
 use super::registry::TypeRegistry;
 use crate::domain::{Access, Principal};
 use crate::ports::{
@@ -74,6 +83,8 @@ pub struct Subscriptions {
     buffer: usize,
     /// Subscribe streams open now (see [`Subscriptions::open`]).
     open: Arc<AtomicUsize>,
+    /// Where a subscription from a position reads.
+    log: GlobalLog,
 }
 
 impl Subscriptions {
@@ -83,6 +94,7 @@ impl Subscriptions {
         history: Arc<dyn HistoryReader>,
         bus: Arc<dyn EventBus>,
         buffer: usize,
+        log: GlobalLog,
     ) -> Self {
         Self {
             catalog,
@@ -91,7 +103,56 @@ impl Subscriptions {
             bus,
             buffer: buffer.max(1),
             open: Arc::default(),
+            log,
         }
+    }
+
+    /// The global log after `from_position` in the scope of `entity_types` and `event_types`
+    /// (see [`GlobalLog::scope`]), then on as events commit: in position order, with no gap and
+    /// no duplicate. OUT_OF_RANGE for a position before what retention deleted.
+    pub async fn subscribe_log(
+        &self,
+        principal: &Principal,
+        from_position: i64,
+        entity_types: &[TypeKey],
+        event_types: Vec<String>,
+    ) -> Result<EventStream, AppError> {
+        let scope = self
+            .log
+            .scope(principal, entity_types, event_types.clone())
+            .await?;
+        self.log.check_retained(from_position).await?;
+        // Wake-ups only: which events are delivered is decided by the store reads.
+        let filter = LiveFilter {
+            event_types,
+            ..LiveFilter::default()
+        };
+        // Listen before the first read, so nothing committed after it goes unannounced.
+        let live = self.bus.subscribe(filter.clone()).await.ok();
+        let buffer = self.buffer;
+        let (tx, rx) = mpsc::channel(buffer);
+        let follower = LogFollower {
+            tx,
+            log: self.log.clone(),
+            bus: self.bus.clone(),
+            scope,
+            filter,
+        };
+        let open = OpenSubscription::new(self.open.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            tokio::select! {
+                biased;
+                () = follower.tx.closed() => {}
+                () = follower.run(from_position, live) => {}
+            }
+        });
+        Ok(EventStream {
+            rx,
+            cut_off: Arc::new(AtomicBool::new(false)),
+            buffer,
+            done: false,
+        })
     }
 
     /// Live events matching the filters. With `from_version` (which needs `instance_id`), the
@@ -377,6 +438,69 @@ impl Producer {
                 return Ok((Flow::Go, last));
             }
             filter.after_version = last;
+        }
+    }
+}
+
+/// Events read per round trip while following the global log.
+const LOG_BATCH: usize = 1000;
+
+/// How long a log subscription waits for a wake-up before reading the store anyway: bounds the
+/// delay when the bus is down or slow to announce (the NATS relay runs behind the commit).
+const LOG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The producer of a subscription from a position.
+struct LogFollower {
+    tx: mpsc::Sender<Result<EventRecord, AppError>>,
+    log: GlobalLog,
+    bus: Arc<dyn EventBus>,
+    scope: LogScope,
+    /// What wakes it (listened to again after the bus cut it off or failed).
+    filter: LiveFilter,
+}
+
+impl LogFollower {
+    async fn run(&self, mut after: i64, mut live: Option<crate::ports::LiveStream>) {
+        loop {
+            // Read until caught up with the head each read reports.
+            loop {
+                let page = match self.log.page(&self.scope, after, LOG_BATCH).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for e in page.events {
+                    if self.tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                after = page.next_position;
+                if after >= page.head_position {
+                    break;
+                }
+            }
+            // Then wait for something to commit.
+            let Some(stream) = live.as_mut() else {
+                tokio::time::sleep(LOG_POLL).await;
+                live = self.bus.subscribe(self.filter.clone()).await.ok();
+                continue;
+            };
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(_)) => {
+                        // Every announcement already waiting is covered by the next read.
+                        while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
+                    }
+                    // Cut off (this reader was slow) or the bus failed: listen again before
+                    // the next read, which covers whatever was announced meanwhile.
+                    Some(Err(_)) | None => {
+                        live = self.bus.subscribe(self.filter.clone()).await.ok();
+                    }
+                },
+                () = tokio::time::sleep(LOG_POLL) => {}
+            }
         }
     }
 }

@@ -65,6 +65,28 @@ pub fn external_id_from_field(raw: &str) -> Result<ExternalId, AppError> {
 }
 
 /// A page request from `page_size` and `page_token`.
+/// Entity types named in a repeated field (ids or names); at most
+/// [`crate::app::GlobalLog`]'s bound, checked there.
+pub fn type_keys_from_field(field: &str, raw: &[String]) -> Result<Vec<TypeKey>, AppError> {
+    if raw.len() > 100 {
+        return Err(AppError::invalid(
+            field,
+            format!("lists {} entity types, more than 100", raw.len()),
+        ));
+    }
+    raw.iter()
+        .map(|r| {
+            if r.is_empty() {
+                return Err(AppError::invalid(
+                    field,
+                    "holds an empty entry (an id or a name)",
+                ));
+            }
+            type_key_from_field(r)
+        })
+        .collect()
+}
+
 pub fn page_from_fields(page_size: i32, page_token: &str) -> Result<Page, AppError> {
     Page::parse(page_size, page_token)
 }
@@ -357,6 +379,7 @@ pub fn event_from_record(r: EventRecord) -> pb::Event {
         recorded_at: Some(timestamp_from_time(r.recorded_at)),
         occurred_at: Some(timestamp_from_time(r.occurred_at)),
         recorded_by: r.recorded_by,
+        position: r.position,
         schema_version: r.schema_version,
     }
 }

@@ -136,6 +136,30 @@ impl EventService for EventApi {
             };
             let instance = convert::optional_id_from_field("instance_id", &r.instance_id)?;
             let event_types = event_type_filters(r.event_types)?;
+            if let Some(from) = r.from_position {
+                if instance.is_some() || r.from_version.is_some() {
+                    return Err(AppError::invalid(
+                        "from_position",
+                        "follows the global log: not with instance_id or from_version (use \
+                         from_version to replay one instance)",
+                    ));
+                }
+                let mut keys = convert::type_keys_from_field("entity_types", &r.entity_types)?;
+                if let Some(key) = key {
+                    keys.push(key);
+                }
+                return self
+                    .app
+                    .subscriptions
+                    .subscribe_log(&who, from, &keys, event_types)
+                    .await;
+            }
+            if !r.entity_types.is_empty() {
+                return Err(AppError::invalid(
+                    "entity_types",
+                    "needs from_position (a live subscription names one entity_type)",
+                ));
+            }
             self.app
                 .subscriptions
                 .subscribe(&who, key.as_ref(), instance, event_types, r.from_version)

@@ -35,6 +35,36 @@ fn history_filter(
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {
+    #[instrument(skip_all, fields(from_position = request.get_ref().from_position))]
+    async fn read_events(
+        &self,
+        request: Request<pb::ReadEventsRequest>,
+    ) -> Reply<pb::ReadEventsResponse> {
+        let (who, r) = caller(request)?;
+        reply(
+            async {
+                let keys = convert::type_keys_from_field("entity_types", &r.entity_types)?;
+                let event_types = event_type_filters(r.event_types)?;
+                let page = convert::page_from_fields(r.page_size, "")?;
+                let read = self
+                    .0
+                    .log
+                    .read_events(&who, r.from_position, &keys, event_types, page.size)
+                    .await?;
+                Ok(pb::ReadEventsResponse {
+                    events: read
+                        .events
+                        .into_iter()
+                        .map(convert::event_from_record)
+                        .collect(),
+                    next_position: read.next_position,
+                    head_position: read.head_position,
+                })
+            }
+            .await,
+        )
+    }
+
     #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
     async fn get_history(
         &self,

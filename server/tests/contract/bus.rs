@@ -118,6 +118,7 @@ fn live(type_name: &str, instance_id: Uuid, event_type: &str, version: i64) -> L
             occurred_at: at - TimeDelta::days(1),
             recorded_by: "bus writer".into(),
             schema_version: 1,
+            position: 0,
         },
     }
 }

@@ -20,11 +20,14 @@ pub const HEAD_SQL: &str = "SELECT i.entity_type_id, i.version, i.state, i.updat
 /// One event: ?1 instance id, ?2 version, ?3 event id, ?4 entity type id, ?5 event type,
 /// ?6 payload, ?7 metadata, ?8 mode, ?9 recorded_at, ?10 occurred_at, ?11 recorded_by. Its
 /// schema version is the type's: the writer is the only one, so it is still the version read
-/// with the head, which the decision validated against.
+/// with the head, which the decision validated against. Its global position is one more than
+/// the highest so far: the writer is the only one, so positions follow commit order (a
+/// rolled-back savepoint gives its number back, never to an event already seen). Returns it.
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (instance_id, version, event_id, \
      entity_type_id, event_type, payload, metadata, mode, recorded_at, occurred_at, recorded_by, \
-     schema_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-     (SELECT schema_version FROM entity_types WHERE id = ?4))";
+     schema_version, position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+     (SELECT schema_version FROM entity_types WHERE id = ?4), \
+     (SELECT IFNULL(MAX(position), 0) + 1 FROM events)) RETURNING position";
 /// Every event's id, reserved with its content hash: ?1 event id, ?2 instance id, ?3 version,
 /// ?4 content hash.
 pub const INSERT_KEY_SQL: &str = "INSERT INTO event_ids (event_id, instance_id, version, \
@@ -155,7 +158,7 @@ pub(super) fn append_in(
     // A rejection returns here; dropping `tx` rolls back.
     let decision = decide(&head)?;
     let updated_at = rows::time(updated_at, "updated_at")?;
-    let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decision)?;
+    let mut plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decision)?;
 
     let recorded_micros = rows::micros(plan.recorded_at);
     if erase {
@@ -167,26 +170,31 @@ pub(super) fn append_in(
                 .map_err(sql)?;
         }
     }
+    let mut positions = Vec::with_capacity(plan.events.len());
     {
         let mut insert_event = tx.prepare_cached(INSERT_EVENT_SQL).map_err(sql)?;
         let mut insert_key = tx.prepare_cached(INSERT_KEY_SQL).map_err(sql)?;
         let type_text = rows::id(head.entity_type_id);
         for (e, hash) in plan.events.iter().zip(&plan.content_hashes) {
-            insert_event
-                .execute(params![
-                    instance,
-                    e.version,
-                    e.event_id,
-                    type_text,
-                    e.event_type,
-                    rows::json(&e.payload)?,
-                    rows::json(&e.metadata)?,
-                    e.mode.as_str(),
-                    recorded_micros,
-                    rows::micros(e.occurred_at),
-                    e.recorded_by,
-                ])
+            let position: i64 = insert_event
+                .query_row(
+                    params![
+                        instance,
+                        e.version,
+                        e.event_id,
+                        type_text,
+                        e.event_type,
+                        rows::json(&e.payload)?,
+                        rows::json(&e.metadata)?,
+                        e.mode.as_str(),
+                        recorded_micros,
+                        rows::micros(e.occurred_at),
+                        e.recorded_by,
+                    ],
+                    |r| r.get(0),
+                )
                 .map_err(sql)?;
+            positions.push((e.version, position));
             // Every id is reserved, server-generated ones too.
             match insert_key.execute(params![e.event_id, instance, e.version, hash]) {
                 Ok(_) => {}
@@ -218,6 +226,7 @@ pub(super) fn append_in(
         ])
         .map_err(sql)?;
     plan.head_moved(request.instance_id, updated as u64)?;
+    plan.set_positions(&positions);
     if let Some(archived) = plan.archived {
         tx.prepare_cached(SET_ARCHIVED_SQL)
             .map_err(sql)?

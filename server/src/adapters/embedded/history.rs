@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::store::{limit, sql};
 use super::{EmbeddedError, EmbeddedStore, rows};
-use crate::ports::{EventRecord, HistoryFilter, HistoryReader, Snapshot, StoreError};
+use crate::ports::{
+    EventRecord, HistoryFilter, HistoryReader, LogFilter, LogPage, Snapshot, StoreError,
+};
 
 /// The snapshot-and-tail read, two statements in one read transaction. The latest snapshot at
 /// or before a version: ?1 instance id, ?2 version.
@@ -172,4 +174,71 @@ impl HistoryReader for EmbeddedStore {
             .map(|m| rows::time(m, "retention horizon"))
             .transpose()?)
     }
+
+    async fn read_log(&self, filter: &LogFilter, limit_n: usize) -> Result<LogPage, StoreError> {
+        let mut sql_text = format!(
+            "SELECT {} FROM events e WHERE e.position > ?1 AND e.position <= ?2",
+            rows::EVENT_COLUMNS
+        );
+        let mut values = Vec::new();
+        if let Some(ids) = &filter.entity_type_ids {
+            let ids: Vec<String> = ids.iter().map(|id| rows::id(*id)).collect();
+            let ids = serde_json::to_string(&ids)
+                .map_err(|e| StoreError::Internal(format!("encoding type ids: {e}")))?;
+            values.push(SqlValue::Text(ids));
+            sql_text.push_str(&format!(
+                " AND e.entity_type_id IN (SELECT value FROM json_each(?{}))",
+                values.len() + 2
+            ));
+        }
+        if !filter.event_types.is_empty() {
+            let types = serde_json::to_string(&filter.event_types)
+                .map_err(|e| StoreError::Internal(format!("encoding event types: {e}")))?;
+            values.push(SqlValue::Text(types));
+            sql_text.push_str(&format!(
+                " AND e.event_type IN (SELECT value FROM json_each(?{}))",
+                values.len() + 2
+            ));
+        }
+        sql_text.push_str(&format!(" ORDER BY e.position LIMIT ?{}", values.len() + 3));
+        values.push(SqlValue::Integer(limit(limit_n)));
+        let (after, through) = (filter.after, filter.through);
+        self.read(move |conn| {
+            // The head first: every position at or below it is final (the single writer
+            // commits in position order), so the page read next, bounded by it, misses none.
+            let head: i64 = conn
+                .prepare_cached(LOG_HEAD_SQL)
+                .map_err(sql)?
+                .query_row([], |r| r.get(0))
+                .map_err(sql)?;
+            let mut all = vec![
+                SqlValue::Integer(after),
+                SqlValue::Integer(through.min(head)),
+            ];
+            all.extend(values);
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt.query(rusqlite::params_from_iter(all)).map_err(sql)?;
+            Ok(LogPage {
+                events: rows::collect(found, rows::event)?,
+                head,
+            })
+        })
+        .await
+    }
+
+    async fn dropped_through(&self) -> Result<i64, StoreError> {
+        let dropped: Option<i64> = self
+            .read(|conn| {
+                conn.prepare_cached("SELECT dropped_through FROM retention_horizon")
+                    .map_err(sql)?
+                    .query_row([], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .await?;
+        Ok(dropped.unwrap_or(0))
+    }
 }
+
+/// The head of the global log: the highest position committed (0 when empty).
+pub const LOG_HEAD_SQL: &str = "SELECT IFNULL(MAX(position), 0) FROM events";

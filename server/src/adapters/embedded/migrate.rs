@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/embedded/0008_retention.sql"),
     ),
     (
+        9,
+        "global_position",
+        include_str!("../../../../migrations/embedded/0009_global_position.sql"),
+    ),
+    (
         11,
         "event_declarations",
         include_str!("../../../../migrations/embedded/0011_event_declarations.sql"),

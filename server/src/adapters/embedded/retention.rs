@@ -146,11 +146,23 @@ impl RetentionStore for EmbeddedStore {
                     .prepare_cached(
                         "DELETE FROM events WHERE instance_id = ?1 AND version IN (
                             SELECT version FROM events WHERE instance_id = ?1 AND version < ?2
-                            ORDER BY version LIMIT ?3)",
+                            ORDER BY version LIMIT ?3) RETURNING position",
                     )
                     .map_err(sql)?
-                    .execute(params![id, keep, budget])
-                    .map_err(sql)? as i64;
+                    .query_map(params![id, keep, budget], |r| r.get::<_, Option<i64>>(0))
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                // The highest position deleted: a log read from before it would miss events.
+                if let Some(highest) = deleted.iter().flatten().max() {
+                    tx.prepare_cached(
+                        "UPDATE retention_horizon SET dropped_through = MAX(dropped_through, ?1)",
+                    )
+                    .map_err(sql)?
+                    .execute([highest])
+                    .map_err(sql)?;
+                }
+                let deleted = deleted.len() as i64;
                 budget -= deleted;
                 outcome.events_deleted += deleted as u64;
                 if budget == 0 {

@@ -17,7 +17,7 @@ pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_i
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
-     e.schema_version";
+     e.schema_version, IFNULL(e.position, 0)";
 
 /// PostgreSQL's epoch (2000-01-01T00:00:00Z) in Unix microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -116,6 +116,7 @@ pub fn event(row: &Row) -> Result<EventRecord, EmbeddedError> {
         occurred_at: time(row.get(9)?, "occurred_at")?,
         recorded_by: row.get(10)?,
         schema_version: row.get(11)?,
+        position: row.get(12)?,
     })
 }
 

@@ -898,13 +898,14 @@ impl EventStore for EmbeddedStore {
                 }
                 Err(e) => return Err(e.into()),
             }
-            tx.prepare_cached(
+            let position = tx.prepare_cached(
                 "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at, recorded_by, schema_version) \
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
+                 payload, metadata, mode, recorded_at, occurred_at, recorded_by, schema_version, \
+                 position) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, \
+                 (SELECT IFNULL(MAX(position), 0) + 1 FROM events)) RETURNING position",
             )
             .map_err(sql)?
-            .execute(params![
+            .query_row(params![
                 id,
                 new.event_id,
                 type_id,
@@ -915,7 +916,7 @@ impl EventStore for EmbeddedStore {
                 now,
                 new.recorded_by,
                 new.schema_version,
-            ])
+            ], |r| r.get::<_, i64>(0))
             .map_err(sql)?;
             tx.prepare_cached(
                 "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
@@ -933,7 +934,9 @@ impl EventStore for EmbeddedStore {
                 .map_err(sql)?;
             }
             tx.commit().map_err(sql)?;
-            Ok(append_plan::created_records(new, type_name, at))
+            let (instance, mut event) = append_plan::created_records(new, type_name, at);
+            event.position = position;
+            Ok((instance, event))
         })
         .await
     }

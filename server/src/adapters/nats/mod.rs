@@ -70,6 +70,10 @@ pub struct WireEvent {
     /// (read as 1, the only version there was).
     #[serde(default = "first_schema_version")]
     pub schema_version: i64,
+    /// Its place in the global event log. Absent from messages published before it existed
+    /// (read as 0, unknown).
+    #[serde(default)]
+    pub position: i64,
 }
 
 fn first_schema_version() -> i64 {
@@ -93,6 +97,7 @@ impl WireEvent {
             occurred_at: e.occurred_at,
             recorded_by: e.recorded_by.clone(),
             schema_version: e.schema_version,
+            position: e.position,
         }
     }
 
@@ -112,6 +117,7 @@ impl WireEvent {
                 occurred_at: self.occurred_at,
                 recorded_by: self.recorded_by,
                 schema_version: self.schema_version,
+                position: self.position,
             },
         })
     }
@@ -372,6 +378,7 @@ mod tests {
                     // A JWT subject is at most 256 bytes.
                     recorded_by: wide.repeat(256 / wide.len()),
                     schema_version: i64::MAX,
+                    position: i64::MAX,
                 },
             };
             let message = Message::encode(&live).unwrap();

@@ -14,6 +14,9 @@
 //!   fails that append alone; a row another transaction holds is skipped, not waited for. A
 //!   statement-level failure (a unique violation from a racing idempotency key) runs the
 //!   batch's appends again one by one, so it too fails only its own append.
+//!   The statement runs in a transaction pipelined with the global position draw
+//!   (`position.rs`) and its commit: BEGIN, the statement, the lock and draw, COMMIT go out
+//!   together, one round trip as before.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -206,8 +209,8 @@ const MAX_BATCH_EVENTS: usize = 4096;
 /// Why a submitted append did not move its head.
 #[derive(Debug)]
 pub(super) enum Submitted {
-    /// Committed: the head moved.
-    Moved,
+    /// Committed: the head moved; the global positions of its events as (version, position).
+    Moved(Vec<(i64, i64)>),
     /// Nothing stored: the head was not at the version the append was decided on (another
     /// replica wrote first), or another transaction held its row.
     Stale,
@@ -291,10 +294,10 @@ async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
     metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(batch.len() as f64);
     let params: Vec<&AppendParams> = batch.iter().map(|j| &j.params).collect();
     match execute(pool, &params).await {
-        Ok(moved) => {
+        Ok((moved, drawn)) => {
             for job in batch {
                 let outcome = if moved.contains(&job.params.instance_id) {
-                    Submitted::Moved
+                    Submitted::Moved(super::position::of(&drawn, job.params.instance_id))
                 } else {
                     Submitted::Stale
                 };
@@ -333,18 +336,24 @@ fn statement_failed(e: &PgError) -> bool {
 
 fn single(
     params: &AppendParams,
-    outcome: Result<Vec<Uuid>, PgError>,
+    outcome: Result<(Vec<Uuid>, super::position::Drawn), PgError>,
 ) -> Result<Submitted, StoreError> {
     match outcome {
-        Ok(moved) if moved.contains(&params.instance_id) => Ok(Submitted::Moved),
+        Ok((moved, drawn)) if moved.contains(&params.instance_id) => Ok(Submitted::Moved(
+            super::position::of(&drawn, params.instance_id),
+        )),
         Ok(_) => Ok(Submitted::Stale),
         Err(e) if e.unique_violation() == Some("event_ids_pkey") => Ok(Submitted::KeyTaken),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Runs [`GROUP_APPEND_SQL`] for `appends` in one implicit transaction.
-async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, PgError> {
+/// Runs [`GROUP_APPEND_SQL`] for `appends` in one transaction that ends with the position draw.
+/// Returns the instances whose head moved and the positions drawn.
+async fn execute(
+    pool: &Pool,
+    appends: &[&AppendParams],
+) -> Result<(Vec<Uuid>, super::position::Drawn), PgError> {
     let mut ids = Vec::with_capacity(appends.len());
     let mut from = Vec::with_capacity(appends.len());
     let mut last = Vec::with_capacity(appends.len());
@@ -395,6 +404,7 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
     }
     let client = pool.get().await?;
     let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
+    let draw = super::position::Draw::prepare(&client).await?;
     let params: [&(dyn ToSql + Sync); 21] = [
         &ids,
         &from,
@@ -418,6 +428,22 @@ async fn execute(pool: &Pool, appends: &[&AppendParams]) -> Result<Vec<Uuid>, Pg
         &schema_versions,
         &archived,
     ];
-    let rows = client.query(&stmt, &params).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    // Pipelined: one round trip. If the statement fails, the lock and the draw fail with the
+    // aborted transaction and COMMIT ends it as a rollback, so the connection goes back idle.
+    let (begin, moved, locked, drawn, commit) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query(&stmt, &params),
+        client.execute(&draw.lock, &[&super::position::POSITION_LOCK_KEY]),
+        client.query(&draw.draw, &[]),
+        client.batch_execute("COMMIT"),
+    );
+    begin?;
+    let moved = moved?;
+    locked?;
+    let drawn = drawn?;
+    commit?;
+    Ok((
+        moved.iter().map(|r| r.get(0)).collect(),
+        super::position::rows(drawn),
+    ))
 }

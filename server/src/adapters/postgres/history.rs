@@ -1,5 +1,5 @@
 //! [`HistoryReader`] for [`PgStore`]: an instance's events, the snapshot-and-tail read behind a
-//! past state, and the version at a time. Their statements are public for the benchmark.
+//! past state, the version at a time, and the global log. Their statements are public for the benchmark.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,7 +8,9 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{PgError, PgStore, rows};
-use crate::ports::{EventRecord, HistoryFilter, HistoryReader, Snapshot, StoreError};
+use crate::ports::{
+    EventRecord, HistoryFilter, HistoryReader, LogFilter, LogPage, Snapshot, StoreError,
+};
 
 #[async_trait]
 impl HistoryReader for PgStore {
@@ -93,6 +95,67 @@ impl HistoryReader for PgStore {
         let row = client.query_opt(&stmt, &[]).await.map_err(PgError::from)?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    async fn read_log(&self, filter: &LogFilter, limit: usize) -> Result<LogPage, StoreError> {
+        let client = self.client().await?;
+        let limit = limit as i64;
+        let (sql, params) = log_query(filter, &limit);
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
+        let mut page = LogPage {
+            head: found.first().map_or(0, |r| r.get(0)),
+            events: Vec::with_capacity(found.len()),
+        };
+        for row in &found {
+            if row.get::<_, Option<String>>(1).is_some() {
+                page.events.push(rows::event_at(row, 1)?);
+            }
+        }
+        Ok(page)
+    }
+
+    async fn dropped_through(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT dropped_through FROM retention_horizon")
+            .await
+            .map_err(PgError::from)?;
+        let row = client.query_opt(&stmt, &[]).await.map_err(PgError::from)?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+}
+
+/// The read of the global log ([`HistoryReader::read_log`]): its SQL and parameters. One
+/// statement, so one snapshot: the head (column 0, the highest position committed), then
+/// [`rows::EVENT_COLUMNS`] of each matching event up to it (all NULL when none matches), by
+/// keyset on the position index. Only the filters in use become conditions.
+pub fn log_query<'a>(
+    filter: &'a LogFilter,
+    limit: &'a i64,
+) -> (String, Vec<&'a (dyn ToSql + Sync)>) {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&filter.after, &filter.through];
+    let mut conditions = String::new();
+    if let Some(ids) = &filter.entity_type_ids {
+        params.push(ids);
+        conditions.push_str(&format!(" AND e.entity_type_id = ANY(${})", params.len()));
+    }
+    if !filter.event_types.is_empty() {
+        params.push(&filter.event_types);
+        conditions.push_str(&format!(" AND e.event_type = ANY(${})", params.len()));
+    }
+    params.push(limit);
+    let sql = format!(
+        "WITH h AS (SELECT COALESCE(max(position), 0) AS head FROM events)
+         SELECT h.head, x.* FROM h LEFT JOIN LATERAL (
+             SELECT {} FROM events e
+             WHERE e.position > $1 AND e.position <= LEAST($2, h.head){conditions}
+             ORDER BY e.position LIMIT ${}
+         ) x ON true
+         ORDER BY 14",
+        rows::EVENT_COLUMNS,
+        params.len()
+    );
+    (sql, params)
 }
 
 /// The history read of one instance ([`HistoryReader::events`]): its SQL and parameters for

@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/postgres/0011_retention.sql"),
     ),
     (
+        12,
+        "global_position",
+        include_str!("../../../../migrations/postgres/0012_global_position.sql"),
+    ),
+    (
         14,
         "event_declarations",
         include_str!("../../../../migrations/postgres/0014_event_declarations.sql"),

@@ -11,6 +11,7 @@
 //! - `retention`: RETENTION_DAYS: batched deletes that keep each current state rebuildable,
 //!   then, on TimescaleDB, `drop_chunks` of what they left empty.
 //! - `timescale`: the continuous aggregate and compression, where installed.
+//! - `position`: the global position of events, drawn in commit order under a short lock.
 //! - `outbox`: the transactional outbox read by the NATS relay.
 //! - `sql`: the store's statements, shared with the benchmark's direct baselines.
 //! - `tls`: TLS to PostgreSQL as `sslmode` / `sslrootcert` in DATABASE_URL say.
@@ -22,6 +23,7 @@ mod group;
 mod history;
 pub mod migrate;
 pub mod outbox;
+pub mod position;
 pub mod retention;
 mod rows;
 mod store;
@@ -34,7 +36,7 @@ pub use error::PgError;
 /// that the benchmark's direct baselines (`bench/`) issue exactly the same text.
 pub mod sql {
     pub use super::group::GROUP_APPEND_SQL;
-    pub use super::history::{history_query, snapshot_and_tail_sql};
+    pub use super::history::{history_query, log_query, snapshot_and_tail_sql};
     pub use super::rows::{EVENT_COLUMNS, event_at};
     pub use super::store::{APPEND_SQL, AppendParams, HEAD_SQL, LOCK_HEAD_SQL};
 }

@@ -65,7 +65,9 @@ t AS (
     WHERE EXISTS (SELECT 1 FROM snapshots s WHERE s.instance_id = u.id AND s.version = u.k)
 )";
 
-/// Up to $3 events before the kept versions, oldest first per instance.
+/// Up to $3 events before the kept versions, oldest first per instance; the highest position
+/// deleted moves `retention_horizon.dropped_through` (a log read from before it is refused).
+/// Returns the number of events deleted.
 fn delete_events_sql() -> String {
     format!(
         "WITH {KEPT}, d AS (
@@ -74,7 +76,15 @@ fn delete_events_sql() -> String {
                 WHERE e.instance_id = t.id AND e.version < t.k ORDER BY e.version LIMIT $3
             ) x LIMIT $3
         )
-        DELETE FROM events e USING d WHERE e.instance_id = d.instance_id AND e.version = d.version"
+        , x AS (
+            DELETE FROM events e USING d WHERE e.instance_id = d.instance_id AND e.version = d.version
+            RETURNING e.position
+        ), m AS (
+            UPDATE retention_horizon
+            SET dropped_through = GREATEST(dropped_through, (SELECT max(position) FROM x))
+            WHERE EXISTS (SELECT 1 FROM x)
+        )
+        SELECT count(*) FROM x"
     )
 }
 
@@ -171,9 +181,10 @@ impl RetentionStore for PgStore {
             .map_err(PgError::from)?;
         let bound = max_events.max(1) as i64;
         outcome.events_deleted = tx
-            .execute(&delete_events_sql(), &[&ids, &keeps, &bound])
+            .query_one(&delete_events_sql(), &[&ids, &keeps, &bound])
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from)?
+            .get::<_, i64>(0) as u64;
         outcome.more = outcome.events_deleted >= bound as u64;
         tx.commit().await.map_err(PgError::from)?;
         Ok(outcome)

@@ -15,7 +15,7 @@ pub const INSTANCE_COLUMNS: &str = "i.id, i.entity_type_id, t.name, i.external_i
 
 pub const EVENT_COLUMNS: &str = "e.event_id, e.instance_id, e.entity_type_id, e.event_type, \
      e.version, e.payload, e.metadata, e.mode, e.recorded_at, e.occurred_at, e.recorded_by, \
-     e.schema_version";
+     e.schema_version, COALESCE(e.position, 0)";
 
 pub fn object(value: Value, what: &str) -> Result<State, PgError> {
     match value {
@@ -79,6 +79,7 @@ pub fn event_at(row: &Row, at: usize) -> Result<EventRecord, PgError> {
         occurred_at: row.try_get(at + 9)?,
         recorded_by: row.try_get(at + 10)?,
         schema_version: row.try_get(at + 11)?,
+        position: row.try_get(at + 12)?,
     })
 }
 

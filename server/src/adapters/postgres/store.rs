@@ -302,7 +302,9 @@ impl PgStore {
             let plan = AppendPlan::new(request, &head, cached.updated_at, Utc::now(), decision)?;
             let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
             match self.group.submit(&self.pool, params).await? {
-                Submitted::Moved => {
+                Submitted::Moved(positions) => {
+                    let mut plan = plan;
+                    plan.set_positions(&positions);
                     self.heads.put(
                         id,
                         CachedHead {
@@ -384,7 +386,7 @@ impl PgStore {
         if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
             return Ok(Attempt::Done(outcome));
         }
-        let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
+        let mut plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
         if erase {
             // Before the erasure's own event is written, so its metadata (the reason) stays.
@@ -422,6 +424,8 @@ impl PgStore {
             .await
             .map_err(PgError::from)?;
         }
+        let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
+        plan.set_positions(&super::position::of(&drawn, request.instance_id));
         tx.commit().await.map_err(PgError::from)?;
         Ok(Attempt::Done(plan.into_outcome()))
     }
@@ -1104,28 +1108,44 @@ impl EventStore for PgStore {
         let state = Value::Object(new.initial_state.clone());
         let metadata = Value::Object(new.metadata.clone());
         let snapshot = self.is_snapshot_version(1);
-        let found = client
-            .query_opt(
-                &stmt,
-                &[
-                    &new.id,
-                    &new.entity_type_id,
-                    &new.external_id,
-                    &state,
-                    &now,
-                    &new.event_id,
-                    &EventType::INSTANCE_CREATED,
-                    &metadata,
-                    &ApplyMode::Replace.as_str(),
-                    &snapshot,
-                    &self.outbox,
-                    &new.content_hash,
-                    &new.recorded_by,
-                    &new.schema_version,
-                ],
-            )
-            .await
-            .map_err(PgError::from);
+        let draw = super::position::Draw::prepare(&client).await?;
+        let mode = ApplyMode::Replace.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+            &new.id,
+            &new.entity_type_id,
+            &new.external_id,
+            &state,
+            &now,
+            &new.event_id,
+            &EventType::INSTANCE_CREATED,
+            &metadata,
+            &mode,
+            &snapshot,
+            &self.outbox,
+            &new.content_hash,
+            &new.recorded_by,
+            &new.schema_version,
+        ];
+        // The creation and the position draw in one transaction, pipelined: one round trip.
+        let (begin, found, locked, drawn, commit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query_opt(&stmt, &params),
+            client.execute(&draw.lock, &[&super::position::POSITION_LOCK_KEY]),
+            client.query(&draw.draw, &[]),
+            client.batch_execute("COMMIT"),
+        );
+        begin.map_err(PgError::from)?;
+        let found = found.map_err(PgError::from);
+        // After a failed creation the draw fails too (the transaction is aborted): only the
+        // creation's own error counts then. After a successful one, a failed draw means the
+        // COMMIT rolled back: that is the answer.
+        let drawn = if found.is_ok() {
+            locked.map_err(PgError::from)?;
+            super::position::rows(drawn.map_err(PgError::from)?)
+        } else {
+            Vec::new()
+        };
+        commit.map_err(PgError::from)?;
         let row = match found {
             Err(e) if e.is_foreign_key_violation() => None,
             other => other?,
@@ -1149,7 +1169,12 @@ impl EventStore for PgStore {
                 new.external_id
             )));
         }
-        Ok(append_plan::created_records(new, type_name, now))
+        let id = new.id;
+        let (instance, mut event) = append_plan::created_records(new, type_name, now);
+        event.position = super::position::of(&drawn, id)
+            .first()
+            .map_or(0, |(_, p)| *p);
+        Ok((instance, event))
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]

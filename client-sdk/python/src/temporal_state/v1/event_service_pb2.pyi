@@ -86,16 +86,20 @@ class ApplyEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., guards: _Optional[_Iterable[_Union[_types_pb2.GuardResult, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("entity_type", "instance_id", "event_types", "from_version")
+    __slots__ = ("entity_type", "instance_id", "event_types", "from_version", "from_position", "entity_types")
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPES_FIELD_NUMBER: _ClassVar[int]
     entity_type: str
     instance_id: str
     event_types: _containers.RepeatedScalarFieldContainer[str]
     from_version: int
-    def __init__(self, entity_type: _Optional[str] = ..., instance_id: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., from_version: _Optional[int] = ...) -> None: ...
+    from_position: int
+    entity_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_type: _Optional[str] = ..., instance_id: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., from_version: _Optional[int] = ..., from_position: _Optional[int] = ..., entity_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("event",)

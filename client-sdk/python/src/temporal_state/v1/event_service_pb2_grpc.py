@@ -74,7 +74,8 @@ class EventServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Streams committed events live, optionally replaying one instance's history first.
+        """Streams committed events live, optionally replaying one instance's history first (`from_version`),
+        or the global log from a position (`from_position`, for one or several entity types or everything).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

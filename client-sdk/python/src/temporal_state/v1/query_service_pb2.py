@@ -27,39 +27,43 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from temporal_state.v1 import types_pb2 as temporal__state_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%temporal_state/v1/query_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtemporal_state/v1/types.proto\"\x8f\x03\n\x11GetHistoryRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12&\n\x0c\x66rom_version\x18\x04 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x12\"\n\nto_version\x18\x05 \x01(\x03H\x01R\ttoVersion\x88\x01\x01\x12\x39\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1f\n\x0b\x65vent_types\x18\x08 \x03(\tR\neventTypes\x12\x1e\n\ndescending\x18\t \x01(\x08R\ndescendingB\x0f\n\r_from_versionB\r\n\x0b_to_version\"n\n\x12GetHistoryResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.temporal_state.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n\x18GetStateAtVersionRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"\xa1\x01\n\x19GetStateAtVersionResponse\x12-\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\"r\n\x15GetStateAtTimeRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x38\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestamp\"\x9e\x01\n\x16GetStateAtTimeResponse\x12-\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\"q\n\x16\x43ompareVersionsRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1a\n\x08version1\x18\x02 \x01(\x03R\x08version1\x12\x1a\n\x08version2\x18\x03 \x01(\x03R\x08version2\"\xbe\x01\n\x0b\x46ieldChange\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.temporal_state.v1.ChangeKindR\x04kind\x12\x33\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08oldValue\x12\x33\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08newValue\"\xe4\x01\n\x17\x43ompareVersionsResponse\x12/\n\x06state1\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x06state1\x12/\n\x06state2\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06state2\x12-\n\x05patch\x18\x03 \x03(\x0b\x32\x17.google.protobuf.StructR\x05patch\x12\x38\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1e.temporal_state.v1.FieldChangeR\x07\x63hanges\"\xea\x02\n\x17GetFieldTimelineRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x14\n\x05\x66ield\x18\x02 \x01(\tR\x05\x66ield\x12&\n\x0c\x66rom_version\x18\x03 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x12\"\n\nto_version\x18\x04 \x01(\x03H\x01R\ttoVersion\x88\x01\x01\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x07 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x08 \x01(\tR\tpageTokenB\x0f\n\r_from_versionB\r\n\x0b_to_version\"\xb3\x01\n\rTimelinePoint\x12\x18\n\x07version\x18\x01 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12\x1d\n\nevent_type\x18\x03 \x01(\tR\teventType\x12,\n\x05value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value\"|\n\x18GetFieldTimelineResponse\x12\x38\n\x06points\x18\x01 \x03(\x0b\x32 .temporal_state.v1.TimelinePointR\x06points\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*r\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_CHANGED\x10\x03\x32\x97\x04\n\x0cQueryService\x12Y\n\nGetHistory\x12$.temporal_state.v1.GetHistoryRequest\x1a%.temporal_state.v1.GetHistoryResponse\x12n\n\x11GetStateAtVersion\x12+.temporal_state.v1.GetStateAtVersionRequest\x1a,.temporal_state.v1.GetStateAtVersionResponse\x12\x65\n\x0eGetStateAtTime\x12(.temporal_state.v1.GetStateAtTimeRequest\x1a).temporal_state.v1.GetStateAtTimeResponse\x12h\n\x0f\x43ompareVersions\x12).temporal_state.v1.CompareVersionsRequest\x1a*.temporal_state.v1.CompareVersionsResponse\x12k\n\x10GetFieldTimeline\x12*.temporal_state.v1.GetFieldTimelineRequest\x1a+.temporal_state.v1.GetFieldTimelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%temporal_state/v1/query_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtemporal_state/v1/types.proto\"\x99\x01\n\x11ReadEventsRequest\x12#\n\rfrom_position\x18\x01 \x01(\x03R\x0c\x66romPosition\x12!\n\x0c\x65ntity_types\x18\x02 \x03(\tR\x0b\x65ntityTypes\x12\x1f\n\x0b\x65vent_types\x18\x03 \x03(\tR\neventTypes\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\"\x90\x01\n\x12ReadEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.temporal_state.v1.EventR\x06\x65vents\x12#\n\rnext_position\x18\x02 \x01(\x03R\x0cnextPosition\x12#\n\rhead_position\x18\x03 \x01(\x03R\x0cheadPosition\"\x8f\x03\n\x11GetHistoryRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12&\n\x0c\x66rom_version\x18\x04 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x12\"\n\nto_version\x18\x05 \x01(\x03H\x01R\ttoVersion\x88\x01\x01\x12\x39\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1f\n\x0b\x65vent_types\x18\x08 \x03(\tR\neventTypes\x12\x1e\n\ndescending\x18\t \x01(\x08R\ndescendingB\x0f\n\r_from_versionB\r\n\x0b_to_version\"n\n\x12GetHistoryResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.temporal_state.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n\x18GetStateAtVersionRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"\xa1\x01\n\x19GetStateAtVersionResponse\x12-\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\"r\n\x15GetStateAtTimeRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x38\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestamp\"\x9e\x01\n\x16GetStateAtTimeResponse\x12-\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\"q\n\x16\x43ompareVersionsRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1a\n\x08version1\x18\x02 \x01(\x03R\x08version1\x12\x1a\n\x08version2\x18\x03 \x01(\x03R\x08version2\"\xbe\x01\n\x0b\x46ieldChange\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.temporal_state.v1.ChangeKindR\x04kind\x12\x33\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08oldValue\x12\x33\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x08newValue\"\xe4\x01\n\x17\x43ompareVersionsResponse\x12/\n\x06state1\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructR\x06state1\x12/\n\x06state2\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06state2\x12-\n\x05patch\x18\x03 \x03(\x0b\x32\x17.google.protobuf.StructR\x05patch\x12\x38\n\x07\x63hanges\x18\x04 \x03(\x0b\x32\x1e.temporal_state.v1.FieldChangeR\x07\x63hanges\"\xea\x02\n\x17GetFieldTimelineRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x14\n\x05\x66ield\x18\x02 \x01(\tR\x05\x66ield\x12&\n\x0c\x66rom_version\x18\x03 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x12\"\n\nto_version\x18\x04 \x01(\x03H\x01R\ttoVersion\x88\x01\x01\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12\x1b\n\tpage_size\x18\x07 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x08 \x01(\tR\tpageTokenB\x0f\n\r_from_versionB\r\n\x0b_to_version\"\xb3\x01\n\rTimelinePoint\x12\x18\n\x07version\x18\x01 \x01(\x03R\x07version\x12;\n\x0brecorded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nrecordedAt\x12\x1d\n\nevent_type\x18\x03 \x01(\tR\teventType\x12,\n\x05value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueR\x05value\"|\n\x18GetFieldTimelineResponse\x12\x38\n\x06points\x18\x01 \x03(\x0b\x32 .temporal_state.v1.TimelinePointR\x06points\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*r\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_CHANGED\x10\x03\x32\xf2\x04\n\x0cQueryService\x12Y\n\nGetHistory\x12$.temporal_state.v1.GetHistoryRequest\x1a%.temporal_state.v1.GetHistoryResponse\x12n\n\x11GetStateAtVersion\x12+.temporal_state.v1.GetStateAtVersionRequest\x1a,.temporal_state.v1.GetStateAtVersionResponse\x12\x65\n\x0eGetStateAtTime\x12(.temporal_state.v1.GetStateAtTimeRequest\x1a).temporal_state.v1.GetStateAtTimeResponse\x12h\n\x0f\x43ompareVersions\x12).temporal_state.v1.CompareVersionsRequest\x1a*.temporal_state.v1.CompareVersionsResponse\x12k\n\x10GetFieldTimeline\x12*.temporal_state.v1.GetFieldTimelineRequest\x1a+.temporal_state.v1.GetFieldTimelineResponse\x12Y\n\nReadEvents\x12$.temporal_state.v1.ReadEventsRequest\x1a%.temporal_state.v1.ReadEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'temporal_state.v1.query_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGEKIND']._serialized_start=2408
-  _globals['_CHANGEKIND']._serialized_end=2522
-  _globals['_GETHISTORYREQUEST']._serialized_start=155
-  _globals['_GETHISTORYREQUEST']._serialized_end=554
-  _globals['_GETHISTORYRESPONSE']._serialized_start=556
-  _globals['_GETHISTORYRESPONSE']._serialized_end=666
-  _globals['_GETSTATEATVERSIONREQUEST']._serialized_start=668
-  _globals['_GETSTATEATVERSIONREQUEST']._serialized_end=753
-  _globals['_GETSTATEATVERSIONRESPONSE']._serialized_start=756
-  _globals['_GETSTATEATVERSIONRESPONSE']._serialized_end=917
-  _globals['_GETSTATEATTIMEREQUEST']._serialized_start=919
-  _globals['_GETSTATEATTIMEREQUEST']._serialized_end=1033
-  _globals['_GETSTATEATTIMERESPONSE']._serialized_start=1036
-  _globals['_GETSTATEATTIMERESPONSE']._serialized_end=1194
-  _globals['_COMPAREVERSIONSREQUEST']._serialized_start=1196
-  _globals['_COMPAREVERSIONSREQUEST']._serialized_end=1309
-  _globals['_FIELDCHANGE']._serialized_start=1312
-  _globals['_FIELDCHANGE']._serialized_end=1502
-  _globals['_COMPAREVERSIONSRESPONSE']._serialized_start=1505
-  _globals['_COMPAREVERSIONSRESPONSE']._serialized_end=1733
-  _globals['_GETFIELDTIMELINEREQUEST']._serialized_start=1736
-  _globals['_GETFIELDTIMELINEREQUEST']._serialized_end=2098
-  _globals['_TIMELINEPOINT']._serialized_start=2101
-  _globals['_TIMELINEPOINT']._serialized_end=2280
-  _globals['_GETFIELDTIMELINERESPONSE']._serialized_start=2282
-  _globals['_GETFIELDTIMELINERESPONSE']._serialized_end=2406
-  _globals['_QUERYSERVICE']._serialized_start=2525
-  _globals['_QUERYSERVICE']._serialized_end=3060
+  _globals['_CHANGEKIND']._serialized_start=2711
+  _globals['_CHANGEKIND']._serialized_end=2825
+  _globals['_READEVENTSREQUEST']._serialized_start=155
+  _globals['_READEVENTSREQUEST']._serialized_end=308
+  _globals['_READEVENTSRESPONSE']._serialized_start=311
+  _globals['_READEVENTSRESPONSE']._serialized_end=455
+  _globals['_GETHISTORYREQUEST']._serialized_start=458
+  _globals['_GETHISTORYREQUEST']._serialized_end=857
+  _globals['_GETHISTORYRESPONSE']._serialized_start=859
+  _globals['_GETHISTORYRESPONSE']._serialized_end=969
+  _globals['_GETSTATEATVERSIONREQUEST']._serialized_start=971
+  _globals['_GETSTATEATVERSIONREQUEST']._serialized_end=1056
+  _globals['_GETSTATEATVERSIONRESPONSE']._serialized_start=1059
+  _globals['_GETSTATEATVERSIONRESPONSE']._serialized_end=1220
+  _globals['_GETSTATEATTIMEREQUEST']._serialized_start=1222
+  _globals['_GETSTATEATTIMEREQUEST']._serialized_end=1336
+  _globals['_GETSTATEATTIMERESPONSE']._serialized_start=1339
+  _globals['_GETSTATEATTIMERESPONSE']._serialized_end=1497
+  _globals['_COMPAREVERSIONSREQUEST']._serialized_start=1499
+  _globals['_COMPAREVERSIONSREQUEST']._serialized_end=1612
+  _globals['_FIELDCHANGE']._serialized_start=1615
+  _globals['_FIELDCHANGE']._serialized_end=1805
+  _globals['_COMPAREVERSIONSRESPONSE']._serialized_start=1808
+  _globals['_COMPAREVERSIONSRESPONSE']._serialized_end=2036
+  _globals['_GETFIELDTIMELINEREQUEST']._serialized_start=2039
+  _globals['_GETFIELDTIMELINEREQUEST']._serialized_end=2401
+  _globals['_TIMELINEPOINT']._serialized_start=2404
+  _globals['_TIMELINEPOINT']._serialized_end=2583
+  _globals['_GETFIELDTIMELINERESPONSE']._serialized_start=2585
+  _globals['_GETFIELDTIMELINERESPONSE']._serialized_end=2709
+  _globals['_QUERYSERVICE']._serialized_start=2828
+  _globals['_QUERYSERVICE']._serialized_end=3454
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,28 @@ CHANGE_KIND_ADDED: ChangeKind
 CHANGE_KIND_REMOVED: ChangeKind
 CHANGE_KIND_CHANGED: ChangeKind
 
+class ReadEventsRequest(_message.Message):
+    __slots__ = ("from_position", "entity_types", "event_types", "page_size")
+    FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    from_position: int
+    entity_types: _containers.RepeatedScalarFieldContainer[str]
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    def __init__(self, from_position: _Optional[int] = ..., entity_types: _Optional[_Iterable[str]] = ..., event_types: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ReadEventsResponse(_message.Message):
+    __slots__ = ("events", "next_position", "head_position")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_POSITION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_POSITION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
+    next_position: int
+    head_position: int
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ..., next_position: _Optional[int] = ..., head_position: _Optional[int] = ...) -> None: ...
+
 class GetHistoryRequest(_message.Message):
     __slots__ = ("instance_id", "page_size", "page_token", "from_version", "to_version", "start_time", "end_time", "event_types", "descending")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]

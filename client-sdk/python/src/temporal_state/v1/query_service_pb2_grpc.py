@@ -63,6 +63,11 @@ class QueryServiceStub:
                 request_serializer=temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineRequest.SerializeToString,
                 response_deserializer=temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineResponse.FromString,
                 _registered_method=True)
+        self.ReadEvents = channel.unary_unary(
+                '/temporal_state.v1.QueryService/ReadEvents',
+                request_serializer=temporal__state_dot_v1_dot_query__service__pb2.ReadEventsRequest.SerializeToString,
+                response_deserializer=temporal__state_dot_v1_dot_query__service__pb2.ReadEventsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -109,6 +114,17 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadEvents(self, request, context):
+        """The global event log: every event of every instance (or of some entity types or event types),
+        in commit order, after a position, paged. A read model stores `next_position` after handling a
+        page and reads on from it, missing nothing and seeing nothing twice; Subscribe's `from_position`
+        continues the same way live. A position before what retention deleted is OUT_OF_RANGE. Events of
+        erased instances keep only their facts (empty payload and metadata), as in GetHistory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +152,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetFieldTimeline,
                     request_deserializer=temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineRequest.FromString,
                     response_serializer=temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineResponse.SerializeToString,
+            ),
+            'ReadEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadEvents,
+                    request_deserializer=temporal__state_dot_v1_dot_query__service__pb2.ReadEventsRequest.FromString,
+                    response_serializer=temporal__state_dot_v1_dot_query__service__pb2.ReadEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -277,6 +298,33 @@ class QueryService:
             '/temporal_state.v1.QueryService/GetFieldTimeline',
             temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineRequest.SerializeToString,
             temporal__state_dot_v1_dot_query__service__pb2.GetFieldTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/temporal_state.v1.QueryService/ReadEvents',
+            temporal__state_dot_v1_dot_query__service__pb2.ReadEventsRequest.SerializeToString,
+            temporal__state_dot_v1_dot_query__service__pb2.ReadEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

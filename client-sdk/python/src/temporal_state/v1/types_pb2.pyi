@@ -75,7 +75,7 @@ class Instance(_message.Message):
     def __init__(self, id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., entity_type_name: _Optional[str] = ..., external_id: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived: _Optional[bool] = ..., erased: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "instance_id", "entity_type_id", "event_type", "version", "payload", "metadata", "mode", "recorded_at", "occurred_at", "recorded_by", "schema_version", "change")
+    __slots__ = ("id", "instance_id", "entity_type_id", "event_type", "version", "payload", "metadata", "mode", "recorded_at", "occurred_at", "recorded_by", "schema_version", "change", "position")
     ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Event(_message.Message):
     RECORDED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHANGE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     instance_id: str
     entity_type_id: str
@@ -102,7 +103,8 @@ class Event(_message.Message):
     recorded_by: str
     schema_version: int
     change: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., instance_id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., event_type: _Optional[str] = ..., version: _Optional[int] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., change: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    position: int
+    def __init__(self, id: _Optional[str] = ..., instance_id: _Optional[str] = ..., entity_type_id: _Optional[str] = ..., event_type: _Optional[str] = ..., version: _Optional[int] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[_Union[ApplyMode, str]] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., change: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., position: _Optional[int] = ...) -> None: ...
 
 class EventDeclarations(_message.Message):
     __slots__ = ("strict", "event_types")

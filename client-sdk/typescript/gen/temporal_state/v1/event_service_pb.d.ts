@@ -303,6 +303,23 @@ export declare type SubscribeRequest = Message<"temporal_state.v1.SubscribeReque
    * @generated from field: optional int64 from_version = 4;
    */
   fromVersion?: bigint | undefined;
+
+  /**
+   * Reads the global log after this position (as QueryService.ReadEvents: filtered by `entity_type` or
+   * `entity_types`, and `event_types`), then continues live, in position order, with no gap and no
+   * duplicate, on any backend, with or without NATS. A reader that falls behind is never cut off here:
+   * the stream waits for it and reads on from the store. Not with `instance_id` (use `from_version`).
+   *
+   * @generated from field: optional int64 from_position = 5;
+   */
+  fromPosition?: bigint | undefined;
+
+  /**
+   * With `from_position`: only events of these entity types (ids or names, at most 100).
+   *
+   * @generated from field: repeated string entity_types = 6;
+   */
+  entityTypes: string[];
 };
 
 /**
@@ -361,7 +378,8 @@ export declare const EventService: GenService<{
     output: typeof ApplyEventsResponseSchema;
   },
   /**
-   * Streams committed events live, optionally replaying one instance's history first.
+   * Streams committed events live, optionally replaying one instance's history first (`from_version`),
+   * or the global log from a position (`from_position`, for one or several entity types or everything).
    *
    * @generated from rpc temporal_state.v1.EventService.Subscribe
    */

@@ -4,13 +4,91 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import type { Event } from "./types_pb.js";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file temporal_state/v1/query_service.proto.
  */
 export declare const file_temporal_state_v1_query_service: GenFile;
+
+/**
+ * Input of ReadEvents. Filters left empty match everything.
+ *
+ * @generated from message temporal_state.v1.ReadEventsRequest
+ */
+export declare type ReadEventsRequest = Message<"temporal_state.v1.ReadEventsRequest"> & {
+  /**
+   * Events strictly after this position (0: from the start).
+   *
+   * @generated from field: int64 from_position = 1;
+   */
+  fromPosition: bigint;
+
+  /**
+   * Only events of these entity types (ids or names, at most 100).
+   *
+   * @generated from field: repeated string entity_types = 2;
+   */
+  entityTypes: string[];
+
+  /**
+   * Only events of these types (at most 100).
+   *
+   * @generated from field: repeated string event_types = 3;
+   */
+  eventTypes: string[];
+
+  /**
+   * At most this many events (default 100, at most 1000); fewer when they would pass the response
+   * size cap, or when the read scanned its bound of positions skipping filtered events.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+};
+
+/**
+ * Describes the message temporal_state.v1.ReadEventsRequest.
+ * Use `create(ReadEventsRequestSchema)` to create a new message.
+ */
+export declare const ReadEventsRequestSchema: GenMessage<ReadEventsRequest>;
+
+/**
+ * Output of ReadEvents.
+ *
+ * @generated from message temporal_state.v1.ReadEventsResponse
+ */
+export declare type ReadEventsResponse = Message<"temporal_state.v1.ReadEventsResponse"> & {
+  /**
+   * The matching events, in position order.
+   *
+   * @generated from field: repeated temporal_state.v1.Event events = 1;
+   */
+  events: Event[];
+
+  /**
+   * Where the next read starts (its `from_position`): the last position this read covered, which is
+   * at least the last event's. Every event up to it that matches the filters is in this page or an
+   * earlier one.
+   *
+   * @generated from field: int64 next_position = 2;
+   */
+  nextPosition: bigint;
+
+  /**
+   * The highest position committed when the read started. `next_position` equal to it: caught up.
+   *
+   * @generated from field: int64 head_position = 3;
+   */
+  headPosition: bigint;
+};
+
+/**
+ * Describes the message temporal_state.v1.ReadEventsResponse.
+ * Use `create(ReadEventsResponseSchema)` to create a new message.
+ */
+export declare const ReadEventsResponseSchema: GenMessage<ReadEventsResponse>;
 
 /**
  * Input of GetHistory.
@@ -592,6 +670,20 @@ export declare const QueryService: GenService<{
     methodKind: "unary";
     input: typeof GetFieldTimelineRequestSchema;
     output: typeof GetFieldTimelineResponseSchema;
+  },
+  /**
+   * The global event log: every event of every instance (or of some entity types or event types),
+   * in commit order, after a position, paged. A read model stores `next_position` after handling a
+   * page and reads on from it, missing nothing and seeing nothing twice; Subscribe's `from_position`
+   * continues the same way live. A position before what retention deleted is OUT_OF_RANGE. Events of
+   * erased instances keep only their facts (empty payload and metadata), as in GetHistory.
+   *
+   * @generated from rpc temporal_state.v1.QueryService.ReadEvents
+   */
+  readEvents: {
+    methodKind: "unary";
+    input: typeof ReadEventsRequestSchema;
+    output: typeof ReadEventsResponseSchema;
   },
 }>;
 

@@ -297,6 +297,15 @@ export declare type Event = Message<"temporal_state.v1.Event"> & {
    * @generated from field: google.protobuf.Struct change = 14;
    */
   change?: JsonObject | undefined;
+
+  /**
+   * Place in the global event log (QueryService.ReadEvents, Subscribe's `from_position`): strictly
+   * increasing in commit order across the whole store, never reused (numbers may be skipped). Events
+   * recorded before positions existed were numbered in recorded order. 0 only where unknown.
+   *
+   * @generated from field: int64 position = 13;
+   */
+  position: bigint;
 };
 
 /**
