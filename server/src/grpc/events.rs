@@ -60,11 +60,17 @@ impl EventService for EventApi {
                     r.occurred_at,
                     r.mode,
                 )?;
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let target = convert::target_from_fields(
+                    &r.instance_id,
+                    &r.entity_type,
+                    &r.external_id,
+                    r.create_if_missing,
+                    r.initial_state,
+                )?;
                 let (mut events, state) = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, vec![input])
+                    .apply_events(&who, target, r.expected_version, vec![input])
                     .await?;
                 Ok(pb::ApplyEventResponse {
                     event: events.pop().map(convert::event_from_record),
@@ -97,11 +103,17 @@ impl EventService for EventApi {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let target = convert::target_from_fields(
+                    &r.instance_id,
+                    &r.entity_type,
+                    &r.external_id,
+                    r.create_if_missing,
+                    r.initial_state,
+                )?;
                 let (events, state) = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, inputs)
+                    .apply_events(&who, target, r.expected_version, inputs)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
                     events: events.into_iter().map(convert::event_from_record).collect(),

@@ -25,7 +25,7 @@ async fn data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let (t, inst, events, snapshot_and_tail) = {
         let store = EmbeddedStore::open(dir.path(), 2).unwrap();
-        assert_eq!(store.applied_migrations(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(store.applied_migrations(), [1, 2, 3, 4, 5, 6, 7, 8, 10]);
         assert_eq!(store.path(), dir.path().join(DB_FILE));
         let t = new_type(&store, "player").await;
         let (inst, _) = instance(&store, t.id, "p-1", json!({"n": 0})).await;

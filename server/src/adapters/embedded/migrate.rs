@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention",
         include_str!("../../../../migrations/embedded/0008_retention.sql"),
     ),
+    (
+        10,
+        "instance_listing",
+        include_str!("../../../../migrations/embedded/0010_instance_listing.sql"),
+    ),
 ];
 
 /// Checks that the file at `path` is ours (or empty) and brings its schema up to date. Returns

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "retention",
         include_str!("../../../../migrations/postgres/0011_retention.sql"),
     ),
+    (
+        13,
+        "instance_listing",
+        include_str!("../../../../migrations/postgres/0013_instance_listing.sql"),
+    ),
 ];
 
 /// Brings the database schema up to date. Returns the numbers of the migrations it applied.
