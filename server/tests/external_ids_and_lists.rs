@@ -384,7 +384,7 @@ async fn writes_by_external_id_without_create_need_the_instance(backend: Backend
 }
 
 fn ts(t: &Option<Timestamp>) -> chrono::DateTime<chrono::Utc> {
-    let t = t.clone().unwrap();
+    let t = t.unwrap();
     chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
 

@@ -155,6 +155,7 @@ fn time_req(id: &str, timestamp: Option<Timestamp>) -> pb::GetStateAtTimeRequest
     pb::GetStateAtTimeRequest {
         instance_id: id.into(),
         timestamp,
+        ..Default::default()
     }
 }
 
@@ -631,6 +632,7 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
                             ..Default::default()
                         })
                         .collect(),
+                    ..Default::default()
                 }),
                 format!("apply events {chunk:?}")
             )
