@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from temporal_state.v1 import types_pb2 as temporal__state_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%temporal_state/v1/event_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtemporal_state/v1/types.proto\"\x8a\x03\n\x11\x41pplyEventRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12\x31\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x05 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x19\n\x08\x65vent_id\x18\x06 \x01(\tR\x07\x65ventId\x12;\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x30\n\x04mode\x18\x08 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04modeB\x13\n\x11_expected_version\"s\n\x12\x41pplyEventResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\x12-\n\x05state\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\"\x9d\x02\n\nEventInput\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x31\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x19\n\x08\x65vent_id\x18\x04 \x01(\tR\x07\x65ventId\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x30\n\x04mode\x18\x06 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\"\xb1\x01\n\x12\x41pplyEventsRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12.\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x35\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1d.temporal_state.v1.EventInputR\x06\x65ventsB\x13\n\x11_expected_version\"v\n\x13\x41pplyEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.temporal_state.v1.EventR\x06\x65vents\x12-\n\x05state\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\"\xae\x01\n\x10SubscribeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65vent_types\x18\x03 \x03(\tR\neventTypes\x12&\n\x0c\x66rom_version\x18\x04 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x42\x0f\n\r_from_version\"C\n\x11SubscribeResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent2\xa1\x02\n\x0c\x45ventService\x12Y\n\nApplyEvent\x12$.temporal_state.v1.ApplyEventRequest\x1a%.temporal_state.v1.ApplyEventResponse\x12\\\n\x0b\x41pplyEvents\x12%.temporal_state.v1.ApplyEventsRequest\x1a&.temporal_state.v1.ApplyEventsResponse\x12X\n\tSubscribe\x12#.temporal_state.v1.SubscribeRequest\x1a$.temporal_state.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%temporal_state/v1/event_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtemporal_state/v1/types.proto\"\xb6\x04\n\x11\x41pplyEventRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12\x31\n\x07payload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x05 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x19\n\x08\x65vent_id\x18\x06 \x01(\tR\x07\x65ventId\x12;\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x30\n\x04mode\x18\x08 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\x12\x1f\n\x0b\x65ntity_type\x18\t \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\n \x01(\tR\nexternalId\x12*\n\x11\x63reate_if_missing\x18\x0b \x01(\x08R\x0f\x63reateIfMissing\x12<\n\rinitial_state\x18\x0c \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialStateB\x13\n\x11_expected_version\"s\n\x12\x41pplyEventResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\x12-\n\x05state\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\"\x9d\x02\n\nEventInput\x12\x1d\n\nevent_type\x18\x01 \x01(\tR\teventType\x12\x31\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12\x33\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x19\n\x08\x65vent_id\x18\x04 \x01(\tR\x07\x65ventId\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x30\n\x04mode\x18\x06 \x01(\x0e\x32\x1c.temporal_state.v1.ApplyModeR\x04mode\"\xdd\x02\n\x12\x41pplyEventsRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12.\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x35\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1d.temporal_state.v1.EventInputR\x06\x65vents\x12\x1f\n\x0b\x65ntity_type\x18\x04 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x05 \x01(\tR\nexternalId\x12*\n\x11\x63reate_if_missing\x18\x06 \x01(\x08R\x0f\x63reateIfMissing\x12<\n\rinitial_state\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialStateB\x13\n\x11_expected_version\"v\n\x13\x41pplyEventsResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.temporal_state.v1.EventR\x06\x65vents\x12-\n\x05state\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x05state\"\xae\x01\n\x10SubscribeRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x1f\n\x0b\x65vent_types\x18\x03 \x03(\tR\neventTypes\x12&\n\x0c\x66rom_version\x18\x04 \x01(\x03H\x00R\x0b\x66romVersion\x88\x01\x01\x42\x0f\n\r_from_version\"C\n\x11SubscribeResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent2\xa1\x02\n\x0c\x45ventService\x12Y\n\nApplyEvent\x12$.temporal_state.v1.ApplyEventRequest\x1a%.temporal_state.v1.ApplyEventResponse\x12\\\n\x0b\x41pplyEvents\x12%.temporal_state.v1.ApplyEventsRequest\x1a&.temporal_state.v1.ApplyEventsResponse\x12X\n\tSubscribe\x12#.temporal_state.v1.SubscribeRequest\x1a$.temporal_state.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,19 +35,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'temporal_state.v1.event_ser
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APPLYEVENTREQUEST']._serialized_start=155
-  _globals['_APPLYEVENTREQUEST']._serialized_end=549
-  _globals['_APPLYEVENTRESPONSE']._serialized_start=551
-  _globals['_APPLYEVENTRESPONSE']._serialized_end=666
-  _globals['_EVENTINPUT']._serialized_start=669
-  _globals['_EVENTINPUT']._serialized_end=954
-  _globals['_APPLYEVENTSREQUEST']._serialized_start=957
-  _globals['_APPLYEVENTSREQUEST']._serialized_end=1134
-  _globals['_APPLYEVENTSRESPONSE']._serialized_start=1136
-  _globals['_APPLYEVENTSRESPONSE']._serialized_end=1254
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1257
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1431
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1433
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1500
-  _globals['_EVENTSERVICE']._serialized_start=1503
-  _globals['_EVENTSERVICE']._serialized_end=1792
+  _globals['_APPLYEVENTREQUEST']._serialized_end=721
+  _globals['_APPLYEVENTRESPONSE']._serialized_start=723
+  _globals['_APPLYEVENTRESPONSE']._serialized_end=838
+  _globals['_EVENTINPUT']._serialized_start=841
+  _globals['_EVENTINPUT']._serialized_end=1126
+  _globals['_APPLYEVENTSREQUEST']._serialized_start=1129
+  _globals['_APPLYEVENTSREQUEST']._serialized_end=1478
+  _globals['_APPLYEVENTSRESPONSE']._serialized_start=1480
+  _globals['_APPLYEVENTSRESPONSE']._serialized_end=1598
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1601
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1775
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1777
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1844
+  _globals['_EVENTSERVICE']._serialized_start=1847
+  _globals['_EVENTSERVICE']._serialized_end=2136
 # @@protoc_insertion_point(module_scope)
