@@ -435,6 +435,24 @@ impl PgStore {
         Ok((type_name, now))
     }
 
+    /// After a committed append on TimescaleDB: back-dated events land in hours the continuous
+    /// aggregate already holds, so those hours are refreshed. The append is committed either
+    /// way: without a connection now, the refresh policy catches up.
+    async fn refresh_backfilled(&self, events: &[EventRecord]) {
+        if !self.has_timescaledb() {
+            return;
+        }
+        match self.client().await {
+            Ok(client) => {
+                super::timescale::refresh_backfilled(&client, events.iter().map(|e| e.occurred_at))
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "aggregate refresh after a back-dated append skipped")
+            }
+        }
+    }
+
     /// The append on the locked path; with `erase`, also the erasure's scrub of everything the
     /// instance held, in the same transaction (see [`EventStore::erase_instance`]).
     async fn try_append(
@@ -966,8 +984,16 @@ impl Catalog for PgStore {
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client.query(&stmt, &refs).await.map_err(PgError::from)?;
+        let found = if query.state_equals.is_some() {
+            // One statement per path shape (keys and indices, up to 32 steps): too many to keep
+            // in each connection's statement cache, so prepared for this call only.
+            client.query(sql.as_str(), &refs).await
+        } else {
+            // A few dozen shapes at most (which filters are set, the order, the view).
+            let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+            client.query(&stmt, &refs).await
+        }
+        .map_err(PgError::from)?;
         Ok(found.iter().map(rows::instance).collect::<Result<_, _>>()?)
     }
 
@@ -1255,6 +1281,10 @@ impl EventStore for PgStore {
             match self.append_in(&tx, &request, &decide, false).await? {
                 Attempt::Done(outcome @ AppendOutcome::Appended { .. }) => {
                     tx.commit().await.map_err(PgError::from)?;
+                    drop(client);
+                    if let AppendOutcome::Appended { events, .. } = &outcome {
+                        self.refresh_backfilled(events).await;
+                    }
                     let created = append_plan::created_records(new, type_name, at).1;
                     return Ok((Some(created), outcome));
                 }
@@ -1284,23 +1314,7 @@ impl EventStore for PgStore {
                 // Whatever it was, the next append starts from the stored head.
                 self.heads.forget(request.instance_id);
             }
-            Ok(AppendOutcome::Appended { events, .. }) if self.has_timescaledb() => {
-                // Back-dated events land in hours the continuous aggregate already holds. The
-                // append is committed either way: without a connection now, the refresh policy
-                // catches up.
-                match self.client().await {
-                    Ok(client) => {
-                        super::timescale::refresh_backfilled(
-                            &client,
-                            events.iter().map(|e| e.occurred_at),
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "aggregate refresh after a back-dated append skipped")
-                    }
-                }
-            }
+            Ok(AppendOutcome::Appended { events, .. }) => self.refresh_backfilled(events).await,
             Ok(_) => {}
         }
         outcome
