@@ -180,6 +180,7 @@ async fn measure(
                 instance_id: instance.id.clone(),
                 expected_version: Some(version),
                 events: batch,
+                ..Default::default()
             })
             .await?;
         version += n;

@@ -127,6 +127,7 @@ pub async fn load(
                 instance_id: id.clone(),
                 expected_version: Some(next - 1),
                 events: inputs,
+                ..Default::default()
             })
             .await
             .with_context(|| format!("ApplyEvents {next}..={last} on {name}"))?;

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use crate::domain::field_path::PathStep;
 use crate::domain::{ApplyMode, DomainError, State};
 
 /// How an entity type is named in a request: by id or by name.
@@ -214,6 +215,43 @@ pub struct Decision {
     pub archived: Option<bool>,
 }
 
+/// The order of an instance listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InstanceOrder {
+    /// By external id, in byte order.
+    #[default]
+    ExternalId,
+    /// Most recently updated first, ties by instance id (descending too).
+    RecentlyUpdated,
+}
+
+/// Where an instance listing continues: after the last item of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceCursor {
+    ExternalId(String),
+    Updated(DateTime<Utc>, Uuid),
+}
+
+/// Which instances of a type a listing returns. Empty filters match everything.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceQuery {
+    pub entity_type_id: Uuid,
+    pub include_archived: bool,
+    /// Only external ids starting with this.
+    pub external_id_prefix: Option<String>,
+    /// Only instances with `updated_at >= updated_since`.
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Only instances with `updated_at < updated_before`.
+    pub updated_before: Option<DateTime<Utc>>,
+    /// Only instances whose current state holds this JSON value at this path (JSON equality).
+    pub state_equals: Option<(Vec<PathStep>, serde_json::Value)>,
+    pub order: InstanceOrder,
+    /// Continue strictly after this (a cursor of `order`).
+    pub after: Option<InstanceCursor>,
+    /// Leave the state out: the records carry an empty state, and the store does not read it.
+    pub without_state: bool,
+}
+
 /// An event id already recorded (a client's idempotency key or a server-generated id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedKey {
@@ -308,14 +346,12 @@ pub trait Catalog: Send + Sync + 'static {
         entity_type_id: Uuid,
         external_id: &str,
     ) -> Result<InstanceRecord, StoreError>;
-    /// Instances of a type ordered by external id, strictly after `after_external_id`;
-    /// archived ones only with `include_archived`.
+    /// Up to `limit` instances of a type matching `query`, in its order, strictly after its
+    /// cursor; archived ones only with `include_archived`, erased ones never.
     async fn list_instances(
         &self,
-        entity_type_id: Uuid,
-        after_external_id: Option<&str>,
+        query: &InstanceQuery,
         limit: usize,
-        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError>;
     /// The entity type of an instance (never changes, so callers may cache it).
     async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError>;
@@ -370,6 +406,19 @@ pub trait EventStore: Catalog {
         request: AppendRequest,
         decide: Decide,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// Creates the instance as [`EventStore::create_instance`] and, in the same transaction,
+    /// appends to it as [`EventStore::append`] (`request.instance_id` is `new.id`): both are
+    /// stored, or neither. [`StoreError::AlreadyExists`] when the external id is taken (the
+    /// caller then appends to the instance that took it). Returns the `InstanceCreated` event
+    /// (None when nothing was stored: on [`AppendOutcome::AlreadyRecorded`]) and the append's
+    /// outcome.
+    async fn create_and_append(
+        &self,
+        new: NewInstance,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<(Option<EventRecord>, AppendOutcome), StoreError>;
 
     /// Erases an instance: as [`EventStore::append`] (its lock, its decision, which records the
     /// `InstanceErased` event with an empty state), and in the same transaction destroys what it
@@ -458,6 +507,17 @@ pub trait HistoryReader: Send + Sync + 'static {
         instance_id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
+    /// Events of versions at or below `up_to` that occurred (business time) at or before
+    /// `at`, in business-time order: by (`occurred_at`, version), strictly after `after`; at
+    /// most `limit`.
+    async fn events_occurred_by(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+        up_to: i64,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     /// The retention horizon in force ([`RetentionStore::advance_horizon`]): events recorded
     /// before it may have been dropped. None while retention never ran.
     async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

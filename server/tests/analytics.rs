@@ -121,6 +121,7 @@ async fn dataset() -> Dataset {
                 instance_id: id.clone(),
                 expected_version: None,
                 events,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -283,6 +284,7 @@ async fn every_rpc_matches_a_naive_computation() {
             .get_state_at_time(pb::GetStateAtTimeRequest {
                 instance_id: id.clone(),
                 timestamp: Some(ts(d.between)),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -76,6 +76,7 @@ async fn append(c: &mut Clients, id: &str, event_type: &str, payloads: Vec<serde
                         ..Default::default()
                     })
                     .collect(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -488,6 +488,7 @@ async fn a_dry_run_answers_the_event_and_state_and_stores_nothing(backend: Backe
                 },
             ],
             dry_run: true,
+            ..Default::default()
         })
         .await
         .unwrap()

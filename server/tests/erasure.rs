@@ -256,6 +256,7 @@ async fn every_answer(
         .get_state_at_time(pb::GetStateAtTimeRequest {
             instance_id: id.into(),
             timestamp: Some(std::time::SystemTime::now().into()),
+            ..Default::default()
         })
         .await;
     record(

@@ -526,7 +526,7 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
         1 => (int32(), text(&k)).prop_map(|(page_size, page_token)| Call::ListEntityTypes(pb::ListEntityTypesRequest { page_size, page_token })),
         1 => ty.clone().prop_map(|entity_type| Call::GetEntityType(pb::GetEntityTypeRequest { entity_type })),
         1 => (ty.clone(), word(&k, "[a-z0-9-]{1,20}"), pb_struct(&k), pb_struct(&k)).prop_map(|(entity_type, external_id, initial_state, metadata)| Call::CreateInstance(pb::CreateInstanceRequest { entity_type, external_id, initial_state, metadata })),
-        1 => (ty.clone(), int32(), text(&k)).prop_map(|(entity_type, page_size, page_token)| Call::ListInstances(pb::ListInstancesRequest { include_archived: false, entity_type, page_size, page_token })),
+        1 => (ty.clone(), int32(), text(&k)).prop_map(|(entity_type, page_size, page_token)| Call::ListInstances(pb::ListInstancesRequest { include_archived: false, entity_type, page_size, page_token, ..Default::default() })),
         1 => id.clone().prop_map(|instance_id| Call::GetInstance(pb::GetInstanceRequest { instance_id })),
         1 => (ty.clone(), text(&k)).prop_map(|(entity_type, external_id)| Call::GetCurrentState(pb::GetCurrentStateRequest { entity_type, external_id })),
         4 => (id.clone(), event_input(&k), opt64.clone()).prop_map(|(instance_id, e, expected_version)| Call::ApplyEvent(pb::ApplyEventRequest {
@@ -539,14 +539,15 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
             event_id: e.event_id,
             occurred_at: e.occurred_at,
             mode: e.mode,
+            ..Default::default()
         })),
         2 => (id.clone(), opt64.clone(), prop_oneof![4 => proptest::collection::vec(event_input(&k), 0..6), 1 => (1000usize..1100).prop_map(|n| vec![pb::EventInput { event_type: "Bulk".into(), ..Default::default() }; n])])
-            .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, dry_run: false })),
-        1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version, from_position: None, entity_types: Vec::new(), })),
+            .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, ..Default::default() })),
+        1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version, ..Default::default() })),
         2 => (id.clone(), int32(), text(&k), opt64.clone(), opt64.clone(), timestamp(), timestamp(), proptest::collection::vec(text(&k), 0..3), any::<bool>())
             .prop_map(|(instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending)| Call::GetHistory(pb::GetHistoryRequest { instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending })),
         1 => (id.clone(), int64()).prop_map(|(instance_id, version)| Call::GetStateAtVersion(pb::GetStateAtVersionRequest { instance_id, version })),
-        1 => (id.clone(), timestamp()).prop_map(|(instance_id, timestamp)| Call::GetStateAtTime(pb::GetStateAtTimeRequest { instance_id, timestamp })),
+        1 => (id.clone(), timestamp()).prop_map(|(instance_id, timestamp)| Call::GetStateAtTime(pb::GetStateAtTimeRequest { instance_id, timestamp, ..Default::default() })),
         1 => (id.clone(), int64(), int64()).prop_map(|(instance_id, version1, version2)| Call::CompareVersions(pb::CompareVersionsRequest { instance_id, version1, version2 })),
         1 => (id.clone(), text(&k), opt64.clone(), opt64.clone(), timestamp(), timestamp()).prop_map(|(instance_id, field, from_version, to_version, start_time, end_time)| Call::GetFieldTimeline(pb::GetFieldTimelineRequest { instance_id, field, from_version, to_version, start_time, end_time, ..Default::default() })),
         1 => (ty.clone(), timestamp(), timestamp()).prop_map(|(entity_type, start_time, end_time)| Call::GetEventCounts(pb::GetEventCountsRequest { entity_type, start_time, end_time })),
@@ -900,6 +901,7 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     };
     let r = c.events.apply_events(thousand.clone()).await.map(drop);
     step(
@@ -963,6 +965,7 @@ async fn worst_cases(mut server: Binary, addr: &str, backend: &str) {
                 ..Default::default()
             })
             .collect(),
+        ..Default::default()
     };
     let r = c.events.apply_events(growing).await.map(drop);
     step(

@@ -298,6 +298,7 @@ async fn extreme_numbers(target: Target) {
             .get_state_at_time(pb::GetStateAtTimeRequest {
                 instance_id: id.clone(),
                 timestamp: bad,
+                ..Default::default()
             })
             .await;
         assert_code(&what("GetStateAtTime"), r, INVALID);
@@ -716,6 +717,7 @@ async fn every_string_field(f: &mut Fixture, value: &str, label: &str) {
         .get_state_at_time(pb::GetStateAtTimeRequest {
             instance_id: v(),
             timestamp: year_2024(),
+            ..Default::default()
         })
         .await;
     assert_code(&what("GetStateAtTime.instance_id"), r, INVALID);

@@ -220,6 +220,7 @@ async fn thirty_days_with_a_ten_day_horizon(backend: Backend) {
                 .get_state_at_time(pb::GetStateAtTimeRequest {
                     instance_id: id,
                     timestamp: Some(ts(t)),
+                    ..Default::default()
                 })
                 .await
         }
@@ -625,6 +626,7 @@ async fn postgres_passes_yield_to_another_server_and_keep_what_awaits_publicatio
             .get_state_at_time(pb::GetStateAtTimeRequest {
                 instance_id: inst.id.clone(),
                 timestamp: Some(ts(now - Duration::days(20))),
+                ..Default::default()
             })
             .await,
         report.horizon,

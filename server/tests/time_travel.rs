@@ -156,6 +156,7 @@ fn time_req(id: &str, timestamp: Option<Timestamp>) -> pb::GetStateAtTimeRequest
     pb::GetStateAtTimeRequest {
         instance_id: id.into(),
         timestamp,
+        ..Default::default()
     }
 }
 
@@ -633,6 +634,7 @@ async fn check_case(env: &Env, case: Case) -> Result<(), TestCaseError> {
                             ..Default::default()
                         })
                         .collect(),
+                    ..Default::default()
                 }),
                 format!("apply events {chunk:?}")
             )

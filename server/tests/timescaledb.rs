@@ -86,7 +86,7 @@ async fn migrations_make_a_hypertable_with_its_aggregate_and_compression_and_no_
     let store = open(&settings);
     assert_eq!(
         store.migrate().await.unwrap(),
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     assert!(store.has_timescaledb());
 

@@ -550,6 +550,7 @@ async fn bad_input_gets_its_code_and_stores_nothing(backend: Backend) {
                 entity_type: "player_profile".into(),
                 page_size: 10_000_000,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -610,6 +611,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
                 input("B", json!({"score": -1}), "b-2"),
                 input("C", json!({"score": 3}), "b-3"),
             ],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -628,6 +630,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
             input("B", json!({"score": 2, "level": 2}), "b-2"),
             input("C", json!({"achievements": ["first"]}), "b-3"),
         ],
+        ..Default::default()
     };
     let stored = c
         .events
@@ -661,6 +664,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
                 instance_id: instance.id.clone(),
                 expected_version: None,
                 events: vec![input("A", json!({}), "dup"), input("B", json!({}), "dup")],
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -677,6 +681,7 @@ async fn a_batch_stores_all_of_its_events_or_none(backend: Backend) {
                     input("A", json!({"score": 1}), "b-1"),
                     input("D", json!({}), "new"),
                 ],
+                ..Default::default()
             })
             .await,
         Code::AlreadyExists,
@@ -745,6 +750,7 @@ async fn creation_is_version_one_and_reads_find_it_by_id_or_name(backend: Backen
                 entity_type: "player_profile".into(),
                 page_size: 2,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -22,6 +22,7 @@ fn new_event_id() -> String {
 /// Options of [`Client::apply_event`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApplyEventOptions {
+    initial_state: Option<std::result::Result<Value, String>>,
     metadata: Option<std::result::Result<Value, String>>,
     expected_version: Option<i64>,
     event_id: Option<String>,
@@ -78,6 +79,16 @@ impl ApplyEventOptions {
         self.dry_run = dry_run;
         self
     }
+
+    /// With [`Client::apply_event_by_external_id`]: when no instance has that external id,
+    /// create it with this initial state and apply the event to it, in one atomic step (both or
+    /// neither). Racing creators end with one instance and every event applied once. Default:
+    /// none — a missing instance is [`Error::NotFound`]. Refused (INVALID_ARGUMENT) on writes
+    /// by instance id.
+    pub fn create_if_missing(mut self, initial_state: &impl Serialize) -> Self {
+        self.initial_state = Some(encode(initial_state));
+        self
+    }
 }
 call_options!(ApplyEventOptions);
 
@@ -86,10 +97,19 @@ call_options!(ApplyEventOptions);
 pub struct ApplyEventsOptions {
     expected_version: Option<i64>,
     dry_run: bool,
+    initial_state: Option<std::result::Result<Value, String>>,
     call: CallOptions,
 }
 
 impl ApplyEventsOptions {
+    /// With [`Client::apply_events_by_external_id`]: create a missing instance with this
+    /// initial state and apply the batch to it atomically, as
+    /// [`ApplyEventOptions::create_if_missing`]. Default: none.
+    pub fn create_if_missing(mut self, initial_state: &impl Serialize) -> Self {
+        self.initial_state = Some(encode(initial_state));
+        self
+    }
+
     /// Apply the batch only if the instance is at exactly this version before its first event;
     /// otherwise [`Error::Conflict`]. Default: none.
     pub fn expected_version(mut self, version: i64) -> Self {
@@ -224,8 +244,55 @@ impl Client {
         payload: &impl Serialize,
         options: &ApplyEventOptions,
     ) -> Result<AppliedEvent> {
+        let target = Target::Id(instance_id);
+        self.apply_event_to(target, event_type, payload, options)
+            .await
+    }
+
+    /// [`Client::apply_event`] to the instance of `entity_type` (id or name) with your
+    /// `external_id`, without looking its id up first. With
+    /// [`ApplyEventOptions::create_if_missing`], a missing instance is created and the event
+    /// applied in one atomic step; the event's `instance_id` names the instance.
+    ///
+    /// ```no_run
+    /// use serde_json::json;
+    /// use temporal_state_client::ApplyEventOptions;
+    ///
+    /// # async fn run(client: temporal_state_client::Client) -> temporal_state_client::Result<()> {
+    /// let options = ApplyEventOptions::default()
+    ///     .create_if_missing(&json!({"username": "alice", "score": 0}));
+    /// let applied = client
+    ///     .apply_event_by_external_id("player_profile", "player-001", "ScoreIncreased", &json!({"score": 10}), &options)
+    ///     .await?;
+    /// println!("{} is at v{}", applied.event.instance_id, applied.event.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn apply_event_by_external_id(
+        &self,
+        entity_type: &str,
+        external_id: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+        options: &ApplyEventOptions,
+    ) -> Result<AppliedEvent> {
+        let target = Target::External(entity_type, external_id);
+        self.apply_event_to(target, event_type, payload, options)
+            .await
+    }
+
+    async fn apply_event_to(
+        &self,
+        target: Target<'_>,
+        event_type: &str,
+        payload: &impl Serialize,
+        options: &ApplyEventOptions,
+    ) -> Result<AppliedEvent> {
+        let (instance_id, entity_type, external_id) = target.fields();
         let request = pb::ApplyEventRequest {
-            instance_id: instance_id.to_string(),
+            instance_id,
+            entity_type,
+            external_id,
             event_type: event_type.to_string(),
             payload: Some(to_struct("payload", payload)?),
             metadata: encoded_to_struct("metadata", &options.metadata)?,
@@ -237,6 +304,8 @@ impl Client {
                 .mode
                 .map_or(pb::ApplyMode::Unspecified, ApplyMode::to_proto) as i32,
             dry_run: options.dry_run,
+            create_if_missing: options.initial_state.is_some(),
+            initial_state: encoded_to_struct("initial_state", &options.initial_state)?,
         };
         let r = self
             .unary("ApplyEvent", &options.call, request, |t, r| async move {
@@ -279,14 +348,43 @@ impl Client {
         events_to_apply: &[NewEvent],
         options: &ApplyEventsOptions,
     ) -> Result<AppliedEvents> {
+        self.apply_events_to(Target::Id(instance_id), events_to_apply, options)
+            .await
+    }
+
+    /// [`Client::apply_events`] to the instance of `entity_type` with your `external_id`; with
+    /// [`ApplyEventsOptions::create_if_missing`], a missing instance is created and the batch
+    /// applied to it atomically (an `expected_version` then counts the new instance at 1).
+    pub async fn apply_events_by_external_id(
+        &self,
+        entity_type: &str,
+        external_id: &str,
+        events_to_apply: &[NewEvent],
+        options: &ApplyEventsOptions,
+    ) -> Result<AppliedEvents> {
+        let target = Target::External(entity_type, external_id);
+        self.apply_events_to(target, events_to_apply, options).await
+    }
+
+    async fn apply_events_to(
+        &self,
+        target: Target<'_>,
+        events_to_apply: &[NewEvent],
+        options: &ApplyEventsOptions,
+    ) -> Result<AppliedEvents> {
+        let (instance_id, entity_type, external_id) = target.fields();
         let request = pb::ApplyEventsRequest {
-            instance_id: instance_id.to_string(),
+            instance_id,
+            entity_type,
+            external_id,
             expected_version: options.expected_version,
             events: events_to_apply
                 .iter()
                 .map(NewEvent::to_proto)
                 .collect::<Result<_>>()?,
             dry_run: options.dry_run,
+            create_if_missing: options.initial_state.is_some(),
+            initial_state: encoded_to_struct("initial_state", &options.initial_state)?,
         };
         let r = self
             .unary("ApplyEvents", &options.call, request, |t, r| async move {
@@ -298,5 +396,21 @@ impl Client {
             events: events(r.events)?,
             state: struct_to_json(r.state),
         })
+    }
+}
+
+/// Which instance a write names.
+enum Target<'a> {
+    Id(&'a str),
+    External(&'a str, &'a str),
+}
+
+impl Target<'_> {
+    /// `instance_id`, `entity_type`, `external_id` of the request.
+    fn fields(&self) -> (String, String, String) {
+        match self {
+            Self::Id(id) => (id.to_string(), String::new(), String::new()),
+            Self::External(t, x) => (String::new(), t.to_string(), x.to_string()),
+        }
     }
 }

@@ -7,7 +7,7 @@ use temporal_state_proto::v1::instance_service_client::InstanceServiceClient;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::json::{encode, encoded_to_struct, struct_to_json, to_struct};
+use crate::json::{encode, encoded_to_struct, json_to_value, struct_to_json, to_struct};
 use crate::model::{CreatedInstance, Instance, InstanceLifecycle, Page, required};
 use crate::options::{CallOptions, call_options};
 use crate::queries::GetHistoryOptions;
@@ -35,7 +35,24 @@ pub struct ListInstancesOptions {
     page_size: i32,
     page_token: String,
     include_archived: bool,
+    external_id_prefix: String,
+    updated_since: Option<std::time::SystemTime>,
+    updated_before: Option<std::time::SystemTime>,
+    state_equals: Option<(String, std::result::Result<Value, String>)>,
+    order: InstanceOrder,
+    without_state: bool,
     call: CallOptions,
+}
+
+/// The order of [`Client::list_instances`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InstanceOrder {
+    /// By external id, in byte order (the default).
+    #[default]
+    ExternalId,
+    /// Most recently updated first.
+    RecentlyUpdated,
 }
 
 impl ListInstancesOptions {
@@ -55,6 +72,46 @@ impl ListInstancesOptions {
     /// Also list archived instances. Default: false (they are left out).
     pub fn include_archived(mut self, include: bool) -> Self {
         self.include_archived = include;
+        self
+    }
+
+    /// Only instances whose external id starts with `prefix` (at most 256 characters).
+    /// Default: all.
+    pub fn external_id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.external_id_prefix = prefix.into();
+        self
+    }
+
+    /// Only instances last updated at or after `at`. Default: no bound.
+    pub fn updated_since(mut self, at: std::time::SystemTime) -> Self {
+        self.updated_since = Some(at);
+        self
+    }
+
+    /// Only instances last updated before `at`. Default: no bound.
+    pub fn updated_before(mut self, at: std::time::SystemTime) -> Self {
+        self.updated_before = Some(at);
+        self
+    }
+
+    /// Only instances whose current state holds `value` (JSON equality) at `path`: a dotted path
+    /// (`address.city`; digits index arrays: `tags.0`) or a JSON pointer (`/address/city`), at
+    /// most 32 steps. Default: no filter.
+    pub fn state_equals(mut self, path: impl Into<String>, value: &impl Serialize) -> Self {
+        self.state_equals = Some((path.into(), encode(value)));
+        self
+    }
+
+    /// The order of the list. Default: [`InstanceOrder::ExternalId`].
+    pub fn order_by(mut self, order: InstanceOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Leave the states out: each [`Instance::state`] is then `{}`, and the server does not even
+    /// read them. Default: false.
+    pub fn without_state(mut self, without: bool) -> Self {
+        self.without_state = without;
         self
     }
 }
@@ -211,7 +268,8 @@ impl Client {
         }
     }
 
-    /// One page of the instances of `entity_type` (id or name), ordered by external id.
+    /// One page of the instances of `entity_type` (id or name), ordered by external id unless
+    /// [`ListInstancesOptions::order_by`] says otherwise, filtered as the options say.
     ///
     /// ```no_run
     /// use temporal_state_client::ListInstancesOptions;
@@ -231,11 +289,30 @@ impl Client {
         entity_type: &str,
         options: &ListInstancesOptions,
     ) -> Result<Page<Instance>> {
+        let (state_path, state_equals) = match &options.state_equals {
+            None => (String::new(), None),
+            Some((path, Ok(value))) => (path.clone(), Some(json_to_value(value))),
+            Some((_, Err(reason))) => return Err(Error::encode("state_equals", reason)),
+        };
         let request = pb::ListInstancesRequest {
             entity_type: entity_type.to_string(),
             page_size: options.page_size,
             page_token: options.page_token.clone(),
             include_archived: options.include_archived,
+            external_id_prefix: options.external_id_prefix.clone(),
+            updated_since: options.updated_since.map(Into::into),
+            updated_before: options.updated_before.map(Into::into),
+            state_path,
+            state_equals,
+            order_by: match options.order {
+                InstanceOrder::ExternalId => pb::InstanceOrder::ExternalId,
+                InstanceOrder::RecentlyUpdated => pb::InstanceOrder::RecentlyUpdated,
+            } as i32,
+            view: if options.without_state {
+                pb::InstanceView::Basic
+            } else {
+                pb::InstanceView::Full
+            } as i32,
         };
         let r = self
             .unary("ListInstances", &options.call, request, |t, r| async move {

@@ -104,7 +104,7 @@ pub use error::{Error, FieldViolation, Result};
 pub use events::{ApplyEventOptions, ApplyEventsOptions, NewEvent};
 pub use instances::{
     ArchiveInstanceOptions, CreateInstanceOptions, EraseInstanceOptions, GetCurrentStateOptions,
-    GetInstanceOptions, ListInstancesOptions,
+    GetInstanceOptions, InstanceOrder, ListInstancesOptions,
 };
 pub use model::{
     ActiveInstance, AppliedEvent, AppliedEvents, ApplyMode, ChangeKind, Comparison,
@@ -114,7 +114,7 @@ pub use model::{
 };
 pub use queries::{
     CompareVersionsOptions, GetFieldTimelineOptions, GetHistoryOptions, GetStateAtTimeOptions,
-    GetStateAtVersionOptions,
+    GetStateAtVersionOptions, TimeAxis,
 };
 pub use retry::RetryPolicy;
 pub use subscribe::{EventStream, SubscribeOptions};

@@ -397,6 +397,8 @@ pub struct StateAt {
     pub version: i64,
     /// When that version was recorded.
     pub recorded_at: SystemTime,
+    /// When that version occurred (its business time), where the server says (GetStateAtTime).
+    pub occurred_at: Option<SystemTime>,
 }
 
 impl StateAt {

@@ -93,9 +93,37 @@ call_options!(GetStateAtVersionOptions);
 /// Options of [`Client::get_state_at_time`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GetStateAtTimeOptions {
+    axis: TimeAxis,
     call: CallOptions,
 }
+
+impl GetStateAtTimeOptions {
+    /// Which time the moment is. Default: [`TimeAxis::RecordedAt`].
+    pub fn axis(mut self, axis: TimeAxis) -> Self {
+        self.axis = axis;
+        self
+    }
+}
 call_options!(GetStateAtTimeOptions);
+
+/// The time axis of [`Client::get_state_at_time`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeAxis {
+    /// What the server knew at the moment: the state after the last event recorded at or before
+    /// it (the default).
+    #[default]
+    RecordedAt,
+    /// What was true at the moment in business time, as known now: the events whose
+    /// `occurred_at` is at or before it, folded in business-time order.
+    OccurredAt,
+    /// What was true at the moment in business time as the server knew it at this recorded
+    /// time.
+    Both {
+        /// The recorded time.
+        known_at: SystemTime,
+    },
+}
 
 /// Options of [`Client::compare_versions`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -235,11 +263,14 @@ impl Client {
             recorded_at: time("recorded_at", r.recorded_at)?,
             state: struct_to_json(r.state),
             version: r.version,
+            occurred_at: None,
         })
     }
 
     /// The state as the server knew it at a moment: after the last event recorded at or before
     /// `at`. [`Error::NotFound`](crate::Error::NotFound) for a moment before the instance existed.
+    /// With [`GetStateAtTimeOptions::axis`], the state at a business time instead (as known now,
+    /// or as known at a recorded time): see [`TimeAxis`].
     ///
     /// ```no_run
     /// use std::time::{Duration, SystemTime};
@@ -257,9 +288,16 @@ impl Client {
         at: SystemTime,
         options: &GetStateAtTimeOptions,
     ) -> Result<StateAt> {
+        let (axis, known_at) = match options.axis {
+            TimeAxis::RecordedAt => (pb::TimeAxis::RecordedAt, None),
+            TimeAxis::OccurredAt => (pb::TimeAxis::OccurredAt, None),
+            TimeAxis::Both { known_at } => (pb::TimeAxis::Both, Some(known_at.into())),
+        };
         let request = pb::GetStateAtTimeRequest {
             instance_id: instance_id.to_string(),
             timestamp: Some(at.into()),
+            axis: axis as i32,
+            known_at,
         };
         let r = self
             .unary(
@@ -274,6 +312,10 @@ impl Client {
             recorded_at: time("recorded_at", r.recorded_at)?,
             state: struct_to_json(r.state),
             version: r.version,
+            occurred_at: r
+                .occurred_at
+                .map(|t| time("occurred_at", Some(t)))
+                .transpose()?,
         })
     }
 

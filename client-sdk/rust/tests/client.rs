@@ -1482,3 +1482,146 @@ async fn declared_event_types_dry_run_and_recorded_change() {
         "{refused}"
     );
 }
+
+/// Writes by external id (with create_if_missing), time travel on business time and the list
+/// options, through the SDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_ids_business_time_and_list_options() {
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &[]).await;
+    let client = server.client().await;
+    client
+        .create_entity_type("price", &json!({"type": "object"}), &Default::default())
+        .await
+        .unwrap();
+
+    // Missing without create_if_missing: NotFound; with it, created and applied atomically.
+    let missing = client
+        .apply_event_by_external_id(
+            "price",
+            "sku-1",
+            "PriceSet",
+            &json!({"price": 10}),
+            &Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }), "{missing:?}");
+    let created = client
+        .apply_event_by_external_id(
+            "price",
+            "sku-1",
+            "PriceSet",
+            &json!({"price": 10}),
+            &ApplyEventOptions::default().create_if_missing(&json!({"price": 0, "cur": "EUR"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.event.version, 2);
+    assert_eq!(created.state, json!({"price": 10, "cur": "EUR"}));
+    let id = created.event.instance_id.clone();
+    let r2 = created.event.recorded_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let batch = client
+        .apply_events_by_external_id(
+            "price",
+            "sku-1",
+            &[NewEvent::new("PriceSet", &json!({"price": 20}))],
+            &ApplyEventsOptions::default().create_if_missing(&json!({"price": 0})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch.events[0].version, 3);
+    let r3 = batch.events[0].recorded_at;
+    let mid = r2 + r3.duration_since(r2).unwrap() / 2;
+    let mid = SystemTime::UNIX_EPOCH
+        + Duration::from_micros(
+            mid.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64,
+        );
+
+    // A late correction that occurred at `mid`.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    client
+        .apply_event(
+            &id,
+            "PriceCorrected",
+            &json!({"price": 15}),
+            &ApplyEventOptions::default().occurred_at(mid),
+        )
+        .await
+        .unwrap();
+    let recorded = client
+        .get_state_at_time(&id, mid, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(recorded.state["price"], json!(10));
+    let occurred = client
+        .get_state_at_time(
+            &id,
+            mid,
+            &GetStateAtTimeOptions::default().axis(TimeAxis::OccurredAt),
+        )
+        .await
+        .unwrap();
+    assert_eq!(occurred.state["price"], json!(15));
+    assert_eq!(occurred.occurred_at, Some(mid));
+    let known_then = client
+        .get_state_at_time(
+            &id,
+            mid,
+            &GetStateAtTimeOptions::default().axis(TimeAxis::Both { known_at: r3 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(known_then.state["price"], json!(10));
+
+    // List options.
+    for x in ["sku-2", "other-1"] {
+        client
+            .create_instance(
+                "price",
+                x,
+                &json!({"price": 5, "cur": "USD"}),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let skus = client
+        .list_instances(
+            "price",
+            &ListInstancesOptions::default()
+                .external_id_prefix("sku-")
+                .state_equals("cur", &"USD")
+                .without_state(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        skus.items
+            .iter()
+            .map(|i| i.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["sku-2"]
+    );
+    assert_eq!(skus.items[0].state, json!({}));
+    let recent = client
+        .list_instances(
+            "price",
+            &ListInstancesOptions::default()
+                .order_by(InstanceOrder::RecentlyUpdated)
+                .updated_since(r2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recent
+            .items
+            .iter()
+            .map(|i| i.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["other-1", "sku-2", "sku-1"]
+    );
+}

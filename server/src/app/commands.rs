@@ -63,6 +63,27 @@ struct Outlets {
     preview: Option<Preview>,
 }
 
+/// Which instance a write goes to.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// By its id.
+    Id(Uuid),
+    /// By the caller's identifier; with `create`, a missing instance is created (with that
+    /// initial state) and written in one atomic step.
+    External {
+        entity_type: TypeKey,
+        external_id: ExternalId,
+        create: Option<Creation>,
+    },
+}
+
+/// How a write by external id creates a missing instance.
+#[derive(Debug, Clone, Default)]
+pub struct Creation {
+    pub initial_state: State,
+    pub metadata: State,
+}
+
 /// What the bus carries of committed `events` of an instance of `entry`'s type.
 fn live_events(entry: &TypeEntry, events: &[EventRecord]) -> Vec<LiveEvent> {
     events
@@ -464,10 +485,16 @@ impl Commands {
     /// write (declarations, guards, transforms, schema), then rolled back: the answer is what
     /// would be recorded. Needs `write` on the instance's type.
     #[instrument(skip(self, principal, inputs), fields(events = inputs.len()))]
+    ///
+    /// By external id with a [`Creation`], a missing instance is created and the events applied
+    /// to it in one transaction (both or neither); a creator that loses the race to another
+    /// appends to the instance the other created, so racing creators end with one instance and
+    /// every event applied once. `expected_version` then counts the created instance as at
+    /// version 1.
     pub async fn apply_events(
         &self,
         principal: &Principal,
-        instance_id: Uuid,
+        target: Target,
         expected_version: Option<i64>,
         inputs: Vec<EventInput>,
         dry_run: bool,
@@ -523,7 +550,40 @@ impl Commands {
             }
         }
 
-        let mut entry = self.registry.type_of(instance_id).await?;
+        let (instance_id, create) = match target {
+            Target::Id(id) => (id, None),
+            Target::External {
+                entity_type,
+                external_id,
+                create,
+            } => {
+                let entry = self.registry.resolve(&entity_type).await?;
+                require(principal, Access::Write, &entry.record.name)?;
+                if let Some(c) = &create {
+                    self.check_size("initial_state", &c.initial_state)?;
+                    self.check_size("metadata", &c.metadata)?;
+                    self.limits
+                        .state
+                        .check("initial_state", measure_object(&c.initial_state))?;
+                    self.check_event_bytes(&c.initial_state, &c.metadata)?;
+                }
+                match self
+                    .store
+                    .find_instance(entry.record.id, external_id.as_str())
+                    .await
+                {
+                    Ok(found) => (found.id, None),
+                    Err(StoreError::NotFound(_)) if create.is_some() => {
+                        (Uuid::now_v7(), create.map(|c| (entry, external_id, c)))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let mut entry = match &create {
+            Some((entry, ..)) => entry.clone(),
+            None => self.registry.type_of(instance_id).await?,
+        };
         require(principal, Access::Write, &entry.record.name)?;
         let pending_ids: Arc<Vec<String>> = Arc::new(
             inputs
@@ -554,6 +614,92 @@ impl Commands {
         let guards: Arc<Mutex<Vec<GuardOutcome>>> = Arc::default();
         // A dry run keeps its decision here and refuses to commit it.
         let preview: Preview = Arc::default();
+        let (mut instance_id, mut request) = (instance_id, request);
+        if let Some((_, external_id, creation)) = create {
+            if dry_run {
+                // A preview decides on a stored head; this instance has none yet.
+                return Err(AppError::invalid(
+                    "dry_run",
+                    format!(
+                        "no instance has external_id {:?} yet: create_if_missing cannot be \
+                         previewed (preview it once the instance exists)",
+                        external_id.as_str()
+                    ),
+                ));
+            }
+            let created_hash = content_hash(
+                EventType::INSTANCE_CREATED,
+                ApplyMode::Replace,
+                &creation.initial_state,
+            );
+            let mut attempt = 1;
+            loop {
+                entry
+                    .schema
+                    .validate(&entry.record.name, &creation.initial_state)?;
+                let new = NewInstance {
+                    id: instance_id,
+                    entity_type_id: entry.record.id,
+                    external_id: external_id.as_str().to_string(),
+                    initial_state: creation.initial_state.clone(),
+                    metadata: creation.metadata.clone(),
+                    event_id: new_event_id(),
+                    content_hash: created_hash.clone(),
+                    recorded_by: principal.recorded_as().to_string(),
+                    schema_version: entry.record.schema_version,
+                };
+                let decide = self.decider(
+                    instance_id,
+                    &entry,
+                    &inputs,
+                    &hashes,
+                    &pending_ids,
+                    Outlets {
+                        guards: guards.clone(),
+                        preview: None,
+                    },
+                );
+                match self
+                    .create_in_task(new, request.clone(), decide, entry.clone())
+                    .await
+                {
+                    Err(StoreError::Rejected(DomainError::StaleSchema { .. }))
+                        if attempt < SCHEMA_ATTEMPTS =>
+                    {
+                        attempt += 1;
+                        entry = self.registry.reload(entry.record.id).await?;
+                    }
+                    // Another creator took the external id first: write to its instance.
+                    Err(StoreError::AlreadyExists(_)) => {
+                        let found = self
+                            .store
+                            .find_instance(entry.record.id, external_id.as_str())
+                            .await?;
+                        instance_id = found.id;
+                        request.instance_id = found.id;
+                        break;
+                    }
+                    Ok(outcome) => {
+                        let (events, state) = match outcome {
+                            AppendOutcome::Appended { events, state } => (events, state),
+                            AppendOutcome::AlreadyRecorded { keys } => {
+                                self.replay_retry(instance_id, &inputs, &hashes, keys)
+                                    .await?
+                            }
+                        };
+                        let guards =
+                            std::mem::take(&mut *guards.lock().unwrap_or_else(|p| p.into_inner()));
+                        return Ok(Applied {
+                            events,
+                            state,
+                            guards,
+                            dry_run: false,
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let mut attempt = 1;
         let outcome = loop {
             let decide = self.decider(
@@ -1022,6 +1168,41 @@ impl Commands {
         .map_err(|e| StoreError::Internal(format!("append task failed: {e}")))?
     }
 
+    /// [`Commands::append_in_task`] for a creation and its first append
+    /// ([`EventStore::create_and_append`]): the bus hears of the `InstanceCreated` event and
+    /// the appended ones, the cache gets the state after the last.
+    async fn create_in_task(
+        &self,
+        new: NewInstance,
+        request: AppendRequest,
+        decide: Decide,
+        entry: Arc<TypeEntry>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let app = self.clone();
+        let instance_id = new.id;
+        let entity_type_id = new.entity_type_id;
+        tokio::spawn(
+            async move {
+                let (created, outcome) = app.store.create_and_append(new, request, decide).await?;
+                if let (Some(created), AppendOutcome::Appended { events, state }) =
+                    (created, &outcome)
+                {
+                    app.registry.put_instance_type(instance_id, entity_type_id);
+                    metrics::histogram!(super::metrics::APPEND_BATCH_EVENTS)
+                        .record(events.len() as f64);
+                    let mut all = Vec::with_capacity(events.len() + 1);
+                    all.push(created);
+                    all.extend(events.iter().cloned());
+                    app.after_commit(&entry, instance_id, &all, state).await;
+                }
+                Ok(outcome)
+            }
+            .in_current_span(),
+        )
+        .await
+        .map_err(|e| StoreError::Internal(format!("create task failed: {e}")))?
+    }
+
     /// Some idempotency keys were already recorded. A faithful retry (every event keyed, each
     /// recorded on this instance with the same content: event type, mode and payload, compared
     /// by their canonical hash) gets the recorded events back; anything else is ALREADY_EXISTS.
@@ -1254,14 +1435,10 @@ mod tests {
         }
         async fn list_instances(
             &self,
-            entity_type_id: Uuid,
-            after: Option<&str>,
+            query: &crate::ports::InstanceQuery,
             limit: usize,
-            include_archived: bool,
         ) -> Result<Vec<InstanceRecord>, StoreError> {
-            self.inner
-                .list_instances(entity_type_id, after, limit, include_archived)
-                .await
+            self.inner.list_instances(query, limit).await
         }
         async fn instance_type(&self, instance_id: Uuid) -> Result<Uuid, StoreError> {
             self.inner.instance_type(instance_id).await
@@ -1325,6 +1502,14 @@ mod tests {
             decide: Decide,
         ) -> Result<AppendOutcome, StoreError> {
             self.inner.erase_instance(request, decide).await
+        }
+        async fn create_and_append(
+            &self,
+            new: NewInstance,
+            request: AppendRequest,
+            decide: Decide,
+        ) -> Result<(Option<EventRecord>, AppendOutcome), StoreError> {
+            self.inner.create_and_append(new, request, decide).await
         }
     }
     /// Remembers what it was told.
@@ -1402,7 +1587,13 @@ mod tests {
                     mode: None,
                 };
                 app.commands
-                    .apply_events(&Principal::anonymous(), id, None, vec![input], false)
+                    .apply_events(
+                        &Principal::anonymous(),
+                        Target::Id(id),
+                        None,
+                        vec![input],
+                        false,
+                    )
                     .await
             })
         };

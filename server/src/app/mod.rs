@@ -32,12 +32,12 @@ mod subscriptions;
 use std::sync::Arc;
 
 pub use analytics::Analytics;
-pub use commands::{Commands, EventInput, MAX_SCHEMA_VIOLATIONS, TypeChange};
+pub use commands::{Commands, Creation, EventInput, MAX_SCHEMA_VIOLATIONS, Target, TypeChange};
 pub use current::CurrentStates;
 pub use error::AppError;
 pub use log::{GlobalLog, LogRead, LogScope};
 pub use paging::Page;
-pub use queries::{Queries, StateAt, TimelineEntry};
+pub use queries::{InstanceListing, Queries, StateAt, TimeAxis, TimelineEntry};
 pub use retention::{Retention, RetentionBatch, RetentionReport};
 pub use subscriptions::{EventStream, Subscriptions};
 

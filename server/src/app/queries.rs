@@ -11,12 +11,13 @@ use std::sync::Arc;
 use super::registry::TypeRegistry;
 use super::{AppError, Page, budget};
 use crate::domain::diff::{Comparison, compare};
+use crate::domain::field_path::path_steps;
 use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
 use crate::domain::{Access, Principal, State, apply_event};
 use crate::ports::{
-    Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceRecord,
-    SchemaVersionRecord, Snapshot, TypeKey,
+    Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceCursor,
+    InstanceOrder, InstanceQuery, InstanceRecord, SchemaVersionRecord, Snapshot, TypeKey,
 };
 
 /// Events read per round trip while folding a long range.
@@ -32,6 +33,43 @@ pub struct StateAt {
     pub state: State,
     pub version: i64,
     pub recorded_at: DateTime<Utc>,
+    /// When the last event folded occurred (its business time).
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Which time a state at a time follows (see `TimeAxis` in the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeAxis {
+    /// What the engine knew at the moment.
+    Recorded,
+    /// What was true at the moment in business time, as known now.
+    Occurred,
+    /// What was true at business time T as known at recorded time `known_at`.
+    Both { known_at: DateTime<Utc> },
+}
+
+/// Most events one state at a business time folds: folding in business-time order cannot start
+/// from a snapshot (snapshots follow version order), so the work is capped rather than left to
+/// the length of the history.
+pub const MAX_OCCURRED_FOLD: i64 = 100_000;
+
+/// Longest external-id prefix a listing filters on, in characters (an external id's limit).
+pub const MAX_PREFIX_CHARS: usize = 256;
+
+/// Largest JSON value a listing compares a state field to, in bytes.
+pub const MAX_FILTER_VALUE_BYTES: usize = 4096;
+
+/// What a listing of instances asks for, as the caller described it.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceListing {
+    pub include_archived: bool,
+    pub external_id_prefix: Option<String>,
+    pub updated_since: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+    /// A field path (as in GetFieldTimeline) and the JSON value it must hold.
+    pub state_equals: Option<(String, Value)>,
+    pub order: InstanceOrder,
+    pub without_state: bool,
 }
 
 /// One change of a field.
@@ -179,32 +217,37 @@ impl Queries {
         )
     }
 
-    /// A page of a type's instances, by external id, and the token of the next page.
+    /// A page of a type's instances matching `listing`, in its order, and the token of the
+    /// next page.
     pub async fn list_instances(
         &self,
         principal: &Principal,
         entity_type: &TypeKey,
         page: Page,
-        include_archived: bool,
+        listing: InstanceListing,
     ) -> Result<(Vec<InstanceRecord>, String), AppError> {
+        let query = instance_query(&page, listing)?;
         let entry = self
             .registry
             .resolve_for(principal, Access::Read, entity_type)
             .await?;
-        let found = self
-            .catalog
-            .list_instances(
-                entry.record.id,
-                page.after.as_deref(),
-                page.size + 1,
-                include_archived,
-            )
-            .await?;
-        Ok(
-            page.close(found, self.page_budget, budget::instance_len, |i| {
-                i.external_id.clone()
-            }),
-        )
+        let query = InstanceQuery {
+            entity_type_id: entry.record.id,
+            ..query
+        };
+        let found = self.catalog.list_instances(&query, page.size + 1).await?;
+        let order = query.order;
+        Ok(page.close(
+            found,
+            self.page_budget,
+            budget::instance_len,
+            |i| match order {
+                InstanceOrder::ExternalId => i.external_id.clone(),
+                InstanceOrder::RecentlyUpdated => {
+                    format!("{} {}", i.updated_at.timestamp_micros(), i.id)
+                }
+            },
+        ))
     }
 
     /// A page of an instance's events.
@@ -289,28 +332,106 @@ impl Queries {
         ))
     }
 
-    /// The state as the engine knew it at `at`: after the last event recorded at or before it.
+    /// The state at `at` on `axis`: as the engine knew it then (after the last event recorded
+    /// at or before it), or folded from the events that had occurred by then (as known now, or
+    /// as known at a recorded time).
+    #[instrument(skip(self, principal))]
     pub async fn state_at_time(
         &self,
         principal: &Principal,
         id: Uuid,
         at: DateTime<Utc>,
+        axis: TimeAxis,
     ) -> Result<StateAt, AppError> {
         self.registry
             .check_instance(principal, Access::Read, id)
             .await?;
-        self.check_retained(id, None, Some(at)).await?;
-        match self.history.version_at(id, at).await? {
-            Some(version) => self.state_at(id, version).await,
-            None => {
-                let instance = self.catalog.get_instance(id).await?;
-                refuse_erased(&instance)?;
-                Err(AppError::NotFound(format!(
-                    "instance {id} did not exist at {}: it was created at {}",
-                    at.to_rfc3339(),
-                    instance.created_at.to_rfc3339()
-                )))
+        let known_at = match axis {
+            TimeAxis::Recorded => at,
+            TimeAxis::Both { known_at } => known_at,
+            TimeAxis::Occurred => return self.state_occurred_at(id, at, None).await,
+        };
+        self.check_retained(id, None, Some(known_at)).await?;
+        let Some(version) = self.history.version_at(id, known_at).await? else {
+            let instance = self.catalog.get_instance(id).await?;
+            refuse_erased(&instance)?;
+            return Err(AppError::NotFound(format!(
+                "instance {id} did not exist at {}: it was created at {}",
+                known_at.to_rfc3339(),
+                instance.created_at.to_rfc3339()
+            )));
+        };
+        match axis {
+            TimeAxis::Recorded => self.state_at(id, version).await,
+            _ => self.state_occurred_at(id, at, Some(version)).await,
+        }
+    }
+
+    /// The fold of the events up to version `up_to` (the latest when None) that occurred at or
+    /// before `at`, in business-time order (`occurred_at`, then version): a change that
+    /// occurred later in business time wins, whenever it was recorded. Snapshots hold states in
+    /// version order, so this fold starts from the empty state and reads the events in batches,
+    /// at most [`MAX_OCCURRED_FOLD`] of them.
+    async fn state_occurred_at(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        up_to: Option<i64>,
+    ) -> Result<StateAt, AppError> {
+        let instance = self.catalog.get_instance(id).await?;
+        refuse_erased(&instance)?;
+        let up_to = up_to.unwrap_or(instance.version);
+        // The fold needs every event from version 1: refused once retention dropped some.
+        self.check_retained(id, Some(1), None).await?;
+        let mut state = State::new();
+        let mut last: Option<StateAt> = None;
+        let mut folded: i64 = 0;
+        loop {
+            let after = last.as_ref().map(|l| (l.occurred_at, l.version));
+            let batch = self
+                .history
+                .events_occurred_by(id, at, up_to, after, FOLD_BATCH)
+                .await?;
+            let Some(end) = batch.last() else { break };
+            let more = batch.len() == FOLD_BATCH;
+            last = Some(StateAt {
+                state: State::new(),
+                version: end.version,
+                recorded_at: end.recorded_at,
+                occurred_at: end.occurred_at,
+            });
+            folded += batch.len() as i64;
+            if folded > MAX_OCCURRED_FOLD {
+                return Err(AppError::TooLarge(format!(
+                    "the state at business time {} folds more than {MAX_OCCURRED_FOLD} events \
+                     one by one (business-time order cannot start from a snapshot)",
+                    at.to_rfc3339()
+                )));
             }
+            for event in &batch {
+                state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                    AppError::FailedPrecondition {
+                        message: format!(
+                            "the state at business time {} cannot be folded: event version {} \
+                             ({}) does not apply in business-time order: {e}",
+                            at.to_rfc3339(),
+                            event.version,
+                            event.event_type
+                        ),
+                        violations: Vec::new(),
+                    }
+                })?;
+            }
+            if !more {
+                break;
+            }
+        }
+        match last {
+            Some(last) => Ok(StateAt { state, ..last }),
+            None => Err(AppError::NotFound(format!(
+                "instance {id} has no event that occurred at or before {}",
+                at.to_rfc3339()
+            ))),
         }
     }
 
@@ -599,6 +720,7 @@ pub(crate) fn fold(
         return Ok(None);
     };
     let recorded_at = last.recorded_at;
+    let occurred_at = last.occurred_at;
     let (mut state, from) = match snapshot {
         Some(s) => (s.state, s.version),
         None => (State::new(), 0),
@@ -619,7 +741,87 @@ pub(crate) fn fold(
         state,
         version,
         recorded_at,
+        occurred_at,
     }))
+}
+
+/// The store query of a listing, validated; its entity type is filled in by the caller.
+fn instance_query(page: &Page, listing: InstanceListing) -> Result<InstanceQuery, AppError> {
+    if let Some(prefix) = &listing.external_id_prefix {
+        if prefix.chars().count() > MAX_PREFIX_CHARS {
+            return Err(AppError::invalid(
+                "external_id_prefix",
+                format!("must be at most {MAX_PREFIX_CHARS} characters"),
+            ));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(AppError::invalid(
+                "external_id_prefix",
+                "must not contain control characters (no external id does)",
+            ));
+        }
+    }
+    if let (Some(s), Some(b)) = (listing.updated_since, listing.updated_before)
+        && s >= b
+    {
+        return Err(AppError::invalid(
+            "updated_since",
+            format!(
+                "{} is not before updated_before {}",
+                s.to_rfc3339(),
+                b.to_rfc3339()
+            ),
+        ));
+    }
+    let state_equals = match listing.state_equals {
+        None => None,
+        Some((path, value)) => {
+            let pointer = parse_field_path(&path)
+                .map_err(|e| AppError::invalid("state_path", e.to_string()))?;
+            let steps =
+                path_steps(&pointer).map_err(|e| AppError::invalid("state_path", e.to_string()))?;
+            let size = serde_json::to_vec(&value)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_FILTER_VALUE_BYTES {
+                return Err(AppError::invalid(
+                    "state_equals",
+                    format!("is {size} bytes of JSON, over the limit of {MAX_FILTER_VALUE_BYTES}"),
+                ));
+            }
+            Some((steps, value))
+        }
+    };
+    let after = match (&page.after, listing.order) {
+        (None, _) => None,
+        (Some(a), InstanceOrder::ExternalId) => Some(InstanceCursor::ExternalId(a.clone())),
+        (Some(a), InstanceOrder::RecentlyUpdated) => {
+            let malformed = || {
+                AppError::invalid(
+                    "page_token",
+                    "is malformed: pass the next_page_token of a previous page of this order",
+                )
+            };
+            let (micros, id) = a.split_once(' ').ok_or_else(malformed)?;
+            let micros: i64 = micros.parse().map_err(|_| malformed())?;
+            let at = DateTime::from_timestamp_micros(micros).ok_or_else(malformed)?;
+            let id = Uuid::parse_str(id).map_err(|_| malformed())?;
+            Some(InstanceCursor::Updated(at, id))
+        }
+    };
+    Ok(InstanceQuery {
+        entity_type_id: Uuid::nil(),
+        include_archived: listing.include_archived,
+        external_id_prefix: listing.external_id_prefix.filter(|p| !p.is_empty()),
+        // Timestamps carry nanoseconds, the store microseconds: an inclusive lower bound rounds
+        // up, an exclusive upper bound too.
+        updated_since: listing.updated_since.map(ceil_micros),
+        updated_before: listing.updated_before.map(ceil_micros),
+        state_equals,
+        order: listing.order,
+        after,
+        without_state: listing.without_state,
+    })
 }
 
 /// Bytes a timeline point takes in the response.

@@ -74,6 +74,90 @@ pub fn parse_field_path(raw: &str) -> Result<String, DomainError> {
     Ok(pointer)
 }
 
+/// Most steps a listing's state field path may have: each is one `->` in the store's filter.
+pub const MAX_PATH_STEPS: usize = 32;
+
+/// One step of a state field path: an object key or an array index. A step that is all digits
+/// (at most 9 of them) names an array index, on every backend alike (so `items.0` is the first
+/// item of `items`); a key made of digits is out of reach of such a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(i32),
+}
+
+/// The steps of a canonical pointer ([`parse_field_path`]), at most [`MAX_PATH_STEPS`].
+pub fn path_steps(pointer: &str) -> Result<Vec<PathStep>, DomainError> {
+    let tokens: Vec<&str> = pointer
+        .strip_prefix('/')
+        .unwrap_or(pointer)
+        .split('/')
+        .collect();
+    if tokens.len() > MAX_PATH_STEPS {
+        return Err(invalid(format!(
+            "{pointer:?} has {} steps; a filter path may have at most {MAX_PATH_STEPS}",
+            tokens.len()
+        )));
+    }
+    if let Some(bad) = tokens.iter().find(|t| t.contains('"') || t.contains('\\')) {
+        return Err(invalid(format!(
+            "step {bad:?} of {pointer:?} holds a quote or a backslash, which a filter path \
+             cannot name"
+        )));
+    }
+    Ok(tokens
+        .into_iter()
+        .map(|t| {
+            let key = unescape_token(t);
+            match key.parse::<i32>() {
+                Ok(n)
+                    if !key.is_empty()
+                        && key.len() <= 9
+                        && key.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    PathStep::Index(n)
+                }
+                _ => PathStep::Key(key),
+            }
+        })
+        .collect())
+}
+
+/// The value at `steps` in `state`, following [`PathStep`]'s rule (digits index arrays only).
+pub fn lookup_steps<'a>(state: &'a State, steps: &[PathStep]) -> Option<&'a Value> {
+    let (first, rest) = steps.split_first()?;
+    let PathStep::Key(k) = first else {
+        return None;
+    };
+    let mut at = state.get(k)?;
+    for step in rest {
+        at = match (step, at) {
+            (PathStep::Key(k), Value::Object(o)) => o.get(k)?,
+            (PathStep::Index(n), Value::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// The least string greater than every string starting with `prefix`, in code point (UTF-8
+/// byte) order: the exclusive end of the prefix's range in an index. None when there is none
+/// (an empty prefix, or one made only of U+10FFFF).
+pub fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// The value at `pointer` in `state`, or `None` where nothing is there: a missing key, an index
 /// past the end of an array (or not a plain decimal index, like `01` or `-`), or a path that runs
 /// into a scalar. The root pointer `""` and strings that are not pointers also give `None`: a
@@ -124,6 +208,44 @@ fn check_escapes(pointer: &str) -> Result<(), DomainError> {
 
 fn invalid(reason: impl Into<String>) -> DomainError {
     DomainError::invalid("field", reason)
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_successor_bounds_exactly_the_strings_with_the_prefix() {
+        assert_eq!(prefix_successor("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        for s in ["ab", "ab\u{10FFFF}\u{10FFFF}", "abzzz", "ab\u{0}"] {
+            assert!(s < prefix_successor("ab").unwrap().as_str());
+        }
+        assert!("ac" >= prefix_successor("ab").unwrap().as_str());
+    }
+
+    #[test]
+    fn digit_steps_index_arrays_and_long_paths_are_refused() {
+        let steps = path_steps(&parse_field_path("items.0.name").unwrap()).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                PathStep::Key("items".into()),
+                PathStep::Index(0),
+                PathStep::Key("name".into())
+            ]
+        );
+        let state = serde_json::json!({"items": [{"name": "x"}], "m": {"0": 1}});
+        let state = state.as_object().unwrap();
+        assert_eq!(lookup_steps(state, &steps), Some(&serde_json::json!("x")));
+        let m0 = path_steps("/m/0").unwrap();
+        assert_eq!(lookup_steps(state, &m0), None);
+        let deep = vec!["a"; MAX_PATH_STEPS + 1].join(".");
+        assert!(path_steps(&parse_field_path(&deep).unwrap()).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use temporal_state_proto::v1 as pb;
 
 use uuid::Uuid;
 
-use crate::app::{AppError, Page};
+use crate::app::{AppError, Creation, Page, Target};
 use crate::domain::apply::split_recorded;
 use crate::domain::declared::{DeclarationsDoc, EventTypeDoc, GuardDoc, GuardOutcome};
 use crate::domain::{ApplyMode, EntityTypeName, ExternalId, State};
@@ -99,6 +99,71 @@ pub fn state_from_struct(field: &str, s: Option<Struct>) -> Result<State, AppErr
         }
     }
     Ok(map)
+}
+
+/// Which instance a write names: `instance_id`, or `entity_type` + `external_id` (with
+/// `create_if_missing` and `initial_state` for a missing one). Exactly one way.
+pub fn target_from_fields(
+    instance_id: &str,
+    entity_type: &str,
+    external_id: &str,
+    create_if_missing: bool,
+    initial_state: Option<Struct>,
+) -> Result<Target, AppError> {
+    let by_external = !entity_type.is_empty() || !external_id.is_empty();
+    if !by_external {
+        if create_if_missing {
+            return Err(AppError::invalid(
+                "create_if_missing",
+                "needs the target as entity_type + external_id (an instance id names an \
+                 instance that exists)",
+            ));
+        }
+        if initial_state.is_some() {
+            return Err(AppError::invalid(
+                "initial_state",
+                "is only for create_if_missing",
+            ));
+        }
+        return Ok(Target::Id(id_from_field("instance_id", instance_id)?));
+    }
+    if !instance_id.is_empty() {
+        return Err(AppError::invalid(
+            "instance_id",
+            "give either instance_id or entity_type + external_id, not both",
+        ));
+    }
+    if entity_type.is_empty() {
+        return Err(AppError::invalid(
+            "entity_type",
+            "is required with external_id",
+        ));
+    }
+    let entity_type = type_key_from_field(entity_type)?;
+    let external_id = external_id_from_field(external_id)?;
+    let create = if create_if_missing {
+        Some(Creation {
+            initial_state: state_from_struct("initial_state", initial_state)?,
+            metadata: State::new(),
+        })
+    } else if initial_state.is_some() {
+        return Err(AppError::invalid(
+            "initial_state",
+            "is only for create_if_missing",
+        ));
+    } else {
+        None
+    };
+    Ok(Target::External {
+        entity_type,
+        external_id,
+        create,
+    })
+}
+
+/// A JSON value from a protobuf Value (`field` names it in errors).
+pub fn json_from_pb(field: &str, v: PbValue) -> Result<Value, AppError> {
+    json_from_value(field, v)
 }
 
 fn json_from_value(field: &str, v: PbValue) -> Result<Value, AppError> {

@@ -60,11 +60,17 @@ impl EventService for EventApi {
                     r.occurred_at,
                     r.mode,
                 )?;
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let target = convert::target_from_fields(
+                    &r.instance_id,
+                    &r.entity_type,
+                    &r.external_id,
+                    r.create_if_missing,
+                    r.initial_state,
+                )?;
                 let mut applied = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, vec![input], r.dry_run)
+                    .apply_events(&who, target, r.expected_version, vec![input], r.dry_run)
                     .await?;
                 Ok(pb::ApplyEventResponse {
                     event: applied.events.pop().map(convert::event_from_record),
@@ -99,11 +105,17 @@ impl EventService for EventApi {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
+                let target = convert::target_from_fields(
+                    &r.instance_id,
+                    &r.entity_type,
+                    &r.external_id,
+                    r.create_if_missing,
+                    r.initial_state,
+                )?;
                 let applied = self
                     .app
                     .commands
-                    .apply_events(&who, id, r.expected_version, inputs, r.dry_run)
+                    .apply_events(&who, target, r.expected_version, inputs, r.dry_run)
                     .await?;
                 Ok(pb::ApplyEventsResponse {
                     events: applied

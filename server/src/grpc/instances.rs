@@ -8,7 +8,8 @@ use tracing::instrument;
 use super::auth::caller;
 use super::convert::{self, state_from_struct};
 use super::status::{Reply, reply};
-use crate::app::App;
+use crate::app::{App, AppError, InstanceListing};
+use crate::ports::InstanceOrder;
 
 /// The instance service over the application.
 pub struct InstanceApi(pub App);
@@ -51,15 +52,73 @@ impl InstanceService for InstanceApi {
             async {
                 let key = convert::type_key_from_field(&r.entity_type)?;
                 let page = convert::page_from_fields(r.page_size, &r.page_token)?;
+                let state_equals = match (r.state_path.is_empty(), r.state_equals) {
+                    (true, None) => None,
+                    (false, Some(v)) => {
+                        Some((r.state_path, convert::json_from_pb("state_equals", v)?))
+                    }
+                    (true, Some(_)) => {
+                        return Err(AppError::invalid(
+                            "state_path",
+                            "is required with state_equals",
+                        ));
+                    }
+                    (false, None) => {
+                        return Err(AppError::invalid(
+                            "state_equals",
+                            "is required with state_path",
+                        ));
+                    }
+                };
+                let order = match pb::InstanceOrder::try_from(r.order_by) {
+                    Ok(pb::InstanceOrder::Unspecified | pb::InstanceOrder::ExternalId) => {
+                        InstanceOrder::ExternalId
+                    }
+                    Ok(pb::InstanceOrder::RecentlyUpdated) => InstanceOrder::RecentlyUpdated,
+                    Err(_) => {
+                        return Err(AppError::invalid(
+                            "order_by",
+                            format!("{} is not an InstanceOrder", r.order_by),
+                        ));
+                    }
+                };
+                let without_state = match pb::InstanceView::try_from(r.view) {
+                    Ok(pb::InstanceView::Unspecified | pb::InstanceView::Full) => false,
+                    Ok(pb::InstanceView::Basic) => true,
+                    Err(_) => {
+                        return Err(AppError::invalid(
+                            "view",
+                            format!("{} is not an InstanceView", r.view),
+                        ));
+                    }
+                };
+                let listing = InstanceListing {
+                    include_archived: r.include_archived,
+                    external_id_prefix: Some(r.external_id_prefix).filter(|p| !p.is_empty()),
+                    updated_since: convert::time_from_timestamp("updated_since", r.updated_since)?,
+                    updated_before: convert::time_from_timestamp(
+                        "updated_before",
+                        r.updated_before,
+                    )?,
+                    state_equals,
+                    order,
+                    without_state,
+                };
                 let (found, next) = self
                     .0
                     .queries
-                    .list_instances(&who, &key, page, r.include_archived)
+                    .list_instances(&who, &key, page, listing)
                     .await?;
                 Ok(pb::ListInstancesResponse {
                     instances: found
                         .into_iter()
-                        .map(convert::instance_from_record)
+                        .map(|i| {
+                            let mut pb = convert::instance_from_record(i);
+                            if without_state {
+                                pb.state = None;
+                            }
+                            pb
+                        })
                         .collect(),
                     next_page_token: next,
                 })

@@ -27,4 +27,4 @@ pub(crate) use queries::QueryApi;
 
 /// `google.protobuf.Struct` <-> JSON object, exactly as the services convert them: public for
 /// tests that build requests and compare answers in JSON.
-pub use convert::{state_from_struct, struct_from_state};
+pub use convert::{state_from_struct, struct_from_state, value_from_json};

@@ -11,7 +11,7 @@ use super::convert::{
     timestamp_from_time, value_from_json,
 };
 use super::status::{Reply, reply};
-use crate::app::{App, AppError};
+use crate::app::{App, AppError, TimeAxis};
 use crate::domain::diff::ChangeKind;
 use crate::ports::HistoryFilter;
 
@@ -120,11 +120,35 @@ impl QueryService for QueryApi {
                 let id = convert::id_from_field("instance_id", &r.instance_id)?;
                 let at = time_from_timestamp("timestamp", r.timestamp)?
                     .ok_or_else(|| AppError::invalid("timestamp", "is required"))?;
-                let s = self.0.queries.state_at_time(&who, id, at).await?;
+                let known_at = time_from_timestamp("known_at", r.known_at)?;
+                let axis = match (pb::TimeAxis::try_from(r.axis), known_at) {
+                    (Ok(pb::TimeAxis::Both), Some(known_at)) => TimeAxis::Both { known_at },
+                    (Ok(pb::TimeAxis::Both), None) => {
+                        return Err(AppError::invalid(
+                            "known_at",
+                            "is required with TIME_AXIS_BOTH (the recorded time)",
+                        ));
+                    }
+                    (Ok(_), Some(_)) => {
+                        return Err(AppError::invalid("known_at", "is only for TIME_AXIS_BOTH"));
+                    }
+                    (Ok(pb::TimeAxis::Unspecified | pb::TimeAxis::RecordedAt), None) => {
+                        TimeAxis::Recorded
+                    }
+                    (Ok(pb::TimeAxis::OccurredAt), None) => TimeAxis::Occurred,
+                    (Err(_), _) => {
+                        return Err(AppError::invalid(
+                            "axis",
+                            format!("{} is not a TimeAxis", r.axis),
+                        ));
+                    }
+                };
+                let s = self.0.queries.state_at_time(&who, id, at, axis).await?;
                 Ok(pb::GetStateAtTimeResponse {
                     state: Some(struct_from_owned(s.state)),
                     version: s.version,
                     recorded_at: Some(timestamp_from_time(s.recorded_at)),
+                    occurred_at: Some(timestamp_from_time(s.occurred_at)),
                 })
             }
             .await,

@@ -227,7 +227,7 @@ async fn dataset(b: Backend) -> Dataset {
     }
 
     let instances = s
-        .list_instances(player.id, None, 1000, false)
+        .list_instances(&listing(player.id, None, false), 1000)
         .await
         .unwrap();
     assert_eq!(instances.len(), 7);

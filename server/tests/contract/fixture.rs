@@ -335,3 +335,17 @@ pub fn versions(events: &[EventRecord]) -> Vec<i64> {
 pub async fn tick() {
     tokio::time::sleep(Duration::from_millis(3)).await;
 }
+
+/// A listing by external id of a type's instances, after `after`.
+pub fn listing(
+    entity_type_id: Uuid,
+    after: Option<&str>,
+    include_archived: bool,
+) -> temporal_state_server::ports::InstanceQuery {
+    temporal_state_server::ports::InstanceQuery {
+        entity_type_id,
+        include_archived,
+        after: after.map(|a| temporal_state_server::ports::InstanceCursor::ExternalId(a.into())),
+        ..Default::default()
+    }
+}

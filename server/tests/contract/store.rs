@@ -248,7 +248,10 @@ async fn instance_external_ids_are_unique_per_type(b: Backend) {
         &format!("instance {dup_id}"),
     );
     assert_eq!(
-        f.store.list_instances(a.id, None, 10, false).await.unwrap(),
+        f.store
+            .list_instances(&listing(a.id, None, false), 10)
+            .await
+            .unwrap(),
         vec![first.clone()]
     );
     assert_eq!(
@@ -301,31 +304,46 @@ async fn instances_list_in_external_id_order_after_cursor(b: Backend) {
     let s = f.store.as_ref();
     // Byte (code point) order, as PostgreSQL with the "C" collation.
     assert_eq!(
-        ids(s.list_instances(t.id, None, 100, false).await.unwrap()),
+        ids(s
+            .list_instances(&listing(t.id, None, false), 100)
+            .await
+            .unwrap()),
         ["10", "9", "B", "a", "a-1", "a_1", "b", "é"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, None, 3, false).await.unwrap()),
+        ids(s
+            .list_instances(&listing(t.id, None, false), 3)
+            .await
+            .unwrap()),
         ["10", "9", "B"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, Some("B"), 3, false).await.unwrap()),
+        ids(s
+            .list_instances(&listing(t.id, Some("B"), false), 3)
+            .await
+            .unwrap()),
         ["a", "a-1", "a_1"]
     );
     assert_eq!(
-        ids(s.list_instances(t.id, Some("a_1"), 3, false).await.unwrap()),
+        ids(s
+            .list_instances(&listing(t.id, Some("a_1"), false), 3)
+            .await
+            .unwrap()),
         ["b", "é"]
     );
     assert!(
-        s.list_instances(t.id, Some("é"), 3, false)
+        s.list_instances(&listing(t.id, Some("é"), false), 3)
             .await
             .unwrap()
             .is_empty()
     );
-    let listed = s.list_instances(t.id, None, 1, false).await.unwrap();
+    let listed = s
+        .list_instances(&listing(t.id, None, false), 1)
+        .await
+        .unwrap();
     assert_eq!(listed[0], s.find_instance(t.id, "10").await.unwrap());
     assert!(
-        s.list_instances(Uuid::now_v7(), None, 10, false)
+        s.list_instances(&listing(Uuid::now_v7(), None, false), 10)
             .await
             .unwrap()
             .is_empty()
@@ -1189,7 +1207,10 @@ async fn erasure_scrubs_the_instance_and_every_later_head_says_erased(b: Backend
         s.find_instance(t.id, "secret@example.org").await,
         "instance with external_id \"secret@example.org\"",
     );
-    let listed = s.list_instances(t.id, None, 10, true).await.unwrap();
+    let listed = s
+        .list_instances(&listing(t.id, None, true), 10)
+        .await
+        .unwrap();
     assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [other.id]);
     // The facts stay, the payloads and metadata do not (but the erasure's own reason).
     let history = f

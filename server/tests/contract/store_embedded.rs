@@ -27,7 +27,7 @@ async fn data_survives_reopening() {
         let store = EmbeddedStore::open(dir.path(), 2).unwrap();
         assert_eq!(
             store.applied_migrations(),
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12]
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         );
         assert_eq!(store.path(), dir.path().join(DB_FILE));
         let t = new_type(&store, "player").await;

@@ -160,6 +160,42 @@ impl HistoryReader for EmbeddedStore {
         .await
     }
 
+    async fn events_occurred_by(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+        up_to: i64,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit_n: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let (after_at, after_version) = match after {
+            Some((t, v)) => (Some(rows::micros(t)), v),
+            None => (None, 0),
+        };
+        self.read(move |conn| {
+            let sql_text = format!(
+                "SELECT {} FROM events e WHERE e.instance_id = ?1 AND e.version <= ?3 \
+                 AND e.occurred_at <= ?2 \
+                 AND (?4 IS NULL OR (e.occurred_at, e.version) > (?4, ?5)) \
+                 ORDER BY e.occurred_at, e.version LIMIT ?6",
+                rows::EVENT_COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
+            let found = stmt
+                .query(params![
+                    rows::id(instance_id),
+                    rows::micros(at),
+                    up_to,
+                    after_at,
+                    after_version,
+                    super::store::limit(limit_n)
+                ])
+                .map_err(sql)?;
+            Ok(rows::collect(found, rows::event)?)
+        })
+        .await
+    }
+
     async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let micros: Option<i64> = self
             .read(|conn| {

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/embedded/0009_global_position.sql"),
     ),
     (
+        10,
+        "instance_listing",
+        include_str!("../../../../migrations/embedded/0010_instance_listing.sql"),
+    ),
+    (
         11,
         "event_declarations",
         include_str!("../../../../migrations/embedded/0011_event_declarations.sql"),

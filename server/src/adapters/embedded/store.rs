@@ -47,8 +47,9 @@ use crate::adapters::append_plan;
 use crate::domain::{ApplyMode, DomainError, EventType, State};
 use crate::ports::{
     AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore,
-    InstanceRecord, InstanceViolation, NewInstance, SchemaCheck, SchemaVersionRecord, StateCheck,
-    StoreError, TypeKey, TypeUpdate, TypeUpdateOutcome,
+    InstanceCursor, InstanceOrder, InstanceQuery, InstanceRecord, InstanceViolation, NewInstance,
+    PathStep, SchemaCheck, SchemaVersionRecord, StateCheck, StoreError, TypeKey, TypeUpdate,
+    TypeUpdateOutcome,
 };
 
 /// Name of the database file inside DATA_DIR (SQLite adds `-wal` and `-shm` next to it).
@@ -440,6 +441,181 @@ impl EmbeddedStore {
     }
 }
 
+/// The SQL of one instance listing and its parameters, as on PostgreSQL: the external-id order
+/// and prefix range from the unique (entity type, external id) index, the update order and
+/// range from (entity type, updated_at, id). A state field equality has no index here (SQLite
+/// indexes only named expressions): it is checked on the rows the other conditions select.
+fn list_instances_sql(
+    query: &InstanceQuery,
+    limit_n: usize,
+) -> Result<(String, Vec<rusqlite::types::Value>), StoreError> {
+    use rusqlite::types::Value as V;
+    let mut values = vec![V::Text(rows::id(query.entity_type_id))];
+    fn next(values: &mut Vec<V>, v: V) -> String {
+        values.push(v);
+        format!("?{}", values.len())
+    }
+    let mut cond = vec![
+        "i.entity_type_id = ?1".to_string(),
+        "i.erased = 0".to_string(),
+    ];
+    if !query.include_archived {
+        cond.push("i.archived = 0".into());
+    }
+    if let Some(prefix) = &query.external_id_prefix {
+        let p = next(&mut values, V::Text(prefix.clone()));
+        cond.push(format!("i.external_id >= {p}"));
+        match crate::domain::prefix_successor(prefix) {
+            Some(end) => {
+                let e = next(&mut values, V::Text(end));
+                cond.push(format!("i.external_id < {e}"));
+            }
+            None => cond.push(format!("substr(i.external_id, 1, length({p})) = {p}")),
+        }
+    }
+    if let Some(t) = query.updated_since {
+        let p = next(&mut values, V::Integer(rows::micros(t)));
+        cond.push(format!("i.updated_at >= {p}"));
+    }
+    if let Some(t) = query.updated_before {
+        let p = next(&mut values, V::Integer(rows::micros(t)));
+        cond.push(format!("i.updated_at < {p}"));
+    }
+    if let Some((path, value)) = &query.state_equals {
+        let mut expr = "i.state".to_string();
+        for step in path {
+            let p = match step {
+                // A quoted label: SQLite reads a bare text label as a path (`a.b` is two steps).
+                PathStep::Key(k) => next(&mut values, V::Text(format!("$.\"{k}\""))),
+                PathStep::Index(n) => next(&mut values, V::Integer(i64::from(*n))),
+            };
+            expr = format!("({expr} -> {p})");
+        }
+        let text = serde_json::to_string(value)
+            .map_err(|e| StoreError::Internal(format!("a JSON value: {e}")))?;
+        let v = next(&mut values, V::Text(text));
+        cond.push(format!("{expr} = json({v})"));
+    }
+    let order = match query.order {
+        InstanceOrder::ExternalId => {
+            if let Some(InstanceCursor::ExternalId(a)) = &query.after {
+                let p = next(&mut values, V::Text(a.clone()));
+                cond.push(format!("i.external_id > {p}"));
+            }
+            "i.external_id"
+        }
+        InstanceOrder::RecentlyUpdated => {
+            if let Some(InstanceCursor::Updated(t, id)) = &query.after {
+                let p = next(&mut values, V::Integer(rows::micros(*t)));
+                let q = next(&mut values, V::Text(rows::id(*id)));
+                cond.push(format!("(i.updated_at, i.id) < ({p}, {q})"));
+            }
+            "i.updated_at DESC, i.id DESC"
+        }
+    };
+    let l = next(&mut values, V::Integer(limit(limit_n)));
+    let columns = if query.without_state {
+        rows::INSTANCE_COLUMNS.replace("i.state", "'{}'")
+    } else {
+        rows::INSTANCE_COLUMNS.to_string()
+    };
+    Ok((
+        format!(
+            "SELECT {columns} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+             WHERE {} ORDER BY {order} LIMIT {l}",
+            cond.join(" AND ")
+        ),
+        values,
+    ))
+}
+
+/// Writes a new instance and its version 1 in `tx` (not committed): the entity type's name, the
+/// time it was created at and its event's global position (one more than the highest: the
+/// writer is the only one). [`StoreError::AlreadyExists`] when the external id is taken.
+fn insert_created(
+    tx: &Connection,
+    new: &NewInstance,
+    interval: i64,
+) -> Result<(String, chrono::DateTime<Utc>, i64), StoreError> {
+    let type_id = rows::id(new.entity_type_id);
+    let (type_name, schema_version): (String, i64) = tx
+        .prepare_cached("SELECT name, schema_version FROM entity_types WHERE id = ?1")
+        .map_err(sql)?
+        .query_row([&type_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql)?
+        .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
+    if schema_version != new.schema_version {
+        return Err(StoreError::Rejected(DomainError::StaleSchema {
+            entity_type: type_name,
+            decided: new.schema_version,
+            current: schema_version,
+        }));
+    }
+    let now = now_micros();
+    let at = rows::time(now, "created_at")?;
+    let id = rows::id(new.id);
+    let state = rows::json(&new.initial_state)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO instances (id, entity_type_id, external_id, state, version, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+        )
+        .map_err(sql)?
+        .execute(params![id, type_id, new.external_id, state, now])
+        .map_err(EmbeddedError::from);
+    match inserted {
+        Ok(_) => {}
+        Err(e)
+            if e.unique_violation() == Some("instances.entity_type_id, instances.external_id") =>
+        {
+            return Err(StoreError::AlreadyExists(format!(
+                "instance with external_id {:?} of entity type {type_name:?}",
+                new.external_id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let position = tx
+        .prepare_cached(
+            "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
+             payload, metadata, mode, recorded_at, occurred_at, recorded_by, schema_version, \
+             position) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, \
+             (SELECT IFNULL(MAX(position), 0) + 1 FROM events)) RETURNING position",
+        )
+        .map_err(sql)?
+        .query_row(
+            params![
+                id,
+                new.event_id,
+                type_id,
+                EventType::INSTANCE_CREATED,
+                state,
+                rows::json(&new.metadata)?,
+                ApplyMode::Replace.as_str(),
+                now,
+                new.recorded_by,
+                new.schema_version,
+            ],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(sql)?;
+    tx.prepare_cached(
+        "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
+         VALUES (?1, ?2, 1, ?3)",
+    )
+    .map_err(sql)?
+    .execute(params![new.event_id, id, new.content_hash])
+    .map_err(sql)?;
+    if 1 % interval == 0 {
+        tx.prepare_cached("INSERT INTO snapshots (instance_id, version, state) VALUES (?1, 1, ?2)")
+            .map_err(sql)?
+            .execute(params![id, state])
+            .map_err(sql)?;
+    }
+    Ok((type_name, at, position))
+}
+
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -534,34 +710,17 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    #[instrument(skip(self, query), fields(entity_type_id = %query.entity_type_id))]
     async fn list_instances(
         &self,
-        entity_type_id: Uuid,
-        after_external_id: Option<&str>,
+        query: &InstanceQuery,
         limit_n: usize,
-        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
-        let after = after_external_id.map(str::to_string);
+        let (sql_text, values) = list_instances_sql(query, limit_n)?;
         self.read(move |conn| {
-            // Without the cursor in the SQL when there is none, so a cursor is a range seek.
-            let sql_text = format!(
-                "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-                 WHERE i.entity_type_id = ?1 AND {} {} ORDER BY i.external_id LIMIT ?3",
-                rows::INSTANCE_COLUMNS,
-                if after.is_some() {
-                    "i.external_id > ?2"
-                } else {
-                    "?2 IS NULL"
-                },
-                if include_archived {
-                    "AND i.erased = 0"
-                } else {
-                    "AND i.archived = 0 AND i.erased = 0"
-                }
-            );
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
             let found = stmt
-                .query(params![rows::id(entity_type_id), after, limit(limit_n)])
+                .query(rusqlite::params_from_iter(values.iter()))
                 .map_err(sql)?;
             Ok(rows::collect(found, rows::instance)?)
         })
@@ -856,83 +1015,7 @@ impl EventStore for EmbeddedStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql)?;
-            let type_id = rows::id(new.entity_type_id);
-            let (type_name, schema_version): (String, i64) = tx
-                .prepare_cached("SELECT name, schema_version FROM entity_types WHERE id = ?1")
-                .map_err(sql)?
-                .query_row([&type_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(sql)?
-                .ok_or_else(|| {
-                    StoreError::NotFound(format!("entity type {}", new.entity_type_id))
-                })?;
-            if schema_version != new.schema_version {
-                return Err(StoreError::Rejected(DomainError::StaleSchema {
-                    entity_type: type_name,
-                    decided: new.schema_version,
-                    current: schema_version,
-                }));
-            }
-            let now = now_micros();
-            let at = rows::time(now, "created_at")?;
-            let id = rows::id(new.id);
-            let state = rows::json(&new.initial_state)?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO instances (id, entity_type_id, external_id, state, version, \
-                     created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
-                )
-                .map_err(sql)?
-                .execute(params![id, type_id, new.external_id, state, now])
-                .map_err(EmbeddedError::from);
-            match inserted {
-                Ok(_) => {}
-                Err(e)
-                    if e.unique_violation()
-                        == Some("instances.entity_type_id, instances.external_id") =>
-                {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "instance with external_id {:?} of entity type {type_name:?}",
-                        new.external_id
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let position = tx.prepare_cached(
-                "INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, \
-                 payload, metadata, mode, recorded_at, occurred_at, recorded_by, schema_version, \
-                 position) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, \
-                 (SELECT IFNULL(MAX(position), 0) + 1 FROM events)) RETURNING position",
-            )
-            .map_err(sql)?
-            .query_row(params![
-                id,
-                new.event_id,
-                type_id,
-                EventType::INSTANCE_CREATED,
-                state,
-                rows::json(&new.metadata)?,
-                ApplyMode::Replace.as_str(),
-                now,
-                new.recorded_by,
-                new.schema_version,
-            ], |r| r.get::<_, i64>(0))
-            .map_err(sql)?;
-            tx.prepare_cached(
-                "INSERT INTO event_ids (event_id, instance_id, version, content_hash) \
-                 VALUES (?1, ?2, 1, ?3)",
-            )
-            .map_err(sql)?
-            .execute(params![new.event_id, id, new.content_hash])
-            .map_err(sql)?;
-            if 1 % interval == 0 {
-                tx.prepare_cached(
-                    "INSERT INTO snapshots (instance_id, version, state) VALUES (?1, 1, ?2)",
-                )
-                .map_err(sql)?
-                .execute(params![id, state])
-                .map_err(sql)?;
-            }
+            let (type_name, at, position) = insert_created(&tx, &new, interval)?;
             tx.commit().map_err(sql)?;
             let (instance, mut event) = append_plan::created_records(new, type_name, at);
             event.position = position;
@@ -976,6 +1059,41 @@ impl EventStore for EmbeddedStore {
             Err(EmbeddedError::Worker("the writer stopped before answering".into()).into())
         });
         self.noticed(outcome)
+    }
+
+    #[instrument(skip(self, new, request, decide), fields(instance_id = %new.id))]
+    async fn create_and_append(
+        &self,
+        new: NewInstance,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<(Option<EventRecord>, AppendOutcome), StoreError> {
+        let interval = self.inner.snapshot_interval;
+        // On the writer, so it is serialized with every append and creation: a creator racing
+        // it either sees the instance, or is seen by it (and then answers AlreadyExists).
+        self.write(move |conn| {
+            let mut created = None;
+            let outcome = append_plan::with_attempts_blocking(|_| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let (type_name, at, position) = insert_created(&tx, &new, interval)?;
+                let attempt = super::append::append_in(&tx, &request, interval, &decide, false)?;
+                if matches!(
+                    attempt,
+                    append_plan::Attempt::Done(AppendOutcome::Appended { .. })
+                ) {
+                    tx.commit().map_err(sql)?;
+                    let mut event = append_plan::created_records(new.clone(), type_name, at).1;
+                    event.position = position;
+                    created = Some(event);
+                }
+                // Anything else: dropping `tx` rolls the creation back too.
+                Ok(attempt)
+            })?;
+            Ok((created, outcome))
+        })
+        .await
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]

@@ -86,6 +86,44 @@ impl HistoryReader for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn events_occurred_by(
+        &self,
+        instance_id: Uuid,
+        at: DateTime<Utc>,
+        up_to: i64,
+        after: Option<(DateTime<Utc>, i64)>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM events e WHERE e.instance_id = $1 AND e.version <= $3 \
+             AND e.occurred_at <= $2 \
+             AND ($4::timestamptz IS NULL OR (e.occurred_at, e.version) > ($4, $5)) \
+             ORDER BY e.occurred_at, e.version LIMIT $6",
+            rows::EVENT_COLUMNS
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let (after_at, after_version) = match after {
+            Some((t, v)) => (Some(t), v),
+            None => (None, 0),
+        };
+        let found = client
+            .query(
+                &stmt,
+                &[
+                    &instance_id,
+                    &at,
+                    &up_to,
+                    &after_at,
+                    &after_version,
+                    &(limit as i64),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
+    }
+
     async fn horizon(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let client = self.client().await?;
         let stmt = client

@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../../migrations/postgres/0012_global_position.sql"),
     ),
     (
+        13,
+        "instance_listing",
+        include_str!("../../../../migrations/postgres/0013_instance_listing.sql"),
+    ),
+    (
         14,
         "event_declarations",
         include_str!("../../../../migrations/postgres/0014_event_declarations.sql"),

@@ -80,3 +80,15 @@ pub fn of(drawn: &Drawn, instance_id: Uuid) -> Vec<(i64, i64)> {
         .map(|(_, v, p)| (*v, *p))
         .collect()
 }
+
+/// Sets the position of each of `events` from what a draw numbered.
+pub fn assign(events: &mut [crate::ports::EventRecord], drawn: &Drawn) {
+    for e in events {
+        if let Some((_, _, p)) = drawn
+            .iter()
+            .find(|(i, v, _)| *i == e.instance_id && *v == e.version)
+        {
+            e.position = *p;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! [`PgStore`]: the pool, entity types, instances and the append on PostgreSQL; its
 //! time-travel reads are in `history.rs`.
 
+use std::slice;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +21,9 @@ use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, DomainError, EventType, State};
 use crate::ports::{
     AppendOutcome, AppendRequest, Catalog, Decide, EntityTypeRecord, EventRecord, EventStore, Head,
-    InstanceRecord, InstanceViolation, NewInstance, RecordedKey, SchemaCheck, SchemaVersionRecord,
-    StateCheck, StoreError, TypeKey, TypeUpdate, TypeUpdateOutcome,
+    InstanceCursor, InstanceOrder, InstanceQuery, InstanceRecord, InstanceViolation, NewInstance,
+    PathStep, RecordedKey, SchemaCheck, SchemaVersionRecord, StateCheck, StoreError, TypeKey,
+    TypeUpdate, TypeUpdateOutcome,
 };
 
 /// How to reach and use the database.
@@ -348,6 +350,112 @@ impl PgStore {
         Ok(outcome)
     }
 
+    /// Writes a new instance and its version 1 through `client` (in a transaction or not): the
+    /// entity type's name and the time it was created at. [`StoreError::AlreadyExists`] when
+    /// the external id is taken, StaleSchema when the type's schema moved on.
+    async fn insert_created(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        new: &NewInstance,
+    ) -> Result<(String, DateTime<Utc>), StoreError> {
+        let stmt = client
+            .prepare_cached(
+                "WITH tv AS (
+                    SELECT name, schema_version FROM entity_types WHERE id = $2 FOR KEY SHARE
+                ), i AS (
+                    INSERT INTO instances (id, entity_type_id, external_id, state, version,
+                                           created_at, updated_at)
+                    SELECT $1, $2, $3, $4, 1, $5, $5 FROM tv WHERE tv.schema_version = $14
+                    ON CONFLICT (entity_type_id, external_id) DO NOTHING
+                    RETURNING id
+                ), e AS (
+                    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
+                                        payload, metadata, mode, recorded_at, occurred_at,
+                                        recorded_by, schema_version)
+                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5, $13, $14 FROM i
+                ), k AS (
+                    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
+                    SELECT $6, id, 1, $12 FROM i
+                ), s AS (
+                    INSERT INTO snapshots (instance_id, version, state)
+                    SELECT id, 1, $4 FROM i WHERE $10
+                ), o AS (
+                    INSERT INTO outbox (instance_id, version) SELECT id, 1 FROM i WHERE $11
+                )
+                SELECT tv.name, (SELECT count(*) FROM i), tv.schema_version FROM tv",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let now = now_micros();
+        let state = Value::Object(new.initial_state.clone());
+        let metadata = Value::Object(new.metadata.clone());
+        let snapshot = self.is_snapshot_version(1);
+        let found = client
+            .query_opt(
+                &stmt,
+                &[
+                    &new.id,
+                    &new.entity_type_id,
+                    &new.external_id,
+                    &state,
+                    &now,
+                    &new.event_id,
+                    &EventType::INSTANCE_CREATED,
+                    &metadata,
+                    &ApplyMode::Replace.as_str(),
+                    &snapshot,
+                    &self.outbox,
+                    &new.content_hash,
+                    &new.recorded_by,
+                    &new.schema_version,
+                ],
+            )
+            .await
+            .map_err(PgError::from);
+        let row = match found {
+            Err(e) if e.is_foreign_key_violation() => None,
+            other => other?,
+        }
+        .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
+        let type_name: String = row.get(0);
+        let inserted: i64 = row.get(1);
+        let current: i64 = row.get(2);
+        if current != new.schema_version {
+            // The type share-locked above is at another version: a schema change committed
+            // since the initial state was validated.
+            return Err(StoreError::Rejected(DomainError::StaleSchema {
+                entity_type: type_name,
+                decided: new.schema_version,
+                current,
+            }));
+        }
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(format!(
+                "instance with external_id {:?} of entity type {type_name:?}",
+                new.external_id
+            )));
+        }
+        Ok((type_name, now))
+    }
+
+    /// After a committed append on TimescaleDB: back-dated events land in hours the continuous
+    /// aggregate already holds, so those hours are refreshed. The append is committed either
+    /// way: without a connection now, the refresh policy catches up.
+    async fn refresh_backfilled(&self, events: &[EventRecord]) {
+        if !self.has_timescaledb() {
+            return;
+        }
+        match self.client().await {
+            Ok(client) => {
+                super::timescale::refresh_backfilled(&client, events.iter().map(|e| e.occurred_at))
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "aggregate refresh after a back-dated append skipped")
+            }
+        }
+    }
+
     /// The append on the locked path; with `erase`, also the erasure's scrub of everything the
     /// instance held, in the same transaction (see [`EventStore::erase_instance`]).
     async fn try_append(
@@ -358,6 +466,24 @@ impl PgStore {
     ) -> Result<Attempt, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
+        let mut attempt = self.append_in(&tx, request, decide, erase).await?;
+        if let Attempt::Done(AppendOutcome::Appended { events, .. }) = &mut attempt {
+            // Positions last, under the lock the commit releases.
+            let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
+            super::position::assign(events, &drawn);
+            tx.commit().await.map_err(PgError::from)?;
+        }
+        Ok(attempt)
+    }
+
+    /// [`PgStore::try_append`] in `tx`, which the caller commits when the append is done.
+    async fn append_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        request: &AppendRequest,
+        decide: &Decide,
+        erase: bool,
+    ) -> Result<Attempt, StoreError> {
         let lock = tx
             .prepare_cached(LOCK_HEAD_SQL)
             .await
@@ -381,12 +507,12 @@ impl PgStore {
         let recorded = if request.client_event_ids.is_empty() {
             Vec::new()
         } else {
-            recorded_keys(&tx, &request.client_event_ids).await?
+            recorded_keys(tx, &request.client_event_ids).await?
         };
         if let Some(outcome) = append_plan::precheck(request, head.version, recorded)? {
             return Ok(Attempt::Done(outcome));
         }
-        let mut plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
+        let plan = AppendPlan::new(request, &head, updated_at, Utc::now(), decide(&head)?)?;
 
         if erase {
             // Before the erasure's own event is written, so its metadata (the reason) stays.
@@ -397,7 +523,7 @@ impl PgStore {
             }
         }
         let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
-        let updated = match params.execute(&tx).await.map_err(PgError::from) {
+        let updated = match params.execute(tx).await.map_err(PgError::from) {
             Ok(updated) => updated,
             Err(e) if e.unique_violation() == Some("event_ids_pkey") => {
                 return Ok(Attempt::KeyTaken);
@@ -424,9 +550,6 @@ impl PgStore {
             .await
             .map_err(PgError::from)?;
         }
-        let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
-        plan.set_positions(&super::position::of(&drawn, request.instance_id));
-        tx.commit().await.map_err(PgError::from)?;
         Ok(Attempt::Done(plan.into_outcome()))
     }
 }
@@ -648,6 +771,105 @@ impl AppendParams {
     }
 }
 
+type SqlParam = Box<dyn ToSql + Sync + Send>;
+
+/// The SQL of one instance listing and its parameters. Every filter is a condition the planner
+/// can serve from an index: the external-id order and prefix from the unique (entity type,
+/// external id) index (a prefix is a range: `>= prefix AND < its successor`, byte order), the
+/// update order and range from (entity type, updated_at, id), and a state field equality on
+/// object keys from the GIN index on `state` (containment), checked exactly after.
+fn list_instances_sql(query: &InstanceQuery, limit: usize) -> (String, Vec<SqlParam>) {
+    let mut params: Vec<SqlParam> = vec![Box::new(query.entity_type_id)];
+    fn next(params: &mut Vec<SqlParam>, p: SqlParam) -> String {
+        params.push(p);
+        format!("${}", params.len())
+    }
+    let mut cond = vec![
+        "i.entity_type_id = $1".to_string(),
+        "NOT i.erased".to_string(),
+    ];
+    if !query.include_archived {
+        cond.push("NOT i.archived".into());
+    }
+    if let Some(prefix) = &query.external_id_prefix {
+        let p = next(&mut params, Box::new(prefix.clone()));
+        cond.push(format!("i.external_id >= {p}"));
+        match crate::domain::prefix_successor(prefix) {
+            Some(end) => {
+                let e = next(&mut params, Box::new(end));
+                cond.push(format!("i.external_id < {e}"));
+            }
+            None => cond.push(format!("starts_with(i.external_id, {p})")),
+        }
+    }
+    if let Some(t) = query.updated_since {
+        let p = next(&mut params, Box::new(t));
+        cond.push(format!("i.updated_at >= {p}"));
+    }
+    if let Some(t) = query.updated_before {
+        let p = next(&mut params, Box::new(t));
+        cond.push(format!("i.updated_at < {p}"));
+    }
+    if let Some((path, value)) = &query.state_equals {
+        let mut expr = "i.state".to_string();
+        let mut keys_only = true;
+        for step in path {
+            match step {
+                PathStep::Key(k) => {
+                    let p = next(&mut params, Box::new(k.clone()));
+                    expr = format!("({expr} -> {p}::text)");
+                }
+                PathStep::Index(n) => {
+                    keys_only = false;
+                    expr = format!("({expr} -> {n})");
+                }
+            }
+        }
+        let v = next(&mut params, Box::new(value.clone()));
+        cond.push(format!("{expr} = {v}::jsonb"));
+        if keys_only {
+            // The same condition as a containment, which the GIN index answers.
+            let mut doc = value.clone();
+            for step in path.iter().rev() {
+                if let PathStep::Key(k) = step {
+                    doc = serde_json::json!({ k.clone(): doc });
+                }
+            }
+            let d = next(&mut params, Box::new(doc));
+            cond.push(format!("i.state @> {d}::jsonb"));
+        }
+    }
+    let order = match (&query.order, &query.after) {
+        (InstanceOrder::ExternalId, after) => {
+            if let Some(InstanceCursor::ExternalId(a)) = after {
+                let p = next(&mut params, Box::new(a.clone()));
+                cond.push(format!("i.external_id > {p}"));
+            }
+            "i.external_id"
+        }
+        (InstanceOrder::RecentlyUpdated, after) => {
+            if let Some(InstanceCursor::Updated(t, id)) = after {
+                let p = next(&mut params, Box::new(*t));
+                let q = next(&mut params, Box::new(*id));
+                cond.push(format!("(i.updated_at, i.id) < ({p}, {q})"));
+            }
+            "i.updated_at DESC, i.id DESC"
+        }
+    };
+    let l = next(&mut params, Box::new(limit as i64));
+    let columns = if query.without_state {
+        rows::INSTANCE_COLUMNS.replace("i.state", "'{}'::jsonb")
+    } else {
+        rows::INSTANCE_COLUMNS.to_string()
+    };
+    let sql = format!(
+        "SELECT {columns} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
+         WHERE {} ORDER BY {order} LIMIT {l}",
+        cond.join(" AND ")
+    );
+    (sql, params)
+}
+
 /// The keys recorded under any of `event_ids`, on any instance, in (instance, version) order.
 async fn recorded_keys(
     tx: &impl deadpool_postgres::GenericClient,
@@ -756,33 +978,28 @@ impl Catalog for PgStore {
         Ok(rows::instance(&row)?)
     }
 
+    #[instrument(skip(self, query), fields(entity_type_id = %query.entity_type_id))]
     async fn list_instances(
         &self,
-        entity_type_id: Uuid,
-        after_external_id: Option<&str>,
+        query: &InstanceQuery,
         limit: usize,
-        include_archived: bool,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let client = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM instances i JOIN entity_types t ON t.id = i.entity_type_id \
-             WHERE i.entity_type_id = $1 AND ($2::text IS NULL OR i.external_id > $2) \
-             AND ($4 OR NOT i.archived) AND NOT i.erased ORDER BY i.external_id LIMIT $3",
-            rows::INSTANCE_COLUMNS
-        );
-        let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client
-            .query(
-                &stmt,
-                &[
-                    &entity_type_id,
-                    &after_external_id,
-                    &(limit as i64),
-                    &include_archived,
-                ],
-            )
-            .await
-            .map_err(PgError::from)?;
+        let (sql, params) = list_instances_sql(query, limit);
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let found = if query.state_equals.is_some() {
+            // One statement per path shape (keys and indices, up to 32 steps): too many to keep
+            // in each connection's statement cache, so prepared for this call only.
+            client.query(sql.as_str(), &refs).await
+        } else {
+            // A few dozen shapes at most (which filters are set, the order, the view).
+            let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
+            client.query(&stmt, &refs).await
+        }
+        .map_err(PgError::from)?;
         Ok(found.iter().map(rows::instance).collect::<Result<_, _>>()?)
     }
 
@@ -1075,106 +1292,62 @@ impl EventStore for PgStore {
         &self,
         new: NewInstance,
     ) -> Result<(InstanceRecord, EventRecord), StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "WITH tv AS (
-                    SELECT name, schema_version FROM entity_types WHERE id = $2 FOR KEY SHARE
-                ), i AS (
-                    INSERT INTO instances (id, entity_type_id, external_id, state, version,
-                                           created_at, updated_at)
-                    SELECT $1, $2, $3, $4, 1, $5, $5 FROM tv WHERE tv.schema_version = $14
-                    ON CONFLICT (entity_type_id, external_id) DO NOTHING
-                    RETURNING id
-                ), e AS (
-                    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type,
-                                        payload, metadata, mode, recorded_at, occurred_at,
-                                        recorded_by, schema_version)
-                    SELECT id, 1, $6, $2, $7, $4, $8, $9, $5, $5, $13, $14 FROM i
-                ), k AS (
-                    INSERT INTO event_ids (event_id, instance_id, version, content_hash)
-                    SELECT $6, id, 1, $12 FROM i
-                ), s AS (
-                    INSERT INTO snapshots (instance_id, version, state)
-                    SELECT id, 1, $4 FROM i WHERE $10
-                ), o AS (
-                    INSERT INTO outbox (instance_id, version) SELECT id, 1 FROM i WHERE $11
-                )
-                SELECT tv.name, (SELECT count(*) FROM i), tv.schema_version FROM tv",
-            )
-            .await
-            .map_err(PgError::from)?;
-        let now = now_micros();
-        let state = Value::Object(new.initial_state.clone());
-        let metadata = Value::Object(new.metadata.clone());
-        let snapshot = self.is_snapshot_version(1);
-        let draw = super::position::Draw::prepare(&client).await?;
-        let mode = ApplyMode::Replace.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
-            &new.id,
-            &new.entity_type_id,
-            &new.external_id,
-            &state,
-            &now,
-            &new.event_id,
-            &EventType::INSTANCE_CREATED,
-            &metadata,
-            &mode,
-            &snapshot,
-            &self.outbox,
-            &new.content_hash,
-            &new.recorded_by,
-            &new.schema_version,
-        ];
-        // The creation and the position draw in one transaction, pipelined: one round trip.
-        let (begin, found, locked, drawn, commit) = tokio::join!(
-            client.batch_execute("BEGIN"),
-            client.query_opt(&stmt, &params),
-            client.execute(&draw.lock, &[&super::position::POSITION_LOCK_KEY]),
-            client.query(&draw.draw, &[]),
-            client.batch_execute("COMMIT"),
-        );
-        begin.map_err(PgError::from)?;
-        let found = found.map_err(PgError::from);
-        // After a failed creation the draw fails too (the transaction is aborted): only the
-        // creation's own error counts then. After a successful one, a failed draw means the
-        // COMMIT rolled back: that is the answer.
-        let drawn = if found.is_ok() {
-            locked.map_err(PgError::from)?;
-            super::position::rows(drawn.map_err(PgError::from)?)
-        } else {
-            Vec::new()
-        };
-        commit.map_err(PgError::from)?;
-        let row = match found {
-            Err(e) if e.is_foreign_key_violation() => None,
-            other => other?,
-        }
-        .ok_or_else(|| StoreError::NotFound(format!("entity type {}", new.entity_type_id)))?;
-        let type_name: String = row.get(0);
-        let inserted: i64 = row.get(1);
-        let current: i64 = row.get(2);
-        if current != new.schema_version {
-            // The type share-locked above is at another version: a schema change committed
-            // since the initial state was validated.
-            return Err(StoreError::Rejected(DomainError::StaleSchema {
-                entity_type: type_name,
-                decided: new.schema_version,
-                current,
-            }));
-        }
-        if inserted == 0 {
-            return Err(StoreError::AlreadyExists(format!(
-                "instance with external_id {:?} of entity type {type_name:?}",
-                new.external_id
-            )));
-        }
+        let mut client = self.client().await?;
+        // The creation, then its position drawn last, in one transaction.
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        let (type_name, now) = self.insert_created(&tx, &new).await?;
+        let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
+        tx.commit().await.map_err(PgError::from)?;
         let id = new.id;
         let (instance, mut event) = append_plan::created_records(new, type_name, now);
         event.position = super::position::of(&drawn, id)
             .first()
             .map_or(0, |(_, p)| *p);
         Ok((instance, event))
+    }
+
+    #[instrument(skip(self, new, request, decide), fields(instance_id = %new.id))]
+    async fn create_and_append(
+        &self,
+        new: NewInstance,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<(Option<EventRecord>, AppendOutcome), StoreError> {
+        let _writer = self.writers.lock(new.id).await;
+        for attempt in 1..=append_plan::APPEND_ATTEMPTS {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(PgError::from)?;
+            // A racing creator of the same external id waits here on the unique index until
+            // this transaction ends, then finds it taken.
+            let (type_name, at) = self.insert_created(&tx, &new).await?;
+            match self.append_in(&tx, &request, &decide, false).await? {
+                Attempt::Done(mut outcome @ AppendOutcome::Appended { .. }) => {
+                    // Positions last for the creation and the events together, under the lock
+                    // the commit releases.
+                    let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
+                    let mut created = append_plan::created_records(new, type_name, at).1;
+                    super::position::assign(slice::from_mut(&mut created), &drawn);
+                    if let AppendOutcome::Appended { events, .. } = &mut outcome {
+                        super::position::assign(events, &drawn);
+                    }
+                    tx.commit().await.map_err(PgError::from)?;
+                    drop(client);
+                    if let AppendOutcome::Appended { events, .. } = &outcome {
+                        self.refresh_backfilled(events).await;
+                    }
+                    return Ok((Some(created), outcome));
+                }
+                // Dropping `tx` rolls the creation back too.
+                Attempt::Done(outcome) => return Ok((None, outcome)),
+                Attempt::KeyTaken => {
+                    tracing::debug!(attempt, "idempotency key claimed concurrently, retrying");
+                }
+            }
+        }
+        Err(StoreError::Internal(format!(
+            "idempotency keys kept being claimed concurrently after {} attempts",
+            append_plan::APPEND_ATTEMPTS
+        )))
     }
 
     #[instrument(skip(self, request, decide), fields(instance_id = %request.instance_id))]
@@ -1190,23 +1363,7 @@ impl EventStore for PgStore {
                 // Whatever it was, the next append starts from the stored head.
                 self.heads.forget(request.instance_id);
             }
-            Ok(AppendOutcome::Appended { events, .. }) if self.has_timescaledb() => {
-                // Back-dated events land in hours the continuous aggregate already holds. The
-                // append is committed either way: without a connection now, the refresh policy
-                // catches up.
-                match self.client().await {
-                    Ok(client) => {
-                        super::timescale::refresh_backfilled(
-                            &client,
-                            events.iter().map(|e| e.occurred_at),
-                        )
-                        .await
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "aggregate refresh after a back-dated append skipped")
-                    }
-                }
-            }
+            Ok(AppendOutcome::Appended { events, .. }) => self.refresh_backfilled(events).await,
             Ok(_) => {}
         }
         outcome

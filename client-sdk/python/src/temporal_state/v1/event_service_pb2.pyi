@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ApplyEventRequest(_message.Message):
-    __slots__ = ("instance_id", "event_type", "payload", "metadata", "expected_version", "event_id", "occurred_at", "mode", "dry_run")
+    __slots__ = ("instance_id", "event_type", "payload", "metadata", "expected_version", "event_id", "occurred_at", "mode", "entity_type", "external_id", "create_if_missing", "initial_state", "dry_run")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,10 @@ class ApplyEventRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     event_type: str
@@ -30,8 +34,12 @@ class ApplyEventRequest(_message.Message):
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     mode: _types_pb2.ApplyMode
+    entity_type: str
+    external_id: str
+    create_if_missing: bool
+    initial_state: _struct_pb2.Struct
     dry_run: bool
-    def __init__(self, instance_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    def __init__(self, instance_id: _Optional[str] = ..., event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expected_version: _Optional[int] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ..., entity_type: _Optional[str] = ..., external_id: _Optional[str] = ..., create_if_missing: _Optional[bool] = ..., initial_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class ApplyEventResponse(_message.Message):
     __slots__ = ("event", "state", "guards", "dry_run")
@@ -62,16 +70,24 @@ class EventInput(_message.Message):
     def __init__(self, event_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mode: _Optional[_Union[_types_pb2.ApplyMode, str]] = ...) -> None: ...
 
 class ApplyEventsRequest(_message.Message):
-    __slots__ = ("instance_id", "expected_version", "events", "dry_run")
+    __slots__ = ("instance_id", "expected_version", "events", "entity_type", "external_id", "create_if_missing", "initial_state", "dry_run")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     expected_version: int
     events: _containers.RepeatedCompositeFieldContainer[EventInput]
+    entity_type: str
+    external_id: str
+    create_if_missing: bool
+    initial_state: _struct_pb2.Struct
     dry_run: bool
-    def __init__(self, instance_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventInput, _Mapping]]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    def __init__(self, instance_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventInput, _Mapping]]] = ..., entity_type: _Optional[str] = ..., external_id: _Optional[str] = ..., create_if_missing: _Optional[bool] = ..., initial_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class ApplyEventsResponse(_message.Message):
     __slots__ = ("events", "state", "guards", "dry_run")

@@ -23,44 +23,49 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from temporal_state.v1 import types_pb2 as temporal__state_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(temporal_state/v1/instance_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dtemporal_state/v1/types.proto\"\xcc\x01\n\x15\x43reateInstanceRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12<\n\rinitial_state\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialState\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\"\x81\x01\n\x16\x43reateInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\x9e\x01\n\x14ListInstancesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12)\n\x10include_archived\x18\x04 \x01(\x08R\x0fincludeArchived\"z\n\x15ListInstancesResponse\x12\x39\n\tinstances\x18\x01 \x03(\x0b\x32\x1b.temporal_state.v1.InstanceR\tinstances\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n\x12GetInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\"N\n\x13GetInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"Z\n\x16GetCurrentStateRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\"R\n\x17GetCurrentStateResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"\xe0\x01\n\x16\x41rchiveInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x01R\x07\x65ventId\x88\x01\x01\x42\x13\n\x11_expected_versionB\x0b\n\t_event_id\"\x82\x01\n\x17\x41rchiveInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\xe0\x01\n\x16RestoreInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x01R\x07\x65ventId\x88\x01\x01\x42\x13\n\x11_expected_versionB\x0b\n\t_event_id\"\x82\x01\n\x17RestoreInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"_\n\x14\x45raseInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1b\n\x06reason\x18\x02 \x01(\tH\x00R\x06reason\x88\x01\x01\x42\t\n\x07_reason\"\x80\x01\n\x15\x45raseInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent2\xdc\x05\n\x0fInstanceService\x12\x65\n\x0e\x43reateInstance\x12(.temporal_state.v1.CreateInstanceRequest\x1a).temporal_state.v1.CreateInstanceResponse\x12\x62\n\rListInstances\x12\'.temporal_state.v1.ListInstancesRequest\x1a(.temporal_state.v1.ListInstancesResponse\x12\\\n\x0bGetInstance\x12%.temporal_state.v1.GetInstanceRequest\x1a&.temporal_state.v1.GetInstanceResponse\x12h\n\x0fGetCurrentState\x12).temporal_state.v1.GetCurrentStateRequest\x1a*.temporal_state.v1.GetCurrentStateResponse\x12h\n\x0f\x41rchiveInstance\x12).temporal_state.v1.ArchiveInstanceRequest\x1a*.temporal_state.v1.ArchiveInstanceResponse\x12h\n\x0fRestoreInstance\x12).temporal_state.v1.RestoreInstanceRequest\x1a*.temporal_state.v1.RestoreInstanceResponse\x12\x62\n\rEraseInstance\x12\'.temporal_state.v1.EraseInstanceRequest\x1a(.temporal_state.v1.EraseInstanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(temporal_state/v1/instance_service.proto\x12\x11temporal_state.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dtemporal_state/v1/types.proto\"\xcc\x01\n\x15\x43reateInstanceRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\x12<\n\rinitial_state\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructR\x0cinitialState\x12\x33\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\"\x81\x01\n\x16\x43reateInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\x9c\x04\n\x14ListInstancesRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12)\n\x10include_archived\x18\x04 \x01(\x08R\x0fincludeArchived\x12,\n\x12\x65xternal_id_prefix\x18\n \x01(\tR\x10\x65xternalIdPrefix\x12?\n\rupdated_since\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0cupdatedSince\x12\x41\n\x0eupdated_before\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rupdatedBefore\x12\x1d\n\nstate_path\x18\r \x01(\tR\tstatePath\x12\x39\n\x0cstate_equals\x18\x0e \x01(\x0b\x32\x16.google.protobuf.ValueR\x0bstateEquals\x12;\n\x08order_by\x18\x0f \x01(\x0e\x32 .temporal_state.v1.InstanceOrderR\x07orderBy\x12\x33\n\x04view\x18\x10 \x01(\x0e\x32\x1f.temporal_state.v1.InstanceViewR\x04view\"z\n\x15ListInstancesResponse\x12\x39\n\tinstances\x18\x01 \x03(\x0b\x32\x1b.temporal_state.v1.InstanceR\tinstances\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n\x12GetInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\"N\n\x13GetInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"Z\n\x16GetCurrentStateRequest\x12\x1f\n\x0b\x65ntity_type\x18\x01 \x01(\tR\nentityType\x12\x1f\n\x0b\x65xternal_id\x18\x02 \x01(\tR\nexternalId\"R\n\x17GetCurrentStateResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\"\xe0\x01\n\x16\x41rchiveInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x01R\x07\x65ventId\x88\x01\x01\x42\x13\n\x11_expected_versionB\x0b\n\t_event_id\"\x82\x01\n\x17\x41rchiveInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"\xe0\x01\n\x16RestoreInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x33\n\x08metadata\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12.\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00R\x0f\x65xpectedVersion\x88\x01\x01\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x01R\x07\x65ventId\x88\x01\x01\x42\x13\n\x11_expected_versionB\x0b\n\t_event_id\"\x82\x01\n\x17RestoreInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent\"_\n\x14\x45raseInstanceRequest\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x1b\n\x06reason\x18\x02 \x01(\tH\x00R\x06reason\x88\x01\x01\x42\t\n\x07_reason\"\x80\x01\n\x15\x45raseInstanceResponse\x12\x37\n\x08instance\x18\x01 \x01(\x0b\x32\x1b.temporal_state.v1.InstanceR\x08instance\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x18.temporal_state.v1.EventR\x05\x65vent*t\n\rInstanceOrder\x12\x1e\n\x1aINSTANCE_ORDER_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINSTANCE_ORDER_EXTERNAL_ID\x10\x01\x12#\n\x1fINSTANCE_ORDER_RECENTLY_UPDATED\x10\x02*^\n\x0cInstanceView\x12\x1d\n\x19INSTANCE_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12INSTANCE_VIEW_FULL\x10\x01\x12\x17\n\x13INSTANCE_VIEW_BASIC\x10\x02\x32\xdc\x05\n\x0fInstanceService\x12\x65\n\x0e\x43reateInstance\x12(.temporal_state.v1.CreateInstanceRequest\x1a).temporal_state.v1.CreateInstanceResponse\x12\x62\n\rListInstances\x12\'.temporal_state.v1.ListInstancesRequest\x1a(.temporal_state.v1.ListInstancesResponse\x12\\\n\x0bGetInstance\x12%.temporal_state.v1.GetInstanceRequest\x1a&.temporal_state.v1.GetInstanceResponse\x12h\n\x0fGetCurrentState\x12).temporal_state.v1.GetCurrentStateRequest\x1a*.temporal_state.v1.GetCurrentStateResponse\x12h\n\x0f\x41rchiveInstance\x12).temporal_state.v1.ArchiveInstanceRequest\x1a*.temporal_state.v1.ArchiveInstanceResponse\x12h\n\x0fRestoreInstance\x12).temporal_state.v1.RestoreInstanceRequest\x1a*.temporal_state.v1.RestoreInstanceResponse\x12\x62\n\rEraseInstance\x12\'.temporal_state.v1.EraseInstanceRequest\x1a(.temporal_state.v1.EraseInstanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'temporal_state.v1.instance_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEINSTANCEREQUEST']._serialized_start=125
-  _globals['_CREATEINSTANCEREQUEST']._serialized_end=329
-  _globals['_CREATEINSTANCERESPONSE']._serialized_start=332
-  _globals['_CREATEINSTANCERESPONSE']._serialized_end=461
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=464
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=622
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=624
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=746
-  _globals['_GETINSTANCEREQUEST']._serialized_start=748
-  _globals['_GETINSTANCEREQUEST']._serialized_end=801
-  _globals['_GETINSTANCERESPONSE']._serialized_start=803
-  _globals['_GETINSTANCERESPONSE']._serialized_end=881
-  _globals['_GETCURRENTSTATEREQUEST']._serialized_start=883
-  _globals['_GETCURRENTSTATEREQUEST']._serialized_end=973
-  _globals['_GETCURRENTSTATERESPONSE']._serialized_start=975
-  _globals['_GETCURRENTSTATERESPONSE']._serialized_end=1057
-  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_start=1060
-  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_end=1284
-  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_start=1287
-  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_end=1417
-  _globals['_RESTOREINSTANCEREQUEST']._serialized_start=1420
-  _globals['_RESTOREINSTANCEREQUEST']._serialized_end=1644
-  _globals['_RESTOREINSTANCERESPONSE']._serialized_start=1647
-  _globals['_RESTOREINSTANCERESPONSE']._serialized_end=1777
-  _globals['_ERASEINSTANCEREQUEST']._serialized_start=1779
-  _globals['_ERASEINSTANCEREQUEST']._serialized_end=1874
-  _globals['_ERASEINSTANCERESPONSE']._serialized_start=1877
-  _globals['_ERASEINSTANCERESPONSE']._serialized_end=2005
-  _globals['_INSTANCESERVICE']._serialized_start=2008
-  _globals['_INSTANCESERVICE']._serialized_end=2740
+  _globals['_INSTANCEORDER']._serialized_start=2422
+  _globals['_INSTANCEORDER']._serialized_end=2538
+  _globals['_INSTANCEVIEW']._serialized_start=2540
+  _globals['_INSTANCEVIEW']._serialized_end=2634
+  _globals['_CREATEINSTANCEREQUEST']._serialized_start=158
+  _globals['_CREATEINSTANCEREQUEST']._serialized_end=362
+  _globals['_CREATEINSTANCERESPONSE']._serialized_start=365
+  _globals['_CREATEINSTANCERESPONSE']._serialized_end=494
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=497
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=1037
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1039
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1161
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1163
+  _globals['_GETINSTANCEREQUEST']._serialized_end=1216
+  _globals['_GETINSTANCERESPONSE']._serialized_start=1218
+  _globals['_GETINSTANCERESPONSE']._serialized_end=1296
+  _globals['_GETCURRENTSTATEREQUEST']._serialized_start=1298
+  _globals['_GETCURRENTSTATEREQUEST']._serialized_end=1388
+  _globals['_GETCURRENTSTATERESPONSE']._serialized_start=1390
+  _globals['_GETCURRENTSTATERESPONSE']._serialized_end=1472
+  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_start=1475
+  _globals['_ARCHIVEINSTANCEREQUEST']._serialized_end=1699
+  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_start=1702
+  _globals['_ARCHIVEINSTANCERESPONSE']._serialized_end=1832
+  _globals['_RESTOREINSTANCEREQUEST']._serialized_start=1835
+  _globals['_RESTOREINSTANCEREQUEST']._serialized_end=2059
+  _globals['_RESTOREINSTANCERESPONSE']._serialized_start=2062
+  _globals['_RESTOREINSTANCERESPONSE']._serialized_end=2192
+  _globals['_ERASEINSTANCEREQUEST']._serialized_start=2194
+  _globals['_ERASEINSTANCEREQUEST']._serialized_end=2289
+  _globals['_ERASEINSTANCERESPONSE']._serialized_start=2292
+  _globals['_ERASEINSTANCERESPONSE']._serialized_end=2420
+  _globals['_INSTANCESERVICE']._serialized_start=2637
+  _globals['_INSTANCESERVICE']._serialized_end=3369
 # @@protoc_insertion_point(module_scope)

@@ -85,7 +85,9 @@ class InstanceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListInstances(self, request, context):
-        """Lists the instances of one entity type ordered by external id, one page at a time.
+        """Lists the instances of one entity type, one page at a time: by external id or most recently
+        updated first, optionally filtered by external-id prefix, last-update range and the value of
+        one state field, with or without their states.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

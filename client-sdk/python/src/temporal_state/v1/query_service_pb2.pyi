@@ -12,12 +12,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TimeAxis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIME_AXIS_UNSPECIFIED: _ClassVar[TimeAxis]
+    TIME_AXIS_RECORDED_AT: _ClassVar[TimeAxis]
+    TIME_AXIS_OCCURRED_AT: _ClassVar[TimeAxis]
+    TIME_AXIS_BOTH: _ClassVar[TimeAxis]
+
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
     CHANGE_KIND_ADDED: _ClassVar[ChangeKind]
     CHANGE_KIND_REMOVED: _ClassVar[ChangeKind]
     CHANGE_KIND_CHANGED: _ClassVar[ChangeKind]
+TIME_AXIS_UNSPECIFIED: TimeAxis
+TIME_AXIS_RECORDED_AT: TimeAxis
+TIME_AXIS_OCCURRED_AT: TimeAxis
+TIME_AXIS_BOTH: TimeAxis
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_ADDED: ChangeKind
 CHANGE_KIND_REMOVED: ChangeKind
@@ -94,22 +105,28 @@ class GetStateAtVersionResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateAtTimeRequest(_message.Message):
-    __slots__ = ("instance_id", "timestamp")
+    __slots__ = ("instance_id", "timestamp", "axis", "known_at")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_AT_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     timestamp: _timestamp_pb2.Timestamp
-    def __init__(self, instance_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    axis: TimeAxis
+    known_at: _timestamp_pb2.Timestamp
+    def __init__(self, instance_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., axis: _Optional[_Union[TimeAxis, str]] = ..., known_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetStateAtTimeResponse(_message.Message):
-    __slots__ = ("state", "version", "recorded_at")
+    __slots__ = ("state", "version", "recorded_at", "occurred_at")
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     state: _struct_pb2.Struct
     version: int
     recorded_at: _timestamp_pb2.Timestamp
-    def __init__(self, state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., version: _Optional[int] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CompareVersionsRequest(_message.Message):
     __slots__ = ("instance_id", "version1", "version2")

@@ -19,7 +19,7 @@ export declare const file_temporal_state_v1_event_service: GenFile;
  */
 export declare type ApplyEventRequest = Message<"temporal_state.v1.ApplyEventRequest"> & {
   /**
-   * UUID of the instance.
+   * UUID of the instance. Either this, or `entity_type` and `external_id`.
    *
    * @generated from field: string instance_id = 1;
    */
@@ -74,6 +74,37 @@ export declare type ApplyEventRequest = Message<"temporal_state.v1.ApplyEventReq
    * @generated from field: temporal_state.v1.ApplyMode mode = 8;
    */
   mode: ApplyMode;
+
+  /**
+   * The target by the caller's identifier instead of `instance_id`: the entity type (id or name) ...
+   *
+   * @generated from field: string entity_type = 9;
+   */
+  entityType: string;
+
+  /**
+   * ... and the instance's external id within it.
+   *
+   * @generated from field: string external_id = 10;
+   */
+  externalId: string;
+
+  /**
+   * With `entity_type` + `external_id`: when no such instance exists, create it with
+   * `initial_state` and apply the event to it, in one atomic step (both or neither). Racing
+   * creators end with one instance and every event applied once. Without it, a missing instance
+   * is NOT_FOUND.
+   *
+   * @generated from field: bool create_if_missing = 11;
+   */
+  createIfMissing: boolean;
+
+  /**
+   * The state of an instance created by `create_if_missing` (its version 1); empty means `{}`.
+   *
+   * @generated from field: google.protobuf.Struct initial_state = 12;
+   */
+  initialState?: JsonObject | undefined;
 
   /**
    * Preview: decide the event (payload schema, every guard, transform, state schema) and answer
@@ -193,7 +224,7 @@ export declare const EventInputSchema: GenMessage<EventInput>;
  */
 export declare type ApplyEventsRequest = Message<"temporal_state.v1.ApplyEventsRequest"> & {
   /**
-   * UUID of the instance all events apply to.
+   * UUID of the instance all events apply to. Either this, or `entity_type` and `external_id`.
    *
    * @generated from field: string instance_id = 1;
    */
@@ -212,6 +243,35 @@ export declare type ApplyEventsRequest = Message<"temporal_state.v1.ApplyEventsR
    * @generated from field: repeated temporal_state.v1.EventInput events = 3;
    */
   events: EventInput[];
+
+  /**
+   * The target by the caller's identifier instead of `instance_id`, as in ApplyEventRequest.
+   *
+   * @generated from field: string entity_type = 4;
+   */
+  entityType: string;
+
+  /**
+   * The instance's external id within `entity_type`.
+   *
+   * @generated from field: string external_id = 5;
+   */
+  externalId: string;
+
+  /**
+   * Create a missing instance with `initial_state` and apply the batch to it atomically, as in
+   * ApplyEventRequest.
+   *
+   * @generated from field: bool create_if_missing = 6;
+   */
+  createIfMissing: boolean;
+
+  /**
+   * The state of an instance created by `create_if_missing`; empty means `{}`.
+   *
+   * @generated from field: google.protobuf.Struct initial_state = 7;
+   */
+  initialState?: JsonObject | undefined;
 
   /**
    * Preview: decide every event and answer the events and state as they would be recorded,

@@ -2,9 +2,10 @@
 // @generated from file temporal_state/v1/instance_service.proto (package temporal_state.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Event, Instance } from "./types_pb.js";
+import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file temporal_state/v1/instance_service.proto.
@@ -112,6 +113,56 @@ export declare type ListInstancesRequest = Message<"temporal_state.v1.ListInstan
    * @generated from field: bool include_archived = 4;
    */
   includeArchived: boolean;
+
+  /**
+   * Only instances whose external id starts with this (at most 256 characters).
+   *
+   * @generated from field: string external_id_prefix = 10;
+   */
+  externalIdPrefix: string;
+
+  /**
+   * Only instances last updated at or after this moment.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_since = 11;
+   */
+  updatedSince?: Timestamp | undefined;
+
+  /**
+   * Only instances last updated before this moment.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_before = 12;
+   */
+  updatedBefore?: Timestamp | undefined;
+
+  /**
+   * Only instances whose current state holds `state_equals` at this field path (dot-separated,
+   * as in GetFieldTimeline: `address.city`, at most 32 segments). Both or neither.
+   *
+   * @generated from field: string state_path = 13;
+   */
+  statePath: string;
+
+  /**
+   * The value the field at `state_path` must equal (JSON equality).
+   *
+   * @generated from field: google.protobuf.Value state_equals = 14;
+   */
+  stateEquals?: Value | undefined;
+
+  /**
+   * The order of the list; by external id when unspecified.
+   *
+   * @generated from field: temporal_state.v1.InstanceOrder order_by = 15;
+   */
+  orderBy: InstanceOrder;
+
+  /**
+   * How much of each instance is sent; everything when unspecified.
+   *
+   * @generated from field: temporal_state.v1.InstanceView view = 16;
+   */
+  view: InstanceView;
 };
 
 /**
@@ -127,7 +178,7 @@ export declare const ListInstancesRequestSchema: GenMessage<ListInstancesRequest
  */
 export declare type ListInstancesResponse = Message<"temporal_state.v1.ListInstancesResponse"> & {
   /**
-   * One page of instances, ordered by external id.
+   * One page of instances, in the order asked for.
    *
    * @generated from field: repeated temporal_state.v1.Instance instances = 1;
    */
@@ -428,6 +479,72 @@ export declare type EraseInstanceResponse = Message<"temporal_state.v1.EraseInst
 export declare const EraseInstanceResponseSchema: GenMessage<EraseInstanceResponse>;
 
 /**
+ * The order of ListInstances.
+ *
+ * @generated from enum temporal_state.v1.InstanceOrder
+ */
+export enum InstanceOrder {
+  /**
+   * Same as INSTANCE_ORDER_EXTERNAL_ID.
+   *
+   * @generated from enum value: INSTANCE_ORDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * By external id, in byte order.
+   *
+   * @generated from enum value: INSTANCE_ORDER_EXTERNAL_ID = 1;
+   */
+  EXTERNAL_ID = 1,
+
+  /**
+   * Most recently updated first (ties by instance id).
+   *
+   * @generated from enum value: INSTANCE_ORDER_RECENTLY_UPDATED = 2;
+   */
+  RECENTLY_UPDATED = 2,
+}
+
+/**
+ * Describes the enum temporal_state.v1.InstanceOrder.
+ */
+export declare const InstanceOrderSchema: GenEnum<InstanceOrder>;
+
+/**
+ * How much of each instance ListInstances sends.
+ *
+ * @generated from enum temporal_state.v1.InstanceView
+ */
+export enum InstanceView {
+  /**
+   * Same as INSTANCE_VIEW_FULL.
+   *
+   * @generated from enum value: INSTANCE_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Everything, the current state included.
+   *
+   * @generated from enum value: INSTANCE_VIEW_FULL = 1;
+   */
+  FULL = 1,
+
+  /**
+   * Everything but the state (left unset): light pages, the state is not even read.
+   *
+   * @generated from enum value: INSTANCE_VIEW_BASIC = 2;
+   */
+  BASIC = 2,
+}
+
+/**
+ * Describes the enum temporal_state.v1.InstanceView.
+ */
+export declare const InstanceViewSchema: GenEnum<InstanceView>;
+
+/**
  * Creates and reads instances of entity types.
  *
  * @generated from service temporal_state.v1.InstanceService
@@ -445,7 +562,9 @@ export declare const InstanceService: GenService<{
     output: typeof CreateInstanceResponseSchema;
   },
   /**
-   * Lists the instances of one entity type ordered by external id, one page at a time.
+   * Lists the instances of one entity type, one page at a time: by external id or most recently
+   * updated first, optionally filtered by external-id prefix, last-update range and the value of
+   * one state field, with or without their states.
    *
    * @generated from rpc temporal_state.v1.InstanceService.ListInstances
    */

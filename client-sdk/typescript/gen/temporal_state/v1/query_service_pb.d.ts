@@ -268,11 +268,26 @@ export declare type GetStateAtTimeRequest = Message<"temporal_state.v1.GetStateA
   instanceId: string;
 
   /**
-   * The moment.
+   * The moment, on the time axis `axis` names.
    *
    * @generated from field: google.protobuf.Timestamp timestamp = 2;
    */
   timestamp?: Timestamp | undefined;
+
+  /**
+   * Which time `timestamp` is; RECORDED_AT when unspecified.
+   *
+   * @generated from field: temporal_state.v1.TimeAxis axis = 10;
+   */
+  axis: TimeAxis;
+
+  /**
+   * With TIME_AXIS_BOTH only (and required there): the recorded time R. The answer is what was
+   * true at business time `timestamp` as the engine knew it at R.
+   *
+   * @generated from field: google.protobuf.Timestamp known_at = 11;
+   */
+  knownAt?: Timestamp | undefined;
 };
 
 /**
@@ -288,14 +303,18 @@ export declare const GetStateAtTimeRequestSchema: GenMessage<GetStateAtTimeReque
  */
 export declare type GetStateAtTimeResponse = Message<"temporal_state.v1.GetStateAtTimeResponse"> & {
   /**
-   * The state after the last event recorded at or before the moment.
+   * The state: after the last event recorded at or before the moment (RECORDED_AT), or folded
+   * from the events the axis selects (OCCURRED_AT, BOTH).
    *
    * @generated from field: google.protobuf.Struct state = 1;
    */
   state?: JsonObject | undefined;
 
   /**
-   * The version of that event.
+   * The version of the event folded last: on RECORDED_AT the last recorded; on OCCURRED_AT and
+   * BOTH the latest in business time, and the state may differ from the state at this version
+   * (later-recorded events that occurred earlier are in, earlier-recorded ones that occurred
+   * later are out).
    *
    * @generated from field: int64 version = 2;
    */
@@ -307,6 +326,13 @@ export declare type GetStateAtTimeResponse = Message<"temporal_state.v1.GetState
    * @generated from field: google.protobuf.Timestamp recorded_at = 3;
    */
   recordedAt?: Timestamp | undefined;
+
+  /**
+   * When that event occurred (its business time).
+   *
+   * @generated from field: google.protobuf.Timestamp occurred_at = 10;
+   */
+  occurredAt?: Timestamp | undefined;
 };
 
 /**
@@ -569,6 +595,51 @@ export declare type GetFieldTimelineResponse = Message<"temporal_state.v1.GetFie
  * Use `create(GetFieldTimelineResponseSchema)` to create a new message.
  */
 export declare const GetFieldTimelineResponseSchema: GenMessage<GetFieldTimelineResponse>;
+
+/**
+ * The time axis of a state at a time.
+ *
+ * @generated from enum temporal_state.v1.TimeAxis
+ */
+export enum TimeAxis {
+  /**
+   * Same as TIME_AXIS_RECORDED_AT.
+   *
+   * @generated from enum value: TIME_AXIS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * What the engine knew at the moment: the state after the last event recorded at or before it.
+   *
+   * @generated from enum value: TIME_AXIS_RECORDED_AT = 1;
+   */
+  RECORDED_AT = 1,
+
+  /**
+   * What was true at the moment in business time, as known now: the events whose `occurred_at`
+   * is at or before it (recorded whenever), folded in business-time order (`occurred_at`, then
+   * version), so a late-arriving correction lands where it occurred and a change that occurred
+   * after it still wins. Folds from version 1 (at most 100,000 events; RESOURCE_EXHAUSTED past
+   * that), and needs the whole history (OUT_OF_RANGE once retention dropped some of it).
+   *
+   * @generated from enum value: TIME_AXIS_OCCURRED_AT = 2;
+   */
+  OCCURRED_AT = 2,
+
+  /**
+   * What was true at business time `timestamp` as known at recorded time `known_at`: the events
+   * recorded at or before `known_at` whose `occurred_at` is at or before `timestamp`.
+   *
+   * @generated from enum value: TIME_AXIS_BOTH = 3;
+   */
+  BOTH = 3,
+}
+
+/**
+ * Describes the enum temporal_state.v1.TimeAxis.
+ */
+export declare const TimeAxisSchema: GenEnum<TimeAxis>;
 
 /**
  * What happened to one path between two states.
