@@ -131,14 +131,22 @@ impl CheckpointStore for FileCheckpoint {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
+            // A temporary file of its own per save: two saves of one checkpoint can overlap (a
+            // save handed to the blocking pool finishes even when its consumer was aborted and
+            // restarted meanwhile), and with one shared name the second rename found nothing.
+            static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut tmp = path.clone().into_os_string();
-            tmp.push(".tmp");
+            tmp.push(format!(".{}.{n}.tmp", std::process::id()));
             let tmp = PathBuf::from(tmp);
             let mut file = std::fs::File::create(&tmp).map_err(|e| io_error("write", &tmp, e))?;
             file.write_all(position.to_string().as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io_error("write", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io_error("replace", &path, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                io_error("replace", &path, e)
+            })?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::File::open(dir)
                     .and_then(|d| d.sync_all())
@@ -355,5 +363,31 @@ impl Client {
                 Some(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Saves that overlap (a killed consumer's last save still running while its successor
+    /// saves) each succeed, and the file holds one of their positions, never a torn one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_saves_of_one_checkpoint_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = FileCheckpoint::new(dir.path().join("c.checkpoint"));
+        let saves: Vec<_> = (1..=32_i64)
+            .map(|p| {
+                let c = checkpoint.clone();
+                tokio::spawn(async move { c.save(p).await })
+            })
+            .collect();
+        for s in saves {
+            s.await.unwrap().unwrap();
+        }
+        let position = checkpoint.load().await.unwrap().unwrap();
+        assert!((1..=32).contains(&position), "{position}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
     }
 }

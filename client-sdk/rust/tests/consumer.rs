@@ -44,6 +44,27 @@ fn recorder(
     }
 }
 
+/// A file checkpoint that remembers the position its consumer started from. That is what the
+/// restarted consumer must continue after, and the file alone cannot say: a save the killed
+/// consumer had already handed to the blocking pool still completes (rename included) after its
+/// task is aborted, so the file can move on after the kill.
+struct StartedFrom {
+    file: FileCheckpoint,
+    loaded: Arc<Mutex<Option<i64>>>,
+}
+
+impl CheckpointStore for StartedFrom {
+    async fn load(&self) -> temporal_state_client::Result<Option<i64>> {
+        let position = self.file.load().await?;
+        *self.loaded.lock().unwrap() = Some(position.unwrap_or(0));
+        Ok(position)
+    }
+
+    async fn save(&self, position: i64) -> temporal_state_client::Result<()> {
+        self.file.save(position).await
+    }
+}
+
 /// Positions strictly increase, and each instance's versions come one after another from
 /// `first[instance]` (1 when absent) with no gap and no repeat. Returns the last version of each.
 fn check_order(
@@ -192,17 +213,16 @@ async fn a_consumer_sees_every_event_once_and_resumes_from_its_checkpoint(backen
     wait_for(&seen_b1, total / 3, "consumer B before its kill").await;
     consumer_b.abort();
     let _ = consumer_b.await;
-    let saved: i64 = std::fs::read_to_string(&path_b)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     let seen_b2: Seen = Arc::default();
-    let consumer_b2 = {
+    let started_from: Arc<Mutex<Option<i64>>> = Arc::default();
+    let mut consumer_b2 = {
         let client = client.clone();
         let options = options.clone();
         let seen = seen_b2.clone();
-        let checkpoint = FileCheckpoint::new(&path_b);
+        let checkpoint = StartedFrom {
+            file: FileCheckpoint::new(&path_b),
+            loaded: started_from.clone(),
+        };
         tokio::spawn(async move {
             client
                 .run_consumer(&checkpoint, &options, recorder(seen))
@@ -234,6 +254,10 @@ async fn a_consumer_sees_every_event_once_and_resumes_from_its_checkpoint(backen
     let b1 = seen_b1.lock().unwrap().clone();
     check_order("consumer B before the kill", &b1, &HashMap::new());
     wait_for(&seen_b2, 1, "consumer B after its restart").await;
+    let saved = started_from
+        .lock()
+        .unwrap()
+        .expect("the restarted consumer loaded its checkpoint");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let b2 = seen_b2.lock().unwrap().clone();
@@ -242,6 +266,13 @@ async fn a_consumer_sees_every_event_once_and_resumes_from_its_checkpoint(backen
         union.extend(b2.iter().map(|(_, i, v)| (i.clone(), *v)));
         if union.len() == total {
             break;
+        }
+        if consumer_b2.is_finished() {
+            let ended = (&mut consumer_b2).await;
+            panic!(
+                "consumer B stopped after its restart with {} of {total} events: {ended:?}",
+                union.len()
+            );
         }
         assert!(
             tokio::time::Instant::now() < deadline,
