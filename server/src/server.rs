@@ -535,6 +535,10 @@ async fn serve_all(
         )),
         None => None,
     };
+    let sizes = crate::grpc::fast::Sizes {
+        max_decoding: max,
+        max_encoding: out,
+    };
     let routes = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -543,11 +547,11 @@ async fn serve_all(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(out),
         )
-        .add_service(
-            InstanceServiceServer::new(InstanceApi(app.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(out),
-        )
+        // The hot reads write their documents straight into the response (grpc::fast).
+        .add_service(crate::grpc::fast::FastInstances::new(
+            InstanceApi(app.clone()),
+            sizes,
+        ))
         .add_service(
             EventServiceServer::new(EventApi {
                 app: app.clone(),
@@ -556,11 +560,10 @@ async fn serve_all(
             .max_decoding_message_size(max)
             .max_encoding_message_size(out),
         )
-        .add_service(
-            QueryServiceServer::new(QueryApi(app.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(out),
-        )
+        .add_service(crate::grpc::fast::FastQueries::new(
+            QueryApi(app.clone()),
+            sizes,
+        ))
         .add_service(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
                 .max_decoding_message_size(max)

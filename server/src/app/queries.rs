@@ -14,7 +14,7 @@ use crate::domain::diff::{Comparison, compare};
 use crate::domain::field_path::path_steps;
 use crate::domain::field_path::{lookup, parse_field_path};
 use crate::domain::timeline::FieldTracker;
-use crate::domain::{Access, Principal, State, apply_event};
+use crate::domain::{Access, Principal, State, fold_event};
 use crate::ports::{
     Catalog, EntityTypeRecord, EventRecord, HistoryFilter, HistoryReader, InstanceCursor,
     InstanceOrder, InstanceQuery, InstanceRecord, SchemaVersionRecord, Snapshot, TypeKey,
@@ -409,7 +409,7 @@ impl Queries {
                 )));
             }
             for event in &batch {
-                state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                fold_event(&mut state, &event.payload, event.mode).map_err(|e| {
                     AppError::FailedPrecondition {
                         message: format!(
                             "the state at business time {} cannot be folded: event version {} \
@@ -543,7 +543,7 @@ impl Queries {
         'fold: loop {
             let events = self.history.events(id, &read, FOLD_BATCH).await?;
             for event in &events {
-                let next = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+                fold_event(&mut state, &event.payload, event.mode).map_err(|e| {
                     AppError::Internal(format!(
                         "stored event {} does not apply: {e}",
                         event.version
@@ -551,7 +551,7 @@ impl Queries {
                 })?;
                 // Breaking out below leaves the tracker and state behind: the next page starts
                 // afresh from the state before the version it continues at.
-                if let Some(value) = tracker.observe(&next) {
+                if let Some(value) = tracker.observe(&state) {
                     let in_time = filter.start_time.is_none_or(|s| event.recorded_at >= s)
                         && filter.end_time.is_none_or(|e| event.recorded_at <= e);
                     if in_time {
@@ -567,7 +567,6 @@ impl Queries {
                         points.push(point);
                     }
                 }
-                state = next;
                 examined = event.version;
                 if points.len() == page.size {
                     break 'fold;
@@ -730,7 +729,7 @@ pub(crate) fn fold(
         return Ok(None);
     }
     for event in folded {
-        state = apply_event(&state, &event.payload, event.mode).map_err(|e| {
+        fold_event(&mut state, &event.payload, event.mode).map_err(|e| {
             AppError::Internal(format!(
                 "stored event {} does not apply: {e}",
                 event.version

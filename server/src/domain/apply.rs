@@ -83,6 +83,13 @@ pub fn apply_event(state: &State, payload: &State, mode: ApplyMode) -> Result<St
     Ok(next)
 }
 
+/// Folds a stored event into `state` in place, without limits (it was checked when written)
+/// and without copying the state: the fold of time travel, history and analytics. On error
+/// `state` is half-applied; every caller discards it.
+pub fn fold_event(state: &mut State, payload: &State, mode: ApplyMode) -> Result<(), DomainError> {
+    apply_in_place(state, payload, mode, &mut Meter::unlimited())
+}
+
 /// Applies `payload` to `state` in place, within the limits `meter` keeps. Each operation's
 /// growth is checked before it runs, so a payload that would blow the state up is refused
 /// before it allocates. On error `state` is left half-applied: the caller discards it (a

@@ -41,7 +41,7 @@ pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     }
 }
 
-pub use apply::{ApplyMode, apply_event, apply_in_place};
+pub use apply::{ApplyMode, apply_event, apply_in_place, fold_event};
 pub use entity_type::{EntityTypeName, EventType, ExternalId};
 pub use error::{DomainError, Violation};
 pub use field_path::prefix_successor;

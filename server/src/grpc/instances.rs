@@ -2,17 +2,53 @@
 
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::instance_service_server::InstanceService;
-use tonic::Request;
+use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::auth::caller;
 use super::convert::{self, state_from_struct};
-use super::status::{Reply, reply};
+use super::status::{Reply, reply, to_status};
 use crate::app::{App, AppError, InstanceListing};
-use crate::ports::InstanceOrder;
+use crate::ports::{InstanceOrder, InstanceRecord};
 
 /// The instance service over the application.
 pub struct InstanceApi(pub App);
+
+/// The hot reads, up to the record they answer with: the trait's handlers below turn it into the
+/// generated message, [`super::fast`]'s into the same bytes without building it.
+impl InstanceApi {
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    pub(crate) async fn instance_record(
+        &self,
+        request: Request<pb::GetInstanceRequest>,
+    ) -> Result<InstanceRecord, Status> {
+        let (who, r) = caller(request)?;
+        async {
+            let id = convert::id_from_field("instance_id", &r.instance_id)?;
+            self.0.current.get_instance(&who, id).await
+        }
+        .await
+        .map_err(to_status)
+    }
+
+    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, external_id = %request.get_ref().external_id))]
+    pub(crate) async fn current_state_record(
+        &self,
+        request: Request<pb::GetCurrentStateRequest>,
+    ) -> Result<InstanceRecord, Status> {
+        let (who, r) = caller(request)?;
+        async {
+            let key = convert::type_key_from_field(&r.entity_type)?;
+            let external_id = convert::external_id_from_field(&r.external_id)?;
+            self.0
+                .current
+                .get_current_state(&who, &key, &external_id)
+                .await
+        }
+        .await
+        .map_err(to_status)
+    }
+}
 
 #[tonic::async_trait]
 impl InstanceService for InstanceApi {
@@ -127,45 +163,24 @@ impl InstanceService for InstanceApi {
         )
     }
 
-    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
     async fn get_instance(
         &self,
         request: Request<pb::GetInstanceRequest>,
     ) -> Reply<pb::GetInstanceResponse> {
-        let (who, r) = caller(request)?;
-        reply(
-            async {
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let found = self.0.current.get_instance(&who, id).await?;
-                Ok(pb::GetInstanceResponse {
-                    instance: Some(convert::instance_from_record(found)),
-                })
-            }
-            .await,
-        )
+        let found = self.instance_record(request).await?;
+        Ok(Response::new(pb::GetInstanceResponse {
+            instance: Some(convert::instance_from_record(found)),
+        }))
     }
 
-    #[instrument(skip_all, fields(entity_type = %request.get_ref().entity_type, external_id = %request.get_ref().external_id))]
     async fn get_current_state(
         &self,
         request: Request<pb::GetCurrentStateRequest>,
     ) -> Reply<pb::GetCurrentStateResponse> {
-        let (who, r) = caller(request)?;
-        reply(
-            async {
-                let key = convert::type_key_from_field(&r.entity_type)?;
-                let external_id = convert::external_id_from_field(&r.external_id)?;
-                let found = self
-                    .0
-                    .current
-                    .get_current_state(&who, &key, &external_id)
-                    .await?;
-                Ok(pb::GetCurrentStateResponse {
-                    instance: Some(convert::instance_from_record(found)),
-                })
-            }
-            .await,
-        )
+        let found = self.current_state_record(request).await?;
+        Ok(Response::new(pb::GetCurrentStateResponse {
+            instance: Some(convert::instance_from_record(found)),
+        }))
     }
 
     #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]

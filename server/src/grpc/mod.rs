@@ -10,6 +10,7 @@ mod caller;
 mod convert;
 mod entity_types;
 mod events;
+pub(crate) mod fast;
 pub(crate) mod guard;
 mod instances;
 mod queries;
@@ -17,6 +18,7 @@ pub(crate) mod rate_limit;
 pub(crate) mod status;
 pub(crate) mod telemetry;
 pub(crate) mod web;
+pub mod wire;
 
 pub(crate) use analytics::AnalyticsApi;
 pub(crate) use caller::AuthApi;

@@ -2,7 +2,7 @@
 
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::query_service_server::QueryService;
-use tonic::Request;
+use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::auth::caller;
@@ -10,10 +10,10 @@ use super::convert::{
     self, event_type_filters, struct_from_owned, struct_from_state, time_from_timestamp,
     timestamp_from_time, value_from_json,
 };
-use super::status::{Reply, reply};
-use crate::app::{App, AppError, TimeAxis};
+use super::status::{Reply, reply, to_status};
+use crate::app::{App, AppError, LogRead, StateAt, TimeAxis};
 use crate::domain::diff::ChangeKind;
-use crate::ports::HistoryFilter;
+use crate::ports::{EventRecord, HistoryFilter};
 
 /// The query service over the application.
 pub struct QueryApi(pub App);
@@ -33,80 +33,101 @@ fn history_filter(
     })
 }
 
+/// The hot reads, up to the records they answer with: the trait's handlers below turn them into
+/// the generated messages, [`super::fast`]'s into the same bytes without building them.
+impl QueryApi {
+    #[instrument(skip_all, fields(from_position = request.get_ref().from_position))]
+    pub(crate) async fn read_events_records(
+        &self,
+        request: Request<pb::ReadEventsRequest>,
+    ) -> Result<LogRead, Status> {
+        let (who, r) = caller(request)?;
+        async {
+            let keys = convert::type_keys_from_field("entity_types", &r.entity_types)?;
+            let event_types = event_type_filters(r.event_types)?;
+            let page = convert::page_from_fields(r.page_size, "")?;
+            self.0
+                .log
+                .read_events(&who, r.from_position, &keys, event_types, page.size)
+                .await
+        }
+        .await
+        .map_err(to_status)
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
+    pub(crate) async fn history_records(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<(Vec<EventRecord>, String), Status> {
+        let (who, r) = caller(request)?;
+        async {
+            let mut filter =
+                history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
+            filter.event_types = event_type_filters(r.event_types)?;
+            filter.descending = r.descending;
+            let id = convert::id_from_field("instance_id", &r.instance_id)?;
+            let page = convert::page_from_fields(r.page_size, &r.page_token)?;
+            self.0.queries.get_history(&who, id, filter, page).await
+        }
+        .await
+        .map_err(to_status)
+    }
+
+    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id, version = request.get_ref().version))]
+    pub(crate) async fn state_at_version_record(
+        &self,
+        request: Request<pb::GetStateAtVersionRequest>,
+    ) -> Result<StateAt, Status> {
+        let (who, r) = caller(request)?;
+        async {
+            let id = convert::id_from_field("instance_id", &r.instance_id)?;
+            self.0.queries.state_at_version(&who, id, r.version).await
+        }
+        .await
+        .map_err(to_status)
+    }
+}
+
 #[tonic::async_trait]
 impl QueryService for QueryApi {
-    #[instrument(skip_all, fields(from_position = request.get_ref().from_position))]
     async fn read_events(
         &self,
         request: Request<pb::ReadEventsRequest>,
     ) -> Reply<pb::ReadEventsResponse> {
-        let (who, r) = caller(request)?;
-        reply(
-            async {
-                let keys = convert::type_keys_from_field("entity_types", &r.entity_types)?;
-                let event_types = event_type_filters(r.event_types)?;
-                let page = convert::page_from_fields(r.page_size, "")?;
-                let read = self
-                    .0
-                    .log
-                    .read_events(&who, r.from_position, &keys, event_types, page.size)
-                    .await?;
-                Ok(pb::ReadEventsResponse {
-                    events: read
-                        .events
-                        .into_iter()
-                        .map(convert::event_from_record)
-                        .collect(),
-                    next_position: read.next_position,
-                    head_position: read.head_position,
-                })
-            }
-            .await,
-        )
+        let read = self.read_events_records(request).await?;
+        Ok(Response::new(pb::ReadEventsResponse {
+            events: read
+                .events
+                .into_iter()
+                .map(convert::event_from_record)
+                .collect(),
+            next_position: read.next_position,
+            head_position: read.head_position,
+        }))
     }
 
-    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]
     async fn get_history(
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Reply<pb::GetHistoryResponse> {
-        let (who, r) = caller(request)?;
-        reply(
-            async {
-                let mut filter =
-                    history_filter(r.from_version, r.to_version, r.start_time, r.end_time)?;
-                filter.event_types = event_type_filters(r.event_types)?;
-                filter.descending = r.descending;
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let page = convert::page_from_fields(r.page_size, &r.page_token)?;
-                let (events, next) = self.0.queries.get_history(&who, id, filter, page).await?;
-                Ok(pb::GetHistoryResponse {
-                    events: events.into_iter().map(convert::event_from_record).collect(),
-                    next_page_token: next,
-                })
-            }
-            .await,
-        )
+        let (events, next) = self.history_records(request).await?;
+        Ok(Response::new(pb::GetHistoryResponse {
+            events: events.into_iter().map(convert::event_from_record).collect(),
+            next_page_token: next,
+        }))
     }
 
-    #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id, version = request.get_ref().version))]
     async fn get_state_at_version(
         &self,
         request: Request<pb::GetStateAtVersionRequest>,
     ) -> Reply<pb::GetStateAtVersionResponse> {
-        let (who, r) = caller(request)?;
-        reply(
-            async {
-                let id = convert::id_from_field("instance_id", &r.instance_id)?;
-                let s = self.0.queries.state_at_version(&who, id, r.version).await?;
-                Ok(pb::GetStateAtVersionResponse {
-                    state: Some(struct_from_owned(s.state)),
-                    version: s.version,
-                    recorded_at: Some(timestamp_from_time(s.recorded_at)),
-                })
-            }
-            .await,
-        )
+        let s = self.state_at_version_record(request).await?;
+        Ok(Response::new(pb::GetStateAtVersionResponse {
+            state: Some(struct_from_owned(s.state)),
+            version: s.version,
+            recorded_at: Some(timestamp_from_time(s.recorded_at)),
+        }))
     }
 
     #[instrument(skip_all, fields(instance_id = %request.get_ref().instance_id))]

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::store::EmbeddedStore;
 use super::{EmbeddedError, rows};
 use crate::domain::analytics::{FieldStats, FieldStatsAccumulator, pointer_segments};
-use crate::domain::{ApplyMode, State, apply_event, field_path};
+use crate::domain::{ApplyMode, State, field_path, fold_event};
 use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
 };
@@ -242,7 +242,7 @@ fn stats_as_of(
         let mode: String = row.get(4).map_err(sql)?;
         let mode = ApplyMode::parse(&mode)
             .ok_or_else(|| EmbeddedError::Data(format!("unknown apply mode {mode:?}")))?;
-        *state = apply_event(state, &payload, mode).map_err(|e| {
+        fold_event(state, &payload, mode).map_err(|e| {
             StoreError::Internal(format!("stored event of instance {id} does not apply: {e}"))
         })?;
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{PgError, PgStore, rows, timescale};
 use crate::domain::analytics::{FieldStats, FieldStatsAccumulator, pointer_segments};
-use crate::domain::{ApplyMode, State, apply_event};
+use crate::domain::{ApplyMode, State, fold_event};
 use crate::ports::{
     ActiveInstance, AnalyticsReader, EventTypeCount, StoreError, TimeRange, TypeSummary,
 };
@@ -402,7 +402,7 @@ impl AnalyticsReader for PgStore {
             let mode: String = row.get(4);
             let mode = ApplyMode::parse(&mode)
                 .ok_or_else(|| PgError::Data(format!("unknown apply mode {mode:?}")))?;
-            *state = apply_event(state, &payload, mode).map_err(|e| {
+            fold_event(state, &payload, mode).map_err(|e| {
                 StoreError::Internal(format!("stored event of instance {id} does not apply: {e}"))
             })?;
         }
