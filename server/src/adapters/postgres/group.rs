@@ -14,9 +14,10 @@
 //!   fails that append alone; a row another transaction holds is skipped, not waited for. A
 //!   statement-level failure (a unique violation from a racing idempotency key) runs the
 //!   batch's appends again one by one, so it too fails only its own append.
-//!   The statement runs in a transaction pipelined with the global position draw
-//!   (`position.rs`) and its commit: BEGIN, the statement, the lock and draw, COMMIT go out
-//!   together, one round trip as before.
+//!   The statement numbers its events itself (`position.rs`): once every head has moved and
+//!   every id is claimed it takes the position lock, then inserts the events with their
+//!   positions, so each event row is written once. BEGIN, the statement and COMMIT go out
+//!   together, one round trip.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -183,14 +184,24 @@ WITH u AS (
     SELECT * FROM UNNEST($8::uuid[], $9::bigint[], $10::text[], $11::text[], $12::jsonb[],
                          $13::jsonb[], $14::text[], $15::timestamptz[], $16::bytea[])
         AS e(iid, v, eid, et, p, m, md, oa, hsh)
-), ev AS (
-    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
-                        metadata, mode, recorded_at, occurred_at, recorded_by, schema_version)
-    SELECT e.iid, e.v, e.eid, h.entity_type_id, e.et, e.p, e.m, e.md, h.ra, e.oa, h.rb, h.sv
-    FROM e JOIN h ON h.id = e.iid
 ), k AS (
     INSERT INTO event_ids (event_id, instance_id, version, content_hash)
     SELECT e.eid, e.iid, e.v, e.hsh FROM e JOIN h ON h.id = e.iid
+    RETURNING 1
+), lk AS MATERIALIZED (
+    -- The position lock, taken once every head has moved and every id is claimed (the counts
+    -- read both to the end first): from here to COMMIT this transaction waits for no other.
+    SELECT pg_advisory_xact_lock($22) FROM (SELECT count(*) FROM h) hc, (SELECT count(*) FROM k) kc
+), ev AS (
+    INSERT INTO events (instance_id, version, event_id, entity_type_id, event_type, payload,
+                        metadata, mode, recorded_at, occurred_at, recorded_by, schema_version,
+                        position)
+    SELECT x.iid, x.v, x.eid, x.entity_type_id, x.et, x.p, x.m, x.md, x.ra, x.oa, x.rb, x.sv,
+           nextval('events_position_seq')
+    FROM (SELECT e.*, h.entity_type_id, h.ra, h.rb, h.sv FROM e JOIN h ON h.id = e.iid
+          ORDER BY e.iid, e.v OFFSET 0) x
+    CROSS JOIN lk
+    RETURNING instance_id, version, position
 ), s AS (
     INSERT INTO snapshots (instance_id, version, state)
     SELECT x.iid, x.v, x.st FROM UNNEST($17::uuid[], $18::bigint[], $19::jsonb[]) AS x(iid, v, st)
@@ -199,7 +210,7 @@ WITH u AS (
     INSERT INTO outbox (instance_id, version)
     SELECT e.iid, e.v FROM e JOIN h ON h.id = e.iid WHERE h.ob ORDER BY e.iid, e.v
 )
-SELECT id FROM h";
+SELECT instance_id, version, position FROM ev";
 
 /// Most appends in one batch, and most events: bounds the statement's size and the time the
 /// batch holds its row locks.
@@ -404,8 +415,7 @@ async fn execute(
     }
     let client = pool.get().await?;
     let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
-    let draw = super::position::Draw::prepare(&client).await?;
-    let params: [&(dyn ToSql + Sync); 21] = [
+    let params: [&(dyn ToSql + Sync); 22] = [
         &ids,
         &from,
         &last,
@@ -427,23 +437,21 @@ async fn execute(
         &s_states,
         &schema_versions,
         &archived,
+        &super::position::POSITION_LOCK_KEY,
     ];
-    // Pipelined: one round trip. If the statement fails, the lock and the draw fail with the
-    // aborted transaction and COMMIT ends it as a rollback, so the connection goes back idle.
-    let (begin, moved, locked, drawn, commit) = tokio::join!(
+    // Pipelined: one round trip. If the statement fails, COMMIT ends the aborted transaction
+    // as a rollback, so the connection goes back idle.
+    let (begin, written, commit) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.query(&stmt, &params),
-        client.execute(&draw.lock, &[&super::position::POSITION_LOCK_KEY]),
-        client.query(&draw.draw, &[]),
         client.batch_execute("COMMIT"),
     );
     begin?;
-    let moved = moved?;
-    locked?;
-    let drawn = drawn?;
+    let written = written?;
     commit?;
-    Ok((
-        moved.iter().map(|r| r.get(0)).collect(),
-        super::position::rows(drawn),
-    ))
+    let drawn = super::position::rows(written);
+    let mut moved: Vec<Uuid> = drawn.iter().map(|(id, _, _)| *id).collect();
+    moved.sort_unstable();
+    moved.dedup();
+    Ok((moved, drawn))
 }

@@ -6,6 +6,12 @@
 //! smaller one appear, which a bare sequence does not promise (two transactions draw 5 and 6,
 //! 6 commits first). The lock is held only through one indexed `UPDATE` and the commit, never
 //! through the rest of the transaction.
+//!
+//! The group commit's statement (`group.rs`, the hot append path) does better: it takes the
+//! lock inside the statement, after its heads have moved and its ids are claimed, and inserts
+//! its events with their positions, so no event row is written twice. Holding the lock, it
+//! waits for no other transaction (its rows are locked and its unique keys claimed already),
+//! so the two ways never deadlock each other, and both draw under the lock they commit with.
 
 use tokio_postgres::Statement;
 use uuid::Uuid;
