@@ -605,6 +605,32 @@ async fn a_later_transform_leaves_past_states_diffs_and_timelines_unchanged(back
         .unwrap()
         .into_inner();
     assert_eq!(updated.entity_type.unwrap().schema_version, 2);
+    // Each schema version shows the declarations it was accepted with: the old transform stays
+    // readable beside the new one.
+    let versions = c
+        .types
+        .get_entity_type(pb::GetEntityTypeRequest {
+            entity_type: "player_profile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schema_versions;
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.declarations.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (1, Some(player_declarations(SCORE))),
+            (
+                2,
+                Some(player_declarations(
+                    r#"{"score": state.score + 2 * payload.points, "level": 1}"#
+                ))
+            ),
+        ]
+    );
 
     for v in 1..=last {
         assert_eq!(
