@@ -275,6 +275,79 @@ async fn expressions_are_checked_when_declared_and_hostile_ones_refused(backend:
         .unwrap();
     assert_eq!(t.schema_version, 1);
     assert_eq!(t.declarations, Some(player_declarations(SCORE)));
+
+    // A read of a payload field the payload schema closes out (additionalProperties: false, no
+    // such property) would fail on every accepted payload: refused when declared, on a create
+    // and on an update, naming the field, the allowed ones and the position.
+    let mut misspelled = player_declarations(SCORE);
+    misspelled.event_types[0].guards[0].expression = "payload.pionts <= 1000".into();
+    let err = create_declared(
+        &mut c,
+        "typo",
+        json!({"type": "object"}),
+        misspelled.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    for expect in [
+        "event_types[ScoreIncreased].guards[0].expression",
+        "line 1, column 8",
+        "payload has no field \"pionts\"",
+        "allows only \"points\"",
+    ] {
+        assert!(
+            err.message().contains(expect),
+            "{expect}: {}",
+            err.message()
+        );
+    }
+    let mut misspelled = player_declarations(r#"{"score": state.score + payload.point}"#);
+    misspelled.event_types[0].guards.clear();
+    let err = c
+        .types
+        .update_entity_type(pb::UpdateEntityTypeRequest {
+            entity_type: "player".into(),
+            declarations: Some(misspelled),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("event_types[ScoreIncreased].transform")
+            && err.message().contains("\"point\""),
+        "{}",
+        err.message()
+    );
+    // Without additionalProperties: false any field may be read (a missing one fails the event
+    // when evaluated, as before).
+    let mut open = player_declarations(SCORE);
+    open.event_types[0]
+        .payload_schema
+        .as_mut()
+        .unwrap()
+        .fields
+        .remove("additionalProperties");
+    open.event_types[0].guards[0].expression = "payload.bonus <= 1000".into();
+    create_declared(&mut c, "open_payload", json!({"type": "object"}), open)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.types
+            .get_entity_type(pb::GetEntityTypeRequest {
+                entity_type: "player".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entity_type
+            .unwrap()
+            .schema_version,
+        1,
+        "the refused update changed nothing"
+    );
 }
 
 async fn payload_schema_transform_guards_and_strict_mode(backend: Backend) {
@@ -605,6 +678,32 @@ async fn a_later_transform_leaves_past_states_diffs_and_timelines_unchanged(back
         .unwrap()
         .into_inner();
     assert_eq!(updated.entity_type.unwrap().schema_version, 2);
+    // Each schema version shows the declarations it was accepted with: the old transform stays
+    // readable beside the new one.
+    let versions = c
+        .types
+        .get_entity_type(pb::GetEntityTypeRequest {
+            entity_type: "player_profile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schema_versions;
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.declarations.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (1, Some(player_declarations(SCORE))),
+            (
+                2,
+                Some(player_declarations(
+                    r#"{"score": state.score + 2 * payload.points, "level": 1}"#
+                ))
+            ),
+        ]
+    );
 
     for v in 1..=last {
         assert_eq!(

@@ -3,8 +3,9 @@
 //!
 //! Each case is one generated request, random or adversarial: deep, wide and huge values,
 //! unicode edge cases, NUL characters, boundary integers and timestamps, invalid ids and page
-//! tokens, every `ApplyMode` with hostile JSON Patches, and raw bytes that are no valid message
-//! at all. Whatever comes back must be a client code (never INTERNAL, UNKNOWN, DATA_LOSS or
+//! tokens, every `ApplyMode` with hostile JSON Patches, declared event types with valid and
+//! hostile CEL (loops, bombs, unknown names, token soup) on creates and updates, `dry_run` and
+//! `create_if_missing` writes, and raw bytes that are no valid message at all. Whatever comes back must be a client code (never INTERNAL, UNKNOWN, DATA_LOSS or
 //! UNAVAILABLE); afterwards the server's log holds no panic, its health is SERVING, it still
 //! accepts a write, and its peak resident memory stayed under 512 MiB.
 //!
@@ -107,6 +108,8 @@ struct Known {
     strings: Vec<String>,
     instance_ids: Vec<String>,
     type_names: Vec<String>,
+    /// Instances of `fuzz_declared`, whose event types declare guards and transforms.
+    declared_ids: Vec<String>,
 }
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: &[T]) -> proptest::sample::Select<T> {
@@ -239,7 +242,7 @@ fn pb_value(known: &Known) -> BoxedStrategy<PbValue> {
 
 fn key() -> BoxedStrategy<String> {
     prop_oneof![
-        6 => pick(&["score", "level", "username", "email", "tags", "list", "a", "b", "nested"].map(String::from)),
+        6 => pick(&["score", "level", "username", "email", "tags", "list", "a", "b", "nested", "amount", "points", "balance"].map(String::from)),
         1 => "[a-z]{1,8}",
         1 => any::<String>(),
         1 => Just("k\0".to_string()),
@@ -383,9 +386,18 @@ fn arb_json_patch(known: &Known) -> BoxedStrategy<Struct> {
     .boxed()
 }
 
+/// An event type: often one the declared type declares, so guards and transforms run.
+fn event_type(known: &Known) -> BoxedStrategy<String> {
+    prop_oneof![
+        2 => pick(&DECLARED_EVENT_TYPES.map(String::from)),
+        3 => word(known, "[A-Z][A-Za-z]{0,15}"),
+    ]
+    .boxed()
+}
+
 fn event_input(known: &Known) -> BoxedStrategy<pb::EventInput> {
     (
-        word(known, "[A-Z][A-Za-z]{0,15}"),
+        event_type(known),
         pb_struct(known),
         pb_struct(known),
         prop_oneof![3 => Just(String::new()), 1 => text(known)],
@@ -405,10 +417,265 @@ fn event_input(known: &Known) -> BoxedStrategy<pb::EventInput> {
         .boxed()
 }
 
+/// The event types `fuzz_declared` declares.
+const DECLARED_EVENT_TYPES: [&str; 3] = ["Deposited", "Withdrawn", "ScoreIncreased"];
+
+/// CEL sources: valid ones over the fuzzed types' fields, and hostile ones a declaration must
+/// refuse (loops, nesting and size bombs, unknown names and functions, NUL, wrong shapes), then
+/// token soup and any text.
+fn cel_source(known: &Known) -> BoxedStrategy<String> {
+    let valid = pick(
+        &[
+            r#"{"balance": state.balance + payload.amount}"#,
+            r#"{"balance": state.balance - payload.amount}"#,
+            r#"{"score": state.score + payload.points, "level": (state.score + payload.points) / 100 + 1}"#,
+            r#"{"tags": state.tags + [payload.tag], "n": size(state.tags)}"#,
+            r#"{"score": null}"#,
+            r#"{"at": event.occurred_at, "v": event.version, "t": event.type}"#,
+            r#"{"copy": payload, "meta": metadata}"#,
+            "state.balance >= payload.amount",
+            "payload.amount <= 100 && payload.amount > 0",
+            "has(payload.points) ? payload.points < 1000 : true",
+            "size(state.username) > 2 && state.username.startsWith('a')",
+            "'x' in state.tags || state.score % 2 == 0",
+            "double(payload.amount) / 3.0 < 1e308",
+            "int(state.score) * 9223372036854775807 > 0",
+            "payload.missing.deeper == 1",
+            "string(payload) == ''",
+            "true",
+        ]
+        .map(String::from),
+    );
+    let hostile = prop_oneof![
+        Just("state.tags.all(x, state.tags.all(y, x != y))".to_string()),
+        Just("state.list.map(x, state.list.map(y, state.list))".to_string()),
+        Just("[1,2,3].exists(x, x > 1)".to_string()),
+        Just("unknown > 1".to_string()),
+        Just("system('rm -rf /')".to_string()),
+        Just("state.score +".to_string()),
+        Just("state.\0score > 1".to_string()),
+        Just("1 + 2".to_string()),
+        Just("state.score".to_string()),
+        Just(r#"{state.k: 1}"#.to_string()),
+        Just("Msg{a: 1}".to_string()),
+        Just(r"b'\xff' == b''".to_string()),
+        (1usize..2000).prop_map(|n| format!("{}true{}", "(".repeat(n), ")".repeat(n))),
+        (1usize..2000).prop_map(|n| format!("[{}]", "[".repeat(n))),
+        (1usize..600).prop_map(|n| format!("true{}", " && state.score > 1".repeat(n))),
+        (1usize..40).prop_map(|n| format!("state.tags{}.size() > 0", " + state.tags".repeat(n))),
+        (1usize..100).prop_map(|n| format!("'{}' == ''", "ab".repeat(n * 100))),
+    ];
+    let soup = proptest::collection::vec(
+        pick(
+            &[
+                "state",
+                "payload",
+                "metadata",
+                "event",
+                ".",
+                "score",
+                "amount",
+                "(",
+                ")",
+                "[",
+                "]",
+                "{",
+                "}",
+                ",",
+                ":",
+                "+",
+                "-",
+                "*",
+                "/",
+                "%",
+                "==",
+                "<",
+                ">=",
+                "&&",
+                "||",
+                "!",
+                "?",
+                "1",
+                "-9223372036854775808",
+                "1u",
+                "2.5",
+                "'s'",
+                r#""k""#,
+                "true",
+                "null",
+                "size",
+                "in",
+                "has",
+                "all",
+                "x",
+                r"b'\xff'",
+            ]
+            .map(String::from),
+        ),
+        0..30,
+    )
+    .prop_map(|t| t.join(" "));
+    prop_oneof![4 => valid, 3 => hostile, 2 => soup, 1 => text(known)].boxed()
+}
+
+/// A payload schema: a real one (open or closed with `additionalProperties: false`), or any
+/// struct, which must be a JSON Schema or be refused.
+fn payload_schema(known: &Known) -> BoxedStrategy<Option<Struct>> {
+    prop_oneof![
+        2 => Just(None),
+        2 => any::<bool>().prop_map(|closed| {
+            let mut schema = json!({
+                "type": "object",
+                "properties": {"amount": {"type": "integer", "minimum": 1},
+                               "points": {"type": "integer"},
+                               "to": {"type": "object", "additionalProperties": false,
+                                      "properties": {"id": {"type": "string"}}}},
+            });
+            if closed {
+                schema["additionalProperties"] = json!(false);
+            }
+            Some(st(schema))
+        }),
+        1 => pb_struct(known),
+    ]
+    .boxed()
+}
+
+fn declarations(known: &Known) -> BoxedStrategy<Option<pb::EventDeclarations>> {
+    let guard = (
+        cel_source(known),
+        prop_oneof![3 => "[a-z ]{0,30}", 1 => text(known)],
+    )
+        .prop_map(|(expression, message)| pb::EventGuard {
+            expression,
+            message,
+        });
+    let declared = (
+        event_type(known),
+        payload_schema(known),
+        prop_oneof![4 => 0i32..4, 1 => any::<i32>()],
+        prop_oneof![1 => Just(String::new()), 2 => cel_source(known)],
+        prop_oneof![
+            6 => proptest::collection::vec(guard.clone(), 0..3),
+            1 => proptest::collection::vec(guard, 15..20),
+        ],
+    )
+        .prop_map(|(event_type, payload_schema, mode, transform, guards)| {
+            pb::EventTypeDeclaration {
+                event_type,
+                payload_schema,
+                mode,
+                transform,
+                guards,
+            }
+        });
+    prop_oneof![
+        2 => Just(None),
+        4 => (any::<bool>(), proptest::collection::vec(declared.clone(), 0..4))
+            .prop_map(|(strict, event_types)| Some(pb::EventDeclarations { strict, event_types })),
+        // Over the limit of 64 event types.
+        1 => proptest::collection::vec(declared, 60..70)
+            .prop_map(|event_types| Some(pb::EventDeclarations { strict: true, event_types })),
+    ]
+    .boxed()
+}
+
+/// Who a write is for: a known instance by id, or a type and an external id (which may not
+/// exist yet), with or without `create_if_missing` and its initial state.
+fn target(known: &Known) -> BoxedStrategy<(String, String, String, bool, Option<Struct>)> {
+    let id = prop_oneof![4 => pick(&known.instance_ids), 1 => text(known)];
+    let ty = prop_oneof![4 => pick(&known.type_names), 1 => text(known)];
+    prop_oneof![
+        4 => id.prop_map(|id| (id, String::new(), String::new(), false, None)),
+        2 => (ty, word(known, "[a-z0-9-]{1,12}"), any::<bool>(), pb_struct(known))
+            .prop_map(|(ty, ext, create, initial)| (String::new(), ty, ext, create, initial)),
+        1 => (text(known), text(known), text(known), any::<bool>(), pb_struct(known)),
+    ]
+    .boxed()
+}
+
+/// A write that gets past parsing to a declared event type: its payload schema, every guard
+/// and the transform run on a real state, as a dry run or for real, by id or by external id
+/// (created when missing).
+fn declared_write(known: &Known) -> BoxedStrategy<pb::ApplyEventRequest> {
+    let amount = prop_oneof![
+        4 => (-5i64..200).prop_map(|n| n as f64),
+        1 => number(),
+    ];
+    let payload = (
+        pick(&["amount", "points", "amount"].map(String::from)),
+        amount,
+        proptest::option::of(key()),
+    )
+        .prop_map(|(field, n, extra)| {
+            let mut fields = vec![(
+                field,
+                PbValue {
+                    kind: Some(Kind::NumberValue(n)),
+                },
+            )];
+            if let Some(extra) = extra {
+                fields.push((extra, s("x")));
+            }
+            Some(object(fields))
+        });
+    let by = prop_oneof![
+        3 => pick(&known.declared_ids).prop_map(|id| (id, String::new(), String::new(), false)),
+        1 => ("[a-z0-9-]{1,8}", any::<bool>()).prop_map(|(ext, create)| (String::new(), "fuzz_declared".to_string(), ext, create)),
+    ];
+    (
+        by,
+        pick(&DECLARED_EVENT_TYPES.map(String::from)),
+        payload,
+        any::<bool>(),
+        proptest::option::of(0i64..6),
+        prop_oneof![4 => Just(0i32), 1 => 1i32..4],
+    )
+        .prop_map(
+            |(
+                (instance_id, entity_type, external_id, create_if_missing),
+                event_type,
+                payload,
+                dry_run,
+                expected_version,
+                mode,
+            )| pb::ApplyEventRequest {
+                instance_id,
+                entity_type,
+                external_id,
+                create_if_missing,
+                initial_state: create_if_missing.then(|| {
+                    object(vec![
+                        (
+                            "balance".into(),
+                            PbValue {
+                                kind: Some(Kind::NumberValue(10.0)),
+                            },
+                        ),
+                        (
+                            "score".into(),
+                            PbValue {
+                                kind: Some(Kind::NumberValue(0.0)),
+                            },
+                        ),
+                    ])
+                }),
+                event_type,
+                payload,
+                dry_run,
+                expected_version,
+                mode,
+                ..Default::default()
+            },
+        )
+        .boxed()
+}
+
 /// One generated request.
 #[derive(Debug)]
 enum Call {
     CreateEntityType(pb::CreateEntityTypeRequest),
+    UpdateEntityType(pb::UpdateEntityTypeRequest),
     ListEntityTypes(pb::ListEntityTypesRequest),
     GetEntityType(pb::GetEntityTypeRequest),
     CreateInstance(pb::CreateInstanceRequest),
@@ -435,6 +702,7 @@ impl Call {
     fn name(&self) -> &'static str {
         match self {
             Call::CreateEntityType(_) => "CreateEntityType",
+            Call::UpdateEntityType(_) => "UpdateEntityType",
             Call::ListEntityTypes(_) => "ListEntityTypes",
             Call::GetEntityType(_) => "GetEntityType",
             Call::CreateInstance(_) => "CreateInstance",
@@ -522,15 +790,27 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
     let ty = prop_oneof![4 => pick(&known.type_names), 1 => text(known)].boxed();
     let opt64 = proptest::option::of(int64()).boxed();
     prop_oneof![
-        1 => (word(&k, "[a-z][a-z0-9_]{0,20}"), text(&k), pb_struct(&k)).prop_map(|(name, description, schema)| Call::CreateEntityType(pb::CreateEntityTypeRequest { name, description, schema, declarations: None })),
+        1 => (word(&k, "[a-z][a-z0-9_]{0,20}"), text(&k), pb_struct(&k), declarations(&k)).prop_map(|(name, description, schema, declarations)| Call::CreateEntityType(pb::CreateEntityTypeRequest { name, description, schema, declarations })),
+        // Updates keep the schema mostly (so later writes still get past it) and try new
+        // declarations, mostly as dry runs.
+        1 => (ty.clone(), prop_oneof![3 => Just(None), 1 => pb_struct(&k)], declarations(&k), any::<bool>(), proptest::option::of(int64()), proptest::option::of(text(&k)))
+            .prop_map(|(entity_type, schema, declarations, dry_run, expected_schema_version, description)| Call::UpdateEntityType(pb::UpdateEntityTypeRequest {
+                entity_type,
+                description,
+                schema,
+                expected_schema_version,
+                dry_run,
+                allow_invalid_existing: false,
+                declarations,
+            })),
         1 => (int32(), text(&k)).prop_map(|(page_size, page_token)| Call::ListEntityTypes(pb::ListEntityTypesRequest { page_size, page_token })),
         1 => ty.clone().prop_map(|entity_type| Call::GetEntityType(pb::GetEntityTypeRequest { entity_type })),
         1 => (ty.clone(), word(&k, "[a-z0-9-]{1,20}"), pb_struct(&k), pb_struct(&k)).prop_map(|(entity_type, external_id, initial_state, metadata)| Call::CreateInstance(pb::CreateInstanceRequest { entity_type, external_id, initial_state, metadata })),
         1 => (ty.clone(), int32(), text(&k)).prop_map(|(entity_type, page_size, page_token)| Call::ListInstances(pb::ListInstancesRequest { include_archived: false, entity_type, page_size, page_token, ..Default::default() })),
         1 => id.clone().prop_map(|instance_id| Call::GetInstance(pb::GetInstanceRequest { instance_id })),
         1 => (ty.clone(), text(&k)).prop_map(|(entity_type, external_id)| Call::GetCurrentState(pb::GetCurrentStateRequest { entity_type, external_id })),
-        4 => (id.clone(), event_input(&k), opt64.clone()).prop_map(|(instance_id, e, expected_version)| Call::ApplyEvent(pb::ApplyEventRequest {
-            dry_run: false,
+        4 => (target(&k), event_input(&k), opt64.clone(), any::<bool>()).prop_map(|((instance_id, entity_type, external_id, create_if_missing, initial_state), e, expected_version, dry_run)| Call::ApplyEvent(pb::ApplyEventRequest {
+            dry_run,
             instance_id,
             event_type: e.event_type,
             payload: e.payload,
@@ -539,10 +819,14 @@ fn call(known: &Known) -> BoxedStrategy<Call> {
             event_id: e.event_id,
             occurred_at: e.occurred_at,
             mode: e.mode,
-            ..Default::default()
+            entity_type,
+            external_id,
+            create_if_missing,
+            initial_state,
         })),
-        2 => (id.clone(), opt64.clone(), prop_oneof![4 => proptest::collection::vec(event_input(&k), 0..6), 1 => (1000usize..1100).prop_map(|n| vec![pb::EventInput { event_type: "Bulk".into(), ..Default::default() }; n])])
-            .prop_map(|(instance_id, expected_version, events)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, ..Default::default() })),
+        3 => declared_write(&k).prop_map(Call::ApplyEvent),
+        2 => (target(&k), opt64.clone(), prop_oneof![4 => proptest::collection::vec(event_input(&k), 0..6), 1 => (1000usize..1100).prop_map(|n| vec![pb::EventInput { event_type: "Bulk".into(), ..Default::default() }; n])], any::<bool>())
+            .prop_map(|((instance_id, entity_type, external_id, create_if_missing, initial_state), expected_version, events, dry_run)| Call::ApplyEvents(pb::ApplyEventsRequest { instance_id, expected_version, events, entity_type, external_id, create_if_missing, initial_state, dry_run })),
         1 => (ty.clone(), id.clone(), proptest::collection::vec(text(&k), 0..3), opt64.clone()).prop_map(|(entity_type, instance_id, event_types, from_version)| Call::Subscribe(pb::SubscribeRequest { entity_type, instance_id, event_types, from_version, ..Default::default() })),
         2 => (id.clone(), int32(), text(&k), opt64.clone(), opt64.clone(), timestamp(), timestamp(), proptest::collection::vec(text(&k), 0..3), any::<bool>())
             .prop_map(|(instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending)| Call::GetHistory(pb::GetHistoryRequest { instance_id, page_size, page_token, from_version, to_version, start_time, end_time, event_types, descending })),
@@ -578,6 +862,7 @@ async fn run_call(
     let c = clients;
     match call {
         Call::CreateEntityType(r) => c.types.create_entity_type(with_timeout(r)).await.map(drop),
+        Call::UpdateEntityType(r) => c.types.update_entity_type(with_timeout(r)).await.map(drop),
         Call::ListEntityTypes(r) => c.types.list_entity_types(with_timeout(r)).await.map(drop),
         Call::GetEntityType(r) => c.types.get_entity_type(with_timeout(r)).await.map(drop),
         Call::CreateInstance(r) => c.instances.create_instance(with_timeout(r)).await.map(drop),
@@ -638,15 +923,54 @@ async fn set_up(c: &mut Clients) -> Known {
         strings: vec![],
         instance_ids: vec![],
         type_names: vec![],
+        declared_ids: vec![],
     };
-    for (name, schema) in [
-        ("fuzz_free", json!({"type": "object"})),
-        ("fuzz_strict", player_schema()),
+    // A type with declared event types, so writes reach payload schemas, guards and transforms.
+    let amount = || {
+        Some(st(json!({
+            "type": "object", "required": ["amount"], "additionalProperties": false,
+            "properties": {"amount": {"type": "integer", "minimum": 1}}
+        })))
+    };
+    let declared = pb::EventDeclarations {
+        strict: false,
+        event_types: vec![
+            pb::EventTypeDeclaration {
+                event_type: "Deposited".into(),
+                payload_schema: amount(),
+                transform: r#"{"balance": state.balance + payload.amount}"#.into(),
+                ..Default::default()
+            },
+            pb::EventTypeDeclaration {
+                event_type: "Withdrawn".into(),
+                payload_schema: amount(),
+                transform: r#"{"balance": state.balance - payload.amount}"#.into(),
+                guards: vec![pb::EventGuard {
+                    expression: "state.balance >= payload.amount".into(),
+                    message: "insufficient funds".into(),
+                }],
+                ..Default::default()
+            },
+            pb::EventTypeDeclaration {
+                event_type: "ScoreIncreased".into(),
+                transform: r#"{"score": state.score + payload.points, "level": (state.score + payload.points) / 100 + 1}"#.into(),
+                guards: vec![pb::EventGuard {
+                    expression: "payload.points <= 1000".into(),
+                    message: "at most 1000 points".into(),
+                }],
+                ..Default::default()
+            },
+        ],
+    };
+    for (name, schema, declarations) in [
+        ("fuzz_free", json!({"type": "object"}), None),
+        ("fuzz_strict", player_schema(), None),
+        ("fuzz_declared", json!({"type": "object"}), Some(declared)),
     ] {
         let t = c
             .types
             .create_entity_type(pb::CreateEntityTypeRequest {
-                declarations: None,
+                declarations,
                 name: name.into(),
                 description: "fuzzed".into(),
                 schema: Some(st(schema)),
@@ -667,6 +991,7 @@ async fn set_up(c: &mut Clients) -> Known {
                     external_id: external_id.clone(),
                     initial_state: Some(st(json!({
                         "username": "alice", "email": "a@example.com", "score": 1, "level": 1,
+                        "balance": 100,
                         "achievements": [], "tags": ["x"], "list": [1, 2, 3], "nested": {"x": 1}
                     }))),
                     metadata: None,
@@ -677,6 +1002,9 @@ async fn set_up(c: &mut Clients) -> Known {
                 .instance
                 .unwrap();
             known.instance_ids.push(i.id.clone());
+            if name == "fuzz_declared" {
+                known.declared_ids.push(i.id.clone());
+            }
             known.strings.extend([i.id, external_id]);
         }
     }
@@ -688,6 +1016,8 @@ async fn set_up(c: &mut Clients) -> Known {
             "tags",
             "nested.x",
             "ScoreIncreased",
+            "Deposited",
+            "Withdrawn",
         ]
         .map(String::from),
     );
@@ -791,10 +1121,12 @@ async fn fuzz(mut server: Binary, addr: &str, backend: &str) {
         tonic_health::pb::health_check_response::ServingStatus::Serving,
     )
     .await;
-    // A fresh instance: the run may have erased the ones it knew (a raw ApplyEvent body is
-    // also a valid EraseInstance request).
+    // A fresh type and instance: the run may have erased the instances it knew (a raw
+    // ApplyEvent body is also a valid EraseInstance request) and declared strict event types
+    // or new schemas on the types.
+    c.create_type("fuzz_after", json!({"type": "object"})).await;
     let id = c
-        .create_instance(&known.type_names[0], "after-fuzz", json!({}))
+        .create_instance("fuzz_after", "after-fuzz", json!({}))
         .await
         .id;
     c.events

@@ -108,6 +108,8 @@ pub struct SchemaVersion {
     pub schema: Value,
     /// When it was accepted (server clock).
     pub created_at: SystemTime,
+    /// The event types this version declares; None when it declares none.
+    pub declarations: Option<pb::EventDeclarations>,
 }
 
 impl TryFrom<pb::SchemaVersion> for SchemaVersion {
@@ -117,6 +119,7 @@ impl TryFrom<pb::SchemaVersion> for SchemaVersion {
             created_at: time("schema_version.created_at", v.created_at)?,
             version: v.version,
             schema: struct_to_json(v.schema),
+            declarations: v.declarations,
         })
     }
 }

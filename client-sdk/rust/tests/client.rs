@@ -1439,7 +1439,19 @@ async fn declared_event_types_dry_run_and_recorded_change() {
         )
         .await
         .unwrap();
-    assert_eq!(created.declarations, Some(declarations));
+    assert_eq!(created.declarations, Some(declarations.clone()));
+    let versions = client
+        .get_schema_versions("account", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.version, v.declarations.clone()))
+            .collect::<Vec<_>>(),
+        [(1, Some(declarations))],
+        "each schema version carries its declarations"
+    );
     let id = client
         .create_instance("account", "a", &json!({"balance": 10}), &Default::default())
         .await

@@ -13,9 +13,15 @@
 //!   concatenation cannot feed itself without a loop), and the result is measured against the
 //!   state limits before it is used.
 //!
+//! cel-rust has no type checker, so the declare-time checks stop at what the syntax tree proves:
+//! beside the names above, a field of `payload` that its payload schema closes
+//! ([`Fields::Closed`], from `additionalProperties: false`) and does not list is refused, since
+//! reading it would fail on every payload the schema accepts. Nothing else about types is
+//! inferred, so no expression that can evaluate is refused.
+//!
 //! Errors name the position (line and column) of what is refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue, operators};
@@ -84,6 +90,17 @@ pub enum Yields {
     Fields,
 }
 
+/// What an expression may read of a value's fields, as far as a schema tells at declare time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fields {
+    /// Any field may be there (or the schema does not say).
+    #[default]
+    Open,
+    /// Only these fields can be there (`additionalProperties: false`), each with what is known
+    /// of its own fields.
+    Closed(BTreeMap<String, Fields>),
+}
+
 /// An expression refused when declared: where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileError {
@@ -126,6 +143,15 @@ pub struct Inputs<'a> {
 impl Expression {
     /// Parses and checks `source`; see the module's documentation for what is refused.
     pub fn compile(source: &str, yields: Yields) -> Result<Self, CompileError> {
+        Self::compile_for(source, yields, &Fields::Open)
+    }
+
+    /// As [`Expression::compile`], also refusing a read of a field `payload` cannot have.
+    pub fn compile_for(
+        source: &str,
+        yields: Yields,
+        payload: &Fields,
+    ) -> Result<Self, CompileError> {
         let refuse = |position, message: String| CompileError { position, message };
         if source.trim().is_empty() {
             return Err(refuse(None, "is empty".into()));
@@ -164,6 +190,7 @@ impl Expression {
             nodes: 0,
             references: 0,
             uses: [false; 4],
+            payload,
             refused: None,
         };
         check.walk(&expr);
@@ -281,18 +308,62 @@ impl Expression {
 }
 
 /// The walk of a syntax tree that counts and refuses.
-struct Check {
+struct Check<'a> {
     nodes: usize,
     references: usize,
     uses: [bool; 4],
+    /// What the payload schema says of `payload`'s fields.
+    payload: &'a Fields,
     /// The first refused node and why.
     refused: Option<(u64, String)>,
 }
 
-impl Check {
+impl<'a> Check<'a> {
     fn refuse(&mut self, id: u64, message: String) {
         if self.refused.is_none() {
             self.refused = Some((id, message));
+        }
+    }
+
+    /// What is known of the fields of the value `e` yields, and its path, when `e` is `payload`
+    /// or a chain of field reads (`.f` or `["f"]`) from it.
+    fn shape(&self, e: &IdedExpr) -> Option<(&'a Fields, String)> {
+        let (operand, field) = match &e.expr {
+            Expr::Ident(name) if name == "payload" => {
+                return Some((self.payload, "payload".into()));
+            }
+            Expr::Select(s) if !s.test => (&*s.operand, s.field.as_str()),
+            Expr::Call(call) => (call.args.first()?, string_index(call)?),
+            _ => return None,
+        };
+        let (Fields::Closed(fields), path) = self.shape(operand)? else {
+            return None;
+        };
+        Some((fields.get(field)?, format!("{path}.{field}")))
+    }
+
+    /// Refuses reading `field` of `operand` when its schema closes it without that field: the
+    /// read would fail on every payload the schema accepts.
+    fn check_field(&mut self, id: u64, operand: &IdedExpr, field: &str) {
+        if let Some((Fields::Closed(fields), path)) = self.shape(operand)
+            && !fields.contains_key(field)
+        {
+            let known = if fields.is_empty() {
+                "no fields".to_string()
+            } else {
+                fields
+                    .keys()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            self.refuse(
+                id,
+                format!(
+                    "{path} has no field {field:?}: the payload schema allows only {known} there \
+                     (additionalProperties: false)"
+                ),
+            );
         }
     }
 
@@ -316,7 +387,13 @@ impl Check {
                     ),
                 ),
             },
-            Expr::Select(s) => self.walk(&s.operand),
+            Expr::Select(s) => {
+                // `has(payload.x)` is only a test, false on every payload: not refused.
+                if !s.test {
+                    self.check_field(e.id, &s.operand, &s.field);
+                }
+                self.walk(&s.operand)
+            }
             Expr::Call(call) => {
                 if COMPREHENSIONS.contains(&call.func_name.as_str()) {
                     self.refuse(
@@ -334,6 +411,9 @@ impl Check {
                         format!("unknown or refused function {:?}", call.func_name),
                     );
                     return;
+                }
+                if let (Some(field), Some(operand)) = (string_index(call), call.args.first()) {
+                    self.check_field(e.id, operand, field);
                 }
                 if let Some(target) = &call.target {
                     self.walk(target);
@@ -366,6 +446,17 @@ impl Check {
             }
             Expr::Struct(_) => self.refuse(e.id, "message literals are not supported".into()),
         }
+    }
+}
+
+/// The key of `x["key"]`, a field read by index with a string literal.
+fn string_index(call: &cel::common::ast::CallExpr) -> Option<&str> {
+    if call.func_name != operators::INDEX || call.target.is_some() || call.args.len() != 2 {
+        return None;
+    }
+    match &call.args[1].expr {
+        Expr::Literal(LiteralValue::String(key)) => Some(key.inner()),
+        _ => None,
     }
 }
 
@@ -554,6 +645,71 @@ mod tests {
         assert!(err.to_string().contains("variables"), "{err}");
         let err = Expression::compile("state.a > 1 && nope", Yields::Bool).unwrap_err();
         assert_eq!(err.position, Some((1, 16)), "{err}");
+    }
+
+    #[test]
+    fn a_field_the_payload_schema_closes_out_is_refused_and_nothing_valid_is() {
+        let closed = |fields: &[(&str, Fields)]| {
+            Fields::Closed(
+                fields
+                    .iter()
+                    .map(|(k, f)| (k.to_string(), f.clone()))
+                    .collect(),
+            )
+        };
+        let payload = closed(&[
+            ("points", Fields::Open),
+            ("who", closed(&[("id", Fields::Open)])),
+            ("tags", Fields::Open),
+        ]);
+        for (source, expect, at) in [
+            (
+                "payload.pionts <= 1000",
+                "payload has no field \"pionts\"",
+                (1, 8),
+            ),
+            (
+                "payload.points > 0 && payload.who.name == 'x'",
+                "payload.who has no field \"name\"",
+                (1, 34),
+            ),
+            ("payload['extra'] == 1", "\"extra\"", (1, 8)),
+            (
+                "payload.who['nope'] == 1",
+                "payload.who has no field",
+                (1, 12),
+            ),
+        ] {
+            let err = Expression::compile_for(source, Yields::Bool, &payload).unwrap_err();
+            assert!(err.message.contains(expect), "{source}: {err}");
+            assert!(err.message.contains("\"points\"") || err.message.contains("\"id\""));
+            assert_eq!(err.position, Some(at), "{source}: {err}");
+        }
+        let err = Expression::compile_for(
+            r#"{"score": state.score + payload.point}"#,
+            Yields::Fields,
+            &payload,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("\"point\""), "{err}");
+        // Valid reads stay valid: declared fields, open sub-objects, tests with has(), other
+        // variables' fields, dynamic keys, and any read when the schema leaves payload open.
+        for source in [
+            "payload.points <= 1000",
+            "payload.who.id == 'a' && payload.tags.anything == 1",
+            "has(payload.extra) || has(payload.who.other)",
+            "state.extra == 1 && metadata.extra == 1 && event.type == 'T'",
+            "payload[state.key] == 1",
+            "size(payload) == 1 && 'extra' in payload",
+            "dyn(payload).extra == 1",
+        ] {
+            Expression::compile_for(source, Yields::Bool, &payload)
+                .unwrap_or_else(|e| panic!("{source}: {e}"));
+        }
+        Expression::compile_for("payload.anything == 1", Yields::Bool, &Fields::Open).unwrap();
+        let err =
+            Expression::compile_for("payload.a == 1", Yields::Bool, &closed(&[])).unwrap_err();
+        assert!(err.message.contains("no fields"), "{err}");
     }
 
     #[test]

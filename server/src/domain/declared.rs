@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::cel::{CompileError, Expression, Inputs, Yields};
+use super::cel::{CompileError, Expression, Fields, Inputs, Yields};
 use super::validate::CompiledSchema;
 use super::{ApplyMode, DomainError, State, Violation};
 
@@ -174,10 +174,14 @@ impl Declarations {
                         })?,
                 ),
             };
+            let fields = d
+                .payload_schema
+                .as_ref()
+                .map_or(Fields::Open, |schema| payload_fields(schema, 0));
             let transform = match d.transform.as_deref() {
                 None | Some("") => None,
                 Some(source) => Some(
-                    Expression::compile(source, Yields::Fields)
+                    Expression::compile_for(source, Yields::Fields, &fields)
                         .map_err(|e| at(format!("event_types[{name}].transform"), e))?,
                 ),
             };
@@ -201,7 +205,7 @@ impl Declarations {
                         format!("must be at most {MAX_MESSAGE_CHARS} characters, without NUL"),
                     ));
                 }
-                let expression = Expression::compile(&g.expression, Yields::Bool)
+                let expression = Expression::compile_for(&g.expression, Yields::Bool, &fields)
                     .map_err(|e| at(format!("event_types[{name}].guards[{i}].expression"), e))?;
                 guards.push(Guard {
                     expression,
@@ -310,6 +314,41 @@ impl Declared {
             guards: outcomes,
         })
     }
+}
+
+/// How deep [`payload_fields`] follows nested `properties`.
+const MAX_FIELDS_DEPTH: usize = 8;
+
+/// The fields a payload schema closes: an object schema with `additionalProperties: false` can
+/// hold only its `properties`. Conservative: `$ref` (which in draft 7 overrides its siblings) or
+/// `patternProperties` (which admit more names) leave the object open, and so does any other
+/// spelling of "nothing more" (`additionalProperties: {"not": {}}`).
+fn payload_fields(schema: &State, depth: usize) -> Fields {
+    if depth > MAX_FIELDS_DEPTH
+        || schema.get("additionalProperties") != Some(&Value::Bool(false))
+        || schema.contains_key("$ref")
+        || schema.contains_key("patternProperties")
+    {
+        return Fields::Open;
+    }
+    let none = State::new();
+    let properties = match schema.get("properties") {
+        None => &none,
+        Some(Value::Object(p)) => p,
+        Some(_) => return Fields::Open,
+    };
+    Fields::Closed(
+        properties
+            .iter()
+            .map(|(name, sub)| {
+                let sub = match sub {
+                    Value::Object(sub) => payload_fields(sub, depth + 1),
+                    _ => Fields::Open,
+                };
+                (name.clone(), sub)
+            })
+            .collect(),
+    )
 }
 
 fn describe(g: &Guard) -> String {
@@ -445,6 +484,57 @@ mod tests {
         assert!(
             serde_json::from_value::<DeclarationsDoc>(json!({"strict": true, "x": 1})).is_err()
         );
+    }
+
+    #[test]
+    fn only_additional_properties_false_closes_a_payload() {
+        let fields = |schema: Value| payload_fields(&obj(schema), 0);
+        let closed = fields(json!({
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "amount": {"type": "integer"},
+                "to": {"type": "object", "additionalProperties": false,
+                       "properties": {"iban": {"type": "string"}}},
+                "note": {"type": "object"}
+            }
+        }));
+        let Fields::Closed(top) = &closed else {
+            panic!("{closed:?}")
+        };
+        assert_eq!(
+            top.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["amount", "note", "to"]
+        );
+        assert!(matches!(&top["to"], Fields::Closed(f) if f.contains_key("iban")));
+        assert_eq!(top["note"], Fields::Open);
+        for open in [
+            json!({"properties": {"a": {}}}),
+            json!({"additionalProperties": true, "properties": {"a": {}}}),
+            json!({"additionalProperties": {"not": {}}, "properties": {"a": {}}}),
+            json!({"additionalProperties": false, "patternProperties": {"^x": {}}}),
+            json!({"additionalProperties": false, "$ref": "#/definitions/p"}),
+            json!({"additionalProperties": false, "properties": true}),
+        ] {
+            assert_eq!(fields(open.clone()), Fields::Open, "{open}");
+        }
+    }
+
+    #[test]
+    fn a_read_of_an_undeclared_payload_field_is_refused_when_declared() {
+        let doc: DeclarationsDoc = serde_json::from_value(json!({
+            "event_types": [{"event_type": "Withdrawn",
+                             "payload_schema": {"type": "object", "additionalProperties": false,
+                                                "properties": {"amount": {"type": "integer"}}},
+                             "guards": [{"expression": "state.balance >= payload.amout"}]}]
+        }))
+        .unwrap();
+        let err = Declarations::compile(&doc).unwrap_err().to_string();
+        assert!(
+            err.contains("event_types[Withdrawn].guards[0].expression"),
+            "{err}"
+        );
+        assert!(err.contains("line 1, column 25"), "{err}");
+        assert!(err.contains("\"amout\""), "{err}");
     }
 
     #[test]

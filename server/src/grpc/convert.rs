@@ -391,6 +391,7 @@ pub fn schema_version_from_record(r: SchemaVersionRecord) -> pb::SchemaVersion {
         version: r.version,
         schema: Some(struct_from_owned(r.schema)),
         created_at: Some(timestamp_from_time(r.created_at)),
+        declarations: r.declarations.as_ref().and_then(pb_from_declarations),
     }
 }
 

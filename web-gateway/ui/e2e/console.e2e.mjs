@@ -5,7 +5,8 @@
 //   SERVER_BIN=target/debug/temporal-state-server node --preserve-symlinks --test e2e/console.e2e.mjs
 //
 // The flow: create a type and see a schema violation; create an instance and apply events (and
-// meet a version conflict); move the slider and see the old state; compare two versions and see
+// meet a version conflict); preview an event (dry run) on a type with declared event types, and
+// a guard refusing it; move the slider and see the old state; compare two versions and see
 // the highlighted change; open the field chart; watch an event written by another client arrive
 // without a reload; check the analytics buckets against what was written; then the lifecycle:
 // save a compatible schema version, see the current state a stricter one would break (dry run)
@@ -146,6 +147,11 @@ async function flow({ consoleUrl, browser, other }, label) {
   await setEditor(page, "ev-payload", '{"score": "lots"}');
   await page.getByRole("button", { name: "Apply event" }).click();
   await page.locator('[role="alert"][data-code="INVALID_ARGUMENT"] .violation-path', { hasText: "/score" }).waitFor();
+
+  // 3b. Preview (dry run) on a type with declared event types: the would-be state marked against
+  //     the current one, the change its transform records, every guard; nothing stored. A false
+  //     guard and a payload breaking its schema show the engine's refusal, readable.
+  await previewFlow({ consoleUrl, browser, other }, `${type}_account`, label);
 
   // 4. Time travel: the slider back to version 2 shows the state then, marked against now.
   const slider = page.getByLabel(/^Version/);
@@ -434,6 +440,82 @@ async function flow({ consoleUrl, browser, other }, label) {
   await phone.screenshot({ path: join(SHOTS, `instance-archived-phone-${label}.png`), fullPage: true });
   await dark.close();
   await context.close();
+}
+
+async function previewFlow({ consoleUrl, browser, other }, acct, label) {
+  const amount = { type: "object", properties: { amount: { type: "integer", minimum: 1 } }, required: ["amount"], additionalProperties: false };
+  await other.entityTypes.createEntityType({
+    name: acct,
+    schema: { type: "object", properties: { balance: { type: "integer" } }, required: ["balance"] },
+    declarations: {
+      strict: true,
+      eventTypes: [
+        { eventType: "Deposited", payloadSchema: amount, transform: '{"balance": state.balance + payload.amount}' },
+        {
+          eventType: "Withdrawn",
+          payloadSchema: amount,
+          transform: '{"balance": state.balance - payload.amount}',
+          guards: [
+            { expression: "state.balance >= payload.amount", message: "insufficient funds" },
+            { expression: "payload.amount <= 100", message: "at most 100 per withdrawal" },
+          ],
+        },
+      ],
+    },
+  });
+  const created = await other.instances.createInstance({ entityType: acct, externalId: "acc-1", initialState: { balance: 50 } });
+  const unchanged = async () => {
+    const now = await other.instances.getCurrentState({ entityType: acct, externalId: "acc-1" });
+    assert.equal(now.instance.version, 1n, "a preview stores nothing");
+    assert.deepEqual(now.instance.state, { balance: 50 });
+    const h = await other.queries.getHistory({ instanceId: created.instance.id });
+    assert.equal(h.events.length, 1);
+  };
+  const { page, problems } = await newPage(browser);
+  await page.goto(`${consoleUrl}/types/${acct}/instances/acc-1`);
+  await page.locator('[data-testid="live-status"]', { hasText: "live" }).waitFor();
+  await page.getByLabel("Event type").fill("Withdrawn");
+  await setEditor(page, "ev-payload", '{"amount": 20}');
+  await page.getByRole("button", { name: "Preview", exact: true }).click();
+  const preview = page.locator('[data-testid="preview"]');
+  await preview.locator('[data-testid="preview-state"] [data-path="/balance"].mark-changed', { hasText: "30" }).waitFor();
+  const row = preview.locator('[data-testid="preview-changes"] tr[data-path="/balance"]');
+  assert.deepEqual(await row.locator("td code").allTextContents(), ["50", "30"]);
+  assert.deepEqual(JSON.parse(await preview.locator('[data-testid="preview-payload"]').textContent()), { amount: 20 });
+  assert.deepEqual(JSON.parse(await preview.locator('[data-testid="preview-change"]').textContent()), { balance: 30 });
+  assert.equal(await preview.locator('[data-testid="preview-guards"] li.guard-passed').count(), 2);
+  await preview.getByText("would be recorded as version 2").waitFor();
+  assert.equal(await page.locator('[data-testid="current-version"]').textContent(), "1");
+  await page.locator('[data-testid="current-state"] [data-path="/balance"]', { hasText: "50" }).waitFor();
+  await unchanged();
+  await page.screenshot({ path: join(SHOTS, `preview-${label}.png`), fullPage: true });
+
+  // A withdrawal over the balance and the cap: FAILED_PRECONDITION naming both guards.
+  await setEditor(page, "ev-payload", '{"amount": 500}');
+  await preview.waitFor({ state: "detached" });
+  await page.getByRole("button", { name: "Preview", exact: true }).click();
+  const guardRefusal = page.locator('[data-testid="preview-refused"] [role="alert"][data-code="FAILED_PRECONDITION"]');
+  await guardRefusal.waitFor();
+  const refusal = await guardRefusal.textContent();
+  assert.match(refusal, /insufficient funds/);
+  assert.match(refusal, /at most 100 per withdrawal/);
+  assert.match(refusal, /Nothing was stored/);
+  await page.screenshot({ path: join(SHOTS, `preview-guard-failed-${label}.png`), fullPage: true });
+  // A payload breaking its schema: INVALID_ARGUMENT, the path listed.
+  await setEditor(page, "ev-payload", '{"amount": 0}');
+  await page.getByRole("button", { name: "Preview", exact: true }).click();
+  await page.locator('[data-testid="preview-refused"] [data-code="INVALID_ARGUMENT"] .violation-path', { hasText: "payload" }).first().waitFor();
+  await unchanged();
+  assert.equal(await page.locator('[data-testid="current-version"]').textContent(), "1");
+
+  // Apply is unchanged: the same event, applied, is what the preview said.
+  await setEditor(page, "ev-payload", '{"amount": 20}');
+  await page.getByRole("button", { name: "Apply event" }).click();
+  await page.getByText("Applied as version 2.").waitFor();
+  await page.locator('[data-testid="current-state"] [data-path="/balance"]', { hasText: "30" }).waitFor();
+  assert.equal(await page.locator('[data-testid="preview"]').count(), 0, "no stale preview after applying");
+  await assertClean(page, problems);
+  await page.context().close();
 }
 
 async function instanceId(client, type, ext) {

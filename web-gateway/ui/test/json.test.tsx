@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { render } from "@testing-library/react";
-import { childPointer, highlightMap, pointerTokens, schemaFields, valueAt, parseObject } from "../src/lib/json";
+import { childPointer, diffJson, highlightMap, pointerTokens, schemaFields, valueAt, parseObject } from "../src/lib/json";
 import { JsonTree } from "../src/components/JsonTree";
 
 describe("JSON pointers", () => {
@@ -86,5 +86,21 @@ describe("diff highlighting", () => {
     expect((container.querySelector('details[data-path="/a/b/c"]') as HTMLDetailsElement).open).toBe(true);
     const unmarked = render(<JsonTree value={value} />).container;
     expect((unmarked.querySelector('details[data-path="/a/b/c"]') as HTMLDetailsElement).open).toBe(false);
+  });
+});
+
+describe("diffJson", () => {
+  it("walks objects, compares anything else whole, and sorts by path, as CompareVersions does", () => {
+    const from = { balance: 50, owner: { name: "Ada", "a/b": 1 }, tags: [1, 2], gone: { x: 1 }, same: [{ k: 1 }] };
+    const to = { balance: 30, owner: { name: "Ada", "a/b": 2, since: 2020 }, tags: [1, 2, 3], same: [{ k: 1 }], added: null };
+    expect(diffJson(from, to)).toEqual([
+      { path: "/added", kind: "added", newValue: null },
+      { path: "/balance", kind: "changed", oldValue: 50, newValue: 30 },
+      { path: "/gone", kind: "removed", oldValue: { x: 1 } },
+      { path: "/owner/a~1b", kind: "changed", oldValue: 1, newValue: 2 },
+      { path: "/owner/since", kind: "added", newValue: 2020 },
+      { path: "/tags", kind: "changed", oldValue: [1, 2], newValue: [1, 2, 3] },
+    ]);
+    expect(diffJson(to, to)).toEqual([]);
   });
 });

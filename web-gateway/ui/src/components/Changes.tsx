@@ -1,8 +1,9 @@
-// The flat list of changes of a CompareVersions answer, and its conversion to tree marks.
+// The flat list of changes of a CompareVersions answer (or of a preview, diffed in the browser),
+// and its conversion to tree marks.
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
 import { ValueSchema, type Value } from "@bufbuild/protobuf/wkt";
 import { ChangeKind, type FieldChange } from "@temporal-state/client";
-import type { ChangeMark, PathChange } from "../lib/json";
+import type { ChangeMark, JsonChange, PathChange } from "../lib/json";
 import { shortJson } from "../lib/json";
 
 export function changeMark(kind: ChangeKind): ChangeMark | undefined {
@@ -40,10 +41,29 @@ export function ChangeList({
   fromLabel: string;
   toLabel: string;
 }) {
+  const rows: JsonChange[] = [];
+  for (const c of changes) {
+    rows.push({ path: c.path, kind: changeMark(c.kind) ?? "changed", oldValue: valueJson(c.oldValue), newValue: valueJson(c.newValue) });
+  }
+  return <ChangeTable changes={rows} fromLabel={fromLabel} toLabel={toLabel} />;
+}
+
+/** The changes as a table: one row per path, its mark, and the values on either side. */
+export function ChangeTable({
+  changes,
+  fromLabel,
+  toLabel,
+  testId = "change-list",
+}: {
+  changes: JsonChange[];
+  fromLabel: string;
+  toLabel: string;
+  testId?: string;
+}) {
   if (changes.length === 0) return <p className="ok">No differences.</p>;
   return (
     <div className="table-wrap">
-      <table className="changes" data-testid="change-list">
+      <table className="changes" data-testid={testId}>
         <thead>
           <tr>
             <th scope="col">Path</th>
@@ -53,25 +73,22 @@ export function ChangeList({
           </tr>
         </thead>
         <tbody>
-          {changes.map((c) => {
-            const mark = changeMark(c.kind) ?? "changed";
-            return (
-              <tr key={c.path} className={`mark-${mark}`} data-path={c.path}>
-                <th scope="row">
-                  <code>{c.path || "(root)"}</code>
-                </th>
-                <td>
-                  <span className="mark-badge">{mark}</span>
-                </td>
-                <td>
-                  <code>{c.oldValue ? shortJson(valueJson(c.oldValue)) : "—"}</code>
-                </td>
-                <td>
-                  <code>{c.newValue ? shortJson(valueJson(c.newValue)) : "—"}</code>
-                </td>
-              </tr>
-            );
-          })}
+          {changes.map((c) => (
+            <tr key={c.path} className={`mark-${c.kind}`} data-path={c.path}>
+              <th scope="row">
+                <code>{c.path || "(root)"}</code>
+              </th>
+              <td>
+                <span className="mark-badge">{c.kind}</span>
+              </td>
+              <td>
+                <code>{c.oldValue !== undefined ? shortJson(c.oldValue) : "—"}</code>
+              </td>
+              <td>
+                <code>{c.newValue !== undefined ? shortJson(c.newValue) : "—"}</code>
+              </td>
+            </tr>
+          ))}
         </tbody>
       </table>
     </div>

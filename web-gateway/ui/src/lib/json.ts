@@ -1,6 +1,7 @@
 // JSON helpers of the console: JSON pointers, the fields a schema declares (for the field pickers),
 // and which paths of a state a comparison touched (for highlighting).
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import equal from "fast-deep-equal";
 
 export type { JsonObject, JsonValue };
 
@@ -178,4 +179,38 @@ export function parseObject(text: string): { value?: JsonObject; error?: string 
     return { error: "must be a JSON object ({...})" };
   }
   return { value: v as JsonObject };
+}
+
+/** One field that differs between two states, as the engine's CompareVersions lists it. */
+export interface JsonChange {
+  path: string;
+  kind: ChangeMark;
+  /** The value before; undefined when added. */
+  oldValue?: JsonValue;
+  /** The value after; undefined when removed. */
+  newValue?: JsonValue;
+}
+
+const isObject = (v: JsonValue | undefined): v is JsonObject => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/**
+ * The fields that differ from `from` to `to`, with the engine's rules (server/src/domain/diff.rs),
+ * so a preview reads like CompareVersions: objects on both sides are walked into, anything else
+ * (arrays included) is compared whole; sorted by path.
+ */
+export function diffJson(from: JsonObject, to: JsonObject): JsonChange[] {
+  const out: JsonChange[] = [];
+  const walk = (a: JsonObject, b: JsonObject, path: string) => {
+    for (const [k, old] of Object.entries(a)) {
+      const p = childPointer(path, k);
+      if (!Object.prototype.hasOwnProperty.call(b, k)) out.push({ path: p, kind: "removed", oldValue: old });
+      else if (isObject(old) && isObject(b[k])) walk(old, b[k], p);
+      else if (!equal(old, b[k])) out.push({ path: p, kind: "changed", oldValue: old, newValue: b[k] });
+    }
+    for (const [k, v] of Object.entries(b)) {
+      if (!Object.prototype.hasOwnProperty.call(a, k)) out.push({ path: childPointer(path, k), kind: "added", newValue: v });
+    }
+  };
+  walk(from, to, "");
+  return out.sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }

@@ -41,14 +41,16 @@ class EntityType(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[int] = ..., declarations: _Optional[_Union[EventDeclarations, _Mapping]] = ...) -> None: ...
 
 class SchemaVersion(_message.Message):
-    __slots__ = ("version", "schema", "created_at")
+    __slots__ = ("version", "schema", "created_at", "declarations")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECLARATIONS_FIELD_NUMBER: _ClassVar[int]
     version: int
     schema: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[int] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    declarations: EventDeclarations
+    def __init__(self, version: _Optional[int] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., declarations: _Optional[_Union[EventDeclarations, _Mapping]] = ...) -> None: ...
 
 class Instance(_message.Message):
     __slots__ = ("id", "entity_type_id", "entity_type_name", "external_id", "state", "version", "created_at", "updated_at", "archived", "erased")

@@ -101,6 +101,14 @@ export declare type SchemaVersion = Message<"temporal_state.v1.SchemaVersion"> &
    * @generated from field: google.protobuf.Timestamp created_at = 3;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * The event types this version declares (payload schemas, CEL transforms and guards, strict
+   * mode), as they were when it was accepted; unset when it declares none.
+   *
+   * @generated from field: temporal_state.v1.EventDeclarations declarations = 20;
+   */
+  declarations?: EventDeclarations | undefined;
 };
 
 /**
