@@ -382,7 +382,7 @@ impl RawStore {
             )?;
             // The creation's event and its id with its content hash, as the server stores them.
             let event_id = Uuid::now_v7().to_string();
-            tx.execute(
+            let _position: i64 = tx.query_row(
                 sql::INSERT_EVENT_SQL,
                 params![
                     id,
@@ -397,6 +397,7 @@ impl RawStore {
                     now,
                     ""
                 ],
+                |r| r.get(0),
             )?;
             let hash = content_hash(
                 EventType::INSTANCE_CREATED,
@@ -491,19 +492,23 @@ fn raw_append(
     let recorded = now_micros().max(updated_at);
     let next = version + 1;
     let event_id = Uuid::now_v7().to_string();
-    tx.prepare_cached(sql::INSERT_EVENT_SQL)?.execute(params![
-        instance,
-        next,
-        event_id,
-        type_id,
-        EVENT_TYPE,
-        serde_json::to_string(patch)?,
-        "{}",
-        ApplyMode::MergePatch.as_str(),
-        recorded,
-        recorded,
-        "",
-    ])?;
+    // The statement draws the event's global position and returns it, as in the store.
+    let _position: i64 = tx.prepare_cached(sql::INSERT_EVENT_SQL)?.query_row(
+        params![
+            instance,
+            next,
+            event_id,
+            type_id,
+            EVENT_TYPE,
+            serde_json::to_string(patch)?,
+            "{}",
+            ApplyMode::MergePatch.as_str(),
+            recorded,
+            recorded,
+            "",
+        ],
+        |r| r.get(0),
+    )?;
     tx.prepare_cached(sql::INSERT_KEY_SQL)?
         .execute(params![event_id, instance, next, hash])?;
     if next % interval == 0 {

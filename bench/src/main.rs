@@ -17,6 +17,11 @@
 //! target/release/temporal-state-bench read-events
 //! ```
 
+/// The server's own allocator (see the server's main.rs), so the in-process server and the
+/// baselines beside it allocate as the deployed server does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod analytics;
 mod apply;
 mod auth;
