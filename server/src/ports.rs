@@ -473,6 +473,9 @@ pub struct LogPage {
     /// final (committed, or never to be used), so a reader that has read through it has missed
     /// nothing. The read never returns events past it.
     pub head: i64,
+    /// The highest position retention had deleted, read in the same snapshot (0 when it never
+    /// deleted one): a read from before it missed events, and is refused.
+    pub dropped_through: i64,
 }
 
 /// A stored snapshot: the state right after `version`.

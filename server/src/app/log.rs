@@ -119,22 +119,8 @@ impl GlobalLog {
 
     /// Refuses a start before what retention deleted: the read would silently skip events.
     pub async fn check_retained(&self, from_position: i64) -> Result<(), AppError> {
-        if from_position < 0 {
-            return Err(AppError::invalid(
-                "from_position",
-                format!(
-                    "{from_position} is not a position: positions start at 1 (0 reads from the start)"
-                ),
-            ));
-        }
-        let dropped = self.history.dropped_through().await?;
-        if from_position < dropped {
-            return Err(AppError::OutOfRange(format!(
-                "from_position {from_position} is before the retention horizon: events up to \
-                 position {dropped} were deleted; read from {dropped}"
-            )));
-        }
-        Ok(())
+        check_position(from_position)?;
+        retained(from_position, self.history.dropped_through().await?)
     }
 
     /// ReadEvents: the events after `from_position` in scope, at most `page_size`.
@@ -148,8 +134,11 @@ impl GlobalLog {
         page_size: usize,
     ) -> Result<LogRead, AppError> {
         let scope = self.scope(principal, entity_types, event_types).await?;
-        self.check_retained(from_position).await?;
-        self.page(&scope, from_position, page_size).await
+        check_position(from_position)?;
+        // The horizon comes with the page, read in the same snapshot: one round trip.
+        let (read, dropped) = self.fetch(&scope, from_position, page_size).await?;
+        retained(from_position, dropped)?;
+        Ok(read)
     }
 
     /// One page in `scope` after `after` (no access or retention checks: the caller made them).
@@ -159,6 +148,16 @@ impl GlobalLog {
         after: i64,
         page_size: usize,
     ) -> Result<LogRead, AppError> {
+        Ok(self.fetch(scope, after, page_size).await?.0)
+    }
+
+    /// [`Self::page`], with the retention horizon read in the same snapshot.
+    async fn fetch(
+        &self,
+        scope: &LogScope,
+        after: i64,
+        page_size: usize,
+    ) -> Result<(LogRead, i64), AppError> {
         let filter = LogFilter {
             after,
             through: after.saturating_add(LOG_SCAN),
@@ -175,10 +174,37 @@ impl GlobalLog {
             // Everything matching up to the bound was read.
             _ => filter.through.min(page.head).max(after),
         };
-        Ok(LogRead {
-            events,
-            next_position,
-            head_position: page.head,
-        })
+        Ok((
+            LogRead {
+                events,
+                next_position,
+                head_position: page.head,
+            },
+            page.dropped_through,
+        ))
     }
+}
+
+/// A start position is 0 (the beginning) or a position.
+fn check_position(from_position: i64) -> Result<(), AppError> {
+    if from_position < 0 {
+        return Err(AppError::invalid(
+            "from_position",
+            format!(
+                "{from_position} is not a position: positions start at 1 (0 reads from the start)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a start before `dropped`, the highest position retention deleted.
+fn retained(from_position: i64, dropped: i64) -> Result<(), AppError> {
+    if from_position < dropped {
+        return Err(AppError::OutOfRange(format!(
+            "from_position {from_position} is before the retention horizon: events up to \
+             position {dropped} were deleted; read from {dropped}"
+        )));
+    }
+    Ok(())
 }

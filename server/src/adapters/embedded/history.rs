@@ -252,11 +252,18 @@ impl HistoryReader for EmbeddedStore {
                 SqlValue::Integer(through.min(head)),
             ];
             all.extend(values);
+            let dropped_through: Option<i64> = conn
+                .prepare_cached("SELECT dropped_through FROM retention_horizon")
+                .map_err(sql)?
+                .query_row([], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
             let found = stmt.query(rusqlite::params_from_iter(all)).map_err(sql)?;
             Ok(LogPage {
                 events: rows::collect(found, rows::event)?,
                 head,
+                dropped_through: dropped_through.unwrap_or(0),
             })
         })
         .await

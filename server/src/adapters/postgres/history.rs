@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -27,8 +28,17 @@ impl HistoryReader for PgStore {
         let limit = limit as i64;
         let (sql, params) = history_query(&instance_id, filter, &limit);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
-        Ok(found.iter().map(rows::event).collect::<Result<_, _>>()?)
+        // Rows are decoded as they arrive, while PostgreSQL is still sending the rest.
+        let found = client
+            .query_raw(&stmt, params)
+            .await
+            .map_err(PgError::from)?;
+        futures::pin_mut!(found);
+        let mut events = Vec::with_capacity(limit.clamp(0, 1024) as usize);
+        while let Some(row) = found.try_next().await.map_err(PgError::from)? {
+            events.push(rows::event(&row)?);
+        }
+        Ok(events)
     }
 
     async fn snapshot_and_tail(
@@ -139,14 +149,22 @@ impl HistoryReader for PgStore {
         let limit = limit as i64;
         let (sql, params) = log_query(filter, &limit);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        let found = client.query(&stmt, &params).await.map_err(PgError::from)?;
+        // Rows are decoded as they arrive, while PostgreSQL is still sending the rest.
+        let found = client
+            .query_raw(&stmt, params)
+            .await
+            .map_err(PgError::from)?;
+        futures::pin_mut!(found);
         let mut page = LogPage {
-            head: found.first().map_or(0, |r| r.get(0)),
-            events: Vec::with_capacity(found.len()),
+            head: 0,
+            dropped_through: 0,
+            events: Vec::with_capacity(limit.clamp(0, 1024) as usize),
         };
-        for row in &found {
-            if row.get::<_, Option<String>>(1).is_some() {
-                page.events.push(rows::event_at(row, 1)?);
+        while let Some(row) = found.try_next().await.map_err(PgError::from)? {
+            page.head = row.get(0);
+            page.dropped_through = row.get(1);
+            if row.get::<_, Option<String>>(2).is_some() {
+                page.events.push(rows::event_at(&row, 2)?);
             }
         }
         Ok(page)
@@ -164,8 +182,9 @@ impl HistoryReader for PgStore {
 }
 
 /// The read of the global log ([`HistoryReader::read_log`]): its SQL and parameters. One
-/// statement, so one snapshot: the head (column 0, the highest position committed), then
-/// [`rows::EVENT_COLUMNS`] of each matching event up to it (all NULL when none matches), by
+/// statement, so one snapshot: the head (column 0, the highest position committed), the
+/// retention horizon (column 1), then [`rows::EVENT_COLUMNS`] of each matching event up to the
+/// head (all NULL when none matches), by
 /// keyset on the position index. Only the filters in use become conditions.
 pub fn log_query<'a>(
     filter: &'a LogFilter,
@@ -183,13 +202,15 @@ pub fn log_query<'a>(
     }
     params.push(limit);
     let sql = format!(
-        "WITH h AS (SELECT COALESCE(max(position), 0) AS head FROM events)
-         SELECT h.head, x.* FROM h LEFT JOIN LATERAL (
+        "WITH h AS (SELECT COALESCE(max(position), 0) AS head,
+                           (SELECT COALESCE(max(dropped_through), 0) FROM retention_horizon)
+                               AS dropped FROM events)
+         SELECT h.head, h.dropped, x.* FROM h LEFT JOIN LATERAL (
              SELECT {} FROM events e
              WHERE e.position > $1 AND e.position <= LEAST($2, h.head){conditions}
              ORDER BY e.position LIMIT ${}
          ) x ON true
-         ORDER BY 14",
+         ORDER BY 15",
         rows::EVENT_COLUMNS,
         params.len()
     );
