@@ -548,7 +548,7 @@ async fn serve_all(
                 .max_encoding_message_size(out),
         )
         // The hot reads write their documents straight into the response (grpc::fast).
-        .add_service(crate::grpc::fast::FastInstances::new(
+        .add_service(crate::grpc::fast::instances(
             InstanceApi(app.clone()),
             sizes,
         ))
@@ -560,10 +560,7 @@ async fn serve_all(
             .max_decoding_message_size(max)
             .max_encoding_message_size(out),
         )
-        .add_service(crate::grpc::fast::FastQueries::new(
-            QueryApi(app.clone()),
-            sizes,
-        ))
+        .add_service(crate::grpc::fast::queries(QueryApi(app.clone()), sizes))
         .add_service(
             AnalyticsServiceServer::new(AnalyticsApi(app.clone()))
                 .max_decoding_message_size(max)

@@ -1,7 +1,7 @@
 //! The hot reads answered with [`super::wire`]'s mirror messages: the same bytes the generated
 //! handlers would send, written from the records without building `prost_types::Struct` trees.
 //!
-//! [`FastQueries`] and [`FastInstances`] stand in the router for the generated
+//! [`FastQueries`] and [`FastInstances`] ([`Fast`]) stand in the router for the generated
 //! `QueryServiceServer` and `InstanceServiceServer`: the methods listed here are decoded and
 //! answered by tonic's own unary machinery with a codec whose encoder takes the mirror message,
 //! every other method goes to the generated server. Both share one `Arc` of the API, and the
@@ -142,33 +142,41 @@ fn get_instance(
     })
 }
 
-/// The QueryService, with ReadEvents, GetHistory and GetStateAtVersion answered here.
-#[derive(Clone)]
-pub struct FastQueries {
-    api: Arc<QueryApi>,
-    generated: QueryServiceServer<QueryApi>,
+/// A method answered here: the call to its answer.
+type Answering<A> = fn(Arc<A>, Sizes, Call) -> BoxFuture<'static, Result<Answer, Infallible>>;
+
+/// A generated service `G` over the API `A`, with the methods `route` names answered here.
+pub struct Fast<A, G> {
+    api: Arc<A>,
+    generated: G,
     sizes: Sizes,
+    route: fn(&str) -> Option<Answering<A>>,
 }
 
-impl FastQueries {
-    pub fn new(api: QueryApi, sizes: Sizes) -> Self {
-        let api = Arc::new(api);
-        let generated = QueryServiceServer::from_arc(api.clone())
-            .max_decoding_message_size(sizes.max_decoding)
-            .max_encoding_message_size(sizes.max_encoding);
+impl<A, G: Clone> Clone for Fast<A, G> {
+    fn clone(&self) -> Self {
         Self {
-            api,
-            generated,
-            sizes,
+            api: self.api.clone(),
+            generated: self.generated.clone(),
+            sizes: self.sizes,
+            route: self.route,
         }
     }
 }
 
-impl NamedService for FastQueries {
-    const NAME: &'static str = <QueryServiceServer<QueryApi> as NamedService>::NAME;
+impl<A, G: NamedService> NamedService for Fast<A, G> {
+    const NAME: &'static str = G::NAME;
 }
 
-impl Service<Call> for FastQueries {
+impl<A, G> Service<Call> for Fast<A, G>
+where
+    G: Service<
+            Call,
+            Response = Answer,
+            Error = Infallible,
+            Future = BoxFuture<'static, Result<Answer, Infallible>>,
+        >,
+{
     type Response = Answer;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Answer, Infallible>>;
@@ -178,63 +186,62 @@ impl Service<Call> for FastQueries {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let (api, sizes) = (self.api.clone(), self.sizes);
-        match call.uri().path() {
-            "/temporal_state.v1.QueryService/ReadEvents" => unary(api, sizes, call, read_events),
-            "/temporal_state.v1.QueryService/GetHistory" => unary(api, sizes, call, get_history),
-            "/temporal_state.v1.QueryService/GetStateAtVersion" => {
-                unary(api, sizes, call, get_state_at_version)
-            }
-            _ => self.generated.call(call),
+        match (self.route)(call.uri().path()) {
+            Some(answer) => answer(self.api.clone(), self.sizes, call),
+            None => self.generated.call(call),
         }
+    }
+}
+
+/// The QueryService, with ReadEvents, GetHistory and GetStateAtVersion answered here.
+pub type FastQueries = Fast<QueryApi, QueryServiceServer<QueryApi>>;
+
+pub fn queries(api: QueryApi, sizes: Sizes) -> FastQueries {
+    let api = Arc::new(api);
+    Fast {
+        generated: QueryServiceServer::from_arc(api.clone())
+            .max_decoding_message_size(sizes.max_decoding)
+            .max_encoding_message_size(sizes.max_encoding),
+        api,
+        sizes,
+        route: |path| {
+            Some(match path {
+                "/temporal_state.v1.QueryService/ReadEvents" => {
+                    |api, sizes, call| unary(api, sizes, call, read_events)
+                }
+                "/temporal_state.v1.QueryService/GetHistory" => {
+                    |api, sizes, call| unary(api, sizes, call, get_history)
+                }
+                "/temporal_state.v1.QueryService/GetStateAtVersion" => {
+                    |api, sizes, call| unary(api, sizes, call, get_state_at_version)
+                }
+                _ => return None,
+            })
+        },
     }
 }
 
 /// The InstanceService, with GetInstance and GetCurrentState answered here.
-#[derive(Clone)]
-pub struct FastInstances {
-    api: Arc<InstanceApi>,
-    generated: InstanceServiceServer<InstanceApi>,
-    sizes: Sizes,
-}
+pub type FastInstances = Fast<InstanceApi, InstanceServiceServer<InstanceApi>>;
 
-impl FastInstances {
-    pub fn new(api: InstanceApi, sizes: Sizes) -> Self {
-        let api = Arc::new(api);
-        let generated = InstanceServiceServer::from_arc(api.clone())
+pub fn instances(api: InstanceApi, sizes: Sizes) -> FastInstances {
+    let api = Arc::new(api);
+    Fast {
+        generated: InstanceServiceServer::from_arc(api.clone())
             .max_decoding_message_size(sizes.max_decoding)
-            .max_encoding_message_size(sizes.max_encoding);
-        Self {
-            api,
-            generated,
-            sizes,
-        }
-    }
-}
-
-impl NamedService for FastInstances {
-    const NAME: &'static str = <InstanceServiceServer<InstanceApi> as NamedService>::NAME;
-}
-
-impl Service<Call> for FastInstances {
-    type Response = Answer;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Answer, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call) -> Self::Future {
-        let (api, sizes) = (self.api.clone(), self.sizes);
-        match call.uri().path() {
-            "/temporal_state.v1.InstanceService/GetCurrentState" => {
-                unary(api, sizes, call, get_current_state)
-            }
-            "/temporal_state.v1.InstanceService/GetInstance" => {
-                unary(api, sizes, call, get_instance)
-            }
-            _ => self.generated.call(call),
-        }
+            .max_encoding_message_size(sizes.max_encoding),
+        api,
+        sizes,
+        route: |path| {
+            Some(match path {
+                "/temporal_state.v1.InstanceService/GetCurrentState" => {
+                    |api, sizes, call| unary(api, sizes, call, get_current_state)
+                }
+                "/temporal_state.v1.InstanceService/GetInstance" => {
+                    |api, sizes, call| unary(api, sizes, call, get_instance)
+                }
+                _ => return None,
+            })
+        },
     }
 }
