@@ -252,35 +252,32 @@ impl HistoryReader for EmbeddedStore {
                 SqlValue::Integer(through.min(head)),
             ];
             all.extend(values);
-            let dropped_through: Option<i64> = conn
-                .prepare_cached("SELECT dropped_through FROM retention_horizon")
-                .map_err(sql)?
-                .query_row([], |r| r.get(0))
-                .optional()
-                .map_err(sql)?;
+            let dropped_through = dropped_through(conn)?;
             let mut stmt = conn.prepare_cached(&sql_text).map_err(sql)?;
             let found = stmt.query(rusqlite::params_from_iter(all)).map_err(sql)?;
             Ok(LogPage {
                 events: rows::collect(found, rows::event)?,
                 head,
-                dropped_through: dropped_through.unwrap_or(0),
+                dropped_through,
             })
         })
         .await
     }
 
     async fn dropped_through(&self) -> Result<i64, StoreError> {
-        let dropped: Option<i64> = self
-            .read(|conn| {
-                conn.prepare_cached("SELECT dropped_through FROM retention_horizon")
-                    .map_err(sql)?
-                    .query_row([], |r| r.get(0))
-                    .optional()
-                    .map_err(sql)
-            })
-            .await?;
-        Ok(dropped.unwrap_or(0))
+        self.read(|conn| dropped_through(conn)).await
     }
+}
+
+/// The highest position retention deleted (0 when it never deleted one).
+fn dropped_through(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
+    let dropped: Option<i64> = conn
+        .prepare_cached("SELECT dropped_through FROM retention_horizon")
+        .map_err(sql)?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    Ok(dropped.unwrap_or(0))
 }
 
 /// The head of the global log: the highest position committed (0 when empty).
