@@ -28,16 +28,12 @@ impl HistoryReader for PgStore {
         let limit = limit as i64;
         let (sql, params) = history_query(&instance_id, filter, &limit);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        // Rows are decoded as they arrive, while PostgreSQL is still sending the rest.
-        let found = client
-            .query_raw(&stmt, params)
-            .await
-            .map_err(PgError::from)?;
-        futures::pin_mut!(found);
         let mut events = Vec::with_capacity(limit.clamp(0, 1024) as usize);
-        while let Some(row) = found.try_next().await.map_err(PgError::from)? {
-            events.push(rows::event(&row)?);
-        }
+        as_they_arrive(&client, &stmt, params, |row| {
+            events.push(rows::event(row)?);
+            Ok(())
+        })
+        .await?;
         Ok(events)
     }
 
@@ -149,24 +145,20 @@ impl HistoryReader for PgStore {
         let limit = limit as i64;
         let (sql, params) = log_query(filter, &limit);
         let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-        // Rows are decoded as they arrive, while PostgreSQL is still sending the rest.
-        let found = client
-            .query_raw(&stmt, params)
-            .await
-            .map_err(PgError::from)?;
-        futures::pin_mut!(found);
         let mut page = LogPage {
             head: 0,
             dropped_through: 0,
             events: Vec::with_capacity(limit.clamp(0, 1024) as usize),
         };
-        while let Some(row) = found.try_next().await.map_err(PgError::from)? {
+        as_they_arrive(&client, &stmt, params, |row| {
             page.head = row.get(0);
             page.dropped_through = row.get(1);
             if row.get::<_, Option<String>>(2).is_some() {
-                page.events.push(rows::event_at(&row, 2)?);
+                page.events.push(rows::event_at(row, 2)?);
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(page)
     }
 
@@ -179,6 +171,22 @@ impl HistoryReader for PgStore {
         let row = client.query_opt(&stmt, &[]).await.map_err(PgError::from)?;
         Ok(row.map_or(0, |r| r.get(0)))
     }
+}
+
+/// Runs `stmt` and hands each row to `each` as it arrives, while PostgreSQL is still sending
+/// the rest (a page is decoded alongside its transfer, not after its last row).
+async fn as_they_arrive(
+    client: &deadpool_postgres::Object,
+    stmt: &tokio_postgres::Statement,
+    params: Vec<&(dyn ToSql + Sync)>,
+    mut each: impl FnMut(&tokio_postgres::Row) -> Result<(), PgError>,
+) -> Result<(), PgError> {
+    let found = client.query_raw(stmt, params).await?;
+    futures::pin_mut!(found);
+    while let Some(row) = found.try_next().await? {
+        each(&row)?;
+    }
+    Ok(())
 }
 
 /// The read of the global log ([`HistoryReader::read_log`]): its SQL and parameters. One
