@@ -703,8 +703,14 @@ pub trait Outbox: Send + Sync + 'static {
     /// Whether this server holds the relay lease (one relay at a time keeps publication in
     /// commit order and avoids duplicate work); re-checks or takes it.
     async fn hold_lease(&self) -> Result<bool, StoreError>;
-    /// The oldest pending events, in commit order per instance, with their outbox ids.
-    async fn pending(&self, limit: usize) -> Result<Vec<(i64, LiveEvent)>, StoreError>;
+    /// Forgets the published entries `done`, then answers the oldest pending events after
+    /// them, in commit order per instance, with their outbox ids: one round trip for the
+    /// relay's bookkeeping of one batch and its reading of the next.
+    async fn pending(
+        &self,
+        limit: usize,
+        done: &[i64],
+    ) -> Result<Vec<(i64, LiveEvent)>, StoreError>;
     /// Forgets published entries.
     async fn done(&self, ids: &[i64]) -> Result<(), StoreError>;
     /// Moves an entry that cannot be published to the dead letters, so it stops holding up

@@ -41,6 +41,9 @@ use crate::ports::{LiveEvent, Outbox};
 const BATCH: usize = 256;
 /// How often the relay looks at the outbox without being woken (commits of other replicas).
 const POLL: Duration = Duration::from_millis(100);
+/// How long published rows wait for the next commit's read of the outbox to delete them, when
+/// no commit comes: then a read of their own deletes them.
+const SETTLE: Duration = Duration::from_millis(10);
 /// Pause after a round that published nothing before trying again.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -133,14 +136,21 @@ pub async fn run(
         outbox,
         max_attempts: config.max_attempts.max(1),
         refusals: HashMap::new(),
+        unsettled: Vec::new(),
     };
     let mut stream_ready = false;
     loop {
         let mut last = *stop.borrow();
         if !last {
+            // Published rows wait for the next read to delete them, but not for long.
+            let idle = if relay.unsettled.is_empty() {
+                POLL
+            } else {
+                SETTLE
+            };
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(idle) => {}
                 changed = stop.changed() => last = changed.is_err() || *stop.borrow(),
             }
         }
@@ -175,11 +185,13 @@ pub async fn run(
         }
         match relay.drain().await {
             Ok(()) if last => {
+                relay.settle_published().await;
                 info!("relay stopped with the outbox flushed");
                 return;
             }
             Ok(()) => {}
             Err(Stalled { error, .. }) if last => {
+                relay.settle_published().await;
                 warn!(%error, "relay stopped before the outbox was empty; the next relay publishes the rest");
                 return;
             }
@@ -212,6 +224,10 @@ struct Relay {
     /// Refusals so far of each outbox row still pending. Kept in memory: a restart (or a lease
     /// moving to another server) only grants a row a few more attempts.
     refusals: HashMap<i64, u32>,
+    /// Outbox rows published but not deleted yet: deleted by the next read of the outbox, in
+    /// its round trip, at most [`SETTLE`] later (or when the relay stops). A crash before that publishes them again, with
+    /// the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
+    unsettled: Vec<i64>,
 }
 
 /// What one round did.
@@ -234,9 +250,10 @@ impl Relay {
         loop {
             let batch = self
                 .outbox
-                .pending(BATCH)
+                .pending(BATCH, &self.unsettled)
                 .await
                 .map_err(|e| stalled(e.to_string()))?;
+            self.unsettled.clear();
             if batch.is_empty() {
                 self.refusals.clear();
                 return Ok(());
@@ -250,6 +267,7 @@ impl Relay {
                 messaging.system = "nats",
                 events = batch.len()
             );
+            let taken = batch.len();
             let round = self.round(batch).instrument(span).await?;
             if !round.published.is_empty() {
                 debug!(
@@ -258,16 +276,20 @@ impl Relay {
                 );
                 metrics::counter!(RELAY_PUBLISHED).increment(round.published.len() as u64);
                 metrics::gauge!(RELAY_LAST_PUBLISH).set(unix_now());
-                self.outbox
-                    .done(&round.published)
-                    .await
-                    .map_err(|e| stalled(e.to_string()))?;
+                self.unsettled.extend_from_slice(&round.published);
             }
             if let Some((error, stream_missing)) = round.outage {
                 return Err(Stalled {
                     error,
                     stream_missing,
                 });
+            }
+            // A short batch, all of it settled, was everything committed before it was read;
+            // a commit since has woken the relay again (the wake keeps its permit), so asking
+            // the store once more would only find nothing.
+            if taken < BATCH && round.published.len() + round.dead == taken {
+                self.refusals.clear();
+                return Ok(());
             }
             // Without progress the same rows would come back at once: pause, then count the
             // next refusal. With progress, go on: the others must not wait for a stuck row.
@@ -364,6 +386,19 @@ impl Relay {
             }
             if round.outage.is_some() {
                 return Ok(round);
+            }
+        }
+    }
+
+    /// Deletes the rows published since the last read of the outbox (the relay is stopping).
+    async fn settle_published(&mut self) {
+        if self.unsettled.is_empty() {
+            return;
+        }
+        match self.outbox.done(&self.unsettled).await {
+            Ok(()) => self.unsettled.clear(),
+            Err(e) => {
+                warn!(error = %e, rows = self.unsettled.len(), "published outbox rows not deleted; the next relay publishes them again (JetStream drops the duplicates)")
             }
         }
     }
