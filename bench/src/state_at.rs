@@ -173,6 +173,9 @@ struct VersionRow {
     tail_rows: usize,
     server: Measured,
     sql: Measured,
+    /// The server's store call alone (`HistoryReader::snapshot_and_tail`, rows decoded), called
+    /// in process: what the server adds to the SQL before gRPC.
+    store: Measured,
 }
 
 async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str) -> Result<()> {
@@ -214,6 +217,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
                 server_state_at(&mut reader, &loaded.id, version, args.warmup, args.samples)
                     .await?;
             let (sql_m, tail_rows) = sql_state_at(&raw, &loaded.id, version, args).await?;
+            let store_m = store_state_at(&raw_store, &loaded.id, version, args).await?;
             rows.push(VersionRow {
                 events: n,
                 label,
@@ -221,6 +225,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
                 tail_rows,
                 server: server_m,
                 sql: sql_m,
+                store: store_m,
             });
         }
     }
@@ -257,6 +262,7 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
         "server p99 µs",
         "sql p50 µs",
         "sql p99 µs",
+        "store call p50 µs",
         "server/sql p50",
     ]);
     for r in &rows {
@@ -269,12 +275,13 @@ async fn measure(admin_url: &str, args: &Args, server: &RunningServer, url: &str
             r.server.p99().to_string(),
             r.sql.p50().to_string(),
             r.sql.p99().to_string(),
+            r.store.p50().to_string(),
             ratio(r.server.p50() as f64, r.sql.p50() as f64),
         ]);
     }
     table.print();
     println!(
-        "(rows = rows the snapshot+tail query returns; middle-1 sits just before a snapshot: the longest tail)"
+        "(rows = rows the snapshot+tail query returns; middle-1 sits just before a snapshot: the longest tail; store call = the server's store method on the same statement, rows decoded, called in process without gRPC)"
     );
     for label in ["latest", "middle", "middle-1"] {
         let find = |n: i64| rows.iter().find(|r| r.events == n && r.label == label);
@@ -382,6 +389,22 @@ async fn sql_state_at(
         Ok(client.query(&stmt, &[&id, &version]).await?.len())
     })
     .await
+}
+
+async fn store_state_at(
+    store: &temporal_state_server::adapters::postgres::PgStore,
+    id: &str,
+    version: i64,
+    args: &Args,
+) -> Result<Measured> {
+    use temporal_state_server::ports::HistoryReader;
+    let id: Uuid = id.parse()?;
+    Ok(sample(args.warmup, args.samples, || async {
+        let (snapshot, tail) = store.snapshot_and_tail(id, version).await?;
+        Ok(tail.len() + usize::from(snapshot.is_some()))
+    })
+    .await?
+    .0)
 }
 
 struct HistoryRun {
