@@ -4,20 +4,21 @@
 //!
 //! # Connections and threads
 //!
-//! rusqlite is blocking, so every statement runs on tokio's blocking pool
-//! (`spawn_blocking`). There is one writer connection behind a `tokio::sync::Mutex`: the write
-//! lock is taken asynchronously (writers queue as futures, in FIFO order, instead of parking
-//! blocking threads that reads also need), and the owned guard then moves into the blocking
-//! task. Every write is one `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock at
-//! its start, so appends on an instance run one after another on its latest version even when
-//! another process opens the same file. Reads use a few `query_only` connections of their own;
-//! in WAL mode they read committed data without waiting for the writer.
+//! rusqlite is blocking, so no statement runs on tokio's workers. The one writer connection
+//! belongs to a thread of its own (`tse-sqlite-writer`), fed by a FIFO queue: a write sends its
+//! work there and awaits the answer, so writers queue in order without parking blocking threads
+//! that reads also need, and a write costs one hand-over to that thread and one back (earlier,
+//! a task per batch, an async lock and a `spawn_blocking` cost three more). Every write is one
+//! `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock at its start, so appends on an
+//! instance run one after another on its latest version even when another process opens the
+//! same file. Reads run on tokio's blocking pool, on a few `query_only` connections of their
+//! own; in WAL mode they read committed data without waiting for the writer.
 //!
-//! Appends are group-committed: each queues itself, and whoever takes the writer next takes
-//! every append waiting, running them in one transaction (each in a savepoint of its own) on
-//! the writer connection's blocking thread: the application's decisions (owned closures, run
-//! there while the writer is held), the retries, planned by [`crate::adapters::append_plan`],
-//! and one commit. A batch starts as soon as the writer is free, never on a timer.
+//! Appends are group-committed: the writer thread takes every append waiting in its queue (up
+//! to the next other write) and runs them in one transaction (each in a savepoint of its own):
+//! the application's decisions (owned closures, run there), the retries, planned by
+//! [`crate::adapters::append_plan`], and one commit. A batch starts as soon as the writer is
+//! free, never on a timer. Once sent, a write runs even if its caller goes away.
 //!
 //! # Durability
 //!
@@ -37,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -75,9 +76,12 @@ struct Inner {
     path: PathBuf,
     snapshot_interval: i64,
     applied: Vec<i32>,
-    writer: Arc<Mutex<Connection>>,
-    /// Appends waiting for the writer; the next one to hold it takes them all (group commit).
-    appends: std::sync::Mutex<Vec<PendingAppend>>,
+    /// The writer thread's queue; dropping it (with the store) ends the thread, which closes
+    /// the writer connection.
+    writer: std::sync::mpsc::Sender<WriterJob>,
+    /// The writer thread, joined when the store is dropped: the writer connection is closed
+    /// (and the WAL checkpointed) by the time the drop returns, as before the thread existed.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Readers>,
     /// Set when a statement found the file damaged: from then on `ping` fails, so the server
     /// reports NOT_SERVING. Damage that start-up does not read (late pages) shows only here.
@@ -185,10 +189,97 @@ impl Drop for Lease {
     }
 }
 
-fn lock_queue(
-    queue: &std::sync::Mutex<Vec<PendingAppend>>,
-) -> std::sync::MutexGuard<'_, Vec<PendingAppend>> {
-    queue.lock().unwrap_or_else(|e| e.into_inner())
+/// Work for the writer thread.
+enum WriterJob {
+    /// An append: every append queued behind it joins its transaction.
+    Append(PendingAppend),
+    /// Any other write, run alone; it answers its caller itself.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// Most appends in one transaction: bounds how long the batch holds SQLite's write lock.
+const MAX_BATCH_APPENDS: usize = 1024;
+
+/// Starts the thread that owns the writer connection and runs every write, in queue order.
+fn spawn_writer(
+    conn: Connection,
+    snapshot_interval: i64,
+) -> Result<
+    (
+        std::sync::mpsc::Sender<WriterJob>,
+        std::thread::JoinHandle<()>,
+    ),
+    EmbeddedError,
+> {
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("tse-sqlite-writer".into())
+        .spawn(move || run_writer(conn, queue, snapshot_interval))
+        .map_err(|e| EmbeddedError::Worker(format!("starting the writer thread: {e}")))?;
+    Ok((jobs, thread))
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Disconnect the queue (the writer finishes what was sent, then ends), then wait for it,
+        // unless this drop runs on the writer thread itself (a write holding the last handle).
+        drop(std::mem::replace(
+            &mut self.writer,
+            std::sync::mpsc::channel().0,
+        ));
+        if let Some(thread) = self.writer_thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: ends when the store (the queue's only sender) is dropped. A write that
+/// panics rolls back (its transaction's drop) and drops its answer, which the caller reports;
+/// the thread goes on with the next.
+fn run_writer(
+    mut conn: Connection,
+    queue: std::sync::mpsc::Receiver<WriterJob>,
+    snapshot_interval: i64,
+) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut carried = None;
+    loop {
+        let job = match carried.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let run = catch_unwind(AssertUnwindSafe(|| match job {
+            WriterJob::Run(write) => write(&mut conn),
+            WriterJob::Append(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH_APPENDS {
+                    match queue.try_recv() {
+                        Ok(WriterJob::Append(next)) => batch.push(next),
+                        Ok(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                append_batch(&mut conn, batch, snapshot_interval);
+            }
+        }));
+        if run.is_err() {
+            tracing::error!(
+                "a write panicked on the embedded store's writer thread; it was rolled back"
+            );
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    EmbeddedError::Worker("the writer stopped before answering".into()).into()
 }
 
 fn worker(e: tokio::task::JoinError) -> StoreError {
@@ -288,6 +379,7 @@ impl EmbeddedStore {
         let idle = (0..READERS)
             .map(|_| connect(&path, true))
             .collect::<Result<Vec<_>, _>>()?;
+        let (writer, writer_thread) = spawn_writer(writer, snapshot_interval.max(1))?;
         let readers = Arc::new(Readers {
             path: path.clone(),
             idle: std::sync::Mutex::new(idle),
@@ -299,8 +391,8 @@ impl EmbeddedStore {
                 path,
                 snapshot_interval: snapshot_interval.max(1),
                 applied,
-                writer: Arc::new(Mutex::new(writer)),
-                appends: std::sync::Mutex::new(Vec::new()),
+                writer,
+                writer_thread: Some(writer_thread),
                 readers,
                 damaged: AtomicBool::new(false),
                 read_timeout_ms: AtomicU64::new(0),
@@ -360,18 +452,22 @@ impl EmbeddedStore {
         }
     }
 
-    /// Runs `f` on the writer connection, on the blocking pool, once the write lock is ours.
+    /// Runs `f` on the writer connection, on the writer thread, after the writes queued before.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        let result = tokio::task::spawn_blocking(move || f(&mut conn))
-            .await
-            .map_err(worker)
-            .and_then(|r| r);
+        let (reply, answer) = oneshot::channel();
+        self.send(WriterJob::Run(Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        })))?;
+        let result = answer.await.unwrap_or_else(|_| Err(writer_gone()));
         self.noticed(result)
+    }
+
+    fn send(&self, job: WriterJob) -> Result<(), StoreError> {
+        self.inner.writer.send(job).map_err(|_| writer_gone())
     }
 
     /// Runs `f` on a read connection, on the blocking pool. The read is interrupted when it
@@ -1031,33 +1127,14 @@ impl EventStore for EmbeddedStore {
         decide: Decide,
     ) -> Result<AppendOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        lock_queue(&self.inner.appends).push(PendingAppend {
+        // The writer thread takes every append queued with this one: one transaction and one
+        // fsync for all of them, decisions and retries included.
+        self.send(WriterJob::Append(PendingAppend {
             request,
             decide,
             reply,
-        });
-        // Whoever takes the writer next takes every append waiting, this one included unless an
-        // earlier writer already took it: one transaction and one fsync for all of them. In a
-        // task of its own, so a caller going away never leaves its append queued with nobody
-        // to take it.
-        let store = self.clone();
-        tokio::spawn(async move {
-            let conn = store.inner.writer.clone().lock_owned().await;
-            let batch = std::mem::take(&mut *lock_queue(&store.inner.appends));
-            if batch.is_empty() {
-                return;
-            }
-            let interval = store.inner.snapshot_interval;
-            let mut conn = conn;
-            // The whole batch, decisions and retries included, runs on the writer connection's
-            // blocking thread: one hand-over from async to blocking and back per batch. A
-            // failed task drops the answers, which the callers report.
-            let _ =
-                tokio::task::spawn_blocking(move || append_batch(&mut conn, batch, interval)).await;
-        });
-        let outcome = answer.await.unwrap_or_else(|_| {
-            Err(EmbeddedError::Worker("the writer stopped before answering".into()).into())
-        });
+        }))?;
+        let outcome = answer.await.unwrap_or_else(|_| Err(writer_gone()));
         self.noticed(outcome)
     }
 
