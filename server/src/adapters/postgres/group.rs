@@ -20,7 +20,8 @@
 //!   together, one round trip.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -237,21 +238,48 @@ struct Job {
 /// The committer: started on the first append (the store is built outside the runtime too).
 pub(super) struct GroupCommit {
     sender: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// Appends being committed right now, by the committer or by a caller itself.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one commit in flight for as long as it lives (a dropped caller included).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl GroupCommit {
     pub fn new() -> Self {
         Self {
             sender: OnceLock::new(),
+            in_flight: Arc::default(),
         }
     }
 
     /// Submits one append (whose instance the caller keeps locked until this returns) and waits
     /// for the batch it joined to commit.
+    ///
+    /// When nothing is being committed, the append commits itself, on its own task, as a batch
+    /// of one: the same statement and the same answers, without the two hand-offs to the
+    /// committer task and back (a lone writer's latency). As soon as another append arrives
+    /// while one is in flight, it queues for the committer, which batches whatever waits.
     pub async fn submit(&self, pool: &Pool, params: AppendParams) -> Result<Submitted, StoreError> {
+        if self
+            .in_flight
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _in_flight = InFlight(self.in_flight.clone());
+            let outcome = execute(pool, &[&params]).await;
+            return single(&params, outcome);
+        }
+        let in_flight = self.in_flight.clone();
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(committer(pool.clone(), rx));
+            tokio::spawn(committer(pool.clone(), rx, in_flight));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -266,7 +294,11 @@ impl GroupCommit {
 
 /// Takes every append waiting (up to the bounds), commits them in one statement, answers each,
 /// and starts again. Ends when the store is dropped.
-async fn committer(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn committer(
+    pool: Pool,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    in_flight: Arc<AtomicUsize>,
+) {
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
@@ -294,6 +326,8 @@ async fn committer(pool: Pool, mut jobs: mpsc::UnboundedReceiver<Job>) {
             events += job.params.event_count();
             batch.push(job);
         }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(in_flight.clone());
         commit_batch(&pool, batch).await;
     }
 }
