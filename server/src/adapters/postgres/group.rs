@@ -9,7 +9,8 @@
 //! - [`GroupCommit`]: one committer task. Every append waiting when it starts goes into one
 //!   statement ([`GROUP_APPEND_SQL`]), committed once, in one round trip. The next batch starts
 //!   as soon as that statement returns, never on a timer, so a lone writer pays no added
-//!   latency. Each append's head move is its own compare-and-set, and the events, ids,
+//!   latency; an append that finds nothing in flight commits itself, on its own task, as a
+//!   batch of one (no hand-off to the committer and back). Each append's head move is its own compare-and-set, and the events, ids,
 //!   snapshots and outbox rows of an append are written only if its head moved: a conflict
 //!   fails that append alone; a row another transaction holds is skipped, not waited for. A
 //!   statement-level failure (a unique violation from a racing idempotency key) runs the
