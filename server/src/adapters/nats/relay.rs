@@ -225,8 +225,9 @@ struct Relay {
     /// moving to another server) only grants a row a few more attempts.
     refusals: HashMap<i64, u32>,
     /// Outbox rows published but not deleted yet: deleted by the next read of the outbox, in
-    /// its round trip, at most [`SETTLE`] later (or when the relay stops). A crash before that publishes them again, with
-    /// the same `Nats-Msg-Id`, which JetStream's duplicate window drops.
+    /// its round trip, at most [`SETTLE`] later (or when the relay stops). A crash before that
+    /// publishes them again, with the same `Nats-Msg-Id`, which JetStream's duplicate window
+    /// drops.
     unsettled: Vec<i64>,
 }
 

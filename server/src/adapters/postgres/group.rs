@@ -10,11 +10,12 @@
 //!   statement ([`GROUP_APPEND_SQL`]), committed once, in one round trip. The next batch starts
 //!   as soon as that statement returns, never on a timer, so a lone writer pays no added
 //!   latency; an append that finds nothing in flight commits itself, on its own task, as a
-//!   batch of one (no hand-off to the committer and back). Each append's head move is its own compare-and-set, and the events, ids,
-//!   snapshots and outbox rows of an append are written only if its head moved: a conflict
-//!   fails that append alone; a row another transaction holds is skipped, not waited for. A
-//!   statement-level failure (a unique violation from a racing idempotency key) runs the
-//!   batch's appends again one by one, so it too fails only its own append.
+//!   batch of one (no hand-off to the committer and back). Each append's head move is its own
+//!   compare-and-set, and the events, ids, snapshots and outbox rows of an append are written
+//!   only if its head moved: a conflict fails that append alone; a row another transaction
+//!   holds is skipped, not waited for. A statement-level failure (a unique violation from a
+//!   racing idempotency key) runs the batch's appends again one by one, so it too fails only
+//!   its own append.
 //!   The statement numbers its events itself (`position.rs`): once every head has moved and
 //!   every id is claimed it takes the position lock, then inserts the events with their
 //!   positions, so each event row is written once. BEGIN, the statement and COMMIT go out
