@@ -275,6 +275,7 @@ impl GroupCommit {
             .is_ok()
         {
             let _in_flight = InFlight(self.in_flight.clone());
+            metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(1.0);
             let outcome = execute(pool, &[&params]).await;
             return single(&params, outcome);
         }
