@@ -178,18 +178,7 @@ async fn run_in(args: &Args, urls: &Urls<'_>, plain: &str, published: &str) -> R
     for clients in [1, args.clients] {
         let channel = cached.channel().await?;
         let hits_before = keyspace_hits(&redis).await?;
-        let server = measure(args.reads, clients, move |_| {
-            let mut c = InstanceServiceClient::new(channel.clone());
-            async move {
-                c.get_current_state(pb::GetCurrentStateRequest {
-                    entity_type: "player".into(),
-                    external_id: "p-0000".into(),
-                })
-                .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let server = measure(args.reads, clients, move |_| read_cached(channel.clone())).await?;
         // Each hit is one HGET that found its key; a miss would read PostgreSQL instead.
         let hits = keyspace_hits(&redis).await? - hits_before;
         ensure!(
@@ -203,15 +192,7 @@ async fn run_in(args: &Args, urls: &Urls<'_>, plain: &str, published: &str) -> R
         let own = cached.channels(clients).await?;
         let per = args.reads / clients;
         let server_own = measure(args.reads, clients, move |k| {
-            let mut c = InstanceServiceClient::new(own[k / per].clone());
-            async move {
-                c.get_current_state(pb::GetCurrentStateRequest {
-                    entity_type: "player".into(),
-                    external_id: "p-0000".into(),
-                })
-                .await?;
-                Ok(())
-            }
+            read_cached(own[k / per].clone())
         })
         .await?;
         // The floor of any unary call on this machine: GetCaller does no I/O, so this is gRPC,
@@ -359,6 +340,17 @@ async fn pg(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     Ok(client)
+}
+
+/// One GetCurrentState of the instance every cached read asks for (`p-0000`).
+async fn read_cached(channel: tonic::transport::Channel) -> Result<()> {
+    InstanceServiceClient::new(channel)
+        .get_current_state(pb::GetCurrentStateRequest {
+            entity_type: "player".into(),
+            external_id: "p-0000".into(),
+        })
+        .await?;
+    Ok(())
 }
 
 /// `total` calls spread evenly over `n` concurrent clients; `call(k)` prepares the k-th call
