@@ -4,9 +4,8 @@
 //! That connection is the relay's own: it reads the pending rows and deletes the published ones
 //! on it (so a broken lease fails the relay's next read, and no `SELECT 1` per round is needed
 //! to notice), and it commits without waiting for the WAL flush (`synchronous_commit = off`):
-//! it only deletes rows already published. A crash can lose the
-//! last few deletes (at most a few hundred milliseconds of them), and then those events are
-//! published again, with the same `Nats-Msg-Id`, which JetStream's duplicate window drops; the
+//! it only deletes rows already published. A crash can lose the last few deletes (at most a
+//! few hundred milliseconds of them), and then those events are published again, with the same `Nats-Msg-Id`, which JetStream's duplicate window drops; the
 //! events themselves were committed durably by their appends. Waiting for a flush per published
 //! batch instead made every append's commit queue behind the relay's (one client: about a
 //! third of the appends' rate).
@@ -32,6 +31,12 @@ impl PgOutbox {
             store,
             lease: Mutex::new(None),
         }
+    }
+
+    /// A pooled connection, for the relay's reads and deletes when it holds no lease (lost in
+    /// between): it commits with the WAL flush, as usual.
+    async fn pooled(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.store.pool().get().await.map_err(PgError::from)?)
     }
 }
 
@@ -77,20 +82,19 @@ impl Outbox for PgOutbox {
             rows::EVENT_COLUMNS
         );
         let lease = self.lease.lock().await;
-        let found = match lease.as_ref() {
-            Some(conn) => {
-                let stmt = conn.prepare_cached(&sql).await.map_err(PgError::from)?;
-                conn.query(&stmt, &[&(limit as i64), &done]).await
-            }
+        let pooled;
+        let conn = match lease.as_ref() {
+            Some(conn) => conn,
             None => {
-                drop(lease);
-                // No lease (lost in between): a pooled connection, flushed as usual.
-                let client = self.store.pool().get().await.map_err(PgError::from)?;
-                let stmt = client.prepare_cached(&sql).await.map_err(PgError::from)?;
-                client.query(&stmt, &[&(limit as i64), &done]).await
+                pooled = self.pooled().await?;
+                &*pooled
             }
-        }
-        .map_err(PgError::from)?;
+        };
+        let stmt = conn.prepare_cached(&sql).await.map_err(PgError::from)?;
+        let found = conn
+            .query(&stmt, &[&(limit as i64), &done])
+            .await
+            .map_err(PgError::from)?;
         found
             .iter()
             .map(|r| {
@@ -106,20 +110,20 @@ impl Outbox for PgOutbox {
     }
 
     async fn done(&self, ids: &[i64]) -> Result<(), StoreError> {
-        const DONE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
         let lease = self.lease.lock().await;
-        if let Some(conn) = lease.as_ref() {
-            let stmt = conn.prepare_cached(DONE).await.map_err(PgError::from)?;
-            conn.execute(&stmt, &[&ids]).await.map_err(PgError::from)?;
-            return Ok(());
-        }
-        drop(lease);
-        let client = self.store.pool().get().await.map_err(PgError::from)?;
-        let stmt = client.prepare_cached(DONE).await.map_err(PgError::from)?;
-        client
-            .execute(&stmt, &[&ids])
+        let pooled;
+        let conn = match lease.as_ref() {
+            Some(conn) => conn,
+            None => {
+                pooled = self.pooled().await?;
+                &*pooled
+            }
+        };
+        let stmt = conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
             .await
             .map_err(PgError::from)?;
+        conn.execute(&stmt, &[&ids]).await.map_err(PgError::from)?;
         Ok(())
     }
 
