@@ -3,7 +3,8 @@
 //! on one PostgreSQL database (each with its own cached heads and committer) lose no update. (32
 //! writers on one instance giving versions 1..6401 is `write_path.rs`'s
 //! `concurrent_writers_without_expected_version_lose_no_update`; a SIGKILL during loaded
-//! batches is `cache_and_stream.rs`'s `a_server_killed_during_loaded_batches_...`.)
+//! batches is `cache_and_stream.rs`'s `a_server_killed_during_loaded_batches_...`.) The group
+//! statement's plan reaches each head by its primary key, whatever the statistics say.
 
 mod common;
 
@@ -305,4 +306,58 @@ async fn two_servers_racing_on_the_same_instances_lose_no_update() {
             assert_eq!(state[format!("s{s}w{w}")], json!(EACH - 1), "s{s}w{w}");
         }
     }
+}
+
+/// The group statement touches only its own appends' rows, so its plan must reach them by their
+/// primary key whatever the planner thinks of the table: on a small one (here 301 instances,
+/// analyzed) it used to scan all of it for the head update, and on one loaded and not analyzed
+/// since (the benchmark's 1,000 instances) it scanned every instance of the type through the
+/// (type, external id) index once per append of the batch. The plan checked is the one the server runs: the
+/// generic plan, in a transaction opened by `GROUP_BEGIN_SQL`.
+#[tokio::test]
+async fn the_group_statement_reaches_heads_by_primary_key_on_stale_statistics() {
+    use temporal_state_server::adapters::postgres::sql::{GROUP_APPEND_SQL, GROUP_BEGIN_SQL};
+    let db = TestDb::create().await;
+    let server = TestServer::start(&db.url, &[]).await;
+    let mut c = server.clients().await;
+    c.create_type("player", schema()).await;
+    c.create_instance("player", "p-0", json!({"score": 0}))
+        .await;
+    let sql = db.client().await;
+    sql.batch_execute(
+        "INSERT INTO instances (id, entity_type_id, external_id, state, version, created_at, updated_at)
+         SELECT gen_random_uuid(), entity_type_id, 'bulk-' || n, '{\"score\": 0}', 1, now(), now()
+         FROM instances, generate_series(1, 300) n;
+         ANALYZE instances; ANALYZE entity_types;",
+    )
+    .await
+    .unwrap();
+    sql.batch_execute(GROUP_BEGIN_SQL).await.unwrap();
+    sql.batch_execute(&format!("PREPARE group_append AS {GROUP_APPEND_SQL}"))
+        .await
+        .unwrap();
+    let nulls = vec!["NULL"; 22].join(", ");
+    let plan: Vec<String> = sql
+        .query(&format!("EXPLAIN EXECUTE group_append({nulls})"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    sql.batch_execute("ROLLBACK").await.unwrap();
+    let plan = plan.join("\n");
+    let scans: Vec<&str> = plan
+        .lines()
+        .filter(|l| {
+            l.contains("Scan") && (l.contains(" on instances ") || l.contains(" on entity_types "))
+        })
+        .collect();
+    assert!(
+        !scans.is_empty()
+            && scans
+                .iter()
+                .all(|l| l.contains("instances_pkey") || l.contains("entity_types_pkey")),
+        "every read of a head or its type goes through its primary key:\n{plan}"
+    );
+    server.stop().await;
 }

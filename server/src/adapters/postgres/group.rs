@@ -173,10 +173,20 @@ WITH u AS (
                          $5::timestamptz[], $6::text[], $7::bool[], $20::bigint[], $21::bool[])
         AS u(id, fv, lv, st, ra, rb, ob, sv, ar)
 ), l AS MATERIALIZED (
-    SELECT i.id FROM instances i JOIN u ON u.id = i.id
-    JOIN entity_types t ON t.id = i.entity_type_id
-    WHERE i.version = u.fv AND t.schema_version = u.sv
-    FOR UPDATE OF i SKIP LOCKED FOR KEY SHARE OF t SKIP LOCKED
+    -- Each head by its primary key: a sub-select with a locking clause is never flattened, so
+    -- no plan can reach the heads through another index (on stale statistics the planner
+    -- preferred scanning every instance of the type, once per append).
+    SELECT i.id FROM u
+    CROSS JOIN LATERAL (
+        SELECT i.id, i.entity_type_id FROM instances i
+        WHERE i.id = u.id AND i.version = u.fv
+        FOR UPDATE SKIP LOCKED
+    ) i
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM entity_types t
+        WHERE t.id = i.entity_type_id AND t.schema_version = u.sv
+        FOR KEY SHARE SKIP LOCKED
+    ) t
 ), h AS (
     UPDATE instances i SET version = u.lv, state = u.st, updated_at = u.ra,
                            archived = COALESCE(u.ar, i.archived)
@@ -214,6 +224,14 @@ WITH u AS (
     SELECT e.iid, e.v FROM e JOIN h ON h.id = e.iid WHERE h.ob ORDER BY e.iid, e.v
 )
 SELECT instance_id, version, position FROM ev";
+
+/// Opens the group statement's transaction. Its plan is the generic one, planned once and
+/// reused (a custom plan of this statement costs more to plan than to run), and it reaches
+/// every table through an index: the statement only ever touches the rows of its own appends,
+/// and on a small table or stale statistics the planner would otherwise scan the whole
+/// `instances` table once per batch.
+pub const GROUP_BEGIN_SQL: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+                         SET LOCAL enable_seqscan = off";
 
 /// Most appends in one batch, and most events: bounds the statement's size and the time the
 /// batch holds its row locks.
@@ -479,7 +497,7 @@ async fn execute(
     // Pipelined: one round trip. If the statement fails, COMMIT ends the aborted transaction
     // as a rollback, so the connection goes back idle.
     let (begin, written, commit) = tokio::join!(
-        client.batch_execute("BEGIN"),
+        client.batch_execute(GROUP_BEGIN_SQL),
         client.query(&stmt, &params),
         client.batch_execute("COMMIT"),
     );
