@@ -1252,3 +1252,60 @@ async fn erasure_scrubs_the_instance_and_every_later_head_says_erased(b: Backend
     assert!(!kept.erased);
     instance(s, t.id, "secret@example.org", json!({})).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: the heads the store keeps in memory
+
+/// A creation leaves the instance's head in the store's memory, so its first append needs no
+/// read; and that head is never trusted over the database: another replica (a second store on
+/// the same database) appending first makes the cached head stale, and the next append on the
+/// first store is decided again on the stored one, losing nothing.
+#[tokio::test]
+async fn postgres_caches_a_created_head_and_never_trusts_it_over_the_store() {
+    let db = crate::common::TestDb::create().await;
+    let first = pg_store(&db.url, 4, 100, std::time::Duration::from_secs(5)).await;
+    let second = pg_store(&db.url, 4, 100, std::time::Duration::from_secs(5)).await;
+    let t = new_type(first.as_ref(), "counter").await;
+    assert_eq!(first.head_cache_bytes(), 0);
+    let (inst, _) = instance(
+        first.as_ref(),
+        t.id,
+        "c-1",
+        json!({"count": 0, "by": "none"}),
+    )
+    .await;
+    assert!(
+        first.head_cache_bytes() > 0,
+        "the created head is kept for the first append"
+    );
+
+    // The other replica writes version 2; the first store's cached head still says version 1.
+    appended(
+        second.as_ref(),
+        inst.id,
+        vec![ev("Inc", json!({"count": 1, "by": "second"}))],
+    )
+    .await;
+    let seen = Arc::new(Seen::default());
+    let outcome = append_seen(
+        first.as_ref(),
+        inst.id,
+        None,
+        vec![ev("Inc", json!({"by": "first"}))],
+        seen.clone(),
+    )
+    .await
+    .unwrap();
+    let AppendOutcome::Appended { events, state } = outcome else {
+        panic!("expected Appended, got {outcome:?}");
+    };
+    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [3]);
+    assert_eq!(state, obj(json!({"count": 1, "by": "first"})));
+    // Decided at most twice: once on the stale cached head (refused by the store), once on
+    // the stored one, which the last decision saw.
+    assert_eq!(seen.head().1, 2, "the last decision saw the stored head");
+    assert_eq!(
+        versions(&all_events(first.as_ref(), inst.id).await),
+        [1, 2, 3]
+    );
+}

@@ -1292,13 +1292,30 @@ impl EventStore for PgStore {
         &self,
         new: NewInstance,
     ) -> Result<(InstanceRecord, EventRecord), StoreError> {
+        // Held like an append's, so the head put below is ordered with the instance's appends.
+        let _writer = self.writers.lock(new.id).await;
         let mut client = self.client().await?;
         // The creation, then its position drawn last, in one transaction.
         let tx = client.transaction().await.map_err(PgError::from)?;
         let (type_name, now) = self.insert_created(&tx, &new).await?;
         let drawn = super::position::Draw::prepare(&tx).await?.run(&tx).await?;
         tx.commit().await.map_err(PgError::from)?;
+        drop(client);
         let id = new.id;
+        // Its first append then needs no read of the head (instances are usually written soon
+        // after they are created).
+        self.heads.put(
+            id,
+            CachedHead {
+                entity_type_id: new.entity_type_id,
+                version: 1,
+                state: new.initial_state.clone(),
+                updated_at: now,
+                schema_version: new.schema_version,
+                archived: false,
+                erased: false,
+            },
+        );
         let (instance, mut event) = append_plan::created_records(new, type_name, now);
         event.position = super::position::of(&drawn, id)
             .first()
