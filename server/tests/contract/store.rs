@@ -1301,8 +1301,13 @@ async fn postgres_caches_a_created_head_and_never_trusts_it_over_the_store() {
     };
     assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [3]);
     assert_eq!(state, obj(json!({"count": 1, "by": "first"})));
-    // Decided at most twice: once on the stale cached head (refused by the store), once on
-    // the stored one, which the last decision saw.
+    // Decided twice: first on the head cached at the creation (version 1: no read before it),
+    // which the store refused, then on the stored one.
+    assert_eq!(
+        seen.calls(),
+        2,
+        "decided on the cached head, then on the stored one"
+    );
     assert_eq!(seen.head().1, 2, "the last decision saw the stored head");
     assert_eq!(
         versions(&all_events(first.as_ref(), inst.id).await),
