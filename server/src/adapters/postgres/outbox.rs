@@ -10,8 +10,11 @@
 //! batch instead made every append's commit queue behind the relay's (one client: about a
 //! third of the appends' rate).
 
+use std::ops::Deref;
+
 use async_trait::async_trait;
-use tokio::sync::Mutex;
+use deadpool_postgres::ClientWrapper;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::{PgError, PgStore, rows};
 use crate::ports::{Backlog, LiveEvent, Outbox, StoreError};
@@ -22,7 +25,7 @@ const RELAY_LEASE_KEY: i64 = 0x7465_6d70_5354_4501;
 /// The outbox of one [`PgStore`].
 pub struct PgOutbox {
     store: PgStore,
-    lease: Mutex<Option<deadpool_postgres::ClientWrapper>>,
+    lease: Mutex<Option<ClientWrapper>>,
 }
 
 impl PgOutbox {
@@ -33,10 +36,41 @@ impl PgOutbox {
         }
     }
 
-    /// A pooled connection, for the relay's reads and deletes when it holds no lease (lost in
-    /// between): it commits with the WAL flush, as usual.
-    async fn pooled(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        Ok(self.store.pool().get().await.map_err(PgError::from)?)
+    /// The connection for the relay's reads and deletes, with the lease held locked meanwhile:
+    /// the lease's own, or a pooled one when it holds no lease (lost in between), which commits
+    /// with the WAL flush, as usual.
+    async fn conn(&self) -> Result<RelayConn<'_>, StoreError> {
+        match MutexGuard::try_map(self.lease.lock().await, Option::as_mut) {
+            Ok(lease) => Ok(RelayConn::Lease(lease)),
+            Err(none) => {
+                let conn = self.store.pool().get().await.map_err(PgError::from)?;
+                Ok(RelayConn::Pooled {
+                    _lease: none,
+                    conn: Box::new(conn),
+                })
+            }
+        }
+    }
+}
+
+/// See [`PgOutbox::conn`].
+enum RelayConn<'a> {
+    Lease(MappedMutexGuard<'a, ClientWrapper>),
+    /// The lease stays locked while this connection is used (boxed: a rare path).
+    Pooled {
+        _lease: MutexGuard<'a, Option<ClientWrapper>>,
+        conn: Box<deadpool_postgres::Object>,
+    },
+}
+
+impl Deref for RelayConn<'_> {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        match self {
+            Self::Lease(conn) => conn,
+            Self::Pooled { conn, .. } => conn,
+        }
     }
 }
 
@@ -81,15 +115,7 @@ impl Outbox for PgOutbox {
              ORDER BY o.id LIMIT $1",
             rows::EVENT_COLUMNS
         );
-        let lease = self.lease.lock().await;
-        let pooled;
-        let conn = match lease.as_ref() {
-            Some(conn) => conn,
-            None => {
-                pooled = self.pooled().await?;
-                &*pooled
-            }
-        };
+        let conn = self.conn().await?;
         let stmt = conn.prepare_cached(&sql).await.map_err(PgError::from)?;
         let found = conn
             .query(&stmt, &[&(limit as i64), &done])
@@ -110,15 +136,7 @@ impl Outbox for PgOutbox {
     }
 
     async fn done(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let lease = self.lease.lock().await;
-        let pooled;
-        let conn = match lease.as_ref() {
-            Some(conn) => conn,
-            None => {
-                pooled = self.pooled().await?;
-                &*pooled
-            }
-        };
+        let conn = self.conn().await?;
         let stmt = conn
             .prepare_cached("DELETE FROM outbox WHERE id = ANY($1)")
             .await
