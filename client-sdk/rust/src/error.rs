@@ -85,9 +85,10 @@ pub enum Error {
         /// The server's message, naming the limit.
         message: String,
     },
-    /// UNAVAILABLE: the server or one of its backends is down, or the connection failed. Safe to
-    /// retry; the client already did, as many times as its [`RetryPolicy`](crate::RetryPolicy)
-    /// allows.
+    /// UNAVAILABLE: the server or one of its backends is down, the connection failed, or the
+    /// server closed the connection (GOAWAY, as a server shutting down does) before it took the
+    /// call. Safe to retry; the client already did, as many times as its
+    /// [`RetryPolicy`](crate::RetryPolicy) allows.
     #[error("unavailable: {message}")]
     Unavailable {
         /// The server's or the transport's message.
@@ -200,6 +201,9 @@ impl Error {
     /// ```
     pub fn from_status(status: tonic::Status) -> Self {
         let message = status.message().to_string();
+        if refused_by_goaway(&status) {
+            return Self::Unavailable { message };
+        }
         match status.code() {
             Code::InvalidArgument => Self::InvalidArgument {
                 violations: status
@@ -320,6 +324,26 @@ fn caused_by_timeout(status: &tonic::Status) -> bool {
     while let Some(e) = source {
         if e.is::<tonic::TimeoutExpired>() {
             return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether the call failed because the server sent GOAWAY before it took the call's stream.
+///
+/// A server that shuts down gracefully (a rolling restart) answers the calls it took and sends
+/// GOAWAY naming the last one; a call the client sent meanwhile is refused unprocessed. tonic
+/// reports that as INTERNAL ("h2 protocol error"), which is not retried, yet HTTP/2 promises
+/// such a stream was never processed (RFC 9113, 6.8), so it is UNAVAILABLE, and safe to send
+/// again. h2 gives a stream this error (from the peer, reason NO_ERROR) only when its id is
+/// above the GOAWAY's last stream id, or when it was opened after the GOAWAY arrived: a call
+/// the server took and then lost to a closed connection fails with another error.
+fn refused_by_goaway(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<h2::Error>() {
+            return e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR);
         }
         source = e.source();
     }

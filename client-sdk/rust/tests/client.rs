@@ -959,6 +959,93 @@ async fn transport_failures_are_typed_too() {
     server.stop().await;
 }
 
+/// An HTTP/2 peer that refuses every call the way a server shutting down refuses the calls it
+/// did not take: GOAWAY (NO_ERROR) naming stream 0 as the last one it processed, right after the
+/// call's HEADERS arrive. Counts the calls it refused. Written frame by frame, because a real
+/// server's shutdown hits this window only by chance (the drain test saw it once).
+async fn goaway_peer() -> (
+    std::net::SocketAddr,
+    Arc<AtomicU32>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const GOAWAY: u8 = 0x7;
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicU32::new(0));
+    let counter = refused.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if socket.write_all(&frame(SETTINGS, 0, &[])).await.is_err()
+                    || socket.read_exact(&mut preface).await.is_err()
+                {
+                    return;
+                }
+                assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+                let mut header = [0u8; 9];
+                while socket.read_exact(&mut header).await.is_ok() {
+                    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if socket.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let reply = match header[3] {
+                        SETTINGS if header[4] & 1 == 0 => frame(SETTINGS, 1, &[]),
+                        HEADERS => {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            // Last stream id 0, error code 0 (NO_ERROR).
+                            frame(GOAWAY, 0, &[0; 8])
+                        }
+                        _ => continue,
+                    };
+                    if socket.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, refused, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_by_goaway_is_unavailable_and_retried() {
+    // tonic reports such a call as INTERNAL; HTTP/2 says it was never processed, so the SDK
+    // retries it, as it would a refused connection, and reports UNAVAILABLE when retries run out.
+    let (addr, refused, peer) = goaway_peer().await;
+    let client = Client::builder(addr.to_string())
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .initial_backoff(Duration::from_millis(10)),
+        )
+        .connect_lazy()
+        .unwrap();
+    let e = client
+        .apply_event("some-instance", "Happened", &json!({}), &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(e.is_retryable());
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        3,
+        "every attempt reached the peer"
+    );
+    peer.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_is_retried_until_the_server_is_up() {
     let db = TestDb::create().await;
