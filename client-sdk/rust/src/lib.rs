@@ -53,8 +53,9 @@
 //!
 //! # Retries are safe
 //!
-//! Calls answered with UNAVAILABLE (a backend is down, or the connection broke) are retried with
-//! exponential backoff, as the [`RetryPolicy`] says. That is safe for writes too:
+//! Calls answered with UNAVAILABLE (a backend is down, the connection broke, or a server that is
+//! shutting down refused the call with GOAWAY before taking it) are retried with exponential
+//! backoff, as the [`RetryPolicy`] says. That is safe for writes too:
 //!
 //! - [`Client::apply_event`] and [`Client::apply_events`] give every event an `event_id` before the
 //!   first attempt (a UUID, unless you set your own), and every retry sends the same id. The
