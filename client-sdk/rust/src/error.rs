@@ -320,14 +320,12 @@ impl From<tonic::Status> for Error {
 
 /// Whether the client's transport gave up waiting (tonic's `TimeoutExpired` in the chain).
 fn caused_by_timeout(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    causes(status).any(|e| e.is::<tonic::TimeoutExpired>())
+}
+
+/// The status's chain of causes, nearest first.
+fn causes(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
 }
 
 /// Whether the call failed because the server sent GOAWAY before it took the call's stream.
@@ -340,14 +338,11 @@ fn caused_by_timeout(status: &tonic::Status) -> bool {
 /// above the GOAWAY's last stream id, or when it was opened after the GOAWAY arrived: a call
 /// the server took and then lost to a closed connection fails with another error.
 fn refused_by_goaway(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(e) = e.downcast_ref::<h2::Error>() {
-            return e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR);
-        }
-        source = e.source();
-    }
-    false
+    causes(status)
+        .find_map(|e| e.downcast_ref::<h2::Error>())
+        .is_some_and(|e| {
+            e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
+        })
 }
 
 /// The integer right after the last `marker` in `text` (`"... at version 7"` -> 7).
