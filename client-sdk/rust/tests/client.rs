@@ -885,18 +885,23 @@ async fn closed_port() -> std::net::SocketAddr {
     listener.local_addr().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transport_failures_are_typed_too() {
-    // UNAVAILABLE once the retries run out, when nothing listens.
-    let addr = closed_port().await;
-    let client = Client::builder(addr.to_string())
+/// A client of `addr` that makes three attempts, 10 ms apart at first.
+fn three_quick_attempts(addr: std::net::SocketAddr) -> Client {
+    Client::builder(addr.to_string())
         .retry(
             RetryPolicy::default()
                 .max_attempts(3)
                 .initial_backoff(Duration::from_millis(10)),
         )
         .connect_lazy()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_failures_are_typed_too() {
+    // UNAVAILABLE once the retries run out, when nothing listens.
+    let addr = closed_port().await;
+    let client = three_quick_attempts(addr);
     let e = client
         .list_entity_types(&Default::default())
         .await
@@ -1024,14 +1029,7 @@ async fn a_call_refused_by_goaway_is_unavailable_and_retried() {
     // tonic reports such a call as INTERNAL; HTTP/2 says it was never processed, so the SDK
     // retries it, as it would a refused connection, and reports UNAVAILABLE when retries run out.
     let (addr, refused, peer) = goaway_peer().await;
-    let client = Client::builder(addr.to_string())
-        .retry(
-            RetryPolicy::default()
-                .max_attempts(3)
-                .initial_backoff(Duration::from_millis(10)),
-        )
-        .connect_lazy()
-        .unwrap();
+    let client = three_quick_attempts(addr);
     let e = client
         .apply_event("some-instance", "Happened", &json!({}), &Default::default())
         .await
