@@ -17,7 +17,7 @@ use prost_types::value::Kind;
 use serde_json::Value;
 use temporal_state_proto::v1 as pb;
 use temporal_state_proto::v1::entity_type_service_client::EntityTypeServiceClient;
-use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig};
+use temporal_state_server::adapters::postgres::{PgStore, PgStoreConfig, split_pool};
 use temporal_state_server::config::{Cli as ServerCli, Config};
 use tokio::net::TcpListener;
 use tokio::sync::{Barrier, oneshot};
@@ -160,12 +160,16 @@ pub fn with_dbname(url: &str, db: &str) -> Result<String> {
 
 /// A store on `url` built by the server's own code with the server's settings (connect timeout,
 /// statement_timeout, snapshot interval), with a pool of `size` connections, every one opened
-/// once so no measurement pays for a connect. Its pool is what the direct baselines use.
+/// once so no measurement pays for a connect. Its pool is what the direct baselines use: the
+/// store's shared pool, so its `DB_POOL_SIZE` is `size` plus what the group commit keeps.
 pub async fn baseline_store(url: &str, size: usize, server: &Config) -> Result<PgStore> {
+    let pool_size = (size..)
+        .find(|total| split_pool(*total).0 >= size)
+        .context("no pool size gives that many shared connections")?;
     let store = PgStore::with_statement_timeout(
         &PgStoreConfig {
             url: url.to_string(),
-            pool_size: size,
+            pool_size,
             snapshot_interval: server.snapshot_interval,
             connect_timeout: server.db_connect_timeout(),
         },

@@ -310,15 +310,15 @@ async fn two_servers_racing_on_the_same_instances_lose_no_update() {
 
 /// The group statement touches only its own appends' rows, so its plan must reach them by their
 /// primary key whatever the planner thinks of the table. On a small table (here 301 instances,
-/// analyzed), a plan made without `GROUP_BEGIN_SQL`'s settings scans all of it for the head
+/// analyzed), a plan made without `GROUP_SESSION_SQL`'s settings scans all of it for the head
 /// update (this test fails without them). The statement as it was before locked the heads in a
 /// join the planner could reorder: on the benchmark's 1,000 instances, loaded and not analyzed,
 /// it scanned every instance of the type once per append (seen with `auto_explain`). The plan
-/// checked is the one the server runs: the generic plan, in a transaction opened by
-/// `GROUP_BEGIN_SQL`.
+/// checked is the one the server runs: the generic plan, on a session set up by
+/// `GROUP_SESSION_SQL`.
 #[tokio::test]
 async fn the_group_statement_reaches_heads_by_primary_key_whatever_the_statistics() {
-    use temporal_state_server::adapters::postgres::sql::{GROUP_APPEND_SQL, GROUP_BEGIN_SQL};
+    use temporal_state_server::adapters::postgres::sql::{GROUP_APPEND_SQL, GROUP_SESSION_SQL};
     let db = TestDb::create().await;
     let server = TestServer::start(&db.url, &[]).await;
     let mut c = server.clients().await;
@@ -334,7 +334,7 @@ async fn the_group_statement_reaches_heads_by_primary_key_whatever_the_statistic
     )
     .await
     .unwrap();
-    sql.batch_execute(GROUP_BEGIN_SQL).await.unwrap();
+    sql.batch_execute(GROUP_SESSION_SQL).await.unwrap();
     sql.batch_execute(&format!("PREPARE group_append AS {GROUP_APPEND_SQL}"))
         .await
         .unwrap();
@@ -346,7 +346,6 @@ async fn the_group_statement_reaches_heads_by_primary_key_whatever_the_statistic
         .iter()
         .map(|r| r.get(0))
         .collect();
-    sql.batch_execute("ROLLBACK").await.unwrap();
     let plan = plan.join("\n");
     let scans: Vec<&str> = plan
         .lines()

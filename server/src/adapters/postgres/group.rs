@@ -18,8 +18,11 @@
 //!   its own append.
 //!   The statement numbers its events itself (`position.rs`): once every head has moved and
 //!   every id is claimed it takes the position lock, then inserts the events with their
-//!   positions, so each event row is written once. BEGIN, the statement and COMMIT go out
-//!   together, one round trip.
+//!   positions, so each event row is written once. One round trip: with `DB_POOL_SIZE` of 6
+//!   or more, two of the connections are the group's own ([`GroupConns::Own`]), set up for
+//!   its statement once ([`GROUP_SESSION_SQL`]), and the statement is its own transaction (no
+//!   BEGIN, no COMMIT); below that it shares the pool, and BEGIN with its settings, the
+//!   statement and COMMIT go out together.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -225,13 +228,78 @@ WITH u AS (
 )
 SELECT instance_id, version, position FROM ev";
 
-/// Opens the group statement's transaction. Its plan is the generic one, planned once and
-/// reused (a custom plan of this statement costs more to plan than to run), and it reaches
-/// every table through an index: the statement only ever touches the rows of its own appends,
-/// and on a small table or stale statistics the planner would otherwise scan the whole
-/// `instances` table once per batch.
-pub const GROUP_BEGIN_SQL: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-                         SET LOCAL enable_seqscan = off";
+/// The group statement's settings, with `SET` or `SET LOCAL`.
+macro_rules! group_settings {
+    ($set:literal) => {
+        concat!(
+            $set,
+            " plan_cache_mode = force_generic_plan; ",
+            $set,
+            " enable_seqscan = off"
+        )
+    };
+}
+
+/// Sets up each connection of the group's pool, once, when it is opened. The statement's plan
+/// is the generic one, planned once and reused (a custom plan of this statement costs more to
+/// plan than to run), and it reaches every table through an index: the statement only ever
+/// touches the rows of its own appends, and on a small table or stale statistics the planner
+/// would otherwise scan the whole `instances` table once per batch. Session settings, on
+/// connections nothing else uses, so that the statement needs no transaction block of its own
+/// to carry them: setting them per transaction (`BEGIN; SET LOCAL ...` before, `COMMIT` after,
+/// pipelined) cost about 45 µs of each append's 690 µs round trip at one client.
+pub const GROUP_SESSION_SQL: &str = group_settings!("SET");
+
+/// The same settings for one transaction, on a connection of the shared pool.
+const GROUP_BEGIN_SQL: &str = concat!("BEGIN; ", group_settings!("SET LOCAL"));
+
+/// Connections of the group's own pool: the committer's, and a lone append's committing itself
+/// (the two can overlap for a moment).
+const GROUP_POOL_SIZE: usize = 2;
+
+/// Splits `DB_POOL_SIZE` between the shared pool and the group's own: from 6 connections up
+/// the group keeps [`GROUP_POOL_SIZE`] of them, so the setting stays the most connections a
+/// server opens and the shared pool keeps at least 4 (reads, heads, the locked path, the
+/// relay's lease); below that the group shares the pool. Returns (shared, own).
+pub fn split_pool(total: usize) -> (usize, usize) {
+    if total >= 3 * GROUP_POOL_SIZE {
+        (total - GROUP_POOL_SIZE, GROUP_POOL_SIZE)
+    } else {
+        (total, 0)
+    }
+}
+
+/// Where the group statement runs.
+#[derive(Clone)]
+pub(super) enum GroupConns {
+    /// The group's own connections, set up by [`session_hook`]: the statement alone.
+    Own(Pool),
+    /// Connections shared with everything else: the statement in a transaction block that
+    /// carries the settings ([`GROUP_BEGIN_SQL`] ... `COMMIT`).
+    Shared(Pool),
+}
+
+impl GroupConns {
+    fn pool(&self) -> &Pool {
+        match self {
+            Self::Own(pool) | Self::Shared(pool) => pool,
+        }
+    }
+}
+
+/// The group pool's `post_create` hook: [`GROUP_SESSION_SQL`] on every new connection. Nothing
+/// resets a session when a connection goes back to the pool (fast recycling), so the settings
+/// stay for the connection's life.
+pub(super) fn session_hook() -> deadpool_postgres::Hook {
+    deadpool_postgres::Hook::async_fn(|client, _| {
+        Box::pin(async move {
+            client
+                .batch_execute(GROUP_SESSION_SQL)
+                .await
+                .map_err(deadpool_postgres::HookError::Backend)
+        })
+    })
+}
 
 /// Most appends in one batch, and most events: bounds the statement's size and the time the
 /// batch holds its row locks.
@@ -286,7 +354,11 @@ impl GroupCommit {
     /// of one: the same statement and the same answers, without the two hand-offs to the
     /// committer task and back (a lone writer's latency). As soon as another append arrives
     /// while one is in flight, it queues for the committer, which batches whatever waits.
-    pub async fn submit(&self, pool: &Pool, params: AppendParams) -> Result<Submitted, StoreError> {
+    pub async fn submit(
+        &self,
+        conns: &GroupConns,
+        params: AppendParams,
+    ) -> Result<Submitted, StoreError> {
         if self
             .in_flight
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
@@ -294,13 +366,13 @@ impl GroupCommit {
         {
             let _in_flight = InFlight(self.in_flight.clone());
             metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(1.0);
-            let outcome = execute(pool, &[&params]).await;
+            let outcome = execute(conns, &[&params]).await;
             return single(&params, outcome);
         }
         let in_flight = self.in_flight.clone();
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(committer(pool.clone(), rx, in_flight));
+            tokio::spawn(committer(conns.clone(), rx, in_flight));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -316,7 +388,7 @@ impl GroupCommit {
 /// Takes every append waiting (up to the bounds), commits them in one statement, answers each,
 /// and starts again. Ends when the store is dropped.
 async fn committer(
-    pool: Pool,
+    conns: GroupConns,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     in_flight: Arc<AtomicUsize>,
 ) {
@@ -349,17 +421,17 @@ async fn committer(
         }
         in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight(in_flight.clone());
-        commit_batch(&pool, batch).await;
+        commit_batch(&conns, batch).await;
     }
 }
 
-async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
+async fn commit_batch(conns: &GroupConns, mut batch: Vec<Job>) {
     // Rows in one order for every batch (the statement never waits for a row lock, so this
     // only makes the plans alike).
     batch.sort_by_key(|j| j.params.instance_id);
     metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(batch.len() as f64);
     let params: Vec<&AppendParams> = batch.iter().map(|j| &j.params).collect();
-    match execute(pool, &params).await {
+    match execute(conns, &params).await {
         Ok((moved, drawn)) => {
             for job in batch {
                 let outcome = if moved.contains(&job.params.instance_id) {
@@ -378,7 +450,7 @@ async fn commit_batch(pool: &Pool, mut batch: Vec<Job>) {
         Err(e) if statement_failed(&e) => {
             tracing::debug!(appends = batch.len(), error = %e, "group append failed, running its appends one by one");
             for job in batch {
-                let outcome = execute(pool, &[&job.params]).await;
+                let outcome = execute(conns, &[&job.params]).await;
                 let _ = job.reply.send(single(&job.params, outcome));
             }
         }
@@ -417,7 +489,7 @@ fn single(
 /// Runs [`GROUP_APPEND_SQL`] for `appends` in one transaction that ends with the position draw.
 /// Returns the instances whose head moved and the positions drawn.
 async fn execute(
-    pool: &Pool,
+    conns: &GroupConns,
     appends: &[&AppendParams],
 ) -> Result<(Vec<Uuid>, super::position::Drawn), PgError> {
     let mut ids = Vec::with_capacity(appends.len());
@@ -468,7 +540,7 @@ async fn execute(
             s_states.push(st);
         }
     }
-    let client = pool.get().await?;
+    let client = conns.pool().get().await?;
     let stmt = client.prepare_cached(GROUP_APPEND_SQL).await?;
     let params: [&(dyn ToSql + Sync); 22] = [
         &ids,
@@ -494,16 +566,24 @@ async fn execute(
         &archived,
         &super::position::POSITION_LOCK_KEY,
     ];
-    // Pipelined: one round trip. If the statement fails, COMMIT ends the aborted transaction
-    // as a rollback, so the connection goes back idle.
-    let (begin, written, commit) = tokio::join!(
-        client.batch_execute(GROUP_BEGIN_SQL),
-        client.query(&stmt, &params),
-        client.batch_execute("COMMIT"),
-    );
-    begin?;
-    let written = written?;
-    commit?;
+    let written = match conns {
+        // Outside a transaction block: the statement is its own transaction, committed (or,
+        // when it fails, rolled back) as it ends.
+        GroupConns::Own(_) => client.query(&stmt, &params).await?,
+        // Pipelined: one round trip. If the statement fails, COMMIT ends the aborted
+        // transaction as a rollback, so the connection goes back idle.
+        GroupConns::Shared(_) => {
+            let (begin, written, commit) = tokio::join!(
+                client.batch_execute(GROUP_BEGIN_SQL),
+                client.query(&stmt, &params),
+                client.batch_execute("COMMIT"),
+            );
+            begin?;
+            let written = written?;
+            commit?;
+            written
+        }
+    };
     let drawn = super::position::rows(written);
     let mut moved: Vec<Uuid> = drawn.iter().map(|(id, _, _)| *id).collect();
     moved.sort_unstable();

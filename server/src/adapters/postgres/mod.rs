@@ -35,11 +35,12 @@ pub use error::PgError;
 /// The statements [`PgStore`] issues, each defined once where the store uses it and public so
 /// that the benchmark's direct baselines (`bench/`) issue exactly the same text.
 pub mod sql {
-    pub use super::group::{GROUP_APPEND_SQL, GROUP_BEGIN_SQL};
+    pub use super::group::{GROUP_APPEND_SQL, GROUP_SESSION_SQL};
     pub use super::history::{history_query, log_query, snapshot_and_tail_sql};
     pub use super::rows::{EVENT_COLUMNS, event_at};
     pub use super::store::{APPEND_SQL, AppendParams, HEAD_SQL, LOCK_HEAD_SQL};
 }
+pub use group::split_pool;
 pub use outbox::PgOutbox;
 pub use store::{HEAD_CACHE_BYTES, PgStore, PgStoreConfig};
 pub use timescale::TimescaleSettings;

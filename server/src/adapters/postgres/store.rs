@@ -15,7 +15,7 @@ use tokio_postgres::types::ToSql;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::group::{CachedHead, GroupCommit, HeadCache, Submitted};
+use super::group::{CachedHead, GroupCommit, GroupConns, HeadCache, Submitted};
 use super::{PgError, migrate, rows};
 use crate::adapters::append_plan::{self, AppendPlan, Attempt};
 use crate::domain::{ApplyMode, DomainError, EventType, State};
@@ -40,6 +40,9 @@ pub struct PgStoreConfig {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Where the group statement runs: two connections of its own (out of `pool_size`), or
+    /// `pool` itself when the pool is small.
+    group_conns: GroupConns,
     snapshot_interval: i64,
     /// Whether the TimescaleDB extension is installed, learnt when migrating.
     timescaledb: Arc<AtomicBool>,
@@ -134,23 +137,37 @@ impl PgStore {
             pg.application_name("temporal-state-server");
         }
         let connector = super::tls::connector(tls.check.as_ref()).map_err(PgError::Config)?;
-        let manager = Manager::from_config(
-            pg,
-            connector,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
+        let builder = |size: usize| {
+            Pool::builder(Manager::from_config(
+                pg.clone(),
+                connector.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ))
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(config.connect_timeout))
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
+        };
+        let (shared, own) = super::group::split_pool(config.pool_size.max(1));
+        let pool = builder(shared)
             .build()
             .map_err(|e| PgError::Config(e.to_string()))?;
+        let group_conns = if own == 0 {
+            GroupConns::Shared(pool.clone())
+        } else {
+            GroupConns::Own(
+                builder(own)
+                    .post_create(super::group::session_hook())
+                    .build()
+                    .map_err(|e| PgError::Config(e.to_string()))?,
+            )
+        };
         Ok(Self {
             pool,
+            group_conns,
             snapshot_interval: config.snapshot_interval.max(1),
             timescaledb: Arc::new(AtomicBool::new(false)),
             timescale: super::TimescaleSettings::default(),
@@ -216,15 +233,26 @@ impl PgStore {
         self.timescaledb.load(Ordering::Relaxed)
     }
 
-    /// The connection pool, for the `tse_db_pool_*` metrics. The relay's lease holds one
+    /// The connection pools, for the `tse_db_pool_*` metrics: the shared pool and the group
+    /// commit's own connections together, `DB_POOL_SIZE` in all. The relay's lease holds one
     /// connection for as long as this server holds the lease.
     pub fn pool_status(&self) -> crate::adapters::PoolStatus {
-        let status = self.pool.status();
-        crate::adapters::PoolStatus {
-            size: status.max_size,
-            in_use: status.size.saturating_sub(status.available),
-            waiting: status.waiting,
+        let mut total = crate::adapters::PoolStatus {
+            size: 0,
+            in_use: 0,
+            waiting: 0,
+        };
+        let own = match &self.group_conns {
+            GroupConns::Own(pool) => Some(pool),
+            GroupConns::Shared(_) => None,
+        };
+        for pool in std::iter::once(&self.pool).chain(own) {
+            let status = pool.status();
+            total.size += status.max_size;
+            total.in_use += status.size.saturating_sub(status.available);
+            total.waiting += status.waiting;
         }
+        total
     }
 
     pub fn pool(&self) -> &Pool {
@@ -303,7 +331,7 @@ impl PgStore {
             attempts += 1;
             let plan = AppendPlan::new(request, &head, cached.updated_at, Utc::now(), decision)?;
             let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
-            match self.group.submit(&self.pool, params).await? {
+            match self.group.submit(&self.group_conns, params).await? {
                 Submitted::Moved(positions) => {
                     let mut plan = plan;
                     plan.set_positions(&positions);
