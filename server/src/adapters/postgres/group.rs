@@ -258,7 +258,7 @@ const GROUP_BEGIN_SQL: &str = concat!("BEGIN; ", group_settings!("SET LOCAL"));
 const GROUP_POOL_SIZE: usize = 2;
 
 /// Splits `DB_POOL_SIZE` between the shared pool and the group's own: from 6 connections up
-/// the group keeps [`GROUP_POOL_SIZE`] of them, so the setting stays the most connections a
+/// the group keeps two of them, so the setting stays the most connections a
 /// server opens and the shared pool keeps at least 4 (reads, heads, the locked path, the
 /// relay's lease); below that the group shares the pool. Returns (shared, own).
 pub fn split_pool(total: usize) -> (usize, usize) {
