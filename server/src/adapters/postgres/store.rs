@@ -233,26 +233,17 @@ impl PgStore {
         self.timescaledb.load(Ordering::Relaxed)
     }
 
-    /// The connection pools, for the `tse_db_pool_*` metrics: the shared pool and the group
-    /// commit's own connections together, `DB_POOL_SIZE` in all. The relay's lease holds one
-    /// connection for as long as this server holds the lease.
+    /// The shared connection pool, for the `tse_db_pool_*` metrics: the one callers wait for
+    /// (`DB_POOL_SIZE` less the two the group commit keeps from 6 up, which only its committer
+    /// and one lone append ever use). The relay's lease holds one connection for as long as
+    /// this server holds the lease.
     pub fn pool_status(&self) -> crate::adapters::PoolStatus {
-        let mut total = crate::adapters::PoolStatus {
-            size: 0,
-            in_use: 0,
-            waiting: 0,
-        };
-        let own = match &self.group_conns {
-            GroupConns::Own(pool) => Some(pool),
-            GroupConns::Shared(_) => None,
-        };
-        for pool in std::iter::once(&self.pool).chain(own) {
-            let status = pool.status();
-            total.size += status.max_size;
-            total.in_use += status.size.saturating_sub(status.available);
-            total.waiting += status.waiting;
+        let status = self.pool.status();
+        crate::adapters::PoolStatus {
+            size: status.max_size,
+            in_use: status.size.saturating_sub(status.available),
+            waiting: status.waiting,
         }
-        total
     }
 
     pub fn pool(&self) -> &Pool {
