@@ -325,6 +325,8 @@ struct Job {
 
 /// The committer: started on the first append (the store is built outside the runtime too).
 pub(super) struct GroupCommit {
+    /// Where its statements run.
+    conns: GroupConns,
     sender: OnceLock<mpsc::UnboundedSender<Job>>,
     /// Appends being committed right now, by the committer or by a caller itself.
     in_flight: Arc<AtomicUsize>,
@@ -340,8 +342,9 @@ impl Drop for InFlight {
 }
 
 impl GroupCommit {
-    pub fn new() -> Self {
+    pub fn new(conns: GroupConns) -> Self {
         Self {
+            conns,
             sender: OnceLock::new(),
             in_flight: Arc::default(),
         }
@@ -354,11 +357,7 @@ impl GroupCommit {
     /// of one: the same statement and the same answers, without the two hand-offs to the
     /// committer task and back (a lone writer's latency). As soon as another append arrives
     /// while one is in flight, it queues for the committer, which batches whatever waits.
-    pub async fn submit(
-        &self,
-        conns: &GroupConns,
-        params: AppendParams,
-    ) -> Result<Submitted, StoreError> {
+    pub async fn submit(&self, params: AppendParams) -> Result<Submitted, StoreError> {
         if self
             .in_flight
             .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
@@ -366,13 +365,13 @@ impl GroupCommit {
         {
             let _in_flight = InFlight(self.in_flight.clone());
             metrics::histogram!(crate::app::metrics::GROUP_COMMIT_APPENDS).record(1.0);
-            let outcome = execute(conns, &[&params]).await;
+            let outcome = execute(&self.conns, &[&params]).await;
             return single(&params, outcome);
         }
         let in_flight = self.in_flight.clone();
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(committer(conns.clone(), rx, in_flight));
+            tokio::spawn(committer(self.conns.clone(), rx, in_flight));
             tx
         });
         let (reply, answer) = oneshot::channel();

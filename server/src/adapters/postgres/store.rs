@@ -40,9 +40,6 @@ pub struct PgStoreConfig {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    /// Where the group statement runs: two connections of its own (out of `pool_size`), or
-    /// `pool` itself when the pool is small.
-    group_conns: GroupConns,
     snapshot_interval: i64,
     /// Whether the TimescaleDB extension is installed, learnt when migrating.
     timescaledb: Arc<AtomicBool>,
@@ -155,6 +152,8 @@ impl PgStore {
         let pool = builder(shared)
             .build()
             .map_err(|e| PgError::Config(e.to_string()))?;
+        // Where the group statement runs: two connections of its own (out of `pool_size`), or
+        // `pool` itself when the pool is small.
         let group_conns = if own == 0 {
             GroupConns::Shared(pool.clone())
         } else {
@@ -167,14 +166,13 @@ impl PgStore {
         };
         Ok(Self {
             pool,
-            group_conns,
             snapshot_interval: config.snapshot_interval.max(1),
             timescaledb: Arc::new(AtomicBool::new(false)),
             timescale: super::TimescaleSettings::default(),
             outbox: false,
             writers: Arc::new(InstanceLocks::new()),
             heads: Arc::new(HeadCache::new(HEAD_CACHE_BYTES)),
-            group: Arc::new(GroupCommit::new()),
+            group: Arc::new(GroupCommit::new(group_conns)),
         })
     }
 
@@ -322,7 +320,7 @@ impl PgStore {
             attempts += 1;
             let plan = AppendPlan::new(request, &head, cached.updated_at, Utc::now(), decision)?;
             let params = AppendParams::from_plan(request, head.entity_type_id, &plan, self.outbox);
-            match self.group.submit(&self.group_conns, params).await? {
+            match self.group.submit(params).await? {
                 Submitted::Moved(positions) => {
                     let mut plan = plan;
                     plan.set_positions(&positions);
