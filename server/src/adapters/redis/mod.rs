@@ -3,12 +3,15 @@
 //! through a Lua compare-and-set on the version, so racing servers never replace a newer state
 //! with an older one.
 //!
+//! One Redis: both keys of an instance go through one compare-and-set script call — one
+//! command, one answer, the record sent once.
+//!
 //! Redis Cluster: a script may only touch keys of one hash slot, and the two keys of an
 //! instance cannot share one (a lookup by external id does not know the instance id, and a
-//! lookup by id does not know the external id). So each key gets its own one-key
-//! compare-and-set; the two are sent together. Every key carries a hash tag (`{...}`) of the
-//! server's choosing — the instance id, or the entity type and escaped external id — so a
-//! client's external id containing braces never picks the slot.
+//! lookup by id does not know the external id). So there each key gets its own call of the
+//! script; the two are sent together. Every key carries a hash tag (`{...}`) of the server's
+//! choosing — the instance id, or the entity type and escaped external id — so a client's
+//! external id containing braces never picks the slot.
 
 use std::time::Duration;
 
@@ -22,15 +25,19 @@ use uuid::Uuid;
 use crate::domain::State;
 use crate::ports::{CacheError, InstanceRecord, StateCache};
 
-/// Compare-and-set of one key: stores the entry unless the key holds a version at least as new.
+/// Compare-and-set of each key: stores the entry under every key that does not hold a version
+/// at least as new. Returns how many keys it wrote.
 const PUT_IF_NEWER: &str = r"
-local current = redis.call('HGET', KEYS[1], 'v')
-if (not current) or tonumber(current) < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
+local written = 0
+for _, key in ipairs(KEYS) do
+  local current = redis.call('HGET', key, 'v')
+  if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+    redis.call('HSET', key, 'v', ARGV[1], 'd', ARGV[2])
+    redis.call('PEXPIRE', key, ARGV[3])
+    written = written + 1
+  end
 end
-return 0";
+return written";
 
 /// How the cache reaches Redis.
 #[derive(Debug, Clone)]
@@ -48,6 +55,10 @@ pub struct RedisCache {
     client: Client,
     ttl_ms: i64,
     put: Script,
+    /// Whether both keys of an instance may go to one script call: not on a cluster (fred's
+    /// `redis-cluster://`), and no more once a server refused one as CROSSSLOT (a cluster
+    /// node named by a `redis://` URL).
+    one_call: std::sync::atomic::AtomicBool,
 }
 
 /// The cached form of an instance.
@@ -121,6 +132,7 @@ impl RedisCache {
         }
         // Commands fail at once while disconnected instead of queueing: the database answers.
         redis_config.fail_fast = true;
+        let one_call = !redis_config.server.is_clustered();
         let timeout = config.command_timeout;
         let client = Builder::from_config(redis_config)
             .with_connection_config(|c| {
@@ -145,6 +157,7 @@ impl RedisCache {
             client,
             ttl_ms: config.ttl.as_millis().min(i64::MAX as u128) as i64,
             put: Script::from_lua(PUT_IF_NEWER),
+            one_call: one_call.into(),
         })
     }
 
@@ -190,16 +203,29 @@ impl StateCache for RedisCache {
     )]
     async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
         let args = self.put_args(i)?;
-        let put = |key: String| self.put_key(key, args.clone());
-        // Both sent at once (pipelined, or to two cluster nodes in parallel); either failing
-        // fails the put, which the application then repairs.
         if i.erased {
             // No external id any more: only the entry by id.
-            return put(id_key(i.id)).await;
+            return self.put_keys(vec![id_key(i.id)], args).await;
         }
+        let keys = [id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
+        if self.one_call.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.put_keys(keys.to_vec(), args.clone()).await {
+                Err(e) if e.0.contains("CROSSSLOT") => {
+                    tracing::info!(
+                        "redis refused a script over two hash slots: a cluster; writing each key on its own from now on (name it redis-cluster:// to say so)"
+                    );
+                    self.one_call
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        // A cluster: one call per key, both sent at once (to their nodes in parallel); either
+        // failing fails the put, which the application then repairs.
+        let [by_id, by_external] = keys;
         futures::try_join!(
-            put(id_key(i.id)),
-            put(external_key(i.entity_type_id, &i.external_id))
+            self.put_keys(vec![by_id], args.clone()),
+            self.put_keys(vec![by_external], args)
         )?;
         Ok(())
     }
@@ -217,7 +243,7 @@ impl StateCache for RedisCache {
         // The entry by id becomes the erased record at the erasure's version: a put of an older
         // state (a read or a commit from before the erasure, on any server) is refused by the
         // compare-and-set. The erased record has no external id, so it gets no key by one.
-        self.put_key(id_key(erased.id), self.put_args(erased)?)
+        self.put_keys(vec![id_key(erased.id)], self.put_args(erased)?)
             .await?;
         if !former_external_id.is_empty() {
             let _: i64 = self
@@ -249,11 +275,12 @@ impl RedisCache {
         Ok(vec![i.version.to_string(), data, self.ttl_ms.to_string()])
     }
 
-    /// The compare-and-set of one key.
-    async fn put_key(&self, key: String, args: Vec<String>) -> Result<(), CacheError> {
+    /// The compare-and-set of `keys`, in one script call (so all of one hash slot on a
+    /// cluster).
+    async fn put_keys(&self, keys: Vec<String>, args: Vec<String>) -> Result<(), CacheError> {
         let _: i64 = self
             .put
-            .evalsha_with_reload(&self.client, vec![key], args)
+            .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(err)?;
         Ok(())
