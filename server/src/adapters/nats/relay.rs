@@ -44,6 +44,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long published rows wait for the next commit's read of the outbox to delete them, when
 /// no commit comes: then a read of their own deletes them.
 const SETTLE: Duration = Duration::from_millis(10);
+/// Least time between the starts of two reads of the outbox when the first read emptied it:
+/// commits that follow a woken relay closely wait for the next read, so at low load one read
+/// and one wave of acknowledgements serve several commits instead of one each (each read is a
+/// database round trip the commits compete with for the machine). Under load a read finds a
+/// full batch, and the relay reads again at once.
+const GATHER: Duration = Duration::from_millis(5);
 /// Pause after a round that published nothing before trying again.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -139,6 +145,7 @@ pub async fn run(
         unsettled: Vec::new(),
     };
     let mut stream_ready = false;
+    let mut next_read = tokio::time::Instant::now();
     loop {
         let mut last = *stop.borrow();
         if !last {
@@ -153,6 +160,7 @@ pub async fn run(
                 _ = tokio::time::sleep(idle) => {}
                 changed = stop.changed() => last = changed.is_err() || *stop.borrow(),
             }
+            tokio::time::sleep_until(next_read).await;
         }
         if !stream_ready {
             match ensure_stream(&relay.js, &config).await {
@@ -183,6 +191,7 @@ pub async fn run(
                 continue;
             }
         }
+        next_read = tokio::time::Instant::now() + GATHER;
         match relay.drain().await {
             Ok(()) if last => {
                 relay.settle_published().await;
