@@ -41,6 +41,31 @@ fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not listen on 127.0.0.1:{port}");
 }
 
+/// The INFO line a NATS server on `port` greets a new connection with. A connection the server
+/// drops or leaves silent (a busy machine, a server still starting) is tried again for up to 20
+/// seconds; then the last error fails the test.
+fn nats_greeting(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = TcpStream::connect(("127.0.0.1", port)).and_then(|conn| {
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut greeting = String::new();
+            BufReader::new(conn).read_line(&mut greeting)?;
+            Ok(greeting)
+        });
+        let error = match attempt {
+            Ok(greeting) if !greeting.is_empty() => return greeting,
+            Ok(_) => "the connection closed before the greeting".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "nats-server on port {port} sent no greeting: {error}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Panics unless `child` is still running: one that exited (its port taken) leaves the port to
 /// whoever holds it.
 fn assert_running(child: &mut Child, what: &str, port: u16) {
@@ -232,11 +257,7 @@ impl Nats {
         wait_for_port(self.port, "nats-server");
         assert_running(self.child.as_mut().unwrap(), "nats-server", self.port);
         // The greeting is `INFO {json}`; its server_name is ours only if the child answers.
-        let conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats");
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut greeting = String::new();
-        BufReader::new(conn).read_line(&mut greeting).unwrap();
+        let greeting = nats_greeting(self.port);
         let info: serde_json::Value = greeting
             .strip_prefix("INFO ")
             .and_then(|j| serde_json::from_str(j.trim()).ok())
