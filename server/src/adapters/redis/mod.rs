@@ -202,14 +202,15 @@ impl StateCache for RedisCache {
         fields(db.system = "redis", instance_id = %i.id, version = i.version)
     )]
     async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
-        let args = self.put_args(i)?;
         if i.erased {
             // No external id any more: only the entry by id.
-            return self.put_keys(vec![id_key(i.id)], args).await;
+            return self.put_keys(vec![id_key(i.id)], self.put_args(i)?).await;
         }
-        let keys = [id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
         if self.one_call.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.put_keys(keys.to_vec(), args.clone()).await {
+            // The keys and the record are handed over, not copied: only the one call that
+            // finds a cluster (below) needs them again, and builds them again.
+            let keys = vec![id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
+            match self.put_keys(keys, self.put_args(i)?).await {
                 Err(e) if e.0.contains("CROSSSLOT") => {
                     tracing::info!(
                         "redis refused a script over two hash slots: a cluster; writing each key on its own from now on (name it redis-cluster:// to say so)"
@@ -222,10 +223,10 @@ impl StateCache for RedisCache {
         }
         // A cluster: one call per key, both sent at once (to their nodes in parallel); either
         // failing fails the put, which the application then repairs.
-        let [by_id, by_external] = keys;
+        let args = self.put_args(i)?;
         futures::try_join!(
-            self.put_keys(vec![by_id], args.clone()),
-            self.put_keys(vec![by_external], args)
+            self.put_keys(vec![id_key(i.id)], args.clone()),
+            self.put_keys(vec![external_key(i.entity_type_id, &i.external_id)], args)
         )?;
         Ok(())
     }
