@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::common::json;
-use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore};
+use rusqlite::StatementStatus;
+use temporal_state_server::adapters::embedded::{DB_FILE, EmbeddedError, EmbeddedStore, sql};
 use temporal_state_server::domain::State;
 use temporal_state_server::ports::{
     AppendOutcome, Catalog, EventStore, HistoryReader, StoreError, TypeKey,
@@ -230,4 +231,59 @@ async fn a_held_write_lock_is_unavailable() {
     // Reads never waited, and the store works again once the lock is released.
     store.ping().await.unwrap();
     new_type(&store, "player").await;
+}
+
+/// A statement the store keeps prepared is run again as prepared, whatever is bound to it. On
+/// a connection without the query planner stability guarantee, SQLite prepared the append's
+/// head read (a join on `i.id = ?1`) again at every use, once the statement cache had cleared
+/// its bindings: a parse and a plan per append on the writer thread.
+#[tokio::test]
+async fn kept_statements_are_not_prepared_again_for_new_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), 2).unwrap();
+    let t = new_type(&store, "player").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (inst, _) = instance(&store, t.id, &format!("p-{n}"), json!({"n": 0})).await;
+        appended(&store, inst.id, vec![ev("N", json!({"n": 1}))]).await;
+        appended(&store, inst.id, vec![ev("N", json!({"n": 2}))]).await;
+        ids.push(inst.id.to_string());
+    }
+    let tail = sql::tail_sql();
+    let statements = [sql::HEAD_SQL, sql::SNAPSHOT_SQL, tail.as_str()];
+    for reader in [true, false] {
+        let conn = sql::connect(store.path(), reader).unwrap();
+        for _ in 0..2 {
+            for id in &ids {
+                let version: i64 = conn
+                    .prepare_cached(sql::HEAD_SQL)
+                    .unwrap()
+                    .query_row([id], |r| r.get(1))
+                    .unwrap();
+                assert_eq!(version, 3);
+                let snapshot: i64 = conn
+                    .prepare_cached(sql::SNAPSHOT_SQL)
+                    .unwrap()
+                    .query_row(rusqlite::params![id, 3], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(snapshot, 2);
+                let tail_rows = conn
+                    .prepare_cached(&tail)
+                    .unwrap()
+                    .query_map(rusqlite::params![id, 2, 3], |_| Ok(()))
+                    .unwrap()
+                    .count();
+                assert_eq!(tail_rows, 2);
+            }
+        }
+        for statement in statements {
+            let kept = conn.prepare_cached(statement).unwrap();
+            assert_eq!(
+                kept.get_status(StatementStatus::RePrepare),
+                0,
+                "prepared again on a {} connection: {statement}",
+                if reader { "read" } else { "write" }
+            );
+        }
+    }
 }
