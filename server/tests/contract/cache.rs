@@ -245,6 +245,75 @@ mod redis_only {
         assert_eq!(cached_both(c, &older).await.0, Some(older));
     }
 
+    /// Puts that come while a call is in flight go together in the next call: 32 puts sent
+    /// while the first one's call waits take two script calls (Redis's own count: the first
+    /// put's, then one for the other 31), not 32, and every one of them lands under both keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_puts_share_script_calls() {
+        let f = CacheBackend::Redis.open(Duration::from_secs(60)).await;
+        let redis = f.redis.as_ref().unwrap();
+        let c = f.cache.as_ref();
+        // The script is loaded first, so the count below is the puts' alone.
+        let first = cached(Uuid::now_v7(), Uuid::now_v7(), "first", 1);
+        c.put(&first).await.unwrap();
+        redis.command(&["CONFIG", "RESETSTAT"]);
+        let t = Uuid::now_v7();
+        let records: Vec<InstanceRecord> = (0..32)
+            .map(|k| cached(Uuid::now_v7(), t, &format!("p-{k}"), 2))
+            .collect();
+        let mut puts: Vec<_> = records.iter().map(|r| c.put(r)).collect();
+        // Each put polled once, in order, while Redis answers nothing: the first sends its
+        // call, the others queue behind it.
+        redis.pause();
+        for (k, put) in puts.iter_mut().enumerate() {
+            let polled = futures::poll!(put.as_mut());
+            assert!(polled.is_pending(), "put {k}: {polled:?}");
+        }
+        redis.resume();
+        let results = futures::future::join_all(puts).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let stats = redis.command(&["INFO", "commandstats"]);
+        let calls: u64 = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no EVALSHA counted: {stats}"));
+        assert!(calls <= 3, "32 concurrent puts took {calls} script calls");
+        for r in &records {
+            assert_eq!(cached_both(c, r).await, (Some(r.clone()), Some(r.clone())));
+        }
+    }
+
+    /// The put that sent the call in flight is dropped (its caller went away, as a read that
+    /// fills the cache can): the puts queued behind it are still sent, and none waits for
+    /// ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_queued_behind_an_abandoned_call_are_still_sent() {
+        let f = CacheBackend::Redis.open(Duration::from_secs(60)).await;
+        let redis = f.redis.as_ref().unwrap();
+        let c = f.cache.as_ref();
+        let t = Uuid::now_v7();
+        let records: Vec<InstanceRecord> = (0..8)
+            .map(|k| cached(Uuid::now_v7(), t, &format!("p-{k}"), 2))
+            .collect();
+        let mut puts: Vec<_> = records.iter().map(|r| c.put(r)).collect();
+        redis.pause();
+        for put in &mut puts {
+            assert!(futures::poll!(put.as_mut()).is_pending());
+        }
+        drop(puts.remove(0));
+        redis.resume();
+        let results =
+            tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(puts))
+                .await
+                .expect("the queued puts were never sent");
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        for r in &records[1..] {
+            assert_eq!(cached_both(c, r).await, (Some(r.clone()), Some(r.clone())));
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stopped_redis_errs_promptly_and_recovers() {
         let mut f = CacheBackend::Redis.open(Duration::from_secs(60)).await;
