@@ -4,9 +4,7 @@
 //! with an older one.
 //!
 //! One Redis: both keys of an instance go through one compare-and-set script call — one
-//! command, one answer, the record sent once. Puts that come while a call is in flight wait
-//! for it and then go together in the next call (as the stores' group commit does): one call
-//! when the server is idle, one per round trip under load instead of one per append.
+//! command, one answer, the record sent once.
 //!
 //! Redis Cluster: a script may only touch keys of one hash slot, and the two keys of an
 //! instance cannot share one (a lookup by external id does not know the instance id, and a
@@ -15,7 +13,6 @@
 //! choosing — the instance id, or the entity type and escaped external id — so a client's
 //! external id containing braces never picks the slot.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,38 +20,24 @@ use chrono::{DateTime, Utc};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::domain::State;
 use crate::ports::{CacheError, InstanceRecord, StateCache};
 
-/// Compare-and-set of each key: stores an entry under every key that does not hold a version
-/// at least as new. ARGV[1] is the TTL in milliseconds; then, per entry, how many of the keys
-/// (in order) are its, its version and its record. Returns how many keys it wrote.
+/// Compare-and-set of each key: stores the entry under every key that does not hold a version
+/// at least as new. Returns how many keys it wrote.
 const PUT_IF_NEWER: &str = r"
-local ttl = ARGV[1]
-local k = 1
 local written = 0
-for i = 2, #ARGV, 3 do
-  local n, v = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  for _ = 1, n do
-    local key = KEYS[k]
-    k = k + 1
-    local current = redis.call('HGET', key, 'v')
-    if (not current) or tonumber(current) < v then
-      redis.call('HSET', key, 'v', ARGV[i + 1], 'd', ARGV[i + 2])
-      redis.call('PEXPIRE', key, ttl)
-      written = written + 1
-    end
+for _, key in ipairs(KEYS) do
+  local current = redis.call('HGET', key, 'v')
+  if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+    redis.call('HSET', key, 'v', ARGV[1], 'd', ARGV[2])
+    redis.call('PEXPIRE', key, ARGV[3])
+    written = written + 1
   end
 end
 return written";
-
-/// Most entries, and most bytes of records (at least one entry), in one coalesced call: bounds
-/// what one script holds Redis for and what one call carries.
-const MAX_CALL_ENTRIES: usize = 128;
-const MAX_CALL_BYTES: usize = 1 << 20;
 
 /// How the cache reaches Redis.
 #[derive(Debug, Clone)]
@@ -70,57 +53,16 @@ pub struct RedisCacheConfig {
 
 pub struct RedisCache {
     client: Client,
-    writer: Arc<Writer>,
-    /// Whether both keys of an instance, and several instances, may go to one script call: not
-    /// on a cluster (fred's `redis-cluster://`), and no more once a server refused one as
-    /// CROSSSLOT (a cluster node named by a `redis://` URL).
+    ttl_ms: i64,
+    put: Script,
+    /// Whether both keys of an instance may go to one script call: not on a cluster (fred's
+    /// `redis-cluster://`), and no more once a server refused one as CROSSSLOT (a cluster
+    /// node named by a `redis://` URL).
     one_call: std::sync::atomic::AtomicBool,
 }
 
-/// The compare-and-set calls, and the puts waiting for the next one.
-struct Writer {
-    client: Client,
-    ttl_ms: i64,
-    put: Script,
-    queue: Mutex<Queue>,
-}
-
-#[derive(Default)]
-struct Queue {
-    puts: Vec<Queued>,
-    /// A call of queued puts is in flight, and whoever sent it sends the next.
-    flushing: bool,
-}
-
-/// What one key or both keys of an instance are set to.
-struct Entry {
-    keys: Vec<String>,
-    version: i64,
-    record: String,
-}
-
-struct Queued {
-    entry: Entry,
-    done: oneshot::Sender<Result<(), CacheError>>,
-}
-
-/// The cached form of an instance, as written (borrowing the record: [`Cached`] as JSON).
-#[derive(Serialize)]
-struct CachedRef<'a> {
-    id: Uuid,
-    entity_type_id: Uuid,
-    entity_type_name: &'a str,
-    external_id: &'a str,
-    state: &'a State,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    archived: bool,
-    erased: bool,
-}
-
-/// The cached form of an instance, as read.
-#[derive(Deserialize)]
+/// The cached form of an instance.
+#[derive(Serialize, Deserialize)]
 struct Cached {
     id: Uuid,
     entity_type_id: Uuid,
@@ -212,13 +154,9 @@ impl RedisCache {
             tracing::warn!(url = %super::secrets::mask_secrets(&config.url), "redis not reachable yet; reading from the database until it is");
         }
         Ok(Self {
-            writer: Arc::new(Writer {
-                client: client.clone(),
-                ttl_ms: config.ttl.as_millis().min(i64::MAX as u128) as i64,
-                put: Script::from_lua(PUT_IF_NEWER),
-                queue: Mutex::default(),
-            }),
             client,
+            ttl_ms: config.ttl.as_millis().min(i64::MAX as u128) as i64,
+            put: Script::from_lua(PUT_IF_NEWER),
             one_call: one_call.into(),
         })
     }
@@ -264,20 +202,15 @@ impl StateCache for RedisCache {
         fields(db.system = "redis", instance_id = %i.id, version = i.version)
     )]
     async fn put(&self, i: &InstanceRecord) -> Result<(), CacheError> {
+        if i.erased {
+            // No external id any more: only the entry by id.
+            return self.put_keys(vec![id_key(i.id)], self.put_args(i)?).await;
+        }
         if self.one_call.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut keys = vec![id_key(i.id)];
-            // An erased record has no external id any more: only the entry by id.
-            if !i.erased {
-                keys.push(external_key(i.entity_type_id, &i.external_id));
-            }
-            // The record is handed over, not copied: only the one call that finds a cluster
-            // (below) needs it again, and builds it again.
-            let entry = Entry {
-                keys,
-                version: i.version,
-                record: record(i)?,
-            };
-            match self.writer.put_queued(entry).await {
+            // The keys and the record are handed over, not copied: only the one call that
+            // finds a cluster (below) needs them again, and builds them again.
+            let keys = vec![id_key(i.id), external_key(i.entity_type_id, &i.external_id)];
+            match self.put_keys(keys, self.put_args(i)?).await {
                 Err(e) if e.0.contains("CROSSSLOT") => {
                     tracing::info!(
                         "redis refused a script over two hash slots: a cluster; writing each key on its own from now on (name it redis-cluster:// to say so)"
@@ -290,23 +223,10 @@ impl StateCache for RedisCache {
         }
         // A cluster: one call per key, both sent at once (to their nodes in parallel); either
         // failing fails the put, which the application then repairs.
-        let record = record(i)?;
-        let by_id = Entry {
-            keys: vec![id_key(i.id)],
-            version: i.version,
-            record: record.clone(),
-        };
-        if i.erased {
-            return self.writer.call(vec![by_id]).await;
-        }
-        let by_external_id = Entry {
-            keys: vec![external_key(i.entity_type_id, &i.external_id)],
-            version: i.version,
-            record,
-        };
+        let args = self.put_args(i)?;
         futures::try_join!(
-            self.writer.call(vec![by_id]),
-            self.writer.call(vec![by_external_id])
+            self.put_keys(vec![id_key(i.id)], args.clone()),
+            self.put_keys(vec![external_key(i.entity_type_id, &i.external_id)], args)
         )?;
         Ok(())
     }
@@ -324,12 +244,8 @@ impl StateCache for RedisCache {
         // The entry by id becomes the erased record at the erasure's version: a put of an older
         // state (a read or a commit from before the erasure, on any server) is refused by the
         // compare-and-set. The erased record has no external id, so it gets no key by one.
-        let by_id = Entry {
-            keys: vec![id_key(erased.id)],
-            version: erased.version,
-            record: record(erased)?,
-        };
-        self.writer.call(vec![by_id]).await?;
+        self.put_keys(vec![id_key(erased.id)], self.put_args(erased)?)
+            .await?;
         if !former_external_id.is_empty() {
             let _: i64 = self
                 .client
@@ -341,133 +257,33 @@ impl StateCache for RedisCache {
     }
 }
 
-/// The record cached for `i`, as JSON.
-fn record(i: &InstanceRecord) -> Result<String, CacheError> {
-    serde_json::to_string(&CachedRef {
-        id: i.id,
-        entity_type_id: i.entity_type_id,
-        entity_type_name: &i.entity_type_name,
-        external_id: &i.external_id,
-        state: &i.state,
-        version: i.version,
-        created_at: i.created_at,
-        updated_at: i.updated_at,
-        archived: i.archived,
-        erased: i.erased,
-    })
-    .map_err(err)
-}
-
-impl Writer {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+impl RedisCache {
+    /// The compare-and-set's arguments for `i`: version, record, ttl.
+    fn put_args(&self, i: &InstanceRecord) -> Result<Vec<String>, CacheError> {
+        let data = serde_json::to_string(&Cached {
+            id: i.id,
+            entity_type_id: i.entity_type_id,
+            entity_type_name: i.entity_type_name.clone(),
+            external_id: i.external_id.clone(),
+            state: i.state.clone(),
+            version: i.version,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            archived: i.archived,
+            erased: i.erased,
+        })
+        .map_err(err)?;
+        Ok(vec![i.version.to_string(), data, self.ttl_ms.to_string()])
     }
 
-    /// The compare-and-set of `entries`, in one script call (so all of one hash slot on a
+    /// The compare-and-set of `keys`, in one script call (so all of one hash slot on a
     /// cluster).
-    async fn call(&self, entries: Vec<Entry>) -> Result<(), CacheError> {
-        let mut keys = Vec::with_capacity(entries.iter().map(|e| e.keys.len()).sum());
-        let mut args = Vec::with_capacity(1 + 3 * entries.len());
-        args.push(self.ttl_ms.to_string());
-        for entry in entries {
-            args.push(entry.keys.len().to_string());
-            args.push(entry.version.to_string());
-            args.push(entry.record);
-            keys.extend(entry.keys);
-        }
+    async fn put_keys(&self, keys: Vec<String>, args: Vec<String>) -> Result<(), CacheError> {
         let _: i64 = self
             .put
             .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(err)?;
         Ok(())
-    }
-
-    /// Puts `entry` with the others waiting. With no call in flight, this caller sends it at
-    /// once, alone (no hand-over when the server is idle); otherwise it goes in the next call,
-    /// with everything that queued meanwhile.
-    async fn put_queued(self: &Arc<Self>, entry: Entry) -> Result<(), CacheError> {
-        let (done, answer) = oneshot::channel();
-        let lead = {
-            let mut queue = self.queue();
-            queue.puts.push(Queued { entry, done });
-            !std::mem::replace(&mut queue.flushing, true)
-        };
-        if lead {
-            // Hands the queue on when this call is over, or when this caller goes away.
-            let _next = HandOver(self.clone());
-            let batch = self.next_batch();
-            self.send(batch).await;
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(CacheError("the cache write was abandoned".into())))
-    }
-
-    /// The next call's puts, taken off the queue: the oldest, within the bounds. An empty
-    /// queue ends the flushing (the next put sends its own call).
-    fn next_batch(&self) -> Vec<Queued> {
-        let mut queue = self.queue();
-        let (mut taken, mut bytes) = (0, 0);
-        for put in &queue.puts {
-            let size = put.entry.record.len();
-            if taken == MAX_CALL_ENTRIES || (taken > 0 && bytes + size > MAX_CALL_BYTES) {
-                break;
-            }
-            taken += 1;
-            bytes += size;
-        }
-        if taken == 0 {
-            queue.flushing = false;
-        }
-        queue.puts.drain(..taken).collect()
-    }
-
-    /// One call for `batch`; every put in it gets the call's outcome.
-    async fn send(&self, batch: Vec<Queued>) {
-        let (entries, answers): (Vec<Entry>, Vec<_>) =
-            batch.into_iter().map(|q| (q.entry, q.done)).unzip();
-        let result = self.call(entries).await;
-        for answer in answers {
-            let _ = answer.send(result.clone());
-        }
-    }
-
-    /// Sends calls until the queue is empty.
-    async fn flush(self: Arc<Self>) {
-        loop {
-            let batch = self.next_batch();
-            if batch.is_empty() {
-                return;
-            }
-            self.send(batch).await;
-        }
-    }
-}
-
-/// Dropped by the caller that sent a call of its own: the puts queued meanwhile go on in a
-/// task (so that caller is not kept for them), or the flushing ends.
-struct HandOver(Arc<Writer>);
-
-impl Drop for HandOver {
-    fn drop(&mut self) {
-        let mut queue = self.0.queue();
-        if queue.puts.is_empty() {
-            queue.flushing = false;
-            return;
-        }
-        drop(queue);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(self.0.clone().flush());
-            }
-            Err(_) => {
-                // No runtime left to send them: their callers hear that the write was
-                // abandoned, as on any failed put.
-                let mut queue = self.0.queue();
-                queue.puts.clear();
-                queue.flushing = false;
-            }
-        }
     }
 }
