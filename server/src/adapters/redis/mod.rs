@@ -61,8 +61,23 @@ pub struct RedisCache {
     one_call: std::sync::atomic::AtomicBool,
 }
 
-/// The cached form of an instance.
-#[derive(Serialize, Deserialize)]
+/// The cached form of an instance, as written (borrowing the record: [`Cached`] as JSON).
+#[derive(Serialize)]
+struct CachedRef<'a> {
+    id: Uuid,
+    entity_type_id: Uuid,
+    entity_type_name: &'a str,
+    external_id: &'a str,
+    state: &'a State,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    archived: bool,
+    erased: bool,
+}
+
+/// The cached form of an instance, as read.
+#[derive(Deserialize)]
 struct Cached {
     id: Uuid,
     entity_type_id: Uuid,
@@ -260,12 +275,12 @@ impl StateCache for RedisCache {
 impl RedisCache {
     /// The compare-and-set's arguments for `i`: version, record, ttl.
     fn put_args(&self, i: &InstanceRecord) -> Result<Vec<String>, CacheError> {
-        let data = serde_json::to_string(&Cached {
+        let data = serde_json::to_string(&CachedRef {
             id: i.id,
             entity_type_id: i.entity_type_id,
-            entity_type_name: i.entity_type_name.clone(),
-            external_id: i.external_id.clone(),
-            state: i.state.clone(),
+            entity_type_name: &i.entity_type_name,
+            external_id: &i.external_id,
+            state: &i.state,
             version: i.version,
             created_at: i.created_at,
             updated_at: i.updated_at,
